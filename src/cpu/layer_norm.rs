@@ -1,0 +1,75 @@
+//! LayerNorm over the last axis, as PyTorch computes it: biased variance, eps inside the
+//! square root. The encoder uses eps 1e-6, the decoder transformer 1e-5 (spec traps).
+
+use rayon::prelude::*;
+
+/// Normalises each row of `x` ([rows, dim]) in place.
+pub fn layer_norm(x: &mut [f32], dim: usize, weight: &[f32], bias: &[f32], eps: f32) {
+    assert_eq!(weight.len(), dim);
+    assert_eq!(bias.len(), dim);
+    x.par_chunks_mut(dim.max(1) * 64.max(1)).for_each(|chunk| {
+        for row in chunk.chunks_mut(dim) {
+            layer_norm_row(row, weight, bias, eps);
+        }
+    });
+}
+
+/// One row; accumulates in f64 so the result does not depend on the summation order.
+pub fn layer_norm_row(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
+        *v = ((*v as f64 - mean) * inv) as f32 * w + b;
+    }
+}
+
+/// LayerNorm2d on a channel-first map [C, HW]: normalises over C at every pixel.
+pub fn layer_norm_2d(x: &mut [f32], channels: usize, weight: &[f32], bias: &[f32], eps: f32) {
+    let hw = x.len() / channels;
+    let mut t = transpose(x, channels, hw);
+    layer_norm(&mut t, channels, weight, bias, eps);
+    x.copy_from_slice(&transpose(&t, hw, channels));
+}
+
+/// Row-major [r, c] -> [c, r].
+pub fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+    assert_eq!(x.len(), r * c);
+    let mut out = vec![0.0f32; r * c];
+    const B: usize = 32;
+    for i0 in (0..r).step_by(B) {
+        for j0 in (0..c).step_by(B) {
+            for i in i0..(i0 + B).min(r) {
+                for j in j0..(j0 + B).min(c) {
+                    out[j * r + i] = x[i * c + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_rows() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 14.0];
+        layer_norm(&mut x, 4, &[1.0; 4], &[0.0; 4], 1e-6);
+        let r0: f32 = x[..4].iter().sum();
+        assert!(r0.abs() < 1e-5);
+        assert!((x[0] + 1.3416407).abs() < 1e-5);
+        assert!((x[7] - 1.7320508).abs() < 1e-4);
+    }
+
+    #[test]
+    fn layer_norm_2d_is_per_pixel() {
+        let mut x: Vec<f32> = (0..12).map(|i| (i * i) as f32 * 0.1).collect(); // [3, 4]
+        let mut want = transpose(&x, 3, 4);
+        layer_norm(&mut want, 3, &[2.0; 3], &[0.5; 3], 1e-6);
+        layer_norm_2d(&mut x, 3, &[2.0; 3], &[0.5; 3], 1e-6);
+        assert_eq!(x, transpose(&want, 4, 3));
+    }
+}
