@@ -1,7 +1,19 @@
 //! samrt: Segment Anything inference with an exact f32 CPU backend.
+pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod npy;
+pub mod postprocess;
+pub mod predictor;
+pub mod preprocess;
+pub mod prompt_encoder;
+pub mod two_way_transformer;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use predictor::{ImageEmbedding, Prediction, Prompt, Sam};

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 pub fn layer_norm(x: &mut [f32], dim: usize, weight: &[f32], bias: &[f32], eps: f32) {
     assert_eq!(weight.len(), dim);
     assert_eq!(bias.len(), dim);
-    x.par_chunks_mut(dim.max(1) * 64.max(1)).for_each(|chunk| {
+    x.par_chunks_mut(dim.max(1) * 64).for_each(|chunk| {
         for row in chunk.chunks_mut(dim) {
             layer_norm_row(row, weight, bias, eps);
         }

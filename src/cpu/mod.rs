@@ -1,6 +1,15 @@
 //! f32 CPU reference backend. Each op lives in its own file under the name its CUDA twin
 //! uses.
+pub mod attention;
+pub mod conv2d;
+pub mod conv_transpose2d;
+pub mod decoder_attention;
 pub mod gelu;
+pub mod gelu_fast;
 pub mod gemm;
 pub mod layer_norm;
+pub mod patch_embed;
 pub mod softmax;
+pub mod strided_conv2d;
+pub mod vec_math;
+pub mod vmath;

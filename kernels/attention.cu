@@ -1,0 +1,406 @@
+// Flash-style multi-head attention (online softmax, fp32 statistics, fp16 tensor cores).
+//
+// Two families share one body:
+//
+// * attn_relpos_s{S}_d{HD}_f16 -- the SAM image-encoder attention (spec section 2). Reads the
+//   packed qkv GEMM output [B*G*G, 3*D] (G = 64 tokens per side) and writes [B*G*G, D] with
+//   heads recombined as channel h*HD + c, ready for the proj GEMM. S = 14 is windowed
+//   attention: the 64 -> 70 zero padding and the window partition are folded into the token
+//   indexing, so no padded copy of the activations exists. A padded token's q/k/v would be
+//   Linear(0) = bias, so its K and V rows are synthesised from the qkv bias and its output is
+//   simply not stored. S = 64 with G = 64 is global attention (one 64x64 "window").
+//   The decomposed relative-position bias is computed in-kernel from the unscaled q:
+//     logit = scale*<q,k> + <q, rel_pos_h[qy-ky+S-1]> + <q, rel_pos_w[qx-kx+S-1]>.
+//   Per query tile, Q @ rel_pos_{h,w}^T ([64 x (2S-1)]) runs on the tensor cores and is
+//   scattered into rel_h[q][ky] / rel_w[q][kx] tables in shared memory, pre-divided by scale
+//   so that the score accumulator can be *initialised* with the bias and the QK^T mma adds
+//   on top: s = <q,k> + (rel_h + rel_w) / scale, logit = scale * s.
+//   For S == 64 a 64-key tile is exactly one key row ky (= tile index) with kx = column, so
+//   the rel_w part of the initial value is tile-invariant and lives in registers.
+//
+// * attn_plain_d{HD}_f16 -- plain softmax(q k^T * scale) v for the mask decoder (HD 16/32,
+//   any Lq, Lk), reading separate q, k, v with row and batch strides.
+//
+// Each block: 4 warps, 64 queries (16 per warp), keys streamed in tiles of 64 through a
+// double-buffered cp.async ring. Rows are padded by 8 halves (HD + 8 halves = an odd number
+// of 16 B chunks), which makes every ldmatrix phase (8 rows, one chunk) bank-conflict free
+// for HD = 16, 32, 64 and 80. Keys past the sequence end are zero-filled and get a -inf bias.
+#include "common.cuh"
+
+namespace {
+
+constexpr int ABM = 64;  // queries per block
+constexpr int ABN = 64;  // keys per tile
+constexpr int AWARPS = 4;
+constexpr int ATHREADS = AWARPS * 32;
+
+}  // namespace
+
+// Mirrored field for field by `AttnParams` in src/cuda/attention.rs (#[repr(C)]).
+struct AttnParams {
+    const __half* q;
+    const __half* k;
+    const __half* v;
+    __half* o;
+    const float* k_bias;  // relpos only: bias of the k part of qkv, indexed h*HD + c
+    const float* v_bias;  // relpos only: bias of the v part
+    const __half* rel_h;  // relpos only: [2S-1, HD]
+    const __half* rel_w;  // relpos only: [2S-1, HD]
+    long long q_batch;    // plain only: batch strides in elements
+    long long k_batch;
+    long long v_batch;
+    long long o_batch;
+    int q_ld;  // row strides in elements
+    int k_ld;
+    int v_ld;
+    int o_ld;
+    int lq;    // plain only: sequence lengths
+    int lk;
+    int grid;  // relpos only: tokens per image side (64)
+    int windows_per_side;  // relpos only: ceil(grid / S)
+    float scale;           // softmax scale (head_dim^-0.5)
+    int pad_;
+};
+
+namespace {
+
+template <int HD, int S, bool RELPOS>
+struct Tile {
+    static constexpr int LDS = HD + 8;  // halves per shared row
+    static constexpr int CH = HD / 8;   // 16 B chunks per row
+    static constexpr int TILE = ABN * LDS;
+    // Dynamic shared memory, as computed by the launcher (attention.rs, `smem_bytes`):
+    // Q tile, two K and two V stages (fp16), then rel_h and rel_w (fp32) for relpos.
+    static_assert(((ABM * LDS + 4 * TILE) * 2) % 16 == 0, "rel tables must stay aligned");
+};
+
+// Where token n of the current sequence lives: row pointer (offset by the head) or nullptr
+// for a padded / out-of-range token.
+template <int S, bool RELPOS>
+struct TokenMap {
+    int b, wy, wx, len, grid;
+
+    SAMRT_DEVICE long long row(int n) const {
+        if (n >= len) return -1;
+        if constexpr (RELPOS) {
+            const int y = wy * S + n / S;
+            const int x = wx * S + n % S;
+            if (y >= grid || x >= grid) return -1;
+            return (static_cast<long long>(b) * grid + y) * grid + x;
+        } else {
+            return n;
+        }
+    }
+};
+
+template <int HD, int S, bool RELPOS>
+SAMRT_DEVICE void attention(const AttnParams& p) {
+    using T = Tile<HD, S, RELPOS>;
+    constexpr int LDS = T::LDS;
+    constexpr int CH = T::CH;
+    constexpr int KS = HD / 16;  // k16 steps of QK^T, and d-tile pairs of PV
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    __half* s_q = reinterpret_cast<__half*>(smem_raw);
+    __half* s_k = s_q + ABM * LDS;     // 2 stages
+    __half* s_v = s_k + 2 * T::TILE;   // 2 stages
+    float* s_relh = reinterpret_cast<float*>(s_v + 2 * T::TILE);  // [ABM][S]
+    float* s_relw = s_relh + ABM * S;                                // [ABM][S]
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int g = lane >> 2;
+    const int t4 = lane & 3;
+    const int q0 = blockIdx.x * ABM;
+    const int head = blockIdx.y;
+
+    TokenMap<S, RELPOS> map;
+    map.grid = p.grid;
+    int lk;
+    const __half *qb, *kb, *vb;
+    __half* ob;
+    if constexpr (RELPOS) {
+        const int wps = p.windows_per_side;
+        const int win = blockIdx.z % (wps * wps);
+        map.b = blockIdx.z / (wps * wps);
+        map.wy = win / wps;
+        map.wx = win % wps;
+        map.len = S * S;
+        lk = S * S;
+        qb = p.q + head * HD;
+        kb = p.k + head * HD;
+        vb = p.v + head * HD;
+        ob = p.o + head * HD;
+    } else {
+        map.b = blockIdx.z;
+        map.wy = map.wx = 0;
+        map.len = p.lq;
+        lk = p.lk;
+        qb = p.q + blockIdx.z * p.q_batch + head * HD;
+        kb = p.k + blockIdx.z * p.k_batch + head * HD;
+        vb = p.v + blockIdx.z * p.v_batch + head * HD;
+        ob = p.o + blockIdx.z * p.o_batch + head * HD;
+    }
+    TokenMap<S, RELPOS> kmap = map;
+    kmap.len = lk;
+
+    // ---- Q tile (padded / missing queries are zero; their outputs are never stored) ----
+    for (int c = tid; c < ABM * CH; c += ATHREADS) {
+        const int r = c / CH, ch = c % CH;
+        const long long row = map.row(q0 + r);
+        const __half* src = row >= 0 ? qb + row * p.q_ld + ch * 8 : p.q;
+        samrt::cp_async_16(samrt::smem_addr(s_q + r * LDS + ch * 8), src, row >= 0);
+    }
+    samrt::cp_async_commit();
+
+    auto load_kv = [&](int tile, int stage) {
+        __half* dk = s_k + stage * T::TILE;
+        __half* dv = s_v + stage * T::TILE;
+        for (int c = tid; c < ABN * CH; c += ATHREADS) {
+            const int r = c / CH, ch = c % CH;
+            const int n = tile * ABN + r;
+            const long long row = kmap.row(n);
+            if (RELPOS && row < 0 && n < lk) {
+                // Padding token inside the window: k and v are the qkv bias (in fp16, as the
+                // GEMM would have stored Linear(0)).
+                uint4 kk, vv;
+                uint32_t* kp = reinterpret_cast<uint32_t*>(&kk);
+                uint32_t* vp = reinterpret_cast<uint32_t*>(&vv);
+                const int f = head * HD + ch * 8;
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    kp[e] = samrt::pack_half2(p.k_bias[f + 2 * e], p.k_bias[f + 2 * e + 1]);
+                    vp[e] = samrt::pack_half2(p.v_bias[f + 2 * e], p.v_bias[f + 2 * e + 1]);
+                }
+                *reinterpret_cast<uint4*>(dk + r * LDS + ch * 8) = kk;
+                *reinterpret_cast<uint4*>(dv + r * LDS + ch * 8) = vv;
+            } else {
+                const bool ok = row >= 0;
+                samrt::cp_async_16(samrt::smem_addr(dk + r * LDS + ch * 8),
+                                   ok ? kb + row * p.k_ld + ch * 8 : p.k, ok);
+                samrt::cp_async_16(samrt::smem_addr(dv + r * LDS + ch * 8),
+                                   ok ? vb + row * p.v_ld + ch * 8 : p.v, ok);
+            }
+        }
+    };
+    load_kv(0, 0);
+    samrt::cp_async_commit();
+
+    samrt::cp_async_wait<1>();  // Q has landed (K/V tile 0 may still be in flight)
+    __syncthreads();
+
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+        const int r = warp * 16 + (lane & 15);
+        const int col = ks * 16 + (lane >> 4) * 8;
+        samrt::ldmatrix_x4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3],
+                           samrt::smem_addr(s_q + r * LDS + col));
+    }
+
+    // Rows of this thread's accumulator fragments (block-local).
+    const int r_lo = warp * 16 + g;
+    const int r_hi = r_lo + 8;
+    const float inv_scale = 1.0f / p.scale;
+
+    float relw_reg[RELPOS && S == ABN ? 8 : 1][4];
+    if constexpr (RELPOS) {
+        // ---- Decomposed rel-pos tables for this warp's 16 query rows ----
+        int qy[2], qx[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int n = q0 + (i ? r_hi : r_lo);
+            const bool in = n < S * S;  // rows past the window are zero queries: any coords
+            qy[i] = in ? n / S : 0;
+            qx[i] = in ? n % S : 0;
+        }
+        constexpr int NT = (2 * S - 1 + 7) / 8;
+#pragma unroll
+        for (int tab = 0; tab < 2; ++tab) {
+            const __half* table = tab ? p.rel_w : p.rel_h;
+            float* dst = tab ? s_relw : s_relh;
+#pragma unroll 1
+            for (int nt = 0; nt < NT; ++nt) {
+                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                const int c = nt * 8 + g;  // table row feeding B column g
+                const bool cv = c < 2 * S - 1;
+                const __half* trow = table + (cv ? c : 0) * HD;
+#pragma unroll
+                for (int ks = 0; ks < KS; ++ks) {
+                    const uint32_t b0 =
+                        cv ? __ldg(reinterpret_cast<const unsigned int*>(trow + ks * 16 + 2 * t4))
+                           : 0u;
+                    const uint32_t b1 =
+                        cv ? __ldg(reinterpret_cast<const unsigned int*>(trow + ks * 16 + 8 + 2 * t4))
+                           : 0u;
+                    samrt::mma_16816(acc, qf[ks], b0, b1);
+                }
+                // acc[e] = <q_row, table[col]>; table row col = coord - key + S - 1.
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int i = e >> 1;
+                    const int col = nt * 8 + 2 * t4 + (e & 1);
+                    const int key = (tab ? qx[i] : qy[i]) + S - 1 - col;
+                    if (col < 2 * S - 1 && key >= 0 && key < S)
+                        dst[(i ? r_hi : r_lo) * S + key] = acc[e] * inv_scale;
+                }
+            }
+        }
+        __syncwarp();  // each warp reads back only its own rows
+        if constexpr (S == ABN) {
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    relw_reg[nt][e] =
+                        s_relw[((e >> 1) ? r_hi : r_lo) * S + nt * 8 + 2 * t4 + (e & 1)];
+        }
+    }
+
+    float o[2 * KS][4];
+#pragma unroll
+    for (int i = 0; i < 2 * KS; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY};
+    float l_run[2] = {0.0f, 0.0f};
+    const float sl2 = p.scale * 1.4426950408889634f;  // logits in log2 units
+
+    const int ktiles = (lk + ABN - 1) / ABN;
+    for (int kt = 0; kt < ktiles; ++kt) {
+        samrt::cp_async_wait<0>();
+        __syncthreads();  // tile kt visible; everyone is done with stage (kt + 1) & 1
+        if (kt + 1 < ktiles) load_kv(kt + 1, (kt + 1) & 1);
+        samrt::cp_async_commit();
+        const uint32_t k_addr = samrt::smem_addr(s_k + (kt & 1) * T::TILE);
+        const uint32_t v_addr = samrt::smem_addr(s_v + (kt & 1) * T::TILE);
+
+        // ---- s = bias / scale (or 0 / -inf), then s += Q K^T ----
+        float s[8][4];
+        if constexpr (RELPOS && S == ABN) {
+            const float h_lo = s_relh[r_lo * S + kt];
+            const float h_hi = s_relh[r_hi * S + kt];
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[nt][e] = relw_reg[nt][e] + ((e >> 1) ? h_hi : h_lo);
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const int n = kt * ABN + nt * 8 + 2 * t4 + j;
+                    if (n >= lk) {
+                        s[nt][j] = -INFINITY;
+                        s[nt][2 + j] = -INFINITY;
+                    } else if constexpr (RELPOS) {
+                        const int ky = n / S, kx = n % S;
+                        s[nt][j] = s_relh[r_lo * S + ky] + s_relw[r_lo * S + kx];
+                        s[nt][2 + j] = s_relh[r_hi * S + ky] + s_relw[r_hi * S + kx];
+                    } else {
+                        s[nt][j] = 0.0f;
+                        s[nt][2 + j] = 0.0f;
+                    }
+                }
+        }
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                // (keys 0-7, c 0-7), (keys 0-7, c 8-15), (keys 8-15, c 0-7), (keys 8-15, c 8-15)
+                const int r = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int col = ks * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4(b0, b1, b2, b3, k_addr + (r * LDS + col) * 2);
+                samrt::mma_16816(s[2 * np], qf[ks], b0, b1);
+                samrt::mma_16816(s[2 * np + 1], qf[ks], b2, b3);
+            }
+
+        // ---- online softmax; each row is spread over the 4 lanes of a quad ----
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+                mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[i], mx);
+            // A row with no finite logit yet keeps m = -inf; subtracting 0 keeps exp2 at 0.
+            const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+            const float corr = exp2f((m_run[i] - m_use) * sl2);
+            m_run[i] = m_new;
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const float e = exp2f((s[nt][2 * i + j] - m_use) * sl2);
+                    s[nt][2 * i + j] = e;
+                    sum += e;
+                }
+            l_run[i] = l_run[i] * corr + sum;
+#pragma unroll
+            for (int d = 0; d < 2 * KS; ++d) {
+                o[d][2 * i] *= corr;
+                o[d][2 * i + 1] *= corr;
+            }
+        }
+
+        // ---- O += P V: the score C-fragments are re-used as fp16 A-fragments ----
+#pragma unroll
+        for (int kk = 0; kk < ABN / 16; ++kk) {
+            const uint32_t a[4] = {
+                samrt::pack_half2(s[2 * kk][0], s[2 * kk][1]),
+                samrt::pack_half2(s[2 * kk][2], s[2 * kk][3]),
+                samrt::pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                samrt::pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]),
+            };
+#pragma unroll
+            for (int dp = 0; dp < KS; ++dp) {
+                // Transposed loads of (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7,
+                // d 8-15), (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
+                const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                const int col = dp * 16 + (lane >> 4) * 8;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4_trans(b0, b1, b2, b3, v_addr + (r * LDS + col) * 2);
+                samrt::mma_16816(o[2 * dp], a, b0, b1);
+                samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
+            }
+        }
+    }
+    samrt::cp_async_wait<0>();
+
+    // ---- normalise and store ----
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float l = l_run[i];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const long long row = map.row(q0 + (i ? r_hi : r_lo));
+        if (row < 0) continue;
+        __half* dst = ob + row * p.o_ld;
+#pragma unroll
+        for (int d = 0; d < 2 * KS; ++d)
+            *reinterpret_cast<uint32_t*>(dst + d * 8 + 2 * t4) =
+                samrt::pack_half2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+    }
+}
+
+}  // namespace
+
+// Two blocks per SM is the occupancy target (up to 87 KiB shared memory each). Naming it also
+// stops ptxas from trading a few registers for spills, which it does at (ATHREADS) alone.
+#define SAMRT_ATTN(NAME, HD, S, RELPOS)                                                    \
+    extern "C" __global__ void __launch_bounds__(ATHREADS, 2) NAME(const AttnParams p) { \
+        attention<HD, S, RELPOS>(p);                                                       \
+    }
+
+SAMRT_ATTN(attn_relpos_s14_d64_f16, 64, 14, true)
+SAMRT_ATTN(attn_relpos_s14_d80_f16, 80, 14, true)
+SAMRT_ATTN(attn_relpos_s64_d64_f16, 64, 64, true)
+SAMRT_ATTN(attn_relpos_s64_d80_f16, 80, 64, true)
+SAMRT_ATTN(attn_plain_d16_f16, 16, 1, false)
+SAMRT_ATTN(attn_plain_d32_f16, 32, 1, false)
+SAMRT_ATTN(attn_plain_d64_f16, 64, 1, false)

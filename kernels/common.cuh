@@ -1,0 +1,80 @@
+// Shared device helpers for the samrt kernels: cp.async, ldmatrix and mma.sync wrappers.
+// Every kernel stores fp16 and accumulates in fp32. Inline PTX is used instead of the CUDA
+// intrinsics headers so that the exact instructions (and their operand layouts, which the
+// index arithmetic in each kernel depends on) are visible in one place.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define SAMRT_DEVICE __device__ __forceinline__
+
+namespace samrt {
+
+SAMRT_DEVICE uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global->shared copy that bypasses L1. When `valid` is false no global byte is read
+// and the 16 destination bytes are zero-filled (src-size 0), which is how every kernel pads
+// ragged tiles: zeros keep the tensor-core products finite.
+SAMRT_DEVICE void cp_async_16(uint32_t dst, const void* src, bool valid) {
+    const int src_bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes)
+                 : "memory");
+}
+
+SAMRT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+template <int N>
+SAMRT_DEVICE void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8x8 b16 matrices; lane l supplies the row address of matrix l / 8.
+SAMRT_DEVICE void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                              uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr)
+                 : "memory");
+}
+
+SAMRT_DEVICE void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                    uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr)
+                 : "memory");
+}
+
+// D = A * B + D for one m16n8k16 tile, fp16 inputs, fp32 accumulators.
+// Fragment layout (g = lane / 4, t = lane % 4):
+//   a0 (row g, k 2t..2t+1)  a1 (row g+8, k 2t..)  a2 (row g, k 2t+8..)  a3 (row g+8, k 2t+8..)
+//   b0 (k 2t..2t+1, col g)  b1 (k 2t+8.., col g)
+//   d0,d1 (row g, col 2t..2t+1)  d2,d3 (row g+8, col 2t..2t+1)
+SAMRT_DEVICE void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats to a packed half2, `lo` in the low 16 bits (the lower k / column index).
+SAMRT_DEVICE uint32_t pack_half2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+
+SAMRT_DEVICE float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as nn.GELU() with approximate="none".
+SAMRT_DEVICE float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+}  // namespace samrt

@@ -1,0 +1,158 @@
+//! Checkpoint files: the official PyTorch `.pth` (torch.save zip + pickle), read by our own
+//! zip and pickle readers, and the fp16 safetensors file samrt converts it into once and then
+//! memory-maps.
+//!
+//! Every reader treats its input as hostile: offsets and sizes are checked against the file
+//! before anything is sliced or allocated, so a corrupt file yields an `Error`, never a panic.
+
+pub mod cache;
+pub mod pickle;
+pub mod pth;
+pub mod safetensors;
+pub mod zip;
+
+pub use cache::{cache_dir, cache_path, detect_format, open_model, Format};
+pub use pth::{read_pth, read_pth_bytes};
+pub use safetensors::{write_safetensors_f16, Checkpoint};
+
+use crate::error::{Error, Result};
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use half::{bf16, f16};
+use std::borrow::Cow;
+
+/// Element types a checkpoint may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// The safetensors spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+        }
+    }
+}
+
+/// One named tensor converted to f16, in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorF16 {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f16>,
+}
+
+/// Product of a shape, or None on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Elements converted per step; small enough to stay in cache, large enough to amortise.
+const CHUNK: usize = 1 << 14;
+
+/// Little-endian f32 values, borrowed when the bytes are suitably aligned.
+fn f32s_le(bytes: &[u8]) -> Cow<'_, [f32]> {
+    if cfg!(target_endian = "little") {
+        if let Ok(s) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            return Cow::Borrowed(s);
+        }
+    }
+    Cow::Owned(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// Little-endian 16-bit words, borrowed when aligned.
+fn u16s_le(bytes: &[u8]) -> Cow<'_, [u16]> {
+    if cfg!(target_endian = "little") {
+        if let Ok(s) = bytemuck::try_cast_slice::<u8, u16>(bytes) {
+            return Cow::Borrowed(s);
+        }
+    }
+    Cow::Owned(
+        bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+    )
+}
+
+/// Rounds f32 to f16 (nearest even) into `dst`, failing if a finite value overflows.
+fn f32_to_f16_checked(src: &[f32], dst: &mut [f16], name: &str, base: usize) -> Result<()> {
+    dst.convert_from_f32_slice(src);
+    if dst.iter().any(|h| h.to_bits() & 0x7FFF == 0x7C00) {
+        for (i, (h, s)) in dst.iter().zip(src).enumerate() {
+            if h.is_infinite() && s.is_finite() {
+                return Err(Error::Checkpoint(format!(
+                    "tensor `{name}`: value {s} at index {} is outside the f16 range (max 65504)",
+                    base + i
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts contiguous little-endian elements of `dtype` to f16.
+pub(crate) fn bytes_to_f16(bytes: &[u8], dtype: DType, name: &str) -> Result<Vec<f16>> {
+    let n = bytes.len() / dtype.size();
+    let mut out = vec![f16::ZERO; n];
+    match dtype {
+        DType::F16 => {
+            let words = u16s_le(bytes);
+            out.reinterpret_cast_mut().copy_from_slice(&words);
+        }
+        DType::F32 => {
+            let chunk_bytes = CHUNK * 4;
+            for (ci, (src, dst)) in bytes
+                .chunks(chunk_bytes)
+                .zip(out.chunks_mut(CHUNK))
+                .enumerate()
+            {
+                f32_to_f16_checked(&f32s_le(src), dst, name, ci * CHUNK)?;
+            }
+        }
+        DType::BF16 => {
+            let mut tmp = vec![0f32; CHUNK.min(n)];
+            for (ci, (src, dst)) in bytes
+                .chunks(CHUNK * 2)
+                .zip(out.chunks_mut(CHUNK))
+                .enumerate()
+            {
+                let words = u16s_le(src);
+                let t = &mut tmp[..dst.len()];
+                words.reinterpret_cast::<bf16>().convert_to_f32_slice(t);
+                f32_to_f16_checked(t, dst, name, ci * CHUNK)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Converts contiguous little-endian elements of `dtype` to f32 (exact for every dtype).
+pub(crate) fn bytes_to_f32(bytes: &[u8], dtype: DType, out: &mut [f32]) {
+    match dtype {
+        DType::F32 => out.copy_from_slice(&f32s_le(bytes)),
+        DType::F16 => u16s_le(bytes)
+            .reinterpret_cast::<f16>()
+            .convert_to_f32_slice(out),
+        DType::BF16 => u16s_le(bytes)
+            .reinterpret_cast::<bf16>()
+            .convert_to_f32_slice(out),
+    }
+}

@@ -1,0 +1,563 @@
+//! SAM's mask decoder (official `modeling/mask_decoder.py`), f32 on CPU.
+//!
+//! Tokens are `[iou_token, 4 mask tokens, sparse prompt]`; the image side is the image
+//! embedding plus the dense prompt embedding. After the TwoWayTransformer the image tokens
+//! are upscaled 4x by two stride-2 transposed convolutions (LayerNorm2d eps 1e-6 and exact
+//! GELU between, GELU after), each mask token goes through its own hypernetwork MLP to 32
+//! weights, and mask m is their dot product with the upscaled features at every pixel. The
+//! IoU head has no sigmoid.
+//!
+//! The upscaled features stay in the sub-pixel blocked order [`ConvTranspose2d`] produces;
+//! only the final per-pixel dot product writes into row-major `[4, 256, 256]`.
+
+use crate::config::SamConfig;
+use crate::cpu::conv_transpose2d::ConvTranspose2d;
+use crate::cpu::gelu_fast::gelu_fast;
+use crate::cpu::gemm::{matmul, MatRef, Par};
+use crate::cpu::layer_norm::{layer_norm, transpose};
+use crate::error::{Error, Result};
+use crate::two_way_transformer::{relu, Linear, PreparedImage, TwoWayTransformer};
+use crate::weights::{MapWeights, WeightSource};
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+const P: &str = "mask_decoder";
+/// LayerNorm2d's eps (common.py).
+const LN2D_EPS: f32 = 1e-6;
+
+/// Decoder result for one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderOutput {
+    /// Mask logits `[num_masks, 256, 256]`.
+    pub low_res: Vec<f32>,
+    /// Predicted IoU per mask (raw head output, no sigmoid).
+    pub iou: Vec<f32>,
+    pub num_masks: usize,
+}
+
+impl DecoderOutput {
+    /// The official multimask slicing: masks 1.. when `multimask`, else mask 0 only.
+    fn slice(self, multimask: bool) -> DecoderOutput {
+        let range = if multimask {
+            1..self.num_masks
+        } else {
+            0..1.min(self.num_masks)
+        };
+        let plane = self.low_res.len() / self.num_masks.max(1);
+        DecoderOutput {
+            low_res: self.low_res[range.start * plane..range.end * plane].to_vec(),
+            iou: self.iou[range.clone()].to_vec(),
+            num_masks: range.len(),
+        }
+    }
+}
+
+/// Three-layer MLP with ReLU between layers and nothing after the last.
+struct Mlp(Vec<Linear>);
+
+impl Mlp {
+    fn load(w: &dyn WeightSource, prefix: &str, dims: &[usize]) -> Result<Self> {
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, d)| Linear::load(w, &format!("{prefix}.layers.{i}"), d[0], d[1]))
+            .collect::<Result<_>>()?;
+        Ok(Mlp(layers))
+    }
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut h = x.to_vec();
+        for (i, l) in self.0.iter().enumerate() {
+            h = l.forward(&h, 1, Par::Seq);
+            if i + 1 < self.0.len() {
+                relu(&mut h);
+            }
+        }
+        h
+    }
+}
+
+pub struct MaskDecoder {
+    transformer: TwoWayTransformer,
+    /// `[1 + num_mask_tokens, dim]`: iou token then mask tokens.
+    output_tokens: Vec<f32>,
+    up1: ConvTranspose2d,
+    up_ln_w: Vec<f32>,
+    up_ln_b: Vec<f32>,
+    up2: ConvTranspose2d,
+    hyper: Vec<Mlp>,
+    iou_head: Mlp,
+    dim: usize,
+    num_mask_tokens: usize,
+    /// Image embedding side (64).
+    grid: usize,
+}
+
+/// One prompt after validation: tokens `[5 + n, dim]`, count, dense `[dim, hw]`.
+type Prompt<'a> = (&'a [f32], usize, &'a [f32]);
+
+impl MaskDecoder {
+    pub fn load(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Self> {
+        let dim = cfg.prompt_embed_dim;
+        let nm = cfg.num_mask_tokens;
+        if dim == 0 || !dim.is_multiple_of(8) || nm == 0 {
+            return Err(Error::Config(format!(
+                "mask decoder needs a dim divisible by 8 and mask tokens, got {dim} and {nm}"
+            )));
+        }
+        let t = |name: &str, shape: &[usize]| w.f32(&format!("{P}.{name}"), shape);
+        let mut output_tokens = t("iou_token.weight", &[1, dim])?;
+        output_tokens.extend(t("mask_tokens.weight", &[nm, dim])?);
+        let (c1, c2) = (dim / 4, dim / 8);
+        let up1 = ConvTranspose2d::new(
+            &t("output_upscaling.0.weight", &[dim, c1, 2, 2])?,
+            &t("output_upscaling.0.bias", &[c1])?,
+            dim,
+            c1,
+            2,
+        )?;
+        let up2 = ConvTranspose2d::new(
+            &t("output_upscaling.3.weight", &[c1, c2, 2, 2])?,
+            &t("output_upscaling.3.bias", &[c2])?,
+            c1,
+            c2,
+            2,
+        )?;
+        let hyper = (0..nm)
+            .map(|i| {
+                Mlp::load(
+                    w,
+                    &format!("{P}.output_hypernetworks_mlps.{i}"),
+                    &[dim, dim, dim, c2],
+                )
+            })
+            .collect::<Result<_>>()?;
+        let hid = cfg.iou_head_hidden_dim;
+        Ok(MaskDecoder {
+            transformer: TwoWayTransformer::load(w, &format!("{P}.transformer"), cfg)?,
+            output_tokens,
+            up1,
+            up_ln_w: t("output_upscaling.1.weight", &[c1])?,
+            up_ln_b: t("output_upscaling.1.bias", &[c1])?,
+            up2,
+            hyper,
+            iou_head: Mlp::load(w, &format!("{P}.iou_prediction_head"), &[dim, hid, hid, nm])?,
+            dim,
+            num_mask_tokens: nm,
+            grid: cfg.encoder.grid(),
+        })
+    }
+
+    fn hw(&self) -> usize {
+        self.grid * self.grid
+    }
+
+    fn check_image(&self, image_embedding: &[f32], image_pe: &[f32]) -> Result<()> {
+        let want = self.dim * self.hw();
+        for (what, len) in [
+            ("image embedding", image_embedding.len()),
+            ("image PE", image_pe.len()),
+        ] {
+            if len != want {
+                return Err(Error::Shape {
+                    name: what.into(),
+                    expected: vec![self.dim, self.grid, self.grid],
+                    got: vec![len],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one prompt and builds its token matrix.
+    fn tokens(&self, sparse: &[f32], n_sparse: usize, dense: &[f32]) -> Result<Vec<f32>> {
+        if sparse.len() != n_sparse * self.dim {
+            return Err(Error::Prompt(format!(
+                "sparse embedding has {} values, expected {n_sparse} x {}",
+                sparse.len(),
+                self.dim
+            )));
+        }
+        if dense.len() != self.dim * self.hw() {
+            return Err(Error::Prompt(format!(
+                "dense embedding has {} values, expected {} x {} x {}",
+                dense.len(),
+                self.dim,
+                self.grid,
+                self.grid
+            )));
+        }
+        let mut tokens = self.output_tokens.clone();
+        tokens.extend_from_slice(sparse);
+        Ok(tokens)
+    }
+
+    /// Image tokens `[hw, dim]` = image embedding + dense prompt, token-major.
+    fn image_tokens(&self, image_t: &[f32], dense: &[f32]) -> Vec<f32> {
+        let dense_t = transpose(dense, self.dim, self.hw());
+        image_t.iter().zip(&dense_t).map(|(a, b)| a + b).collect()
+    }
+
+    /// Everything after the image-side preparation, for one prompt; all mask tokens.
+    fn decode(
+        &self,
+        prep: &PreparedImage,
+        pe_t: &[f32],
+        tokens: &[f32],
+        par: Par,
+    ) -> Result<DecoderOutput> {
+        let nt = tokens.len() / self.dim;
+        let (hs, src) = self.transformer.run(prep, pe_t, tokens, nt, par)?;
+        let nm = self.num_mask_tokens;
+        let mut up = self.up1.forward(&src, self.hw(), par);
+        layer_norm(
+            &mut up,
+            self.up1.cout(),
+            &self.up_ln_w,
+            &self.up_ln_b,
+            LN2D_EPS,
+        );
+        gelu_fast(&mut up);
+        let mut up = self.up2.forward(&up, self.hw() * 4, par);
+        gelu_fast(&mut up);
+        let c2 = self.up2.cout();
+        let hyper: Vec<f32> = (0..nm)
+            .flat_map(|m| self.hyper[m].forward(&hs[(1 + m) * self.dim..(2 + m) * self.dim]))
+            .collect();
+        let iou = self.iou_head.forward(&hs[..self.dim]);
+        // masks = hyper_in @ upscaled: one product over all 16*hw upscaled pixels, in the
+        // blocked order, then a scatter to row-major [nm, 4g, 4g].
+        let npix = up.len() / c2;
+        let mut blocked = vec![0.0f32; nm * npix];
+        let up_t = MatRef {
+            data: &up,
+            rows: c2,
+            cols: npix,
+            rs: 1,
+            cs: c2,
+        };
+        matmul(
+            MatRef::rows(&hyper, nm, c2),
+            up_t,
+            &mut blocked,
+            npix,
+            0.0,
+            par,
+        );
+        let (g, side) = (self.grid, 4 * self.grid);
+        let mut low_res = vec![0.0f32; nm * side * side];
+        for (dst, src) in low_res.chunks_mut(side * side).zip(blocked.chunks(npix)) {
+            // Blocked index ((y*g + x)*4 + d1)*4 + d2 -> (4y + 2*dy1 + dy2, 4x + 2*dx1 + dx2).
+            for (i, &v) in src.iter().enumerate() {
+                let (d2, d1, x, y) = (i % 4, (i / 4) % 4, (i / 16) % g, i / (16 * g));
+                let yy = 4 * y + 2 * (d1 / 2) + d2 / 2;
+                let xx = 4 * x + 2 * (d1 % 2) + d2 % 2;
+                dst[yy * side + xx] = v;
+            }
+        }
+        Ok(DecoderOutput {
+            low_res,
+            iou,
+            num_masks: nm,
+        })
+    }
+
+    /// All 4 masks (official predict_masks), image_embedding & image_pe [256,64,64],
+    /// sparse [n,256], dense [256,64,64].
+    pub fn predict_masks(
+        &self,
+        image_embedding: &[f32],
+        image_pe: &[f32],
+        sparse: &[f32],
+        n_sparse: usize,
+        dense: &[f32],
+    ) -> Result<DecoderOutput> {
+        self.check_image(image_embedding, image_pe)?;
+        let tokens = self.tokens(sparse, n_sparse, dense)?;
+        let image_t = transpose(image_embedding, self.dim, self.hw());
+        let pe_t = transpose(image_pe, self.dim, self.hw());
+        let keys = self.image_tokens(&image_t, dense);
+        let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
+        self.decode(&prep, &pe_t, &tokens, Par::Threads)
+    }
+
+    /// Official forward: slices per multimask_output.
+    pub fn forward(
+        &self,
+        image_embedding: &[f32],
+        image_pe: &[f32],
+        sparse: &[f32],
+        n_sparse: usize,
+        dense: &[f32],
+        multimask_output: bool,
+    ) -> Result<DecoderOutput> {
+        Ok(self
+            .predict_masks(image_embedding, image_pe, sparse, n_sparse, dense)?
+            .slice(multimask_output))
+    }
+
+    /// Many prompts (sparse, n_sparse, dense) against one embedding. The image embedding
+    /// and PE are transposed once; prompts with identical dense embeddings (all the
+    /// no-mask ones, typically) share layer 0's image-side projections; prompts are decoded
+    /// in parallel. Equals one `forward` call per prompt.
+    pub fn forward_batch(
+        &self,
+        image_embedding: &[f32],
+        image_pe: &[f32],
+        prompts: &[(Vec<f32>, usize, Vec<f32>)],
+        multimask_output: bool,
+    ) -> Result<Vec<DecoderOutput>> {
+        self.check_image(image_embedding, image_pe)?;
+        let tokens: Vec<Vec<f32>> = prompts
+            .iter()
+            .map(|(s, n, d)| self.tokens(s, *n, d))
+            .collect::<Result<_>>()?;
+        let image_t = transpose(image_embedding, self.dim, self.hw());
+        let pe_t = transpose(image_pe, self.dim, self.hw());
+        let views: Vec<Prompt> = prompts
+            .iter()
+            .zip(&tokens)
+            .map(|((_, n, d), t)| (t.as_slice(), *n, d.as_slice()))
+            .collect();
+        let groups = group_by_dense(&views);
+        let mut out: Vec<Option<DecoderOutput>> = vec![None; prompts.len()];
+        let (shared, single): (Vec<_>, Vec<_>) = groups.into_iter().partition(|g| g.len() > 1);
+        // Shared groups: prepare once with all threads, then decode members in parallel.
+        for g in shared {
+            let keys = self.image_tokens(&image_t, views[g[0]].2);
+            let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
+            let res: Vec<(usize, DecoderOutput)> = g
+                .par_iter()
+                .map(|&i| Ok((i, self.decode(&prep, &pe_t, views[i].0, Par::Seq)?)))
+                .collect::<Result<_>>()?;
+            res.into_iter().for_each(|(i, o)| out[i] = Some(o));
+        }
+        // Prompts with a dense embedding of their own: one whole decode per task.
+        let res: Vec<(usize, DecoderOutput)> = single
+            .par_iter()
+            .map(|g| {
+                let i = g[0];
+                let keys = self.image_tokens(&image_t, views[i].2);
+                let prep = self.transformer.prepare(keys, &pe_t, Par::Seq)?;
+                Ok((i, self.decode(&prep, &pe_t, views[i].0, Par::Seq)?))
+            })
+            .collect::<Result<_>>()?;
+        res.into_iter().for_each(|(i, o)| out[i] = Some(o));
+        // Every index belongs to exactly one group, so every slot is filled.
+        Ok(out
+            .into_iter()
+            .flatten()
+            .map(|o| o.slice(multimask_output))
+            .collect())
+    }
+}
+
+/// Groups prompt indices whose dense embeddings are bit-identical, in first-seen order.
+/// A cheap hash finds candidates; a full comparison confirms them.
+fn group_by_dense(prompts: &[Prompt]) -> Vec<Vec<usize>> {
+    let hash = |d: &[f32]| {
+        d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+            (h ^ v.to_bits() as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let cands = by_hash.entry(hash(p.2)).or_default();
+        let bits_eq =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        match cands
+            .iter()
+            .find(|&&g| bits_eq(prompts[groups[g][0]].2, p.2))
+        {
+            Some(&g) => groups[g].push(i),
+            None => {
+                cands.push(groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
+}
+
+/// splitmix64: tiny deterministic PRNG so test weights need no `rand` crate.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// How a tensor is filled by [`random_decoder_weights`].
+#[derive(Clone, Copy)]
+enum Init {
+    /// Uniform +-1/sqrt(fan_in), PyTorch's default bound for Linear/Conv: biases.
+    Fan(usize),
+    /// Uniform +-sqrt(3/fan_in), unit variance: weights, so that activations keep their
+    /// scale through the layers and mask logits reach several units.
+    Unit(usize),
+    /// Roughly N(0, 1) (sum of three uniforms): embeddings and the Fourier matrix.
+    Normal,
+    /// 1 +- 0.2: norm scales.
+    One,
+    /// +-0.1: norm shifts.
+    Small,
+}
+
+/// Official names and shapes of every prompt encoder and mask decoder tensor.
+fn decoder_tensors(cfg: &SamConfig) -> Vec<(String, Vec<usize>, Init)> {
+    let d = cfg.prompt_embed_dim;
+    let mic = cfg.mask_in_chans;
+    let mut v: Vec<(String, Vec<usize>, Init)> = Vec::new();
+    let mut add = |n: String, s: Vec<usize>, i: Init| v.push((n, s, i));
+    let pe = "prompt_encoder";
+    add(
+        format!("{pe}.pe_layer.positional_encoding_gaussian_matrix"),
+        vec![2, d / 2],
+        Init::Normal,
+    );
+    for i in 0..4 {
+        add(
+            format!("{pe}.point_embeddings.{i}.weight"),
+            vec![1, d],
+            Init::Normal,
+        );
+    }
+    add(
+        format!("{pe}.not_a_point_embed.weight"),
+        vec![1, d],
+        Init::Normal,
+    );
+    add(
+        format!("{pe}.no_mask_embed.weight"),
+        vec![1, d],
+        Init::Normal,
+    );
+    let md = format!("{pe}.mask_downscaling");
+    for (i, o, inp, k) in [(0, mic / 4, 1, 2), (3, mic, mic / 4, 2), (6, d, mic, 1)] {
+        add(
+            format!("{md}.{i}.weight"),
+            vec![o, inp, k, k],
+            Init::Unit(inp * k * k),
+        );
+        add(format!("{md}.{i}.bias"), vec![o], Init::Fan(inp * k * k));
+    }
+    for (i, c) in [(1, mic / 4), (4, mic)] {
+        add(format!("{md}.{i}.weight"), vec![c], Init::One);
+        add(format!("{md}.{i}.bias"), vec![c], Init::Small);
+    }
+    let linear = |add: &mut dyn FnMut(String, Vec<usize>, Init), p: String, i: usize, o: usize| {
+        add(format!("{p}.weight"), vec![o, i], Init::Unit(i));
+        add(format!("{p}.bias"), vec![o], Init::Fan(i));
+    };
+    let norm = |add: &mut dyn FnMut(String, Vec<usize>, Init), p: String, c: usize| {
+        add(format!("{p}.weight"), vec![c], Init::One);
+        add(format!("{p}.bias"), vec![c], Init::Small);
+    };
+    let attn = |add: &mut dyn FnMut(String, Vec<usize>, Init), p: String, internal: usize| {
+        for n in ["q_proj", "k_proj", "v_proj"] {
+            linear(add, format!("{p}.{n}"), d, internal);
+        }
+        linear(add, format!("{p}.out_proj"), internal, d);
+    };
+    let t = "mask_decoder.transformer";
+    for l in 0..cfg.transformer_depth {
+        let p = format!("{t}.layers.{l}");
+        attn(&mut add, format!("{p}.self_attn"), d);
+        attn(&mut add, format!("{p}.cross_attn_token_to_image"), d / 2);
+        attn(&mut add, format!("{p}.cross_attn_image_to_token"), d / 2);
+        for n in 1..=4 {
+            norm(&mut add, format!("{p}.norm{n}"), d);
+        }
+        linear(
+            &mut add,
+            format!("{p}.mlp.lin1"),
+            d,
+            cfg.transformer_mlp_dim,
+        );
+        linear(
+            &mut add,
+            format!("{p}.mlp.lin2"),
+            cfg.transformer_mlp_dim,
+            d,
+        );
+    }
+    attn(&mut add, format!("{t}.final_attn_token_to_image"), d / 2);
+    norm(&mut add, format!("{t}.norm_final_attn"), d);
+    let m = "mask_decoder";
+    let nm = cfg.num_mask_tokens;
+    add(format!("{m}.iou_token.weight"), vec![1, d], Init::Normal);
+    add(format!("{m}.mask_tokens.weight"), vec![nm, d], Init::Normal);
+    add(
+        format!("{m}.output_upscaling.0.weight"),
+        vec![d, d / 4, 2, 2],
+        Init::Unit(d),
+    );
+    add(
+        format!("{m}.output_upscaling.0.bias"),
+        vec![d / 4],
+        Init::Fan(d),
+    );
+    norm(&mut add, format!("{m}.output_upscaling.1"), d / 4);
+    add(
+        format!("{m}.output_upscaling.3.weight"),
+        vec![d / 4, d / 8, 2, 2],
+        Init::Unit(d / 4),
+    );
+    add(
+        format!("{m}.output_upscaling.3.bias"),
+        vec![d / 8],
+        Init::Fan(d / 4),
+    );
+    for i in 0..nm {
+        let p = format!("{m}.output_hypernetworks_mlps.{i}.layers");
+        linear(&mut add, format!("{p}.0"), d, d);
+        linear(&mut add, format!("{p}.1"), d, d);
+        linear(&mut add, format!("{p}.2"), d, d / 8);
+    }
+    let hid = cfg.iou_head_hidden_dim;
+    let p = format!("{m}.iou_prediction_head.layers");
+    linear(&mut add, format!("{p}.0"), d, hid);
+    linear(&mut add, format!("{p}.1"), hid, hid);
+    linear(&mut add, format!("{p}.2"), hid, nm);
+    v
+}
+
+/// Every `prompt_encoder.*` and `mask_decoder.*` tensor under its official name and shape,
+/// filled deterministically from `seed` at PyTorch-like scales, every value f16-representable
+/// and non-zero (so a checkpoint stored in half precision holds them exactly, and a
+/// mis-wired zero tensor cannot hide).
+pub fn random_decoder_weights(cfg: &SamConfig, seed: u64) -> MapWeights {
+    let mut rng = SplitMix(seed);
+    let mut w = MapWeights::default();
+    for (name, shape, init) in decoder_tensors(cfg) {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                let v = match init {
+                    Init::Fan(f) => rng.uniform() / (f as f32).sqrt(),
+                    Init::Unit(f) => rng.uniform() * (3.0 / f as f32).sqrt(),
+                    Init::Normal => rng.uniform() + rng.uniform() + rng.uniform(),
+                    Init::One => 1.0 + 0.2 * rng.uniform(),
+                    Init::Small => 0.1 * rng.uniform(),
+                };
+                let h = half::f16::from_f32(v).to_f32();
+                if h == 0.0 {
+                    half::f16::MIN_POSITIVE.to_f32()
+                } else {
+                    h
+                }
+            })
+            .collect();
+        w.insert(name, shape, data);
+    }
+    w
+}

@@ -1,0 +1,406 @@
+//! Mask logits back to image resolution, bit-exact with PyTorch's CPU `F.interpolate`.
+//!
+//! `Sam.postprocess_masks` is two `F.interpolate(mode="bilinear", align_corners=False)`
+//! calls. PyTorch's CPU build contracts its multiply-adds into FMAs, so matching it to the
+//! last bit means reproducing which products are fused; the formulas below were pinned
+//! down empirically against torch 2.x on x86-64 (see tests/postprocess.rs).
+//!
+//! Two kernels exist in PyTorch and both are reproduced:
+//! - generic (NCHW): per axis `t = fma(x0, l0, x1 * l1)`, first along W then along H.
+//!   Separable, so we run it as a horizontal pass then a vertical pass.
+//! - channels-last: weights `w_ij = h_i * w_j`, `out = fma(x11, w11, fma(x10, w10,
+//!   fma(x00, w00, x01 * w01)))`, and its source index uses `fma(scale, d + 0.5, -0.5)`.
+//!   PyTorch picks it when `out_h + out_w <= 128`, and also when torch runs on one thread
+//!   with exactly 3 channels (see [`torch_kernel_for`]).
+
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// Side of the decoder's low-resolution mask logits.
+pub const LOW_RES: usize = 256;
+/// Side of the padded encoder input.
+pub const IMG_SIZE: usize = 1024;
+
+/// Which PyTorch CPU bilinear kernel to reproduce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TorchBilinearKernel {
+    Generic,
+    ChannelsLast,
+}
+
+/// PyTorch's choice (`upsample_bilinear2d_kernel_impl_float`) for a contiguous NCHW float
+/// tensor with `channels` channels and `torch_threads` intra-op threads.
+pub fn torch_kernel_for(
+    channels: usize,
+    out_h: usize,
+    out_w: usize,
+    torch_threads: usize,
+) -> TorchBilinearKernel {
+    if out_h + out_w <= 128 || (torch_threads == 1 && channels == 3) {
+        TorchBilinearKernel::ChannelsLast
+    } else {
+        TorchBilinearKernel::Generic
+    }
+}
+
+/// Per-axis source indices and weights (`compute_source_index_and_lambda`).
+struct Axis {
+    i0: Vec<usize>,
+    i1: Vec<usize>,
+    l0: Vec<f32>,
+    l1: Vec<f32>,
+}
+
+impl Axis {
+    fn truncate(&mut self, n: usize) {
+        self.i0.truncate(n);
+        self.i1.truncate(n);
+        self.l0.truncate(n);
+        self.l1.truncate(n);
+    }
+}
+
+fn axis(in_size: usize, out_size: usize, fused_src: bool) -> Axis {
+    let mut a = Axis {
+        i0: Vec::with_capacity(out_size),
+        i1: Vec::with_capacity(out_size),
+        l0: Vec::with_capacity(out_size),
+        l1: Vec::with_capacity(out_size),
+    };
+    // area_pixel_compute_scale: float(in) / out in float32.
+    let scale = in_size as f32 / out_size as f32;
+    for d in 0..out_size {
+        if in_size == out_size {
+            a.i0.push(d);
+            a.i1.push(d);
+            a.l0.push(1.0);
+            a.l1.push(0.0);
+            continue;
+        }
+        let dd = d as f32 + 0.5;
+        let src = if fused_src {
+            fma(scale, dd, -0.5)
+        } else {
+            scale * dd - 0.5
+        };
+        let src = if src < 0.0 { 0.0 } else { src };
+        let i0 = (src.floor() as usize).min(in_size - 1);
+        let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+        a.i0.push(i0);
+        a.i1.push(if i0 < in_size - 1 { i0 + 1 } else { i0 });
+        a.l1.push(l1);
+        a.l0.push(1.0 - l1);
+    }
+    a
+}
+
+/// Correctly rounded fused multiply-add. With the `fma` target feature this is one
+/// instruction; otherwise Rust falls back to a (slower, equally exact) software routine.
+#[inline(always)]
+fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+/// One output row of the generic kernel's W pass: `fma(x[i0], l0, x[i1] * l1)`.
+#[inline(always)]
+fn hrow(src: &[f32], ax: &Axis, out: &mut [f32]) {
+    for (q, o) in out.iter_mut().enumerate() {
+        *o = fma(src[ax.i0[q]], ax.l0[q], src[ax.i1[q]] * ax.l1[q]);
+    }
+}
+
+/// The H pass combines two W-interpolated rows: `fma(t0, l0, t1 * l1)`.
+#[inline(always)]
+fn vrow(t0: &[f32], t1: &[f32], l0: f32, l1: f32, out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(t0).zip(t1) {
+        *o = fma(a, l0, b * l1);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma,avx2")]
+unsafe fn hrow_fma(src: &[f32], ax: &Axis, out: &mut [f32]) {
+    hrow(src, ax, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma,avx2")]
+unsafe fn vrow_fma(t0: &[f32], t1: &[f32], l0: f32, l1: f32, out: &mut [f32]) {
+    vrow(t0, t1, l0, l1, out)
+}
+
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn hrow_dispatch(fast: bool, src: &[f32], ax: &Axis, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` is only true when the CPU reports fma and avx2.
+        return unsafe { hrow_fma(src, ax, out) };
+    }
+    let _ = fast;
+    hrow(src, ax, out)
+}
+
+fn vrow_dispatch(fast: bool, t0: &[f32], t1: &[f32], l0: f32, l1: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` is only true when the CPU reports fma and avx2.
+        return unsafe { vrow_fma(t0, t1, l0, l1, out) };
+    }
+    let _ = fast;
+    vrow(t0, t1, l0, l1, out)
+}
+
+/// Generic kernel on the top-left `src_h x in_w` window of a `src_w`-wide map; the axes
+/// say which output rows/cols to produce. The kernel is separable, so each W-interpolated
+/// source row is computed once (only if some output row reads it) and shared.
+fn generic(
+    src: &[f32],
+    src_w: usize,
+    src_h: usize,
+    in_w: usize,
+    ax_h: &Axis,
+    ax_w: &Axis,
+) -> Vec<f32> {
+    let out_w = ax_w.i0.len();
+    let out_h = ax_h.i0.len();
+    let fast = has_fma();
+    // Which source rows does the H pass read?
+    let mut needed = vec![false; src_h];
+    for r in 0..out_h {
+        needed[ax_h.i0[r]] = true;
+        needed[ax_h.i1[r]] = true;
+    }
+    let mut tmp = vec![0f32; src_h * out_w];
+    tmp.par_chunks_mut(out_w)
+        .enumerate()
+        .filter(|(y, _)| needed[*y])
+        .for_each(|(y, trow)| {
+            hrow_dispatch(fast, &src[y * src_w..y * src_w + in_w], ax_w, trow);
+        });
+    let mut out = vec![0f32; out_h * out_w];
+    out.par_chunks_mut(out_w).enumerate().for_each(|(r, orow)| {
+        let (a, b) = (ax_h.i0[r], ax_h.i1[r]);
+        vrow_dispatch(
+            fast,
+            &tmp[a * out_w..(a + 1) * out_w],
+            &tmp[b * out_w..(b + 1) * out_w],
+            ax_h.l0[r],
+            ax_h.l1[r],
+            orow,
+        );
+    });
+    out
+}
+
+fn channels_last(src: &[f32], src_w: usize, ax_h: &Axis, ax_w: &Axis) -> Vec<f32> {
+    let out_w = ax_w.i0.len();
+    let out_h = ax_h.i0.len();
+    let mut out = vec![0f32; out_h * out_w];
+    out.par_chunks_mut(out_w).enumerate().for_each(|(r, orow)| {
+        let (h0, h1) = (ax_h.l0[r], ax_h.l1[r]);
+        let r0 = &src[ax_h.i0[r] * src_w..];
+        let r1 = &src[ax_h.i1[r] * src_w..];
+        for (q, o) in orow.iter_mut().enumerate() {
+            let (c0, c1) = (ax_w.i0[q], ax_w.i1[q]);
+            let (w0, w1) = (ax_w.l0[q], ax_w.l1[q]);
+            let (w00, w01, w10, w11) = (h0 * w0, h0 * w1, h1 * w0, h1 * w1);
+            let s = fma(r0[c0], w00, r0[c1] * w01);
+            let s = fma(r1[c0], w10, s);
+            *o = fma(r1[c1], w11, s);
+        }
+    });
+    out
+}
+
+fn check_len(name: &str, got: usize, h: usize, w: usize) -> Result<()> {
+    if h == 0 || w == 0 || got != h * w {
+        return Err(Error::Shape {
+            name: name.to_string(),
+            expected: vec![h, w],
+            got: vec![got],
+        });
+    }
+    Ok(())
+}
+
+/// `F.interpolate(x[None, None], (out_h, out_w), mode="bilinear", align_corners=False)`
+/// for one float32 channel, as PyTorch's multi-threaded CPU build computes it.
+pub fn resize_bilinear_torch(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Result<Vec<f32>> {
+    let kernel = torch_kernel_for(1, out_h, out_w, 2);
+    resize_bilinear_torch_with(src, in_h, in_w, out_h, out_w, kernel)
+}
+
+/// As [`resize_bilinear_torch`] with an explicit choice of PyTorch kernel.
+pub fn resize_bilinear_torch_with(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    kernel: TorchBilinearKernel,
+) -> Result<Vec<f32>> {
+    check_len("bilinear input", src.len(), in_h, in_w)?;
+    if out_h == 0 || out_w == 0 {
+        return Err(Error::Shape {
+            name: "bilinear output".into(),
+            expected: vec![1, 1],
+            got: vec![out_h, out_w],
+        });
+    }
+    Ok(resize_window(src, in_w, in_h, in_w, out_h, out_w, kernel))
+}
+
+/// Bilinear on the top-left `in_h x in_w` window of a `src_w`-wide map (the crop in
+/// `masks[..., :h, :w]` is a view, so PyTorch interpolates exactly these values).
+fn resize_window(
+    src: &[f32],
+    src_w: usize,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    kernel: TorchBilinearKernel,
+) -> Vec<f32> {
+    let fused = kernel == TorchBilinearKernel::ChannelsLast;
+    let ax_h = axis(in_h, out_h, fused);
+    let ax_w = axis(in_w, out_w, fused);
+    match kernel {
+        TorchBilinearKernel::Generic => generic(src, src_w, in_h, in_w, &ax_h, &ax_w),
+        TorchBilinearKernel::ChannelsLast => channels_last(src, src_w, &ax_h, &ax_w),
+    }
+}
+
+/// `Sam.postprocess_masks` for `c` low-res masks `[c, 256, 256]`: bilinear to 1024x1024,
+/// crop to `input_size` (h, w), bilinear to `orig_size` (h, w). Returns `[c, H, W]` logits.
+///
+/// Matches PyTorch run with more than one thread (its default); see
+/// [`postprocess_masks_with`] for single-threaded PyTorch.
+pub fn postprocess_masks(
+    low_res: &[f32],
+    c: usize,
+    input_size: (usize, usize),
+    orig_size: (usize, usize),
+) -> Result<Vec<f32>> {
+    postprocess_masks_with(low_res, c, input_size, orig_size, 2)
+}
+
+/// As [`postprocess_masks`], reproducing PyTorch with `torch_threads` intra-op threads
+/// (the kernel choice, hence the last bit, depends on it for 3-channel inputs).
+pub fn postprocess_masks_with(
+    low_res: &[f32],
+    c: usize,
+    input_size: (usize, usize),
+    orig_size: (usize, usize),
+    torch_threads: usize,
+) -> Result<Vec<f32>> {
+    let plane = LOW_RES * LOW_RES;
+    if c == 0 || low_res.len() != c * plane {
+        return Err(Error::Shape {
+            name: "low_res_masks".into(),
+            expected: vec![c, LOW_RES, LOW_RES],
+            got: vec![low_res.len()],
+        });
+    }
+    let (ih, iw) = input_size;
+    let (oh, ow) = orig_size;
+    if ih == 0 || iw == 0 || ih > IMG_SIZE || iw > IMG_SIZE || oh == 0 || ow == 0 {
+        return Err(Error::Shape {
+            name: "postprocess sizes (input h, w, original h, w)".into(),
+            expected: vec![IMG_SIZE, IMG_SIZE, 1, 1],
+            got: vec![ih, iw, oh, ow],
+        });
+    }
+    let k1 = torch_kernel_for(c, IMG_SIZE, IMG_SIZE, torch_threads);
+    let k2 = torch_kernel_for(c, oh, ow, torch_threads);
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for m in low_res.chunks_exact(plane) {
+        let up = upsample_cropped(m, ih, iw, k1);
+        out.extend(resize_window(&up, iw, ih, iw, oh, ow, k2));
+    }
+    Ok(out)
+}
+
+/// The 256 -> 1024 upsample restricted to the `[:ih, :iw]` crop: every output element is
+/// computed independently by PyTorch, so skipping the cropped-away ones changes nothing.
+fn upsample_cropped(m: &[f32], ih: usize, iw: usize, kernel: TorchBilinearKernel) -> Vec<f32> {
+    let fused = kernel == TorchBilinearKernel::ChannelsLast;
+    let mut ax_h = axis(LOW_RES, IMG_SIZE, fused);
+    let mut ax_w = axis(LOW_RES, IMG_SIZE, fused);
+    ax_h.truncate(ih);
+    ax_w.truncate(iw);
+    match kernel {
+        TorchBilinearKernel::Generic => generic(m, LOW_RES, LOW_RES, LOW_RES, &ax_h, &ax_w),
+        TorchBilinearKernel::ChannelsLast => channels_last(m, LOW_RES, &ax_h, &ax_w),
+    }
+}
+
+/// `mask = logits > mask_threshold` with SAM's threshold 0.0 (strict; NaN is false).
+pub fn threshold(logits: &[f32]) -> Vec<bool> {
+    logits.iter().map(|&v| v > 0.0).collect()
+}
+
+/// Area and tight bounding box of a binary mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MaskStats {
+    pub area: u64,
+    /// x, y, w, h with w = max_x - min_x + 1 (pixels covered); all zero when empty.
+    /// Note the official AMG record uses w = max_x - min_x; convert there.
+    pub bbox: [u32; 4],
+}
+
+/// Area and bounding box of an `h x w` row-major mask.
+pub fn mask_stats(mask: &[bool], h: usize, w: usize) -> Result<MaskStats> {
+    check_len("mask", mask.len(), h, w)?;
+    let rows: Vec<(u64, usize, usize)> = mask
+        .par_chunks(w)
+        .map(|row| {
+            let area = row.iter().filter(|&&b| b).count() as u64;
+            let lo = row.iter().position(|&b| b).unwrap_or(usize::MAX);
+            let hi = row.iter().rposition(|&b| b).unwrap_or(0);
+            (area, lo, hi)
+        })
+        .collect();
+    let area: u64 = rows.iter().map(|r| r.0).sum();
+    if area == 0 {
+        return Ok(MaskStats::default());
+    }
+    let y0 = rows.iter().position(|r| r.0 > 0).unwrap_or(0);
+    let y1 = rows.iter().rposition(|r| r.0 > 0).unwrap_or(0);
+    let x0 = rows
+        .iter()
+        .filter(|r| r.0 > 0)
+        .map(|r| r.1)
+        .min()
+        .unwrap_or(0);
+    let x1 = rows
+        .iter()
+        .filter(|r| r.0 > 0)
+        .map(|r| r.2)
+        .max()
+        .unwrap_or(0);
+    Ok(MaskStats {
+        area,
+        bbox: [
+            x0 as u32,
+            y0 as u32,
+            (x1 - x0 + 1) as u32,
+            (y1 - y0 + 1) as u32,
+        ],
+    })
+}

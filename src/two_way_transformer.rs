@@ -1,0 +1,345 @@
+//! The mask decoder's TwoWayTransformer (official `modeling/transformer.py`), f32 on CPU.
+//!
+//! Everything is token-major: image tokens `[hw, dim]` (the official
+//! `flatten(2).permute(0, 2, 1)`), prompt tokens `[t, dim]`. Traps kept from the official
+//! code: layer 0's self-attention replaces the queries (no residual, no PE); LayerNorms use
+//! eps 1e-5; cross attentions project to `dim / 2`; the original prompt tokens are the
+//! query PE in every layer; image->token attention uses the updated queries but the keys
+//! from before the update.
+//!
+//! Layer 0's image-side projections (`k_proj(K + KP)` and `v_proj(K)` of token->image,
+//! `q_proj(K + KP)` of image->token) depend only on the image tokens and their PE, never on
+//! the prompt, so they are split out into [`PreparedImage`] and shared by every prompt with
+//! the same dense embedding.
+
+use crate::config::SamConfig;
+use crate::cpu::decoder_attention::decoder_attention;
+use crate::cpu::gemm::{linear, Par};
+use crate::cpu::layer_norm::layer_norm;
+use crate::error::{Error, Result};
+use crate::weights::WeightSource;
+
+/// nn.LayerNorm's default eps, used by every norm in the decoder transformer.
+const DECODER_LN_EPS: f32 = 1e-5;
+/// Official `attention_downsample_rate` for the three cross attentions.
+const CROSS_DOWNSAMPLE: usize = 2;
+
+pub(crate) struct Linear {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub out: usize,
+}
+
+impl Linear {
+    pub(crate) fn load(w: &dyn WeightSource, prefix: &str, inp: usize, out: usize) -> Result<Self> {
+        Ok(Linear {
+            w: w.f32(&format!("{prefix}.weight"), &[out, inp])?,
+            b: w.f32(&format!("{prefix}.bias"), &[out])?,
+            out,
+        })
+    }
+    pub(crate) fn forward(&self, x: &[f32], rows: usize, par: Par) -> Vec<f32> {
+        linear(x, rows, &self.w, Some(&self.b), self.out, par)
+    }
+}
+
+pub(crate) struct Norm {
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Norm {
+    fn load(w: &dyn WeightSource, prefix: &str, dim: usize) -> Result<Self> {
+        Ok(Norm {
+            w: w.f32(&format!("{prefix}.weight"), &[dim])?,
+            b: w.f32(&format!("{prefix}.bias"), &[dim])?,
+        })
+    }
+    fn apply(&self, x: &mut [f32]) {
+        layer_norm(x, self.w.len(), &self.w, &self.b, DECODER_LN_EPS);
+    }
+}
+
+/// Official `Attention`: q/k/v projections to `internal`, multi-head attention, out_proj.
+pub(crate) struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    internal: usize,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(
+        w: &dyn WeightSource,
+        prefix: &str,
+        dim: usize,
+        internal: usize,
+        heads: usize,
+    ) -> Result<Self> {
+        if heads == 0 || !internal.is_multiple_of(heads) {
+            return Err(Error::Config(format!(
+                "{prefix}: {heads} heads do not divide {internal} channels"
+            )));
+        }
+        Ok(Attention {
+            q: Linear::load(w, &format!("{prefix}.q_proj"), dim, internal)?,
+            k: Linear::load(w, &format!("{prefix}.k_proj"), dim, internal)?,
+            v: Linear::load(w, &format!("{prefix}.v_proj"), dim, internal)?,
+            o: Linear::load(w, &format!("{prefix}.out_proj"), internal, dim)?,
+            internal,
+            heads,
+        })
+    }
+
+    /// Attention on already-projected q `[nq, internal]`, k/v `[nk, internal]`, then out_proj.
+    fn attend(
+        &self,
+        qp: &[f32],
+        nq: usize,
+        kp: &[f32],
+        vp: &[f32],
+        nk: usize,
+        par: Par,
+    ) -> Vec<f32> {
+        let a = decoder_attention(qp, nq, kp, vp, nk, self.internal, self.heads, par);
+        self.o.forward(&a, nq, par)
+    }
+
+    /// The official forward: `q` `[nq, dim]`, `k`, `v` `[nk, dim]` -> `[nq, dim]`.
+    pub(crate) fn forward(
+        &self,
+        q: &[f32],
+        nq: usize,
+        k: &[f32],
+        v: &[f32],
+        nk: usize,
+        par: Par,
+    ) -> Vec<f32> {
+        let qp = self.q.forward(q, nq, par);
+        let kp = self.k.forward(k, nk, par);
+        let vp = self.v.forward(v, nk, par);
+        self.attend(&qp, nq, &kp, &vp, nk, par)
+    }
+}
+
+struct Block {
+    self_attn: Attention,
+    norm1: Norm,
+    t2i: Attention,
+    norm2: Norm,
+    lin1: Linear,
+    lin2: Linear,
+    norm3: Norm,
+    norm4: Norm,
+    i2t: Attention,
+    skip_first_layer_pe: bool,
+}
+
+/// Projections of the image tokens one layer needs: token->image k and v, image->token q.
+struct ImageProjections {
+    t2i_k: Vec<f32>,
+    t2i_v: Vec<f32>,
+    i2t_q: Vec<f32>,
+}
+
+/// Image tokens (image embedding + dense prompt) with layer 0's image-side projections.
+pub struct PreparedImage {
+    keys: Vec<f32>,
+    hw: usize,
+    proj0: Option<ImageProjections>,
+}
+
+pub struct TwoWayTransformer {
+    layers: Vec<Block>,
+    final_attn: Attention,
+    norm_final: Norm,
+    dim: usize,
+}
+
+/// ReLU that keeps NaN, as torch's does (f32::max would turn it into 0).
+pub(crate) fn relu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| {
+        if *v < 0.0 {
+            *v = 0.0
+        }
+    });
+}
+
+fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+fn add_assign(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+impl TwoWayTransformer {
+    /// `prefix` is `mask_decoder.transformer`.
+    pub fn load(w: &dyn WeightSource, prefix: &str, cfg: &SamConfig) -> Result<Self> {
+        let dim = cfg.prompt_embed_dim;
+        let heads = cfg.transformer_heads;
+        let cross = dim / CROSS_DOWNSAMPLE;
+        let layers = (0..cfg.transformer_depth)
+            .map(|i| {
+                let p = format!("{prefix}.layers.{i}");
+                Ok(Block {
+                    self_attn: Attention::load(w, &format!("{p}.self_attn"), dim, dim, heads)?,
+                    norm1: Norm::load(w, &format!("{p}.norm1"), dim)?,
+                    t2i: Attention::load(
+                        w,
+                        &format!("{p}.cross_attn_token_to_image"),
+                        dim,
+                        cross,
+                        heads,
+                    )?,
+                    norm2: Norm::load(w, &format!("{p}.norm2"), dim)?,
+                    lin1: Linear::load(w, &format!("{p}.mlp.lin1"), dim, cfg.transformer_mlp_dim)?,
+                    lin2: Linear::load(w, &format!("{p}.mlp.lin2"), cfg.transformer_mlp_dim, dim)?,
+                    norm3: Norm::load(w, &format!("{p}.norm3"), dim)?,
+                    norm4: Norm::load(w, &format!("{p}.norm4"), dim)?,
+                    i2t: Attention::load(
+                        w,
+                        &format!("{p}.cross_attn_image_to_token"),
+                        dim,
+                        cross,
+                        heads,
+                    )?,
+                    skip_first_layer_pe: i == 0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TwoWayTransformer {
+            layers,
+            final_attn: Attention::load(
+                w,
+                &format!("{prefix}.final_attn_token_to_image"),
+                dim,
+                cross,
+                heads,
+            )?,
+            norm_final: Norm::load(w, &format!("{prefix}.norm_final_attn"), dim)?,
+            dim,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn image_projections(
+        &self,
+        layer: &Block,
+        keys: &[f32],
+        key_pe: &[f32],
+        hw: usize,
+        par: Par,
+    ) -> ImageProjections {
+        let kpe = add(keys, key_pe);
+        ImageProjections {
+            t2i_k: layer.t2i.k.forward(&kpe, hw, par),
+            t2i_v: layer.t2i.v.forward(keys, hw, par),
+            i2t_q: layer.i2t.q.forward(&kpe, hw, par),
+        }
+    }
+
+    /// Image-side work shared by all prompts with these image tokens. `keys` and `key_pe`
+    /// are `[hw, dim]`.
+    pub fn prepare(&self, keys: Vec<f32>, key_pe: &[f32], par: Par) -> Result<PreparedImage> {
+        if keys.len() != key_pe.len() || !keys.len().is_multiple_of(self.dim) {
+            return Err(Error::Shape {
+                name: "image tokens / image PE".into(),
+                expected: vec![keys.len() / self.dim, self.dim],
+                got: vec![keys.len(), key_pe.len()],
+            });
+        }
+        let hw = keys.len() / self.dim;
+        let proj0 = self
+            .layers
+            .first()
+            .map(|l| self.image_projections(l, &keys, key_pe, hw, par));
+        Ok(PreparedImage { keys, hw, proj0 })
+    }
+
+    /// Runs the transformer for one prompt: `tokens` `[nt, dim]` (also the query PE).
+    /// Returns (queries `[nt, dim]`, image tokens `[hw, dim]`).
+    pub fn run(
+        &self,
+        prep: &PreparedImage,
+        key_pe: &[f32],
+        tokens: &[f32],
+        nt: usize,
+        par: Par,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (dim, hw) = (self.dim, prep.hw);
+        if tokens.len() != nt * dim || key_pe.len() != hw * dim {
+            return Err(Error::Shape {
+                name: "prompt tokens / image PE".into(),
+                expected: vec![nt * dim, hw * dim],
+                got: vec![tokens.len(), key_pe.len()],
+            });
+        }
+        let mut queries = tokens.to_vec();
+        let mut keys = prep.keys.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let fresh;
+            let proj = match (i, &prep.proj0) {
+                (0, Some(p)) => p,
+                _ => {
+                    fresh = self.image_projections(layer, &keys, key_pe, hw, par);
+                    &fresh
+                }
+            };
+            // 1. Self attention.
+            if layer.skip_first_layer_pe {
+                queries = layer
+                    .self_attn
+                    .forward(&queries, nt, &queries, &queries, nt, par);
+            } else {
+                let q = add(&queries, tokens);
+                let a = layer.self_attn.forward(&q, nt, &q, &queries, nt, par);
+                add_assign(&mut queries, &a);
+            }
+            layer.norm1.apply(&mut queries);
+            // 2. Tokens attend to the image.
+            let q = add(&queries, tokens);
+            let qp = layer.t2i.q.forward(&q, nt, par);
+            let a = layer.t2i.attend(&qp, nt, &proj.t2i_k, &proj.t2i_v, hw, par);
+            add_assign(&mut queries, &a);
+            layer.norm2.apply(&mut queries);
+            // 3. MLP (ReLU).
+            let mut h = layer.lin1.forward(&queries, nt, par);
+            relu(&mut h);
+            let m = layer.lin2.forward(&h, nt, par);
+            add_assign(&mut queries, &m);
+            layer.norm3.apply(&mut queries);
+            // 4. Image attends to the tokens (old keys, new queries).
+            let q = add(&queries, tokens);
+            let kp = layer.i2t.k.forward(&q, nt, par);
+            let vp = layer.i2t.v.forward(&queries, nt, par);
+            let a = layer.i2t.attend(&proj.i2t_q, hw, &kp, &vp, nt, par);
+            add_assign(&mut keys, &a);
+            layer.norm4.apply(&mut keys);
+        }
+        let q = add(&queries, tokens);
+        let k = add(&keys, key_pe);
+        let a = self.final_attn.forward(&q, nt, &k, &keys, hw, par);
+        add_assign(&mut queries, &a);
+        self.norm_final.apply(&mut queries);
+        Ok((queries, keys))
+    }
+
+    /// The official forward on token-major inputs.
+    pub fn forward(
+        &self,
+        keys: Vec<f32>,
+        key_pe: &[f32],
+        tokens: &[f32],
+        nt: usize,
+        par: Par,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let prep = self.prepare(keys, key_pe, par)?;
+        self.run(&prep, key_pe, tokens, nt, par)
+    }
+}

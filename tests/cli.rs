@@ -1,0 +1,278 @@
+//! The `samrt` CLI contract, driven as a user would: parity with the official predictor
+//! through files, and clean failures on bad input.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn samrt(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(args)
+        .env("SAMRT_CACHE_DIR", cache)
+        .output()
+        .expect("run samrt")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Bad input: a non-zero exit that is not a panic (101), one clear message, nothing else.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, stderr: {err}");
+    assert_ne!(o.status.code(), Some(101), "panicked: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "expected `{needle}` in: {err}"
+    );
+}
+
+fn model() -> String {
+    tiny_safetensors().to_str().unwrap().to_string()
+}
+
+fn img_path(name: &str) -> String {
+    fixtures()
+        .join(image(name)["file"].as_str().unwrap())
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn segment_matches_official_for_every_fixture_prompt() {
+    let cache = scratch("cli-cache");
+    for p in prompts() {
+        let name = p["name"].as_str().unwrap();
+        let out = scratch(&format!("cli-{name}"));
+        let image = img_path(p["image"].as_str().unwrap());
+        let m = model();
+        let mut args: Vec<String> = vec![
+            "segment".into(),
+            "--model".into(),
+            m,
+            "--image".into(),
+            image,
+        ];
+        if !p["points"].is_null() {
+            for (pt, l) in p["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(p["labels"].as_array().unwrap())
+            {
+                let v = f64s(pt);
+                args.push("--point".into());
+                args.push(format!("{},{},{}", v[0], v[1], l));
+            }
+        }
+        if !p["box"].is_null() {
+            let b = f64s(&p["box"]);
+            args.push("--box".into());
+            args.push(format!("{},{},{},{}", b[0], b[1], b[2], b[3]));
+        }
+        if let Some(f) = p["mask_input"].as_str() {
+            args.push("--mask-input".into());
+            args.push(fixtures().join(f).to_str().unwrap().into());
+        }
+        if !p["multimask"].as_bool().unwrap() {
+            args.push("--single-mask".into());
+        }
+        args.extend([
+            "--device".into(),
+            "cpu".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]);
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = samrt(&argv, &cache);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let json: serde_json::Value =
+            serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+        let masks = json["masks"].as_array().unwrap();
+        let scores = f64s(&p["scores"]);
+        assert_eq!(masks.len(), scores.len(), "{name}");
+        let (shape, want) = packed_masks(&p["masks"]);
+        let (h, w) = (shape[1], shape[2]);
+        for (i, rec) in masks.iter().enumerate() {
+            assert_eq!(rec["file"], format!("mask_{i}.png"));
+            let s = rec["score"].as_f64().unwrap();
+            assert!(
+                (s - scores[i]).abs() <= 2e-3,
+                "{name}: score {s} vs {}",
+                scores[i]
+            );
+            let png = image::open(out.join(format!("mask_{i}.png"))).unwrap();
+            let png = png.as_luma8().expect("8-bit grayscale PNG");
+            assert_eq!((png.height() as usize, png.width() as usize), (h, w));
+            assert!(png.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+            let ours: Vec<bool> = png.pixels().map(|p| p.0[0] == 255).collect();
+            let theirs = &want[i * h * w..(i + 1) * h * w];
+            let agree =
+                ours.iter().zip(theirs).filter(|(a, b)| a == b).count() as f64 / (h * w) as f64;
+            assert!(agree >= 0.995, "{name} mask {i}: agreement {agree}");
+            let area = ours.iter().filter(|&&b| b).count() as u64;
+            assert_eq!(
+                rec["area"].as_u64().unwrap(),
+                area,
+                "area is of the written mask"
+            );
+            assert_eq!(rec["bbox"].as_array().unwrap().len(), 4);
+        }
+        let (lshape, _) = samrt::npy::read_f32(&out.join("low_res_logits.npy")).unwrap();
+        assert_eq!(lshape, vec![masks.len(), 256, 256]);
+    }
+}
+
+#[test]
+fn pth_is_converted_once_then_cached() {
+    let cache = scratch("cli-pth-cache");
+    let out = scratch("cli-pth-out");
+    let pth = fixtures().join("sam_tiny.pth");
+    let args = [
+        "segment",
+        "--model",
+        pth.to_str().unwrap(),
+        "--image",
+        &img_path("chelsea"),
+        "--point",
+        "200,150",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = samrt(&args, &cache);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stderr(&first).contains("converted"), "{}", stderr(&first));
+    let second = samrt(&args, &cache);
+    assert!(second.status.success());
+    assert!(stderr(&second).contains("cached"), "{}", stderr(&second));
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
+fn info_and_convert() {
+    let cache = scratch("cli-info");
+    let o = samrt(
+        &["info", fixtures().join("sam_tiny.pth").to_str().unwrap()],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("embed_dim: 160")
+            && text.contains("depth: 4")
+            && text.contains("head_dim: 80"),
+        "{text}"
+    );
+    assert!(text.contains("global_attn_indexes: [1, 3]"), "{text}");
+    let want = manifest()["model"]["num_params"].as_u64().unwrap();
+    // The manifest counts the state dict; `parameters` leaves out the 2x128 Gaussian PE buffer.
+    assert!(
+        text.contains(&format!("parameters: {}", want - 256)),
+        "{text}"
+    );
+    let st = scratch("cli-convert").join("m.safetensors");
+    let o = samrt(
+        &[
+            "convert",
+            fixtures().join("sam_tiny.pth").to_str().unwrap(),
+            st.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = samrt(&["info", st.to_str().unwrap()], &cache);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("embed_dim: 160"));
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let cache = scratch("cli-bad-cache");
+    let dir = scratch("cli-bad");
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+    let m = model();
+    let img = img_path("chelsea");
+    let seg = |extra: &[&str], model: &str, image: &str| {
+        let mut a = vec!["segment", "--model", model, "--image", image, "--out", out];
+        a.extend_from_slice(extra);
+        samrt(&a, &cache)
+    };
+    // Prompts.
+    assert_clean_failure(&seg(&["--point", "1,2,3,4"], &m, &img), "--point");
+    assert_clean_failure(&seg(&["--point", "a,b"], &m, &img), "not a number");
+    assert_clean_failure(&seg(&["--point", "nan,5"], &m, &img), "not finite");
+    assert_clean_failure(&seg(&["--point", "5,inf"], &m, &img), "not finite");
+    assert_clean_failure(&seg(&["--point", "5,6,2"], &m, &img), "label");
+    assert_clean_failure(&seg(&["--point", "5,6,-1"], &m, &img), "label");
+    assert_clean_failure(&seg(&["--box", "1,2,3"], &m, &img), "--box");
+    assert_clean_failure(&seg(&["--box", "1,2,3,NaN"], &m, &img), "not finite");
+    // Mask inputs of the wrong shape or dtype.
+    let wrong_shape = dir.join("m128.npy");
+    samrt::npy::write_f32(&wrong_shape, &[128, 128], &vec![0.25; 128 * 128]).unwrap();
+    assert_clean_failure(
+        &seg(&["--mask-input", wrong_shape.to_str().unwrap()], &m, &img),
+        "shape",
+    );
+    let wrong_dtype = dir.join("mu8.npy");
+    samrt::npy::write_u8(&wrong_dtype, &[256, 256], &vec![3; 65536]).unwrap();
+    assert_clean_failure(
+        &seg(&["--mask-input", wrong_dtype.to_str().unwrap()], &m, &img),
+        "float32",
+    );
+    let garbage = write(
+        &dir,
+        "garbage.npy",
+        b"\x93NUMPY\x01\x00\xff\xffnot a header",
+    );
+    assert_clean_failure(
+        &seg(&["--mask-input", garbage.to_str().unwrap()], &m, &img),
+        ".npy",
+    );
+    // Images.
+    assert_clean_failure(
+        &seg(&[], &m, dir.join("missing.png").to_str().unwrap()),
+        "missing.png",
+    );
+    let junk = write(&dir, "junk.png", b"\x89PNG\r\n\x1a\n this is not a png");
+    assert_clean_failure(&seg(&[], &m, junk.to_str().unwrap()), "image");
+    let full = std::fs::read(fixtures().join(image("chelsea")["file"].as_str().unwrap())).unwrap();
+    let trunc = write(&dir, "trunc.png", &full[..full.len() / 2]);
+    assert_clean_failure(&seg(&[], &m, trunc.to_str().unwrap()), "image");
+    // Checkpoints.
+    let pth = std::fs::read(fixtures().join("sam_tiny.pth")).unwrap();
+    let tpth = write(&dir, "trunc.pth", &pth[..pth.len() / 3]);
+    assert_clean_failure(&seg(&[], tpth.to_str().unwrap(), &img), "trunc.pth");
+    let st = std::fs::read(tiny_safetensors()).unwrap();
+    let tst = write(&dir, "trunc.safetensors", &st[..st.len() - 1000]);
+    assert_clean_failure(&seg(&[], tst.to_str().unwrap(), &img), "trunc.safetensors");
+    let mut huge = st.clone();
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let hst = write(&dir, "huge_header.safetensors", &huge);
+    assert_clean_failure(&seg(&[], hst.to_str().unwrap(), &img), "header");
+    let empty = write(&dir, "empty.safetensors", b"");
+    assert_clean_failure(
+        &seg(&[], empty.to_str().unwrap(), &img),
+        "empty.safetensors",
+    );
+    assert_clean_failure(
+        &seg(&[], dir.join("nope.pth").to_str().unwrap(), &img),
+        "nope.pth",
+    );
+    // Device.
+    if !cfg!(feature = "cuda") {
+        assert_clean_failure(&seg(&["--device", "cuda"], &m, &img), "cuda");
+    }
+}

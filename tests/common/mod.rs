@@ -1,0 +1,135 @@
+//! Fixture access shared by the integration tests. The fixtures come from
+//! tools/make_fixtures.py (official segment_anything on a random-weight model).
+#![allow(dead_code)]
+
+use samrt::checkpoint::{read_pth, write_safetensors_f16, Checkpoint};
+use samrt::Sam;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn manifest() -> &'static Value {
+    static M: OnceLock<Value> = OnceLock::new();
+    M.get_or_init(|| {
+        let text =
+            std::fs::read_to_string(fixtures().join("manifest.json")).expect("manifest.json");
+        serde_json::from_str(&text).expect("manifest parses")
+    })
+}
+
+/// A scratch directory unique to this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("samrt-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The fixture model converted to fp16 safetensors (once per test binary).
+pub fn tiny_safetensors() -> &'static PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let tensors = read_pth(&fixtures().join("sam_tiny.pth")).expect("read sam_tiny.pth");
+        let out = scratch("model").join("sam_tiny.safetensors");
+        write_safetensors_f16(&out, &tensors).expect("write safetensors");
+        out
+    })
+}
+
+pub fn tiny_model() -> &'static Sam {
+    static S: OnceLock<Sam> = OnceLock::new();
+    S.get_or_init(|| {
+        let ck = Checkpoint::open(tiny_safetensors()).expect("open safetensors");
+        Sam::from_weights(&ck).expect("build model")
+    })
+}
+
+pub fn npy_f32(rel: &str) -> (Vec<usize>, Vec<f32>) {
+    samrt::npy::read_f32(&fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Masks stored as np.packbits (MSB first) over a bool [C,H,W] array.
+pub fn packed_masks(entry: &Value) -> (Vec<usize>, Vec<bool>) {
+    let shape: Vec<usize> = entry["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let n: usize = shape.iter().product();
+    let arr = samrt::npy::read(&fixtures().join(entry["file"].as_str().unwrap())).unwrap();
+    let bytes = match arr.data {
+        samrt::npy::NpyData::U8(b) => b,
+        other => panic!("packed masks should be uint8, got {other:?}"),
+    };
+    let bits = (0..n)
+        .map(|i| (bytes[i / 8] >> (7 - i % 8)) & 1 == 1)
+        .collect();
+    (shape, bits)
+}
+
+pub fn image(name: &str) -> &'static Value {
+    manifest()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap()
+}
+
+pub fn prompts() -> &'static Vec<Value> {
+    manifest()["prompts"].as_array().unwrap()
+}
+
+pub fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The library prompt a manifest entry describes.
+pub fn prompt_of(p: &Value) -> samrt::Prompt {
+    let mut out = samrt::Prompt {
+        multimask: p["multimask"].as_bool().unwrap(),
+        ..Default::default()
+    };
+    if !p["points"].is_null() {
+        for pt in p["points"].as_array().unwrap() {
+            let v = f64s(pt);
+            out.points.push([v[0], v[1]]);
+        }
+        out.labels = p["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_i64().unwrap() as i32)
+            .collect();
+    }
+    if !p["box"].is_null() {
+        let b = f64s(&p["box"]);
+        out.box_xyxy = Some([b[0], b[1], b[2], b[3]]);
+    }
+    if let Some(f) = p["mask_input"].as_str() {
+        out.mask_input = Some(npy_f32(f).1);
+    }
+    out
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Compiles every kernels/*.cu to PTX exactly as build.rs does, assembles it with `ptxas -v`
+# for sm_80 and sm_90a (an *_sm90a.cu file only for sm_90a), and prints registers, stack,
+# spills and shared memory per kernel. Exits non-zero if any kernel spills.
+# Usage: tools/check-ptxas.sh          (nvcc from $NVCC, PATH, or .cache via install-nvcc.sh)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+nvcc="${NVCC:-}"
+if [ -z "$nvcc" ]; then nvcc="$(command -v nvcc || true)"; fi
+if [ -z "$nvcc" ] && [ -x "$root/.cache/cuda-13.0/nvidia/cu13/bin/nvcc" ]; then
+    nvcc="$root/.cache/cuda-13.0/nvidia/cu13/bin/nvcc"
+fi
+[ -n "$nvcc" ] || { echo "check-ptxas: no nvcc; run tools/install-nvcc.sh" >&2; exit 2; }
+ptxas="$(dirname "$nvcc")/ptxas"
+[ -x "$ptxas" ] || ptxas="$(command -v ptxas)"
+"$nvcc" --version | tail -n 1
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Dynamic shared memory the launchers request (src/cuda/*.rs); ptxas only sees static.
+dyn_smem() {
+    case "$1" in
+        gemm_*) echo 65536 ;;
+        attn_relpos_s*_d*_f16 | attn_plain_d*_f16)
+            local hd s rel
+            hd="$(sed -E 's/.*_d([0-9]+)_f16/\1/' <<<"$1")"
+            s="$(sed -nE 's/attn_relpos_s([0-9]+)_.*/\1/p' <<<"$1")"
+            rel=$(( ${s:-0} * 2 * 64 * 4 ))
+            echo $(( (64 * (hd + 8) + 4 * 64 * (hd + 8)) * 2 + rel )) ;;
+        *) echo 0 ;;
+    esac
+}
+
+status=0
+printf '%-26s %-7s %5s %6s %7s %7s %8s %8s\n' kernel arch regs stack spill-st spill-ld smem-st smem-dyn
+for src in "$root"/kernels/*.cu; do
+    stem="$(basename "$src" .cu)"
+    if [[ "$stem" == *_sm90a ]]; then virt="-arch=sm_90a"; archs="sm_90a"; else virt="-arch=compute_80"; archs="sm_80 sm_90a"; fi
+    "$nvcc" -ptx "$virt" -std=c++17 -O3 -I "$root/kernels" "$src" -o "$work/$stem.ptx"
+    for arch in $archs; do
+        "$ptxas" -v -arch="$arch" "$work/$stem.ptx" -o "$work/$stem.$arch.cubin" 2> "$work/$stem.$arch.log"
+        while IFS=$'\t' read -r name regs stack sst sld smem; do
+            printf '%-26s %-7s %5s %6s %7s %7s %8s %8s\n' "$name" "$arch" "$regs" "$stack" "$sst" "$sld" "$smem" "$(dyn_smem "$name")"
+            if [ "$sst" != 0 ] || [ "$sld" != 0 ]; then status=1; fi
+        done < <(awk '
+            /Compiling entry function/ { if (name != "") print name "\t" regs "\t" stack "\t" sst "\t" sld "\t" smem;
+                                         match($0, /'\''[^'\'']+'\''/); name = substr($0, RSTART + 1, RLENGTH - 2);
+                                         regs = stack = sst = sld = smem = 0 }
+            /bytes stack frame/ { stack = $1; sst = $5; sld = $9 }
+            /Used [0-9]+ registers/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^registers/) regs = $i;
+                                                                if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) smem = $i } }
+            END { if (name != "") print name "\t" regs "\t" stack "\t" sst "\t" sld "\t" smem }' "$work/$stem.$arch.log" | sort)
+    done
+done
+if [ "$status" != 0 ]; then echo "check-ptxas: FAIL: spills found" >&2; else echo "check-ptxas: no spills"; fi
+exit "$status"
