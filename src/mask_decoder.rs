@@ -12,7 +12,7 @@
 
 use crate::config::SamConfig;
 use crate::cpu::conv_transpose2d::ConvTranspose2d;
-use crate::cpu::gelu_fast::gelu_fast;
+use crate::cpu::gelu::gelu;
 use crate::cpu::gemm::{matmul, MatRef, Par};
 use crate::cpu::layer_norm::{layer_norm, transpose};
 use crate::error::{Error, Result};
@@ -216,9 +216,9 @@ impl MaskDecoder {
             &self.up_ln_b,
             LN2D_EPS,
         );
-        gelu_fast(&mut up);
+        gelu(&mut up);
         let mut up = self.up2.forward(&up, self.hw() * 4, par);
-        gelu_fast(&mut up);
+        gelu(&mut up);
         let c2 = self.up2.cout();
         let hyper: Vec<f32> = (0..nm)
             .flat_map(|m| self.hyper[m].forward(&hs[(1 + m) * self.dim..(2 + m) * self.dim]))

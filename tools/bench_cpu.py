@@ -34,7 +34,7 @@ def random_vit_b(seed):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--image", default="tests/fixtures/images/big.png")
+    ap.add_argument("--image", default="tests/fixtures/images/coffee.png")
     ap.add_argument("--samrt", default="target/release/samrt")
     args = ap.parse_args()
     from segment_anything import SamPredictor

@@ -13,7 +13,7 @@
 //! in key order, exactly as a row softmax would.
 
 use crate::cpu::gemm::{matmul, MatRef, Par};
-use crate::cpu::vec_math::exp_nonpos_inplace;
+use crate::cpu::vmath::exp_slice;
 use rayon::prelude::*;
 
 /// `q` is `[nq, c]`, `k` and `v` are `[nk, c]` (row-major, already projected);
@@ -116,7 +116,7 @@ fn head_many_queries(
     for r in lt.chunks_mut(rows) {
         r.iter_mut().zip(&m).for_each(|(x, &mx)| *x -= mx);
     }
-    exp_nonpos_inplace(lt);
+    exp_slice(lt);
     let mut s = vec![0.0f32; rows];
     for r in lt.chunks(rows) {
         s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
@@ -176,7 +176,7 @@ fn head_many_keys(
         row.iter_mut().for_each(|x| *x /= div);
         let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         row.iter_mut().for_each(|x| *x -= m);
-        exp_nonpos_inplace(row);
+        exp_slice(row);
         let inv = 1.0 / row.iter().sum::<f32>();
         row.iter_mut().for_each(|x| *x *= inv);
     }
