@@ -1,5 +1,6 @@
 //! Subcommands. Each returns `CliError`, a library error with the context the user needs.
 
+mod bench;
 mod segment;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -31,6 +32,8 @@ enum Cmd {
         /// Output .safetensors.
         output: PathBuf,
     },
+    /// Per-component latency on random weights (vit_b/vit_l/vit_h) or a checkpoint.
+    Bench(bench::BenchArgs),
     /// Print the configuration inferred from a checkpoint (.pth or .safetensors).
     Info { file: PathBuf },
 }
@@ -78,6 +81,7 @@ pub fn run() -> Result<(), CliError> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Segment(a) => segment::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Info { file } => info(&file),
     }

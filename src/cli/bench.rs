@@ -1,0 +1,202 @@
+//! `samrt bench`: per-component latency (median and p90 after warm-up) and peak memory,
+//! on random weights of a named configuration or on a checkpoint file. CPU timings use the
+//! wall clock; the CUDA path (CUDA events) arrives with the CUDA model path.
+
+use super::{resolve_device, CliError, Context, Device};
+use clap::Args;
+use samrt::config::SamConfig;
+use samrt::image_encoder::random_encoder_weights;
+use samrt::mask_decoder::random_decoder_weights;
+use samrt::postprocess::{postprocess_masks, threshold};
+use samrt::preprocess::{from_rgb, preprocess};
+use samrt::weights::MapWeights;
+use samrt::{Prompt, Sam};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// vit_b, vit_l, vit_h (random weights) or a checkpoint file.
+    #[arg(long, default_value = "vit_b")]
+    model: String,
+    /// Images per encoder call.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed iterations per component (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Print one JSON object (bench/results schema) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The decoder targets are stated for a 1500x2250 photo; bench on that size.
+const ORIG_H: usize = 1500;
+const ORIG_W: usize = 2250;
+
+fn time_ms(
+    iters: usize,
+    mut f: impl FnMut() -> Result<(), CliError>,
+) -> Result<(f64, f64), CliError> {
+    f()?; // warm-up: first-touch allocation, page faults, rayon pool start
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    let median = t[t.len() / 2];
+    let p90 = t[((t.len() as f64 * 0.9).ceil() as usize).clamp(1, t.len()) - 1];
+    Ok((median, p90))
+}
+
+/// Peak resident set size of this process in MB (Linux VmHWM), 0 where unknown.
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// UTC date as YYYY-MM-DD from the system clock (civil-from-days, H. Hinnant).
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn load(model: &str) -> Result<(Sam, String), CliError> {
+    if let Some(cfg) = SamConfig::by_name(model) {
+        let mut w: MapWeights = random_encoder_weights(&cfg.encoder, 1);
+        w.tensors.extend(random_decoder_weights(&cfg, 2).tensors);
+        let sam = Sam::from_weights(&w).context(|| format!("building random {model}"))?;
+        return Ok((sam, model.to_string()));
+    }
+    let (sam, msg) = Sam::load(Path::new(model)).context(|| format!("loading --model {model}"))?;
+    if let Some(m) = msg {
+        eprintln!("samrt: {m}");
+    }
+    Ok((sam, model.to_string()))
+}
+
+pub fn run(a: BenchArgs) -> Result<(), CliError> {
+    if a.iters == 0 || a.batch == 0 {
+        return Err(CliError::msg("--iters and --batch must be at least 1"));
+    }
+    resolve_device(a.device)?;
+    let (sam, model) = load(&a.model)?;
+    let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
+        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
+        .collect();
+    let img = from_rgb(ORIG_W, ORIG_H, pixels).context(|| "synthetic image".to_string())?;
+    let lib = |e: samrt::Error| CliError::msg(e.to_string());
+
+    let mut rows: Vec<(&str, usize, f64, f64)> = Vec::new();
+    let (x, input_size) = preprocess(&img, 1024).map_err(lib)?;
+    let (m, p) = time_ms(a.iters, || preprocess(&img, 1024).map(|_| ()).map_err(lib))?;
+    rows.push(("preprocess", 1, m, p));
+    let mut features = Vec::new();
+    let (m, p) = time_ms(a.iters, || {
+        for _ in 0..a.batch {
+            features = sam.image_encoder().forward(&x).map_err(lib)?;
+        }
+        Ok(())
+    })?;
+    rows.push(("encoder", a.batch, m, p));
+    let prompt = Prompt {
+        points: vec![[ORIG_W as f64 / 2.0, ORIG_H as f64 / 3.0]],
+        labels: vec![1],
+        multimask: true,
+        ..Default::default()
+    };
+    let orig = (ORIG_H, ORIG_W);
+    let pt = samrt::preprocess::transform_coords_f64(
+        prompt.points[0][0],
+        prompt.points[0][1],
+        orig,
+        input_size,
+    );
+    let pe = sam.prompt_encoder();
+    let (sparse, n, dense) = pe.encode(&[[pt.0, pt.1]], &[1], None, None).map_err(lib)?;
+    let (m, p) = time_ms(a.iters, || {
+        pe.encode(&[[pt.0, pt.1]], &[1], None, None)
+            .map(|_| ())
+            .map_err(lib)
+    })?;
+    rows.push(("prompt_encoder", 1, m, p));
+    let dec = sam.mask_decoder();
+    let out = dec
+        .forward(&features, sam.dense_pe(), &sparse, n, &dense, true)
+        .map_err(lib)?;
+    let (m, p) = time_ms(a.iters, || {
+        dec.forward(&features, sam.dense_pe(), &sparse, n, &dense, true)
+            .map(|_| ())
+            .map_err(lib)
+    })?;
+    rows.push(("decoder", 1, m, p));
+    let (m, p) = time_ms(a.iters, || {
+        let l = postprocess_masks(&out.low_res, out.num_masks, input_size, orig).map_err(lib)?;
+        std::hint::black_box(threshold(&l));
+        Ok(())
+    })?;
+    rows.push(("postprocess", 1, m, p));
+    let peak = peak_rss_mb();
+
+    if a.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|(c, b, m, p)| {
+                serde_json::json!({"system": "samrt", "model": model, "batch": b, "component": c,
+                                   "median_ms": m, "p90_ms": p, "peak_mem_mb": peak})
+            })
+            .collect();
+        let argv: Vec<String> = std::env::args().collect();
+        let j = serde_json::json!({
+            "device": format!("CPU: {} ({} threads)", cpu_name(), rayon::current_num_threads()),
+            "driver": null,
+            "date": today(),
+            "command": argv.join(" "),
+            "results": results,
+        });
+        println!("{j}");
+    } else {
+        println!("samrt bench: {model} on CPU ({}, {} threads), original {ORIG_W}x{ORIG_H}, {} iterations after 1 warm-up", cpu_name(), rayon::current_num_threads(), a.iters);
+        println!(
+            "{:<16} {:>6} {:>12} {:>12}",
+            "component", "batch", "median ms", "p90 ms"
+        );
+        for (c, b, m, p) in &rows {
+            println!("{c:<16} {b:>6} {m:>12.2} {p:>12.2}");
+        }
+        println!("peak memory (RSS): {peak} MB");
+    }
+    Ok(())
+}
