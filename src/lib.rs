@@ -1,4 +1,6 @@
 //! samrt: Segment Anything inference with an exact f32 CPU backend.
+pub mod amg;
+pub mod automatic_mask_generator;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;

@@ -280,19 +280,54 @@ fn bad_input_fails_cleanly() {
 #[test]
 fn bench_reports_every_component_as_json() {
     let cache = scratch("cli-bench");
-    let o = samrt(&["bench", "--device", "cpu", "--model", &model(), "--iters", "2", "--json"], &cache);
+    let o = samrt(
+        &[
+            "bench",
+            "--device",
+            "cpu",
+            "--model",
+            &model(),
+            "--iters",
+            "2",
+            "--json",
+        ],
+        &cache,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     for key in ["device", "date", "command", "results"] {
         assert!(!j[key].is_null(), "missing {key}");
     }
-    let comps: Vec<&str> = j["results"].as_array().unwrap().iter().map(|r| r["component"].as_str().unwrap()).collect();
-    assert_eq!(comps, ["preprocess", "encoder", "prompt_encoder", "decoder", "postprocess"]);
+    let comps: Vec<&str> = j["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        comps,
+        [
+            "preprocess",
+            "encoder",
+            "prompt_encoder",
+            "decoder",
+            "postprocess"
+        ]
+    );
     for r in j["results"].as_array().unwrap() {
-        let (m, p) = (r["median_ms"].as_f64().unwrap(), r["p90_ms"].as_f64().unwrap());
+        let (m, p) = (
+            r["median_ms"].as_f64().unwrap(),
+            r["p90_ms"].as_f64().unwrap(),
+        );
         assert!(m > 0.0 && p >= m, "{r}");
         assert_eq!(r["system"], "samrt");
     }
-    assert_clean_failure(&samrt(&["bench", "--model", "vit_q", "--iters", "1"], &cache), "vit_q");
-    assert_clean_failure(&samrt(&["bench", "--model", "vit_b", "--iters", "0"], &cache), "--iters");
+    assert_clean_failure(
+        &samrt(&["bench", "--model", "vit_q", "--iters", "1"], &cache),
+        "vit_q",
+    );
+    assert_clean_failure(
+        &samrt(&["bench", "--model", "vit_b", "--iters", "0"], &cache),
+        "--iters",
+    );
 }

@@ -1,5 +1,6 @@
 //! Subcommands. Each returns `CliError`, a library error with the context the user needs.
 
+mod auto;
 mod bench;
 mod segment;
 
@@ -32,6 +33,8 @@ enum Cmd {
         /// Output .safetensors.
         output: PathBuf,
     },
+    /// Automatic mask generation ("segment everything") over an image or a dataset.
+    Auto(auto::AutoArgs),
     /// Per-component latency on random weights (vit_b/vit_l/vit_h) or a checkpoint.
     Bench(bench::BenchArgs),
     /// Print the configuration inferred from a checkpoint (.pth or .safetensors).
@@ -82,6 +85,7 @@ pub fn run() -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Segment(a) => segment::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Auto(a) => auto::run(a),
         Cmd::Convert { input, output } => convert(&input, &output),
         Cmd::Info { file } => info(&file),
     }

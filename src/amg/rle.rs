@@ -1,0 +1,201 @@
+//! Uncompressed RLE in pycocotools' layout and its COCO compressed string.
+//!
+//! Layout (`mask_to_rle_pytorch`): the mask is read column-major (index = x * h + y) and
+//! `counts` alternate zero-run, one-run, ... starting with a zero-run (0 when the first
+//! pixel is set). Runs of length 0 never appear elsewhere.
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rle {
+    pub h: usize,
+    pub w: usize,
+    pub counts: Vec<u32>,
+}
+
+/// Appends pixels in column-major order, merging equal neighbours into runs.
+pub struct RunBuilder {
+    counts: Vec<u32>,
+    current: bool,
+    run: u64,
+}
+
+impl Default for RunBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunBuilder {
+    pub fn new() -> Self {
+        RunBuilder {
+            counts: Vec::new(),
+            current: false,
+            run: 0,
+        }
+    }
+
+    /// Adds `n` pixels of value `v`.
+    pub fn push(&mut self, v: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if v != self.current {
+            self.counts.push(self.run as u32);
+            self.current = v;
+            self.run = 0;
+        }
+        self.run += n as u64;
+    }
+
+    pub fn finish(mut self, h: usize, w: usize) -> Rle {
+        self.counts.push(self.run as u32);
+        Rle {
+            h,
+            w,
+            counts: self.counts,
+        }
+    }
+}
+
+impl Rle {
+    /// Encodes a row-major `h x w` mask.
+    pub fn from_mask(mask: &[bool], h: usize, w: usize) -> Result<Rle> {
+        Self::from_crop(mask, h, w, (0, 0), h, w)
+    }
+
+    /// Encodes a row-major `ch x cw` crop mask placed at `(x0, y0)` in an `h x w` image of
+    /// zeros: `uncrop_masks` (zero padding) followed by `mask_to_rle_pytorch`, without ever
+    /// materialising the padded mask.
+    pub fn from_crop(
+        crop: &[bool],
+        ch: usize,
+        cw: usize,
+        origin: (usize, usize),
+        h: usize,
+        w: usize,
+    ) -> Result<Rle> {
+        let (x0, y0) = origin;
+        if crop.len() != ch * cw
+            || x0 + cw > w
+            || y0 + ch > h
+            || (h as u64) * (w as u64) > u32::MAX as u64
+        {
+            return Err(Error::Shape {
+                name: "RLE crop mask (len, crop h, w, image h, w)".into(),
+                expected: vec![ch * cw, ch, cw, h, w],
+                got: vec![crop.len(), y0 + ch, x0 + cw, h, w],
+            });
+        }
+        let mut b = RunBuilder::new();
+        b.push(false, x0 * h);
+        for x in 0..cw {
+            b.push(false, y0);
+            for y in 0..ch {
+                b.push(crop[y * cw + x], 1);
+            }
+            b.push(false, h - y0 - ch);
+        }
+        b.push(false, (w - x0 - cw) * h);
+        Ok(b.finish(h, w))
+    }
+
+    /// `area_from_rle`: the sum of the one-runs.
+    pub fn area(&self) -> u64 {
+        self.counts
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|&c| c as u64)
+            .sum()
+    }
+
+    /// `rle_to_mask`: a row-major `h x w` mask. Errors if the counts do not cover it exactly.
+    pub fn to_mask(&self) -> Result<Vec<bool>> {
+        let n = self.h * self.w;
+        let total: u64 = self.counts.iter().map(|&c| c as u64).sum();
+        if total != n as u64 {
+            return Err(Error::Shape {
+                name: "RLE counts sum".into(),
+                expected: vec![n],
+                got: vec![total as usize],
+            });
+        }
+        let mut out = vec![false; n];
+        let mut idx = 0usize;
+        for (k, &c) in self.counts.iter().enumerate() {
+            if k % 2 == 1 {
+                for i in idx..idx + c as usize {
+                    out[(i % self.h) * self.w + i / self.h] = true;
+                }
+            }
+            idx += c as usize;
+        }
+        Ok(out)
+    }
+
+    /// pycocotools `rleToString`: per count, the delta against the count two back (only
+    /// for index > 2, pycocotools' own quirk), in 5-bit groups with 0x20 meaning "more",
+    /// sign-extended from bit 0x10, each offset by 48.
+    pub fn coco_string(&self) -> String {
+        let mut s = String::with_capacity(self.counts.len() * 2);
+        for i in 0..self.counts.len() {
+            let mut x = self.counts[i] as i64;
+            if i > 2 {
+                x -= self.counts[i - 2] as i64;
+            }
+            loop {
+                let mut c = (x & 0x1f) as u8;
+                x >>= 5;
+                let more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
+                if more {
+                    c |= 0x20;
+                }
+                s.push((c + 48) as char);
+                if !more {
+                    break;
+                }
+            }
+        }
+        s
+    }
+
+    /// pycocotools `rleFrString`, the inverse of [`Rle::coco_string`].
+    pub fn from_coco_string(s: &str, h: usize, w: usize) -> Result<Rle> {
+        let bytes = s.as_bytes();
+        let mut counts: Vec<u32> = Vec::new();
+        let mut p = 0;
+        while p < bytes.len() {
+            let mut x: i64 = 0;
+            let mut k = 0;
+            loop {
+                let Some(&ch) = bytes.get(p) else {
+                    return Err(Error::Config(format!(
+                        "COCO RLE string `{s}` ends mid-number"
+                    )));
+                };
+                if !(48..48 + 64).contains(&ch) || k > 12 {
+                    return Err(Error::Config(format!("COCO RLE string `{s}` is malformed")));
+                }
+                let c = (ch - 48) as i64;
+                x |= (c & 0x1f) << (5 * k);
+                p += 1;
+                k += 1;
+                if c & 0x20 == 0 {
+                    if c & 0x10 != 0 {
+                        x |= -1i64 << (5 * k);
+                    }
+                    break;
+                }
+            }
+            let i = counts.len();
+            if i > 2 {
+                x += counts[i - 2] as i64;
+            }
+            let v = u32::try_from(x)
+                .map_err(|_| Error::Config(format!("COCO RLE string `{s}` has a negative run")))?;
+            counts.push(v);
+        }
+        Ok(Rle { h, w, counts })
+    }
+}

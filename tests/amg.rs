@@ -1,0 +1,500 @@
+//! Automatic mask generation against the official SamAutomaticMaskGenerator
+//! (tests/fixtures/amg/, from tools/make_amg_fixtures.py), its RLE / COCO encoders, output
+//! formats, and the `samrt auto` dataset mode.
+
+mod common;
+
+use samrt::amg::geometry::{crop_boxes, nms, point_grid_1d};
+use samrt::amg::output::{metadata_csv, py_float};
+use samrt::amg::regions::remove_small_regions;
+use samrt::amg::rle::Rle;
+use samrt::automatic_mask_generator::{generate, AmgConfig, MaskRecord};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn amg_manifest() -> Value {
+    let t = std::fs::read_to_string(common::fixtures().join("amg/manifest.json")).unwrap();
+    serde_json::from_str(&t).unwrap()
+}
+
+fn records_of(case: &Value) -> Vec<Value> {
+    let f = common::fixtures()
+        .join("amg")
+        .join(case["file"].as_str().unwrap());
+    serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+}
+
+/// The official segmentation of a record as an RLE, whichever mode it was written in.
+fn official_rle(seg: &Value) -> Rle {
+    let size = common::f64s(&seg["size"]);
+    let (h, w) = (size[0] as usize, size[1] as usize);
+    match &seg["counts"] {
+        Value::String(s) => Rle::from_coco_string(s, h, w).unwrap(),
+        Value::Array(a) => Rle {
+            h,
+            w,
+            counts: a.iter().map(|v| v.as_u64().unwrap() as u32).collect(),
+        },
+        other => panic!("unexpected counts {other}"),
+    }
+}
+
+fn config_of(case: &Value) -> AmgConfig {
+    let c = &case["config"];
+    let d = AmgConfig::default();
+    let u = |k: &str, def: usize| c[k].as_u64().map(|v| v as usize).unwrap_or(def);
+    let f = |k: &str, def: f64| c[k].as_f64().unwrap_or(def);
+    AmgConfig {
+        points_per_side: u("points_per_side", d.points_per_side),
+        points_per_batch: u("points_per_batch", d.points_per_batch),
+        pred_iou_thresh: f("pred_iou_thresh", d.pred_iou_thresh),
+        stability_score_thresh: f("stability_score_thresh", d.stability_score_thresh),
+        stability_score_offset: f("stability_score_offset", d.stability_score_offset),
+        box_nms_thresh: f("box_nms_thresh", d.box_nms_thresh),
+        crop_n_layers: u("crop_n_layers", d.crop_n_layers),
+        crop_nms_thresh: f("crop_nms_thresh", d.crop_nms_thresh),
+        crop_overlap_ratio: f("crop_overlap_ratio", d.crop_overlap_ratio),
+        crop_n_points_downscale_factor: u(
+            "crop_n_points_downscale_factor",
+            d.crop_n_points_downscale_factor,
+        ),
+        min_mask_region_area: u("min_mask_region_area", d.min_mask_region_area),
+    }
+}
+
+fn mask_iou(a: &[bool], b: &[bool]) -> f64 {
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+fn check_case(name: &str) {
+    let man = amg_manifest();
+    let case = man["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone();
+    let official = records_of(&case);
+    assert!(!official.is_empty(), "{name}: the fixture keeps no masks");
+    let img = samrt::preprocess::load_image(
+        &common::fixtures()
+            .join("images")
+            .join(case["image"].as_str().unwrap()),
+    )
+    .unwrap();
+    let ours = generate(common::tiny_model(), &img, &config_of(&case)).unwrap();
+    assert_eq!(ours.len(), official.len(), "{name}: record count");
+    let our_masks: Vec<Vec<bool>> = ours
+        .iter()
+        .map(|r| r.segmentation.to_mask().unwrap())
+        .collect();
+    let mut used = vec![false; ours.len()];
+    let mut worst_iou: f64 = 1.0;
+    let mut worst_dp: f64 = 0.0;
+    let mut in_order = 0;
+    for (k, o) in official.iter().enumerate() {
+        let om = official_rle(&o["segmentation"]).to_mask().unwrap();
+        // Match in order when it fits, else the best unused record (tie order may differ).
+        let j = if mask_iou(&om, &our_masks[k]) >= 0.98 && !used[k] {
+            in_order += 1;
+            k
+        } else {
+            (0..ours.len())
+                .filter(|&j| !used[j])
+                .max_by(|&a, &b| {
+                    mask_iou(&om, &our_masks[a]).total_cmp(&mask_iou(&om, &our_masks[b]))
+                })
+                .unwrap()
+        };
+        used[j] = true;
+        let iou = mask_iou(&om, &our_masks[j]);
+        let dp = (ours[j].predicted_iou as f64 - o["predicted_iou"].as_f64().unwrap()).abs();
+        worst_iou = worst_iou.min(iou);
+        worst_dp = worst_dp.max(dp);
+        // Encoder outputs agree with the official to f32 rounding, so a handful of pixels
+        // at logit ~0 may flip; 0.98 mask IoU allows that and nothing structural.
+        assert!(iou >= 0.98, "{name} record {k}: mask IoU {iou}");
+        // Predicted IoU: f32 rounding through the tiny encoder and decoder, far below 5e-3.
+        assert!(dp <= 5e-3, "{name} record {k}: |d predicted_iou| {dp}");
+        let pt = common::f64s(&o["point_coords"][0]);
+        // Grid points are exact f64 arithmetic on both sides.
+        assert!(
+            (pt[0] - ours[j].point_coords[0]).abs() < 1e-9
+                && (pt[1] - ours[j].point_coords[1]).abs() < 1e-9
+        );
+        // The official boxes turn float (600.0) when some crop or batch kept no mask (an
+        // empty float tensor joins the int64 ones), so compare values.
+        let as_f = |b: [i64; 4]| b.map(|v| v as f64).to_vec();
+        assert_eq!(
+            common::f64s(&o["crop_box"]),
+            as_f(ours[j].crop_box),
+            "{name} record {k}: crop box"
+        );
+        if iou == 1.0 {
+            assert_eq!(
+                common::f64s(&o["bbox"]),
+                as_f(ours[j].bbox),
+                "{name} record {k}: bbox"
+            );
+            assert_eq!(
+                o["area"].as_u64().unwrap(),
+                ours[j].area,
+                "{name} record {k}: area"
+            );
+        }
+    }
+    eprintln!(
+        "{name}: {} records, {in_order} matched in order, worst mask IoU {worst_iou:.6}, worst |d iou| {worst_dp:.2e}",
+        ours.len()
+    );
+}
+
+#[test]
+fn chelsea_coco_matches_official() {
+    check_case("chelsea_coco");
+}
+
+#[test]
+fn coffee_crops_and_small_regions_match_official() {
+    check_case("coffee_crops_regions");
+}
+
+#[test]
+fn coffee_crops_without_nms_match_official() {
+    check_case("coffee_crops_no_nms");
+}
+
+/// Re-encoding every official mask gives pycocotools' counts and COCO strings bit for bit.
+#[test]
+fn rle_and_coco_encoders_match_pycocotools() {
+    let man = amg_manifest();
+    let mut n = 0;
+    for case in man["cases"].as_array().unwrap() {
+        for o in records_of(case) {
+            let seg = &o["segmentation"];
+            let rle = official_rle(seg);
+            let mask = rle.to_mask().unwrap();
+            let again = Rle::from_mask(&mask, rle.h, rle.w).unwrap();
+            assert_eq!(again.counts, rle.counts);
+            assert_eq!(again.area(), o["area"].as_u64().unwrap());
+            if let Some(s) = seg["counts"].as_str() {
+                assert_eq!(again.coco_string(), s);
+            }
+            if let Some(s) = o["coco_counts"].as_str() {
+                assert_eq!(again.coco_string(), s);
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+}
+
+#[test]
+fn rle_edge_cases() {
+    // First pixel set: counts start with a zero-length zero-run.
+    let m = [true, false, false, true, true, true];
+    let r = Rle::from_mask(&m, 2, 3).unwrap();
+    // Column-major: column 0 = 1,1 | column 1 = 0,1 | column 2 = 0,1.
+    assert_eq!(r.counts, vec![0, 2, 1, 1, 1, 1]);
+    assert_eq!(r.to_mask().unwrap(), m.to_vec());
+    assert_eq!(Rle::from_coco_string(&r.coco_string(), 2, 3).unwrap(), r);
+    // A crop placed in a larger frame equals encoding the zero-padded mask.
+    let crop = [true, false, true, true];
+    let a = Rle::from_crop(&crop, 2, 2, (1, 2), 5, 4).unwrap();
+    let mut full = vec![false; 20];
+    for y in 0..2 {
+        for x in 0..2 {
+            full[(y + 2) * 4 + x + 1] = crop[y * 2 + x];
+        }
+    }
+    assert_eq!(a, Rle::from_mask(&full, 5, 4).unwrap());
+    // Large deltas exercise the multi-character and negative paths.
+    let big = Rle {
+        h: 1000,
+        w: 1000,
+        counts: vec![5, 300_000, 7, 600_000, 94_988],
+    };
+    assert_eq!(
+        Rle::from_coco_string(&big.coco_string(), 1000, 1000).unwrap(),
+        big
+    );
+}
+
+#[test]
+fn grids_and_crop_boxes_follow_numpy() {
+    assert_eq!(point_grid_1d(1), vec![0.5]);
+    let g = point_grid_1d(32);
+    assert_eq!(g[0], 1.0 / 64.0);
+    assert_eq!(g[31], 1.0 - 1.0 / 64.0);
+    // generate_crop_boxes((400, 600), 1, 512/1500): overlap int(0.3413*400) = 136.
+    let b = crop_boxes(400, 600, 1, 512.0 / 1500.0);
+    let boxes: Vec<[usize; 4]> = b.iter().map(|x| x.0).collect();
+    assert_eq!(
+        boxes,
+        vec![
+            [0, 0, 600, 400],
+            [0, 0, 368, 268],
+            [0, 132, 368, 400],
+            [232, 0, 600, 268],
+            [232, 132, 600, 400]
+        ]
+    );
+}
+
+#[test]
+fn nms_orders_by_score_and_keeps_ties_stable() {
+    let boxes = [
+        [0.0, 0.0, 10.0, 10.0],
+        [1.0, 1.0, 10.0, 10.0],
+        [20.0, 20.0, 30.0, 30.0],
+        [40.0, 0.0, 50.0, 10.0],
+    ];
+    let keep = nms(&boxes, &[0.5, 0.9, 0.5, 0.5], 0.7);
+    assert_eq!(keep, vec![1, 2, 3]);
+}
+
+#[test]
+fn small_regions_fill_holes_then_drop_islands() {
+    // 6x6: a ring with a 1-pixel hole, plus a lone diagonal-touching pixel and a far island.
+    let mut m = vec![false; 36];
+    for (y, x) in [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 1),
+        (2, 3),
+        (3, 1),
+        (3, 2),
+        (3, 3),
+        (4, 4),
+        (0, 5),
+    ] {
+        m[y * 6 + x] = true;
+    }
+    let (filled, ch) = remove_small_regions(&m, 6, 6, 2.0, true);
+    assert!(ch && filled[2 * 6 + 2]);
+    // (4,4) touches the ring diagonally, so with 8-connectivity it is part of it.
+    let (kept, ch) = remove_small_regions(&filled, 6, 6, 2.0, false);
+    assert!(ch && kept[4 * 6 + 4] && !kept[5]);
+    // No island big enough: the largest survives.
+    let (only, _) = remove_small_regions(&filled, 6, 6, 100.0, false);
+    assert_eq!(only.iter().filter(|&&b| b).count(), 10);
+}
+
+#[test]
+fn python_float_repr() {
+    assert_eq!(py_float(16.0), "16.0");
+    assert_eq!(py_float(0.1), "0.1");
+    assert_eq!(py_float(1e-5), "1e-05");
+    assert_eq!(py_float(0.0001), "0.0001");
+    assert_eq!(py_float(1e16), "1e+16");
+    assert_eq!(py_float(0.8999999761581421), "0.8999999761581421");
+    assert_eq!(py_float(-2.5), "-2.5");
+}
+
+#[test]
+fn metadata_csv_layout() {
+    let r = MaskRecord {
+        segmentation: Rle {
+            h: 2,
+            w: 2,
+            counts: vec![1, 3],
+        },
+        area: 3,
+        bbox: [0, 0, 1, 1],
+        predicted_iou: 0.9,
+        point_coords: [16.0, 8.5],
+        stability_score: 1.0,
+        crop_box: [0, 0, 2, 2],
+    };
+    assert_eq!(
+        metadata_csv(&[r]),
+        "id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,predicted_iou,stability_score,crop_box_x0,crop_box_y0,crop_box_w,crop_box_h\n0,3,0,0,1,1,16.0,8.5,0.8999999761581421,1.0,0,0,2,2"
+    );
+}
+
+#[test]
+fn config_validation() {
+    assert!(AmgConfig::default().validate().is_ok());
+    let bad = [
+        AmgConfig {
+            points_per_side: 0,
+            ..Default::default()
+        },
+        AmgConfig {
+            pred_iou_thresh: f64::NAN,
+            ..Default::default()
+        },
+        AmgConfig {
+            crop_overlap_ratio: 1.5,
+            ..Default::default()
+        },
+        AmgConfig {
+            crop_n_layers: 2,
+            crop_n_points_downscale_factor: 8,
+            points_per_side: 4,
+            ..Default::default()
+        },
+    ];
+    for c in bad {
+        assert!(c.validate().is_err(), "{c:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `samrt auto` dataset mode.
+
+fn small_images(dir: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = image::open(common::fixtures().join("images/chelsea.png"))
+        .unwrap()
+        .to_rgb8();
+    (0..n)
+        .map(|i| {
+            let c = image::imageops::crop_imm(&src, 40 * i as u32, 30, 96, 64).to_image();
+            let p = dir.join(format!("img{i}.png"));
+            c.save(&p).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn auto(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .arg("auto")
+        .arg("--model")
+        .arg(common::tiny_safetensors())
+        .args([
+            "--points-per-side",
+            "2",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-score-thresh",
+            "0",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn cli_dataset_dir_resume_and_bad_image() {
+    let root = common::scratch("amg-dir");
+    let dir = root.join("imgs");
+    small_images(&dir, 3);
+    std::fs::write(dir.join("bad.png"), b"not a png").unwrap();
+    let out = root.join("out");
+    let o = auto(&[
+        "--image",
+        s(&dir),
+        "--out",
+        s(&out),
+        "--output-mode",
+        "coco_rle",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a bad image must fail the run: {err}");
+    assert!(err.contains("bad.png"), "{err}");
+    assert!(err.contains("ETA"), "{err}");
+    for i in 0..3 {
+        let f = out.join(format!("img{i}.json"));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        for r in v.as_array().unwrap() {
+            assert!(r["segmentation"]["counts"].is_string());
+            assert_eq!(r["segmentation"]["size"], serde_json::json!([64, 96]));
+        }
+    }
+    assert!(!out.join("bad.json").exists());
+    // No temporary leftovers.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    // Resume: finished outputs are not recomputed.
+    std::fs::write(out.join("img1.json"), "[]").unwrap();
+    let o = auto(&[
+        "--image",
+        s(&dir),
+        "--out",
+        s(&out),
+        "--output-mode",
+        "coco_rle",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("skipping 3"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("img1.json")).unwrap(),
+        "[]"
+    );
+    std::fs::remove_file(dir.join("bad.png")).unwrap();
+    let o = auto(&[
+        "--image",
+        s(&dir),
+        "--out",
+        s(&out),
+        "--output-mode",
+        "coco_rle",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn cli_list_shards_and_binary_mask() {
+    let root = common::scratch("amg-list");
+    let imgs = small_images(&root.join("imgs"), 3);
+    let list = root.join("list.txt");
+    let text: Vec<String> = imgs
+        .iter()
+        .map(|p| format!("imgs/{}", p.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    std::fs::write(&list, text.join("\n") + "\n").unwrap();
+    let out = root.join("out");
+    for shard in ["0/2", "1/2"] {
+        let o = auto(&["--image", s(&list), "--out", s(&out), "--shard", shard]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let done: Vec<bool> = (0..3)
+            .map(|i| out.join(format!("img{i}")).is_dir())
+            .collect();
+        if shard == "0/2" {
+            assert_eq!(done, vec![true, false, true]);
+        } else {
+            assert_eq!(done, vec![true, true, true]);
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("img0/metadata.csv")).unwrap();
+    let lines: Vec<&str> = csv.split('\n').collect();
+    assert!(lines[0].starts_with("id,area,bbox_x0"));
+    for (i, l) in lines[1..].iter().enumerate() {
+        assert!(l.starts_with(&format!("{i},")));
+        let png = image::open(out.join(format!("img0/{i}.png")))
+            .unwrap()
+            .to_luma8();
+        assert_eq!(png.dimensions(), (96, 64));
+        assert!(png.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+    }
+    for bad in [
+        vec!["--shard", "2/2"],
+        vec!["--shard", "x"],
+        vec!["--points-per-batch", "0"],
+        vec!["--box-nms-thresh", "nan"],
+    ] {
+        let mut a = vec!["--image", s(&list), "--out", s(&out)];
+        a.extend(bad.iter());
+        let o = auto(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{bad:?}: {err}");
+    }
+}
