@@ -31,6 +31,16 @@ def random_vit_b(seed):
     return sam.eval()
 
 
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -74,7 +84,7 @@ def main():
         ts.append(samrt_once())
     t_med, s_med = statistics.median(tt), statistics.median(ts)
     res = {
-        "device": platform.processor() or platform.machine(),
+        "device": f"CPU: {cpu_name()} ({os.cpu_count()} cores)",
         "cpu_threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
         "command": " ".join([sys.executable] + sys.argv),
