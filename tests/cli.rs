@@ -331,3 +331,107 @@ fn bench_reports_every_component_as_json() {
         "--iters",
     );
 }
+
+#[test]
+fn prompts_file_decodes_many_prompts_in_one_call() {
+    let cache = scratch("cli-prompts-cache");
+    let dir = scratch("cli-prompts");
+    let coffee: Vec<&serde_json::Value> = prompts()
+        .iter()
+        .filter(|p| p["image"] == "coffee")
+        .collect();
+    let list: Vec<serde_json::Value> = coffee
+        .iter()
+        .map(|p| {
+            let mut o = serde_json::json!({"points": p["points"], "labels": p["labels"], "box": p["box"], "multimask": p["multimask"]});
+            if let Some(f) = p["mask_input"].as_str() {
+                // Relative to the prompts file.
+                std::fs::copy(fixtures().join(f), dir.join("mask_in.npy")).unwrap();
+                o["mask_input"] = "mask_in.npy".into();
+            }
+            o
+        })
+        .collect();
+    let pf = write(
+        &dir,
+        "prompts.json",
+        serde_json::to_string(&list).unwrap().as_bytes(),
+    );
+    let out = dir.join("out");
+    let o = samrt(
+        &[
+            "segment",
+            "--model",
+            &model(),
+            "--image",
+            &img_path("coffee"),
+            "--prompts",
+            pf.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got = json["prompts"].as_array().unwrap();
+    assert_eq!(got.len(), coffee.len());
+    for (k, (g, p)) in got.iter().zip(&coffee).enumerate() {
+        assert_eq!(g["dir"], format!("prompt_{k}"));
+        let scores = f64s(&p["scores"]);
+        let masks = g["masks"].as_array().unwrap();
+        assert_eq!(masks.len(), scores.len());
+        let (shape, want) = packed_masks(&p["masks"]);
+        let (h, w) = (shape[1], shape[2]);
+        for (i, rec) in masks.iter().enumerate() {
+            assert!((rec["score"].as_f64().unwrap() - scores[i]).abs() <= 2e-3);
+            let png = image::open(out.join(format!("prompt_{k}/mask_{i}.png")))
+                .unwrap()
+                .to_luma8();
+            let agree = png
+                .pixels()
+                .zip(&want[i * h * w..(i + 1) * h * w])
+                .filter(|(a, b)| (a.0[0] == 255) == **b)
+                .count();
+            assert!(
+                agree as f64 / (h * w) as f64 >= 0.995,
+                "{} mask {i}",
+                p["name"]
+            );
+        }
+        assert!(out.join(format!("prompt_{k}/low_res_logits.npy")).exists());
+    }
+    let img = img_path("coffee");
+    let m = model();
+    let run = |body: &str, extra: &[&str]| {
+        let f = write(&dir, "bad.json", body.as_bytes());
+        let mut a = vec![
+            "segment",
+            "--model",
+            m.as_str(),
+            "--image",
+            img.as_str(),
+            "--prompts",
+            f.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        samrt(&a, &cache)
+    };
+    assert_clean_failure(&run("[{\"points\": [[1, 2]]", &[]), "JSON");
+    assert_clean_failure(&run("[]", &[]), "empty");
+    assert_clean_failure(
+        &run("[{\"points\": [[1, 2]], \"labels\": [2]}]", &[]),
+        "label",
+    );
+    assert_clean_failure(&run("[{\"points\": [[1, 2, 3]]}]", &[]), "[x, y]");
+    assert_clean_failure(&run("[{\"pointz\": [[1, 2]]}]", &[]), "unknown key");
+    assert_clean_failure(&run("[{\"box\": [1, 2, 3]}]", &[]), "box");
+    assert_clean_failure(
+        &run("[{\"mask_input\": \"missing.npy\"}]", &[]),
+        "missing.npy",
+    );
+    let o = run("[{\"points\": [[1, 2]]}]", &["--point", "3,4"]);
+    assert!(!o.status.success() && o.status.code() != Some(101));
+}

@@ -23,6 +23,12 @@ pub struct SegmentArgs {
     /// Low-res mask logits of an earlier call: float32 .npy of shape [256,256] or [1,256,256].
     #[arg(long)]
     mask_input: Option<PathBuf>,
+    /// Several prompts decoded in one batched call: a JSON list of {"points": [[x,y],...],
+    /// "labels": [1,...], "box": [x0,y0,x1,y1], "mask_input": "file.npy", "multimask": bool}
+    /// (all optional; mask_input paths relative to the JSON file). Each prompt's outputs go
+    /// to DIR/prompt_K/.
+    #[arg(long, conflicts_with_all = ["points", "box_", "mask_input"])]
+    prompts: Option<PathBuf>,
     /// Return one mask instead of three.
     #[arg(long)]
     single_mask: bool,
@@ -102,40 +108,107 @@ fn read_mask_input(path: &Path) -> Result<Vec<f32>, CliError> {
     Ok(data)
 }
 
-pub fn run(a: SegmentArgs) -> Result<(), CliError> {
-    // Validate everything cheap before loading the model.
-    let mut prompt = Prompt {
-        multimask: !a.single_mask,
-        ..Default::default()
+/// Parses a --prompts file into library prompts (validated).
+fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<Prompt>, CliError> {
+    let bad = |m: String| CliError::msg(format!("--prompts {}: {m}", path.display()));
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > 64 << 20 {
+        return Err(bad(format!(
+            "file is {len} bytes; refusing more than 64 MiB"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad("expected a JSON list of prompt objects".into()))?;
+    if list.is_empty() {
+        return Err(bad("the list is empty".into()));
+    }
+    let nums = |x: &serde_json::Value, what: &str, k: usize| -> Result<Vec<f64>, CliError> {
+        x.as_array()
+            .ok_or_else(|| bad(format!("prompt {k}: `{what}` must be a list of numbers")))?
+            .iter()
+            .map(|n| {
+                n.as_f64()
+                    .ok_or_else(|| bad(format!("prompt {k}: `{what}` must be a list of numbers")))
+            })
+            .collect()
     };
-    for p in &a.points {
-        let (xy, l) = parse_point(p)?;
-        prompt.points.push(xy);
-        prompt.labels.push(l);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::with_capacity(list.len());
+    for (k, item) in list.iter().enumerate() {
+        let obj = item
+            .as_object()
+            .ok_or_else(|| bad(format!("prompt {k} is not an object")))?;
+        if let Some(key) = obj.keys().find(|key| {
+            !["points", "labels", "box", "mask_input", "multimask"].contains(&key.as_str())
+        }) {
+            return Err(bad(format!("prompt {k}: unknown key `{key}`")));
+        }
+        let mut p = Prompt {
+            multimask: default_multimask,
+            ..Default::default()
+        };
+        if let Some(pts) = obj.get("points").filter(|x| !x.is_null()) {
+            for pt in pts
+                .as_array()
+                .ok_or_else(|| bad(format!("prompt {k}: `points` must be a list of [x, y]")))?
+            {
+                let xy = nums(pt, "points", k)?;
+                if xy.len() != 2 {
+                    return Err(bad(format!("prompt {k}: each point must be [x, y]")));
+                }
+                p.points.push([xy[0], xy[1]]);
+            }
+        }
+        match obj.get("labels").filter(|x| !x.is_null()) {
+            Some(l) => {
+                for x in nums(l, "labels", k)? {
+                    if x.fract() != 0.0 {
+                        return Err(bad(format!("prompt {k}: label {x} must be 0 or 1")));
+                    }
+                    p.labels.push(x as i32);
+                }
+            }
+            // Labels default to foreground, as --point does.
+            None => p.labels = vec![1; p.points.len()],
+        }
+        if let Some(b) = obj.get("box").filter(|x| !x.is_null()) {
+            let b = nums(b, "box", k)?;
+            if b.len() != 4 {
+                return Err(bad(format!("prompt {k}: `box` must be [x0, y0, x1, y1]")));
+            }
+            p.box_xyxy = Some([b[0], b[1], b[2], b[3]]);
+        }
+        if let Some(m) = obj.get("mask_input").filter(|x| !x.is_null()) {
+            let f = m
+                .as_str()
+                .ok_or_else(|| bad(format!("prompt {k}: `mask_input` must be a .npy path")))?;
+            p.mask_input = Some(read_mask_input(&base.join(f))?);
+        }
+        if let Some(mm) = obj.get("multimask").filter(|x| !x.is_null()) {
+            p.multimask = mm
+                .as_bool()
+                .ok_or_else(|| bad(format!("prompt {k}: `multimask` must be true or false")))?;
+        }
+        p.validate()
+            .context(|| format!("--prompts {}: prompt {k}", path.display()))?;
+        out.push(p);
     }
-    prompt.box_xyxy = a.box_.as_deref().map(parse_box).transpose()?;
-    prompt.mask_input = a.mask_input.as_deref().map(read_mask_input).transpose()?;
-    prompt
-        .validate()
-        .context(|| "checking prompts".to_string())?;
-    resolve_device(a.device)?;
+    Ok(out)
+}
 
-    let img = samrt::preprocess::load_image(&a.image)
-        .context(|| format!("reading --image {}", a.image.display()))?;
-    let (sam, msg) =
-        Sam::load(&a.model).context(|| format!("loading --model {}", a.model.display()))?;
-    if let Some(m) = msg {
-        eprintln!("samrt: {m}");
-    }
-    let emb = sam
-        .embed(&img)
-        .context(|| "running the image encoder".to_string())?;
-    let pred = sam
-        .predict(&emb, &prompt)
-        .context(|| "decoding masks".to_string())?;
-
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| CliError::msg(format!("creating --out {}: {e}", a.out.display())))?;
+/// Writes mask_K.png and low_res_logits.npy into `dir`; returns the JSON mask records.
+fn write_prediction(
+    dir: &Path,
+    pred: &samrt::Prediction,
+) -> Result<Vec<serde_json::Value>, CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::msg(format!("creating {}: {e}", dir.display())))?;
     let mut records = Vec::new();
     for i in 0..pred.num_masks {
         let file = format!("mask_{i}.png");
@@ -144,7 +217,7 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             .iter()
             .map(|&m| if m { 255 } else { 0 })
             .collect();
-        let path = a.out.join(&file);
+        let path = dir.join(&file);
         image::GrayImage::from_raw(pred.width as u32, pred.height as u32, pixels)
             .ok_or_else(|| CliError::msg("mask buffer size mismatch"))?
             .save(&path)
@@ -157,13 +230,67 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             "bbox": s.bbox,
         }));
     }
-    let npy = a.out.join("low_res_logits.npy");
+    let npy = dir.join("low_res_logits.npy");
     samrt::npy::write_f32(
         &npy,
         &[pred.num_masks, LOW_RES, LOW_RES],
         &pred.low_res_logits,
     )
     .context(|| format!("writing {}", npy.display()))?;
-    println!("{}", serde_json::json!({ "masks": records }));
+    Ok(records)
+}
+
+pub fn run(a: SegmentArgs) -> Result<(), CliError> {
+    // Validate everything cheap before loading the model.
+    let prompts = match &a.prompts {
+        Some(path) => read_prompts(path, !a.single_mask)?,
+        None => {
+            let mut prompt = Prompt {
+                multimask: !a.single_mask,
+                ..Default::default()
+            };
+            for p in &a.points {
+                let (xy, l) = parse_point(p)?;
+                prompt.points.push(xy);
+                prompt.labels.push(l);
+            }
+            prompt.box_xyxy = a.box_.as_deref().map(parse_box).transpose()?;
+            prompt.mask_input = a.mask_input.as_deref().map(read_mask_input).transpose()?;
+            prompt
+                .validate()
+                .context(|| "checking prompts".to_string())?;
+            vec![prompt]
+        }
+    };
+    resolve_device(a.device)?;
+
+    let img = samrt::preprocess::load_image(&a.image)
+        .context(|| format!("reading --image {}", a.image.display()))?;
+    let (sam, msg) =
+        Sam::load(&a.model).context(|| format!("loading --model {}", a.model.display()))?;
+    if let Some(m) = msg {
+        eprintln!("samrt: {m}");
+    }
+    let emb = sam
+        .embed(&img)
+        .context(|| "running the image encoder".to_string())?;
+    if a.prompts.is_none() {
+        let pred = sam
+            .predict(&emb, &prompts[0])
+            .context(|| "decoding masks".to_string())?;
+        let records = write_prediction(&a.out, &pred)?;
+        println!("{}", serde_json::json!({ "masks": records }));
+        return Ok(());
+    }
+    let preds = sam
+        .predict_batch(&emb, &prompts)
+        .context(|| "decoding masks".to_string())?;
+    let mut out = Vec::with_capacity(preds.len());
+    for (k, pred) in preds.iter().enumerate() {
+        let dir = format!("prompt_{k}");
+        let records = write_prediction(&a.out.join(&dir), pred)?;
+        out.push(serde_json::json!({ "dir": dir, "masks": records }));
+    }
+    println!("{}", serde_json::json!({ "prompts": out }));
     Ok(())
 }
