@@ -15,7 +15,7 @@ use crate::cpu::layer_norm::{layer_norm, layer_norm_row, transpose};
 use crate::cpu::patch_embed::patch_embed;
 use crate::cpu::vmath::{gelu, simd_dispatch};
 use crate::error::{Error, Result};
-use crate::weights::{MapWeights, WeightSource};
+use crate::weights::{MapWeights, Rng, WeightSource};
 use rayon::prelude::*;
 
 /// Encoder LayerNorm and neck LayerNorm2d epsilon (spec traps: not torch's 1e-5 default).
@@ -317,50 +317,6 @@ fn gelu_slice(x: &mut [f32]) {
             *v = gelu(*v);
         }
     })
-}
-
-/// splitmix64 + Box-Muller: a dependency-free, platform-independent normal generator.
-struct Rng {
-    state: u64,
-    /// The second value of the last Box-Muller pair.
-    spare: Option<f64>,
-}
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng {
-            state: seed,
-            spare: None,
-        }
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in the open interval (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        if let Some(v) = self.spare.take() {
-            return v;
-        }
-        let (u1, u2) = (self.uniform(), self.uniform());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (2.0 * std::f64::consts::PI * u2).sin_cos();
-        self.spare = Some(r * s);
-        r * c
-    }
-    /// `n` draws of N(mean, std^2), rounded to f16-representable values so that f16 and
-    /// f32 backends see the same weights.
-    fn fill(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| half::f16::from_f32((mean + std * self.normal()) as f32).to_f32())
-            .collect()
-    }
 }
 
 /// Random `image_encoder.*` weights with the official names and shapes: linear/conv

@@ -17,7 +17,7 @@ use crate::cpu::gemm::{matmul, MatRef, Par};
 use crate::cpu::layer_norm::{layer_norm, transpose};
 use crate::error::{Error, Result};
 use crate::two_way_transformer::{relu, Linear, PreparedImage, TwoWayTransformer};
-use crate::weights::{MapWeights, WeightSource};
+use crate::weights::{MapWeights, Rng, WeightSource};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -379,23 +379,6 @@ fn group_by_dense(prompts: &[Prompt]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// splitmix64: tiny deterministic PRNG so test weights need no `rand` crate.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
 /// How a tensor is filled by [`random_decoder_weights`].
 #[derive(Clone, Copy)]
 enum Init {
@@ -536,18 +519,18 @@ fn decoder_tensors(cfg: &SamConfig) -> Vec<(String, Vec<usize>, Init)> {
 /// and non-zero (so a checkpoint stored in half precision holds them exactly, and a
 /// mis-wired zero tensor cannot hide).
 pub fn random_decoder_weights(cfg: &SamConfig, seed: u64) -> MapWeights {
-    let mut rng = SplitMix(seed);
+    let mut rng = Rng::new(seed);
     let mut w = MapWeights::default();
     for (name, shape, init) in decoder_tensors(cfg) {
         let n: usize = shape.iter().product();
         let data = (0..n)
             .map(|_| {
                 let v = match init {
-                    Init::Fan(f) => rng.uniform() / (f as f32).sqrt(),
-                    Init::Unit(f) => rng.uniform() * (3.0 / f as f32).sqrt(),
-                    Init::Normal => rng.uniform() + rng.uniform() + rng.uniform(),
-                    Init::One => 1.0 + 0.2 * rng.uniform(),
-                    Init::Small => 0.1 * rng.uniform(),
+                    Init::Fan(f) => rng.uniform_pm1() / (f as f32).sqrt(),
+                    Init::Unit(f) => rng.uniform_pm1() * (3.0 / f as f32).sqrt(),
+                    Init::Normal => rng.uniform_pm1() + rng.uniform_pm1() + rng.uniform_pm1(),
+                    Init::One => 1.0 + 0.2 * rng.uniform_pm1(),
+                    Init::Small => 0.1 * rng.uniform_pm1(),
                 };
                 let h = half::f16::from_f32(v).to_f32();
                 if h == 0.0 {
