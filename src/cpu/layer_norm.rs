@@ -1,6 +1,7 @@
 //! LayerNorm over the last axis, as PyTorch computes it: biased variance, eps inside the
 //! square root. The encoder uses eps 1e-6, the decoder transformer 1e-5 (spec traps).
 
+use crate::cpu::vmath::simd_dispatch;
 use rayon::prelude::*;
 
 /// Normalises each row of `x` ([rows, dim]) in place.
@@ -14,15 +15,42 @@ pub fn layer_norm(x: &mut [f32], dim: usize, weight: &[f32], bias: &[f32], eps: 
     });
 }
 
-/// One row; accumulates in f64 so the result does not depend on the summation order.
+/// One row. Two passes (mean, then variance of the centred values) with 16 f32 partial
+/// sums, like PyTorch's vectorised row moments: f32 throughout, so it vectorises, yet the
+/// centred second pass keeps it accurate for rows with a large mean.
 pub fn layer_norm_row(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    let n = row.len() as f64;
-    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let inv = 1.0 / (var + eps as f64).sqrt();
-    for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
-        *v = ((*v as f64 - mean) * inv) as f32 * w + b;
+    simd_dispatch!((row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) -> () {
+        let n = row.len() as f32;
+        let mean = lane_sum(row, |v| v) / n;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
+            *v = (*v - mean) * inv * w + b;
+        }
+    })
+}
+
+/// Sum of `f(x)` over `x` in 16 independent lanes, then the lanes pairwise.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
     }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(v);
+    }
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+    }
+    acc[0]
 }
 
 /// LayerNorm2d on a channel-first map [C, HW]: normalises over C at every pixel.
