@@ -14,7 +14,7 @@ pass a real or random vit_b .pth (slow on the CPU: minutes per image).
 Usage: python3 tools/bench_amg_cpu.py [--model PTH] [--model-type tiny|vit_b|vit_l|vit_h]
          [--image PATH] [--runs 1] [--points-per-side 32] [--output-mode coco_rle]
          [--samrt PATH] [--threads N]
-Writes bench/results/<date>-amg-cpu.json.
+Writes bench/results/<date>-amg-cpu-<model-type>.json.
 """
 import argparse, datetime, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -98,7 +98,7 @@ def main():
     )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{datetime.date.today().isoformat()}-amg-cpu.json"
+    path = out_dir / f"{datetime.date.today().isoformat()}-amg-cpu-{args.model_type}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     print(f"wrote {path}", file=sys.stderr)
