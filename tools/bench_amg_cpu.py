@@ -98,7 +98,7 @@ def main():
     )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{datetime.date.today().isoformat()}-amg-cpu-{args.model_type}.json"
+    path = out_dir / f"{datetime.date.today().isoformat()}-amg-cpu-{a.model_type}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     print(f"wrote {path}", file=sys.stderr)
