@@ -229,9 +229,9 @@ impl Sam {
         emb: &ImageEmbedding,
         prompts: &[Prompt],
     ) -> Result<Vec<Prediction>> {
-        let encoded: Vec<_> = prompts
+        let mut encoded: Vec<_> = prompts
             .iter()
-            .map(|p| self.encode_prompt(emb, p))
+            .map(|p| self.encode_prompt(emb, p).map(Some))
             .collect::<Result<_>>()?;
         let mut outs: Vec<Option<DecoderOutput>> = (0..prompts.len()).map(|_| None).collect();
         for multimask in [true, false] {
@@ -241,7 +241,12 @@ impl Sam {
             if idx.is_empty() {
                 continue;
             }
-            let group: Vec<_> = idx.iter().map(|&i| encoded[i].clone()).collect();
+            // Each prompt belongs to exactly one group: move its embeddings instead of copying
+            // the 4 MB dense map.
+            let group: Vec<_> = idx
+                .iter()
+                .map(|&i| encoded[i].take().expect("each prompt is in one group"))
+                .collect();
             let res =
                 self.decoder
                     .forward_batch(&emb.features, &self.dense_pe, &group, multimask)?;

@@ -146,18 +146,14 @@ fn prompt_encoder_matches_official() {
 fn mask_decoder_matches_official() {
     let sam = tiny_model();
     let (_, emb) = npy_f32(image("coffee")["embedding"].as_str().unwrap());
+    let (_, no_mask) = npy_f32(manifest()["common"]["no_mask_embed"].as_str().unwrap());
     for p in prompts()
         .iter()
         .filter(|p| !p["intermediates"].is_null() && p["mask_input"].is_null())
     {
         let it = &p["intermediates"];
         let (shape, sparse) = npy_f32(it["sparse"].as_str().unwrap());
-        let dense: Vec<f32> = (0..256)
-            .flat_map(|c| {
-                let (_, nm) = npy_f32(manifest()["common"]["no_mask_embed"].as_str().unwrap());
-                vec![nm[c]; 4096]
-            })
-            .collect();
+        let dense: Vec<f32> = no_mask.iter().flat_map(|&v| vec![v; 4096]).collect();
         let out = sam
             .mask_decoder()
             .predict_masks(&emb, sam.dense_pe(), &sparse, shape[0], &dense)
