@@ -7,14 +7,15 @@
 //! weights, and mask m is their dot product with the upscaled features at every pixel. The
 //! IoU head has no sigmoid.
 //!
-//! The upscaled features stay in the sub-pixel blocked order [`ConvTranspose2d`] produces;
-//! only the final per-pixel dot product writes into row-major `[4, 256, 256]`.
+//! The output stage runs fused and tiled (`cpu/output_upscaling.rs`): the upscaled
+//! features stay in the sub-pixel blocked order [`ConvTranspose2d`] produces, and only the
+//! final per-pixel dot product writes into row-major `[4, 256, 256]`.
 
 use crate::config::SamConfig;
 use crate::cpu::conv_transpose2d::ConvTranspose2d;
-use crate::cpu::gelu::gelu;
-use crate::cpu::gemm::{matmul, MatRef, Par};
-use crate::cpu::layer_norm::{layer_norm, transpose};
+use crate::cpu::gemm::Par;
+use crate::cpu::layer_norm::transpose;
+use crate::cpu::output_upscaling::OutputUpscaling;
 use crate::error::{Error, Result};
 use crate::two_way_transformer::{relu, Linear, PreparedImage, TwoWayTransformer};
 use crate::weights::{MapWeights, Rng, WeightSource};
@@ -208,52 +209,18 @@ impl MaskDecoder {
         let nt = tokens.len() / self.dim;
         let (hs, src) = self.transformer.run(prep, pe_t, tokens, nt, par)?;
         let nm = self.num_mask_tokens;
-        let mut up = self.up1.forward(&src, self.hw(), par);
-        layer_norm(
-            &mut up,
-            self.up1.cout(),
-            &self.up_ln_w,
-            &self.up_ln_b,
-            LN2D_EPS,
-        );
-        gelu(&mut up);
-        let mut up = self.up2.forward(&up, self.hw() * 4, par);
-        gelu(&mut up);
-        let c2 = self.up2.cout();
         let hyper: Vec<f32> = (0..nm)
             .flat_map(|m| self.hyper[m].forward(&hs[(1 + m) * self.dim..(2 + m) * self.dim]))
             .collect();
         let iou = self.iou_head.forward(&hs[..self.dim]);
-        // masks = hyper_in @ upscaled: one product over all 16*hw upscaled pixels, in the
-        // blocked order, then a scatter to row-major [nm, 4g, 4g].
-        let npix = up.len() / c2;
-        let mut blocked = vec![0.0f32; nm * npix];
-        let up_t = MatRef {
-            data: &up,
-            rows: c2,
-            cols: npix,
-            rs: 1,
-            cs: c2,
+        let stage = OutputUpscaling {
+            up1: &self.up1,
+            ln_w: &self.up_ln_w,
+            ln_b: &self.up_ln_b,
+            ln_eps: LN2D_EPS,
+            up2: &self.up2,
         };
-        matmul(
-            MatRef::rows(&hyper, nm, c2),
-            up_t,
-            &mut blocked,
-            npix,
-            0.0,
-            par,
-        );
-        let (g, side) = (self.grid, 4 * self.grid);
-        let mut low_res = vec![0.0f32; nm * side * side];
-        for (dst, src) in low_res.chunks_mut(side * side).zip(blocked.chunks(npix)) {
-            // Blocked index ((y*g + x)*4 + d1)*4 + d2 -> (4y + 2*dy1 + dy2, 4x + 2*dx1 + dx2).
-            for (i, &v) in src.iter().enumerate() {
-                let (d2, d1, x, y) = (i % 4, (i / 4) % 4, (i / 16) % g, i / (16 * g));
-                let yy = 4 * y + 2 * (d1 / 2) + d2 / 2;
-                let xx = 4 * x + 2 * (d1 % 2) + d2 % 2;
-                dst[yy * side + xx] = v;
-            }
-        }
+        let low_res = stage.masks(&src, self.grid, &hyper, nm, par);
         Ok(DecoderOutput {
             low_res,
             iou,

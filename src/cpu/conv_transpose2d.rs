@@ -9,15 +9,17 @@
 //! `cout` contiguous channels. Per-pixel ops (LayerNorm2d, GELU) do not care about pixel
 //! order, and callers map back to image coordinates once at the end.
 
-use crate::cpu::gemm::{linear_into, Par};
+use crate::cpu::gemm::{matmul, MatRef, Par};
 use crate::error::{Error, Result};
 
 pub struct ConvTranspose2d {
     cin: usize,
     cout: usize,
     k: usize,
-    /// `[k*k*cout, cin]`, row `(dy*k + dx)*cout + o` = official `W[:, o, dy, dx]`, so the
-    /// product is a plain `linear` against an `[out, in]` matrix.
+    /// `[cin, k*k*cout]`: row `i`, column `(dy*k + dx)*cout + o` = official
+    /// `W[i, o, dy, dx]`. Input-major, so the product's right-hand side is row-major
+    /// (measured faster in the gemm crate than a transposed `[out, in]` view for the
+    /// decoder's tiles: 125 vs 89 GFLOP/s on 128-row tiles).
     w: Vec<f32>,
     /// Bias repeated for each of the `k*k` sub-pixels.
     b: Vec<f32>,
@@ -34,11 +36,12 @@ impl ConvTranspose2d {
             )));
         }
         let kk = k * k;
-        let mut w = vec![0.0f32; kk * cout * cin];
+        let n = kk * cout;
+        let mut w = vec![0.0f32; cin * n];
         for i in 0..cin {
             for o in 0..cout {
                 for d in 0..kk {
-                    w[(d * cout + o) * cin + i] = weight[(i * cout + o) * kk + d];
+                    w[i * n + d * cout + o] = weight[(i * cout + o) * kk + d];
                 }
             }
         }
@@ -58,12 +61,26 @@ impl ConvTranspose2d {
 
     /// `x` is `[rows, cin]`; returns `[rows * k*k, cout]` in sub-pixel blocked order.
     pub fn forward(&self, x: &[f32], rows: usize, par: Par) -> Vec<f32> {
+        let mut y = vec![0.0f32; rows * self.k * self.k * self.cout];
+        self.forward_into(x, rows, &mut y, par);
+        y
+    }
+
+    /// As [`Self::forward`] into a caller's buffer of exactly `rows * k*k * cout` values,
+    /// so tiled callers reuse one scratch buffer.
+    pub fn forward_into(&self, x: &[f32], rows: usize, y: &mut [f32], par: Par) {
         assert_eq!(x.len(), rows * self.cin, "conv_transpose2d input size");
         let n = self.k * self.k * self.cout;
-        let mut y = vec![0.0f32; rows * n];
+        assert_eq!(y.len(), rows * n, "conv_transpose2d output size");
         y.chunks_mut(n).for_each(|r| r.copy_from_slice(&self.b));
-        linear_into(x, rows, &self.w, n, &mut y, true, par);
-        y
+        matmul(
+            MatRef::rows(x, rows, self.cin),
+            MatRef::rows(&self.w, self.cin, n),
+            y,
+            n,
+            1.0,
+            par,
+        );
     }
 }
 

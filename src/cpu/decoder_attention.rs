@@ -13,7 +13,7 @@
 //! in key order, exactly as a row softmax would.
 
 use crate::cpu::gemm::{matmul, MatRef, Par};
-use crate::cpu::vmath::exp_slice;
+use crate::cpu::softmax::{scaled_softmax_cols, scaled_softmax_rows};
 use rayon::prelude::*;
 
 /// `q` is `[nq, c]`, `k` and `v` are `[nk, c]` (row-major, already projected);
@@ -108,23 +108,7 @@ fn head_many_queries(
         0.0,
         Par::Seq,
     );
-    lt.iter_mut().for_each(|x| *x /= div);
-    let mut m = vec![f32::NEG_INFINITY; rows];
-    for r in lt.chunks(rows) {
-        m.iter_mut().zip(r).for_each(|(a, &b)| *a = a.max(b));
-    }
-    for r in lt.chunks_mut(rows) {
-        r.iter_mut().zip(&m).for_each(|(x, &mx)| *x -= mx);
-    }
-    exp_slice(lt);
-    let mut s = vec![0.0f32; rows];
-    for r in lt.chunks(rows) {
-        s.iter_mut().zip(r).for_each(|(a, &b)| *a += b);
-    }
-    s.iter_mut().for_each(|x| *x = 1.0 / *x);
-    for r in lt.chunks_mut(rows) {
-        r.iter_mut().zip(&s).for_each(|(x, &inv)| *x *= inv);
-    }
+    scaled_softmax_cols(lt, nk, rows, &vec![0.0; nk], div);
     let p = MatRef {
         data: lt,
         rows,
@@ -172,14 +156,7 @@ fn head_many_keys(
         0.0,
         Par::Seq,
     );
-    for row in l.chunks_mut(nk) {
-        row.iter_mut().for_each(|x| *x /= div);
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        row.iter_mut().for_each(|x| *x -= m);
-        exp_slice(row);
-        let inv = 1.0 / row.iter().sum::<f32>();
-        row.iter_mut().for_each(|x| *x *= inv);
-    }
+    scaled_softmax_rows(&mut l, nk, &vec![0.0; nq], div);
     matmul(
         MatRef::rows(&l, nq, nk),
         MatRef::strided(&v[off..], nk, cph, c),
