@@ -15,6 +15,7 @@ use crate::amg::geometry::{
 use crate::amg::regions::remove_small_regions;
 use crate::amg::rle::Rle;
 use crate::error::{Error, Result};
+use crate::mask_decoder::DecoderImage;
 use crate::postprocess::postprocess_masks;
 use crate::predictor::Sam;
 use crate::preprocess::{resize_shape, RgbImage};
@@ -218,6 +219,12 @@ fn process_crop(
     };
     let im = cropped.as_ref().unwrap_or(img);
     let emb = sam.embed(im)?;
+    // Every grid prompt is a single point without a mask: one image side for the crop.
+    let dimg = sam.mask_decoder().prepare_image(
+        &emb.features,
+        sam.dense_pe(),
+        &sam.prompt_encoder().no_mask_dense(),
+    )?;
     let (ch, cw) = (im.height, im.width);
     let points: Vec<[f64; 2]> = grid
         .iter()
@@ -228,6 +235,7 @@ fn process_crop(
         data.extend(process_batch(
             sam,
             &emb,
+            &dimg,
             batch,
             crop,
             (img.height, img.width),
@@ -264,6 +272,7 @@ fn amg_coord(v: f64, scale: f64, input_side: f64) -> f32 {
 fn process_batch(
     sam: &Sam,
     emb: &crate::predictor::ImageEmbedding,
+    dimg: &DecoderImage,
     points: &[[f64; 2]],
     crop: [usize; 4],
     orig: (usize, usize),
@@ -275,20 +284,18 @@ fn process_batch(
     debug_assert_eq!((nh, nw), emb.input_size);
     let (sx, sy) = (nw as f64 / cw as f64, nh as f64 / ch as f64);
     let pe = sam.prompt_encoder();
-    let prompts: Vec<(Vec<f32>, usize, Vec<f32>)> = points
+    let prompts: Vec<(Vec<f32>, usize)> = points
         .iter()
         .map(|p| {
             let q = [
                 amg_coord(p[0], sx, side as f64),
                 amg_coord(p[1], sy, side as f64),
             ];
-            pe.encode(&[q], &[1], None, None)
+            pe.encode_sparse(&[q], &[1], None)
         })
         .collect::<Result<_>>()?;
-    let outs = sam
-        .mask_decoder()
-        .forward_batch(&emb.features, sam.dense_pe(), &prompts, true)?;
-    drop(prompts);
+    let views: Vec<(&[f32], usize)> = prompts.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
+    let outs = sam.mask_decoder().decode_prepared(dimg, &views, true)?;
     // (point index, mask index) of every mask passing the IoU filter, in official order.
     let mut jobs = Vec::new();
     for (pi, o) in outs.iter().enumerate() {

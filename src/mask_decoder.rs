@@ -171,6 +171,13 @@ impl MaskDecoder {
 
     /// Checks one prompt and builds its token matrix.
     fn tokens(&self, sparse: &[f32], n_sparse: usize, dense: &[f32]) -> Result<Vec<f32>> {
+        let tokens = self.tokens_only(sparse, n_sparse)?;
+        self.check_dense(dense)?;
+        Ok(tokens)
+    }
+
+    /// `[iou token, mask tokens, sparse prompt]` after checking the sparse size.
+    fn tokens_only(&self, sparse: &[f32], n_sparse: usize) -> Result<Vec<f32>> {
         if sparse.len() != n_sparse * self.dim {
             return Err(Error::Prompt(format!(
                 "sparse embedding has {} values, expected {n_sparse} x {}",
@@ -178,6 +185,12 @@ impl MaskDecoder {
                 self.dim
             )));
         }
+        let mut tokens = self.output_tokens.clone();
+        tokens.extend_from_slice(sparse);
+        Ok(tokens)
+    }
+
+    fn check_dense(&self, dense: &[f32]) -> Result<()> {
         if dense.len() != self.dim * self.hw() {
             return Err(Error::Prompt(format!(
                 "dense embedding has {} values, expected {} x {} x {}",
@@ -187,9 +200,7 @@ impl MaskDecoder {
                 self.grid
             )));
         }
-        let mut tokens = self.output_tokens.clone();
-        tokens.extend_from_slice(sparse);
-        Ok(tokens)
+        Ok(())
     }
 
     /// Image tokens `[hw, dim]` = image embedding + dense prompt, token-major.
@@ -262,10 +273,49 @@ impl MaskDecoder {
             .slice(multimask_output))
     }
 
-    /// Many prompts (sparse, n_sparse, dense) against one embedding. The image embedding
-    /// and PE are transposed once; prompts with identical dense embeddings (all the
-    /// no-mask ones, typically) share layer 0's image-side projections; prompts are decoded
-    /// in parallel. Equals one `forward` call per prompt.
+    /// The image side of a decode (image embedding + dense prompt, its layer-0
+    /// projections, the transposed PE), computed once for any number of prompts that share
+    /// `dense`: the automatic mask generator's whole grid, or a batch without mask inputs.
+    pub fn prepare_image(
+        &self,
+        image_embedding: &[f32],
+        image_pe: &[f32],
+        dense: &[f32],
+    ) -> Result<DecoderImage> {
+        self.check_image(image_embedding, image_pe)?;
+        self.check_dense(dense)?;
+        let image_t = transpose(image_embedding, self.dim, self.hw());
+        let pe_t = transpose(image_pe, self.dim, self.hw());
+        let keys = self.image_tokens(&image_t, dense);
+        let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
+        Ok(DecoderImage { prep, pe_t })
+    }
+
+    /// Decodes sparse prompts `(sparse [n, dim], n)` against a prepared image, in parallel
+    /// over prompts. Equals one `forward` call per prompt with the prepared dense input.
+    pub fn decode_prepared(
+        &self,
+        image: &DecoderImage,
+        prompts: &[(&[f32], usize)],
+        multimask_output: bool,
+    ) -> Result<Vec<DecoderOutput>> {
+        let tokens: Vec<Vec<f32>> = prompts
+            .iter()
+            .map(|&(s, n)| self.tokens_only(s, n))
+            .collect::<Result<_>>()?;
+        tokens
+            .par_iter()
+            .map(|t| {
+                let o = self.decode(&image.prep, &image.pe_t, t, Par::Seq)?;
+                Ok(o.slice(multimask_output))
+            })
+            .collect()
+    }
+
+    /// Many prompts (sparse, n_sparse, dense) against one embedding. Prompts with
+    /// identical dense embeddings (all the no-mask ones, typically) share one
+    /// [`Self::prepare_image`]; prompts are decoded in parallel. Equals one `forward` call
+    /// per prompt.
     pub fn forward_batch(
         &self,
         image_embedding: &[f32],
@@ -274,48 +324,48 @@ impl MaskDecoder {
         multimask_output: bool,
     ) -> Result<Vec<DecoderOutput>> {
         self.check_image(image_embedding, image_pe)?;
-        let tokens: Vec<Vec<f32>> = prompts
-            .iter()
-            .map(|(s, n, d)| self.tokens(s, *n, d))
-            .collect::<Result<_>>()?;
-        let image_t = transpose(image_embedding, self.dim, self.hw());
-        let pe_t = transpose(image_pe, self.dim, self.hw());
+        for (s, n, d) in prompts {
+            self.tokens(s, *n, d)?;
+        }
         let views: Vec<Prompt> = prompts
             .iter()
-            .zip(&tokens)
-            .map(|((_, n, d), t)| (t.as_slice(), *n, d.as_slice()))
+            .map(|(s, n, d)| (s.as_slice(), *n, d.as_slice()))
             .collect();
         let groups = group_by_dense(&views);
         let mut out: Vec<Option<DecoderOutput>> = vec![None; prompts.len()];
         let (shared, single): (Vec<_>, Vec<_>) = groups.into_iter().partition(|g| g.len() > 1);
         // Shared groups: prepare once with all threads, then decode members in parallel.
         for g in shared {
-            let keys = self.image_tokens(&image_t, views[g[0]].2);
-            let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
-            let res: Vec<(usize, DecoderOutput)> = g
-                .par_iter()
-                .map(|&i| Ok((i, self.decode(&prep, &pe_t, views[i].0, Par::Seq)?)))
-                .collect::<Result<_>>()?;
-            res.into_iter().for_each(|(i, o)| out[i] = Some(o));
+            let image = self.prepare_image(image_embedding, image_pe, views[g[0]].2)?;
+            let members: Vec<(&[f32], usize)> =
+                g.iter().map(|&i| (views[i].0, views[i].1)).collect();
+            let res = self.decode_prepared(&image, &members, multimask_output)?;
+            g.iter().zip(res).for_each(|(&i, o)| out[i] = Some(o));
         }
         // Prompts with a dense embedding of their own: one whole decode per task.
+        let image_t = transpose(image_embedding, self.dim, self.hw());
+        let pe_t = transpose(image_pe, self.dim, self.hw());
         let res: Vec<(usize, DecoderOutput)> = single
             .par_iter()
             .map(|g| {
                 let i = g[0];
+                let tokens = self.tokens_only(views[i].0, views[i].1)?;
                 let keys = self.image_tokens(&image_t, views[i].2);
                 let prep = self.transformer.prepare(keys, &pe_t, Par::Seq)?;
-                Ok((i, self.decode(&prep, &pe_t, views[i].0, Par::Seq)?))
+                let o = self.decode(&prep, &pe_t, &tokens, Par::Seq)?;
+                Ok((i, o.slice(multimask_output)))
             })
             .collect::<Result<_>>()?;
         res.into_iter().for_each(|(i, o)| out[i] = Some(o));
         // Every index belongs to exactly one group, so every slot is filled.
-        Ok(out
-            .into_iter()
-            .flatten()
-            .map(|o| o.slice(multimask_output))
-            .collect())
+        Ok(out.into_iter().flatten().collect())
     }
+}
+
+/// See [`MaskDecoder::prepare_image`].
+pub struct DecoderImage {
+    prep: PreparedImage,
+    pe_t: Vec<f32>,
 }
 
 /// Groups prompt indices whose dense embeddings are bit-identical, in first-seen order.

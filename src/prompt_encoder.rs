@@ -165,6 +165,22 @@ impl PromptEncoder {
         box_xyxy: Option<[f32; 4]>,
         mask: Option<&[f32]>,
     ) -> Result<(Vec<f32>, usize, Vec<f32>)> {
+        let (sparse, n) = self.encode_sparse(points, labels, box_xyxy)?;
+        let dense = match mask {
+            Some(m) => self.embed_mask(m)?,
+            None => self.no_mask_dense(),
+        };
+        Ok((sparse, n, dense))
+    }
+
+    /// The sparse half of [`Self::encode`]: `(sparse [N, 256], N)`. Callers that decode many
+    /// mask-less prompts share one [`Self::no_mask_dense`] instead of 4 MB per prompt.
+    pub fn encode_sparse(
+        &self,
+        points: &[[f32; 2]],
+        labels: &[i32],
+        box_xyxy: Option<[f32; 4]>,
+    ) -> Result<(Vec<f32>, usize)> {
         if points.len() != labels.len() {
             return Err(Error::Prompt(format!(
                 "{} points but {} labels",
@@ -213,11 +229,7 @@ impl PromptEncoder {
                 row.iter_mut().zip(e).for_each(|(r, e)| *r += e);
             }
         }
-        let dense = match mask {
-            Some(m) => self.embed_mask(m)?,
-            None => self.no_mask_dense(),
-        };
-        Ok((sparse, n, dense))
+        Ok((sparse, n))
     }
 
     /// `no_mask_embed` broadcast over the grid, [256, 64, 64].
