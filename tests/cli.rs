@@ -289,6 +289,8 @@ fn bench_reports_every_component_as_json() {
             &model(),
             "--iters",
             "2",
+            "--prompts",
+            "3",
             "--json",
         ],
         &cache,
@@ -310,10 +312,14 @@ fn bench_reports_every_component_as_json() {
             "preprocess",
             "encoder",
             "prompt_encoder",
+            "mask_decoder",
+            "postprocess",
             "decoder",
-            "postprocess"
+            "decoder_batch"
         ]
     );
+    let batch = &j["results"][6]["batch"];
+    assert_eq!(batch, 3, "decoder_batch reports its prompt count");
     for r in j["results"].as_array().unwrap() {
         let (m, p) = (
             r["median_ms"].as_f64().unwrap(),
@@ -329,6 +335,10 @@ fn bench_reports_every_component_as_json() {
     assert_clean_failure(
         &samrt(&["bench", "--model", "vit_b", "--iters", "0"], &cache),
         "--iters",
+    );
+    assert_clean_failure(
+        &samrt(&["bench", "--model", "vit_b", "--prompts", "0"], &cache),
+        "--prompts",
     );
 }
 

@@ -1,13 +1,19 @@
 //! `samrt bench`: per-component latency (median and p90 after warm-up) and peak memory,
-//! on random weights of a named configuration or on a checkpoint file. CPU timings use the
+//! on random weights of a named configuration or on a checkpoint file. Components match
+//! tools/bench_torch.py: `decoder` is one point prompt end to end (prompt encoder, mask
+//! decoder, masks at the 1500x2250 original size), `decoder_batch` N single-point prompts
+//! (low-res logits and scores), `auto` the automatic mask generator; `prompt_encoder`,
+//! `mask_decoder` and `postprocess` are the parts of `decoder`. CPU timings use the
 //! wall clock; the CUDA path (CUDA events) arrives with the CUDA model path.
 
 use super::{resolve_device, CliError, Context, Device};
 use clap::Args;
+use samrt::automatic_mask_generator::{generate, AmgConfig};
 use samrt::config::SamConfig;
 use samrt::image_encoder::random_encoder_weights;
 use samrt::mask_decoder::random_decoder_weights;
 use samrt::postprocess::{postprocess_masks, threshold};
+use samrt::predictor::ImageEmbedding;
 use samrt::preprocess::{from_rgb, preprocess};
 use samrt::weights::MapWeights;
 use samrt::{Prompt, Sam};
@@ -27,6 +33,13 @@ pub struct BenchArgs {
     /// Timed iterations per component (after one warm-up).
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    /// Single-point prompts decoded together for the decoder_batch component.
+    #[arg(long, default_value_t = 64)]
+    prompts: usize,
+    /// Also time the automatic mask generator (official defaults, 32x32 grid) on the
+    /// synthetic 1500x2250 image: tens of seconds per run on a CPU.
+    #[arg(long)]
+    auto: bool,
     /// Print one JSON object (bench/results schema) instead of a table.
     #[arg(long)]
     json: bool,
@@ -108,8 +121,10 @@ fn load(model: &str) -> Result<(Sam, String), CliError> {
 }
 
 pub fn run(a: BenchArgs) -> Result<(), CliError> {
-    if a.iters == 0 || a.batch == 0 {
-        return Err(CliError::msg("--iters and --batch must be at least 1"));
+    if a.iters == 0 || a.batch == 0 || a.prompts == 0 {
+        return Err(CliError::msg(
+            "--iters, --batch and --prompts must be at least 1",
+        ));
     }
     resolve_device(a.device)?;
     let (sam, model) = load(&a.model)?;
@@ -161,13 +176,61 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
             .map(|_| ())
             .map_err(lib)
     })?;
-    rows.push(("decoder", 1, m, p));
+    rows.push(("mask_decoder", 1, m, p));
     let (m, p) = time_ms(a.iters, || {
         let l = postprocess_masks(&out.low_res, out.num_masks, input_size, orig).map_err(lib)?;
         std::hint::black_box(threshold(&l));
         Ok(())
     })?;
     rows.push(("postprocess", 1, m, p));
+    // One point prompt end to end, as a user calls it: encode, decode, masks at the
+    // original size.
+    let emb = ImageEmbedding {
+        features: features.clone(),
+        original_size: orig,
+        input_size,
+    };
+    let (m, p) = time_ms(a.iters, || {
+        std::hint::black_box(sam.predict(&emb, &prompt).map_err(lib)?);
+        Ok(())
+    })?;
+    rows.push(("decoder", 1, m, p));
+    // N single-point prompts on a grid: low-res logits and scores.
+    let side = (a.prompts as f64).sqrt().ceil() as usize;
+    let grid: Vec<[f32; 2]> = (0..a.prompts)
+        .map(|i| {
+            let (gx, gy) = ((i % side) as f64 + 0.5, (i / side) as f64 + 0.5);
+            let (x, y) = samrt::preprocess::transform_coords_f64(
+                gx / side as f64 * ORIG_W as f64,
+                gy / side as f64 * ORIG_H as f64,
+                orig,
+                input_size,
+            );
+            [x, y]
+        })
+        .collect();
+    let (m, p) = time_ms(a.iters, || {
+        let sparse: Vec<(Vec<f32>, usize)> = grid
+            .iter()
+            .map(|q| pe.encode_sparse(&[*q], &[1], None))
+            .collect::<Result<_, _>>()
+            .map_err(lib)?;
+        let views: Vec<(&[f32], usize)> = sparse.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
+        let image = dec
+            .prepare_image(&features, sam.dense_pe(), &pe.no_mask_dense())
+            .map_err(lib)?;
+        std::hint::black_box(dec.decode_prepared(&image, &views, true).map_err(lib)?);
+        Ok(())
+    })?;
+    rows.push(("decoder_batch", a.prompts, m, p));
+    if a.auto {
+        let cfg = AmgConfig::default();
+        let (m, p) = time_ms(a.iters, || {
+            std::hint::black_box(generate(&sam, &img, &cfg).map_err(lib)?);
+            Ok(())
+        })?;
+        rows.push(("auto", 1, m, p));
+    }
     let peak = peak_rss_mb();
 
     if a.json {
