@@ -15,9 +15,9 @@ use crate::amg::geometry::{
 use crate::amg::regions::remove_small_regions;
 use crate::amg::rle::Rle;
 use crate::error::{Error, Result};
-use crate::mask_decoder::DecoderImage;
+use crate::mask_decoder::{DecoderImage, DecoderOutput};
 use crate::postprocess::postprocess_masks;
-use crate::predictor::Sam;
+use crate::predictor::{ImageEmbedding, Sam};
 use crate::preprocess::{resize_shape, RgbImage};
 use rayon::prelude::*;
 
@@ -133,7 +133,101 @@ struct Cand {
     crop: [usize; 4],
 }
 
+/// Where the generator's masks come from: the SAM model ([`Sam`] implements it), or any
+/// predictor with the same contract (the tests drive the official algorithm with synthetic
+/// masks through it). Per crop the source is prepared once; per batch of grid points it
+/// predicts `k` masks per point with their IoU estimates, and hands out any one mask's
+/// logits at the crop's size on demand (only masks passing the IoU filter are asked for).
+pub trait MaskSource: Sync {
+    /// Per-crop state (the embedding).
+    type Crop: Sync;
+    /// Per-batch state (the low-res masks).
+    type Batch: Sync;
+    fn crop(&self, img: &RgbImage) -> Result<Self::Crop>;
+    /// `points` are in the crop's pixel frame, float64 as the official grid.
+    fn batch(&self, crop: &Self::Crop, points: &[[f64; 2]]) -> Result<Self::Batch>;
+    /// IoU predictions of point `i`'s masks.
+    fn iou<'b>(&self, batch: &'b Self::Batch, i: usize) -> &'b [f32];
+    /// Logits `[h, w]` of mask `m` of point `i` at the crop's size.
+    fn logits(
+        &self,
+        crop: &Self::Crop,
+        batch: &Self::Batch,
+        i: usize,
+        m: usize,
+    ) -> Result<Vec<f32>>;
+}
+
+/// The SAM model as a mask source: embed each crop once, decode each batch of points with
+/// the image side prepared once per crop, post-process masks one at a time.
+pub struct SamCrop {
+    emb: ImageEmbedding,
+    image: DecoderImage,
+}
+
+impl MaskSource for Sam {
+    type Crop = SamCrop;
+    type Batch = Vec<DecoderOutput>;
+
+    fn crop(&self, img: &RgbImage) -> Result<SamCrop> {
+        let emb = self.embed(img)?;
+        // Every grid prompt is a single point without a mask: one image side per crop.
+        let image = self.mask_decoder().prepare_image(
+            &emb.features,
+            self.dense_pe(),
+            &self.prompt_encoder().no_mask_dense(),
+        )?;
+        Ok(SamCrop { emb, image })
+    }
+
+    fn batch(&self, crop: &SamCrop, points: &[[f64; 2]]) -> Result<Vec<DecoderOutput>> {
+        let (ch, cw) = crop.emb.original_size;
+        let side = self.config.encoder.img_size;
+        let (nh, nw) = resize_shape(ch, cw, side);
+        let (sx, sy) = (nw as f64 / cw as f64, nh as f64 / ch as f64);
+        let pe = self.prompt_encoder();
+        let prompts: Vec<(Vec<f32>, usize)> = points
+            .iter()
+            .map(|p| {
+                let q = [
+                    amg_coord(p[0], sx, side as f64),
+                    amg_coord(p[1], sy, side as f64),
+                ];
+                pe.encode_sparse(&[q], &[1], None)
+            })
+            .collect::<Result<_>>()?;
+        let views: Vec<(&[f32], usize)> = prompts.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
+        self.mask_decoder()
+            .decode_prepared(&crop.image, &views, true)
+    }
+
+    fn iou<'b>(&self, batch: &'b Vec<DecoderOutput>, i: usize) -> &'b [f32] {
+        &batch[i].iou
+    }
+
+    fn logits(
+        &self,
+        crop: &SamCrop,
+        batch: &Vec<DecoderOutput>,
+        i: usize,
+        m: usize,
+    ) -> Result<Vec<f32>> {
+        let plane = crate::predictor::LOW_RES * crate::predictor::LOW_RES;
+        let low = &batch[i].low_res[m * plane..(m + 1) * plane];
+        postprocess_masks(low, 1, crop.emb.input_size, crop.emb.original_size)
+    }
+}
+
 pub fn generate(sam: &Sam, img: &RgbImage, cfg: &AmgConfig) -> Result<Vec<MaskRecord>> {
+    generate_with(sam, img, cfg)
+}
+
+/// [`generate`] with masks from any [`MaskSource`].
+pub fn generate_with<S: MaskSource>(
+    src: &S,
+    img: &RgbImage,
+    cfg: &AmgConfig,
+) -> Result<Vec<MaskRecord>> {
     cfg.validate()?;
     let (h, w) = (img.height, img.width);
     if h == 0 || w == 0 {
@@ -149,7 +243,7 @@ pub fn generate(sam: &Sam, img: &RgbImage, cfg: &AmgConfig) -> Result<Vec<MaskRe
 
     let mut data: Vec<Cand> = Vec::new();
     for &(crop, layer) in &crops {
-        data.extend(process_crop(sam, img, crop, &grids[layer], cfg)?);
+        data.extend(process_crop(src, img, crop, &grids[layer], cfg)?);
     }
     if crops.len() > 1 {
         let boxes: Vec<[f32; 4]> = data.iter().map(|c| box_f32(c.bbox)).collect();
@@ -205,8 +299,8 @@ fn crop_image(img: &RgbImage, crop: [usize; 4]) -> RgbImage {
 }
 
 /// `_process_crop`: embed the crop, decode its grid in batches, NMS, un-crop.
-fn process_crop(
-    sam: &Sam,
+fn process_crop<S: MaskSource>(
+    src: &S,
     img: &RgbImage,
     crop: [usize; 4],
     grid: &[[f64; 2]],
@@ -218,13 +312,7 @@ fn process_crop(
         Some(crop_image(img, crop))
     };
     let im = cropped.as_ref().unwrap_or(img);
-    let emb = sam.embed(im)?;
-    // Every grid prompt is a single point without a mask: one image side for the crop.
-    let dimg = sam.mask_decoder().prepare_image(
-        &emb.features,
-        sam.dense_pe(),
-        &sam.prompt_encoder().no_mask_dense(),
-    )?;
+    let state = src.crop(im)?;
     let (ch, cw) = (im.height, im.width);
     let points: Vec<[f64; 2]> = grid
         .iter()
@@ -233,10 +321,10 @@ fn process_crop(
     let mut data = Vec::new();
     for batch in points.chunks(cfg.points_per_batch) {
         data.extend(process_batch(
-            sam,
-            &emb,
-            &dimg,
+            src,
+            &state,
             batch,
+            (ch, cw),
             crop,
             (img.height, img.width),
             cfg,
@@ -269,52 +357,39 @@ fn amg_coord(v: f64, scale: f64, input_side: f64) -> f32 {
 
 /// `_process_batch`: a batch of single-point prompts; returns the masks that pass the
 /// IoU, stability and crop-edge filters, point-major as the official flattens them.
-fn process_batch(
-    sam: &Sam,
-    emb: &crate::predictor::ImageEmbedding,
-    dimg: &DecoderImage,
+fn process_batch<S: MaskSource>(
+    src: &S,
+    state: &S::Crop,
     points: &[[f64; 2]],
+    (ch, cw): (usize, usize),
     crop: [usize; 4],
     orig: (usize, usize),
     cfg: &AmgConfig,
 ) -> Result<Vec<Cand>> {
-    let (ch, cw) = emb.original_size;
-    let side = sam.config.encoder.img_size;
-    let (nh, nw) = resize_shape(ch, cw, side);
-    debug_assert_eq!((nh, nw), emb.input_size);
-    let (sx, sy) = (nw as f64 / cw as f64, nh as f64 / ch as f64);
-    let pe = sam.prompt_encoder();
-    let prompts: Vec<(Vec<f32>, usize)> = points
-        .iter()
-        .map(|p| {
-            let q = [
-                amg_coord(p[0], sx, side as f64),
-                amg_coord(p[1], sy, side as f64),
-            ];
-            pe.encode_sparse(&[q], &[1], None)
-        })
-        .collect::<Result<_>>()?;
-    let views: Vec<(&[f32], usize)> = prompts.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
-    let outs = sam.mask_decoder().decode_prepared(dimg, &views, true)?;
+    let outs = src.batch(state, points)?;
     // (point index, mask index) of every mask passing the IoU filter, in official order.
     let mut jobs = Vec::new();
-    for (pi, o) in outs.iter().enumerate() {
-        for (mi, &iou) in o.iou.iter().enumerate() {
+    for pi in 0..points.len() {
+        for (mi, &iou) in src.iou(&outs, pi).iter().enumerate() {
             if cfg.pred_iou_thresh > 0.0 && (iou as f64) <= cfg.pred_iou_thresh {
                 continue;
             }
             jobs.push((pi, mi));
         }
     }
-    let plane = crate::predictor::LOW_RES * crate::predictor::LOW_RES;
     let offset = cfg.stability_score_offset as f32;
     let orig_box = [0, 0, orig.1, orig.0];
     let res: Vec<Option<Cand>> = jobs
         .par_iter()
         .map(|&(pi, mi)| -> Result<Option<Cand>> {
-            let o = &outs[pi];
-            let low = &o.low_res[mi * plane..(mi + 1) * plane];
-            let logits = postprocess_masks(low, 1, emb.input_size, emb.original_size)?;
+            let logits = src.logits(state, &outs, pi, mi)?;
+            if logits.len() != ch * cw {
+                return Err(Error::Shape {
+                    name: "mask logits".into(),
+                    expected: vec![ch, cw],
+                    got: vec![logits.len()],
+                });
+            }
             let stab = stability_score(&logits, offset);
             // NaN (0/0) fails `>=` and is dropped, as in torch.
             let pass = (stab as f64) >= cfg.stability_score_thresh;
@@ -331,7 +406,7 @@ fn process_batch(
             Ok(Some(Cand {
                 rle,
                 bbox,
-                iou: o.iou[mi],
+                iou: src.iou(&outs, pi)[mi],
                 point: points[pi],
                 stability: stab,
                 crop,

@@ -8,7 +8,8 @@ use samrt::amg::geometry::{crop_boxes, nms, point_grid_1d};
 use samrt::amg::output::{metadata_csv, py_float};
 use samrt::amg::regions::remove_small_regions;
 use samrt::amg::rle::Rle;
-use samrt::automatic_mask_generator::{generate, AmgConfig, MaskRecord};
+use samrt::automatic_mask_generator::{generate, generate_with, AmgConfig, MaskRecord, MaskSource};
+use samrt::preprocess::RgbImage;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -153,6 +154,143 @@ fn check_case(name: &str) {
     }
     eprintln!(
         "{name}: {} records, {in_order} matched in order, worst mask IoU {worst_iou:.6}, worst |d iou| {worst_dp:.2e}",
+        ours.len()
+    );
+}
+
+/// tools/make_amg_fixtures.py's synthetic predictor: discs around each point (radii in the
+/// 1024 input frame), an island on mask 1, a hole in mask 2; the same float64 operations,
+/// rounded once to f32, so the official records must be matched exactly.
+struct Discs {
+    radii: Vec<f64>,
+}
+
+struct DiscCrop {
+    h: usize,
+    w: usize,
+    sx: f64,
+    sy: f64,
+}
+
+impl MaskSource for Discs {
+    type Crop = DiscCrop;
+    /// Points in the 1024 frame and their IoUs.
+    type Batch = Vec<([f64; 2], Vec<f32>)>;
+
+    fn crop(&self, img: &RgbImage) -> samrt::Result<DiscCrop> {
+        let (h, w) = (img.height, img.width);
+        let (nh, nw) = samrt::preprocess::resize_shape(h, w, 1024);
+        Ok(DiscCrop {
+            h,
+            w,
+            sx: nw as f64 / w as f64,
+            sy: nh as f64 / h as f64,
+        })
+    }
+
+    fn batch(&self, c: &DiscCrop, points: &[[f64; 2]]) -> samrt::Result<Self::Batch> {
+        Ok(points
+            .iter()
+            .map(|p| {
+                let q = [p[0] * c.sx, p[1] * c.sy];
+                let base = ((q[0] * 7.0 + q[1] * 13.0) % 100.0) / 1000.0;
+                let ious = (0..self.radii.len())
+                    .map(|m| (0.87 + base + 0.01 * m as f64) as f32)
+                    .collect();
+                (q, ious)
+            })
+            .collect())
+    }
+
+    fn iou<'b>(&self, b: &'b Self::Batch, i: usize) -> &'b [f32] {
+        &b[i].1
+    }
+
+    fn logits(&self, c: &DiscCrop, b: &Self::Batch, i: usize, m: usize) -> samrt::Result<Vec<f32>> {
+        let ([px, py], r) = (b[i].0, self.radii[m]);
+        let mut out = Vec::with_capacity(c.h * c.w);
+        for y in 0..c.h {
+            let dy = y as f64 * c.sy - py;
+            for x in 0..c.w {
+                let xf = x as f64 * c.sx;
+                let dx = xf - px;
+                let mut v = 10.0 * (r - (dx * dx + dy * dy).sqrt());
+                if m == 1 {
+                    let ex = xf - (px + 45.0);
+                    v = v.max(10.0 * (4.0 - (ex * ex + dy * dy).sqrt()));
+                }
+                if m == 2 {
+                    let ex = xf - (px - 30.0);
+                    v = v.min(10.0 * ((ex * ex + dy * dy).sqrt() - 5.0));
+                }
+                out.push(v as f32);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn synthetic_discs_match_official_exactly_across_crops() {
+    let man = amg_manifest();
+    let case = man["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "synthetic_discs")
+        .unwrap()
+        .clone();
+    let official = records_of(&case);
+    let size = common::f64s(&case["size"]);
+    let (h, w) = (size[0] as usize, size[1] as usize);
+    let img = RgbImage {
+        width: w,
+        height: h,
+        data: vec![0; h * w * 3],
+    };
+    let src = Discs {
+        radii: common::f64s(&case["radii"]),
+    };
+    let ours = generate_with(&src, &img, &config_of(&case)).unwrap();
+    // The fixture must exercise what it is for: masks kept from inner crops.
+    let inner = official
+        .iter()
+        .filter(|o| common::f64s(&o["crop_box"]) != [0.0, 0.0, w as f64, h as f64])
+        .count();
+    assert!(inner > 0, "no inner-crop record in the fixture");
+    assert_eq!(ours.len(), official.len(), "record count");
+    for (k, (o, r)) in official.iter().zip(&ours).enumerate() {
+        assert_eq!(
+            official_rle(&o["segmentation"]),
+            r.segmentation,
+            "record {k}: mask"
+        );
+        let as_f = |b: [i64; 4]| b.map(|v| v as f64).to_vec();
+        assert_eq!(common::f64s(&o["bbox"]), as_f(r.bbox), "record {k}: bbox");
+        assert_eq!(
+            common::f64s(&o["crop_box"]),
+            as_f(r.crop_box),
+            "record {k}: crop"
+        );
+        assert_eq!(o["area"].as_u64().unwrap(), r.area, "record {k}: area");
+        assert_eq!(
+            o["predicted_iou"].as_f64().unwrap(),
+            r.predicted_iou as f64,
+            "record {k}: predicted_iou"
+        );
+        assert_eq!(
+            o["stability_score"].as_f64().unwrap(),
+            r.stability_score as f64,
+            "record {k}: stability"
+        );
+        assert_eq!(
+            common::f64s(&o["point_coords"][0]),
+            r.point_coords.to_vec(),
+            "record {k}: point"
+        );
+    }
+    eprintln!(
+        "synthetic_discs: {} records ({inner} from inner crops) identical to the official",
         ours.len()
     );
 }

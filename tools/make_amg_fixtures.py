@@ -93,6 +93,66 @@ def observe(sam, image, kw):
     return np.array(ious), np.array([s for s in stabs if s == s])
 
 
+# A synthetic case: the official generator with its predictor replaced by closed-form masks,
+# so every mask is a small localised disc and the crop machinery (inner-crop edges, point
+# scaling, un-cropping, cross-crop NMS) and the small-region pass are exercised with masks
+# that survive them, which random-weight model masks never do. tests/amg.rs computes the
+# same masks in Rust (same float64 operations, then one rounding to float32), so records must
+# match exactly. Radii are in the 1024 input frame, where the points arrive.
+SYN_NAME = "synthetic_discs"
+SYN_SIZE = (400, 600)  # h, w of the (blank) image: only its shape reaches the predictor
+SYN_RADII = (12.0, 30.0, 70.0)
+SYN_KW = dict(points_per_side=8, points_per_batch=16, crop_n_layers=1,
+              min_mask_region_area=50)
+
+
+def synthetic_logits(h, w, sx, sy, px, py):
+    """[3, h, w] float32: 10 * (r - distance to the point), in the 1024 frame. Mask 1 gets a
+    radius-4 island 45 units right of the point, mask 2 a radius-5 hole 30 units left."""
+    x = np.arange(w, dtype=np.float64) * sx
+    y = np.arange(h, dtype=np.float64) * sy
+    dx, dy = x[None, :] - px, y[:, None] - py
+    d = np.sqrt(dx * dx + dy * dy)
+    out = []
+    for m, r in enumerate(SYN_RADII):
+        v = 10.0 * (r - d)
+        if m == 1:
+            ex = x[None, :] - (px + 45.0)
+            v = np.maximum(v, 10.0 * (4.0 - np.sqrt(ex * ex + dy * dy)))
+        if m == 2:
+            ex = x[None, :] - (px - 30.0)
+            v = np.minimum(v, 10.0 * (np.sqrt(ex * ex + dy * dy) - 5.0))
+        out.append(v.astype(np.float32))
+    return np.stack(out)
+
+
+def synthetic_iou(px, py):
+    base = ((px * 7.0 + py * 13.0) % 100.0) / 1000.0
+    return [np.float32(0.87 + base + 0.01 * m) for m in range(3)]
+
+
+def synthetic_records():
+    gen = SamAutomaticMaskGenerator(load_model(), output_mode="uncompressed_rle", **SYN_KW)
+    pred = gen.predictor
+
+    def set_image(image, image_format="RGB"):
+        pred.reset_image()
+        pred.original_size = image.shape[:2]
+        pred.input_size = pred.transform.get_preprocess_shape(*image.shape[:2], 1024)
+        pred.is_image_set = True
+
+    def predict_torch(point_coords, point_labels, boxes=None, mask_input=None,
+                      multimask_output=True, return_logits=False):
+        (h, w), (nh, nw) = pred.original_size, pred.input_size
+        pts = point_coords.cpu().numpy().astype(np.float64)[:, 0, :]
+        masks = np.stack([synthetic_logits(h, w, nw / w, nh / h, p[0], p[1]) for p in pts])
+        ious = np.array([synthetic_iou(p[0], p[1]) for p in pts], dtype=np.float32)
+        return torch.from_numpy(masks), torch.from_numpy(ious), None
+
+    pred.set_image, pred.predict_torch = set_image, predict_torch
+    return gen.generate(np.zeros((*SYN_SIZE, 3), dtype=np.uint8))
+
+
 def gap_threshold(values: np.ndarray, q: float) -> float:
     """Middle of the widest gap between sorted values in the quantile window q +- 0.1."""
     v = np.sort(values)
@@ -139,6 +199,17 @@ def main() -> None:
         areas = [r["area"] for r in records]
         print(case["name"], "records", len(records), "thr", iou_t, st_t, "gaps", iou_gap, st_gap,
               "areas", areas[:10], file=sys.stderr)
+    if not only or SYN_NAME in only:
+        records = synthetic_records()
+        (OUT / f"{SYN_NAME}.json").write_text(json.dumps(records))
+        crops = sorted({tuple(r["crop_box"]) for r in records})
+        print(SYN_NAME, "records", len(records), "crops", crops, file=sys.stderr)
+        manifest["cases"].append(dict(name=SYN_NAME, synthetic=True, size=list(SYN_SIZE),
+                                      radii=list(SYN_RADII), output_mode="uncompressed_rle",
+                                      file=f"{SYN_NAME}.json", config=SYN_KW,
+                                      num_records=len(records)))
+    else:
+        manifest["cases"].extend(c for c in old["cases"] if c["name"] == SYN_NAME)
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
