@@ -350,7 +350,7 @@ fn prompts_file_decodes_many_prompts_in_one_call() {
         .iter()
         .filter(|p| p["image"] == "coffee")
         .collect();
-    let list: Vec<serde_json::Value> = coffee
+    let mut list: Vec<serde_json::Value> = coffee
         .iter()
         .map(|p| {
             let mut o = serde_json::json!({"points": p["points"], "labels": p["labels"], "box": p["box"], "multimask": p["multimask"]});
@@ -362,6 +362,19 @@ fn prompts_file_decodes_many_prompts_in_one_call() {
             o
         })
         .collect();
+    // The same mask prompt again with the logits inline, as [1, 256, 256] numbers.
+    let with_mask = list
+        .iter()
+        .position(|o| o.get("mask_input").is_some())
+        .expect("a mask prompt");
+    let arr = samrt::npy::read(&dir.join("mask_in.npy")).unwrap();
+    let samrt::npy::NpyData::F32(v) = arr.data else {
+        panic!("mask fixture is not f32")
+    };
+    let rows: Vec<Vec<f32>> = v.chunks(256).map(|r| r.to_vec()).collect();
+    let mut inline = list[with_mask].clone();
+    inline["mask_input"] = serde_json::json!([rows]);
+    list.push(inline);
     let pf = write(
         &dir,
         "prompts.json",
@@ -385,7 +398,14 @@ fn prompts_file_decodes_many_prompts_in_one_call() {
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let got = json["prompts"].as_array().unwrap();
-    assert_eq!(got.len(), coffee.len());
+    assert_eq!(got.len(), coffee.len() + 1);
+    let logits =
+        |k: usize| std::fs::read(out.join(format!("prompt_{k}/low_res_logits.npy"))).unwrap();
+    assert_eq!(
+        logits(with_mask),
+        logits(coffee.len()),
+        "inline mask_input = .npy mask_input"
+    );
     for (k, (g, p)) in got.iter().zip(&coffee).enumerate() {
         assert_eq!(g["dir"], format!("prompt_{k}"));
         let scores = f64s(&p["scores"]);
@@ -442,6 +462,11 @@ fn prompts_file_decodes_many_prompts_in_one_call() {
         &run("[{\"mask_input\": \"missing.npy\"}]", &[]),
         "missing.npy",
     );
+    assert_clean_failure(&run("[{\"mask_input\": [[1, 2], [3, 4]]}]", &[]), "shape");
+    assert_clean_failure(&run("[{\"mask_input\": [[1, 2], [3]]}]", &[]), "ragged");
+    assert_clean_failure(&run("[{\"mask_input\": [[\"a\"]]}]", &[]), "numbers");
+    assert_clean_failure(&run("[{\"mask_input\": [[1e39]]}]", &[]), "finite");
+    assert_clean_failure(&run("[{\"mask_input\": 5}]", &[]), "256x256");
     let o = run("[{\"points\": [[1, 2]]}]", &["--point", "3,4"]);
     assert!(!o.status.success() && o.status.code() != Some(101));
 }

@@ -24,8 +24,8 @@ pub struct SegmentArgs {
     #[arg(long)]
     mask_input: Option<PathBuf>,
     /// Several prompts decoded in one batched call: a JSON list of {"points": [[x,y],...],
-    /// "labels": [1,...], "box": [x0,y0,x1,y1], "mask_input": "file.npy", "multimask": bool}
-    /// (all optional; mask_input paths relative to the JSON file). Each prompt's outputs go
+    /// "labels": [1,...], "box": [x0,y0,x1,y1], "mask_input": "file.npy" or a 256x256 array,
+    /// "multimask": bool} (all optional; mask_input paths relative to the JSON file). Each prompt's outputs go
     /// to DIR/prompt_K/.
     #[arg(long, conflicts_with_all = ["points", "box_", "mask_input"])]
     prompts: Option<PathBuf>,
@@ -74,6 +74,54 @@ pub fn parse_box(s: &str) -> Result<[f64; 4], CliError> {
         return Err(CliError::msg(format!("--box `{s}`: expected X0,Y0,X1,Y1")));
     }
     Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// An inline `mask_input`: nested JSON arrays of shape [256, 256] or [1, 256, 256] (the
+/// official `mask_input` layout), numbers only, row-major.
+fn inline_mask(v: &serde_json::Value) -> Result<Vec<f32>, String> {
+    fn walk(
+        v: &serde_json::Value,
+        depth: usize,
+        shape: &mut Vec<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        match v {
+            serde_json::Value::Array(items) => {
+                if depth > 2 {
+                    return Err("is nested deeper than [1, 256, 256]".into());
+                }
+                if shape.len() == depth {
+                    shape.push(items.len());
+                } else if shape[depth] != items.len() {
+                    return Err("is ragged (rows of different lengths)".into());
+                }
+                items
+                    .iter()
+                    .try_for_each(|x| walk(x, depth + 1, shape, out))
+            }
+            serde_json::Value::Number(n) => {
+                if depth != shape.len() {
+                    return Err("mixes numbers and arrays at one level".into());
+                }
+                let x = n.as_f64().ok_or("holds a number out of range")? as f32;
+                if !x.is_finite() {
+                    return Err("holds a value that is not finite in float32".into());
+                }
+                out.push(x);
+                Ok(())
+            }
+            _ => Err("must hold numbers only".into()),
+        }
+    }
+    let (mut shape, mut out) = (Vec::new(), Vec::new());
+    walk(v, 0, &mut shape, &mut out)?;
+    let s = LOW_RES;
+    if shape != [s, s] && shape != [1, s, s] {
+        return Err(format!(
+            "has shape {shape:?}, expected [{s}, {s}] or [1, {s}, {s}]"
+        ));
+    }
+    Ok(out)
 }
 
 fn read_mask_input(path: &Path) -> Result<Vec<f32>, CliError> {
@@ -185,10 +233,17 @@ fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<Prompt>, Cli
             p.box_xyxy = Some([b[0], b[1], b[2], b[3]]);
         }
         if let Some(m) = obj.get("mask_input").filter(|x| !x.is_null()) {
-            let f = m
-                .as_str()
-                .ok_or_else(|| bad(format!("prompt {k}: `mask_input` must be a .npy path")))?;
-            p.mask_input = Some(read_mask_input(&base.join(f))?);
+            p.mask_input = Some(match m {
+                serde_json::Value::String(f) => read_mask_input(&base.join(f))?,
+                serde_json::Value::Array(_) => {
+                    inline_mask(m).map_err(|e| bad(format!("prompt {k}: `mask_input` {e}")))?
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "prompt {k}: `mask_input` must be a .npy path or a 256x256 array of numbers"
+                    )))
+                }
+            });
         }
         if let Some(mm) = obj.get("multimask").filter(|x| !x.is_null()) {
             p.multimask = mm
