@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod error;
 pub mod image_encoder;
+pub mod jpeg;
 pub mod mask_decoder;
 pub mod npy;
 pub mod postprocess;

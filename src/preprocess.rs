@@ -73,6 +73,9 @@ fn image_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// Known gaps: JPEG (zune-jpeg vs libjpeg-turbo) and lossy WebP decoders may differ from
 /// Pillow's by a unit in some pixels; CMYK JPEGs use the decoder's own CMYK->RGB.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
+    if let Some(img) = load_jpeg(path)? {
+        return Ok(img);
+    }
     let mut reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -105,6 +108,26 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
         matches!(decoder.original_color_type(), ExtendedColorType::L16) || is_png_grey16(path);
     let img = DynamicImage::from_decoder(decoder).map_err(|e| image_err(path, e))?;
     to_rgb(img, grey16).map_err(|e| image_err(path, e))
+}
+
+/// JPEG files through the Pillow-exact decoder (`crate::jpeg`); `None` for other formats
+/// and for CMYK/YCCK JPEGs, which take the general path.
+fn load_jpeg(path: &Path) -> Result<Option<RgbImage>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 3];
+    if f.read_exact(&mut head).is_err() || !crate::jpeg::is_jpeg(&head) {
+        return Ok(None);
+    }
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_DECODE_ALLOC {
+        return Err(image_err(
+            path,
+            format!("{len}-byte file exceeds the decode limit"),
+        ));
+    }
+    let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::jpeg::decode(&data, &path.display().to_string())
 }
 
 /// True for a PNG whose IHDR says 16-bit greyscale without alpha (colour type 0).

@@ -131,6 +131,10 @@ def decode_fixtures(rng, manifest):
     files["rgb_q90.jpg"] = pil(Image.fromarray(smooth), "JPEG", quality=90)
     files["rgb_q75_444.jpg"] = pil(Image.fromarray(smooth), "JPEG", quality=75, subsampling=0)
     files["gray.jpg"] = pil(Image.fromarray(smooth[..., 1]), "JPEG", quality=90)
+    # Progressive with 4:2:2 chroma, and an odd size (partial MCUs, edge upsampling).
+    files["rgb_progressive_422.jpg"] = pil(Image.fromarray(smooth), "JPEG", quality=85,
+                                           subsampling=1, progressive=True)
+    files["rgb_odd_420.jpg"] = pil(Image.fromarray(smooth[:93, :121]), "JPEG", quality=92)
     files["rgb_lossy.webp"] = pil(Image.fromarray(smooth), "WEBP", quality=80)
     for name, data in files.items():
         with open(os.path.join(OUT, "dec_" + name), "wb") as f:
