@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (see tools/gpu-prep.sh): device facts, every test binary (the
+# CUDA kernel tests compare with the CPU references there), compute-sanitizer on the kernel
+# tests, and the PyTorch baselines. Logs and JSON land in $OUT.
+set -uo pipefail
+OUT="${OUT:-/tmp/gpu-out}"; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/nvidia-smi.csv"
+# The test binaries look for tests/fixtures and target/release/samrt under the directory
+# they were built in: point that path at this copy of the tree.
+root="$(cat gpu-carry/ROOT)"
+if [ "$root" != "$PWD" ] && [ ! -e "$root" ]; then
+  mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"
+fi
+mkdir -p target/release && cp gpu-carry/bin/samrt target/release/samrt
+status=0
+for t in gpu-carry/bin/*-*; do
+  [ -x "$t" ] || continue
+  name="$(basename "$t")"
+  echo "== $name"
+  "$t" --nocapture > "$OUT/test-$name.log" 2>&1 || { echo "FAILED: $name"; status=1; }
+  tail -n 3 "$OUT/test-$name.log"
+done
+kt="$(ls gpu-carry/bin/cuda_kernels-* 2>/dev/null | head -n 1)"
+if [ -n "$kt" ] && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 9 "$kt" > "$OUT/sanitizer-$tool.log" 2>&1 \
+      || { echo "compute-sanitizer $tool: FAILED"; status=1; }
+    tail -n 2 "$OUT/sanitizer-$tool.log"
+  done
+fi
+if [ "${SKIP_TORCH:-0}" != 1 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site gpu-carry/whl/*.whl && export PYTHONPATH=/tmp/site
+  python3 tools/bench_torch.py --device cuda --model-type "${MODEL:-vit_b}" \
+    --prompts "${PROMPTS:-1024}" --out "$OUT/torch-baselines.json" 2>&1 | tee "$OUT/bench_torch.log" \
+    || status=1
+fi
+exit "$status"
