@@ -60,6 +60,25 @@ impl Axis {
     }
 }
 
+/// The source-index and weight tables of one axis (`i0, i1, l0, l1` per output position,
+/// first `keep` positions), as the GPU kernels take them: the same numbers the CPU path
+/// uses, so both round identically.
+pub fn bilinear_tables(
+    in_size: usize,
+    out_size: usize,
+    kernel: TorchBilinearKernel,
+    keep: usize,
+) -> (Vec<i32>, Vec<i32>, Vec<f32>, Vec<f32>) {
+    let mut a = axis(
+        in_size,
+        out_size,
+        kernel == TorchBilinearKernel::ChannelsLast,
+    );
+    a.truncate(keep);
+    let idx = |v: &[usize]| v.iter().map(|&i| i as i32).collect();
+    (idx(&a.i0), idx(&a.i1), a.l0, a.l1)
+}
+
 fn axis(in_size: usize, out_size: usize, fused_src: bool) -> Axis {
     let mut a = Axis {
         i0: Vec::with_capacity(out_size),

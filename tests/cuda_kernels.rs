@@ -661,9 +661,100 @@ fn embedded_ptx_lists_every_launcher_kernel() {
         "attn_plain_d16_f16",
         "attn_plain_d32_f16",
         "attn_plain_d64_f16",
+        "bilinear_w_f32",
+        "bilinear_h_f32",
+        "bilinear_channels_last_f32",
+        "mask_threshold_pack",
     ] {
         assert!(names.contains(&k), "{k} missing from {names:?}");
     }
+}
+
+// ---------------------------------------------------------------- mask post-processing
+
+#[test]
+fn postprocess_masks_bit_identical_to_cpu() {
+    let Some(gpu) = gpu_or_skip("postprocess_masks_bit_identical_to_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new("postprocess_masks_bit_identical_to_cpu");
+    let stream = gpu.stream().clone();
+    // (masks, input size, original size): the 1500x2250 photo; a portrait crop; a tiny
+    // original (channels-last kernel in stage 2: out_h + out_w <= 128); 3 masks with one
+    // torch thread (channels-last in both stages); one mask of an odd size.
+    type Size = (usize, usize);
+    let cases: [(usize, Size, Size, usize); 5] = [
+        (3, (683, 1024), (1500, 2250), 2),
+        (2, (1024, 768), (1200, 900), 2),
+        (3, (731, 1024), (50, 70), 2),
+        (3, (683, 1024), (300, 450), 1),
+        (1, (1024, 1023), (997, 995), 2),
+    ];
+    for (m, input, orig, threads) in cases {
+        // Logits around 0 with a large range, so thresholds cut through the masks.
+        let low = rng.vec(m * 65536, -20.0, 20.0);
+        let want =
+            samrt::postprocess::postprocess_masks_with(&low, m, input, orig, threads).unwrap();
+        let dev = gpu.upload_f32(&stream, &low).unwrap();
+        let out = samrt::cuda::postprocess::postprocess_masks(
+            &gpu, &stream, &dev, m, input, orig, threads,
+        )
+        .unwrap();
+        let got = gpu.download_f32(&stream, &out).unwrap();
+        assert_eq!(got.len(), want.len());
+        let ndiff = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        // Every rounding is explicit on both sides: bit-identical, not merely close.
+        assert_eq!(
+            ndiff, 0,
+            "{m} masks {input:?} -> {orig:?}: {ndiff} values differ"
+        );
+        let packed =
+            samrt::cuda::postprocess::threshold_pack(&gpu, &stream, &out, m, orig).unwrap();
+        let plane = orig.0 * orig.1;
+        for k in 0..m {
+            let mask = samrt::postprocess::threshold(&want[k * plane..(k + 1) * plane]);
+            assert_eq!(packed.mask(k), mask, "mask {k} bits");
+            let stats = samrt::postprocess::mask_stats(&mask, orig.0, orig.1).unwrap();
+            assert_eq!(packed.stats[k], stats, "mask {k} area / box");
+        }
+    }
+    // An all-negative mask: empty box, zero area.
+    let low = vec![-1.0f32; 65536];
+    let dev = gpu.upload_f32(&stream, &low).unwrap();
+    let out = samrt::cuda::postprocess::postprocess_masks(
+        &gpu,
+        &stream,
+        &dev,
+        1,
+        (683, 1024),
+        (100, 150),
+        2,
+    )
+    .unwrap();
+    let packed =
+        samrt::cuda::postprocess::threshold_pack(&gpu, &stream, &out, 1, (100, 150)).unwrap();
+    assert_eq!(packed.stats[0], samrt::postprocess::MaskStats::default());
+}
+
+#[test]
+fn postprocess_shapes_are_validated() {
+    let Some(gpu) = gpu_or_skip("postprocess_shapes_are_validated") else {
+        return;
+    };
+    let stream = gpu.stream().clone();
+    let dev = gpu.upload_f32(&stream, &vec![0.5f32; 65536]).unwrap();
+    let pp = |m, input, orig| {
+        samrt::cuda::postprocess::postprocess_masks(&gpu, &stream, &dev, m, input, orig, 2)
+    };
+    assert!(pp(0, (683, 1024), (10, 10)).is_err());
+    assert!(pp(1, (1025, 1024), (10, 10)).is_err());
+    assert!(pp(1, (683, 1024), (0, 10)).is_err());
+    // Two masks need two planes.
+    assert!(pp(2, (683, 1024), (10, 10)).is_err());
 }
 
 // ---------------------------------------------------------------- the references themselves

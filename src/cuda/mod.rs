@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod gemm;
 pub mod layer_norm;
+pub mod postprocess;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
