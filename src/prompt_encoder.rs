@@ -74,7 +74,7 @@ struct ConvW {
 
 pub struct PromptEncoder {
     pe: FourierPe,
-    /// pos point, neg point, box corner 0, box corner 1.
+    /// Label 0 (negative) point, label 1 (positive) point, box corner 0, box corner 1.
     point_embeddings: Vec<Vec<f32>>,
     not_a_point: Vec<f32>,
     no_mask: Vec<f32>,
@@ -149,6 +149,17 @@ impl PromptEncoder {
     }
 
     /// PE of a point in the input frame after the official +0.5 pixel-centre shift.
+    /// What the GPU sparse-embedding kernel needs: the Fourier matrix `[2, feats]`, the
+    /// embeddings table `[5, dim]` (not-a-point, negative, positive, box corner 0, corner 1)
+    /// and the input side the coordinates are normalised by.
+    pub fn sparse_tables(&self) -> (Vec<f32>, Vec<f32>, usize) {
+        let mut table = self.not_a_point.clone();
+        for e in &self.point_embeddings {
+            table.extend_from_slice(e);
+        }
+        (self.pe.gauss.clone(), table, self.input_size)
+    }
+
     fn point_pe(&self, x: f32, y: f32, out: &mut [f32]) {
         let s = self.input_size as f32;
         self.pe.encode((x + 0.5) / s, (y + 0.5) / s, out);

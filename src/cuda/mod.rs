@@ -12,6 +12,7 @@ pub mod attention;
 pub mod gemm;
 pub mod layer_norm;
 pub mod postprocess;
+pub mod prompt_encoder;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
