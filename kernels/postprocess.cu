@@ -103,3 +103,28 @@ extern "C" __global__ void mask_threshold_pack(const float* __restrict__ logits,
         atomicMax(&box[m * 4 + 3], r);
     }
 }
+
+// The automatic mask generator's stability score inputs per mask: the number of logits
+// above +offset and above -offset (official calculate_stability_score with threshold 0).
+// Grid: x strides over the plane, z = masks; counts[m] = {above +offset, above -offset}.
+extern "C" __global__ void mask_stability_counts(const float* __restrict__ logits,
+                                                 long long plane, float offset,
+                                                 unsigned long long* __restrict__ counts) {
+    const int m = blockIdx.z;
+    const float* p = logits + m * plane;
+    unsigned int hi = 0, lo = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < plane;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float v = p[i];
+        hi += v > offset;
+        lo += v > -offset;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        hi += __shfl_down_sync(0xffffffffu, hi, o);
+        lo += __shfl_down_sync(0xffffffffu, lo, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        if (hi) atomicAdd(&counts[2 * m], (unsigned long long)hi);
+        if (lo) atomicAdd(&counts[2 * m + 1], (unsigned long long)lo);
+    }
+}

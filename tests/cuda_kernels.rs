@@ -666,6 +666,7 @@ fn embedded_ptx_lists_every_launcher_kernel() {
         "bilinear_channels_last_f32",
         "mask_threshold_pack",
         "prompt_sparse_f32",
+        "mask_stability_counts",
     ] {
         assert!(names.contains(&k), "{k} missing from {names:?}");
     }
@@ -716,6 +717,18 @@ fn postprocess_masks_bit_identical_to_cpu() {
         let packed =
             samrt::cuda::postprocess::threshold_pack(&gpu, &stream, &out, m, orig).unwrap();
         let plane = orig.0 * orig.1;
+        for offset in [1.0f32, 0.05] {
+            let stab =
+                samrt::cuda::postprocess::stability_scores(&gpu, &stream, &out, m, plane, offset)
+                    .unwrap();
+            for k in 0..m {
+                let want = samrt::amg::geometry::stability_score(
+                    &want[k * plane..(k + 1) * plane],
+                    offset,
+                );
+                assert_eq!(stab[k].to_bits(), want.to_bits(), "mask {k} stability");
+            }
+        }
         for k in 0..m {
             let mask = samrt::postprocess::threshold(&want[k * plane..(k + 1) * plane]);
             assert_eq!(packed.mask(k), mask, "mask {k} bits");

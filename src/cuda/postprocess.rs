@@ -293,6 +293,49 @@ pub fn threshold_pack(
     })
 }
 
+/// Blocks per mask for the stability counts (each thread strides over the plane).
+pub const STAB_BLOCKS: usize = 64;
+
+/// `stability_score` (src/amg/geometry.rs) for `masks` planes of `plane` logits: counts on
+/// the GPU, the same f32 division on the host, so scores are bit-identical to the CPU's.
+pub fn stability_scores(
+    gpu: &GpuContext,
+    stream: &Arc<CudaStream>,
+    logits: &CudaSlice<f32>,
+    masks: usize,
+    plane: usize,
+    offset: f32,
+) -> Result<Vec<f32>> {
+    if masks == 0 || plane == 0 || !offset.is_finite() {
+        return Err(Error::Shape {
+            name: "stability masks, plane (and a finite offset)".into(),
+            expected: vec![1, 1],
+            got: vec![masks, plane],
+        });
+    }
+    gpu.check_stream(stream)?;
+    check_len("mask logits", logits.len(), masks * plane)?;
+    let mut counts = guarded("device allocation", || stream.alloc_zeros::<u64>(2 * masks))?;
+    let f = gpu.function("mask_stability_counts")?;
+    let (lp, _l) = logits.device_ptr(stream);
+    let (cp, _c) = counts.device_ptr_mut(stream);
+    let pl = plane as i64;
+    let mut b = stream.launch_builder(f);
+    b.arg(&lp).arg(&pl).arg(&offset).arg(&cp);
+    let cfg = grid(STAB_BLOCKS * PP_THREADS, 1, masks, PP_THREADS)?;
+    // SAFETY: arguments match the kernel; logits hold masks*plane values, counts 2*masks.
+    guarded("mask_stability_counts", || {
+        unsafe { b.launch(cfg) }.map(|_| ())
+    })?;
+    drop((_l, _c));
+    let counts = guarded("device-to-host copy", || stream.clone_dtoh(&counts))?;
+    // Counts of one plane fit u32 (< 2^31 pixels); the official divides int32 counts as f32.
+    Ok(counts
+        .chunks(2)
+        .map(|c| c[0] as u32 as f32 / c[1] as u32 as f32)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
