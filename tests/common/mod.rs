@@ -23,9 +23,35 @@ pub fn manifest() -> &'static Value {
 
 /// A scratch directory unique to this test process.
 pub fn scratch(name: &str) -> PathBuf {
+    static SWEEP: OnceLock<()> = OnceLock::new();
+    SWEEP.get_or_init(sweep_stale_scratch);
     let d = std::env::temp_dir().join(format!("samrt-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes scratch directories of earlier test processes that have exited (Linux: their
+/// /proc entry is gone), since the harness has no teardown hook to delete them itself.
+fn sweep_stale_scratch() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("samrt-test-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The fixture model converted to fp16 safetensors (once per test binary).
