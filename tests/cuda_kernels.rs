@@ -667,6 +667,7 @@ fn embedded_ptx_lists_every_launcher_kernel() {
         "mask_threshold_pack",
         "prompt_sparse_f32",
         "mask_stability_counts",
+        "nms_mask_f32",
     ] {
         assert!(names.contains(&k), "{k} missing from {names:?}");
     }
@@ -769,6 +770,47 @@ fn postprocess_shapes_are_validated() {
     assert!(pp(1, (683, 1024), (0, 10)).is_err());
     // Two masks need two planes.
     assert!(pp(2, (683, 1024), (10, 10)).is_err());
+}
+
+// ---------------------------------------------------------------- box NMS
+
+#[test]
+fn nms_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("nms_matches_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new("nms_matches_cpu");
+    let stream = gpu.stream().clone();
+    // Integer boxes (as AMG's mask boxes) clustered so many overlap, float boxes, repeated
+    // scores (ties keep input order), across tile boundaries (1, 63, 64, 65, 1000, 3000).
+    for n in [1usize, 63, 64, 65, 1000, 3000] {
+        for integer in [true, false] {
+            let boxes: Vec<[f32; 4]> = (0..n)
+                .map(|_| {
+                    let (cx, cy) = (rng.uniform(0.0, 300.0), rng.uniform(0.0, 200.0));
+                    let (w, h) = (rng.uniform(1.0, 120.0), rng.uniform(1.0, 90.0));
+                    let b = [cx, cy, cx + w, cy + h];
+                    if integer {
+                        b.map(f32::floor)
+                    } else {
+                        b
+                    }
+                })
+                .collect();
+            let scores: Vec<f32> = (0..n)
+                .map(|_| (rng.uniform(0.0, 1.0) * 20.0).floor() / 20.0)
+                .collect();
+            for thresh in [0.7, 0.3, 0.0, 1.0] {
+                let want = samrt::amg::geometry::nms(&boxes, &scores, thresh);
+                let got = samrt::cuda::nms::nms(&gpu, &stream, &boxes, &scores, thresh).unwrap();
+                assert_eq!(got, want, "n {n} integer {integer} thresh {thresh}");
+            }
+        }
+    }
+    assert!(samrt::cuda::nms::nms(&gpu, &stream, &[], &[], 0.7)
+        .unwrap()
+        .is_empty());
+    assert!(samrt::cuda::nms::nms(&gpu, &stream, &[[0.0; 4]], &[], 0.7).is_err());
 }
 
 // ---------------------------------------------------------------- prompt encoder
