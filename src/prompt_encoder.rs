@@ -160,6 +160,36 @@ impl PromptEncoder {
         (self.pe.gauss.clone(), table, self.input_size)
     }
 
+    /// The mask_downscaling weights packed as the GPU kernel reads them: conv1 w, b, ln1 w, b,
+    /// conv2 w, b, ln2 w, b, conv3 w `[dim, mask_in_chans]`, b (official layouts).
+    pub fn mask_downscaling_packed(&self) -> Vec<f32> {
+        [
+            &self.conv0.w,
+            &self.conv0.b,
+            &self.ln1.w,
+            &self.ln1.b,
+            &self.conv3.w,
+            &self.conv3.b,
+            &self.ln4.w,
+            &self.ln4.b,
+            &self.conv6.w,
+            &self.conv6.b,
+        ]
+        .iter()
+        .flat_map(|v| v.iter().copied())
+        .collect()
+    }
+
+    /// Channels after the second mask conv (16 in every SAM).
+    pub fn mask_in_chans(&self) -> usize {
+        self.mask_in_chans
+    }
+
+    /// Side of the image embedding grid (64).
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+
     fn point_pe(&self, x: f32, y: f32, out: &mut [f32]) {
         let s = self.input_size as f32;
         self.pe.encode((x + 0.5) / s, (y + 0.5) / s, out);

@@ -668,6 +668,7 @@ fn embedded_ptx_lists_every_launcher_kernel() {
         "prompt_sparse_f32",
         "mask_stability_counts",
         "nms_mask_f32",
+        "mask_downscaling_f32",
     ] {
         assert!(names.contains(&k), "{k} missing from {names:?}");
     }
@@ -770,6 +771,51 @@ fn postprocess_shapes_are_validated() {
     assert!(pp(1, (683, 1024), (0, 10)).is_err());
     // Two masks need two planes.
     assert!(pp(2, (683, 1024), (10, 10)).is_err());
+}
+
+// ---------------------------------------------------------------- mask downscaling
+
+#[test]
+fn mask_downscaling_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("mask_downscaling_matches_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new("mask_downscaling_matches_cpu");
+    let cfg = samrt::config::SamConfig::by_name("vit_b").unwrap();
+    let w = samrt::mask_decoder::random_decoder_weights(&cfg, rng.next());
+    let pe = samrt::prompt_encoder::PromptEncoder::load(&w, &cfg).unwrap();
+    let stream = gpu.stream().clone();
+    let (m, g, dim) = (3, pe.grid(), pe.embed_dim());
+    // Low-res logits as the decoder emits them (range about +-20), three different masks.
+    let masks = rng.vec(m * 16 * g * g, -20.0, 20.0);
+    let packed = gpu
+        .upload_f32(&stream, &pe.mask_downscaling_packed())
+        .unwrap();
+    let dev = gpu.upload_f32(&stream, &masks).unwrap();
+    let out =
+        samrt::cuda::mask_downscaling::mask_downscaling(&gpu, &stream, &dev, m, &packed, g, dim)
+            .unwrap();
+    let got = gpu.download_f32(&stream, &out).unwrap();
+    let plane = 16 * g * g;
+    let mut worst = 0f32;
+    for k in 0..m {
+        let want = pe.embed_mask(&masks[k * plane..(k + 1) * plane]).unwrap();
+        for (a, b) in got[k * dim * g * g..(k + 1) * dim * g * g]
+            .iter()
+            .zip(&want)
+        {
+            worst = worst.max((a - b).abs() / b.abs().max(1.0));
+        }
+    }
+    // f32 sums of at most 16 terms in another order, CUDA erff (2 ulp) vs the CPU erf
+    // (1 ulp), LayerNorm over 4 and 16 channels: a few 1e-6 relative.
+    println!("mask_downscaling: max rel. diff {worst:e}");
+    assert!(worst <= 2e-5, "max rel. diff {worst}");
+    let short = gpu.upload_f32(&stream, &[0.5f32; 10]).unwrap();
+    assert!(samrt::cuda::mask_downscaling::mask_downscaling(
+        &gpu, &stream, &dev, m, &short, g, dim
+    )
+    .is_err());
 }
 
 // ---------------------------------------------------------------- box NMS

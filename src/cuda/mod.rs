@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod gemm;
 pub mod layer_norm;
+pub mod mask_downscaling;
 pub mod nms;
 pub mod postprocess;
 pub mod prompt_encoder;
