@@ -191,11 +191,55 @@ fn generic(
     ax_w: &Axis,
 ) -> Vec<f32> {
     let out_w = ax_w.i0.len();
-    let out_h = ax_h.i0.len();
     let fast = has_fma();
-    // Which source rows does the H pass read?
+    let tmp = generic_w_pass(src, src_w, src_h, in_w, ax_h, ax_w, fast);
+    let mut out = vec![0f32; ax_h.i0.len() * out_w];
+    out.par_chunks_mut(out_w).enumerate().for_each(|(r, orow)| {
+        generic_h_row(&tmp, out_w, ax_h, r, fast, orow);
+    });
+    out
+}
+
+/// [`generic`] followed by `> 0.0`, without materialising the f32 output: each row is
+/// interpolated into a per-thread buffer and thresholded from there (the same values, so
+/// the same masks as `threshold(generic(..))`).
+fn generic_threshold(
+    src: &[f32],
+    src_w: usize,
+    src_h: usize,
+    in_w: usize,
+    ax_h: &Axis,
+    ax_w: &Axis,
+) -> Vec<bool> {
+    let out_w = ax_w.i0.len();
+    let fast = has_fma();
+    let tmp = generic_w_pass(src, src_w, src_h, in_w, ax_h, ax_w, fast);
+    let mut out = vec![false; ax_h.i0.len() * out_w];
+    out.par_chunks_mut(out_w).enumerate().for_each_init(
+        || vec![0f32; out_w],
+        |buf, (r, orow)| {
+            generic_h_row(&tmp, out_w, ax_h, r, fast, buf);
+            orow.iter_mut()
+                .zip(buf.iter())
+                .for_each(|(o, &v)| *o = v > 0.0);
+        },
+    );
+    out
+}
+
+/// The W pass: every source row some output row reads, interpolated to `out_w` columns.
+fn generic_w_pass(
+    src: &[f32],
+    src_w: usize,
+    src_h: usize,
+    in_w: usize,
+    ax_h: &Axis,
+    ax_w: &Axis,
+    fast: bool,
+) -> Vec<f32> {
+    let out_w = ax_w.i0.len();
     let mut needed = vec![false; src_h];
-    for r in 0..out_h {
+    for r in 0..ax_h.i0.len() {
         needed[ax_h.i0[r]] = true;
         needed[ax_h.i1[r]] = true;
     }
@@ -206,19 +250,20 @@ fn generic(
         .for_each(|(y, trow)| {
             hrow_dispatch(fast, &src[y * src_w..y * src_w + in_w], ax_w, trow);
         });
-    let mut out = vec![0f32; out_h * out_w];
-    out.par_chunks_mut(out_w).enumerate().for_each(|(r, orow)| {
-        let (a, b) = (ax_h.i0[r], ax_h.i1[r]);
-        vrow_dispatch(
-            fast,
-            &tmp[a * out_w..(a + 1) * out_w],
-            &tmp[b * out_w..(b + 1) * out_w],
-            ax_h.l0[r],
-            ax_h.l1[r],
-            orow,
-        );
-    });
-    out
+    tmp
+}
+
+/// Output row `r` of the H pass from the W-interpolated rows.
+fn generic_h_row(tmp: &[f32], out_w: usize, ax_h: &Axis, r: usize, fast: bool, orow: &mut [f32]) {
+    let (a, b) = (ax_h.i0[r], ax_h.i1[r]);
+    vrow_dispatch(
+        fast,
+        &tmp[a * out_w..(a + 1) * out_w],
+        &tmp[b * out_w..(b + 1) * out_w],
+        ax_h.l0[r],
+        ax_h.l1[r],
+        orow,
+    );
 }
 
 fn channels_last(src: &[f32], src_w: usize, ax_h: &Axis, ax_w: &Axis) -> Vec<f32> {
@@ -351,6 +396,53 @@ pub fn postprocess_masks_with(
     for m in low_res.chunks_exact(plane) {
         let up = upsample_cropped(m, ih, iw, k1);
         out.extend(resize_window(&up, iw, ih, iw, oh, ow, k2));
+    }
+    Ok(out)
+}
+
+/// `threshold(postprocess_masks(..))` (`masks > 0.0` at the original size) without the
+/// `[c, H, W]` f32 logits in between: what a caller that only wants masks needs, at a
+/// fraction of the memory traffic. Equal to the two-step result bit for bit.
+pub fn postprocess_masks_threshold(
+    low_res: &[f32],
+    c: usize,
+    input_size: (usize, usize),
+    orig_size: (usize, usize),
+) -> Result<Vec<bool>> {
+    let torch_threads = 2;
+    let plane = LOW_RES * LOW_RES;
+    let (ih, iw) = input_size;
+    let (oh, ow) = orig_size;
+    if c == 0 || low_res.len() != c * plane {
+        return Err(Error::Shape {
+            name: "low_res_masks".into(),
+            expected: vec![c, LOW_RES, LOW_RES],
+            got: vec![low_res.len()],
+        });
+    }
+    if ih == 0 || iw == 0 || ih > IMG_SIZE || iw > IMG_SIZE || oh == 0 || ow == 0 {
+        return Err(Error::Shape {
+            name: "postprocess sizes (input h, w, original h, w)".into(),
+            expected: vec![IMG_SIZE, IMG_SIZE, 1, 1],
+            got: vec![ih, iw, oh, ow],
+        });
+    }
+    let k1 = torch_kernel_for(c, IMG_SIZE, IMG_SIZE, torch_threads);
+    let k2 = torch_kernel_for(c, oh, ow, torch_threads);
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for m in low_res.chunks_exact(plane) {
+        let up = upsample_cropped(m, ih, iw, k1);
+        match k2 {
+            TorchBilinearKernel::Generic => {
+                let ax_h = axis(ih, oh, false);
+                let ax_w = axis(iw, ow, false);
+                out.extend(generic_threshold(&up, iw, ih, iw, &ax_h, &ax_w));
+            }
+            TorchBilinearKernel::ChannelsLast => {
+                let l = resize_window(&up, iw, ih, iw, oh, ow, k2);
+                out.extend(l.iter().map(|&v| v > 0.0));
+            }
+        }
     }
     Ok(out)
 }

@@ -7,7 +7,7 @@ use crate::config::{infer_config, SamConfig};
 use crate::error::{Error, Result};
 use crate::image_encoder::ImageEncoder;
 use crate::mask_decoder::{DecoderOutput, MaskDecoder};
-use crate::postprocess::{mask_stats, postprocess_masks, MaskStats};
+use crate::postprocess::{mask_stats, postprocess_masks_threshold, MaskStats};
 use crate::preprocess::{preprocess, transform_coords_f64, RgbImage};
 use crate::prompt_encoder::PromptEncoder;
 use crate::weights::WeightSource;
@@ -193,7 +193,7 @@ impl Sam {
 
     fn finish(&self, emb: &ImageEmbedding, out: DecoderOutput) -> Result<Prediction> {
         let (h, w) = emb.original_size;
-        let logits = postprocess_masks(
+        let masks = postprocess_masks_threshold(
             &out.low_res,
             out.num_masks,
             emb.input_size,
@@ -203,7 +203,7 @@ impl Sam {
             num_masks: out.num_masks,
             height: h,
             width: w,
-            masks: logits.iter().map(|&v| v > 0.0).collect(),
+            masks,
             scores: out.iou,
             low_res_logits: out.low_res,
         })

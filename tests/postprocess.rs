@@ -190,3 +190,24 @@ fn time_postprocess_3_masks_1500x2250() {
         t.elapsed().as_secs_f64() * 1e3 / n as f64
     );
 }
+
+#[test]
+fn thresholded_postprocess_equals_threshold_of_logits() {
+    use samrt::postprocess::{postprocess_masks, postprocess_masks_threshold, threshold};
+    // Logits from a hash around 0 so the threshold cuts through; the 1500x2250 photo, a
+    // portrait, a tiny original (channels-last second stage) and one mask.
+    for (c, input, orig) in [
+        (3, (683, 1024), (1500, 2250)),
+        (1, (1024, 768), (1200, 900)),
+        (3, (731, 1024), (50, 70)),
+        (1, (1024, 1023), (997, 995)),
+    ] {
+        let low: Vec<f32> = hash_map(c * 65536).iter().map(|v| v * 8.0 - 1.0).collect();
+        let want = threshold(&postprocess_masks(&low, c, input, orig).unwrap());
+        let got = postprocess_masks_threshold(&low, c, input, orig).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "{c} masks {input:?} -> {orig:?}");
+        assert!(want.iter().any(|&b| b) && want.iter().any(|&b| !b));
+    }
+    assert!(postprocess_masks_threshold(&[0.0; 10], 1, (683, 1024), (10, 10)).is_err());
+}

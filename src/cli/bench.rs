@@ -12,7 +12,7 @@ use samrt::automatic_mask_generator::{generate, AmgConfig};
 use samrt::config::SamConfig;
 use samrt::image_encoder::random_encoder_weights;
 use samrt::mask_decoder::random_decoder_weights;
-use samrt::postprocess::{postprocess_masks, threshold};
+use samrt::postprocess::postprocess_masks_threshold;
 use samrt::predictor::ImageEmbedding;
 use samrt::preprocess::{from_rgb, preprocess};
 use samrt::weights::MapWeights;
@@ -178,8 +178,9 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     })?;
     rows.push(("mask_decoder", 1, m, p));
     let (m, p) = time_ms(a.iters, || {
-        let l = postprocess_masks(&out.low_res, out.num_masks, input_size, orig).map_err(lib)?;
-        std::hint::black_box(threshold(&l));
+        let m = postprocess_masks_threshold(&out.low_res, out.num_masks, input_size, orig)
+            .map_err(lib)?;
+        std::hint::black_box(m);
         Ok(())
     })?;
     rows.push(("postprocess", 1, m, p));
