@@ -172,11 +172,7 @@ impl MaskSource for Sam {
     fn crop(&self, img: &RgbImage) -> Result<SamCrop> {
         let emb = self.embed(img)?;
         // Every grid prompt is a single point without a mask: one image side per crop.
-        let image = self.mask_decoder().prepare_image(
-            &emb.features,
-            self.dense_pe(),
-            &self.prompt_encoder().no_mask_dense(),
-        )?;
+        let image = self.prepare_points(&emb.features)?;
         Ok(SamCrop { emb, image })
     }
 
@@ -185,20 +181,16 @@ impl MaskSource for Sam {
         let side = self.config.encoder.img_size;
         let (nh, nw) = resize_shape(ch, cw, side);
         let (sx, sy) = (nw as f64 / cw as f64, nh as f64 / ch as f64);
-        let pe = self.prompt_encoder();
-        let prompts: Vec<(Vec<f32>, usize)> = points
+        let q: Vec<[f32; 2]> = points
             .iter()
             .map(|p| {
-                let q = [
+                [
                     amg_coord(p[0], sx, side as f64),
                     amg_coord(p[1], sy, side as f64),
-                ];
-                pe.encode_sparse(&[q], &[1], None)
+                ]
             })
-            .collect::<Result<_>>()?;
-        let views: Vec<(&[f32], usize)> = prompts.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
-        self.mask_decoder()
-            .decode_prepared(&crop.image, &views, true)
+            .collect();
+        self.decode_points(&crop.image, &q)
     }
 
     fn iou<'b>(&self, batch: &'b Vec<DecoderOutput>, i: usize) -> &'b [f32] {

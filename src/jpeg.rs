@@ -10,7 +10,7 @@
 //! and CMYK/YCCK files are left to the caller's fallback decoder.
 
 use crate::error::{Error, Result};
-use crate::preprocess::{RgbImage, MAX_DECODE_ALLOC, MAX_IMAGE_SIDE};
+use crate::preprocess::{check_decode_size, RgbImage};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JWRN_JPEG_EOF};
 use std::cell::Cell;
 use std::os::raw::c_int;
@@ -67,19 +67,7 @@ pub fn decode(data: &[u8], what: &str) -> Result<Option<RgbImage>> {
             return Ok(None);
         }
         let (w, h) = (d.width(), d.height());
-        if w == 0 || h == 0 {
-            return Err(bad(format!("zero-size image {w}x{h}")));
-        }
-        if w > MAX_IMAGE_SIDE as usize || h > MAX_IMAGE_SIDE as usize {
-            return Err(bad(format!(
-                "{w}x{h} exceeds the {MAX_IMAGE_SIDE} px limit"
-            )));
-        }
-        if (w * h * 3) as u64 > MAX_DECODE_ALLOC {
-            return Err(bad(format!(
-                "{w}x{h} needs more than {MAX_DECODE_ALLOC} bytes to decode"
-            )));
-        }
+        check_decode_size(w, h, (w * h * 3) as u64).map_err(bad)?;
         let mut started = d.rgb().map_err(|e| bad(e.to_string()))?;
         let pixels = started
             .read_scanlines::<u8>()

@@ -361,8 +361,12 @@ pub fn postprocess_masks(
     input_size: (usize, usize),
     orig_size: (usize, usize),
 ) -> Result<Vec<f32>> {
-    postprocess_masks_with(low_res, c, input_size, orig_size, 2)
+    postprocess_masks_with(low_res, c, input_size, orig_size, TORCH_THREADS)
 }
+
+/// PyTorch's intra-op thread count that [`postprocess_masks`] reproduces (any count above
+/// one picks the same kernels).
+const TORCH_THREADS: usize = 2;
 
 /// As [`postprocess_masks`], reproducing PyTorch with `torch_threads` intra-op threads
 /// (the kernel choice, hence the last bit, depends on it for 3-channel inputs).
@@ -373,31 +377,18 @@ pub fn postprocess_masks_with(
     orig_size: (usize, usize),
     torch_threads: usize,
 ) -> Result<Vec<f32>> {
-    let plane = LOW_RES * LOW_RES;
-    if c == 0 || low_res.len() != c * plane {
-        return Err(Error::Shape {
-            name: "low_res_masks".into(),
-            expected: vec![c, LOW_RES, LOW_RES],
-            got: vec![low_res.len()],
-        });
-    }
-    let (ih, iw) = input_size;
-    let (oh, ow) = orig_size;
-    if ih == 0 || iw == 0 || ih > IMG_SIZE || iw > IMG_SIZE || oh == 0 || ow == 0 {
-        return Err(Error::Shape {
-            name: "postprocess sizes (input h, w, original h, w)".into(),
-            expected: vec![IMG_SIZE, IMG_SIZE, 1, 1],
-            got: vec![ih, iw, oh, ow],
-        });
-    }
-    let k1 = torch_kernel_for(c, IMG_SIZE, IMG_SIZE, torch_threads);
-    let k2 = torch_kernel_for(c, oh, ow, torch_threads);
-    let mut out = Vec::with_capacity(c * oh * ow);
-    for m in low_res.chunks_exact(plane) {
-        let up = upsample_cropped(m, ih, iw, k1);
-        out.extend(resize_window(&up, iw, ih, iw, oh, ow, k2));
-    }
-    Ok(out)
+    postprocess_each(
+        low_res,
+        c,
+        input_size,
+        orig_size,
+        torch_threads,
+        |up, k2| {
+            let (ih, iw) = input_size;
+            let (oh, ow) = orig_size;
+            resize_window(up, iw, ih, iw, oh, ow, k2)
+        },
+    )
 }
 
 /// `threshold(postprocess_masks(..))` (`masks > 0.0` at the original size) without the
@@ -409,15 +400,40 @@ pub fn postprocess_masks_threshold(
     input_size: (usize, usize),
     orig_size: (usize, usize),
 ) -> Result<Vec<bool>> {
-    let torch_threads = 2;
-    let plane = LOW_RES * LOW_RES;
     let (ih, iw) = input_size;
     let (oh, ow) = orig_size;
-    if c == 0 || low_res.len() != c * plane {
+    postprocess_each(
+        low_res,
+        c,
+        input_size,
+        orig_size,
+        TORCH_THREADS,
+        |up, k2| match k2 {
+            TorchBilinearKernel::Generic => {
+                let (ax_h, ax_w) = (axis(ih, oh, false), axis(iw, ow, false));
+                generic_threshold(up, iw, ih, iw, &ax_h, &ax_w)
+            }
+            TorchBilinearKernel::ChannelsLast => {
+                threshold(&resize_window(up, iw, ih, iw, oh, ow, k2))
+            }
+        },
+    )
+}
+
+/// Rejects what `Sam.postprocess_masks` cannot take: `c` low-res planes `[c, 256, 256]`
+/// (`low_res_len` values), an input size within the 1024 frame, a non-empty original size.
+/// Shared by the CPU path and the CUDA launcher.
+pub fn check_postprocess_args(
+    low_res_len: usize,
+    c: usize,
+    (ih, iw): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Result<()> {
+    if c == 0 || low_res_len != c * LOW_RES * LOW_RES {
         return Err(Error::Shape {
             name: "low_res_masks".into(),
             expected: vec![c, LOW_RES, LOW_RES],
-            got: vec![low_res.len()],
+            got: vec![low_res_len],
         });
     }
     if ih == 0 || iw == 0 || ih > IMG_SIZE || iw > IMG_SIZE || oh == 0 || ow == 0 {
@@ -427,22 +443,27 @@ pub fn postprocess_masks_threshold(
             got: vec![ih, iw, oh, ow],
         });
     }
+    Ok(())
+}
+
+/// Validates, then per mask: the cropped 256 -> 1024 upsample and `stage2(upsampled,
+/// kernel)` for the resize to the original size, concatenated.
+fn postprocess_each<T>(
+    low_res: &[f32],
+    c: usize,
+    input_size: (usize, usize),
+    orig_size: (usize, usize),
+    torch_threads: usize,
+    stage2: impl Fn(&[f32], TorchBilinearKernel) -> Vec<T>,
+) -> Result<Vec<T>> {
+    check_postprocess_args(low_res.len(), c, input_size, orig_size)?;
+    let (ih, iw) = input_size;
+    let (oh, ow) = orig_size;
     let k1 = torch_kernel_for(c, IMG_SIZE, IMG_SIZE, torch_threads);
     let k2 = torch_kernel_for(c, oh, ow, torch_threads);
     let mut out = Vec::with_capacity(c * oh * ow);
-    for m in low_res.chunks_exact(plane) {
-        let up = upsample_cropped(m, ih, iw, k1);
-        match k2 {
-            TorchBilinearKernel::Generic => {
-                let ax_h = axis(ih, oh, false);
-                let ax_w = axis(iw, ow, false);
-                out.extend(generic_threshold(&up, iw, ih, iw, &ax_h, &ax_w));
-            }
-            TorchBilinearKernel::ChannelsLast => {
-                let l = resize_window(&up, iw, ih, iw, oh, ow, k2);
-                out.extend(l.iter().map(|&v| v > 0.0));
-            }
-        }
+    for m in low_res.chunks_exact(LOW_RES * LOW_RES) {
+        out.extend(stage2(&upsample_cropped(m, ih, iw, k1), k2));
     }
     Ok(out)
 }

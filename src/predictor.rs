@@ -6,7 +6,7 @@ use crate::checkpoint::cache::open_model;
 use crate::config::{infer_config, SamConfig};
 use crate::error::{Error, Result};
 use crate::image_encoder::ImageEncoder;
-use crate::mask_decoder::{DecoderOutput, MaskDecoder};
+use crate::mask_decoder::{DecoderImage, DecoderOutput, MaskDecoder};
 use crate::postprocess::{mask_stats, postprocess_masks_threshold, MaskStats};
 use crate::preprocess::{preprocess, transform_coords_f64, RgbImage};
 use crate::prompt_encoder::PromptEncoder;
@@ -151,6 +151,32 @@ impl Sam {
     /// [256, 64, 64]
     pub fn dense_pe(&self) -> &[f32] {
         &self.dense_pe
+    }
+
+    /// The decoder's image side for prompts without a mask input, prepared once for any
+    /// number of [`Sam::decode_points`] calls on this embedding.
+    pub fn prepare_points(&self, features: &[f32]) -> Result<DecoderImage> {
+        self.decoder.prepare_image(
+            features,
+            &self.dense_pe,
+            &self.prompt_encoder.no_mask_dense(),
+        )
+    }
+
+    /// One single-foreground-point prompt per point (coordinates already in the 1024 input
+    /// frame), all masks (multimask), decoded in parallel: the automatic mask generator's
+    /// batches.
+    pub fn decode_points(
+        &self,
+        image: &DecoderImage,
+        points: &[[f32; 2]],
+    ) -> Result<Vec<DecoderOutput>> {
+        let sparse: Vec<(Vec<f32>, usize)> = points
+            .iter()
+            .map(|q| self.prompt_encoder.encode_sparse(&[*q], &[1], None))
+            .collect::<Result<_>>()?;
+        let views: Vec<(&[f32], usize)> = sparse.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
+        self.decoder.decode_prepared(image, &views, true)
     }
 
     /// `set_image`: resize, normalise, pad and run the image encoder.

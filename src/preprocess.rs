@@ -87,21 +87,8 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
     reader.limits(limits);
     let decoder = reader.into_decoder().map_err(|e| image_err(path, e))?;
     let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(image_err(path, format!("zero-size image {w}x{h}")));
-    }
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
-        return Err(image_err(
-            path,
-            format!("{w}x{h} exceeds the {MAX_IMAGE_SIDE} px limit"),
-        ));
-    }
-    if decoder.total_bytes() > MAX_DECODE_ALLOC {
-        return Err(image_err(
-            path,
-            format!("{w}x{h} needs more than {MAX_DECODE_ALLOC} bytes to decode"),
-        ));
-    }
+    check_decode_size(w as usize, h as usize, decoder.total_bytes())
+        .map_err(|e| image_err(path, e))?;
     // The decoder reports 16-bit grey with a tRNS chunk as La16, like real grey+alpha;
     // Pillow opens the former as "I;16" (clipped) and the latter as "LA" (high byte).
     let grey16 =
@@ -110,10 +97,27 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
     to_rgb(img, grey16).map_err(|e| image_err(path, e))
 }
 
+/// The decode limits every image passes before its pixels are allocated: non-empty, at most
+/// [`MAX_IMAGE_SIDE`] per side, at most [`MAX_DECODE_ALLOC`] bytes decoded.
+pub(crate) fn check_decode_size(w: usize, h: usize, bytes: u64) -> std::result::Result<(), String> {
+    if w == 0 || h == 0 {
+        return Err(format!("zero-size image {w}x{h}"));
+    }
+    if w > MAX_IMAGE_SIDE as usize || h > MAX_IMAGE_SIDE as usize {
+        return Err(format!("{w}x{h} exceeds the {MAX_IMAGE_SIDE} px limit"));
+    }
+    if bytes > MAX_DECODE_ALLOC {
+        return Err(format!(
+            "{w}x{h} needs more than {MAX_DECODE_ALLOC} bytes to decode"
+        ));
+    }
+    Ok(())
+}
+
 /// JPEG files through the Pillow-exact decoder (`crate::jpeg`); `None` for other formats
 /// and for CMYK/YCCK JPEGs, which take the general path.
 fn load_jpeg(path: &Path) -> Result<Option<RgbImage>> {
-    use std::io::Read;
+    use std::io::{Read, Seek};
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut head = [0u8; 3];
     if f.read_exact(&mut head).is_err() || !crate::jpeg::is_jpeg(&head) {
@@ -126,7 +130,11 @@ fn load_jpeg(path: &Path) -> Result<Option<RgbImage>> {
             format!("{len}-byte file exceeds the decode limit"),
         ));
     }
-    let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // The rest comes from the handle already open, not from opening the file again.
+    let mut data = Vec::with_capacity(len as usize);
+    f.rewind()
+        .and_then(|_| f.read_to_end(&mut data))
+        .map_err(|e| Error::io(path, e))?;
     crate::jpeg::decode(&data, &path.display().to_string())
 }
 

@@ -67,6 +67,32 @@ impl FourierPe {
     }
 }
 
+/// What the official prompt encoder accepts as sparse input: one label per point, labels
+/// in {-1, 0, 1}, finite coordinates. Shared by the CPU encoder and the GPU token builder.
+pub fn check_sparse(points: &[[f32; 2]], labels: &[i32], box_xyxy: Option<[f32; 4]>) -> Result<()> {
+    if points.len() != labels.len() {
+        return Err(Error::Prompt(format!(
+            "{} points but {} labels",
+            points.len(),
+            labels.len()
+        )));
+    }
+    if let Some(l) = labels.iter().find(|l| !(-1..=1).contains(*l)) {
+        return Err(Error::Prompt(format!("point label {l} is not -1, 0 or 1")));
+    }
+    if points
+        .iter()
+        .flatten()
+        .chain(box_xyxy.iter().flatten())
+        .any(|v| !v.is_finite())
+    {
+        return Err(Error::Prompt(
+            "point or box coordinate is not finite".into(),
+        ));
+    }
+    Ok(())
+}
+
 struct ConvW {
     w: Vec<f32>,
     b: Vec<f32>,
@@ -222,26 +248,7 @@ impl PromptEncoder {
         labels: &[i32],
         box_xyxy: Option<[f32; 4]>,
     ) -> Result<(Vec<f32>, usize)> {
-        if points.len() != labels.len() {
-            return Err(Error::Prompt(format!(
-                "{} points but {} labels",
-                points.len(),
-                labels.len()
-            )));
-        }
-        if let Some(l) = labels.iter().find(|l| !(-1..=1).contains(*l)) {
-            return Err(Error::Prompt(format!("point label {l} is not -1, 0 or 1")));
-        }
-        if points
-            .iter()
-            .flatten()
-            .chain(box_xyxy.iter().flatten())
-            .any(|v| !v.is_finite())
-        {
-            return Err(Error::Prompt(
-                "point or box coordinate is not finite".into(),
-            ));
-        }
+        check_sparse(points, labels, box_xyxy)?;
         let d = self.dim;
         let pad = !points.is_empty() && box_xyxy.is_none();
         let n = points.len() + pad as usize + if box_xyxy.is_some() { 2 } else { 0 };

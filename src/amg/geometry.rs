@@ -118,17 +118,8 @@ pub fn near_crop_edge(b: [i64; 4], crop: [usize; 4], orig: [usize; 4]) -> bool {
 /// the same.
 pub fn nms(boxes: &[[f32; 4]], scores: &[f32], thresh: f64) -> Vec<usize> {
     let n = boxes.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    // Stable descending, NaN last, as torch's stable sort places NaN first only for ascending.
-    order.sort_by(|&a, &b| {
-        scores[b]
-            .partial_cmp(&scores[a])
-            .unwrap_or_else(|| scores[a].is_nan().cmp(&scores[b].is_nan()))
-    });
-    let areas: Vec<f32> = boxes
-        .iter()
-        .map(|b| (b[2] - b[0]) * (b[3] - b[1]))
-        .collect();
+    let order = nms_order(scores);
+    let areas: Vec<f32> = boxes.iter().map(|&b| box_area(b)).collect();
     let mut suppressed = vec![false; n];
     let mut keep = Vec::new();
     for (oi, &i) in order.iter().enumerate() {
@@ -136,22 +127,42 @@ pub fn nms(boxes: &[[f32; 4]], scores: &[f32], thresh: f64) -> Vec<usize> {
             continue;
         }
         keep.push(i);
-        let bi = boxes[i];
         for &j in &order[oi + 1..] {
             if suppressed[j] {
                 continue;
             }
-            let bj = boxes[j];
-            let w = (bi[2].min(bj[2]) - bi[0].max(bj[0])).max(0.0);
-            let h = (bi[3].min(bj[3]) - bi[1].max(bj[1])).max(0.0);
-            let inter = w * h;
-            let ovr = inter / (areas[i] + areas[j] - inter);
-            if ovr as f64 > thresh {
+            if box_iou(boxes[i], boxes[j], areas[i], areas[j]) as f64 > thresh {
                 suppressed[j] = true;
             }
         }
     }
     keep
+}
+
+/// The order NMS visits boxes in: score descending, ties in input order (stable), NaN
+/// last, as torch's stable sort places NaN first only for ascending.
+pub fn nms_order(scores: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| {
+        scores[b]
+            .partial_cmp(&scores[a])
+            .unwrap_or_else(|| scores[a].is_nan().cmp(&scores[b].is_nan()))
+    });
+    order
+}
+
+/// XYXY box area in f32.
+pub fn box_area(b: [f32; 4]) -> f32 {
+    (b[2] - b[0]) * (b[3] - b[1])
+}
+
+/// f32 IoU of two XYXY boxes with their areas, in torchvision's operation order (the GPU
+/// kernel in kernels/nms.cu repeats these operations).
+pub fn box_iou(bi: [f32; 4], bj: [f32; 4], ai: f32, aj: f32) -> f32 {
+    let w = (bi[2].min(bj[2]) - bi[0].max(bj[0])).max(0.0);
+    let h = (bi[3].min(bj[3]) - bi[1].max(bj[1])).max(0.0);
+    let inter = w * h;
+    inter / (ai + aj - inter)
 }
 
 /// `box_xyxy_to_xywh`: w = x1 - x0 (no +1), as the official records report.

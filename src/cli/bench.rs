@@ -211,16 +211,8 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         })
         .collect();
     let (m, p) = time_ms(a.iters, || {
-        let sparse: Vec<(Vec<f32>, usize)> = grid
-            .iter()
-            .map(|q| pe.encode_sparse(&[*q], &[1], None))
-            .collect::<Result<_, _>>()
-            .map_err(lib)?;
-        let views: Vec<(&[f32], usize)> = sparse.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
-        let image = dec
-            .prepare_image(&features, sam.dense_pe(), &pe.no_mask_dense())
-            .map_err(lib)?;
-        std::hint::black_box(dec.decode_prepared(&image, &views, true).map_err(lib)?);
+        let image = sam.prepare_points(&features).map_err(lib)?;
+        std::hint::black_box(sam.decode_points(&image, &grid).map_err(lib)?);
         Ok(())
     })?;
     rows.push(("decoder_batch", a.prompts, m, p));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::{as_i32, guarded, GpuContext};
+use crate::amg::geometry::nms_order;
 use crate::{Error, Result};
 
 /// Boxes per tile: one thread per row box, one 64-bit word per (row, column tile).
@@ -39,12 +40,7 @@ pub fn nms(
         )));
     }
     gpu.check_stream(stream)?;
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| {
-        scores[b]
-            .partial_cmp(&scores[a])
-            .unwrap_or_else(|| scores[a].is_nan().cmp(&scores[b].is_nan()))
-    });
+    let order = nms_order(scores);
     let sorted: Vec<f32> = order.iter().flat_map(|&i| boxes[i]).collect();
     let dev = guarded("host-to-device copy", || stream.clone_htod(&sorted))?;
     let words = n.div_ceil(NMS_TILE);
@@ -92,17 +88,14 @@ mod tests {
 
     /// What the kernel writes, computed on the host with the same expressions.
     fn emulate(sorted: &[[f32; 4]], thresh: f64) -> (Vec<u64>, usize) {
+        use crate::amg::geometry::{box_area, box_iou};
         let n = sorted.len();
         let words = n.div_ceil(NMS_TILE);
-        let area = |b: [f32; 4]| (b[2] - b[0]) * (b[3] - b[1]);
         let mut mask = vec![0u64; n * words];
         for i in 0..n {
             for j in i + 1..n {
                 let (bi, bj) = (sorted[i], sorted[j]);
-                let w = (bi[2].min(bj[2]) - bi[0].max(bj[0])).max(0.0);
-                let h = (bi[3].min(bj[3]) - bi[1].max(bj[1])).max(0.0);
-                let inter = w * h;
-                let ovr = inter / (area(bi) + area(bj) - inter);
+                let ovr = box_iou(bi, bj, box_area(bi), box_area(bj));
                 if ovr as f64 > thresh {
                     mask[i * words + j / NMS_TILE] |= 1 << (j % NMS_TILE);
                 }
@@ -133,8 +126,7 @@ mod tests {
                 })
                 .collect();
             let scores: Vec<f32> = (0..n).map(|_| (r() * 10.0).floor()).collect();
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by(|&a, &b| scores[b].partial_cmp(&scores[a]).unwrap());
+            let order = nms_order(&scores);
             let sorted: Vec<[f32; 4]> = order.iter().map(|&i| boxes[i]).collect();
             for thresh in [0.7, 0.2] {
                 let (mask, words) = emulate(&sorted, thresh);

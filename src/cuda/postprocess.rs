@@ -11,7 +11,9 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::{as_i32, check_len, guarded, GpuContext};
-use crate::postprocess::{bilinear_tables, torch_kernel_for, MaskStats, TorchBilinearKernel};
+use crate::postprocess::{
+    bilinear_tables, check_postprocess_args, torch_kernel_for, MaskStats, TorchBilinearKernel,
+};
 use crate::postprocess::{IMG_SIZE, LOW_RES};
 use crate::{Error, Result};
 
@@ -180,17 +182,12 @@ pub fn postprocess_masks(
     orig_size: (usize, usize),
     torch_threads: usize,
 ) -> Result<CudaSlice<f32>> {
+    let plane = LOW_RES * LOW_RES;
+    // The launch reads `masks` planes of a possibly longer buffer.
+    check_postprocess_args(masks * plane, masks, input_size, orig_size)?;
     let (ih, iw) = input_size;
     let (oh, ow) = orig_size;
-    if masks == 0 || ih == 0 || iw == 0 || ih > IMG_SIZE || iw > IMG_SIZE || oh == 0 || ow == 0 {
-        return Err(Error::Shape {
-            name: "postprocess masks, input h, w, original h, w".into(),
-            expected: vec![1, IMG_SIZE, IMG_SIZE, 1, 1],
-            got: vec![masks, ih, iw, oh, ow],
-        });
-    }
     gpu.check_stream(stream)?;
-    let plane = LOW_RES * LOW_RES;
     check_len("low_res masks", low_res.len(), masks * plane)?;
     let k1 = torch_kernel_for(masks, IMG_SIZE, IMG_SIZE, torch_threads);
     let k2 = torch_kernel_for(masks, oh, ow, torch_threads);

@@ -25,18 +25,9 @@ pub fn prompt_tokens(
     labels: &[i32],
     box_xyxy: Option<[f32; 4]>,
 ) -> Result<Vec<([f32; 2], i32)>> {
-    if points.len() != labels.len() {
-        return Err(Error::Prompt(format!(
-            "{} points but {} labels",
-            points.len(),
-            labels.len()
-        )));
-    }
+    crate::prompt_encoder::check_sparse(points, labels, box_xyxy)?;
     let mut t = Vec::with_capacity(points.len() + 2);
     for (p, &l) in points.iter().zip(labels) {
-        if !(-1..=1).contains(&l) {
-            return Err(Error::Prompt(format!("point label {l} is not -1, 0 or 1")));
-        }
         t.push((*p, l + 1));
     }
     match box_xyxy {
@@ -46,11 +37,6 @@ pub fn prompt_tokens(
             t.push(([b[0], b[1]], KIND_BOX_CORNER0));
             t.push(([b[2], b[3]], KIND_BOX_CORNER1));
         }
-    }
-    if t.iter().flat_map(|(p, _)| p).any(|v| !v.is_finite()) {
-        return Err(Error::Prompt(
-            "point or box coordinate is not finite".into(),
-        ));
     }
     Ok(t)
 }
