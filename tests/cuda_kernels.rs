@@ -17,14 +17,22 @@ use samrt::cuda::layer_norm::{layer_norm as gpu_layer_norm, LayerNormShape, LnIn
 use samrt::cuda::{cuda_available, GpuContext};
 use samrt::Error;
 
+/// The GPU, or `None` (the test skips) when there is none. With `SAMRT_REQUIRE_GPU=1`
+/// (CI under vgpu, tools/gpu-run.sh) a missing GPU fails the test instead: a CUDA test that
+/// silently skips there would prove nothing.
 fn gpu_or_skip(test: &str) -> Option<GpuContext> {
     match GpuContext::new() {
         Ok(g) => Some(g),
+        Err(e) if require_gpu() => panic!("{test}: SAMRT_REQUIRE_GPU=1 but no usable GPU: {e}"),
         Err(e) => {
             println!("skipping {test}: no CUDA driver or GPU: {e}");
             None
         }
     }
+}
+
+fn require_gpu() -> bool {
+    std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
 /// SplitMix64 seeded from the clock: fresh inputs every run, seed printed for replay.
@@ -529,6 +537,9 @@ fn cuda_available_fails_cleanly_or_reports_a_device() {
         Ok(info) => {
             println!("CUDA device: {info:?}");
             assert!(!info.name.is_empty());
+        }
+        Err(Error::Cuda(msg)) if require_gpu() => {
+            panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU: {msg}")
         }
         Err(Error::Cuda(msg)) => {
             println!("skipping device checks: {msg}");

@@ -1,0 +1,324 @@
+//! Whole-warp collectives as pure functions of the 32 lanes' inputs: `shfl.sync`, `vote`,
+//! `match`, `redux`, `ldmatrix` and the `mma.sync` tensor-core fragments.
+//!
+//! Fragment layouts follow the PTX ISA figures for `mma.m16n8k16` / `mma.m16n8k8` with
+//! `groupID = lane >> 2` and `threadID_in_group = lane % 4`; packed f16/bf16 registers hold
+//! the lower-index element in the low 16 bits.
+
+use super::fp::{self, F16, F32};
+use super::half::{bf16_to_f32, f16_to_f32};
+use super::types::Rnd;
+
+/// `shfl.sync` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShflMode {
+    Up,
+    Down,
+    Bfly,
+    Idx,
+}
+
+/// Source lane of `shfl.sync.mode d|p, a, b, c` for lane `lane`, and the predicate `p`.
+///
+/// `c` packs the clamp value in bits 0-4 and the segment mask in bits 8-12. Following the ISA
+/// pseudo-code: `maxLane = (lane & mask) | (cval & ~mask)`, `minLane = lane & mask`; `.up`
+/// reads `lane - b` and is in range when that is `>= maxLane`; `.down`/`.bfly`/`.idx` read
+/// `lane + b`, `lane ^ b`, `minLane | (b & ~mask)` and are in range when `<= maxLane`. Out of
+/// range the lane reads its own value (returned source = `lane`) and `p` is false.
+pub fn shfl_source(mode: ShflMode, lane: u32, b: u32, c: u32) -> (u32, bool) {
+    let lane = (lane & 31) as i32;
+    let bval = (b & 31) as i32;
+    let cval = (c & 31) as i32;
+    let mask = ((c >> 8) & 31) as i32;
+    let max_lane = (lane & mask) | (cval & !mask);
+    let min_lane = lane & mask;
+    let (j, p) = match mode {
+        ShflMode::Up => {
+            let j = lane - bval;
+            (j, j >= max_lane)
+        }
+        ShflMode::Down => {
+            let j = lane + bval;
+            (j, j <= max_lane)
+        }
+        ShflMode::Bfly => {
+            let j = lane ^ bval;
+            (j, j <= max_lane)
+        }
+        ShflMode::Idx => {
+            let j = min_lane | (bval & !mask);
+            (j, j <= max_lane)
+        }
+    };
+    if p {
+        (j as u32 & 31, true)
+    } else {
+        (lane as u32, false)
+    }
+}
+
+/// `vote.sync` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VoteMode {
+    All,
+    Any,
+    Uni,
+    Ballot,
+}
+
+/// `vote.sync.mode` over the lanes in `active` whose predicates are the bits of `preds`.
+/// `.all/.any/.uni` return 0 or 1 (the predicate result); `.ballot` returns the mask of active
+/// lanes whose predicate is true (inactive lanes contribute 0).
+pub fn warp_vote(mode: VoteMode, active: u32, preds: u32) -> u32 {
+    let t = preds & active;
+    match mode {
+        VoteMode::All => (t == active) as u32,
+        VoteMode::Any => (t != 0) as u32,
+        VoteMode::Uni => (t == 0 || t == active) as u32,
+        VoteMode::Ballot => t,
+    }
+}
+
+/// `match.any.sync`: for each active lane, the mask of active lanes holding the same value;
+/// 0 for inactive lanes.
+pub fn match_any(active: u32, vals: &[u64; 32]) -> [u32; 32] {
+    let mut out = [0u32; 32];
+    for i in 0..32 {
+        if active >> i & 1 == 0 {
+            continue;
+        }
+        for j in 0..32 {
+            if active >> j & 1 == 1 && vals[j] == vals[i] {
+                out[i] |= 1 << j;
+            }
+        }
+    }
+    out
+}
+
+/// `match.all.sync`: `(active, true)` if every active lane holds the same value, else
+/// `(0, false)`.
+pub fn match_all(active: u32, vals: &[u64; 32]) -> (u32, bool) {
+    let mut first = None;
+    for (i, v) in vals.iter().enumerate() {
+        if active >> i & 1 == 1 {
+            match first {
+                None => first = Some(*v),
+                Some(f) if f != *v => return (0, false),
+                _ => {}
+            }
+        }
+    }
+    (active, true)
+}
+
+/// `redux.sync` operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduxOp {
+    Add,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+}
+
+/// `redux.sync.op.{u32,s32,b32}` over the active lanes (`signed` selects s32 for min/max; add
+/// wraps). With no active lane the operation's identity is returned.
+pub fn redux(op: ReduxOp, signed: bool, active: u32, vals: &[u32; 32]) -> u32 {
+    let it = (0..32).filter(|i| active >> i & 1 == 1).map(|i| vals[i]);
+    match op {
+        ReduxOp::Add => it.fold(0u32, |a, v| a.wrapping_add(v)),
+        ReduxOp::And => it.fold(u32::MAX, |a, v| a & v),
+        ReduxOp::Or => it.fold(0, |a, v| a | v),
+        ReduxOp::Xor => it.fold(0, |a, v| a ^ v),
+        ReduxOp::Min if signed => it.map(|v| v as i32).fold(i32::MAX, i32::min) as u32,
+        ReduxOp::Max if signed => it.map(|v| v as i32).fold(i32::MIN, i32::max) as u32,
+        ReduxOp::Min => it.fold(u32::MAX, u32::min),
+        ReduxOp::Max => it.fold(0, u32::max),
+    }
+}
+
+/// Row and column of element `i` (0..8) of the A fragment of m16n8k16 held by `lane`.
+fn a_coord_k16(lane: usize, i: usize) -> (usize, usize) {
+    let (g, t) = (lane >> 2, lane % 4);
+    let row = g + if (i / 2) % 2 == 1 { 8 } else { 0 };
+    let col = 2 * t + (i % 2) + if i >= 4 { 8 } else { 0 };
+    (row, col)
+}
+
+/// Row (k) and column (n) of element `i` (0..4) of the B fragment of m16n8k16.
+fn b_coord_k16(lane: usize, i: usize) -> (usize, usize) {
+    let (g, t) = (lane >> 2, lane % 4);
+    (2 * t + (i % 2) + if i >= 2 { 8 } else { 0 }, g)
+}
+
+/// Row and column of element `i` (0..4) of the C/D fragment (m16n8, both k16 and k8).
+fn c_coord(lane: usize, i: usize) -> (usize, usize) {
+    let (g, t) = (lane >> 2, lane % 4);
+    (g + if i >= 2 { 8 } else { 0 }, 2 * t + (i % 2))
+}
+
+fn half_of(r: u32, i: usize) -> u16 {
+    (r >> (16 * (i % 2))) as u16
+}
+
+/// Rounds an f64 accumulation to f32 bits (NaN canonical).
+fn to_f32(x: f64) -> f32 {
+    f32::from_bits(fp::convert(x.to_bits(), fp::F64, F32, Rnd::Rn) as u32)
+}
+
+/// Generic m16n8k16 with 16-bit inputs decoded by `dec` and an f64 accumulation.
+fn mma_k16<C: Copy>(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    dec: fn(u16) -> f32,
+    c_at: impl Fn(usize, usize) -> f64,
+    out: impl Fn(f64) -> C,
+    zero: C,
+) -> [[C; 4]; 32] {
+    let mut am = [[0f64; 16]; 16];
+    let mut bm = [[0f64; 8]; 16];
+    for lane in 0..32 {
+        for i in 0..8 {
+            let (r, k) = a_coord_k16(lane, i);
+            am[r][k] = dec(half_of(a[lane][i / 2], i)) as f64;
+        }
+        for i in 0..4 {
+            let (k, n) = b_coord_k16(lane, i);
+            bm[k][n] = dec(half_of(b[lane][i / 2], i)) as f64;
+        }
+    }
+    let mut d = [[zero; 4]; 32];
+    for (lane, dl) in d.iter_mut().enumerate() {
+        for (i, di) in dl.iter_mut().enumerate() {
+            let (r, n) = c_coord(lane, i);
+            let mut acc = c_at(lane, i);
+            for k in 0..16 {
+                acc += am[r][k] * bm[k][n];
+            }
+            *di = out(acc);
+        }
+    }
+    d
+}
+
+/// `mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 d, a, b, c`.
+///
+/// A (16x16, row) fragment per lane: a0,a1 = (g, 2t..2t+1), a2,a3 = (g+8, 2t..), a4,a5 = (g,
+/// 2t+8..), a6,a7 = (g+8, 2t+8..); B (16x8, col): b0,b1 = (2t..2t+1, g), b2,b3 = (2t+8.., g);
+/// C/D: c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..).
+///
+/// Each output is `c + sum of the 16 products`, the products exact in f64 and the sum
+/// accumulated in f64 then rounded once to f32. Real tensor cores align and truncate the
+/// products differently (not IEEE); their result differs from this one by a few f32 ulps at
+/// most, which is the tolerance kernels are written for.
+pub fn mma_m16n8k16_f32_f16(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    c: &[[f32; 4]; 32],
+) -> [[f32; 4]; 32] {
+    mma_k16(a, b, f16_to_f32, |l, i| c[l][i] as f64, to_f32, 0.0)
+}
+
+/// `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32`: same layout with bf16 inputs.
+pub fn mma_m16n8k16_f32_bf16(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    c: &[[f32; 4]; 32],
+) -> [[f32; 4]; 32] {
+    mma_k16(a, b, bf16_to_f32, |l, i| c[l][i] as f64, to_f32, 0.0)
+}
+
+/// `mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16`: C and D are two f16x2 registers per
+/// lane (reg 0 = (g, 2t..2t+1), reg 1 = (g+8, 2t..)); the f64 sum is rounded once to f16.
+pub fn mma_m16n8k16_f16_f16(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    c: &[[u32; 2]; 32],
+) -> [[u32; 2]; 32] {
+    let c_at = |l: usize, i: usize| f16_to_f32(half_of(c[l][i / 2], i)) as f64;
+    let to_h = |x: f64| fp::convert(x.to_bits(), fp::F64, F16, Rnd::Rn) as u32;
+    let d = mma_k16(a, b, f16_to_f32, c_at, to_h, 0u32);
+    let mut out = [[0u32; 2]; 32];
+    for (o, dl) in out.iter_mut().zip(d.iter()) {
+        *o = [dl[0] | (dl[1] << 16), dl[2] | (dl[3] << 16)];
+    }
+    out
+}
+
+/// `mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32`: A (16x8) a0,a1 = (g, 2t..2t+1),
+/// a2,a3 = (g+8, 2t..); B (8x8) b0,b1 = (2t..2t+1, g); C/D as for m16n8k16.
+pub fn mma_m16n8k8_f32_f16(
+    a: &[[u32; 2]; 32],
+    b: &[[u32; 1]; 32],
+    c: &[[f32; 4]; 32],
+) -> [[f32; 4]; 32] {
+    let mut am = [[0f64; 8]; 16];
+    let mut bm = [[0f64; 8]; 8];
+    for lane in 0..32 {
+        let (g, t) = (lane >> 2, lane % 4);
+        for i in 0..4 {
+            let row = g + if i >= 2 { 8 } else { 0 };
+            am[row][2 * t + i % 2] = f16_to_f32(half_of(a[lane][i / 2], i)) as f64;
+        }
+        for i in 0..2 {
+            bm[2 * t + i][g] = f16_to_f32(half_of(b[lane][0], i)) as f64;
+        }
+    }
+    let mut d = [[0f32; 4]; 32];
+    for (lane, dl) in d.iter_mut().enumerate() {
+        for (i, di) in dl.iter_mut().enumerate() {
+            let (r, n) = c_coord(lane, i);
+            let mut acc = c[lane][i] as f64;
+            for k in 0..8 {
+                acc += am[r][k] * bm[k][n];
+            }
+            *di = to_f32(acc);
+        }
+    }
+    d
+}
+
+/// `ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 d, [addr]`.
+///
+/// Row `r` of matrix `j` is read from the address given by lane `8*j + r` (lanes 0-7 for
+/// `.x1`, 0-15 for `.x2`, all for `.x4`); `read16(lane, addr)` returns that row's eight
+/// 16-bit elements (it is where the caller checks alignment and bounds). Lane `i` receives in
+/// register `j` the elements (row i/4, cols 2(i%4), 2(i%4)+1) of matrix j, packed low/high;
+/// with `.trans` it receives (row 2(i%4), col i/4) and (row 2(i%4)+1, col i/4). Registers
+/// `num..4` are returned as 0. `num` other than 1, 2, 4 is treated as the next valid count
+/// capped at 4. Rows are read matrix by matrix, row by row, so the first failing read is the
+/// lowest such (matrix, row).
+pub fn ldmatrix<E>(
+    num: u32,
+    trans: bool,
+    row_addr: &[u32; 32],
+    read16: &mut dyn FnMut(u32, u32) -> Result<[u16; 8], E>,
+) -> Result<[[u32; 4]; 32], E> {
+    let num = match num {
+        0 | 1 => 1,
+        2 => 2,
+        _ => 4,
+    };
+    let mut out = [[0u32; 4]; 32];
+    for j in 0..num {
+        let mut m = [[0u16; 8]; 8];
+        for (r, row) in m.iter_mut().enumerate() {
+            let src = 8 * j + r;
+            *row = read16(src as u32, row_addr[src])?;
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            let (lo, hi) = if trans {
+                (m[2 * (i % 4)][i / 4], m[2 * (i % 4) + 1][i / 4])
+            } else {
+                (m[i / 4][2 * (i % 4)], m[i / 4][2 * (i % 4) + 1])
+            };
+            o[j] = lo as u32 | ((hi as u32) << 16);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,16 @@
+//! vgpu: a functional GPU simulator behind a drop-in `libcuda.so`.
+//!
+//! cudarc (and any other driver-API client) dlopens `libcuda.so`; with this library first on
+//! `LD_LIBRARY_PATH` the same binaries run their CUDA paths on the CPU. Kernels are the PTX the
+//! application embeds: [`ptx`] parses it, [`sim`] lowers it to a pre-decoded program and runs
+//! it warp by warp (32 lanes, real divergence), checking memory accesses, shared-memory races
+//! and cp.async waits as compute-sanitizer does. [`driver`] is the C ABI.
+//!
+//! Numeric semantics of individual instructions (rounding modes, f16, approximations, tensor
+//! core fragments) live in [`isa`], as pure functions testable against the PTX ISA.
+
+pub mod driver;
+pub mod isa;
+pub mod mem;
+pub mod ptx;
+pub mod sim;

@@ -1,0 +1,609 @@
+//! Scalar semantics of the arithmetic, logic, compare and convert instructions, per lane.
+//! Round-to-nearest f32/f64 arithmetic uses the host FPU (IEEE, subnormals kept), with NaN
+//! results made canonical as the GPU does; every other rounding mode, the narrow formats
+//! and the conversions go through the exact soft-float core in [`crate::isa`].
+
+use super::exec::{BlockState, Warp};
+use super::program::*;
+use crate::isa::fp::{self, Fmt};
+use crate::isa::int;
+use crate::isa::{self, CmpOp, Rnd, Ty};
+
+/// Value of a source operand for `lane`.
+#[inline]
+pub fn src(w: &Warp, b: &BlockState, s: &Src, lane: usize) -> u64 {
+    match *s {
+        Src::Reg(r) => w.r(r, lane),
+        Src::NotReg(r) => (w.r(r, lane) & 1) ^ 1,
+        Src::Imm(v) => v,
+        Src::Special(sp) => special(w, b, sp, lane),
+    }
+}
+
+fn special(w: &Warp, b: &BlockState, sp: Special, lane: usize) -> u64 {
+    let tid = b.tid_of(w.id, lane);
+    let t3 = b.tid3(tid);
+    let lane32 = lane as u32;
+    (match sp {
+        Special::Tid(d) => t3[d as usize],
+        Special::Ntid(d) => b.block_dim[d as usize],
+        Special::Ctaid(d) => b.ctaid[d as usize],
+        Special::Nctaid(d) => b.grid_dim[d as usize],
+        Special::LaneId => lane32,
+        Special::WarpId => w.id,
+        Special::NWarpId => 64,
+        Special::SmId => 0,
+        Special::LaneMaskEq => 1u32 << lane32,
+        Special::LaneMaskLt => (1u32 << lane32) - 1,
+        Special::LaneMaskLe => ((1u64 << (lane32 + 1)) - 1) as u32,
+        Special::LaneMaskGt => !(((1u64 << (lane32 + 1)) - 1) as u32),
+        Special::LaneMaskGe => !((1u32 << lane32) - 1),
+        Special::Clock => w.seq,
+        Special::Clock64 | Special::GlobalTimer => return w.seq as u64,
+        Special::DynSmemSize => b.dynamic_shared,
+        Special::TotalSmemSize => b.shared.len() as u32,
+    }) as u64
+}
+
+#[inline]
+fn canon32(x: f32) -> u64 {
+    if x.is_nan() {
+        0x7fff_ffff
+    } else {
+        x.to_bits() as u64
+    }
+}
+
+#[inline]
+fn canon64(x: f64) -> u64 {
+    if x.is_nan() {
+        0x7fff_ffff_ffff_ffff
+    } else {
+        x.to_bits()
+    }
+}
+
+#[inline]
+fn f32_of(v: u64) -> f32 {
+    f32::from_bits(v as u32)
+}
+
+#[inline]
+fn f64_of(v: u64) -> f64 {
+    f64::from_bits(v)
+}
+
+fn fmt_of(ty: Ty) -> Option<Fmt> {
+    isa::cvt::fmt_of(ty)
+}
+
+/// Sign-extends the low `bits` of `v`.
+#[inline]
+pub fn sext(v: u64, bits: u32) -> i64 {
+    if bits >= 64 {
+        v as i64
+    } else {
+        ((v << (64 - bits)) as i64) >> (64 - bits)
+    }
+}
+
+#[inline]
+pub fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+fn bits_of(ty: Ty) -> u32 {
+    super::decode::ty_bits(ty)
+}
+
+/// f32 modifiers applied around a round-to-nearest host operation.
+#[inline]
+fn f32_post(x: f32, m: &FMods) -> u64 {
+    let mut x = x;
+    if m.ftz && x.is_subnormal() {
+        x = if x.is_sign_negative() { -0.0 } else { 0.0 };
+    }
+    if m.sat {
+        x = if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
+    }
+    canon32(x)
+}
+
+#[inline]
+fn f32_in(v: u64, m: &FMods) -> f32 {
+    let x = f32_of(v);
+    if m.ftz && x.is_subnormal() {
+        if x.is_sign_negative() {
+            -0.0
+        } else {
+            0.0
+        }
+    } else {
+        x
+    }
+}
+
+/// Floating-point binary operation in format `f` with rounding `r` via the exact core.
+fn soft(op: BinOp, a: u64, b: u64, f: Fmt, r: Rnd) -> Option<u64> {
+    Some(match op {
+        BinOp::Add => fp::add(a, b, f, r),
+        BinOp::Sub => fp::add(a, f.neg(b), f, r),
+        BinOp::MulLo => fp::mul(a, b, f, r),
+        BinOp::Div => fp::div(a, b, f, r),
+        _ => return None,
+    })
+}
+
+pub fn bin(op: BinOp, ty: Ty, m: &FMods, a: u64, b: u64) -> Result<u64, String> {
+    match ty {
+        Ty::F32 => {
+            let rnd = m.rnd.unwrap_or(Rnd::Rn);
+            let (x, y) = (f32_in(a, m), f32_in(b, m));
+            let r = match op {
+                BinOp::Min => isa::float::min_f32(x, y, m.nan),
+                BinOp::Max => isa::float::max_f32(x, y, m.nan),
+                BinOp::CopySign => y.copysign(x),
+                BinOp::Div if m.approx => {
+                    // div.approx.f32 / div.full.f32: 2 ulp; the IEEE quotient is within.
+                    x / y
+                }
+                _ if rnd == Rnd::Rn => match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::MulLo => x * y,
+                    BinOp::Div => x / y,
+                    _ => return Err(format!("{op:?} is not defined for f32")),
+                },
+                _ => {
+                    let v = soft(op, x.to_bits() as u64, y.to_bits() as u64, fp::F32, rnd)
+                        .ok_or_else(|| format!("{op:?} is not defined for f32"))?;
+                    f32_of(v)
+                }
+            };
+            Ok(f32_post(r, m))
+        }
+        Ty::F64 => {
+            let rnd = m.rnd.unwrap_or(Rnd::Rn);
+            let (x, y) = (f64_of(a), f64_of(b));
+            Ok(match op {
+                BinOp::Min => isa::float::min_f64(x, y, m.nan).to_bits(),
+                BinOp::Max => isa::float::max_f64(x, y, m.nan).to_bits(),
+                BinOp::CopySign => y.copysign(x).to_bits(),
+                _ if rnd == Rnd::Rn => canon64(match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::MulLo => x * y,
+                    BinOp::Div => x / y,
+                    _ => return Err(format!("{op:?} is not defined for f64")),
+                }),
+                _ => soft(op, a, b, fp::F64, rnd)
+                    .ok_or_else(|| format!("{op:?} is not defined for f64"))?,
+            })
+        }
+        Ty::F16 | Ty::Bf16 | Ty::F16x2 | Ty::Bf16x2 => {
+            let f = if matches!(ty, Ty::F16 | Ty::F16x2) {
+                fp::F16
+            } else {
+                fp::BF16
+            };
+            let lanes = if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+                2
+            } else {
+                1
+            };
+            let mut out = 0u64;
+            for h in 0..lanes {
+                let x = (a >> (16 * h)) & 0xffff;
+                let y = (b >> (16 * h)) & 0xffff;
+                let r = match op {
+                    BinOp::Min | BinOp::Max => {
+                        let (fx, fy) = (
+                            fp::convert(x, f, fp::F32, Rnd::Rn),
+                            fp::convert(y, f, fp::F32, Rnd::Rn),
+                        );
+                        let pick = if op == BinOp::Min {
+                            isa::float::min_f32(f32_of(fx), f32_of(fy), m.nan)
+                        } else {
+                            isa::float::max_f32(f32_of(fx), f32_of(fy), m.nan)
+                        };
+                        if pick.is_nan() {
+                            0x7fff
+                        } else {
+                            fp::convert(pick.to_bits() as u64, fp::F32, f, Rnd::Rn)
+                        }
+                    }
+                    _ => soft(op, x, y, f, m.rnd.unwrap_or(Rnd::Rn))
+                        .ok_or_else(|| format!("{op:?} is not defined for {ty:?}"))?,
+                };
+                let r = if m.ftz { f.ftz(r) } else { r };
+                let r = if m.sat { f.sat(r) } else { r };
+                out |= (r & 0xffff) << (16 * h);
+            }
+            Ok(out)
+        }
+        Ty::Pred => Err(format!("{op:?} on .pred")),
+        _ => Ok(int_bin(op, ty, m, a, b)),
+    }
+}
+
+fn int_bin(op: BinOp, ty: Ty, m: &FMods, a: u64, b: u64) -> u64 {
+    let bits = bits_of(ty);
+    let signed = ty.is_signed();
+    let mk = mask(bits);
+    let (sa, sb) = (sext(a, bits), sext(b, bits));
+    let (ua, ub) = (a & mk, b & mk);
+    let r: u64 = match op {
+        BinOp::Add if m.sat && signed => {
+            (sa as i128 + sb as i128).clamp(min_s(bits), max_s(bits)) as u64
+        }
+        BinOp::Sub if m.sat && signed => {
+            (sa as i128 - sb as i128).clamp(min_s(bits), max_s(bits)) as u64
+        }
+        BinOp::Add => ua.wrapping_add(ub),
+        BinOp::Sub => ua.wrapping_sub(ub),
+        BinOp::MulLo => ua.wrapping_mul(ub),
+        BinOp::MulHi => {
+            if signed {
+                ((sa as i128 * sb as i128) >> bits) as u64
+            } else {
+                ((ua as u128 * ub as u128) >> bits) as u64
+            }
+        }
+        BinOp::MulWide => {
+            let r = if signed {
+                (sa as i128 * sb as i128) as u64
+            } else {
+                (ua as u128 * ub as u128) as u64
+            };
+            return r & mask(2 * bits);
+        }
+        BinOp::Mul24Lo => {
+            let (x, y) = if signed {
+                (sext(a, 24) as i128, sext(b, 24) as i128)
+            } else {
+                ((a & 0xff_ffff) as i128, (b & 0xff_ffff) as i128)
+            };
+            (x * y) as u64
+        }
+        BinOp::Mul24Hi => {
+            let (x, y) = if signed {
+                (sext(a, 24) as i128, sext(b, 24) as i128)
+            } else {
+                ((a & 0xff_ffff) as i128, (b & 0xff_ffff) as i128)
+            };
+            ((x * y) >> 16) as u64
+        }
+        BinOp::Div => {
+            if signed {
+                if sb == 0 {
+                    u64::MAX
+                } else {
+                    sa.wrapping_div(sb) as u64
+                }
+            } else {
+                ua.checked_div(ub).unwrap_or(u64::MAX)
+            }
+        }
+        BinOp::Rem => {
+            if signed {
+                if sb == 0 {
+                    sa as u64
+                } else {
+                    sa.wrapping_rem(sb) as u64
+                }
+            } else if ub == 0 {
+                ua
+            } else {
+                ua % ub
+            }
+        }
+        BinOp::Min => {
+            if signed {
+                sa.min(sb) as u64
+            } else {
+                ua.min(ub)
+            }
+        }
+        BinOp::Max => {
+            if signed {
+                sa.max(sb) as u64
+            } else {
+                ua.max(ub)
+            }
+        }
+        BinOp::And => ua & ub,
+        BinOp::Or => ua | ub,
+        BinOp::Xor => ua ^ ub,
+        BinOp::Shl => {
+            let s = (b & 0xffff_ffff) as u32;
+            if s >= bits {
+                0
+            } else {
+                ua << s
+            }
+        }
+        BinOp::Shr => {
+            let s = ((b & 0xffff_ffff) as u32).min(bits);
+            if signed {
+                if s >= bits {
+                    (sa >> 63) as u64
+                } else {
+                    (sa >> s) as u64
+                }
+            } else if s >= bits {
+                0
+            } else {
+                ua >> s
+            }
+        }
+        BinOp::CopySign => ub,
+    };
+    r & mk
+}
+
+fn min_s(bits: u32) -> i128 {
+    -(1i128 << (bits - 1))
+}
+fn max_s(bits: u32) -> i128 {
+    (1i128 << (bits - 1)) - 1
+}
+
+pub fn un(op: UnOp, ty: Ty, m: &FMods, a: u64) -> Result<u64, String> {
+    use crate::isa::float as fl;
+    let bits = bits_of(ty);
+    let mk = mask(bits);
+    Ok(match (op, ty) {
+        (UnOp::Mov, _) => a & mk,
+        (UnOp::Not, Ty::Pred) => (a & 1) ^ 1,
+        (UnOp::Not, _) => !a & mk,
+        (UnOp::Cnot, _) => u64::from(a & mk == 0),
+        (UnOp::Neg, Ty::F32) => canon_neg32(f32_in(a, m)),
+        (UnOp::Abs, Ty::F32) => {
+            let x = f32_in(a, m);
+            if x.is_nan() {
+                0x7fff_ffff
+            } else {
+                x.abs().to_bits() as u64
+            }
+        }
+        (UnOp::Neg, Ty::F64) => a ^ (1 << 63),
+        (UnOp::Abs, Ty::F64) => a & !(1 << 63),
+        (UnOp::Neg, Ty::F16 | Ty::Bf16) => a ^ 0x8000,
+        (UnOp::Abs, Ty::F16 | Ty::Bf16) => a & 0x7fff,
+        (UnOp::Neg, Ty::F16x2 | Ty::Bf16x2) => a ^ 0x8000_8000,
+        (UnOp::Abs, Ty::F16x2 | Ty::Bf16x2) => a & 0x7fff_7fff,
+        (UnOp::Neg, _) => (0u64.wrapping_sub(a)) & mk,
+        (UnOp::Abs, _) => (sext(a, bits).unsigned_abs()) & mk,
+        (UnOp::Popc, _) => (a & mk).count_ones() as u64,
+        (UnOp::Clz, _) => ((a & mk).leading_zeros() - (64 - bits)) as u64,
+        (UnOp::Brev, _) => (a & mk).reverse_bits() >> (64 - bits),
+        (UnOp::Bfind | UnOp::BfindShift, _) => {
+            let v = if ty.is_signed() && sext(a, bits) < 0 {
+                !a & mk
+            } else {
+                a & mk
+            };
+            if v == 0 {
+                0xffff_ffff
+            } else {
+                let msb = 63 - v.leading_zeros() as u64;
+                if op == UnOp::BfindShift {
+                    bits as u64 - 1 - msb
+                } else {
+                    msb
+                }
+            }
+        }
+        (UnOp::Ex2, Ty::F32) => f32_post(fl::ex2_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::Lg2, Ty::F32) => f32_post(fl::lg2_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::RcpApprox, Ty::F32) => f32_post(fl::rcp_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::Rsqrt, Ty::F32) => f32_post(fl::rsqrt_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::SqrtApprox, Ty::F32) => f32_post(fl::sqrt_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::Sin, Ty::F32) => f32_post(fl::sin_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::Cos, Ty::F32) => f32_post(fl::cos_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::Tanh, Ty::F32) => f32_post(fl::tanh_approx_f32(f32_in(a, m), m.ftz), m),
+        (UnOp::Rcp, Ty::F32) => {
+            let r = m.rnd.unwrap_or(Rnd::Rn);
+            f32_post(
+                f32_of(fp::div(
+                    1f32.to_bits() as u64,
+                    f32_in(a, m).to_bits() as u64,
+                    fp::F32,
+                    r,
+                )),
+                m,
+            )
+        }
+        (UnOp::Sqrt, Ty::F32) => {
+            let r = m.rnd.unwrap_or(Rnd::Rn);
+            f32_post(
+                f32_of(fp::sqrt(f32_in(a, m).to_bits() as u64, fp::F32, r)),
+                m,
+            )
+        }
+        (UnOp::Rcp, Ty::F64) => fp::div(1f64.to_bits(), a, fp::F64, m.rnd.unwrap_or(Rnd::Rn)),
+        (UnOp::RcpApprox, Ty::F64) => fl::rcp_approx_ftz_f64(f64_of(a)).to_bits(),
+        (UnOp::Sqrt, Ty::F64) => fp::sqrt(a, fp::F64, m.rnd.unwrap_or(Rnd::Rn)),
+        (UnOp::Ex2, Ty::F16) => fl::ex2_approx_f16(a as u16) as u64,
+        _ => return Err(format!("{op:?} is not supported for .{ty:?}")),
+    })
+}
+
+#[inline]
+fn canon_neg32(x: f32) -> u64 {
+    if x.is_nan() {
+        0x7fff_ffff
+    } else {
+        (-x).to_bits() as u64
+    }
+}
+
+pub fn ter(op: TerOp, ty: Ty, m: &FMods, a: u64, b: u64, c: u64) -> Result<u64, String> {
+    let bits = bits_of(ty);
+    let mk = mask(bits);
+    Ok(match op {
+        TerOp::Fma => match ty {
+            Ty::F32 => {
+                let rnd = m.rnd.unwrap_or(Rnd::Rn);
+                let (x, y, z) = (f32_in(a, m), f32_in(b, m), f32_in(c, m));
+                let r = if rnd == Rnd::Rn {
+                    x.mul_add(y, z)
+                } else {
+                    f32_of(fp::fma(
+                        x.to_bits() as u64,
+                        y.to_bits() as u64,
+                        z.to_bits() as u64,
+                        fp::F32,
+                        rnd,
+                    ))
+                };
+                f32_post(r, m)
+            }
+            Ty::F64 => {
+                let rnd = m.rnd.unwrap_or(Rnd::Rn);
+                if rnd == Rnd::Rn {
+                    canon64(f64_of(a).mul_add(f64_of(b), f64_of(c)))
+                } else {
+                    fp::fma(a, b, c, fp::F64, rnd)
+                }
+            }
+            Ty::F16 | Ty::Bf16 | Ty::F16x2 | Ty::Bf16x2 => {
+                let f = if matches!(ty, Ty::F16 | Ty::F16x2) {
+                    fp::F16
+                } else {
+                    fp::BF16
+                };
+                let lanes = if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+                    2
+                } else {
+                    1
+                };
+                let mut out = 0;
+                for h in 0..lanes {
+                    let s = 16 * h;
+                    let r = fp::fma(
+                        (a >> s) & 0xffff,
+                        (b >> s) & 0xffff,
+                        (c >> s) & 0xffff,
+                        f,
+                        m.rnd.unwrap_or(Rnd::Rn),
+                    );
+                    let r = if m.ftz { f.ftz(r) } else { r };
+                    let r = if m.sat { f.sat(r) } else { r };
+                    out |= (r & 0xffff) << s;
+                }
+                out
+            }
+            _ => return Err(format!("fma on .{ty:?}")),
+        },
+        TerOp::MadLo => int_bin(BinOp::MulLo, ty, m, a, b).wrapping_add(c) & mk,
+        TerOp::MadHi => int_bin(BinOp::MulHi, ty, m, a, b).wrapping_add(c) & mk,
+        TerOp::MadWide => int_bin(BinOp::MulWide, ty, m, a, b).wrapping_add(c) & mask(2 * bits),
+        TerOp::Mad24Lo => int_bin(BinOp::Mul24Lo, ty, m, a, b).wrapping_add(c) & mk,
+        TerOp::Selp => {
+            if c & 1 != 0 {
+                a & mk
+            } else {
+                b & mk
+            }
+        }
+        TerOp::Bfe => int::bfe(ty, a, b as u32, c as u32),
+        TerOp::Prmt(mode) => int::prmt(a as u32, b as u32, c as u32, prmt_mode(mode)) as u64,
+        TerOp::ShfL { clamp } => int::shf(a as u32, b as u32, c as u32, true, clamp) as u64,
+        TerOp::ShfR { clamp } => int::shf(a as u32, b as u32, c as u32, false, clamp) as u64,
+        TerOp::Lop3(lut) => int::lop3(a as u32, b as u32, c as u32, lut) as u64,
+        TerOp::Sad => {
+            let d = if ty.is_signed() {
+                (sext(a, bits) - sext(b, bits)).unsigned_abs()
+            } else {
+                (a & mk).abs_diff(b & mk)
+            };
+            d.wrapping_add(c) & mk
+        }
+    })
+}
+
+fn prmt_mode(mode: u8) -> Option<int::PrmtMode> {
+    use int::PrmtMode as P;
+    Some(match mode {
+        1 => P::F4e,
+        2 => P::B4e,
+        3 => P::Rc8,
+        4 => P::Ecl,
+        5 => P::Ecr,
+        6 => P::Rc16,
+        _ => return None,
+    })
+}
+
+pub fn bfi(ty: Ty, a: u64, b: u64, pos: u64, len: u64) -> u64 {
+    int::bfi(ty, a, b, pos as u32, len as u32)
+}
+
+pub fn setp(cmp: CmpOp, ty: Ty, ftz: bool, a: u64, b: u64) -> Result<bool, String> {
+    Ok(match ty {
+        Ty::F32 => {
+            let m = FMods {
+                ftz,
+                ..Default::default()
+            };
+            int::setp_f32(cmp, f32_in(a, &m), f32_in(b, &m))
+        }
+        Ty::F64 => int::setp_f64(cmp, f64_of(a), f64_of(b)),
+        Ty::F16 => int::setp_f16(cmp, a as u16, b as u16),
+        Ty::Pred => match cmp {
+            CmpOp::Eq => a & 1 == b & 1,
+            CmpOp::Ne => a & 1 != b & 1,
+            _ => return Err(format!("setp.{cmp:?}.pred")),
+        },
+        _ if ty.is_float() => return Err(format!("setp on .{ty:?}")),
+        _ => int::setp_int(cmp, a, b, ty),
+    })
+}
+
+pub fn cvt(
+    dty: Ty,
+    sty: Ty,
+    frnd: Option<Rnd>,
+    irnd: Option<isa::IRnd>,
+    ftz: bool,
+    sat: bool,
+    a: u64,
+) -> u64 {
+    // Hot, exact cases on the host FPU.
+    match (dty, sty, frnd, irnd, ftz, sat) {
+        (Ty::F32, Ty::F16, _, None, false, false) => {
+            return isa::half::f16_to_f32(a as u16).to_bits() as u64
+        }
+        (Ty::F64, Ty::F32, _, None, false, false) => return (f32_of(a) as f64).to_bits(),
+        (Ty::F32, Ty::S32, Some(Rnd::Rn), None, false, false) => {
+            return (sext(a, 32) as i32 as f32).to_bits() as u64
+        }
+        (Ty::F32, Ty::U32, Some(Rnd::Rn), None, false, false) => {
+            return ((a as u32) as f32).to_bits() as u64
+        }
+        _ => {}
+    }
+    if fmt_of(dty).is_none() && fmt_of(sty).is_none() {
+        // Integer to integer: the ISA defines the result by the source's signedness.
+        let sbits = bits_of(sty);
+        let dbits = bits_of(dty);
+        let v: i128 = if sty.is_signed() {
+            sext(a, sbits) as i128
+        } else {
+            (a & mask(sbits)) as i128
+        };
+        let v = if sat {
+            let (lo, hi) = isa::cvt::int_range(dty);
+            v.clamp(lo, hi)
+        } else {
+            v
+        };
+        return (v as u64) & mask(dbits);
+    }
+    isa::cvt::cvt(dty, sty, frnd, irnd, ftz, sat, a)
+}

@@ -1,0 +1,231 @@
+//! The simulator's interface to the driver layer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::mem::GlobalMem;
+
+/// Why a module failed to load or a launch failed; the driver maps kinds to `CUresult`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Unparseable PTX or an unsupported construct (CUDA_ERROR_INVALID_PTX).
+    InvalidPtx,
+    /// Out-of-bounds global/shared/local access (CUDA_ERROR_ILLEGAL_ADDRESS), sticky.
+    IllegalAddress,
+    /// Misaligned access (CUDA_ERROR_MISALIGNED_ADDRESS), sticky.
+    MisalignedAddress,
+    /// Shared-memory race, uninitialised shared read, missing cp.async wait, divergent
+    /// `.aligned` instruction, barrier deadlock (CUDA_ERROR_LAUNCH_FAILED), sticky.
+    LaunchFailed,
+    /// An instruction the simulator cannot execute (CUDA_ERROR_ILLEGAL_INSTRUCTION), sticky.
+    IllegalInstruction,
+    /// Too many threads, too much shared memory (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES); not sticky.
+    OutOfResources,
+    /// Bad grid/block dimensions or parameter buffer (CUDA_ERROR_INVALID_VALUE); not sticky.
+    InvalidValue,
+}
+
+impl FaultKind {
+    /// Whether the error corrupts the context (every later call fails), as on a real device.
+    pub fn is_sticky(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IllegalAddress
+                | FaultKind::MisalignedAddress
+                | FaultKind::LaunchFailed
+                | FaultKind::IllegalInstruction
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// One line naming kernel, block, thread, PTX line and address where they apply.
+    pub message: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+/// Layout of one kernel parameter in the packed parameter buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub offset: u32,
+    pub size: u32,
+    pub align: u32,
+}
+
+/// Per-launch dimensions and limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_shared: u32,
+    /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES as set on the function (default 48 KB
+    /// minus static shared memory, as on the real driver).
+    pub max_dynamic_shared: u32,
+}
+
+/// Device limits the simulator enforces (a Hopper-class device).
+pub mod limits {
+    pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+    pub const MAX_BLOCK_DIM: [u32; 3] = [1024, 1024, 64];
+    pub const MAX_GRID_DIM: [u32; 3] = [i32::MAX as u32, 65535, 65535];
+    /// Shared memory a block may use without the opt-in attribute.
+    pub const DEFAULT_SHARED_PER_BLOCK: u32 = 48 * 1024;
+    /// Opt-in maximum per block (227 KB on H100/H200).
+    pub const MAX_SHARED_PER_BLOCK_OPTIN: u32 = 227 * 1024;
+    pub const SHARED_PER_SM: u32 = 228 * 1024;
+    pub const MULTIPROCESSORS: u32 = 132;
+    pub const WARP_SIZE: u32 = 32;
+    pub const REGS_PER_BLOCK: u32 = 65536;
+    pub const TOTAL_MEMORY: u64 = 80 * 1024 * 1024 * 1024;
+    pub const CC_MAJOR: i32 = 9;
+    pub const CC_MINOR: i32 = 0;
+    pub const DEVICE_NAME: &str = "vgpu (samrt PTX simulator, Hopper-class sm_90)";
+}
+
+/// Profile counters of one launch (printed with VGPU_PROFILE=1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Warp instructions executed, by class name (e.g. "fp32", "int", "mma", "ld.global").
+    pub warp_instructions: Vec<(&'static str, u64)>,
+    pub mma: u64,
+    /// Floating-point operations of mma.sync (2*m*n*k per warp mma).
+    pub mma_flops: u64,
+    pub global_bytes_read: u64,
+    pub global_bytes_written: u64,
+    pub shared_accesses: u64,
+    /// Extra shared-memory wavefronts caused by bank conflicts (32 banks x 4 B).
+    pub bank_conflicts: u64,
+}
+
+/// A loaded PTX module (parsed and lowered once; cached by content hash).
+pub struct Module {
+    pub(crate) inner: crate::sim::program::Program,
+}
+
+/// One entry point of a module.
+#[derive(Clone)]
+pub struct Kernel {
+    pub(crate) module: Arc<Module>,
+    pub(crate) index: usize,
+}
+
+impl Module {
+    /// Parses and lowers `ptx`; identical text returns the cached module.
+    pub fn load(ptx: &str) -> Result<Arc<Module>, Fault> {
+        crate::sim::program::load_cached(ptx)
+    }
+
+    /// The `.entry` named `name`.
+    pub fn kernel(self: &Arc<Self>, name: &str) -> Option<Kernel> {
+        let index = self.inner.kernels.iter().position(|k| k.name == name)?;
+        Some(Kernel {
+            module: Arc::clone(self),
+            index,
+        })
+    }
+
+    pub fn kernel_names(&self) -> Vec<&str> {
+        self.inner.kernels.iter().map(|k| k.name.as_str()).collect()
+    }
+
+    /// Module-scope `.global`/`.const` variables: (name, device address, size).
+    pub fn globals(&self) -> Vec<(&str, u64, u64)> {
+        self.inner
+            .globals
+            .iter()
+            .map(|g| (g.name.as_str(), g.addr, g.size))
+            .collect()
+    }
+
+    /// Makes the module's global variables addressable by kernels (called once on load).
+    pub fn register_globals(&self, mem: &GlobalMem) {
+        for g in &self.inner.globals {
+            mem.register(g.addr, g.size.max(1));
+        }
+    }
+
+    pub fn unregister_globals(&self, mem: &GlobalMem) {
+        for g in &self.inner.globals {
+            mem.unregister(g.addr);
+        }
+    }
+}
+
+impl Kernel {
+    fn k(&self) -> &crate::sim::program::KernelCode {
+        &self.module.inner.kernels[self.index]
+    }
+    pub fn name(&self) -> &str {
+        &self.k().name
+    }
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.k().params
+    }
+    /// Total size of the packed parameter buffer.
+    pub fn param_bytes(&self) -> u32 {
+        self.k()
+            .params
+            .iter()
+            .map(|p| p.offset + p.size)
+            .max()
+            .unwrap_or(0)
+    }
+    pub fn static_shared_bytes(&self) -> u32 {
+        self.k().static_shared
+    }
+    pub fn local_bytes(&self) -> u32 {
+        self.k().local_bytes
+    }
+    /// Registers per thread as a real compiler might report them (number of declared
+    /// 32-bit register slots, capped at 255).
+    pub fn num_regs(&self) -> u32 {
+        self.k().num_regs.min(255)
+    }
+    /// `.maxntid` product, or the device limit.
+    pub fn max_threads_per_block(&self) -> u32 {
+        self.k().max_threads
+    }
+}
+
+/// Runs `kernel` to completion on the calling thread (blocks spread over worker threads).
+/// `params` is the packed parameter buffer laid out as [`Kernel::params`] says.
+pub fn launch(
+    kernel: &Kernel,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    mem: &GlobalMem,
+) -> Result<Profile, Fault> {
+    crate::sim::launch::run(kernel, cfg, params, mem)
+}
+
+impl Profile {
+    /// One line for VGPU_PROFILE=1.
+    pub fn report(&self, kernel: &str, cfg: &LaunchConfig) -> String {
+        let classes: Vec<String> = self
+            .warp_instructions
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect();
+        format!(
+            "vgpu profile: {kernel} grid={:?} block={:?} smem={} | warp instr: {} | mma={} \
+             ({} flop) | global read={} B written={} B | shared accesses={} bank conflicts={}",
+            cfg.grid,
+            cfg.block,
+            cfg.dynamic_shared,
+            classes.join(" "),
+            self.mma,
+            self.mma_flops,
+            self.global_bytes_read,
+            self.global_bytes_written,
+            self.shared_accesses,
+            self.bank_conflicts
+        )
+    }
+}

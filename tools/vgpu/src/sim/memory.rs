@@ -1,0 +1,198 @@
+//! Address resolution and checked loads/stores for every state space (memcheck).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::api::FaultKind;
+use super::exec::{BlockState, Warp};
+use super::launch::Env;
+use super::program::{MemSpace, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WINDOW_SIZE};
+
+/// A resolved, bounds-checked location.
+#[derive(Clone, Copy, Debug)]
+pub enum Loc {
+    Global(u64),
+    Shared(usize),
+    Local(usize),
+    Param(usize),
+}
+
+pub type MemErr = (FaultKind, String);
+
+fn space_name(s: MemSpace) -> &'static str {
+    match s {
+        MemSpace::Global => "global",
+        MemSpace::Shared => "shared",
+        MemSpace::Local => "local",
+        MemSpace::Param => "param",
+        MemSpace::Const => "const",
+        MemSpace::Generic => "generic",
+    }
+}
+
+/// Checks alignment and bounds of an access of `size` bytes at `addr` in `space`.
+#[allow(clippy::too_many_arguments)]
+pub fn resolve(
+    env: &Env,
+    b: &BlockState,
+    w: &Warp,
+    lane: usize,
+    space: MemSpace,
+    addr: u64,
+    size: u32,
+    write: bool,
+) -> Result<Loc, MemErr> {
+    let (space, addr) = match space {
+        MemSpace::Generic => {
+            if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
+                (MemSpace::Shared, addr - SHARED_WINDOW)
+            } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) {
+                (MemSpace::Local, addr - LOCAL_WINDOW)
+            } else if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&addr) {
+                (MemSpace::Param, addr - PARAM_WINDOW)
+            } else {
+                (MemSpace::Global, addr)
+            }
+        }
+        s => (s, addr),
+    };
+    let rw = if write { "write" } else { "read" };
+    if size > 1 && addr % size as u64 != 0 {
+        return Err((
+            FaultKind::MisalignedAddress,
+            format!(
+                "misaligned {} {rw} of {size} bytes at {addr:#x}",
+                space_name(space)
+            ),
+        ));
+    }
+    let end = addr.checked_add(size as u64);
+    let oob = |limit: u64| -> MemErr {
+        (
+            FaultKind::IllegalAddress,
+            format!(
+                "out-of-bounds {} {rw} of {size} bytes at {addr:#x} (the {} window holds {limit} bytes)",
+                space_name(space),
+                space_name(space)
+            ),
+        )
+    };
+    match space {
+        MemSpace::Global | MemSpace::Const => {
+            if env.global.contains(addr, size as u64) {
+                Ok(Loc::Global(addr))
+            } else {
+                Err((
+                    FaultKind::IllegalAddress,
+                    format!(
+                        "out-of-bounds {} {rw} of {size} bytes at {addr:#x}: no live allocation \
+                         holds it",
+                        space_name(space)
+                    ),
+                ))
+            }
+        }
+        MemSpace::Shared => {
+            let lim = b.shared.len() as u64;
+            match end {
+                Some(e) if e <= lim => Ok(Loc::Shared(addr as usize)),
+                _ => Err(oob(lim)),
+            }
+        }
+        MemSpace::Local => {
+            let lim = b.local_bytes as u64;
+            match end {
+                Some(e) if e <= lim => {
+                    let tid = b.tid_of(w.id, lane) as usize;
+                    Ok(Loc::Local(tid * b.local_bytes as usize + addr as usize))
+                }
+                _ => Err(oob(lim)),
+            }
+        }
+        MemSpace::Param => {
+            if write {
+                return Err((
+                    FaultKind::IllegalAddress,
+                    "write to kernel parameter space".into(),
+                ));
+            }
+            let lim = env.params.len() as u64;
+            match end {
+                Some(e) if e <= lim => Ok(Loc::Param(addr as usize)),
+                _ => Err(oob(lim)),
+            }
+        }
+        MemSpace::Generic => unreachable!("generic addresses were resolved above"),
+    }
+}
+
+/// Reads `out.len()` bytes (no checks: `loc` came from [`resolve`]).
+pub fn read(env: &Env, b: &BlockState, loc: Loc, out: &mut [u8]) {
+    let n = out.len();
+    match loc {
+        // SAFETY: resolve() found [a, a+n) inside a live device allocation, which is host
+        // memory owned by the allocator for the duration of the launch.
+        Loc::Global(a) => unsafe {
+            std::ptr::copy_nonoverlapping(a as *const u8, out.as_mut_ptr(), n)
+        },
+        Loc::Shared(o) => out.copy_from_slice(&b.shared[o..o + n]),
+        Loc::Local(o) => out.copy_from_slice(&b.local[o..o + n]),
+        Loc::Param(o) => out.copy_from_slice(&env.params[o..o + n]),
+    }
+}
+
+pub fn write(b: &mut BlockState, loc: Loc, data: &[u8]) {
+    let n = data.len();
+    match loc {
+        // SAFETY: as in read(); concurrent blocks writing the same global bytes is a data
+        // race in the kernel, with the same unspecified result as on hardware.
+        Loc::Global(a) => unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), a as *mut u8, n) },
+        Loc::Shared(o) => b.shared[o..o + n].copy_from_slice(data),
+        Loc::Local(o) => b.local[o..o + n].copy_from_slice(data),
+        Loc::Param(_) => {}
+    }
+}
+
+/// Atomic read-modify-write of 4 or 8 bytes; returns the old value.
+pub fn atomic(b: &mut BlockState, loc: Loc, size: u32, f: &dyn Fn(u64) -> u64) -> u64 {
+    match loc {
+        Loc::Global(a) => {
+            if size == 4 {
+                // SAFETY: 4-byte aligned (checked) and inside a live allocation.
+                let at = unsafe { &*(a as *const AtomicU32) };
+                let mut old = at.load(Ordering::Relaxed);
+                loop {
+                    let new = f(old as u64) as u32;
+                    match at.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                        Ok(_) => return old as u64,
+                        Err(x) => old = x,
+                    }
+                }
+            } else {
+                // SAFETY: 8-byte aligned (checked) and inside a live allocation.
+                let at = unsafe { &*(a as *const AtomicU64) };
+                let mut old = at.load(Ordering::Relaxed);
+                loop {
+                    let new = f(old);
+                    match at.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                        Ok(_) => return old,
+                        Err(x) => old = x,
+                    }
+                }
+            }
+        }
+        Loc::Shared(o) | Loc::Local(o) => {
+            let mem: &mut [u8] = match loc {
+                Loc::Shared(_) => b.shared,
+                _ => b.local,
+            };
+            let n = size as usize;
+            let mut buf = [0u8; 8];
+            buf[..n].copy_from_slice(&mem[o..o + n]);
+            let old = u64::from_le_bytes(buf);
+            let new = f(old);
+            mem[o..o + n].copy_from_slice(&new.to_le_bytes()[..n]);
+            old
+        }
+        Loc::Param(_) => 0,
+    }
+}

@@ -1,0 +1,437 @@
+//! The lowered program: a flat, pre-decoded instruction array per kernel with densely
+//! numbered registers, so the interpreter never looks at names or strings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::api::{Fault, FaultKind, Module, ParamInfo};
+use crate::isa::{CmpOp, IRnd, Rnd, Ty};
+
+/// Address windows of the generic address space. Global memory is identity-mapped (host
+/// addresses are below 2^47); the other state spaces sit in ranges no host pointer can take.
+pub const SHARED_WINDOW: u64 = 0xFFFF_0000_0000_0000;
+pub const LOCAL_WINDOW: u64 = 0xFFFE_0000_0000_0000;
+pub const PARAM_WINDOW: u64 = 0xFFFD_0000_0000_0000;
+pub const WINDOW_SIZE: u64 = 0x0000_0001_0000_0000;
+
+/// Special registers, evaluated per lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    Tid(u8),
+    Ntid(u8),
+    Ctaid(u8),
+    Nctaid(u8),
+    LaneId,
+    WarpId,
+    NWarpId,
+    SmId,
+    LaneMaskEq,
+    LaneMaskLt,
+    LaneMaskLe,
+    LaneMaskGt,
+    LaneMaskGe,
+    Clock,
+    Clock64,
+    GlobalTimer,
+    /// `%SPL`/`%SP` when not declared as a plain register.
+    DynSmemSize,
+    TotalSmemSize,
+}
+
+/// A source operand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Src {
+    Reg(u32),
+    /// Predicate register read negated (`!%p`).
+    NotReg(u32),
+    Imm(u64),
+    Special(Special),
+}
+
+/// State space of a memory access. `Generic` is resolved per address through the windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemSpace {
+    Global,
+    Shared,
+    Local,
+    Param,
+    Const,
+    Generic,
+}
+
+/// `[reg + imm]` or `[imm]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Addr {
+    pub base: Option<u32>,
+    pub offset: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    MulLo,
+    MulHi,
+    MulWide,
+    Div,
+    Rem,
+    Min,
+    Max,
+    And,
+    Or,
+    Xor,
+    Shl,
+    Shr,
+    CopySign,
+    Mul24Lo,
+    Mul24Hi,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnOp {
+    Mov,
+    Not,
+    Neg,
+    Abs,
+    Popc,
+    Clz,
+    Brev,
+    Bfind,
+    BfindShift,
+    Cnot,
+    Ex2,
+    Lg2,
+    Rcp,
+    RcpApprox,
+    Rsqrt,
+    Sqrt,
+    SqrtApprox,
+    Sin,
+    Cos,
+    Tanh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerOp {
+    Fma,
+    MadLo,
+    MadHi,
+    MadWide,
+    Mad24Lo,
+    Selp,
+    Bfe,
+    Prmt(u8),
+    ShfL { clamp: bool },
+    ShfR { clamp: bool },
+    Lop3(u8),
+    Sad,
+}
+
+/// Floating-point modifiers of an arithmetic instruction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FMods {
+    pub rnd: Option<Rnd>,
+    pub ftz: bool,
+    pub sat: bool,
+    /// `.approx` / `.full` variants of div, sqrt, rcp.
+    pub approx: bool,
+    /// Integer `.sat` (add.sat.s32) and min/max `.NaN`.
+    pub nan: bool,
+    /// `mul.rn` etc. written explicitly: no fma contraction either way; kept for fidelity.
+    pub explicit_rnd: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoolOp {
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtomOp {
+    Add,
+    Min,
+    Max,
+    Inc,
+    Dec,
+    And,
+    Or,
+    Xor,
+    Exch,
+    Cas,
+}
+
+pub use crate::isa::warp::{ShflMode, VoteMode};
+
+/// Tensor-core instruction shapes the simulator executes natively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmaKind {
+    /// m16n8k16 row.col f32 += f16 * f16
+    M16n8k16F32F16,
+    /// m16n8k16 row.col f32 += bf16 * bf16
+    M16n8k16F32Bf16,
+    /// m16n8k16 row.col f16 += f16 * f16
+    M16n8k16F16F16,
+    /// m16n8k8 row.col f32 += f16 * f16
+    M16n8k8F32F16,
+}
+
+/// One decoded instruction. Register operands are dense indices into the warp's register
+/// file; vectors are expanded; branch targets are instruction indices.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Un {
+        op: UnOp,
+        ty: Ty,
+        m: FMods,
+        d: u32,
+        a: Src,
+    },
+    Bin {
+        op: BinOp,
+        ty: Ty,
+        m: FMods,
+        d: u32,
+        a: Src,
+        b: Src,
+    },
+    Ter {
+        op: TerOp,
+        ty: Ty,
+        m: FMods,
+        d: u32,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    Bfi {
+        ty: Ty,
+        d: u32,
+        a: Src,
+        b: Src,
+        pos: Src,
+        len: Src,
+    },
+    Setp {
+        cmp: CmpOp,
+        ty: Ty,
+        ftz: bool,
+        d: u32,
+        dn: Option<u32>,
+        a: Src,
+        b: Src,
+        comb: Option<(BoolOp, Src)>,
+    },
+    /// `set.cmp.dtype.stype`: all ones / 1.0f on true.
+    Set {
+        cmp: CmpOp,
+        dty: Ty,
+        ty: Ty,
+        d: u32,
+        a: Src,
+        b: Src,
+    },
+    PredLogic {
+        op: BoolOp,
+        d: u32,
+        a: Src,
+        b: Src,
+    },
+    Cvt {
+        dty: Ty,
+        sty: Ty,
+        frnd: Option<Rnd>,
+        irnd: Option<IRnd>,
+        ftz: bool,
+        sat: bool,
+        d: u32,
+        a: Src,
+    },
+    /// `cvt.rn.f16x2.f32 d, a, b` (a to the upper half) and the bf16x2 form.
+    CvtPack {
+        bf16: bool,
+        rnd: Rnd,
+        relu: bool,
+        sat: bool,
+        d: u32,
+        a: Src,
+        b: Src,
+    },
+    /// `cvta.space` (to generic) / `cvta.to.space` (from generic).
+    Cvta {
+        to_generic: bool,
+        space: MemSpace,
+        wide: bool,
+        d: u32,
+        a: Src,
+    },
+    /// `mov.b32 %r, {a, b}`: parts packed low to high, `bits` each.
+    Pack {
+        bits: u32,
+        d: u32,
+        parts: Vec<Src>,
+    },
+    /// `mov.b32 {a, b}, %r`.
+    Unpack {
+        bits: u32,
+        ds: Vec<Option<u32>>,
+        a: Src,
+    },
+    Ld {
+        space: MemSpace,
+        ty: Ty,
+        ds: Vec<Option<u32>>,
+        addr: Addr,
+    },
+    St {
+        space: MemSpace,
+        ty: Ty,
+        srcs: Vec<Src>,
+        addr: Addr,
+    },
+    Atom {
+        space: MemSpace,
+        op: AtomOp,
+        ty: Ty,
+        d: Option<u32>,
+        addr: Addr,
+        b: Src,
+        c: Option<Src>,
+    },
+    Bra {
+        target: u32,
+    },
+    Exit,
+    /// `bar.sync` / `barrier.sync` (aligned) with optional thread count.
+    Bar {
+        id: Src,
+        count: Option<Src>,
+        aligned: bool,
+    },
+    BarWarp {
+        mask: Src,
+    },
+    Shfl {
+        mode: ShflMode,
+        d: u32,
+        p: Option<u32>,
+        a: Src,
+        b: Src,
+        c: Src,
+        mask: Src,
+    },
+    Vote {
+        mode: VoteMode,
+        d: u32,
+        a: Src,
+        mask: Src,
+    },
+    Activemask {
+        d: u32,
+    },
+    Mma {
+        kind: MmaKind,
+        d: Vec<u32>,
+        a: Vec<Src>,
+        b: Vec<Src>,
+        c: Vec<Src>,
+    },
+    Ldmatrix {
+        num: u32,
+        trans: bool,
+        d: Vec<u32>,
+        addr: Addr,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], cp_size{, src_size}`.
+    CpAsync {
+        dst: Addr,
+        src: Addr,
+        size: u32,
+        src_size: Option<Src>,
+    },
+    CpAsyncCommit,
+    CpAsyncWait {
+        n: u32,
+    },
+    /// Fences and hints with no effect in a sequentially consistent simulator.
+    Nop,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inst {
+    pub op: Op,
+    /// Guard predicate register and whether it is negated.
+    pub guard: Option<(u32, bool)>,
+    pub line: u32,
+    /// Class name for the profile counters.
+    pub class: &'static str,
+}
+
+pub struct KernelCode {
+    pub name: String,
+    pub params: Vec<ParamInfo>,
+    pub static_shared: u32,
+    /// Byte offset of the dynamic (`.extern .shared`) area in the block's shared memory.
+    pub dynamic_shared_offset: u32,
+    pub local_bytes: u32,
+    pub num_regs: u32,
+    pub max_threads: u32,
+    /// `.reqntid`, when given: launches with another block shape fail.
+    pub reqntid: Option<[u32; 3]>,
+    pub insts: Vec<Inst>,
+    /// Number of register slots (per lane).
+    pub regs: u32,
+    /// Register name of each slot, for messages.
+    pub reg_names: Vec<String>,
+}
+
+pub struct GlobalVar {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+    /// Keeps the storage alive; `addr` points into it.
+    pub storage: Box<[u8]>,
+}
+
+pub struct Program {
+    pub kernels: Vec<KernelCode>,
+    pub globals: Vec<GlobalVar>,
+}
+
+fn cache() -> &'static Mutex<HashMap<u64, Arc<Module>>> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Arc<Module>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// FNV-1a over the text; collisions are checked by also comparing the length and a second
+/// hash seed.
+fn content_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s.as_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ ((s.len() as u64) << 1).rotate_left(17)
+}
+
+/// Parses and lowers `ptx` once per distinct text.
+pub fn load_cached(ptx: &str) -> Result<Arc<Module>, Fault> {
+    let key = content_hash(ptx);
+    if let Some(m) = cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(m);
+    }
+    let ast = crate::ptx::parse(ptx).map_err(|e| Fault {
+        kind: FaultKind::InvalidPtx,
+        message: e.to_string(),
+    })?;
+    let program = super::lower::lower(&ast).map_err(|e| Fault {
+        kind: FaultKind::InvalidPtx,
+        message: e,
+    })?;
+    let m = Arc::new(Module { inner: program });
+    if let Ok(mut c) = cache().lock() {
+        c.insert(key, Arc::clone(&m));
+    }
+    Ok(m)
+}

@@ -1,0 +1,139 @@
+//! Tensor-core instructions executed natively over the whole warp: gather fragments from the
+//! register file, compute with [`crate::isa::warp`], scatter the results.
+
+use super::alu::src;
+use super::api::{Fault, FaultKind};
+use super::exec::{fault, BlockState, Warp};
+use super::launch::Env;
+use super::memory::{resolve, Loc};
+use super::ops::account_shared;
+use super::program::*;
+use crate::isa::warp as iw;
+
+pub fn mma(
+    w: &mut Warp,
+    b: &mut BlockState,
+    kind: MmaKind,
+    d: &[u32],
+    a: &[Src],
+    bb: &[Src],
+    c: &[Src],
+) {
+    let get = |w: &Warp, b: &BlockState, s: &Src, l: usize| src(w, b, s, l) as u32;
+    b.counters.mma += 1;
+    match kind {
+        MmaKind::M16n8k16F32F16 | MmaKind::M16n8k16F32Bf16 => {
+            b.counters.mma_flops += 2 * 16 * 8 * 16;
+            let mut fa = [[0u32; 4]; 32];
+            let mut fb = [[0u32; 2]; 32];
+            let mut fc = [[0f32; 4]; 32];
+            for l in 0..32 {
+                for k in 0..4 {
+                    fa[l][k] = get(w, b, &a[k], l);
+                    fc[l][k] = f32::from_bits(get(w, b, &c[k], l));
+                }
+                for k in 0..2 {
+                    fb[l][k] = get(w, b, &bb[k], l);
+                }
+            }
+            let r = if kind == MmaKind::M16n8k16F32F16 {
+                iw::mma_m16n8k16_f32_f16(&fa, &fb, &fc)
+            } else {
+                iw::mma_m16n8k16_f32_bf16(&fa, &fb, &fc)
+            };
+            for (l, row) in r.iter().enumerate() {
+                for k in 0..4 {
+                    w.set(d[k], l, row[k].to_bits() as u64);
+                }
+            }
+        }
+        MmaKind::M16n8k16F16F16 => {
+            b.counters.mma_flops += 2 * 16 * 8 * 16;
+            let mut fa = [[0u32; 4]; 32];
+            let mut fb = [[0u32; 2]; 32];
+            let mut fc = [[0u32; 2]; 32];
+            for l in 0..32 {
+                for k in 0..4 {
+                    fa[l][k] = get(w, b, &a[k], l);
+                }
+                for k in 0..2 {
+                    fb[l][k] = get(w, b, &bb[k], l);
+                    fc[l][k] = get(w, b, &c[k], l);
+                }
+            }
+            let r = iw::mma_m16n8k16_f16_f16(&fa, &fb, &fc);
+            for (l, row) in r.iter().enumerate() {
+                for k in 0..2 {
+                    w.set(d[k], l, row[k] as u64);
+                }
+            }
+        }
+        MmaKind::M16n8k8F32F16 => {
+            b.counters.mma_flops += 2 * 16 * 8 * 8;
+            let mut fa = [[0u32; 2]; 32];
+            let mut fb = [[0u32; 1]; 32];
+            let mut fc = [[0f32; 4]; 32];
+            for l in 0..32 {
+                for k in 0..2 {
+                    fa[l][k] = get(w, b, &a[k], l);
+                }
+                fb[l][0] = get(w, b, &bb[0], l);
+                for k in 0..4 {
+                    fc[l][k] = f32::from_bits(get(w, b, &c[k], l));
+                }
+            }
+            let r = iw::mma_m16n8k8_f32_f16(&fa, &fb, &fc);
+            for (l, row) in r.iter().enumerate() {
+                for k in 0..4 {
+                    w.set(d[k], l, row[k].to_bits() as u64);
+                }
+            }
+        }
+    }
+}
+
+pub fn ldmatrix(
+    env: &Env,
+    b: &mut BlockState,
+    w: &mut Warp,
+    num: u32,
+    trans: bool,
+    d: &[u32],
+    addr: &Addr,
+) -> Result<(), Fault> {
+    let mut rows = [0u32; 32];
+    for (l, r) in rows.iter_mut().enumerate() {
+        let base = addr.base.map_or(0, |reg| w.r(reg, l));
+        let a = base.wrapping_add(addr.offset as u64);
+        // Generic addresses in the shared window and plain shared offsets both work.
+        *r = (a & 0xffff_ffff) as u32;
+    }
+    let mut addrs = Vec::with_capacity(8 * num as usize);
+    let mut read = |lane: u32, a: u32| -> Result<[u16; 8], Fault> {
+        let l = lane as usize;
+        let loc = resolve(env, b, w, l, MemSpace::Shared, a as u64, 16, false)
+            .map_err(|(k, m)| fault(env, b, w, l, k, format!("ldmatrix row address: {m}")))?;
+        let Loc::Shared(o) = loc else {
+            unreachable!("shared space")
+        };
+        let who = b.who(w, l);
+        b.shadow
+            .read(o, 16, who)
+            .map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
+        addrs.push((lane, a));
+        let mut out = [0u16; 8];
+        for (k, h) in out.iter_mut().enumerate() {
+            *h = u16::from_le_bytes([b.shared[o + 2 * k], b.shared[o + 2 * k + 1]]);
+        }
+        Ok(out)
+    };
+    let regs = iw::ldmatrix(num, trans, &rows, &mut read)?;
+    // Each 8x8 matrix is one 128-byte phase of eight 16-byte rows.
+    account_shared(b, &addrs, 16);
+    for (l, r) in regs.iter().enumerate() {
+        for (k, &dd) in d.iter().enumerate() {
+            w.set(dd, l, r[k] as u64);
+        }
+    }
+    Ok(())
+}
