@@ -7,6 +7,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
+pub mod graph;
 pub mod image_encoder;
 pub mod jpeg;
 pub mod mask_decoder;

@@ -5,6 +5,8 @@
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu-out}"; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# A CUDA test that cannot find the GPU fails here instead of skipping.
+export SAMRT_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/nvidia-smi.csv"
 # The test binaries look for tests/fixtures and target/release/samrt under the directory
 # they were built in: point that path at this copy of the tree.

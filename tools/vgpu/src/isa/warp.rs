@@ -5,7 +5,7 @@
 //! `groupID = lane >> 2` and `threadID_in_group = lane % 4`; packed f16/bf16 registers hold
 //! the lower-index element in the low 16 bits.
 
-use super::fp::{self, F16, F32};
+use super::fp::{self, F16};
 use super::half::{bf16_to_f32, f16_to_f32};
 use super::types::Rnd;
 
@@ -165,7 +165,12 @@ fn half_of(r: u32, i: usize) -> u16 {
 
 /// Rounds an f64 accumulation to f32 bits (NaN canonical).
 fn to_f32(x: f64) -> f32 {
-    f32::from_bits(fp::convert(x.to_bits(), fp::F64, F32, Rnd::Rn) as u32)
+    // `as` rounds to nearest even, exactly once; NaN made canonical as the GPU does.
+    if x.is_nan() {
+        f32::from_bits(0x7fff_ffff)
+    } else {
+        x as f32
+    }
 }
 
 /// Generic m16n8k16 with 16-bit inputs decoded by `dec` and an f64 accumulation.

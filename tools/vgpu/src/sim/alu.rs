@@ -603,7 +603,18 @@ pub fn cvt(
         } else {
             v
         };
-        return (v as u64) & mask(dbits);
+        return widen(dty, (v as u64) & mask(dbits));
     }
-    isa::cvt::cvt(dty, sty, frnd, irnd, ftz, sat, a)
+    widen(dty, isa::cvt::cvt(dty, sty, frnd, irnd, ftz, sat, a))
+}
+
+/// The ISA chops a cvt result to the destination format, then extends it to the register
+/// width by that format's signedness: signed results are sign-extended (registers hold 64
+/// bits here; consumers read the low bits they need).
+fn widen(dty: Ty, v: u64) -> u64 {
+    if dty.is_signed() {
+        sext(v, bits_of(dty)) as u64
+    } else {
+        v
+    }
 }

@@ -650,6 +650,7 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
             nops(i, 2)?;
             m.hints(&[
                 "nc",
+                "acquire",
                 "ca",
                 "cg",
                 "cs",
@@ -682,6 +683,7 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
         "st" => {
             nops(i, 2)?;
             m.hints(&[
+                "release",
                 "wb",
                 "cg",
                 "cs",
@@ -926,12 +928,15 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
             } else if m.has("wait_group") {
                 nops(i, 1)?;
                 match d.src(&o[0], Ty::U32)? {
-                    Src::Imm(n) => Op::CpAsyncWait { n: n as u32 },
+                    Src::Imm(n) => Op::CpAsyncWait {
+                        n: n as u32,
+                        all: false,
+                    },
                     _ => return err(line, "cp.async.wait_group needs an immediate"),
                 }
             } else if m.has("wait_all") {
                 nops(i, 0)?;
-                Op::CpAsyncWait { n: 0 }
+                Op::CpAsyncWait { n: 0, all: true }
             } else {
                 m.any(&["ca", "cg"]);
                 if !(m.has("shared") || m.has("shared::cta")) || !m.has("global") {

@@ -289,7 +289,8 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
                     w.advance();
                     continue;
                 }
-                if *aligned && (exec != mask || mask != w.live || !w.waiting.is_empty()) {
+                retire_parked_at_exit(w, insts);
+                if *aligned && (exec != w.mask || w.mask != w.live || !w.waiting.is_empty()) {
                     let missing = w.live & !exec;
                     return Err(fault(
                         env,
@@ -317,6 +318,27 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
             super::ops::execute(env, b, w, inst, exec)?;
         }
         w.advance();
+    }
+}
+
+/// Lanes parked at an unconditional `ret`/`exit` will do nothing but leave: nvcc compiles
+/// `if (tid >= n) return; ... __syncthreads();` as a branch to a shared `ret`, which ptxas
+/// turns into EXIT on the branch itself, so hardware does not wait for those lanes at the
+/// barrier. They leave here too, before the barrier's convergence check.
+fn retire_parked_at_exit(w: &mut Warp, insts: &[Inst]) {
+    let mut k = 0;
+    while k < w.waiting.len() {
+        let (pc, m) = w.waiting[k];
+        let at_exit = insts
+            .get(pc as usize)
+            .is_some_and(|i| i.guard.is_none() && matches!(i.op, Op::Exit));
+        if at_exit {
+            complete_all_cp_async(w, m);
+            w.live &= !m;
+            w.waiting.remove(k);
+        } else {
+            k += 1;
+        }
     }
 }
 

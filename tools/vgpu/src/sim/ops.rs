@@ -496,8 +496,12 @@ pub fn execute(
                 w.cp[l].committed.push_back(g);
             }
         }
-        Op::CpAsyncWait { n } => {
+        Op::CpAsyncWait { n, all } => {
             for l in lanes(exec) {
+                if *all {
+                    let g = std::mem::take(&mut w.cp[l].open);
+                    w.cp[l].committed.push_back(g);
+                }
                 while w.cp[l].committed.len() > *n as usize {
                     let g = w.cp[l].committed.pop_front().unwrap_or_default();
                     for c in g {

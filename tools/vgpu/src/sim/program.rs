@@ -351,8 +351,11 @@ pub enum Op {
         src_size: Option<Src>,
     },
     CpAsyncCommit,
+    /// `wait_group n`; `wait_all` also commits the open group first (ISA: it is
+    /// `commit_group; wait_group 0`).
     CpAsyncWait {
         n: u32,
+        all: bool,
     },
     /// Fences and hints with no effect in a sequentially consistent simulator.
     Nop,
