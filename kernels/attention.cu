@@ -2,19 +2,27 @@
 //
 // Two families share one body:
 //
-// * attn_relpos_s{S}_d{HD}_f16 -- the SAM image-encoder attention (spec section 2). Reads the
-//   packed qkv GEMM output [B*G*G, 3*D] (G = 64 tokens per side) and writes [B*G*G, D] with
-//   heads recombined as channel h*HD + c, ready for the proj GEMM. S = 14 is windowed
-//   attention: the 64 -> 70 zero padding and the window partition are folded into the token
-//   indexing, so no padded copy of the activations exists. A padded token's q/k/v would be
-//   Linear(0) = bias, so its K and V rows are synthesised from the qkv bias and its output is
-//   simply not stored. S = 64 with G = 64 is global attention (one 64x64 "window").
-//   The decomposed relative-position bias is computed in-kernel from the unscaled q:
-//     logit = scale*<q,k> + <q, rel_pos_h[qy-ky+S-1]> + <q, rel_pos_w[qx-kx+S-1]>.
+// * attn_relpos_{s14,s64,any}_d{HD}_f16 -- the SAM image-encoder attention (spec section 2).
+//   Reads the packed qkv GEMM output [B*G*G, 3*D] (G tokens per side, any G) and writes
+//   [B*G*G, D] with heads recombined as channel h*HD + c, ready for the proj GEMM. Every
+//   block attends within one S x S square of the grid padded up to a multiple of S: S = the
+//   window (14) for windowed blocks, S = G for global ones (one square, no padding). The
+//   zero padding and the window partition are folded into the token indexing, so no padded
+//   copy of the activations exists. A padded token's q/k/v would be Linear(0) = bias, so its
+//   K and V rows are synthesised from the qkv bias and its output is simply not stored.
+//   S is a template constant in the s14 / s64 variants and the kernel argument `side` in
+//   the `any` variant (1 <= S <= 1625 for the multiply-high division; shared memory is the
+//   real limit, see `smem_bytes` in attention.rs).
+//   q as stored is the true q divided by q_scale (the qkv GEMM output may be stored scaled
+//   by a power of two); k and v are used as stored. The decomposed relative-position bias
+//   is computed in-kernel from the unscaled q (qt = q_scale * q):
+//     logit = scale*<qt,k> + <qt, rel_pos_h[qy-ky+S-1]> + <qt, rel_pos_w[qx-kx+S-1]>
+//           = (scale*q_scale) * (<q,k> + (<q,rel_h> + <q,rel_w>) / scale).
 //   Per query tile, Q @ rel_pos_{h,w}^T ([64 x (2S-1)]) runs on the tensor cores and is
 //   scattered into rel_h[q][ky] / rel_w[q][kx] tables in shared memory, pre-divided by scale
 //   so that the score accumulator can be *initialised* with the bias and the QK^T mma adds
-//   on top: s = <q,k> + (rel_h + rel_w) / scale, logit = scale * s.
+//   on top; q_scale then only enters the softmax's exponent scale, so it costs nothing and
+//   q_scale = 1 reproduces the unscaled kernel bit for bit.
 //   For S == 64 a 64-key tile is exactly one key row ky (= tile index) with kx = column, so
 //   the rel_w part of the initial value is tile-invariant and lives in registers.
 //
@@ -56,35 +64,76 @@ struct AttnParams {
     int o_ld;
     int lq;    // plain only: sequence lengths
     int lk;
-    int grid;  // relpos only: tokens per image side (64)
+    int grid;  // relpos only: tokens per image side
     int windows_per_side;  // relpos only: ceil(grid / S)
-    float scale;           // softmax scale (head_dim^-0.5)
+    int side;              // relpos only: S, the side of the attended square (window or grid)
+    float scale;           // softmax scale of <q_scale*q, k> (head_dim^-0.5 unscaled)
+    float q_scale;         // true q = q_scale * stored q (dot product and rel-pos terms)
     int pad_;
 };
 
 namespace {
 
-template <int HD, int S, bool RELPOS>
+template <int HD>
 struct Tile {
     static constexpr int LDS = HD + 8;  // halves per shared row
     static constexpr int CH = HD / 8;   // 16 B chunks per row
     static constexpr int TILE = ABN * LDS;
     // Dynamic shared memory, as computed by the launcher (attention.rs, `smem_bytes`):
-    // Q tile, two K and two V stages (fp16), then rel_h and rel_w (fp32) for relpos.
+    // Q tile, two K and two V stages (fp16), then rel_h and rel_w (fp32, [ABM][LDR], LDR =
+    // Side::ld()) for relpos.
     static_assert(((ABM * LDS + 4 * TILE) * 2) % 16 == 0, "rel tables must stay aligned");
 };
 
-// Where token n of the current sequence lives: row pointer (offset by the head) or nullptr
-// for a padded / out-of-range token.
-template <int S, bool RELPOS>
+// The side S of the attended square: the template constant SC, or (SC == 0) the kernel
+// argument. Runtime division is a multiply-high by m = ceil(2^32 / S): with
+// e = m*S - 2^32 < S, floor(n*m / 2^32) = floor(n / S) whenever n*e < 2^32, which holds for
+// every n < S*S (the only dividends here) while S <= 1625. S = 1 wraps m to 0 and only ever
+// divides n = 0.
+template <int SC>
+struct Side {
+    int s_;
+    unsigned m_;
+
+    SAMRT_DEVICE explicit Side(int side) {
+        if constexpr (SC > 0) {
+            s_ = SC;
+            m_ = 0;
+        } else {
+            s_ = side;
+            m_ = 0xffffffffu / static_cast<unsigned>(side) + 1u;
+        }
+    }
+    SAMRT_DEVICE int s() const {
+        if constexpr (SC > 0) return SC;
+        else return s_;
+    }
+    // Row stride of the rel tables: S rounded up to 4 mod 8. A warp's score-init read
+    // touches 8 rows (lane groups g) x 2 (rel_h) or 4 (rel_w, columns 2 apart) words; with
+    // row offsets 4g mod 32 apart, rel_h is conflict-free and rel_w at most 2-way for every S
+    // (a stride of S is up to 8-way: S = 64 puts all 8 rows in one bank). Must match
+    // `rel_ld` in attention.rs.
+    SAMRT_DEVICE int ld() const { return ((s() + 3) & ~7) + 4; }
+    SAMRT_DEVICE int div(int n) const {
+        if constexpr (SC > 0) return static_cast<int>(static_cast<unsigned>(n) / SC);
+        else return static_cast<int>(__umulhi(static_cast<unsigned>(n), m_));
+    }
+};
+
+// Where token n of the current sequence lives: row index (of the unpadded token map, or of
+// the sequence) or -1 for a padded / out-of-range token.
+template <int SC, bool RELPOS>
 struct TokenMap {
+    Side<SC> side;
     int b, wy, wx, len, grid;
 
     SAMRT_DEVICE long long row(int n) const {
         if (n >= len) return -1;
         if constexpr (RELPOS) {
-            const int y = wy * S + n / S;
-            const int x = wx * S + n % S;
+            const int s = side.s();
+            const int ly = side.div(n);
+            const int y = wy * s + ly;
+            const int x = wx * s + (n - ly * s);
             if (y >= grid || x >= grid) return -1;
             return (static_cast<long long>(b) * grid + y) * grid + x;
         } else {
@@ -93,9 +142,9 @@ struct TokenMap {
     }
 };
 
-template <int HD, int S, bool RELPOS>
+template <int HD, int SC, bool RELPOS>
 SAMRT_DEVICE void attention(const AttnParams& p) {
-    using T = Tile<HD, S, RELPOS>;
+    using T = Tile<HD>;
     constexpr int LDS = T::LDS;
     constexpr int CH = T::CH;
     constexpr int KS = HD / 16;  // k16 steps of QK^T, and d-tile pairs of PV
@@ -103,8 +152,11 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     __half* s_q = reinterpret_cast<__half*>(smem_raw);
     __half* s_k = s_q + ABM * LDS;     // 2 stages
     __half* s_v = s_k + 2 * T::TILE;   // 2 stages
-    float* s_relh = reinterpret_cast<float*>(s_v + 2 * T::TILE);  // [ABM][S]
-    float* s_relw = s_relh + ABM * S;                                // [ABM][S]
+    const Side<SC> side(RELPOS ? p.side : 1);
+    const int S = side.s();
+    const int LDR = side.ld();
+    float* s_relh = reinterpret_cast<float*>(s_v + 2 * T::TILE);  // [ABM][LDR]
+    float* s_relw = s_relh + ABM * LDR;                              // [ABM][LDR]
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -114,7 +166,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     const int q0 = blockIdx.x * ABM;
     const int head = blockIdx.y;
 
-    TokenMap<S, RELPOS> map;
+    TokenMap<SC, RELPOS> map{side};
     map.grid = p.grid;
     int lk;
     const __half *qb, *kb, *vb;
@@ -141,7 +193,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         vb = p.v + blockIdx.z * p.v_batch + head * HD;
         ob = p.o + blockIdx.z * p.o_batch + head * HD;
     }
-    TokenMap<S, RELPOS> kmap = map;
+    TokenMap<SC, RELPOS> kmap = map;
     kmap.len = lk;
 
     // ---- Q tile (padded / missing queries are zero; their outputs are never stored) ----
@@ -203,7 +255,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     const int r_hi = r_lo + 8;
     const float inv_scale = 1.0f / p.scale;
 
-    float relw_reg[RELPOS && S == ABN ? 8 : 1][4];
+    float relw_reg[RELPOS && SC == ABN ? 8 : 1][4];
     if constexpr (RELPOS) {
         // ---- Decomposed rel-pos tables for this warp's 16 query rows ----
         int qy[2], qx[2];
@@ -211,10 +263,10 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         for (int i = 0; i < 2; ++i) {
             const int n = q0 + (i ? r_hi : r_lo);
             const bool in = n < S * S;  // rows past the window are zero queries: any coords
-            qy[i] = in ? n / S : 0;
-            qx[i] = in ? n % S : 0;
+            qy[i] = in ? side.div(n) : 0;
+            qx[i] = in ? n - qy[i] * S : 0;
         }
-        constexpr int NT = (2 * S - 1 + 7) / 8;
+        const int NT = (2 * S - 1 + 7) / 8;
 #pragma unroll
         for (int tab = 0; tab < 2; ++tab) {
             const __half* table = tab ? p.rel_w : p.rel_h;
@@ -242,18 +294,18 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
                     const int col = nt * 8 + 2 * t4 + (e & 1);
                     const int key = (tab ? qx[i] : qy[i]) + S - 1 - col;
                     if (col < 2 * S - 1 && key >= 0 && key < S)
-                        dst[(i ? r_hi : r_lo) * S + key] = acc[e] * inv_scale;
+                        dst[(i ? r_hi : r_lo) * LDR + key] = acc[e] * inv_scale;
                 }
             }
         }
         __syncwarp();  // each warp reads back only its own rows
-        if constexpr (S == ABN) {
+        if constexpr (SC == ABN) {
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
                     relw_reg[nt][e] =
-                        s_relw[((e >> 1) ? r_hi : r_lo) * S + nt * 8 + 2 * t4 + (e & 1)];
+                        s_relw[((e >> 1) ? r_hi : r_lo) * LDR + nt * 8 + 2 * t4 + (e & 1)];
         }
     }
 
@@ -264,7 +316,8 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY};
     float l_run[2] = {0.0f, 0.0f};
-    const float sl2 = p.scale * 1.4426950408889634f;  // logits in log2 units
+    // logit = scale * q_scale * s, in log2 units for exp2 (k and v are used as stored).
+    const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
 
     const int ktiles = (lk + ABN - 1) / ABN;
     for (int kt = 0; kt < ktiles; ++kt) {
@@ -277,9 +330,9 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 
         // ---- s = bias / scale (or 0 / -inf), then s += Q K^T ----
         float s[8][4];
-        if constexpr (RELPOS && S == ABN) {
-            const float h_lo = s_relh[r_lo * S + kt];
-            const float h_hi = s_relh[r_hi * S + kt];
+        if constexpr (RELPOS && SC == ABN) {
+            const float h_lo = s_relh[r_lo * LDR + kt];
+            const float h_hi = s_relh[r_hi * LDR + kt];
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -294,9 +347,9 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
                         s[nt][j] = -INFINITY;
                         s[nt][2 + j] = -INFINITY;
                     } else if constexpr (RELPOS) {
-                        const int ky = n / S, kx = n % S;
-                        s[nt][j] = s_relh[r_lo * S + ky] + s_relw[r_lo * S + kx];
-                        s[nt][2 + j] = s_relh[r_hi * S + ky] + s_relw[r_hi * S + kx];
+                        const int ky = side.div(n), kx = n - ky * S;
+                        s[nt][j] = s_relh[r_lo * LDR + ky] + s_relw[r_lo * LDR + kx];
+                        s[nt][2 + j] = s_relh[r_hi * LDR + ky] + s_relw[r_hi * LDR + kx];
                     } else {
                         s[nt][j] = 0.0f;
                         s[nt][2 + j] = 0.0f;
@@ -390,8 +443,10 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 
 }  // namespace
 
-// Two blocks per SM is the occupancy target (up to 87 KiB shared memory each). Naming it also
+// Two blocks per SM is the occupancy target (89 KiB shared memory each at S = 64, hd 80; the
+// `any` variants need more past S = 64 and get one block per SM there). Naming it also
 // stops ptxas from trading a few registers for spills, which it does at (ATHREADS) alone.
+// S = 0: the side is the kernel argument `side` (the `any` variants).
 #define SAMRT_ATTN(NAME, HD, S, RELPOS)                                                    \
     extern "C" __global__ void __launch_bounds__(ATHREADS, 2) NAME(const AttnParams p) { \
         attention<HD, S, RELPOS>(p);                                                       \
@@ -401,6 +456,8 @@ SAMRT_ATTN(attn_relpos_s14_d64_f16, 64, 14, true)
 SAMRT_ATTN(attn_relpos_s14_d80_f16, 80, 14, true)
 SAMRT_ATTN(attn_relpos_s64_d64_f16, 64, 64, true)
 SAMRT_ATTN(attn_relpos_s64_d80_f16, 80, 64, true)
+SAMRT_ATTN(attn_relpos_any_d64_f16, 64, 0, true)
+SAMRT_ATTN(attn_relpos_any_d80_f16, 80, 0, true)
 SAMRT_ATTN(attn_plain_d16_f16, 16, 1, false)
 SAMRT_ATTN(attn_plain_d32_f16, 32, 1, false)
 SAMRT_ATTN(attn_plain_d64_f16, 64, 1, false)

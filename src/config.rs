@@ -13,16 +13,22 @@ pub struct EncoderConfig {
     pub num_heads: usize,
     pub head_dim: usize,
     pub mlp_dim: usize,
+    /// Side of the windows of the windowed blocks (14 in every official model). A grid that
+    /// is not a multiple of it is zero-padded up to one (`window_partition`), so a window
+    /// larger than the grid (img_size 128: grid 8, window 14) is one padded window.
     pub window_size: usize,
-    /// Blocks that attend over the whole 64x64 grid; every other block is windowed.
+    /// Blocks that attend over the whole `grid x grid` map (64x64 at img_size 1024); every
+    /// other block is windowed.
     pub global_attn_indexes: Vec<usize>,
+    /// Input side in pixels (1024 for the official models); the patch grid is
+    /// `img_size / patch_size`, as `pos_embed` `[1, grid, grid, D]` records it.
     pub img_size: usize,
     pub patch_size: usize,
     pub out_chans: usize,
 }
 
 impl EncoderConfig {
-    /// Side of the patch grid (64 for 1024/16).
+    /// Side of the patch grid (64 for 1024/16, 16 for 256/16).
     pub fn grid(&self) -> usize {
         self.img_size / self.patch_size
     }
@@ -100,6 +106,8 @@ impl SamConfig {
 const MAX_EMBED_DIM: usize = 16384;
 const MAX_DEPTH: usize = 256;
 const MAX_MLP_DIM: usize = 1 << 17;
+/// Largest patch grid (and window) side: img_size 8192 at 16x16 patches.
+const MAX_GRID: usize = 512;
 /// The prompt encoder's random Fourier matrix is a registered buffer, not a parameter.
 const PE_GAUSSIAN: &str = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix";
 
@@ -111,11 +119,11 @@ fn named_shapes(prefix: &str, items: &[(&str, Vec<usize>)], out: &mut Vec<(Strin
     );
 }
 
-/// Every tensor the model reads, with its shape under `cfg`, in official state-dict order
-/// (spec §2–4). A checkpoint for `cfg` holds exactly these.
-pub fn expected_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
-    let e = &cfg.encoder;
-    let (d, g, c) = (e.embed_dim, e.grid(), cfg.prompt_embed_dim);
+/// Every `image_encoder.*` tensor under `e`, with its shape, in official state-dict order
+/// (spec §2). Global blocks have `[2*grid-1, head_dim]` rel-pos tables, windowed blocks
+/// `[2*window_size-1, head_dim]`.
+pub fn expected_encoder_shapes(e: &EncoderConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, g) = (e.embed_dim, e.grid());
     let mut out = Vec::new();
     named_shapes(
         "image_encoder.",
@@ -170,7 +178,14 @@ pub fn expected_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
         ],
         &mut out,
     );
+    out
+}
 
+/// Every tensor the model reads, with its shape under `cfg`, in official state-dict order
+/// (spec §2–4). A checkpoint for `cfg` holds exactly these.
+pub fn expected_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
+    let c = cfg.prompt_embed_dim;
+    let mut out = expected_encoder_shapes(&cfg.encoder);
     let (m4, m) = (cfg.mask_in_chans / 4, cfg.mask_in_chans);
     out.push((PE_GAUSSIAN.to_string(), vec![2, c / 2]));
     for i in 0..4 {
@@ -278,10 +293,27 @@ fn shape_of(w: &dyn WeightSource, name: &str) -> Result<Vec<usize>> {
         .ok_or_else(|| Error::MissingTensor(name.to_string()))
 }
 
-/// Infers the configuration from tensor shapes (spec §1), then checks the shape of every
-/// tensor the model uses and rejects tensors it would ignore, so a checkpoint that loads is
-/// one the model can run.
-pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
+/// The image encoder's configuration from the `image_encoder.*` tensor shapes alone (spec
+/// §1), as the official `ImageEncoderViT` constructor that made them was called:
+///
+/// - embed_dim and patch size from `patch_embed.proj.weight` `[D, 3, 16, 16]`;
+/// - the patch grid G, hence `img_size = 16 * G`, from `pos_embed` `[1, G, G, D]`;
+/// - per block, the side S its attention covers from `attn.rel_pos_h` `[2S-1, head_dim]`:
+///   S == G is a global block (in `global_attn_indexes`), any other S a windowed block of
+///   window S. Windows may be smaller than the grid (padded up to a multiple, 64 -> 70 at
+///   1024) or larger (one padded window, 8 -> 14 at img_size 128); every windowed block must
+///   have the same S, as the constructor has one `window_size`;
+/// - out_chans from `neck.0.weight`.
+///
+/// The one ambiguous case is a window equal to the grid (window 14 at img_size 224): the
+/// weights cannot tell a windowed block from a global one. Both compute the same thing
+/// there (one window, no padding, the same `[2G-1, hd]` tables), so such blocks are
+/// reported global. With no windowed block the window size is unused and reported as 14.
+///
+/// Rel-pos tables whose size matches neither (the official code would interpolate them)
+/// are rejected. Tensors outside `image_encoder.` are ignored; unknown ones inside it are
+/// rejected.
+pub fn infer_encoder_config(w: &dyn WeightSource) -> Result<EncoderConfig> {
     let pe_name = "image_encoder.patch_embed.proj.weight";
     let pe = shape_of(w, pe_name)?;
     let [d, 3, p, q] = pe[..] else {
@@ -326,7 +358,18 @@ pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
         )));
     }
 
-    let grid = 1024 / p;
+    let pos_name = "image_encoder.pos_embed";
+    let pos = shape_of(w, pos_name)?;
+    let grid = match pos[..] {
+        [1, gh, gw, pd] if gh == gw && pd == d && (1..=MAX_GRID).contains(&gh) => gh,
+        _ => {
+            return Err(Error::Config(format!(
+                "{pos_name} has shape {pos:?}, expected [1, grid, grid, {d}] with grid = \
+                 img_size / {p} in 1..={MAX_GRID}"
+            )))
+        }
+    };
+
     let rel0 = shape_of(w, "image_encoder.blocks.0.attn.rel_pos_h")?;
     let [_, hd] = rel0[..] else {
         return Err(Error::Config(format!(
@@ -338,8 +381,10 @@ pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
             "head_dim {hd} (from rel_pos_h) does not divide embed_dim {d}"
         )));
     }
+    let global_rows = 2 * grid - 1;
     let mut global = Vec::new();
-    let mut window: Option<usize> = None;
+    // (window side, first block that has it)
+    let mut window: Option<(usize, usize)> = None;
     for i in 0..depth {
         let name = format!("image_encoder.blocks.{i}.attn.rel_pos_h");
         let s = shape_of(w, &name)?;
@@ -353,24 +398,32 @@ pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
                 })
             }
         };
-        if rows == 2 * grid - 1 {
+        if rows == global_rows {
             global.push(i);
             continue;
         }
-        if rows % 2 == 0 || rows >= 2 * grid - 1 {
+        let ws = rows.div_ceil(2);
+        if rows.is_multiple_of(2) || ws > MAX_GRID {
             return Err(Error::Config(format!(
-                "{name} has {rows} rows: neither 2*window-1 for a window under {grid} nor {} for global attention",
-                2 * grid - 1
+                "{name} has {rows} rows: neither 2*window-1 for a window of at most {MAX_GRID} \
+                 nor 2*{grid}-1 = {global_rows} for global attention over the {grid}x{grid} \
+                 grid that pos_embed gives (tables the official code would interpolate are \
+                 not supported)"
             )));
         }
-        let ws = rows.div_ceil(2);
         match window {
-            Some(w0) if w0 != ws => {
+            Some((w0, first)) if w0 != ws => {
                 return Err(Error::Config(format!(
-                    "block {i} has window size {ws} but earlier blocks use {w0}"
+                    "block {i} has window size {ws} but earlier blocks use {w0} (block {first}): \
+                     the official encoder has one window size, and a global block would have \
+                     2*{grid}-1 = {global_rows} rel_pos rows for the {grid}x{grid} grid \
+                     (img_size {}) that pos_embed gives; tables the official code would \
+                     interpolate are not supported",
+                    grid * p
                 )))
             }
-            _ => window = Some(ws),
+            Some(_) => {}
+            None => window = Some((ws, i)),
         }
     }
 
@@ -381,44 +434,80 @@ pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
             "MLP hidden dim {mlp_dim} is outside 1..={MAX_MLP_DIM}"
         )));
     }
+    let neck = shape_of(w, "image_encoder.neck.0.weight")?;
+    let out_chans = neck.first().copied().unwrap_or(0);
+    if out_chans == 0 || out_chans > MAX_EMBED_DIM {
+        return Err(Error::Config(format!(
+            "neck output channels {out_chans} are outside 1..={MAX_EMBED_DIM}"
+        )));
+    }
 
-    let encoder = EncoderConfig {
+    let e = EncoderConfig {
         embed_dim: d,
         depth,
         num_heads: d / hd,
         head_dim: hd,
         mlp_dim,
         // With every block global the window size is never used; keep the official value.
-        window_size: window.unwrap_or(14),
+        window_size: window.map_or(14, |(ws, _)| ws),
         global_attn_indexes: global,
-        img_size: 1024,
+        img_size: grid * p,
         patch_size: p,
-        out_chans: 256,
+        out_chans,
     };
+    let expected = expected_encoder_shapes(&e);
+    for (name, shape) in &expected {
+        check_shape(w, name, shape)?;
+    }
+    let encoder_names = names.iter().filter(|n| n.starts_with("image_encoder."));
+    reject_unused(encoder_names, &expected)?;
+    Ok(e)
+}
+
+/// Fails naming (up to 5 of) the tensors among `names` that `expected` does not list.
+fn reject_unused<'a>(
+    names: impl Iterator<Item = &'a String>,
+    expected: &[(String, Vec<usize>)],
+) -> Result<()> {
+    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let extra: Vec<&String> = names.filter(|n| !known.contains(n.as_str())).collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
+    let more = extra.len().saturating_sub(shown.len());
+    Err(Error::Config(format!(
+        "{} tensor(s) the model does not use: {}{}",
+        extra.len(),
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )))
+}
+
+/// Infers the configuration from tensor shapes (spec §1; the encoder as
+/// [`infer_encoder_config`] does), then checks the shape of every tensor the model uses and
+/// rejects tensors it would ignore, so a checkpoint that loads is one the model can run.
+pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
+    let encoder = infer_encoder_config(w)?;
     let cfg = SamConfig::with_encoder(encoder);
+    if cfg.encoder.out_chans != cfg.prompt_embed_dim {
+        // The mask decoder reads the embedding with prompt_embed_dim channels.
+        let e = &cfg.encoder;
+        return Err(Error::Shape {
+            name: "image_encoder.neck.0.weight".into(),
+            expected: vec![cfg.prompt_embed_dim, e.embed_dim, 1, 1],
+            got: vec![e.out_chans, e.embed_dim, 1, 1],
+        });
+    }
     let expected = expected_shapes(&cfg);
     for (name, shape) in &expected {
         check_shape(w, name, shape)?;
     }
-    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    let extra: Vec<&String> = names
-        .iter()
-        .filter(|n| !known.contains(n.as_str()))
-        .collect();
-    if !extra.is_empty() {
-        let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
-        let more = extra.len().saturating_sub(shown.len());
-        return Err(Error::Config(format!(
-            "{} tensor(s) the model does not use: {}{}",
-            extra.len(),
-            shown.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
-        )));
-    }
+    reject_unused(w.names().iter(), &expected)?;
     Ok(cfg)
 }
 

@@ -106,7 +106,8 @@ pub struct ImageEncoder {
     blocks: Vec<Block>,
     neck0: Vec<f32>,
     neck1: Norm,
-    neck2: Vec<f32>,
+    /// neck.2 (3x3, `[oc, oc, 3, 3]`) split per tap: 9 `[in, out]` matrices, (ky, kx) order.
+    neck2: Vec<Vec<f32>>,
     neck3: Norm,
 }
 
@@ -179,7 +180,11 @@ impl ImageEncoder {
             blocks,
             neck0: w.f32(&format!("{pre}.neck.0.weight"), &[oc, d, 1, 1])?,
             neck1: Norm::load(w, &format!("{pre}.neck.1"), oc)?,
-            neck2: w.f32(&format!("{pre}.neck.2.weight"), &[oc, oc, 3, 3])?,
+            neck2: split_taps(
+                &w.f32(&format!("{pre}.neck.2.weight"), &[oc, oc, 3, 3])?,
+                oc,
+                oc,
+            ),
             neck3: Norm::load(w, &format!("{pre}.neck.3"), oc)?,
         })
     }
@@ -223,12 +228,7 @@ impl ImageEncoder {
         };
         let (mut y, _, _) = conv2d(t, Layout::hwc(d, g, g), &self.neck0, oc, one, None)?;
         layer_norm(&mut y, oc, &self.neck1.w, &self.neck1.b, EPS);
-        let three = ConvGeom {
-            kernel: 3,
-            stride: 1,
-            pad: 1,
-        };
-        let (mut z, _, _) = conv2d(&y, Layout::hwc(oc, g, g), &self.neck2, oc, three, None)?;
+        let mut z = conv3x3_by_tap(&y, g, oc, &self.neck2, oc);
         layer_norm(&mut z, oc, &self.neck3.w, &self.neck3.b, EPS);
         Ok(transpose(&z, g * g, oc))
     }
@@ -305,6 +305,64 @@ impl ImageEncoder {
 struct Workspace {
     qkv: Vec<f32>,
     attn: Vec<f32>,
+}
+
+/// `[out, in, 3, 3]` -> 9 transposed `[in, out]` matrices, one per tap in (ky, kx) order.
+fn split_taps(w: &[f32], out: usize, inp: usize) -> Vec<Vec<f32>> {
+    (0..9)
+        .map(|t| {
+            let tap: Vec<f32> = (0..out * inp).map(|i| w[i * 9 + t]).collect();
+            transpose(&tap, out, inp)
+        })
+        .collect()
+}
+
+/// Output pixels per parallel task of [`conv3x3_by_tap`].
+const TAP_PIXELS: usize = 256;
+
+/// 3x3 conv, stride 1, zero padding 1, no bias, on a channels-last `[g*g, c]` map:
+/// `[g*g, out]`. One GEMM per tap (K = c) and the 9 tap results added in (ky, kx) order,
+/// rather than one K = 9c GEMM over an im2col matrix: each f32 accumulation chain is 9x
+/// shorter, which brings the neck's rounding error (vit_b: 3.9e-7 relative with im2col)
+/// down to torch float32's (2.3e-7) against float64. It is also faster at 1024 (64x64x256:
+/// 130 ms against 165 ms on 2 cores): no 9c-wide im2col rows.
+fn conv3x3_by_tap(x: &[f32], g: usize, c: usize, taps: &[Vec<f32>], out: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; g * g * out];
+    y.par_chunks_mut(TAP_PIXELS * out)
+        .enumerate()
+        .for_each_init(
+            || (vec![0.0f32; TAP_PIXELS * c], vec![0.0f32; TAP_PIXELS * out]),
+            |(a, tmp), (task, yc)| {
+                let p0 = task * TAP_PIXELS;
+                let np = yc.len() / out;
+                for (t, w) in taps.iter().enumerate() {
+                    let (dy, dx) = ((t / 3) as isize - 1, (t % 3) as isize - 1);
+                    for (i, row) in a.chunks_exact_mut(c).take(np).enumerate() {
+                        let (oy, ox) = (((p0 + i) / g) as isize, ((p0 + i) % g) as isize);
+                        let (iy, ix) = (oy + dy, ox + dx);
+                        if iy < 0 || ix < 0 || iy >= g as isize || ix >= g as isize {
+                            row.fill(0.0);
+                        } else {
+                            let src = (iy as usize * g + ix as usize) * c;
+                            row.copy_from_slice(&x[src..src + c]);
+                        }
+                    }
+                    let dst: &mut [f32] = if t == 0 { yc } else { &mut tmp[..np * out] };
+                    matmul(
+                        MatRef::rows(&a[..np * c], np, c),
+                        MatRef::rows(w, c, out),
+                        dst,
+                        out,
+                        0.0,
+                        Par::Seq,
+                    );
+                    if t > 0 {
+                        add_assign(yc, &tmp[..np * out]);
+                    }
+                }
+            },
+        );
+    y
 }
 
 fn add_assign(x: &mut [f32], y: &[f32]) {

@@ -20,4 +20,4 @@ pub mod two_way_transformer;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use predictor::{ImageEmbedding, Prediction, Prompt, Sam};
+pub use predictor::{ComputeDevice, ImageEmbedding, Prediction, Prompt, Sam};

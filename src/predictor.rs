@@ -17,9 +17,21 @@ use std::path::Path;
 /// Side of the low-resolution mask logits the decoder produces and accepts.
 pub const LOW_RES: usize = 256;
 
+/// Where the image encoder runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComputeDevice {
+    Cpu,
+    /// A CUDA device by ordinal (needs the `cuda` feature and the NVIDIA driver).
+    Cuda(usize),
+}
+
 pub struct Sam {
     pub config: SamConfig,
     encoder: ImageEncoder,
+    /// The image encoder on the GPU, when loaded for a CUDA device; the prompt encoder and
+    /// mask decoder run on the CPU from the downloaded embedding until the GPU decoder lands.
+    #[cfg(feature = "cuda")]
+    gpu_encoder: Option<crate::cuda::encoder_exec::CudaEncoder>,
     prompt_encoder: PromptEncoder,
     decoder: MaskDecoder,
     /// The dense positional encoding depends only on weights: computed once at load.
@@ -120,8 +132,54 @@ impl Sam {
     /// Loads a .safetensors or .pth file (a .pth is converted once into the cache); the
     /// message, if any, says what the cache did.
     pub fn load(path: &Path) -> Result<(Sam, Option<String>)> {
+        Sam::load_on(path, ComputeDevice::Cpu)
+    }
+
+    /// As [`Sam::load`], with the image encoder on `device`: for CUDA its fp16 weights are
+    /// copied to the device once, and `embed`/`embed_batch` run there.
+    pub fn load_on(path: &Path, device: ComputeDevice) -> Result<(Sam, Option<String>)> {
         let (ckpt, msg) = open_model(path)?;
-        Ok((Sam::from_weights(&ckpt)?, msg))
+        Ok((Sam::from_weights_on(&ckpt, device)?, msg))
+    }
+
+    pub fn from_weights_on(w: &dyn WeightSource, device: ComputeDevice) -> Result<Sam> {
+        #[allow(unused_mut)]
+        let mut sam = Sam::from_weights(w)?;
+        match device {
+            ComputeDevice::Cpu => {}
+            #[cfg(feature = "cuda")]
+            ComputeDevice::Cuda(ordinal) => {
+                let gpu = std::sync::Arc::new(crate::cuda::GpuContext::with_device(ordinal)?);
+                sam.gpu_encoder = Some(crate::cuda::encoder_exec::CudaEncoder::new(
+                    gpu,
+                    w,
+                    &sam.config.encoder,
+                )?);
+            }
+            #[cfg(not(feature = "cuda"))]
+            ComputeDevice::Cuda(_) => {
+                return Err(Error::Unsupported(
+                    "this samrt was built without the `cuda` feature".into(),
+                ))
+            }
+        }
+        Ok(sam)
+    }
+
+    /// Where the image encoder runs, in words (e.g. for `--device auto` messages).
+    pub fn device_description(&self) -> String {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu_encoder {
+            let i = g.gpu().info();
+            return format!("CUDA device {} ({})", i.ordinal, i.name);
+        }
+        "CPU".into()
+    }
+
+    /// The GPU image encoder, when the model was loaded for a CUDA device.
+    #[cfg(feature = "cuda")]
+    pub fn gpu_encoder(&self) -> Option<&crate::cuda::encoder_exec::CudaEncoder> {
+        self.gpu_encoder.as_ref()
     }
 
     pub fn from_weights(w: &dyn WeightSource) -> Result<Sam> {
@@ -133,6 +191,8 @@ impl Sam {
         Ok(Sam {
             config,
             encoder,
+            #[cfg(feature = "cuda")]
+            gpu_encoder: None,
             prompt_encoder,
             decoder,
             dense_pe,
@@ -181,6 +241,10 @@ impl Sam {
 
     /// `set_image`: resize, normalise, pad and run the image encoder.
     pub fn embed(&self, img: &RgbImage) -> Result<ImageEmbedding> {
+        #[cfg(feature = "cuda")]
+        if self.gpu_encoder.is_some() {
+            return Ok(self.embed_batch(&[img])?.remove(0));
+        }
         let target = self.config.encoder.img_size;
         let (x, input_size) = preprocess(img, target)?;
         let features = self.encoder.forward(&x)?;
@@ -189,6 +253,26 @@ impl Sam {
             original_size: (img.height, img.width),
             input_size,
         })
+    }
+
+    /// Embeds several images in one call: one batched launch sequence on the GPU (a CUDA
+    /// graph per batch size), image by image on the CPU. Equal to calling `embed` on each.
+    pub fn embed_batch(&self, imgs: &[&RgbImage]) -> Result<Vec<ImageEmbedding>> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu_encoder {
+            let mut out = Vec::with_capacity(imgs.len());
+            for chunk in imgs.chunks(crate::cuda::encoder_exec::MAX_BATCH) {
+                for (img, (features, input_size)) in chunk.iter().zip(g.embed_batch(chunk)?) {
+                    out.push(ImageEmbedding {
+                        features,
+                        original_size: (img.height, img.width),
+                        input_size,
+                    });
+                }
+            }
+            return Ok(out);
+        }
+        imgs.iter().map(|img| self.embed(img)).collect()
     }
 
     /// Prompt encoder inputs in the 1024 frame, as `SamPredictor.predict` transforms them.

@@ -6,100 +6,25 @@
 //! validation tests at the end need no GPU.
 #![cfg(feature = "cuda")]
 
+mod common;
+
+use common::gpu::*;
+
 use rayon::prelude::*;
+use samrt::cpu::conv2d::{conv2d, ConvGeom, Layout};
 use samrt::cpu::gemm::{linear, matmul, MatRef, Par};
 use samrt::cpu::{gelu::gelu_scalar, layer_norm::layer_norm, softmax::softmax_rows};
 use samrt::cuda::attention::{
-    encoder_attention, plain_attention, EncoderAttnInputs, EncoderAttnShape, PlainAttnShape,
+    encoder_attention, plain_attention, EncoderAttnInputs, EncoderAttnShape, EncoderAttnVariant,
+    PlainAttnShape,
 };
-use samrt::cuda::gemm::{linear as gpu_linear, Epilogue, GemmShape};
+use samrt::cuda::gemm::{
+    conv3x3 as gpu_conv3x3, conv3x3_weight_layout, linear as gpu_linear, Conv3x3Shape, Epilogue,
+    GemmScales, GemmShape,
+};
 use samrt::cuda::layer_norm::{layer_norm as gpu_layer_norm, LayerNormShape, LnInput};
 use samrt::cuda::{cuda_available, GpuContext};
 use samrt::Error;
-
-/// The GPU, or `None` (the test skips) when there is none. With `SAMRT_REQUIRE_GPU=1`
-/// (CI under vgpu, tools/gpu-run.sh) a missing GPU fails the test instead: a CUDA test that
-/// silently skips there would prove nothing.
-fn gpu_or_skip(test: &str) -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(g) => Some(g),
-        Err(e) if require_gpu() => panic!("{test}: SAMRT_REQUIRE_GPU=1 but no usable GPU: {e}"),
-        Err(e) => {
-            println!("skipping {test}: no CUDA driver or GPU: {e}");
-            None
-        }
-    }
-}
-
-fn require_gpu() -> bool {
-    std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
-}
-
-/// SplitMix64 seeded from the clock: fresh inputs every run, seed printed for replay.
-struct Rng(u64);
-
-impl Rng {
-    fn new(test: &str) -> Self {
-        let seed = std::env::var("SAMRT_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0x5eed, |d| d.as_nanos() as u64)
-            });
-        println!("{test}: SAMRT_TEST_SEED={seed}");
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
-fn f16r(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
-}
-
-fn round_f16(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| f16r(x)).collect()
-}
-
-/// Asserts |got - want| <= atol + rtol*|want| everywhere; reports the worst element.
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = (0usize, 0.0f32);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(g.is_finite(), "{what}: non-finite {g} at {i} (want {w})");
-        let excess = (g - w).abs() - (atol + rtol * w.abs());
-        if excess > worst.1 || i == 0 {
-            worst = (i, excess);
-        }
-    }
-    let max_abs = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0f32, f32::max);
-    println!("{what}: max |err| = {max_abs:.3e}");
-    let (i, excess) = worst;
-    assert!(
-        excess <= 0.0,
-        "{what}: element {i} got {} want {} (atol {atol}, rtol {rtol})",
-        got[i],
-        want[i]
-    );
-}
 
 // ---------------------------------------------------------------- layer norm
 
@@ -187,7 +112,17 @@ fn run_gemm(test: &str, m: usize, n: usize, k: usize, epi: Epi) {
             } else {
                 Epilogue::BiasGelu(&mut out)
             };
-            gpu_linear(&gpu, s, &ad, &wd, &bd, shape, e).unwrap();
+            gpu_linear(
+                &gpu,
+                s,
+                &ad,
+                &wd,
+                Some(&bd),
+                shape,
+                GemmScales::default(),
+                e,
+            )
+            .unwrap();
             gpu.download_f16(s, &out).unwrap()
         }
         Epi::Residual => {
@@ -197,8 +132,9 @@ fn run_gemm(test: &str, m: usize, n: usize, k: usize, epi: Epi) {
                 s,
                 &ad,
                 &wd,
-                &bd,
+                Some(&bd),
                 shape,
+                GemmScales::default(),
                 Epilogue::BiasResidual(&mut r),
             )
             .unwrap();
@@ -332,35 +268,111 @@ fn ref_encoder_attention(
     out
 }
 
-fn run_encoder_attention(test: &str, shape: EncoderAttnShape) {
+/// How the kernel's input stores qkv; the reference always sees the true values.
+#[derive(Clone, Copy, Debug)]
+enum QkvStorage {
+    /// As computed: `q_scale` 1, the default softmax scale.
+    Plain,
+    /// Only q stored divided by `q_scale` (a power of two), which the kernel is given.
+    ScaledQ(f32),
+    /// The whole qkv output and its bias stored times `a` (the encoder graph's fp16 overflow
+    /// guard): `q_scale = 1/a`, `softmax_scale = hd^-0.5 / a`, the output comes out times `a`.
+    ScaledQkv(f32),
+}
+
+/// Runs the kernel on the plain inputs (checked against the CPU reference), then, for a
+/// scaled `storage`, on the scaled copy: checked against the reference and against the plain
+/// run. Power-of-two scales commute with every rounding in the kernel (fp16 q/k, fp32
+/// accumulators, the exp2 argument `(a*s) * (sl2/a)`), so a scaled q must reproduce the plain
+/// run bit for bit; a scaled output differs from `a` x plain only where `a` x out is an fp16
+/// subnormal (< 2^-14), where the two roundings differ by less than 2^-24. (Inputs are chosen
+/// exactly representable when stored scaled.)
+fn run_encoder_attention(test: &str, shape: EncoderAttnShape, storage: QkvStorage) {
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::new(test);
     let st = gpu.stream();
     let (d, hd, s) = (shape.dim, shape.head_dim(), shape.window);
+    println!("{test}: {shape:?} -> {}, {storage:?}", shape.kernel_name());
     let tokens = shape.batch * shape.grid * shape.grid;
+    // Factors by which q and k/v get stored; inputs are made exactly scalable by them (an
+    // fp16 value below 2^-12 would lose its last bit to the subnormal range when stored
+    // times 1/4), so that the scaled run sees exactly the plain run's values.
+    let (fq, fkv) = match storage {
+        QkvStorage::Plain => (1.0, 1.0),
+        QkvStorage::ScaledQ(q_scale) => (1.0 / q_scale, 1.0),
+        QkvStorage::ScaledQkv(a) => (a, a),
+    };
+    let exact = |x: f32, f: f32| f16r(f16r(x * f) / f);
     // Spread wide enough that the softmax is far from uniform.
-    let qkv = round_f16(&rng.vec(tokens * 3 * d, -1.5, 1.5));
-    let bias = rng.vec(3 * d, -1.0, 1.0);
+    let mut qkv = rng.vec(tokens * 3 * d, -1.5, 1.5);
+    for (i, x) in qkv.iter_mut().enumerate() {
+        *x = exact(*x, if i % (3 * d) < d { fq } else { fkv });
+    }
+    let bias: Vec<f32> = rng
+        .vec(3 * d, -1.0, 1.0)
+        .iter()
+        .map(|&x| exact(x, fkv))
+        .collect();
     let rel_h = round_f16(&rng.vec((2 * s - 1) * hd, -0.5, 0.5));
     let rel_w = round_f16(&rng.vec((2 * s - 1) * hd, -0.5, 0.5));
     let want = ref_encoder_attention(shape, &qkv, &round_f16(&bias), &rel_h, &rel_w);
 
-    let qkv_d = gpu.upload_f16(st, &qkv).unwrap();
-    let bias_d = gpu.upload_f32(st, &bias).unwrap();
     let rh_d = gpu.upload_f16(st, &rel_h).unwrap();
     let rw_d = gpu.upload_f16(st, &rel_w).unwrap();
-    let mut out = gpu.zeros_f16(st, tokens * d).unwrap();
-    let inputs = EncoderAttnInputs {
-        qkv: &qkv_d,
-        qkv_bias: &bias_d,
-        rel_pos_h: &rh_d,
-        rel_pos_w: &rw_d,
+    let run = |qkv: &[f32], bias: &[f32], q_scale: f32, softmax_scale: Option<f32>| {
+        let qkv_d = gpu.upload_f16(st, qkv).unwrap();
+        let bias_d = gpu.upload_f32(st, bias).unwrap();
+        let mut out = gpu.zeros_f16(st, tokens * d).unwrap();
+        let inputs = EncoderAttnInputs {
+            qkv: &qkv_d,
+            qkv_bias: &bias_d,
+            rel_pos_h: &rh_d,
+            rel_pos_w: &rw_d,
+            q_scale,
+            softmax_scale,
+        };
+        encoder_attention(&gpu, st, shape, &inputs, &mut out).unwrap();
+        gpu.download_f16(st, &out).unwrap()
     };
-    encoder_attention(&gpu, st, shape, &inputs, &mut out).unwrap();
-    let got = gpu.download_f16(st, &out).unwrap();
+    let plain = run(&qkv, &bias, 1.0, None);
     // Outputs are convex combinations of |v| <= 1.5: fp16 probabilities (2^-11 relative
     // each) and the fp16 output rounding bound the error by ~1.5e-3.
-    assert_close(test, &got, &want, 2e-3, 2e-3);
+    assert_close(test, &plain, &want, 2e-3, 2e-3);
+    match storage {
+        QkvStorage::Plain => {}
+        QkvStorage::ScaledQ(q_scale) => {
+            let stored: Vec<f32> = qkv
+                .chunks_exact(3 * d)
+                .flat_map(|row| {
+                    let (q, kv) = row.split_at(d);
+                    q.iter().map(move |x| x / q_scale).chain(kv.iter().copied())
+                })
+                .collect();
+            let got = run(&stored, &bias, q_scale, None);
+            assert_close(&format!("{test} (q / {q_scale})"), &got, &want, 2e-3, 2e-3);
+            let differ = got
+                .iter()
+                .zip(&plain)
+                .filter(|(a, b)| a.to_bits() != b.to_bits());
+            assert_eq!(differ.count(), 0, "{test}: scaled q is not bit-identical");
+        }
+        QkvStorage::ScaledQkv(a) => {
+            let stored: Vec<f32> = qkv.iter().map(|x| x * a).collect();
+            let bias_a: Vec<f32> = bias.iter().map(|x| x * a).collect();
+            let scale = (hd as f32).powf(-0.5) / a;
+            let got = run(&stored, &bias_a, 1.0 / a, Some(scale));
+            let unscaled: Vec<f32> = got.iter().map(|x| x / a).collect();
+            assert_close(&format!("{test} (qkv * {a})"), &unscaled, &want, 2e-3, 2e-3);
+            let plain_a: Vec<f32> = plain.iter().map(|x| x * a).collect();
+            assert_close(
+                &format!("{test} vs plain"),
+                &got,
+                &plain_a,
+                2.0f32.powi(-24),
+                0.0,
+            );
+        }
+    }
 }
 
 #[test]
@@ -372,7 +384,7 @@ fn encoder_attention_windowed_hd64_matches_cpu() {
         heads: 2,
         window: 14,
     };
-    run_encoder_attention("encoder_attention_windowed_hd64", shape);
+    run_encoder_attention("encoder_attention_windowed_hd64", shape, QkvStorage::Plain);
 }
 
 #[test]
@@ -384,7 +396,7 @@ fn encoder_attention_windowed_hd80_matches_cpu() {
         heads: 2,
         window: 14,
     };
-    run_encoder_attention("encoder_attention_windowed_hd80", shape);
+    run_encoder_attention("encoder_attention_windowed_hd80", shape, QkvStorage::Plain);
 }
 
 #[test]
@@ -396,7 +408,7 @@ fn encoder_attention_global_hd64_matches_cpu() {
         heads: 2,
         window: 64,
     };
-    run_encoder_attention("encoder_attention_global_hd64", shape);
+    run_encoder_attention("encoder_attention_global_hd64", shape, QkvStorage::Plain);
 }
 
 #[test]
@@ -408,7 +420,107 @@ fn encoder_attention_global_hd80_matches_cpu() {
         heads: 2,
         window: 64,
     };
-    run_encoder_attention("encoder_attention_global_hd80", shape);
+    run_encoder_attention("encoder_attention_global_hd80", shape, QkvStorage::Plain);
+}
+
+// Other image sizes: img_size 256 -> grid 16, 320 -> 20, 480 -> 30, and a tiny grid 7.
+
+#[test]
+fn encoder_attention_global_s16_hd64_q_scale_matches_cpu() {
+    let shape = EncoderAttnShape {
+        batch: 2,
+        grid: 16,
+        dim: 128,
+        heads: 2,
+        window: 16,
+    };
+    let storage = QkvStorage::ScaledQ(0.25);
+    run_encoder_attention("encoder_attention_global_s16_hd64", shape, storage);
+}
+
+#[test]
+fn encoder_attention_global_s20_hd80_scaled_qkv_matches_cpu() {
+    let shape = EncoderAttnShape {
+        batch: 1,
+        grid: 20,
+        dim: 160,
+        heads: 2,
+        window: 20,
+    };
+    let storage = QkvStorage::ScaledQkv(0.25);
+    run_encoder_attention("encoder_attention_global_s20_hd80", shape, storage);
+}
+
+#[test]
+fn encoder_attention_global_s7_hd64_matches_cpu() {
+    // 49 keys: one key tile with 15 masked columns; 13-row rel tables.
+    let shape = EncoderAttnShape {
+        batch: 2,
+        grid: 7,
+        dim: 64,
+        heads: 1,
+        window: 7,
+    };
+    run_encoder_attention("encoder_attention_global_s7_hd64", shape, QkvStorage::Plain);
+}
+
+#[test]
+fn encoder_attention_windowed_grid16_hd64_q_scale_matches_cpu() {
+    // 2x2 windows of 14 over 16 padded to 28: three of four windows hold padding.
+    let shape = EncoderAttnShape {
+        batch: 2,
+        grid: 16,
+        dim: 128,
+        heads: 2,
+        window: 14,
+    };
+    let storage = QkvStorage::ScaledQ(0.25);
+    run_encoder_attention("encoder_attention_windowed_grid16_hd64", shape, storage);
+}
+
+#[test]
+fn encoder_attention_windowed_grid20_hd80_matches_cpu() {
+    let shape = EncoderAttnShape {
+        batch: 2,
+        grid: 20,
+        dim: 80,
+        heads: 1,
+        window: 14,
+    };
+    let storage = QkvStorage::Plain;
+    run_encoder_attention("encoder_attention_windowed_grid20_hd80", shape, storage);
+}
+
+#[test]
+fn encoder_attention_windowed_grid30_hd64_scaled_qkv_matches_cpu() {
+    // 3x3 windows over 30 padded to 42.
+    let shape = EncoderAttnShape {
+        batch: 1,
+        grid: 30,
+        dim: 64,
+        heads: 1,
+        window: 14,
+    };
+    let storage = QkvStorage::ScaledQkv(0.25);
+    run_encoder_attention("encoder_attention_windowed_grid30_hd64", shape, storage);
+}
+
+#[test]
+fn encoder_attention_run_time_window_matches_cpu() {
+    // Window 8 takes the run-time-S kernel: 8 over 20 padded to 24 (3x3 windows, 64 keys
+    // each). A window larger than the grid (the s14 kernel, 14 over 5: one window, 171 of its
+    // 196 tokens padding).
+    for (grid, window, dim, heads) in [(20, 8, 160, 2), (5, 14, 64, 1)] {
+        let shape = EncoderAttnShape {
+            batch: 2,
+            grid,
+            dim,
+            heads,
+            window,
+        };
+        let test = format!("encoder_attention_grid{grid}_window{window}");
+        run_encoder_attention(&test, shape, QkvStorage::ScaledQ(0.5));
+    }
 }
 
 // ---------------------------------------------------------------- plain attention
@@ -527,7 +639,16 @@ fn launchers_reject_short_buffers() {
         n: 64,
         k: 64,
     };
-    let r = gpu_linear(&gpu, s, &a, &w, &bias, shape, Epilogue::Bias(&mut out));
+    let r = gpu_linear(
+        &gpu,
+        s,
+        &a,
+        &w,
+        Some(&bias),
+        shape,
+        GemmScales::default(),
+        Epilogue::Bias(&mut out),
+    );
     assert!(matches!(r, Err(Error::Cuda(_))), "{r:?}");
 }
 
@@ -618,14 +739,37 @@ fn attention_shapes_are_validated() {
     };
     assert!(vit_h_global.validate().is_ok());
     assert_eq!(vit_h_global.kernel_name(), "attn_relpos_s64_d80_f16");
+    assert_eq!(vit_h_global.variant(), EncoderAttnVariant::Side64);
+    // img_size 256: grid 16, global S = 16 and windows of 14 over 16 padded to 28.
+    let small_global = EncoderAttnShape {
+        grid: 16,
+        window: 16,
+        ..vit_b
+    };
+    assert!(small_global.validate().is_ok());
+    assert_eq!(small_global.variant(), EncoderAttnVariant::AnySide);
+    assert_eq!(small_global.kernel_name(), "attn_relpos_any_d64_f16");
+    let small_windowed = EncoderAttnShape { grid: 16, ..vit_b };
+    assert!(small_windowed.validate().is_ok());
+    assert_eq!(small_windowed.variant(), EncoderAttnVariant::Side14);
+    assert_eq!(small_windowed.windows_per_side(), 2);
+    for ok in [1, 7, 63, 65, 256] {
+        let shape = EncoderAttnShape {
+            grid: ok,
+            window: ok,
+            ..vit_b
+        };
+        assert!(shape.validate().is_ok(), "{shape:?}");
+    }
     for bad in [
         EncoderAttnShape { heads: 16, ..vit_b }, // head_dim 48
-        EncoderAttnShape { window: 7, ..vit_b }, // no instantiation
+        EncoderAttnShape { window: 0, ..vit_b },
         EncoderAttnShape {
-            grid: 32,
-            window: 64,
+            grid: 257,
+            window: 257,
             ..vit_b
-        }, // global needs 64x64
+        }, // past ENCODER_MAX_SIDE
+        EncoderAttnShape { grid: 0, ..vit_b },
     ] {
         assert!(
             matches!(bad.validate(), Err(Error::Unsupported(_))),
@@ -665,10 +809,13 @@ fn embedded_ptx_lists_every_launcher_kernel() {
         "gemm_bias_f16",
         "gemm_bias_gelu_f16",
         "gemm_bias_residual_f16",
+        "conv3x3_f16",
         "attn_relpos_s14_d64_f16",
         "attn_relpos_s14_d80_f16",
         "attn_relpos_s64_d64_f16",
         "attn_relpos_s64_d80_f16",
+        "attn_relpos_any_d64_f16",
+        "attn_relpos_any_d80_f16",
         "attn_plain_d16_f16",
         "attn_plain_d32_f16",
         "attn_plain_d64_f16",
@@ -1069,4 +1216,517 @@ fn plain_reference_matches_direct_loops() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- gemm scales / conv3x3
+//
+// Every epilogue computes y = acc * in_scale * row_scale[m] + bias[n] and stores
+// f16(out_scale * y), f16(out_scale * gelu(y)) or residual += y. The references apply the
+// same formula in f32 to the CPU product of the same fp16-rounded inputs. Comparisons are
+// per row in accumulator units: both sides are divided by the row's factor
+// out_scale * in_scale * row_scale[m] (powers of two here, so the division is exact), and
+// then one tolerance fits every row:
+// * atol 1e-3: the fp32 sums of K <= 2304 fp16 products differ only in order, about
+//   sqrt(K) * 2^-24 * sum|terms| < 1e-4 for these inputs;
+// * rtol 1e-3 for fp16 outputs: one rounding to fp16 is at most 2^-11 = 4.9e-4 relative
+//   (the 2x margin covers erff against libm's erf and the fp32 rounding of the factors);
+// * rtol 1e-5 for the fp32 residual: only fp32 rounding of resid + y remains.
+
+/// Which epilogue, and the scales and optional inputs to exercise.
+#[derive(Clone, Copy, Debug)]
+struct ScaleCase {
+    epi: Epi,
+    bias: bool,
+    row_scale: bool,
+    in_scale: f32,
+    out_scale: f32,
+    /// Inputs in [0.5, 1) instead of [-1, 1): every product positive, so |acc| ~ 0.56 K
+    /// (the overflow tests).
+    positive: bool,
+}
+
+impl ScaleCase {
+    fn new(epi: Epi) -> Self {
+        ScaleCase {
+            epi,
+            bias: true,
+            row_scale: true,
+            in_scale: 1.0,
+            out_scale: 1.0,
+            positive: false,
+        }
+    }
+}
+
+/// Row scales 2^e with e drawn from `lo..=hi`.
+fn pow2_rows(rng: &mut Rng, rows: usize, lo: i32, hi: i32) -> Vec<f32> {
+    (0..rows)
+        .map(|_| 2f32.powi(lo + (rng.next() % (hi - lo + 1) as u64) as i32))
+        .collect()
+}
+
+/// `acc` ([m][n], the unscaled product) through the epilogue of `c`; also returns each
+/// row's factor out_scale * in_scale * row_scale (in_scale * row_scale for the residual).
+fn ref_epilogue(
+    c: ScaleCase,
+    acc: &[f32],
+    n: usize,
+    bias: &[f32],
+    rs: &[f32],
+    resid: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let f_in: Vec<f32> = rs.iter().map(|&r| c.in_scale * r).collect();
+    let mut want = Vec::with_capacity(acc.len());
+    for (i, &v) in acc.iter().enumerate() {
+        let y = v * c.in_scale * rs[i / n] + if c.bias { bias[i % n] } else { 0.0 };
+        want.push(match c.epi {
+            Epi::Bias => c.out_scale * y,
+            Epi::Gelu => c.out_scale * gelu_scalar(y),
+            Epi::Residual => resid[i] + y,
+        });
+    }
+    let factor = match c.epi {
+        Epi::Residual => f_in,
+        _ => f_in.iter().map(|&f| f * c.out_scale).collect(),
+    };
+    (want, factor)
+}
+
+/// assert_close on both sides divided by each row's factor (see the banner).
+fn assert_close_rows(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    n: usize,
+    factor: &[f32],
+    c: ScaleCase,
+) {
+    let norm = |v: &[f32]| -> Vec<f32> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &x)| x / factor[i / n])
+            .collect()
+    };
+    let rtol = if matches!(c.epi, Epi::Residual) {
+        1e-5
+    } else {
+        1e-3
+    };
+    assert_close(what, &norm(got), &norm(want), 1e-3, rtol);
+}
+
+/// Uploads the bias / row scales when `c` asks for them, runs `launch`, downloads the
+/// output (`resid.len()` elements, the size of every epilogue's output).
+fn run_epilogue<L>(
+    gpu: &GpuContext,
+    c: ScaleCase,
+    bias: &[f32],
+    rs: &[f32],
+    resid: &[f32],
+    launch: L,
+) -> Vec<f32>
+where
+    L: FnOnce(Option<&dyn cudarc::driver::DevicePtr<f32>>, GemmScales<'_>, Epilogue<'_>),
+{
+    let s = gpu.stream();
+    let bd = gpu.upload_f32(s, bias).unwrap();
+    let rd = gpu.upload_f32(s, rs).unwrap();
+    let scales = GemmScales {
+        row_scale: c.row_scale.then_some(&rd as _),
+        in_scale: c.in_scale,
+        out_scale: c.out_scale,
+    };
+    let bias = c.bias.then_some(&bd as _);
+    match c.epi {
+        Epi::Bias | Epi::Gelu => {
+            let mut out = gpu.zeros_f16(s, resid.len()).unwrap();
+            let e = if matches!(c.epi, Epi::Bias) {
+                Epilogue::Bias(&mut out)
+            } else {
+                Epilogue::BiasGelu(&mut out)
+            };
+            launch(bias, scales, e);
+            gpu.download_f16(s, &out).unwrap()
+        }
+        Epi::Residual => {
+            let mut r = gpu.upload_f32(s, resid).unwrap();
+            launch(bias, scales, Epilogue::BiasResidual(&mut r));
+            gpu.download_f32(s, &r).unwrap()
+        }
+    }
+}
+
+/// Random inputs for `c`: (a or x, w, bias, row scales (ones without `c.row_scale`),
+/// residual).
+fn scale_inputs(
+    rng: &mut Rng,
+    c: ScaleCase,
+    rows: usize,
+    n: usize,
+    a_len: usize,
+    w_len: usize,
+) -> [Vec<f32>; 5] {
+    let (lo, hi) = if c.positive { (0.5, 1.0) } else { (-1.0, 1.0) };
+    let a = round_f16(&rng.vec(a_len, lo, hi));
+    let w = round_f16(&rng.vec(w_len, lo, hi));
+    let bias = rng.vec(n, -2.0, 2.0);
+    let rs = if !c.row_scale {
+        vec![1.0; rows]
+    } else if c.positive {
+        pow2_rows(rng, rows, 0, 1)
+    } else {
+        pow2_rows(rng, rows, -3, 4)
+    };
+    let resid = rng.vec(rows * n, -4.0, 4.0);
+    [a, w, bias, rs, resid]
+}
+
+/// Returns the reference (for the overflow test's extra checks).
+fn run_gemm_scaled(test: &str, m: usize, n: usize, k: usize, c: ScaleCase) -> Vec<f32> {
+    let Some(gpu) = gpu_or_skip(test) else {
+        return Vec::new();
+    };
+    let mut rng = Rng::new(test);
+    println!("{test}: {c:?}");
+    let s = gpu.stream();
+    let [a, w, bias, rs, resid] = scale_inputs(&mut rng, c, m, n, m * k, n * k);
+    let acc = linear(&a, m, &w, None, n, Par::Threads);
+    let (want, factor) = ref_epilogue(c, &acc, n, &bias, &rs, &resid);
+    let ad = gpu.upload_f16(s, &a).unwrap();
+    let wd = gpu.upload_f16(s, &w).unwrap();
+    let shape = GemmShape { m, n, k };
+    let got = run_epilogue(&gpu, c, &bias, &rs, &resid, |b, sc, e| {
+        gpu_linear(&gpu, s, &ad, &wd, b, shape, sc, e).unwrap()
+    });
+    assert_close_rows(test, &got, &want, n, &factor, c);
+    want
+}
+
+#[test]
+fn gemm_scales_on_every_epilogue_match_cpu() {
+    // 2 x 2 tiles, the second of each ragged; K = 200 = 6 BK tiles + an 8-wide tail.
+    let (m, n, k) = (200, 138, 200);
+    let base = |epi| ScaleCase::new(epi);
+    let cases = [
+        (
+            "bias_nobias_rows",
+            ScaleCase {
+                bias: false,
+                in_scale: 0.75,
+                out_scale: 0.25,
+                ..base(Epi::Bias)
+            },
+        ),
+        (
+            "bias_rows",
+            ScaleCase {
+                in_scale: 0.5,
+                out_scale: 2.0,
+                ..base(Epi::Bias)
+            },
+        ),
+        (
+            "gelu_rows",
+            ScaleCase {
+                in_scale: 0.25,
+                out_scale: 0.125,
+                ..base(Epi::Gelu)
+            },
+        ),
+        (
+            "gelu_nobias_norows",
+            ScaleCase {
+                bias: false,
+                row_scale: false,
+                in_scale: 1.5,
+                out_scale: 0.5,
+                ..base(Epi::Gelu)
+            },
+        ),
+        (
+            "residual_rows",
+            ScaleCase {
+                in_scale: 0.5,
+                ..base(Epi::Residual)
+            },
+        ),
+        (
+            "residual_nobias_norows",
+            ScaleCase {
+                bias: false,
+                row_scale: false,
+                in_scale: 3.0,
+                ..base(Epi::Residual)
+            },
+        ),
+    ];
+    for (name, c) in cases {
+        run_gemm_scaled(&format!("gemm_scales_{name}_{m}x{n}x{k}"), m, n, k, c);
+    }
+}
+
+/// Values that overflow fp16 (|y| up to ~6e5 > 65504) stay finite with out_scale 2^-4.
+#[test]
+fn gemm_out_scale_prevents_fp16_overflow() {
+    let (m, n, k) = (136, 130, 136);
+    for epi in [Epi::Bias, Epi::Gelu, Epi::Residual] {
+        let c = ScaleCase {
+            in_scale: 2048.0,
+            out_scale: if matches!(epi, Epi::Residual) {
+                1.0
+            } else {
+                1.0 / 16.0
+            },
+            positive: true,
+            ..ScaleCase::new(epi)
+        };
+        let want = run_gemm_scaled(&format!("gemm_overflow_{epi:?}_{m}x{n}x{k}"), m, n, k, c);
+        // The point of the test: most outputs would be inf in fp16 without out_scale.
+        let over = want
+            .iter()
+            .filter(|&&v| (v / c.out_scale).abs() > 65504.0)
+            .count();
+        assert!(
+            want.is_empty() || over > want.len() / 2,
+            "{epi:?}: only {over} large values"
+        );
+    }
+}
+
+/// nn.Conv2d(cin, cout, 3, padding=1) per image on the CPU (src/cpu/conv2d.rs), no bias.
+fn ref_conv3x3(x: &[f32], w_official: &[f32], sh: Conv3x3Shape) -> Vec<f32> {
+    let Conv3x3Shape {
+        batch,
+        h,
+        w,
+        cin,
+        cout,
+    } = sh;
+    let geom = ConvGeom {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let mut y = Vec::with_capacity(batch * h * w * cout);
+    for img in x.chunks(h * w * cin).take(batch) {
+        let (o, oh, ow) =
+            conv2d(img, Layout::hwc(cin, h, w), w_official, cout, geom, None).unwrap();
+        assert_eq!((oh, ow), (h, w));
+        y.extend(o);
+    }
+    y
+}
+
+fn run_conv3x3(test: &str, sh: Conv3x3Shape, c: ScaleCase) -> Vec<f32> {
+    let Some(gpu) = gpu_or_skip(test) else {
+        return Vec::new();
+    };
+    let mut rng = Rng::new(test);
+    println!("{test}: {sh:?} {c:?}");
+    let s = gpu.stream();
+    let m = sh.batch * sh.h * sh.w;
+    let [x, w_official, bias, rs, resid] =
+        scale_inputs(&mut rng, c, m, sh.cout, m * sh.cin, sh.cout * sh.cin * 9);
+    let acc = ref_conv3x3(&x, &w_official, sh);
+    let (want, factor) = ref_epilogue(c, &acc, sh.cout, &bias, &rs, &resid);
+    let xd = gpu.upload_f16(s, &x).unwrap();
+    let wd = gpu
+        .upload_f16(s, &conv3x3_weight_layout(&w_official, sh.cout, sh.cin))
+        .unwrap();
+    let got = run_epilogue(&gpu, c, &bias, &rs, &resid, |b, sc, e| match e {
+        Epilogue::Bias(out) => gpu_conv3x3(&gpu, s, &xd, &wd, b, sh, sc, out).unwrap(),
+        _ => unreachable!("conv3x3 has the fp16 bias epilogue only"),
+    });
+    assert_close_rows(test, &got, &want, sh.cout, &factor, c);
+    want
+}
+
+#[test]
+fn conv3x3_matches_cpu_conv2d() {
+    let sh = |batch, h, w, cin, cout| Conv3x3Shape {
+        batch,
+        h,
+        w,
+        cin,
+        cout,
+    };
+    let plain = ScaleCase {
+        row_scale: false,
+        ..ScaleCase::new(Epi::Bias)
+    };
+    let scaled = ScaleCase {
+        bias: false,
+        in_scale: 0.5,
+        out_scale: 0.25,
+        ..ScaleCase::new(Epi::Bias)
+    };
+    for (shape, c) in [
+        (sh(2, 5, 5, 16, 16), plain),
+        (sh(2, 5, 5, 32, 32), scaled),
+        (sh(2, 7, 9, 16, 16), scaled),
+        (sh(2, 7, 9, 32, 32), plain),
+        // Cout over one 128-wide tile and not a multiple of it; M = 162 over two M tiles,
+        // with an image boundary inside the first.
+        (sh(2, 9, 9, 32, 136), scaled),
+        // Cin 8: four taps per BK stage; Cin 24: taps straddle stages.
+        (sh(2, 7, 9, 8, 18), scaled),
+        (sh(2, 5, 7, 24, 40), plain),
+        // The neck's channel count on a small map: K = 2304, 72 stages.
+        (sh(1, 6, 8, 256, 256), scaled),
+    ] {
+        let Conv3x3Shape {
+            batch,
+            h,
+            w,
+            cin,
+            cout,
+        } = shape;
+        run_conv3x3(&format!("conv3x3_b{batch}_{h}x{w}_{cin}to{cout}"), shape, c);
+    }
+}
+
+#[test]
+fn conv3x3_out_scale_prevents_fp16_overflow() {
+    let shape = Conv3x3Shape {
+        batch: 2,
+        h: 7,
+        w: 9,
+        cin: 16,
+        cout: 32,
+    };
+    // K = 144: acc ~ 81 (up to 144), times 2048 * row_scale (1 or 2): |y| up to ~6e5.
+    let c = ScaleCase {
+        in_scale: 2048.0,
+        out_scale: 1.0 / 16.0,
+        positive: true,
+        ..ScaleCase::new(Epi::Bias)
+    };
+    let want = run_conv3x3("conv3x3_overflow_b2_7x9_16to32", shape, c);
+    let over = want
+        .iter()
+        .filter(|&&v| (v / c.out_scale).abs() > 65504.0)
+        .count();
+    assert!(
+        want.is_empty() || over > want.len() / 4,
+        "only {over} large values"
+    );
+}
+
+#[test]
+fn gemm_scales_and_conv3x3_launch_checks() {
+    // Host-side validation, no GPU needed.
+    let neck = Conv3x3Shape {
+        batch: 1,
+        h: 64,
+        w: 64,
+        cin: 256,
+        cout: 256,
+    };
+    assert!(neck.validate().is_ok());
+    assert_eq!(
+        neck.gemm().unwrap(),
+        GemmShape {
+            m: 4096,
+            n: 256,
+            k: 2304
+        }
+    );
+    assert!(matches!(
+        Conv3x3Shape { cin: 20, ..neck }.validate(),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        Conv3x3Shape { cout: 255, ..neck }.validate(),
+        Err(Error::Unsupported(_))
+    ));
+
+    let Some(gpu) = gpu_or_skip("gemm_scales_and_conv3x3_launch_checks") else {
+        return;
+    };
+    let s = gpu.stream();
+    let (m, n, k) = (64, 64, 64);
+    let shape = GemmShape { m, n, k };
+    let a = gpu.zeros_f16(s, m * k).unwrap();
+    let w = gpu.zeros_f16(s, n * k).unwrap();
+    let short_rows = gpu.zeros_f32(s, m - 1).unwrap();
+    let rows = gpu.zeros_f32(s, m).unwrap();
+    let mut out = gpu.zeros_f16(s, m * n).unwrap();
+    let mut res = gpu.zeros_f32(s, m * n).unwrap();
+    let short = GemmScales {
+        row_scale: Some(&short_rows),
+        ..GemmScales::default()
+    };
+    let r = gpu_linear(
+        &gpu,
+        s,
+        &a,
+        &w,
+        None,
+        shape,
+        short,
+        Epilogue::Bias(&mut out),
+    );
+    assert!(matches!(r, Err(Error::Cuda(_))), "short row_scale: {r:?}");
+    let residual_scaled = GemmScales {
+        out_scale: 0.5,
+        ..GemmScales::default()
+    };
+    let r = gpu_linear(
+        &gpu,
+        s,
+        &a,
+        &w,
+        None,
+        shape,
+        residual_scaled,
+        Epilogue::BiasResidual(&mut res),
+    );
+    assert!(
+        matches!(r, Err(Error::Unsupported(_))),
+        "residual out_scale: {r:?}"
+    );
+    let zero = GemmScales {
+        in_scale: 0.0,
+        row_scale: Some(&rows),
+        ..GemmScales::default()
+    };
+    let r = gpu_linear(&gpu, s, &a, &w, None, shape, zero, Epilogue::Bias(&mut out));
+    assert!(matches!(r, Err(Error::Unsupported(_))), "in_scale 0: {r:?}");
+    // conv3x3: Cin not a multiple of 8, and a short input.
+    let csh = Conv3x3Shape {
+        batch: 1,
+        h: 4,
+        w: 4,
+        cin: 12,
+        cout: 8,
+    };
+    let x = gpu.zeros_f16(s, 16 * 16).unwrap();
+    let cw = gpu.zeros_f16(s, 8 * 9 * 16).unwrap();
+    let mut cout = gpu.zeros_f16(s, 16 * 8).unwrap();
+    let r = gpu_conv3x3(
+        &gpu,
+        s,
+        &x,
+        &cw,
+        None,
+        csh,
+        GemmScales::default(),
+        &mut cout,
+    );
+    assert!(matches!(r, Err(Error::Unsupported(_))), "cin 12: {r:?}");
+    let r = gpu_conv3x3(
+        &gpu,
+        s,
+        &x,
+        &cw,
+        None,
+        Conv3x3Shape {
+            cin: 16,
+            h: 5,
+            ..csh
+        },
+        GemmScales::default(),
+        &mut cout,
+    );
+    assert!(matches!(r, Err(Error::Cuda(_))), "short input: {r:?}");
 }

@@ -22,12 +22,15 @@ trap 'rm -rf "$work"' EXIT
 # Dynamic shared memory the launchers request (src/cuda/*.rs); ptxas only sees static.
 dyn_smem() {
     case "$1" in
-        gemm_*) echo 65536 ;;
-        attn_relpos_s*_d*_f16 | attn_plain_d*_f16)
+        gemm_* | conv3x3_*) echo 65536 ;;
+        attn_relpos_*_d*_f16 | attn_plain_d*_f16)
+            # rel tables: 2 x [64][S rounded up to 4 mod 8] fp32 (attention.rs `rel_ld`); the
+            # run-time-S `any` variants shown at S = 64.
             local hd s rel
             hd="$(sed -E 's/.*_d([0-9]+)_f16/\1/' <<<"$1")"
-            s="$(sed -nE 's/attn_relpos_s([0-9]+)_.*/\1/p' <<<"$1")"
-            rel=$(( ${s:-0} * 2 * 64 * 4 ))
+            s="$(sed -nE 's/attn_relpos_s([0-9]+)_.*/\1/p; s/attn_relpos_any_.*/64/p' <<<"$1")"
+            s="${s:-0}"
+            rel=$(( s > 0 ? (((s + 3) & ~7) + 4) * 2 * 64 * 4 : 0 ))
             echo $(( (64 * (hd + 8) + 4 * 64 * (hd + 8)) * 2 + rel )) ;;
         *) echo 0 ;;
     esac

@@ -6,7 +6,6 @@ use super::{resolve_device, CliError, Context, Device};
 use clap::{Args, ValueEnum};
 use samrt::amg::output::{write_outputs, OutputMode};
 use samrt::automatic_mask_generator::{generate, AmgConfig};
-use samrt::predictor::Sam;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -159,7 +158,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
         Mode::UncompressedRle => OutputMode::UncompressedRle,
         Mode::CocoRle => OutputMode::CocoRle,
     };
-    resolve_device(a.device)?;
+    let device = resolve_device(a.device)?;
 
     let all = targets(&a.image)?;
     let mine: Vec<PathBuf> = match shard {
@@ -193,11 +192,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| CliError::msg(format!("creating --out {}: {e}", a.out.display())))?;
-    let (sam, msg) =
-        Sam::load(&a.model).context(|| format!("loading --model {}", a.model.display()))?;
-    if let Some(m) = msg {
-        eprintln!("samrt: {m}");
-    }
+    let sam = super::load_model(&a.model, device)?;
 
     let start = Instant::now();
     let mut failed = 0usize;

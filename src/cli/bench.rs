@@ -107,13 +107,19 @@ fn today() -> String {
 }
 
 fn load(model: &str) -> Result<(Sam, String), CliError> {
+    load_on(model, samrt::ComputeDevice::Cpu)
+}
+
+fn load_on(model: &str, device: samrt::ComputeDevice) -> Result<(Sam, String), CliError> {
     if let Some(cfg) = SamConfig::by_name(model) {
         let mut w: MapWeights = random_encoder_weights(&cfg.encoder, 1);
         w.tensors.extend(random_decoder_weights(&cfg, 2).tensors);
-        let sam = Sam::from_weights(&w).context(|| format!("building random {model}"))?;
+        let sam =
+            Sam::from_weights_on(&w, device).context(|| format!("building random {model}"))?;
         return Ok((sam, model.to_string()));
     }
-    let (sam, msg) = Sam::load(Path::new(model)).context(|| format!("loading --model {model}"))?;
+    let (sam, msg) =
+        Sam::load_on(Path::new(model), device).context(|| format!("loading --model {model}"))?;
     if let Some(m) = msg {
         eprintln!("samrt: {m}");
     }
@@ -126,7 +132,12 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
             "--iters, --batch and --prompts must be at least 1",
         ));
     }
-    resolve_device(a.device)?;
+    let device = resolve_device(a.device)?;
+    #[cfg(feature = "cuda")]
+    if let samrt::ComputeDevice::Cuda(_) = device {
+        return run_cuda(&a, device);
+    }
+    let _ = device;
     let (sam, model) = load(&a.model)?;
     let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
         .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
@@ -253,6 +264,89 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
             println!("{c:<16} {b:>6} {m:>12.2} {p:>12.2}");
         }
         println!("peak memory (RSS): {peak} MB");
+    }
+    Ok(())
+}
+
+/// `--device cuda`: the image encoder on the GPU, timed with CUDA events around each replay
+/// of its captured graph (batch `--batch`), plus each kernel's median time run eagerly, the
+/// host-inclusive `embed_batch` wall time, and the planned peak device memory.
+#[cfg(feature = "cuda")]
+fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError> {
+    let (sam, model) = load_on(&a.model, device)?;
+    let lib = |e: samrt::Error| CliError::msg(e.to_string());
+    let enc = sam
+        .gpu_encoder()
+        .ok_or_else(|| CliError::msg("the model has no CUDA encoder"))?;
+    let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
+        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
+        .collect();
+    let img = from_rgb(ORIG_W, ORIG_H, pixels).context(|| "synthetic image".to_string())?;
+    let stats = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        let p90 = t[((t.len() as f64 * 0.9).ceil() as usize).clamp(1, t.len()) - 1];
+        (t[t.len() / 2], p90)
+    };
+    let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
+    let (m, p) = stats(enc.time_replays(&img, a.batch, a.iters).map_err(lib)?);
+    rows.push(("encoder".into(), a.batch, m, p));
+    let imgs = vec![&img; a.batch];
+    let (m, p) = time_ms(a.iters, || {
+        std::hint::black_box(sam.embed_batch(&imgs).map_err(lib)?);
+        Ok(())
+    })?;
+    rows.push(("encoder_end_to_end".into(), a.batch, m, p));
+    let mut per_op: Vec<(&str, f64)> = Vec::new();
+    for (op, _label, ms) in enc.time_nodes(&img, a.batch, a.iters).map_err(lib)? {
+        match per_op.iter_mut().find(|(o, _)| *o == op) {
+            Some(e) => e.1 += ms,
+            None => per_op.push((op, ms)),
+        }
+    }
+    for (op, ms) in per_op {
+        rows.push((format!("encoder.{op}"), a.batch, ms, ms));
+    }
+    let (wb, ab) = enc.planned_bytes(a.batch);
+    let peak = ((wb + ab) as f64 / 1e6).round() as u64;
+    let info = enc.gpu().info();
+    let dev = format!(
+        "GPU: {} (cc {}.{}, {} SMs)",
+        info.name, info.compute_capability.0, info.compute_capability.1, info.multiprocessors
+    );
+    if a.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|(c, b, m, p)| {
+                serde_json::json!({"system": "samrt", "model": model, "batch": b, "component": c,
+                                   "median_ms": m, "p90_ms": p, "peak_mem_mb": peak})
+            })
+            .collect();
+        let argv: Vec<String> = std::env::args().collect();
+        let j = serde_json::json!({
+            "device": dev,
+            "driver": info.driver_version,
+            "date": today(),
+            "command": argv.join(" "),
+            "results": results,
+        });
+        println!("{j}");
+    } else {
+        println!(
+            "samrt bench: {model} image encoder on {dev}, batch {}, {} iterations after 1 warm-up (CUDA events)",
+            a.batch, a.iters
+        );
+        println!(
+            "{:<32} {:>6} {:>12} {:>12}",
+            "component", "batch", "median ms", "p90 ms"
+        );
+        for (c, b, m, p) in &rows {
+            println!("{c:<32} {b:>6} {m:>12.3} {p:>12.3}");
+        }
+        println!(
+            "peak device memory (planned): {peak} MB = weights {:.1} MB + arena {:.1} MB",
+            wb as f64 / 1e6,
+            ab as f64 / 1e6
+        );
     }
     Ok(())
 }

@@ -38,7 +38,16 @@ enum Cmd {
     /// Per-component latency on random weights (vit_b/vit_l/vit_h) or a checkpoint.
     Bench(bench::BenchArgs),
     /// Print the configuration inferred from a checkpoint (.pth or .safetensors).
-    Info { file: PathBuf },
+    Info {
+        file: PathBuf,
+        /// With `cuda`: also print the encoder's planned device memory (weights + arena),
+        /// computed from the schedule without running anything.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+        /// Batch size for the device memory plan.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
 }
 
 /// A library error plus what we were doing when it happened.
@@ -87,32 +96,58 @@ pub fn run() -> Result<(), CliError> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Auto(a) => auto::run(a),
         Cmd::Convert { input, output } => convert(&input, &output),
-        Cmd::Info { file } => info(&file),
+        Cmd::Info {
+            file,
+            device,
+            batch,
+        } => info(&file, device, batch),
     }
 }
 
-/// Resolves `--device`. `auto` runs on the CPU until the CUDA model path lands; `cuda`
-/// explains exactly what is missing (feature, driver, or the model path itself).
-pub fn resolve_device(d: Device) -> Result<Device, CliError> {
+/// Resolves `--device` to where the image encoder runs. `auto` picks CUDA device 0 when a
+/// usable one exists and says on stderr which it chose; `cuda` explains exactly what is
+/// missing (feature, driver, device).
+pub fn resolve_device(d: Device) -> Result<samrt::ComputeDevice, CliError> {
     match d {
-        Device::Cpu | Device::Auto => Ok(Device::Cpu),
+        Device::Cpu => Ok(samrt::ComputeDevice::Cpu),
         Device::Cuda => cuda_device(),
+        Device::Auto => Ok(match cuda_device() {
+            Ok(dev) => dev,
+            Err(e) => {
+                eprintln!("samrt: --device auto: using the CPU ({e})");
+                samrt::ComputeDevice::Cpu
+            }
+        }),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device() -> Result<Device, CliError> {
+fn cuda_device() -> Result<samrt::ComputeDevice, CliError> {
     Err(CliError::msg(
         "--device cuda: this samrt was built without the `cuda` feature; rebuild with `cargo build --release --features cuda` or use --device cpu",
     ))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_device() -> Result<Device, CliError> {
-    samrt::cuda::cuda_available().context(|| "--device cuda".to_string())?;
-    Err(CliError::msg(
-        "--device cuda: this build has the CUDA kernels but not yet the CUDA model path; use --device cpu",
-    ))
+fn cuda_device() -> Result<samrt::ComputeDevice, CliError> {
+    let info = samrt::cuda::cuda_available().context(|| "--device cuda".to_string())?;
+    Ok(samrt::ComputeDevice::Cuda(info.ordinal))
+}
+
+/// Loads `--model` for `device`, printing the cache message and, for CUDA, which device.
+pub fn load_model(
+    model: &std::path::Path,
+    device: samrt::ComputeDevice,
+) -> Result<samrt::Sam, CliError> {
+    let (sam, msg) = samrt::Sam::load_on(model, device)
+        .context(|| format!("loading --model {}", model.display()))?;
+    if let Some(m) = msg {
+        eprintln!("samrt: {m}");
+    }
+    if device != samrt::ComputeDevice::Cpu {
+        eprintln!("samrt: image encoder on {}", sam.device_description());
+    }
+    Ok(sam)
 }
 
 fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<(), CliError> {
@@ -136,7 +171,7 @@ fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<(), CliE
     Ok(())
 }
 
-fn info(file: &std::path::Path) -> Result<(), CliError> {
+fn info(file: &std::path::Path, device: Device, batch: usize) -> Result<(), CliError> {
     let (ck, msg) = samrt::checkpoint::cache::open_model(file)
         .context(|| format!("opening {}", file.display()))?;
     if let Some(m) = msg {
@@ -162,5 +197,37 @@ fn info(file: &std::path::Path) -> Result<(), CliError> {
     println!("patch_size: {}", e.patch_size);
     println!("prompt_embed_dim: {}", cfg.prompt_embed_dim);
     println!("parameters: {}", samrt::config::param_count(&ck));
+    if device != Device::Cpu {
+        device_plan(&ck, &cfg, batch)?;
+    }
     Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn device_plan(
+    ck: &samrt::checkpoint::Checkpoint,
+    cfg: &samrt::config::SamConfig,
+    batch: usize,
+) -> Result<(), CliError> {
+    let max = samrt::cuda::encoder_exec::MAX_BATCH;
+    if batch == 0 || batch > max {
+        return Err(CliError::msg(format!("--batch {batch}: must be 1..={max}")));
+    }
+    let (w, arena) = samrt::cuda::encoder::memory_plan(ck, &cfg.encoder, batch)
+        .context(|| "planning the CUDA encoder".to_string())?;
+    let mb = |b: usize| b as f64 / 1e6;
+    println!("cuda_encoder_batch: {batch}");
+    println!("cuda_weights_mb: {:.1}", mb(w));
+    println!("cuda_arena_mb: {:.1}", mb(arena));
+    println!("cuda_peak_mb: {:.1}", mb(w + arena));
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_plan(
+    _ck: &samrt::checkpoint::Checkpoint,
+    _cfg: &samrt::config::SamConfig,
+    _batch: usize,
+) -> Result<(), CliError> {
+    cuda_device().map(|_| ())
 }

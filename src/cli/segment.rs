@@ -3,7 +3,7 @@
 
 use super::{resolve_device, CliError, Context, Device};
 use clap::Args;
-use samrt::predictor::{Prompt, Sam, LOW_RES};
+use samrt::predictor::{Prompt, LOW_RES};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -317,15 +317,11 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             vec![prompt]
         }
     };
-    resolve_device(a.device)?;
+    let device = resolve_device(a.device)?;
 
     let img = samrt::preprocess::load_image(&a.image)
         .context(|| format!("reading --image {}", a.image.display()))?;
-    let (sam, msg) =
-        Sam::load(&a.model).context(|| format!("loading --model {}", a.model.display()))?;
-    if let Some(m) = msg {
-        eprintln!("samrt: {m}");
-    }
+    let sam = super::load_model(&a.model, device)?;
     let emb = sam
         .embed(&img)
         .context(|| "running the image encoder".to_string())?;

@@ -1,9 +1,12 @@
 //! Flash-attention launchers (`kernels/attention.cu`).
 //!
 //! [`encoder_attention`] is the image encoder's attention with the decomposed relative
-//! position bias computed in-kernel, windowed (14x14, the 64 -> 70 padding folded into the
-//! indexing) or global (64x64). It reads the packed qkv GEMM output and writes the head-merged
-//! result for the proj GEMM. [`plain_attention`] is the mask decoder's bias-free attention.
+//! position bias computed in-kernel, windowed (S x S windows over the grid padded up to a
+//! multiple of S, the padding folded into the indexing) or global (S = grid, any grid). It
+//! reads the packed qkv GEMM output, optionally stored with q scaled (`q_scale`), and writes
+//! the head-merged result for the proj GEMM. The kernel variant is chosen by
+//! [`EncoderAttnShape::variant`]. [`plain_attention`] is the mask decoder's bias-free
+//! attention.
 
 use cudarc::driver::{
     CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -19,8 +22,15 @@ pub const ATTN_BLOCK_K: usize = 64;
 pub const ATTN_THREADS: usize = 128;
 /// Head dims with an encoder (rel-pos) instantiation: vit_b/l and vit_h.
 pub const ENCODER_HEAD_DIMS: [usize; 2] = [64, 80];
-/// Window sizes with an instantiation: SAM's 14 and the 64x64 global grid.
+/// Sides S (window, or grid when global) with a compile-time instantiation: SAM's 14 and
+/// the 64x64 global grid of 1024-pixel images. Every other S in 1..=[`ENCODER_MAX_SIDE`]
+/// runs the run-time-S variant ([`EncoderAttnVariant::AnySide`]).
 pub const ENCODER_WINDOWS: [usize; 2] = [14, 64];
+/// Largest side S accepted: the rel-pos tables take `2 * 64 * rel_ld(S) * 4` bytes of shared
+/// memory (130 KiB at 256) next to the Q/K/V tiles (45-55 KiB), which at 256 fits only GPUs
+/// with >= 185 KiB per block (H100/H200); the launch checks the device's limit. (The kernel's
+/// index arithmetic holds up to S = 1625.)
+pub const ENCODER_MAX_SIDE: usize = 256;
 /// Head dims with a plain instantiation: the decoder's 32 (self-attn) and 16 (cross-attn),
 /// plus 64.
 pub const PLAIN_HEAD_DIMS: [usize; 3] = [16, 32, 64];
@@ -49,19 +59,28 @@ struct AttnParams {
     lk: i32,
     grid: i32,
     windows_per_side: i32,
+    side: i32,
     scale: f32,
+    q_scale: f32,
     pad_: i32,
 }
 
 // SAFETY: plain-old-data with the C layout of the kernel's parameter struct.
 unsafe impl DeviceRepr for AttnParams {}
 
+/// Row stride (floats) of the in-kernel rel-pos tables for side `s`: `s` rounded up to 4 mod 8,
+/// which keeps the score initialisation's shared reads at most 2-way bank-conflicted for
+/// every S. Mirrors `Side::ld` in kernels/attention.cu.
+pub fn rel_ld(s: usize) -> usize {
+    ((s + 3) & !7) + 4
+}
+
 /// Shared memory of one block: Q tile, two K and two V stages (rows padded by 8 halves), and
-/// for rel-pos the fp32 `rel_h`, `rel_w` tables `[64][window]`.
-fn smem_bytes(head_dim: usize, rel_window: Option<usize>) -> usize {
+/// for rel-pos the fp32 `rel_h`, `rel_w` tables `[64][rel_ld(S)]`.
+fn smem_bytes(head_dim: usize, rel_side: Option<usize>) -> usize {
     let tile = ATTN_BLOCK_K * (head_dim + 8);
     (ATTN_BLOCK_Q * (head_dim + 8) + 4 * tile) * 2
-        + rel_window.map_or(0, |s| 2 * ATTN_BLOCK_Q * s * 4)
+        + rel_side.map_or(0, |s| 2 * ATTN_BLOCK_Q * rel_ld(s) * 4)
 }
 
 fn check_smem(gpu: &GpuContext, need: usize, what: &str) -> Result<()> {
@@ -78,12 +97,26 @@ fn check_smem(gpu: &GpuContext, need: usize, what: &str) -> Result<()> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EncoderAttnShape {
     pub batch: usize,
-    /// Tokens per image side (64 for 1024-pixel inputs).
+    /// Tokens per image side (64 for 1024-pixel inputs, `img_size / 16` in general).
     pub grid: usize,
     pub dim: usize,
     pub heads: usize,
-    /// 14 for windowed blocks; equal to `grid` (64) for global blocks.
+    /// The side S of the attended squares: the window size (14) for windowed blocks, whose
+    /// grid is padded up to a multiple of S; equal to `grid` for global blocks. Any S in
+    /// `1..=ENCODER_MAX_SIDE` with any grid; the rel-pos tables have `2*S - 1` rows.
     pub window: usize,
+}
+
+/// The encoder attention kernels; [`EncoderAttnShape::variant`] picks one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderAttnVariant {
+    /// `attn_relpos_s14_d*`: S = 14 compile-time (SAM's windows).
+    Side14,
+    /// `attn_relpos_s64_d*`: S = 64 compile-time, a key tile is one key row and `rel_w`
+    /// stays in registers (global attention at 1024 px).
+    Side64,
+    /// `attn_relpos_any_d*`: S is a kernel argument (other image sizes and windows).
+    AnySide,
 }
 
 impl EncoderAttnShape {
@@ -93,6 +126,16 @@ impl EncoderAttnShape {
 
     pub fn windows_per_side(&self) -> usize {
         self.grid.div_ceil(self.window.max(1))
+    }
+
+    /// The one place that maps a shape to a kernel variant: a compile-time instantiation
+    /// when S has one ([`ENCODER_WINDOWS`]), else the run-time-S kernel.
+    pub fn variant(&self) -> EncoderAttnVariant {
+        match self.window {
+            14 => EncoderAttnVariant::Side14,
+            64 => EncoderAttnVariant::Side64,
+            _ => EncoderAttnVariant::AnySide,
+        }
     }
 
     /// Rejects what the kernels cannot do; runs without a GPU.
@@ -115,14 +158,10 @@ impl EncoderAttnShape {
                 "encoder attention head_dim {hd}: kernels exist for {ENCODER_HEAD_DIMS:?}"
             )));
         }
-        if !ENCODER_WINDOWS.contains(&window) {
+        if window == 0 || window > ENCODER_MAX_SIDE {
             return Err(Error::Unsupported(format!(
-                "encoder attention window {window}: kernels exist for {ENCODER_WINDOWS:?}"
-            )));
-        }
-        if window == 64 && grid != 64 {
-            return Err(Error::Unsupported(format!(
-                "global attention is instantiated for a 64x64 grid, got {grid}x{grid}"
+                "encoder attention window (side) {window}: supported 1..={ENCODER_MAX_SIDE} \
+                 (global attention uses window = grid)"
             )));
         }
         let z = batch * self.windows_per_side() * self.windows_per_side();
@@ -137,7 +176,12 @@ impl EncoderAttnShape {
     }
 
     pub fn kernel_name(&self) -> String {
-        format!("attn_relpos_s{}_d{}_f16", self.window, self.head_dim())
+        let side = match self.variant() {
+            EncoderAttnVariant::Side14 => "s14",
+            EncoderAttnVariant::Side64 => "s64",
+            EncoderAttnVariant::AnySide => "any",
+        };
+        format!("attn_relpos_{side}_d{}_f16", self.head_dim())
     }
 
     pub fn smem_bytes(&self) -> usize {
@@ -160,12 +204,23 @@ impl EncoderAttnShape {
 
 /// The encoder attention's inputs. `qkv` is the qkv Linear output `[batch*grid*grid, 3*dim]`
 /// (tokens row-major over the unpadded grid), `qkv_bias` its fp32 bias `[3*dim]` (it stands in
-/// for the padding tokens), `rel_pos_h` / `rel_pos_w` the fp16 tables `[2*window-1, head_dim]`.
+/// for the padding tokens, so it must be in the same units as the stored qkv), `rel_pos_h` /
+/// `rel_pos_w` the fp16 tables `[2*window-1, head_dim]`.
+///
+/// With `qt = q_scale * q` (q as stored) the logits are
+/// `softmax_scale * <qt, k> + <qt, Rh> + <qt, Rw>`; k and v are used as stored, so the output
+/// is in the units of the stored v. Unscaled storage: `q_scale: 1.0, softmax_scale: None`.
+/// With the whole qkv output stored times `a`: `q_scale = 1/a` and
+/// `softmax_scale = Some(head_dim^-0.5 / a)` (k carries `a` too), output times `a`.
 pub struct EncoderAttnInputs<'a> {
     pub qkv: &'a dyn DevicePtr<u16>,
     pub qkv_bias: &'a dyn DevicePtr<f32>,
     pub rel_pos_h: &'a dyn DevicePtr<u16>,
     pub rel_pos_w: &'a dyn DevicePtr<u16>,
+    /// True q = `q_scale` x stored q, in the dot product and in the rel-pos terms. Finite, > 0.
+    pub q_scale: f32,
+    /// Scale of `<qt, k>`; `None` is the spec's `head_dim^-0.5`. Finite, > 0.
+    pub softmax_scale: Option<f32>,
 }
 
 /// Writes `out[batch*grid*grid, dim]` (fp16, channel `h*head_dim + c`).
@@ -177,6 +232,18 @@ pub fn encoder_attention(
     out: &mut dyn DevicePtrMut<u16>,
 ) -> Result<()> {
     shape.validate()?;
+    let scale = inputs
+        .softmax_scale
+        .unwrap_or_else(|| (shape.head_dim() as f32).powf(-0.5));
+    for (what, v) in [("q_scale", inputs.q_scale), ("softmax_scale", scale)] {
+        // The online softmax tracks the running max of the unscaled score, which is the max
+        // of the logits only for a positive scale.
+        if !(v.is_finite() && v > 0.0) {
+            return Err(Error::Unsupported(format!(
+                "encoder attention {what} {v}: must be finite and positive"
+            )));
+        }
+    }
     gpu.check_stream(stream)?;
     let name = shape.kernel_name();
     check_smem(gpu, shape.smem_bytes(), &name)?;
@@ -226,7 +293,9 @@ pub fn encoder_attention(
         lk: (s * s) as i32,
         grid: shape.grid as i32,
         windows_per_side: shape.windows_per_side() as i32,
-        scale: (hd as f32).powf(-0.5),
+        side: s as i32,
+        scale,
+        q_scale: inputs.q_scale,
         ..AttnParams::default()
     };
     let mut b = stream.launch_builder(f);
@@ -355,6 +424,7 @@ pub fn plain_attention(
         lq: shape.lq as i32,
         lk: shape.lk as i32,
         scale: (shape.head_dim as f32).powf(-0.5),
+        q_scale: 1.0,
         ..AttnParams::default()
     };
     let mut b = stream.launch_builder(f);

@@ -9,12 +9,19 @@
 //! `catch_unwind`: without a GPU the backend returns [`Error::Cuda`] and never aborts.
 
 pub mod attention;
+pub mod cast_rows;
+pub mod encoder;
+pub mod encoder_exec;
 pub mod gemm;
 pub mod layer_norm;
 pub mod mask_downscaling;
 pub mod nms;
 pub mod postprocess;
+pub mod preprocess_patchify;
 pub mod prompt_encoder;
+pub mod residual_init;
+pub mod view;
+pub mod weights;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

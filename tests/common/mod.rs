@@ -2,6 +2,9 @@
 //! tools/make_fixtures.py (official segment_anything on a random-weight model).
 #![allow(dead_code)]
 
+#[cfg(feature = "cuda")]
+pub mod gpu;
+
 use samrt::checkpoint::{read_pth, write_safetensors_f16, Checkpoint};
 use samrt::Sam;
 use serde_json::Value;

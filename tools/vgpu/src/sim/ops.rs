@@ -7,7 +7,7 @@ use super::exec::{fault, first_lane, BlockState, Copy16, Warp, FULL};
 use super::launch::Env;
 use super::memory::{self, resolve, Loc};
 use super::program::*;
-use crate::isa::{self, Ty};
+use crate::isa::{self, Rnd, Ty};
 
 /// Iterates over the set lanes of a mask.
 #[inline]
@@ -61,6 +61,13 @@ pub fn execute(
             a,
             b: bb,
         } => {
+            if let Some(f) = fast_bin(*op, *ty, m) {
+                for l in lanes(exec) {
+                    let v = f(src(w, b, a, l), src(w, b, bb, l));
+                    w.set(*d, l, v);
+                }
+                return Ok(());
+            }
             for l in lanes(exec) {
                 let v = alu::bin(*op, *ty, m, src(w, b, a, l), src(w, b, bb, l))
                     .map_err(|e| ill(b, w, l, e))?;
@@ -76,6 +83,13 @@ pub fn execute(
             b: bb,
             c,
         } => {
+            if let Some(f) = fast_ter(*op, *ty, m) {
+                for l in lanes(exec) {
+                    let v = f(src(w, b, a, l), src(w, b, bb, l), src(w, b, c, l));
+                    w.set(*d, l, v);
+                }
+                return Ok(());
+            }
             for l in lanes(exec) {
                 let v = alu::ter(
                     *op,
@@ -529,6 +543,109 @@ pub fn execute(
         }
     }
     Ok(())
+}
+
+type Bin2 = fn(u64, u64) -> u64;
+type Ter3 = fn(u64, u64, u64) -> u64;
+
+#[inline]
+fn f32v(x: u64) -> f32 {
+    f32::from_bits(x as u32)
+}
+
+#[inline]
+fn canon32(x: f32) -> u64 {
+    if x.is_nan() {
+        0x7fff_ffff
+    } else {
+        x.to_bits() as u64
+    }
+}
+
+fn shl32(a: u64, b: u64) -> u64 {
+    let s = b as u32;
+    if s >= 32 {
+        0
+    } else {
+        ((a as u32) << s) as u64
+    }
+}
+
+fn shl64(a: u64, b: u64) -> u64 {
+    let s = b as u32;
+    if s >= 64 {
+        0
+    } else {
+        a << s
+    }
+}
+
+fn shr_u32(a: u64, b: u64) -> u64 {
+    let s = b as u32;
+    if s >= 32 {
+        0
+    } else {
+        ((a as u32) >> s) as u64
+    }
+}
+
+/// The hot binary forms (32/64-bit integer arithmetic and logic, round-to-nearest f32) as
+/// plain functions, so the lane loop skips the general dispatch in `alu::bin`. Each computes
+/// exactly what `alu::bin` computes for that form (the vgpu tests run both paths).
+fn fast_bin(op: BinOp, ty: Ty, m: &FMods) -> Option<Bin2> {
+    let plain = !m.sat && !m.ftz && !m.approx && !m.nan && m.rnd.is_none_or(|r| r == Rnd::Rn);
+    if !plain {
+        return None;
+    }
+    use Ty::*;
+    Some(match (op, ty) {
+        (BinOp::Add, U32 | S32 | B32) => |a, b| (a as u32).wrapping_add(b as u32) as u64,
+        (BinOp::Sub, U32 | S32 | B32) => |a, b| (a as u32).wrapping_sub(b as u32) as u64,
+        (BinOp::MulLo, U32 | S32 | B32) => |a, b| (a as u32).wrapping_mul(b as u32) as u64,
+        (BinOp::Add, U64 | S64 | B64) => |a, b| a.wrapping_add(b),
+        (BinOp::Sub, U64 | S64 | B64) => |a, b| a.wrapping_sub(b),
+        (BinOp::MulLo, U64 | S64 | B64) => |a, b| a.wrapping_mul(b),
+        (BinOp::And, B32 | U32 | S32) => |a, b| a & b & 0xffff_ffff,
+        (BinOp::Or, B32 | U32 | S32) => |a, b| (a | b) & 0xffff_ffff,
+        (BinOp::Xor, B32 | U32 | S32) => |a, b| (a ^ b) & 0xffff_ffff,
+        (BinOp::And, B64 | U64 | S64) => |a, b| a & b,
+        (BinOp::Shl, B32 | U32 | S32) => shl32,
+        (BinOp::Shl, B64 | U64 | S64) => shl64,
+        (BinOp::Shr, B32 | U32) => shr_u32,
+        (BinOp::Shr, S32) => |a, b| (((a as u32 as i32) >> (b as u32).min(31)) as u32) as u64,
+        (BinOp::MulWide, S32) => {
+            |a, b| (a as u32 as i32 as i64).wrapping_mul(b as u32 as i32 as i64) as u64
+        }
+        (BinOp::MulWide, U32) => |a, b| (a as u32 as u64).wrapping_mul(b as u32 as u64),
+        (BinOp::Add, F32) => |a, b| canon32(f32v(a) + f32v(b)),
+        (BinOp::Sub, F32) => |a, b| canon32(f32v(a) - f32v(b)),
+        (BinOp::MulLo, F32) => |a, b| canon32(f32v(a) * f32v(b)),
+        _ => return None,
+    })
+}
+
+/// The hot ternary forms: round-to-nearest f32 fma, 32-bit mad.lo and selp.
+fn fast_ter(op: TerOp, ty: Ty, m: &FMods) -> Option<Ter3> {
+    let plain = !m.sat && !m.ftz && m.rnd.is_none_or(|r| r == Rnd::Rn);
+    if !plain {
+        return None;
+    }
+    use Ty::*;
+    Some(match (op, ty) {
+        (TerOp::Fma, F32) => |a, b, c| canon32(f32v(a).mul_add(f32v(b), f32v(c))),
+        (TerOp::MadLo, U32 | S32) => {
+            |a, b, c| (a as u32).wrapping_mul(b as u32).wrapping_add(c as u32) as u64
+        }
+        (TerOp::Selp, B32 | U32 | S32 | F32) => |a, b, c| {
+            if c & 1 != 0 {
+                a & 0xffff_ffff
+            } else {
+                b & 0xffff_ffff
+            }
+        },
+        (TerOp::Selp, B64 | U64 | S64 | F64) => |a, b, c| if c & 1 != 0 { a } else { b },
+        _ => return None,
+    })
 }
 
 fn bool_op(op: BoolOp, a: bool, b: bool) -> bool {
