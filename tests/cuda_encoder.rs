@@ -219,3 +219,23 @@ fn encoder_steady_state_makes_no_device_allocations() {
     println!("planned: weights {wb} B, arena {ab} B");
     assert!(ab > 0 && wb > 0);
 }
+
+/// A full random vit_b at 1024x1024 (about 370 GFLOP): seconds on a GPU, hours on vgpu, so
+/// ignored by default; tools/gpu-run.sh runs it with `--include-ignored`.
+#[test]
+#[ignore]
+fn encoder_vit_b_1024_matches_cpu() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu_or_skip("encoder_vit_b_1024_matches_cpu") else {
+        return;
+    };
+    let cfg = EncoderConfig::vit_b();
+    let w = weights(&cfg, 8, 1.0);
+    let img = photo("coffee.png");
+    let enc = CudaEncoder::new(gpu, &w, &cfg).unwrap();
+    let got = enc.embed_batch(&[&img]).unwrap();
+    let want = cpu_embedding(&w, &cfg, &img);
+    let e = rel_l2(&got[0].0, &want);
+    println!("random vit_b, 1024: embedding rel. L2 {e:.3e}");
+    assert!(e <= 5e-3, "rel. L2 {e}");
+}
