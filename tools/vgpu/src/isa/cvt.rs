@@ -169,7 +169,12 @@ pub fn satfinite(f: Fmt, x: u64) -> u64 {
 
 fn pack2(f: Fmt, a: f32, b: f32, rnd: Rnd, relu_: bool, satf: bool) -> u32 {
     let one = |x: f32| {
-        let mut r = fp::convert(x.to_bits() as u64, F32, f, rnd);
+        // fp16 round-to-nearest (every attention P tile and GEMM epilogue) has a fast path.
+        let mut r = if f == F16 && rnd == Rnd::Rn {
+            super::half::f32_to_f16(x, Rnd::Rn) as u64
+        } else {
+            fp::convert(x.to_bits() as u64, F32, f, rnd)
+        };
         if satf {
             r = satfinite(f, r);
         }

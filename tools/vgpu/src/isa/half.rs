@@ -13,7 +13,47 @@ use super::types::Rnd;
 /// f32 -> f16 with one rounding in mode `rnd`; subnormal results are produced (no flushing
 /// here: `.ftz` is the caller's business), NaN -> `0x7fff`.
 pub fn f32_to_f16(x: f32, rnd: Rnd) -> u16 {
+    if rnd == Rnd::Rn {
+        return f32_to_f16_rn(x);
+    }
     fp::convert(x.to_bits() as u64, F32, F16, rnd) as u16
+}
+
+/// Round-to-nearest-even f32 -> f16 by bit arithmetic (every fp16 store of every kernel goes
+/// through it); equal to the exact core's result (tested on all exponents and random
+/// mantissas, ties and subnormals included).
+fn f32_to_f16_rn(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32;
+    let man = b & 0x7f_ffff;
+    if exp == 0xff {
+        return if man != 0 { 0x7fff } else { sign | 0x7c00 };
+    }
+    let e = exp - 112;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = 1u32 << (shift - 1);
+        let rest = m & ((1u32 << shift) - 1);
+        let mut r = m >> shift;
+        if rest > half || (rest == half && r & 1 == 1) {
+            r += 1;
+        }
+        return sign | r as u16;
+    }
+    let mut r = ((e as u32) << 10) | (man >> 13);
+    let rest = man & 0x1fff;
+    if rest > 0x1000 || (rest == 0x1000 && r & 1 == 1) {
+        r += 1;
+    }
+    sign | r as u16
 }
 
 /// f16 -> f32, exact (every f16 is an f32). NaN -> canonical f32 NaN `0x7fffffff`.
@@ -72,6 +112,33 @@ pub fn f16_to_f64(h: u16) -> f64 {
 #[cfg(test)]
 mod fast_path_tests {
     use super::*;
+
+    #[test]
+    fn f32_to_f16_rn_fast_path_equals_exact_core() {
+        let mut st = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            st
+        };
+        for exp in 0..=255u32 {
+            for k in 0..4000u32 {
+                let man = match k {
+                    0 => 0,
+                    1 => 0x7f_ffff,
+                    2 => 0x1000,
+                    3 => 0x3000,
+                    _ => (next() as u32) & 0x7f_ffff,
+                };
+                for sign in [0u32, 1] {
+                    let bits = sign << 31 | exp << 23 | man;
+                    let exact = fp::convert(bits as u64, F32, F16, Rnd::Rn) as u16;
+                    assert_eq!(f32_to_f16_rn(f32::from_bits(bits)), exact, "{bits:#010x}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn f16_to_f32_fast_path_equals_exact_core_for_every_input() {

@@ -242,16 +242,29 @@ pub fn mma_m16n8k16_f32_f16(
             bt[g][k + 1] = f16_to_f32((v >> 16) as u16) as f64;
         }
     }
+    // The 16x8 result as a matrix, k outermost so the inner loop over n runs on contiguous
+    // f64 (vectorised); each output still sums c, then k = 0..15, in order.
+    let mut acc = [[0f64; 8]; 16];
+    for (lane, cl) in c.iter().enumerate() {
+        let (g, t) = (lane >> 2, lane & 3);
+        for (i, &ci) in cl.iter().enumerate() {
+            acc[g + 8 * (i >> 1)][2 * t + (i & 1)] = ci as f64;
+        }
+    }
+    for k in 0..16 {
+        let bk: [f64; 8] = std::array::from_fn(|n| bt[n][k]);
+        for (row, ar) in acc.iter_mut().zip(&am) {
+            let a = ar[k];
+            for (o, &bv) in row.iter_mut().zip(&bk) {
+                *o += a * bv;
+            }
+        }
+    }
     let mut d = [[0f32; 4]; 32];
     for (lane, dl) in d.iter_mut().enumerate() {
         let (g, t) = (lane >> 2, lane & 3);
         for (i, di) in dl.iter_mut().enumerate() {
-            let (r, n) = (g + 8 * (i >> 1), 2 * t + (i & 1));
-            let mut acc = c[lane][i] as f64;
-            for k in 0..16 {
-                acc += am[r][k] * bt[n][k];
-            }
-            *di = to_f32(acc);
+            *di = to_f32(acc[g + 8 * (i >> 1)][2 * t + (i & 1)]);
         }
     }
     d

@@ -580,6 +580,9 @@ pub fn cvt(
             return isa::half::f16_to_f32(a as u16).to_bits() as u64
         }
         (Ty::F64, Ty::F32, _, None, false, false) => return (f32_of(a) as f64).to_bits(),
+        (Ty::F16, Ty::F32, Some(Rnd::Rn), None, false, false) => {
+            return isa::half::f32_to_f16(f32_of(a), Rnd::Rn) as u64
+        }
         (Ty::F32, Ty::S32, Some(Rnd::Rn), None, false, false) => {
             return (sext(a, 32) as i32 as f32).to_bits() as u64
         }

@@ -10,6 +10,17 @@ use super::ops::account_shared;
 use super::program::*;
 use crate::isa::warp as iw;
 
+/// An operand's value in all 32 lanes (one dispatch on the operand kind, not 32).
+fn lanes32(w: &Warp, b: &BlockState, s: &Src) -> [u32; 32] {
+    match *s {
+        Src::Reg(r) => {
+            let base = r as usize * 32;
+            std::array::from_fn(|l| w.regs[base + l] as u32)
+        }
+        _ => std::array::from_fn(|l| src(w, b, s, l) as u32),
+    }
+}
+
 pub fn mma(
     w: &mut Warp,
     b: &mut BlockState,
@@ -24,18 +35,13 @@ pub fn mma(
     match kind {
         MmaKind::M16n8k16F32F16 | MmaKind::M16n8k16F32Bf16 => {
             b.counters.mma_flops += 2 * 16 * 8 * 16;
-            let mut fa = [[0u32; 4]; 32];
-            let mut fb = [[0u32; 2]; 32];
-            let mut fc = [[0f32; 4]; 32];
-            for l in 0..32 {
-                for k in 0..4 {
-                    fa[l][k] = get(w, b, &a[k], l);
-                    fc[l][k] = f32::from_bits(get(w, b, &c[k], l));
-                }
-                for k in 0..2 {
-                    fb[l][k] = get(w, b, &bb[k], l);
-                }
-            }
+            let av: [[u32; 32]; 4] = std::array::from_fn(|k| lanes32(w, b, &a[k]));
+            let bv: [[u32; 32]; 2] = std::array::from_fn(|k| lanes32(w, b, &bb[k]));
+            let cv: [[u32; 32]; 4] = std::array::from_fn(|k| lanes32(w, b, &c[k]));
+            let fa: [[u32; 4]; 32] = std::array::from_fn(|l| std::array::from_fn(|k| av[k][l]));
+            let fb: [[u32; 2]; 32] = std::array::from_fn(|l| std::array::from_fn(|k| bv[k][l]));
+            let fc: [[f32; 4]; 32] =
+                std::array::from_fn(|l| std::array::from_fn(|k| f32::from_bits(cv[k][l])));
             let r = if kind == MmaKind::M16n8k16F32F16 {
                 iw::mma_m16n8k16_f32_f16(&fa, &fb, &fc)
             } else {
