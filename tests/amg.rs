@@ -508,6 +508,8 @@ fn small_images(dir: &Path, n: usize) -> Vec<PathBuf> {
 fn auto(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_samrt"))
         .arg("auto")
+        // The CPU oracle path: with a GPU (or vgpu) `auto` would pick CUDA.
+        .args(["--device", "cpu"])
         .arg("--model")
         .arg(common::tiny_safetensors())
         .args([

@@ -6,9 +6,17 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the CLI. These are the CPU contract tests: a command that can take `--device` runs on
+/// the CPU unless the test says otherwise (with a GPU, or vgpu, `auto` would pick CUDA;
+/// tests/cuda_cli.rs covers that path).
 fn samrt(args: &[&str], cache: &Path) -> Output {
+    let mut args = args.to_vec();
+    let takes_device = matches!(args.first(), Some(&("segment" | "auto" | "bench")));
+    if takes_device && !args.contains(&"--device") {
+        args.extend(["--device", "cpu"]);
+    }
     Command::new(env!("CARGO_BIN_EXE_samrt"))
-        .args(args)
+        .args(&args)
         .env("SAMRT_CACHE_DIR", cache)
         .output()
         .expect("run samrt")
