@@ -239,3 +239,26 @@ fn encoder_vit_b_1024_matches_cpu() {
     println!("random vit_b, 1024: embedding rel. L2 {e:.3e}");
     assert!(e <= 5e-3, "rel. L2 {e}");
 }
+
+/// The planned device memory of a vit_b encoder at 1024 (no GPU needed): weights + arena at
+/// batch 1 under the 600 MB target, and the arena growing with the batch.
+#[test]
+fn vit_b_memory_plan_meets_the_batch_1_target() {
+    let cfg = EncoderConfig::vit_b();
+    let w = random_encoder_weights(&cfg, 1);
+    let (wb, a1) = samrt::cuda::encoder::memory_plan(&w, &cfg, 1).unwrap();
+    let (_, a8) = samrt::cuda::encoder::memory_plan(&w, &cfg, 8).unwrap();
+    let mb = |b: usize| b as f64 / 1e6;
+    println!(
+        "vit_b plan: weights {:.1} MB, arena {:.1} MB (batch 1), {:.1} MB (batch 8); peak {:.1} MB",
+        mb(wb),
+        mb(a1),
+        mb(a8),
+        mb(wb + a1)
+    );
+    assert!(wb + a1 <= 600_000_000, "batch-1 peak {} B", wb + a1);
+    assert!(
+        a8 > 7 * a1 && a8 <= 8 * a1 + 4096,
+        "arena at batch 8: {a8} B vs {a1} B"
+    );
+}
