@@ -478,3 +478,63 @@ fn prompts_file_decodes_many_prompts_in_one_call() {
     let o = run("[{\"points\": [[1, 2]]}]", &["--point", "3,4"]);
     assert!(!o.status.success() && o.status.code() != Some(101));
 }
+
+/// `samrt info FILE | head`: a reader that goes away ends the process quietly (SIGPIPE, as
+/// other Unix tools), never with the panic hook's "internal error" and exit 70.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    let cache = scratch("cli-pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(["info", &model()])
+        .env("SAMRT_CACHE_DIR", &cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run samrt");
+    // Close the read end before samrt has printed anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("internal error") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_ne!(o.status.code(), Some(70), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            o.status.success() || o.status.signal() == Some(13),
+            "status {:?}: {err}",
+            o.status
+        );
+    }
+}
+
+/// `samrt convert x.pth x.pth` (or through a symlink or hard link) must refuse and leave the
+/// checkpoint intact.
+#[test]
+fn convert_refuses_to_overwrite_its_input() {
+    let dir = scratch("cli-convert-same");
+    let pth = dir.join("model.pth");
+    std::fs::copy(fixtures().join("sam_tiny.pth"), &pth).unwrap();
+    let before = std::fs::read(&pth).unwrap();
+    let sym = dir.join("link.pth");
+    let hard = dir.join("hard.pth");
+    let _ = std::fs::remove_file(&sym);
+    let _ = std::fs::remove_file(&hard);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&pth, &sym).unwrap();
+    std::fs::hard_link(&pth, &hard).unwrap();
+    let p = pth.to_str().unwrap();
+    let mut outs = vec![p.to_string(), hard.to_str().unwrap().to_string()];
+    if cfg!(unix) {
+        outs.push(sym.to_str().unwrap().to_string());
+    }
+    for out in &outs {
+        let o = samrt(&["convert", p, out], &dir);
+        assert_clean_failure(&o, "is the input file itself");
+        assert_eq!(std::fs::read(&pth).unwrap(), before, "{out}: input changed");
+    }
+}

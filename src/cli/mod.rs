@@ -150,7 +150,31 @@ pub fn load_model(
     Ok(sam)
 }
 
+/// Whether `a` and `b` name the same existing file, through symlinks or hard links.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ma.dev() == mb.dev() && ma.ino() == mb.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (ma, mb);
+        matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    }
+}
+
 fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<(), CliError> {
+    if same_file(input, output) {
+        return Err(CliError::msg(format!(
+            "convert: the output {} is the input file itself (directly or through a link); \
+             writing it would destroy the checkpoint",
+            output.display()
+        )));
+    }
     let tensors = samrt::checkpoint::pth::read_pth(input)
         .context(|| format!("reading {}", input.display()))?;
     samrt::checkpoint::safetensors::write_safetensors_f16(output, &tensors)

@@ -402,26 +402,35 @@ pub struct Program {
     pub globals: Vec<GlobalVar>,
 }
 
-fn cache() -> &'static Mutex<HashMap<u64, Arc<Module>>> {
-    static CACHE: OnceLock<Mutex<HashMap<u64, Arc<Module>>>> = OnceLock::new();
+/// Loaded modules by content hash; each entry keeps its text so that a hash collision is
+/// detected by comparison and never returns another module's code.
+type Cache = HashMap<u64, Vec<(Arc<str>, Arc<Module>)>>;
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// FNV-1a over the text; collisions are checked by also comparing the length and a second
-/// hash seed.
+/// FNV-1a over the text.
 fn content_hash(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in s.as_bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h ^ ((s.len() as u64) << 1).rotate_left(17)
+    h
 }
 
 /// Parses and lowers `ptx` once per distinct text.
 pub fn load_cached(ptx: &str) -> Result<Arc<Module>, Fault> {
     let key = content_hash(ptx);
-    if let Some(m) = cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+    let hit = cache().lock().ok().and_then(|c| {
+        c.get(&key)?
+            .iter()
+            .find(|(text, _)| &**text == ptx)
+            .map(|(_, m)| Arc::clone(m))
+    });
+    if let Some(m) = hit {
         return Ok(m);
     }
     let ast = crate::ptx::parse(ptx).map_err(|e| Fault {
@@ -434,7 +443,9 @@ pub fn load_cached(ptx: &str) -> Result<Arc<Module>, Fault> {
     })?;
     let m = Arc::new(Module { inner: program });
     if let Ok(mut c) = cache().lock() {
-        c.insert(key, Arc::clone(&m));
+        c.entry(key)
+            .or_default()
+            .push((Arc::from(ptx), Arc::clone(&m)));
     }
     Ok(m)
 }
