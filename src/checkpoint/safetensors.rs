@@ -195,19 +195,45 @@ impl Checkpoint {
         let mut ranges = Vec::with_capacity(header.tensors.len());
         for (name, raw) in header.tensors {
             let e = validate_entry(&name, raw, data_start, data_len)?;
+            // Zero-sized tensors occupy no bytes; they may sit anywhere in the section.
             if e.end > e.start {
                 ranges.push((e.start, e.end, name.clone()));
             }
             entries.insert(name, e);
         }
+        // As the reference implementation requires, the (non-empty) tensors tile the data section
+        // exactly: no overlap, no gap, and the last one ends at the end of the file. A header
+        // length that is off by even one byte shifts every tensor, which then fails here
+        // instead of loading as garbage.
         ranges.sort();
-        for w in ranges.windows(2) {
-            if w[1].0 < w[0].1 {
-                return Err(header_err(format!(
-                    "tensors `{}` and `{}` overlap",
-                    w[0].2, w[1].2
-                )));
+        let mut expected = data_start;
+        let mut previous: Option<&str> = None;
+        for (start, end, name) in &ranges {
+            if *start != expected {
+                return Err(header_err(match previous {
+                    Some(p) if *start < expected => {
+                        format!("tensors `{p}` and `{name}` overlap")
+                    }
+                    Some(p) => format!(
+                        "{} unused byte(s) between tensors `{p}` and `{name}`",
+                        start - expected
+                    ),
+                    None => format!(
+                        "the data section starts with {} byte(s) that no tensor uses",
+                        start - expected
+                    ),
+                }));
             }
+            expected = *end;
+            previous = Some(name);
+        }
+        if expected != data.len() {
+            let k = data.len() - expected;
+            return Err(header_err(format!(
+                "the tensors end {k} byte{} before the end of the file: the declared header \
+                 length ({n}) and the data size disagree",
+                if k == 1 { "" } else { "s" }
+            )));
         }
         Ok(Checkpoint {
             bytes,
