@@ -102,9 +102,27 @@ impl AmgConfig {
                 self.points_per_side, self.crop_n_points_downscale_factor
             ));
         }
+        // Layer i has (2^i)^2 crops of sides[i]^2 point prompts each. Bound the total, so
+        // that an absurd grid is a clear error, not a 160 GB allocation or a week-long run.
+        let total: u128 = sides
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (1u128 << (2 * i)) * (n as u128) * (n as u128))
+            .sum();
+        if total > MAX_PROMPTS_PER_IMAGE as u128 {
+            return bad(format!(
+                "points_per_side {} with crop_n_layers {} means {total} point prompts per image \
+                 (over all crops); the limit is {MAX_PROMPTS_PER_IMAGE}",
+                self.points_per_side, self.crop_n_layers
+            ));
+        }
         Ok(())
     }
 }
+
+/// Upper bound on point prompts per image over all crop layers (2^24: the official default
+/// uses 1,024; 4,096 points per side without crops is the largest square grid allowed).
+pub const MAX_PROMPTS_PER_IMAGE: usize = 1 << 24;
 
 /// One generated mask, as the official record describes it.
 #[derive(Clone, Debug, PartialEq)]

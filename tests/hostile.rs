@@ -34,3 +34,74 @@ fn safetensors_header_length_off_by_one_is_rejected() {
         );
     }
 }
+
+fn samrt(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(args)
+        .env("SAMRT_CACHE_DIR", scratch("hostile-cache"))
+        .output()
+        .unwrap()
+}
+
+/// Options that once aborted on allocation or ran unbounded now fail fast and clearly.
+#[test]
+fn unbounded_work_options_are_refused() {
+    let m = tiny_safetensors().to_str().unwrap().to_string();
+    let img = fixtures().join("images/chelsea.png");
+    let img = img.to_str().unwrap();
+    let out = scratch("hostile-out");
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "auto",
+                "--model",
+                &m,
+                "--image",
+                img,
+                "--out",
+                out,
+                "--points-per-side",
+                "100000",
+            ],
+            "point prompts per image",
+        ),
+        (
+            &[
+                "auto",
+                "--model",
+                &m,
+                "--image",
+                img,
+                "--out",
+                out,
+                "--crop-n-layers",
+                "8",
+            ],
+            "point prompts per image",
+        ),
+        (
+            &["bench", "--model", &m, "--prompts", "1000000"],
+            "--prompts 1000000: at most",
+        ),
+        (
+            &["bench", "--model", &m, "--batch", "100000"],
+            "--batch 100000: at most",
+        ),
+    ];
+    for (args, needle) in cases {
+        let t = std::time::Instant::now();
+        let o = samrt(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(needle) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "{args:?} took {:?}",
+            t.elapsed()
+        );
+    }
+}

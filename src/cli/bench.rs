@@ -45,6 +45,12 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// Bounds that keep a benchmark's memory and run time finite (the largest CUDA graph batch;
+/// 2^16 prompts decode in one batch on the CPU in minutes).
+const MAX_BATCH: usize = 64;
+const MAX_PROMPTS: usize = 1 << 16;
+const MAX_ITERS: usize = 100_000;
+
 /// The decoder targets are stated for a 1500x2250 photo; bench on that size.
 const ORIG_H: usize = 1500;
 const ORIG_W: usize = 2250;
@@ -131,6 +137,15 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         return Err(CliError::msg(
             "--iters, --batch and --prompts must be at least 1",
         ));
+    }
+    for (flag, v, max) in [
+        ("--iters", a.iters, MAX_ITERS),
+        ("--batch", a.batch, MAX_BATCH),
+        ("--prompts", a.prompts, MAX_PROMPTS),
+    ] {
+        if v > max {
+            return Err(CliError::msg(format!("{flag} {v}: at most {max}")));
+        }
     }
     let device = resolve_device(a.device)?;
     #[cfg(feature = "cuda")]
