@@ -26,12 +26,17 @@ for t in gpu-carry/bin/*-*; do
   "$t" --nocapture $extra > "$OUT/test-$name.log" 2>&1 || { echo "FAILED: $name"; status=1; }
   tail -n 3 "$OUT/test-$name.log"
 done
-kt="$(ls gpu-carry/bin/cuda_kernels-* 2>/dev/null | head -n 1)"
-if [ -n "$kt" ] && command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 "$kt" > "$OUT/sanitizer-$tool.log" 2>&1 \
-      || { echo "compute-sanitizer $tool: FAILED"; status=1; }
-    tail -n 2 "$OUT/sanitizer-$tool.log"
+# compute-sanitizer on every kernel test binary (memcheck and racecheck).
+if command -v compute-sanitizer >/dev/null; then
+  for kt in gpu-carry/bin/cuda_kernels-* gpu-carry/bin/cuda_gemm-* gpu-carry/bin/cuda_attention-* \
+            gpu-carry/bin/cuda_encoder_ops-*; do
+    [ -x "$kt" ] || continue
+    kn="$(basename "$kt")"
+    for tool in memcheck racecheck; do
+      compute-sanitizer --tool "$tool" --error-exitcode 9 "$kt" > "$OUT/sanitizer-$tool-$kn.log" 2>&1 \
+        || { echo "compute-sanitizer $tool $kn: FAILED"; status=1; }
+      tail -n 2 "$OUT/sanitizer-$tool-$kn.log"
+    done
   done
 fi
 # samrt bench on the GPU: the image encoder (CUDA events around graph replays, each kernel,
