@@ -374,38 +374,15 @@ impl CudaEncoder {
                         k: *k,
                     };
                     let bias = b.as_ref().map(|v| v as &dyn DevicePtr<f32>);
-                    match epi {
-                        Epi::Bias => linear(
-                            gpu,
-                            s,
-                            &a,
-                            &wt,
-                            bias,
-                            shape,
-                            scales,
-                            Epilogue::Bias(&mut self.view::<u16>(st, wr[0])),
-                        ),
-                        Epi::BiasGelu => linear(
-                            gpu,
-                            s,
-                            &a,
-                            &wt,
-                            bias,
-                            shape,
-                            scales,
-                            Epilogue::BiasGelu(&mut self.view::<u16>(st, wr[0])),
-                        ),
-                        Epi::BiasResidual => linear(
-                            gpu,
-                            s,
-                            &a,
-                            &wt,
-                            bias,
-                            shape,
-                            scales,
-                            Epilogue::BiasResidual(&mut self.view::<f32>(st, wr[0])),
-                        ),
-                    }
+                    // The epilogue's output view must outlive the call: keep both kinds.
+                    let (mut out16, mut out32) =
+                        (self.view::<u16>(st, wr[0]), self.view::<f32>(st, wr[0]));
+                    let epilogue = match epi {
+                        Epi::Bias => Epilogue::Bias(&mut out16),
+                        Epi::BiasGelu => Epilogue::BiasGelu(&mut out16),
+                        Epi::BiasResidual => Epilogue::BiasResidual(&mut out32),
+                    };
+                    linear(gpu, s, &a, &wt, bias, shape, scales, epilogue)
                 }
                 EncOp::LayerNorm {
                     gamma,
@@ -433,33 +410,16 @@ impl CudaEncoder {
                         rows: *rows,
                         dim: *dim,
                     };
-                    match out {
-                        LnOut::F16 => layer_norm_ex(
-                            gpu,
-                            s,
-                            x,
-                            scale,
-                            &g,
-                            &b,
-                            LnOutput::F16(&mut self.view::<u16>(st, wr[0])),
-                            shape,
-                            EPS,
-                        ),
-                        LnOut::F32ChannelFirst { tokens } => layer_norm_ex(
-                            gpu,
-                            s,
-                            x,
-                            scale,
-                            &g,
-                            &b,
-                            LnOutput::F32ChannelFirst {
-                                out: &mut self.view::<f32>(st, wr[0]),
-                                tokens: *tokens,
-                            },
-                            shape,
-                            EPS,
-                        ),
-                    }
+                    let (mut out16, mut out32) =
+                        (self.view::<u16>(st, wr[0]), self.view::<f32>(st, wr[0]));
+                    let output = match out {
+                        LnOut::F16 => LnOutput::F16(&mut out16),
+                        LnOut::F32ChannelFirst { tokens } => LnOutput::F32ChannelFirst {
+                            out: &mut out32,
+                            tokens: *tokens,
+                        },
+                    };
+                    layer_norm_ex(gpu, s, x, scale, &g, &b, output, shape, EPS)
                 }
                 EncOp::Attention {
                     block,
