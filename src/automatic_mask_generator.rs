@@ -61,11 +61,36 @@ impl AmgConfig {
         if self.points_per_side == 0 {
             return bad("points_per_side must be at least 1".into());
         }
-        if self.points_per_batch == 0 {
-            return bad("points_per_batch must be at least 1".into());
-        }
         if self.crop_n_points_downscale_factor == 0 {
             return bad("crop_n_points_downscale_factor must be at least 1".into());
+        }
+        self.validate_settings()?;
+        let sides = layer_grid_sides(
+            self.points_per_side,
+            self.crop_n_layers,
+            self.crop_n_points_downscale_factor,
+        );
+        if let Some(i) = sides.iter().position(|&n| n == 0) {
+            return bad(format!(
+                "crop layer {i} gets 0 points per side (points_per_side {} / factor {}^{i})",
+                self.points_per_side, self.crop_n_points_downscale_factor
+            ));
+        }
+        let per_layer: Vec<usize> = sides.iter().map(|&n| n.saturating_mul(n)).collect();
+        check_prompt_total(&per_layer).map_err(|total| {
+            Error::Config(format!(
+                "points_per_side {} with crop_n_layers {} means {total} point prompts per image \
+                 (over all crops); the limit is {MAX_PROMPTS_PER_IMAGE}",
+                self.points_per_side, self.crop_n_layers
+            ))
+        })
+    }
+
+    /// Everything but the point grid: what explicit `point_grids` runs check too.
+    fn validate_settings(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.points_per_batch == 0 {
+            return bad("points_per_batch must be at least 1".into());
         }
         if self.crop_n_layers > 8 {
             return bad(format!(
@@ -91,33 +116,23 @@ impl AmgConfig {
                 self.crop_overlap_ratio
             ));
         }
-        let sides = layer_grid_sides(
-            self.points_per_side,
-            self.crop_n_layers,
-            self.crop_n_points_downscale_factor,
-        );
-        if let Some(i) = sides.iter().position(|&n| n == 0) {
-            return bad(format!(
-                "crop layer {i} gets 0 points per side (points_per_side {} / factor {}^{i})",
-                self.points_per_side, self.crop_n_points_downscale_factor
-            ));
-        }
-        // Layer i has (2^i)^2 crops of sides[i]^2 point prompts each. Bound the total, so
-        // that an absurd grid is a clear error, not a 160 GB allocation or a week-long run.
-        let total: u128 = sides
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (1u128 << (2 * i)) * (n as u128) * (n as u128))
-            .sum();
-        if total > MAX_PROMPTS_PER_IMAGE as u128 {
-            return bad(format!(
-                "points_per_side {} with crop_n_layers {} means {total} point prompts per image \
-                 (over all crops); the limit is {MAX_PROMPTS_PER_IMAGE}",
-                self.points_per_side, self.crop_n_layers
-            ));
-        }
         Ok(())
     }
+}
+
+/// Layer i has (2^i)^2 crops of `per_layer[i]` point prompts each. Bounding the total makes
+/// an absurd grid a clear error, not a 160 GB allocation or a week-long run; `Err` carries
+/// the total.
+fn check_prompt_total(per_layer: &[usize]) -> std::result::Result<(), u128> {
+    let total: u128 = per_layer
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (1u128 << (2 * i)) * n as u128)
+        .sum();
+    if total > MAX_PROMPTS_PER_IMAGE as u128 {
+        return Err(total);
+    }
+    Ok(())
 }
 
 /// Upper bound on point prompts per image over all crop layers (2^24: the official default
@@ -164,6 +179,18 @@ pub trait MaskSource: Sync {
     fn crop(&self, img: &RgbImage) -> Result<Self::Crop>;
     /// `points` are in the crop's pixel frame, float64 as the official grid.
     fn batch(&self, crop: &Self::Crop, points: &[[f64; 2]]) -> Result<Self::Batch>;
+    /// [`MaskSource::batch`] for a caller that will only read the masks of a point whose
+    /// IoU prediction is above `iou_thresh` (when it is > 0): a source may skip computing
+    /// the others' logits. Defaults to computing everything.
+    fn batch_above(
+        &self,
+        crop: &Self::Crop,
+        points: &[[f64; 2]],
+        iou_thresh: f64,
+    ) -> Result<Self::Batch> {
+        let _ = iou_thresh;
+        self.batch(crop, points)
+    }
     /// IoU predictions of point `i`'s masks.
     fn iou<'b>(&self, batch: &'b Self::Batch, i: usize) -> &'b [f32];
     /// Logits `[h, w]` of mask `m` of point `i` at the crop's size.
@@ -195,6 +222,15 @@ impl MaskSource for Sam {
     }
 
     fn batch(&self, crop: &SamCrop, points: &[[f64; 2]]) -> Result<Vec<DecoderOutput>> {
+        self.batch_above(crop, points, 0.0)
+    }
+
+    fn batch_above(
+        &self,
+        crop: &SamCrop,
+        points: &[[f64; 2]],
+        iou_thresh: f64,
+    ) -> Result<Vec<DecoderOutput>> {
         let (ch, cw) = crop.emb.original_size;
         let side = self.config.encoder.img_size;
         let (nh, nw) = resize_shape(ch, cw, side);
@@ -208,7 +244,14 @@ impl MaskSource for Sam {
                 ]
             })
             .collect();
-        self.decode_points(&crop.image, &q)
+        // Exactly `process_batch`'s filter, negated: a mask is read unless
+        // `thresh > 0 && iou <= thresh`.
+        let read = |v: &f32| {
+            use std::cmp::Ordering::{Equal, Less};
+            !matches!((*v as f64).partial_cmp(&iou_thresh), Some(Less | Equal))
+        };
+        let want = |iou: &[f32]| iou_thresh <= 0.0 || iou.iter().any(read);
+        self.decode_points_where(&crop.image, &q, &want)
     }
 
     fn iou<'b>(&self, batch: &'b Vec<DecoderOutput>, i: usize) -> &'b [f32] {
@@ -223,7 +266,10 @@ impl MaskSource for Sam {
         m: usize,
     ) -> Result<Vec<f32>> {
         let plane = crate::predictor::LOW_RES * crate::predictor::LOW_RES;
-        let low = &batch[i].low_res[m * plane..(m + 1) * plane];
+        let low = batch[i]
+            .low_res
+            .get(m * plane..(m + 1) * plane)
+            .ok_or_else(|| Error::Unsupported(format!("mask {m} of point {i} was not computed")))?;
         postprocess_masks(low, 1, crop.emb.input_size, crop.emb.original_size)
     }
 }
@@ -232,28 +278,120 @@ pub fn generate(sam: &Sam, img: &RgbImage, cfg: &AmgConfig) -> Result<Vec<MaskRe
     generate_with(sam, img, cfg)
 }
 
+/// Where [`generate_with_progress`] is within one image. One image can take minutes (each
+/// crop is a full encoder pass, and a dense grid is many decoder batches), so a caller
+/// running a dataset needs more than per-image granularity to show it is alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The crop being processed, counting from 1, out of `crops` (1 without crop layers).
+    pub crop: usize,
+    pub crops: usize,
+    /// Point batches of this crop finished so far (0 when the crop starts, before its
+    /// embedding), out of `batches`.
+    pub batches_done: usize,
+    pub batches: usize,
+}
+
 /// [`generate`] with masks from any [`MaskSource`].
 pub fn generate_with<S: MaskSource>(
     src: &S,
     img: &RgbImage,
     cfg: &AmgConfig,
 ) -> Result<Vec<MaskRecord>> {
+    generate_with_progress(src, img, cfg, &mut |_| {})
+}
+
+/// [`generate_with`] that reports [`Progress`] when each crop starts and after each batch
+/// of point prompts. The callback only observes: the records are the same as without it.
+pub fn generate_with_progress<S: MaskSource>(
+    src: &S,
+    img: &RgbImage,
+    cfg: &AmgConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<MaskRecord>> {
     cfg.validate()?;
-    let (h, w) = (img.height, img.width);
-    if h == 0 || w == 0 {
-        return Err(Error::Image("image is empty".into()));
-    }
     let sides = layer_grid_sides(
         cfg.points_per_side,
         cfg.crop_n_layers,
         cfg.crop_n_points_downscale_factor,
     );
     let grids: Vec<Vec<[f64; 2]>> = sides.iter().map(|&n| point_grid(n)).collect();
+    generate_on_grids(src, img, cfg, &grids, progress)
+}
+
+/// [`generate`] with explicit point grids, the official `point_grids` argument: grid `i`
+/// holds (x, y) points normalised to the crop ([0, 1] inside it) and is used in crop
+/// layer `i`; `cfg.points_per_side` and `cfg.crop_n_points_downscale_factor` are unused.
+/// Grids beyond layer `crop_n_layers` are ignored, as in the official generator.
+pub fn generate_with_point_grids<S: MaskSource>(
+    src: &S,
+    img: &RgbImage,
+    cfg: &AmgConfig,
+    grids: &[Vec<[f64; 2]>],
+) -> Result<Vec<MaskRecord>> {
+    cfg.validate_settings()?;
+    let layers = cfg.crop_n_layers + 1;
+    if grids.len() < layers {
+        return Err(Error::Config(format!(
+            "crop_n_layers {} needs {layers} point grids, got {}",
+            cfg.crop_n_layers,
+            grids.len()
+        )));
+    }
+    let grids = &grids[..layers];
+    for (i, g) in grids.iter().enumerate() {
+        if g.is_empty() {
+            return Err(Error::Config(format!("point grid {i} is empty")));
+        }
+        if let Some(p) = g.iter().find(|p| !p[0].is_finite() || !p[1].is_finite()) {
+            return Err(Error::Config(format!(
+                "point grid {i} has a non-finite point ({}, {})",
+                p[0], p[1]
+            )));
+        }
+    }
+    let per_layer: Vec<usize> = grids.iter().map(|g| g.len()).collect();
+    check_prompt_total(&per_layer).map_err(|total| {
+        Error::Config(format!(
+            "the point grids mean {total} point prompts per image (over all crops); \
+             the limit is {MAX_PROMPTS_PER_IMAGE}"
+        ))
+    })?;
+    generate_on_grids(src, img, cfg, grids, &mut |_| {})
+}
+
+/// The generator proper, once the grids of every crop layer are known and checked.
+fn generate_on_grids<S: MaskSource>(
+    src: &S,
+    img: &RgbImage,
+    cfg: &AmgConfig,
+    grids: &[Vec<[f64; 2]>],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<MaskRecord>> {
+    let (h, w) = (img.height, img.width);
+    if h == 0 || w == 0 {
+        return Err(Error::Image("image is empty".into()));
+    }
     let crops = crop_boxes(h, w, cfg.crop_n_layers, cfg.crop_overlap_ratio);
 
     let mut data: Vec<Cand> = Vec::new();
-    for &(crop, layer) in &crops {
-        data.extend(process_crop(src, img, crop, &grids[layer], cfg)?);
+    for (k, &(crop, layer)) in crops.iter().enumerate() {
+        let mut report = |batches_done, batches| {
+            progress(Progress {
+                crop: k + 1,
+                crops: crops.len(),
+                batches_done,
+                batches,
+            })
+        };
+        data.extend(process_crop(
+            src,
+            img,
+            crop,
+            &grids[layer],
+            cfg,
+            &mut report,
+        )?);
     }
     if crops.len() > 1 {
         let boxes: Vec<[f32; 4]> = data.iter().map(|c| box_f32(c.bbox)).collect();
@@ -308,14 +446,18 @@ fn crop_image(img: &RgbImage, crop: [usize; 4]) -> RgbImage {
     }
 }
 
-/// `_process_crop`: embed the crop, decode its grid in batches, NMS, un-crop.
+/// `_process_crop`: embed the crop, decode its grid in batches, NMS, un-crop. `report`
+/// gets (batches done, batches) at the start and after each batch.
 fn process_crop<S: MaskSource>(
     src: &S,
     img: &RgbImage,
     crop: [usize; 4],
     grid: &[[f64; 2]],
     cfg: &AmgConfig,
+    report: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Cand>> {
+    let batches = grid.len().div_ceil(cfg.points_per_batch);
+    report(0, batches);
     let cropped = if crop == [0, 0, img.width, img.height] {
         None
     } else {
@@ -329,7 +471,7 @@ fn process_crop<S: MaskSource>(
         .map(|p| [p[0] * cw as f64, p[1] * ch as f64])
         .collect();
     let mut data = Vec::new();
-    for batch in points.chunks(cfg.points_per_batch) {
+    for (b, batch) in points.chunks(cfg.points_per_batch).enumerate() {
         data.extend(process_batch(
             src,
             &state,
@@ -339,6 +481,7 @@ fn process_crop<S: MaskSource>(
             (img.height, img.width),
             cfg,
         )?);
+        report(b + 1, batches);
     }
     let boxes: Vec<[f32; 4]> = data.iter().map(|c| box_f32(c.bbox)).collect();
     let scores: Vec<f32> = data.iter().map(|c| c.iou).collect();
@@ -376,7 +519,7 @@ fn process_batch<S: MaskSource>(
     orig: (usize, usize),
     cfg: &AmgConfig,
 ) -> Result<Vec<Cand>> {
-    let outs = src.batch(state, points)?;
+    let outs = src.batch_above(state, points, cfg.pred_iou_thresh)?;
     // (point index, mask index) of every mask passing the IoU filter, in official order.
     let mut jobs = Vec::new();
     for pi in 0..points.len() {

@@ -477,8 +477,8 @@ fn reject_unused<'a>(
     let shown: Vec<&str> = extra.iter().take(5).map(|s| s.as_str()).collect();
     let more = extra.len().saturating_sub(shown.len());
     Err(Error::Config(format!(
-        "{} tensor(s) the model does not use: {}{}",
-        extra.len(),
+        "{} the model does not use: {}{}",
+        crate::error::count(extra.len(), "tensor"),
         shown.join(", "),
         if more > 0 {
             format!(" and {more} more")

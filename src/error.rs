@@ -32,13 +32,28 @@ pub enum Error {
     Prompt(String),
     /// A .npy file that is malformed or of the wrong dtype/shape.
     Npy(String),
+    /// A saved image embedding that is malformed or belongs to another model.
+    Embedding(String),
     /// The CUDA backend is unavailable or failed.
     Cuda(String),
     /// A request the library does not support.
     Unsupported(String),
+    /// NaN or infinity where every value must be finite: in a checkpoint's tensor, or in the
+    /// model's output. Finite weights far outside a trained model's range overflow f32 inside
+    /// the model, and NaN scores would otherwise print as `null` next to empty masks.
+    NonFinite(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// "1 tensor", "2 tensors": counts in messages read as English.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -69,8 +84,10 @@ impl fmt::Display for Error {
             Error::Image(m) => write!(f, "invalid image: {m}"),
             Error::Prompt(m) => write!(f, "invalid prompt: {m}"),
             Error::Npy(m) => write!(f, "invalid .npy file: {m}"),
+            Error::Embedding(m) => write!(f, "invalid image embedding: {m}"),
             Error::Cuda(m) => write!(f, "CUDA: {m}"),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Error::NonFinite(m) => write!(f, "non-finite values: {m}"),
         }
     }
 }

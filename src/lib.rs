@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod embedding_file;
 pub mod error;
 pub mod graph;
 pub mod image_encoder;
@@ -20,4 +21,4 @@ pub mod two_way_transformer;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use predictor::{ComputeDevice, ImageEmbedding, Prediction, Prompt, Sam};
+pub use predictor::{ComputeDevice, ImageEmbedding, LogitsPrediction, Prediction, Prompt, Sam};

@@ -29,7 +29,8 @@ const LN2D_EPS: f32 = 1e-6;
 /// Decoder result for one prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecoderOutput {
-    /// Mask logits `[num_masks, 256, 256]`.
+    /// Mask logits `[num_masks, 256, 256]`; empty when the caller's filter
+    /// ([`MaskDecoder::decode_prepared_where`]) said no mask of this prompt is wanted.
     pub low_res: Vec<f32>,
     /// Predicted IoU per mask (raw head output, no sigmoid).
     pub iou: Vec<f32>,
@@ -216,14 +217,24 @@ impl MaskDecoder {
         pe_t: &[f32],
         tokens: &[f32],
         par: Par,
+        want_masks: &dyn Fn(&[f32]) -> bool,
     ) -> Result<DecoderOutput> {
         let nt = tokens.len() / self.dim;
         let (hs, src) = self.transformer.run(prep, pe_t, tokens, nt, par)?;
         let nm = self.num_mask_tokens;
+        let iou = self.iou_head.forward(&hs[..self.dim]);
+        if !want_masks(&iou) {
+            // The upscaling and hypernetwork product are ~half of a prompt's work and
+            // depend only on what the IoU head has already decided is unwanted.
+            return Ok(DecoderOutput {
+                low_res: Vec::new(),
+                iou,
+                num_masks: nm,
+            });
+        }
         let hyper: Vec<f32> = (0..nm)
             .flat_map(|m| self.hyper[m].forward(&hs[(1 + m) * self.dim..(2 + m) * self.dim]))
             .collect();
-        let iou = self.iou_head.forward(&hs[..self.dim]);
         let stage = OutputUpscaling {
             up1: &self.up1,
             ln_w: &self.up_ln_w,
@@ -255,7 +266,7 @@ impl MaskDecoder {
         let pe_t = transpose(image_pe, self.dim, self.hw());
         let keys = self.image_tokens(&image_t, dense);
         let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
-        self.decode(&prep, &pe_t, &tokens, Par::Threads)
+        self.decode(&prep, &pe_t, &tokens, Par::Threads, &|_| true)
     }
 
     /// Official forward: slices per multimask_output.
@@ -299,14 +310,36 @@ impl MaskDecoder {
         prompts: &[(&[f32], usize)],
         multimask_output: bool,
     ) -> Result<Vec<DecoderOutput>> {
+        self.decode_prepared_where(image, prompts, multimask_output, &|_| true)
+    }
+
+    /// [`Self::decode_prepared`], computing a prompt's masks only when `want_masks` says
+    /// so from its (sliced) IoU predictions; otherwise its `low_res` is empty. The automatic
+    /// mask generator drops every mask at or below `pred_iou_thresh` before looking at it,
+    /// so it skips the upscaling of prompts with no mask above the threshold, exactly.
+    pub fn decode_prepared_where(
+        &self,
+        image: &DecoderImage,
+        prompts: &[(&[f32], usize)],
+        multimask_output: bool,
+        want_masks: &(dyn Fn(&[f32]) -> bool + Sync),
+    ) -> Result<Vec<DecoderOutput>> {
         let tokens: Vec<Vec<f32>> = prompts
             .iter()
             .map(|&(s, n)| self.tokens_only(s, n))
             .collect::<Result<_>>()?;
+        let want = |iou: &[f32]| {
+            let kept = if multimask_output {
+                &iou[1.min(iou.len())..]
+            } else {
+                &iou[..1.min(iou.len())]
+            };
+            want_masks(kept)
+        };
         tokens
             .par_iter()
             .map(|t| {
-                let o = self.decode(&image.prep, &image.pe_t, t, Par::Seq)?;
+                let o = self.decode(&image.prep, &image.pe_t, t, Par::Seq, &want)?;
                 Ok(o.slice(multimask_output))
             })
             .collect()
@@ -352,7 +385,7 @@ impl MaskDecoder {
                 let tokens = self.tokens_only(views[i].0, views[i].1)?;
                 let keys = self.image_tokens(&image_t, views[i].2);
                 let prep = self.transformer.prepare(keys, &pe_t, Par::Seq)?;
-                let o = self.decode(&prep, &pe_t, &tokens, Par::Seq)?;
+                let o = self.decode(&prep, &pe_t, &tokens, Par::Seq, &|_| true)?;
                 Ok((i, o.slice(multimask_output)))
             })
             .collect::<Result<_>>()?;

@@ -491,8 +491,9 @@ pub fn threshold(logits: &[f32]) -> Vec<bool> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct MaskStats {
     pub area: u64,
-    /// x, y, w, h with w = max_x - min_x + 1 (pixels covered); all zero when empty.
-    /// Note the official AMG record uses w = max_x - min_x; convert there.
+    /// x, y, w, h with the official convention (`batched_mask_to_box` then
+    /// `box_xyxy_to_xywh`): w = max_x - min_x, so a one-pixel mask has w = 0; all zero when
+    /// empty. One convention for `segment` and `auto`, so their boxes compare directly.
     pub bbox: [u32; 4],
 }
 
@@ -528,11 +529,6 @@ pub fn mask_stats(mask: &[bool], h: usize, w: usize) -> Result<MaskStats> {
         .unwrap_or(0);
     Ok(MaskStats {
         area,
-        bbox: [
-            x0 as u32,
-            y0 as u32,
-            (x1 - x0 + 1) as u32,
-            (y1 - y0 + 1) as u32,
-        ],
+        bbox: [x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32],
     })
 }

@@ -2,7 +2,7 @@
 //! prompts against it. `Sam` holds only immutable f32 weights, so one model serves many
 //! threads at once.
 
-use crate::checkpoint::cache::open_model;
+use crate::checkpoint::cache::load_model;
 use crate::config::{infer_config, SamConfig};
 use crate::error::{Error, Result};
 use crate::image_encoder::ImageEncoder;
@@ -10,12 +10,23 @@ use crate::mask_decoder::{DecoderImage, DecoderOutput, MaskDecoder};
 use crate::postprocess::{mask_stats, postprocess_masks_threshold, MaskStats};
 use crate::preprocess::{preprocess, transform_coords_f64, RgbImage};
 use crate::prompt_encoder::PromptEncoder;
-use crate::weights::WeightSource;
+use crate::weights::{count_non_finite, WeightSource};
 use rayon::prelude::*;
 use std::path::Path;
 
 /// Side of the low-resolution mask logits the decoder produces and accepts.
 pub const LOW_RES: usize = 256;
+
+/// Most point prompts in one prompt. Each point is a token in every attention of the
+/// decoder, so cost grows with the count; SAM was trained with at most a few dozen clicks,
+/// and 100,000 points once ran for minutes.
+pub const MAX_POINTS_PER_PROMPT: usize = 1024;
+
+/// Largest |value| accepted in a mask input. The official decoder's low-res logits are tens
+/// at most, so this keeps every real input with a wide margin. Far larger finite values
+/// overflow f32 in the mask-downscaling path (its first LayerNorm2d squares the conv output,
+/// which passes f32's range from about 1e18), and the prediction would be NaN.
+pub const MAX_MASK_INPUT_ABS: f32 = 1e6;
 
 /// Where the image encoder runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +38,12 @@ pub enum ComputeDevice {
 
 pub struct Sam {
     pub config: SamConfig,
-    encoder: ImageEncoder,
+    /// None when loaded with [`Sam::load_decoder`]: decoding a saved embedding needs only
+    /// the prompt encoder and mask decoder, and converting the encoder's weights would cost
+    /// more than the click itself.
+    encoder: Option<ImageEncoder>,
+    /// [`crate::checkpoint::fingerprint`] of the file the model was loaded from.
+    fingerprint: Option<String>,
     /// The image encoder on the GPU, when loaded for a CUDA device; the prompt encoder and
     /// mask decoder run on the CPU from the downloaded embedding until the GPU decoder lands.
     #[cfg(feature = "cuda")]
@@ -83,14 +99,42 @@ impl Prediction {
     }
 }
 
+/// Fails if any of `values` (`what`) is NaN or infinite. Every input is checked to be finite
+/// (and mask inputs bounded), so a non-finite output means finite values overflowed f32
+/// inside the model: weights far outside a trained model's range, or an embedding from
+/// elsewhere. Failing beats returning NaN scores (`null` in JSON) and empty masks.
+fn check_output(what: &str, values: &[f32]) -> Result<()> {
+    match count_non_finite(values) {
+        0 => Ok(()),
+        bad => Err(Error::NonFinite(format!(
+            "{bad} of the {} values of {what} are NaN or infinite: the computation overflowed \
+             f32, most likely because the checkpoint's weights are far larger than a trained \
+             model's",
+            values.len()
+        ))),
+    }
+}
+
+/// [`check_output`] on a decoder output's IoU scores and mask logits.
+fn check_decoded(out: &DecoderOutput) -> Result<()> {
+    check_output("the mask decoder's IoU scores", &out.iou)?;
+    check_output("the mask decoder's low-res mask logits", &out.low_res)
+}
+
 impl Prompt {
     /// Rejects what the official predictor would turn into garbage or an exception.
     pub fn validate(&self) -> Result<()> {
+        if self.points.len() > MAX_POINTS_PER_PROMPT {
+            return Err(Error::Prompt(format!(
+                "{} points; at most {MAX_POINTS_PER_PROMPT} points per prompt",
+                self.points.len()
+            )));
+        }
         if self.points.len() != self.labels.len() {
             return Err(Error::Prompt(format!(
-                "{} points but {} labels",
-                self.points.len(),
-                self.labels.len()
+                "{} but {}",
+                crate::error::count(self.points.len(), "point"),
+                crate::error::count(self.labels.len(), "label")
             )));
         }
         for p in &self.points {
@@ -123,6 +167,12 @@ impl Prompt {
                     "mask input contains NaN or infinite values".into(),
                 ));
             }
+            if let Some(v) = m.iter().find(|v| v.abs() > MAX_MASK_INPUT_ABS) {
+                return Err(Error::Prompt(format!(
+                    "mask input value {v:e} is beyond ±{MAX_MASK_INPUT_ABS:e}; it should be the \
+                     low-res logits of an earlier prediction (tens at most)"
+                )));
+            }
         }
         Ok(())
     }
@@ -138,8 +188,43 @@ impl Sam {
     /// As [`Sam::load`], with the image encoder on `device`: for CUDA its fp16 weights are
     /// copied to the device once, and `embed`/`embed_batch` run there.
     pub fn load_on(path: &Path, device: ComputeDevice) -> Result<(Sam, Option<String>)> {
-        let (ckpt, msg) = open_model(path)?;
-        Ok((Sam::from_weights_on(&ckpt, device)?, msg))
+        load_model(path, |ckpt| {
+            let mut sam = Sam::from_weights_on(ckpt, device)?;
+            sam.fingerprint = Some(crate::checkpoint::fingerprint(ckpt));
+            Ok(sam)
+        })
+    }
+
+    /// The prompt encoder and mask decoder only, for decoding saved embeddings; `embed`
+    /// then fails with a clear error.
+    pub fn load_decoder(path: &Path) -> Result<(Sam, Option<String>)> {
+        load_model(path, |ckpt| {
+            let mut sam = Sam::build(ckpt, false)?;
+            sam.fingerprint = Some(crate::checkpoint::fingerprint(ckpt));
+            Ok(sam)
+        })
+    }
+
+    /// The model file's fingerprint, when loaded from a file.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// Values in one image embedding: [prompt_embed_dim, side, side] with side =
+    /// img_size / patch_size (64 for the official 1024 input).
+    pub fn embedding_shape(&self) -> [usize; 3] {
+        let side = self.config.encoder.img_size / self.config.encoder.patch_size;
+        [self.config.prompt_embed_dim, side, side]
+    }
+
+    fn encoder(&self) -> Result<&ImageEncoder> {
+        self.encoder.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "this model was loaded without its image encoder (decoder only), so it \
+                 cannot embed images"
+                    .into(),
+            )
+        })
     }
 
     pub fn from_weights_on(w: &dyn WeightSource, device: ComputeDevice) -> Result<Sam> {
@@ -183,14 +268,23 @@ impl Sam {
     }
 
     pub fn from_weights(w: &dyn WeightSource) -> Result<Sam> {
+        Sam::build(w, true)
+    }
+
+    fn build(w: &dyn WeightSource, with_encoder: bool) -> Result<Sam> {
         let config = infer_config(w)?;
-        let encoder = ImageEncoder::load(w, &config.encoder)?;
+        let encoder = if with_encoder {
+            Some(ImageEncoder::load(w, &config.encoder)?)
+        } else {
+            None
+        };
         let prompt_encoder = PromptEncoder::load(w, &config)?;
         let decoder = MaskDecoder::load(w, &config)?;
         let dense_pe = prompt_encoder.dense_pe();
         Ok(Sam {
             config,
             encoder,
+            fingerprint: None,
             #[cfg(feature = "cuda")]
             gpu_encoder: None,
             prompt_encoder,
@@ -199,8 +293,9 @@ impl Sam {
         })
     }
 
-    pub fn image_encoder(&self) -> &ImageEncoder {
-        &self.encoder
+    /// The CPU image encoder; an error for a model loaded with [`Sam::load_decoder`].
+    pub fn image_encoder(&self) -> Result<&ImageEncoder> {
+        self.encoder()
     }
     pub fn prompt_encoder(&self) -> &PromptEncoder {
         &self.prompt_encoder
@@ -231,12 +326,28 @@ impl Sam {
         image: &DecoderImage,
         points: &[[f32; 2]],
     ) -> Result<Vec<DecoderOutput>> {
+        self.decode_points_where(image, points, &|_| true)
+    }
+
+    /// [`Sam::decode_points`] computing a point's masks only when `want_masks` accepts its
+    /// three IoU predictions (else its `low_res` is empty): see
+    /// [`MaskDecoder::decode_prepared_where`].
+    pub fn decode_points_where(
+        &self,
+        image: &DecoderImage,
+        points: &[[f32; 2]],
+        want_masks: &(dyn Fn(&[f32]) -> bool + Sync),
+    ) -> Result<Vec<DecoderOutput>> {
         let sparse: Vec<(Vec<f32>, usize)> = points
             .iter()
             .map(|q| self.prompt_encoder.encode_sparse(&[*q], &[1], None))
             .collect::<Result<_>>()?;
         let views: Vec<(&[f32], usize)> = sparse.iter().map(|(s, n)| (s.as_slice(), *n)).collect();
-        self.decoder.decode_prepared(image, &views, true)
+        let outs = self
+            .decoder
+            .decode_prepared_where(image, &views, true, want_masks)?;
+        outs.iter().try_for_each(check_decoded)?;
+        Ok(outs)
     }
 
     /// `set_image`: resize, normalise, pad and run the image encoder.
@@ -247,7 +358,8 @@ impl Sam {
         }
         let target = self.config.encoder.img_size;
         let (x, input_size) = preprocess(img, target)?;
-        let features = self.encoder.forward(&x)?;
+        let features = self.encoder()?.forward(&x)?;
+        check_output("the image embedding", &features)?;
         Ok(ImageEmbedding {
             features,
             original_size: (img.height, img.width),
@@ -263,6 +375,7 @@ impl Sam {
             let mut out = Vec::with_capacity(imgs.len());
             for chunk in imgs.chunks(crate::cuda::encoder_exec::MAX_BATCH) {
                 for (img, (features, input_size)) in chunk.iter().zip(g.embed_batch(chunk)?) {
+                    check_output("the image embedding", &features)?;
                     out.push(ImageEmbedding {
                         features,
                         original_size: (img.height, img.width),
@@ -302,6 +415,7 @@ impl Sam {
     }
 
     fn finish(&self, emb: &ImageEmbedding, out: DecoderOutput) -> Result<Prediction> {
+        check_decoded(&out)?;
         let (h, w) = emb.original_size;
         let masks = postprocess_masks_threshold(
             &out.low_res,
@@ -367,5 +481,54 @@ impl Sam {
         outs.into_par_iter()
             .map(|o| self.finish(emb, o.expect("every prompt belongs to one group")))
             .collect()
+    }
+}
+
+/// A prediction whose masks are the upscaled f32 logits rather than thresholded: what the
+/// official `predict(..., return_logits=True)` returns, for callers that choose their own
+/// threshold or blend masks.
+pub struct LogitsPrediction {
+    pub num_masks: usize,
+    pub height: usize,
+    pub width: usize,
+    /// [C, H, W] logits at the original size (`> 0.0` gives [`Prediction::masks`]).
+    pub logits: Vec<f32>,
+    pub scores: Vec<f32>,
+    /// [C, 256, 256] logits in the padded 1024 frame.
+    pub low_res_logits: Vec<f32>,
+}
+
+impl Sam {
+    /// [`Sam::predict`] keeping the full-size logits (`return_logits=True`); thresholding
+    /// them at 0.0 gives `predict`'s masks bit for bit.
+    pub fn predict_logits(
+        &self,
+        emb: &ImageEmbedding,
+        prompt: &Prompt,
+    ) -> Result<LogitsPrediction> {
+        let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
+        let out = self.decoder.forward(
+            &emb.features,
+            &self.dense_pe,
+            &sparse,
+            n,
+            &dense,
+            prompt.multimask,
+        )?;
+        check_decoded(&out)?;
+        let logits = crate::postprocess::postprocess_masks(
+            &out.low_res,
+            out.num_masks,
+            emb.input_size,
+            emb.original_size,
+        )?;
+        Ok(LogitsPrediction {
+            num_masks: out.num_masks,
+            height: emb.original_size.0,
+            width: emb.original_size.1,
+            logits,
+            scores: out.iou,
+            low_res_logits: out.low_res,
+        })
     }
 }

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 pub trait WeightSource: Sync {
     /// Shape of a tensor, or None if absent.
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
-    /// The tensor as f32 after checking that its shape is `expected`.
+    /// The tensor as f32 after checking that its shape is `expected` and that every value is
+    /// finite (see [`check_finite_tensor`]).
     fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>>;
     /// All tensor names, sorted.
     fn names(&self) -> Vec<String>;
@@ -24,6 +25,40 @@ pub fn check_shape(src: &dyn WeightSource, name: &str, expected: &[usize]) -> Re
             got: s,
         }),
         Some(_) => Ok(()),
+    }
+}
+
+/// How many of `v` are NaN or infinite. Branch-free so it vectorises: run right after a
+/// tensor is converted, while it is still in cache, it costs little next to the conversion.
+pub fn count_non_finite(v: &[f32]) -> usize {
+    v.iter()
+        .map(|x| usize::from(x.to_bits() & 0x7F80_0000 == 0x7F80_0000))
+        .sum()
+}
+
+/// The error for tensor `name` holding `bad` (> 0) non-finite values out of `values`. A
+/// trained model has none; one NaN weight turns every output NaN, so the load stops here,
+/// naming the tensor, rather than printing `null` scores later.
+pub fn non_finite_tensor(name: &str, bad: usize, values: &[f32]) -> Error {
+    let (first, value) = values
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !x.is_finite())
+        .map_or((0, f32::NAN), |(i, &x)| (i, x));
+    Error::NonFinite(format!(
+        "tensor `{name}` holds {bad} NaN or infinite value{} (of {}, the first at flat index \
+         {first}: {}); the checkpoint is damaged",
+        if bad == 1 { "" } else { "s" },
+        values.len(),
+        value
+    ))
+}
+
+/// `values` unchanged if every one is finite, else [`non_finite_tensor`]'s error.
+pub fn check_finite_tensor(name: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+    match count_non_finite(&values) {
+        0 => Ok(values),
+        bad => Err(non_finite_tensor(name, bad, &values)),
     }
 }
 
@@ -46,7 +81,36 @@ impl WeightSource for MapWeights {
     }
     fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         check_shape(self, name, expected)?;
-        Ok(self.tensors[name].1.clone())
+        check_finite_tensor(name, self.tensors[name].1.clone())
+    }
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// fp16 tensors held in memory (a `.pth` read without writing the conversion cache, as
+/// `samrt info` does).
+pub struct F16Weights {
+    tensors: HashMap<String, crate::checkpoint::TensorF16>,
+}
+
+impl F16Weights {
+    pub fn new(tensors: Vec<crate::checkpoint::TensorF16>) -> Self {
+        F16Weights {
+            tensors: tensors.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        }
+    }
+}
+
+impl WeightSource for F16Weights {
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|t| t.shape.clone())
+    }
+    fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        check_shape(self, name, expected)?;
+        Ok(self.tensors[name].data.iter().map(|h| h.to_f32()).collect())
     }
     fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.tensors.keys().cloned().collect();

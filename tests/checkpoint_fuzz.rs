@@ -105,8 +105,12 @@ fn exercise_safetensors(bytes: Vec<u8>) {
     if let Ok(ck) = Checkpoint::from_bytes(bytes) {
         for name in ck.names() {
             let shape = ck.shape(&name).unwrap();
-            let v = ck.f32(&name, &shape).unwrap();
-            assert_eq!(v.len(), shape.iter().product::<usize>());
+            match ck.f32(&name, &shape) {
+                Ok(v) => assert_eq!(v.len(), shape.iter().product::<usize>()),
+                // A flipped exponent bit can make a value NaN or infinite: refused, not read.
+                Err(samrt::Error::NonFinite(_)) => {}
+                Err(e) => panic!("{name}: {e}"),
+            }
             let _ = ck.raw_f16(&name);
         }
     }

@@ -6,20 +6,8 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs the CLI. These are the CPU contract tests: a command that can take `--device` runs on
-/// the CPU unless the test says otherwise (with a GPU, or vgpu, `auto` would pick CUDA;
-/// tests/cuda_cli.rs covers that path).
 fn samrt(args: &[&str], cache: &Path) -> Output {
-    let mut args = args.to_vec();
-    let takes_device = matches!(args.first(), Some(&("segment" | "auto" | "bench")));
-    if takes_device && !args.contains(&"--device") {
-        args.extend(["--device", "cpu"]);
-    }
-    Command::new(env!("CARGO_BIN_EXE_samrt"))
-        .args(&args)
-        .env("SAMRT_CACHE_DIR", cache)
-        .output()
-        .expect("run samrt")
+    run_samrt(args, cache)
 }
 
 fn stderr(o: &Output) -> String {
@@ -131,7 +119,18 @@ fn segment_matches_official_for_every_fixture_prompt() {
                 area,
                 "area is of the written mask"
             );
-            assert_eq!(rec["bbox"].as_array().unwrap().len(), 4);
+            // The official box convention (as `auto` writes it): w = max_x - min_x.
+            let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+            for (k, _) in ours.iter().enumerate().filter(|(_, &b)| b) {
+                (x0, x1) = (x0.min(k % w), x1.max(k % w));
+                (y0, y1) = (y0.min(k / w), y1.max(k / w));
+            }
+            let want_box = if area == 0 {
+                vec![0.0; 4]
+            } else {
+                vec![x0 as f64, y0 as f64, (x1 - x0) as f64, (y1 - y0) as f64]
+            };
+            assert_eq!(f64s(&rec["bbox"]), want_box, "{name} mask {i}: bbox");
         }
         let (lshape, _) = samrt::npy::read_f32(&out.join("low_res_logits.npy")).unwrap();
         assert_eq!(lshape, vec![masks.len(), 256, 256]);

@@ -402,3 +402,33 @@ fn official_parity() {
         "forward_batch differs by {worst_batch}"
     );
 }
+
+/// The automatic mask generator's lazy path: a point whose IoU predictions the caller
+/// rejects gets no masks computed, and everything else is bit-identical.
+#[test]
+fn masks_are_computed_only_where_wanted() {
+    let sam = common_tiny();
+    let emb_features = wave(256 * 64 * 64, 0.3, 1.0);
+    let image = sam.prepare_points(&emb_features).unwrap();
+    let points = [[100.5f32, 200.25], [700.0, 30.0], [512.0, 512.0]];
+    let all = sam.decode_points(&image, &points).unwrap();
+    let first_iou = all[0].iou.clone();
+    let lazy = sam
+        .decode_points_where(&image, &points, &|iou| iou != first_iou.as_slice())
+        .unwrap();
+    assert!(
+        lazy[0].low_res.is_empty(),
+        "point 0's masks were not wanted"
+    );
+    assert_eq!(lazy[0].iou, all[0].iou);
+    assert_eq!(lazy[0].num_masks, 3);
+    assert_eq!(&lazy[1..], &all[1..], "the others are bit-identical");
+}
+
+fn common_tiny() -> samrt::Sam {
+    let tensors = samrt::checkpoint::read_pth(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam_tiny.pth"),
+    )
+    .unwrap();
+    samrt::Sam::from_weights(&samrt::weights::F16Weights::new(tensors)).unwrap()
+}

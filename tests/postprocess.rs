@@ -162,13 +162,14 @@ fn mask_stats_area_and_box() {
     m[3 * w + 1] = true;
     let s = mask_stats(&m, h, w).unwrap();
     assert_eq!(s.area, 3);
-    assert_eq!(s.bbox, [1, 1, 4, 3]);
+    // Official convention: w = max_x - min_x (xyxy [1, 1, 4, 3] -> xywh [1, 1, 3, 2]).
+    assert_eq!(s.bbox, [1, 1, 3, 2]);
     m.iter_mut().for_each(|b| *b = true);
     assert_eq!(
         mask_stats(&m, h, w).unwrap(),
         MaskStats {
             area: 30,
-            bbox: [0, 0, 6, 5]
+            bbox: [0, 0, 5, 4]
         }
     );
     assert!(mask_stats(&m, 4, 6).is_err());

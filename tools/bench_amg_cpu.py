@@ -82,8 +82,9 @@ def main():
             t0 = time.perf_counter()
             subprocess.run(cmd_base + ["--out", out], check=True, capture_output=True)
             t_samrt.append(time.perf_counter() - t0)
-            files = list(Path(out).glob("*.json"))
-            n_samrt = len(json.loads(files[0].read_text())) if files else None
+            # <stem>.json; --out also holds samrt_auto_params.json.
+            f = Path(out) / (Path(a.image).stem + ".json")
+            n_samrt = len(json.loads(f.read_text())) if f.is_file() else None
 
     res = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"),

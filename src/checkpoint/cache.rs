@@ -125,31 +125,69 @@ pub fn cache_path(pth: &Path) -> Result<PathBuf> {
 /// Opens a model file. Safetensors are mapped directly; a `.pth` goes through the cache. The
 /// message, when present, tells the user about a conversion or cache hit.
 pub fn open_model(path: &Path) -> Result<(Checkpoint, Option<String>)> {
+    open_tracked(path).map(|(ck, msg, _)| (ck, msg))
+}
+
+/// Opens a model file as [`open_model`] does and builds `T` from it (e.g. a `Sam`). A cached
+/// conversion whose weights `build` finds NaN or infinite was damaged after it was written,
+/// since the conversion refuses such values: it is rebuilt from the `.pth` once and `build`
+/// runs again. A damaged `.pth` still fails, naming the tensor.
+pub fn load_model<T>(
+    path: &Path,
+    build: impl Fn(&Checkpoint) -> Result<T>,
+) -> Result<(T, Option<String>)> {
+    let (ck, msg, cache_hit) = open_tracked(path)?;
+    match build(&ck) {
+        Err(Error::NonFinite(why)) if cache_hit => {
+            let cached = ck.path().map(Path::to_path_buf);
+            drop(ck);
+            let cached = cached.map_or_else(|| cache_path(path), Ok)?;
+            let ck = convert_into(path, &cached)?;
+            let model = build(&ck)?;
+            let msg = format!(
+                "the cached conversion {} was damaged ({why}); rebuilt it from {}",
+                cached.display(),
+                path.display()
+            );
+            Ok((model, Some(msg)))
+        }
+        other => other.map(|model| (model, msg)),
+    }
+}
+
+/// [`open_model`], also saying whether the checkpoint is an existing cache file.
+fn open_tracked(path: &Path) -> Result<(Checkpoint, Option<String>, bool)> {
     match detect_format(path)? {
-        Format::Safetensors => Ok((Checkpoint::open(path)?, None)),
+        Format::Safetensors => Ok((Checkpoint::open(path)?, None, false)),
         Format::Pth => {
             let cached = cache_path(path)?;
             if cached.is_file() {
                 // A damaged cache file is rebuilt rather than reported.
                 if let Ok(ck) = Checkpoint::open(&cached) {
                     let msg = format!("using cached conversion {}", cached.display());
-                    return Ok((ck, Some(msg)));
+                    return Ok((ck, Some(msg), true));
                 }
             }
-            let tensors = read_pth(path)?;
-            if let Some(dir) = cached.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
-            write_safetensors_f16(&cached, &tensors)?;
-            drop(tensors);
-            let ck = Checkpoint::open(&cached)?;
+            let ck = convert_into(path, &cached)?;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             let msg = format!(
                 "converted {} to fp16 safetensors at {} (cached for next time)",
                 name.unwrap_or_else(|| path.display().to_string()),
                 cached.display()
             );
-            Ok((ck, Some(msg)))
+            Ok((ck, Some(msg), false))
         }
     }
+}
+
+/// Converts the `.pth` at `path` into the cache file `cached` (atomically replacing any old
+/// one) and opens the result.
+fn convert_into(path: &Path, cached: &Path) -> Result<Checkpoint> {
+    let tensors = read_pth(path)?;
+    if let Some(dir) = cached.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_safetensors_f16(cached, &tensors)?;
+    drop(tensors);
+    Checkpoint::open(cached)
 }

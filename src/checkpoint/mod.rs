@@ -6,16 +6,19 @@
 //! before anything is sliced or allocated, so a corrupt file yields an `Error`, never a panic.
 
 pub mod cache;
+pub mod fingerprint;
 pub mod pickle;
 pub mod pth;
 pub mod safetensors;
 pub mod zip;
 
-pub use cache::{cache_dir, cache_path, detect_format, open_model, Format};
+pub use cache::{cache_dir, cache_path, detect_format, load_model, open_model, Format};
+pub use fingerprint::fingerprint;
 pub use pth::{read_pth, read_pth_bytes};
 pub use safetensors::{write_safetensors_f16, Checkpoint};
 
 use crate::error::{Error, Result};
+use crate::weights::non_finite_tensor;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
 use std::borrow::Cow;
@@ -92,10 +95,17 @@ fn u16s_le(bytes: &[u8]) -> Cow<'_, [u16]> {
     )
 }
 
-/// Rounds f32 to f16 (nearest even) into `dst`, failing if a finite value overflows.
-fn f32_to_f16_checked(src: &[f32], dst: &mut [f16], name: &str, base: usize) -> Result<()> {
+/// Whether an f16 bit pattern is NaN or infinite (all exponent bits set).
+fn f16_bits_non_finite(bits: u16) -> bool {
+    bits & 0x7C00 == 0x7C00
+}
+
+/// Rounds f32 to f16 (nearest even) into `dst`, failing if a finite value overflows; returns
+/// how many values were already NaN or infinite in `src`.
+fn f32_to_f16_checked(src: &[f32], dst: &mut [f16], name: &str, base: usize) -> Result<usize> {
     dst.convert_from_f32_slice(src);
-    if dst.iter().any(|h| h.to_bits() & 0x7FFF == 0x7C00) {
+    let bad = count_non_finite_f16(dst);
+    if bad > 0 {
         for (i, (h, s)) in dst.iter().zip(src).enumerate() {
             if h.is_infinite() && s.is_finite() {
                 return Err(Error::Checkpoint(format!(
@@ -105,17 +115,28 @@ fn f32_to_f16_checked(src: &[f32], dst: &mut [f16], name: &str, base: usize) -> 
             }
         }
     }
-    Ok(())
+    Ok(bad)
 }
 
-/// Converts contiguous little-endian elements of `dtype` to f16.
+/// How many of `v` are NaN or infinite; branch-free so it vectorises.
+fn count_non_finite_f16(v: &[f16]) -> usize {
+    v.iter()
+        .map(|h| usize::from(f16_bits_non_finite(h.to_bits())))
+        .sum()
+}
+
+/// Converts contiguous little-endian elements of `dtype` to f16. NaN or infinity is refused
+/// here, naming the tensor, so that neither `samrt convert` nor the conversion cache ever
+/// writes a file that loads but computes NaN.
 pub(crate) fn bytes_to_f16(bytes: &[u8], dtype: DType, name: &str) -> Result<Vec<f16>> {
     let n = bytes.len() / dtype.size();
     let mut out = vec![f16::ZERO; n];
+    let mut bad = 0;
     match dtype {
         DType::F16 => {
             let words = u16s_le(bytes);
             out.reinterpret_cast_mut().copy_from_slice(&words);
+            bad = count_non_finite_f16(&out);
         }
         DType::F32 => {
             let chunk_bytes = CHUNK * 4;
@@ -124,7 +145,7 @@ pub(crate) fn bytes_to_f16(bytes: &[u8], dtype: DType, name: &str) -> Result<Vec
                 .zip(out.chunks_mut(CHUNK))
                 .enumerate()
             {
-                f32_to_f16_checked(&f32s_le(src), dst, name, ci * CHUNK)?;
+                bad += f32_to_f16_checked(&f32s_le(src), dst, name, ci * CHUNK)?;
             }
         }
         DType::BF16 => {
@@ -137,9 +158,15 @@ pub(crate) fn bytes_to_f16(bytes: &[u8], dtype: DType, name: &str) -> Result<Vec
                 let words = u16s_le(src);
                 let t = &mut tmp[..dst.len()];
                 words.reinterpret_cast::<bf16>().convert_to_f32_slice(t);
-                f32_to_f16_checked(t, dst, name, ci * CHUNK)?;
+                bad += f32_to_f16_checked(t, dst, name, ci * CHUNK)?;
             }
         }
+    }
+    if bad > 0 {
+        // Rare path: widen to report the first bad value the same way a load does.
+        let mut wide = vec![0f32; n];
+        out.convert_to_f32_slice(&mut wide);
+        return Err(non_finite_tensor(name, bad, &wide));
     }
     Ok(out)
 }

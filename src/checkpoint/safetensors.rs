@@ -7,7 +7,7 @@
 
 use super::{bytes_to_f32, checked_numel, DType, TensorF16};
 use crate::error::{Error, Result};
-use crate::weights::{check_shape, WeightSource};
+use crate::weights::{check_shape, count_non_finite, non_finite_tensor, WeightSource};
 use half::f16;
 use rayon::prelude::*;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -215,12 +215,12 @@ impl Checkpoint {
                         format!("tensors `{p}` and `{name}` overlap")
                     }
                     Some(p) => format!(
-                        "{} unused byte(s) between tensors `{p}` and `{name}`",
-                        start - expected
+                        "{} unused between tensors `{p}` and `{name}`",
+                        crate::error::count(start - expected, "byte")
                     ),
                     None => format!(
-                        "the data section starts with {} byte(s) that no tensor uses",
-                        start - expected
+                        "the data section starts with {} that no tensor uses",
+                        crate::error::count(start - expected, "byte")
                     ),
                 }));
             }
@@ -354,13 +354,22 @@ impl WeightSource for Checkpoint {
         let bytes = &self.bytes.as_slice()[e.start..e.end];
         let es = e.dtype.size();
         let mut out = vec![0f32; bytes.len() / es];
-        if out.len() >= PAR_MIN {
+        // Each chunk is checked for NaN/inf right after its conversion, while it is in cache.
+        let bad: usize = if out.len() >= PAR_MIN {
             let chunk = PAR_MIN / 4;
             out.par_chunks_mut(chunk)
                 .zip(bytes.par_chunks(chunk * es))
-                .for_each(|(o, b)| bytes_to_f32(b, e.dtype, o));
+                .map(|(o, b)| {
+                    bytes_to_f32(b, e.dtype, o);
+                    count_non_finite(o)
+                })
+                .sum()
         } else {
             bytes_to_f32(bytes, e.dtype, &mut out);
+            count_non_finite(&out)
+        };
+        if bad > 0 {
+            return Err(non_finite_tensor(name, bad, &out));
         }
         Ok(out)
     }

@@ -167,7 +167,10 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     let mut features = Vec::new();
     let (m, p) = time_ms(a.iters, || {
         for _ in 0..a.batch {
-            features = sam.image_encoder().forward(&x).map_err(lib)?;
+            features = sam
+                .image_encoder()
+                .and_then(|e| e.forward(&x))
+                .map_err(lib)?;
         }
         Ok(())
     })?;

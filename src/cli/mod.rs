@@ -2,6 +2,8 @@
 
 mod auto;
 mod bench;
+mod embed;
+mod prompts;
 mod segment;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -26,6 +28,8 @@ pub enum Device {
 enum Cmd {
     /// Segment one image with point / box / mask prompts.
     Segment(segment::SegmentArgs),
+    /// Run the image encoder once and save the embedding for `segment --embedding`.
+    Embed(embed::EmbedArgs),
     /// Convert an official PyTorch .pth checkpoint to fp16 safetensors.
     Convert {
         /// Input .pth (torch.save zip format).
@@ -69,10 +73,31 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
-            Some(e) => write!(f, "{}: {}", self.context, e),
+            Some(e) => write!(
+                f,
+                "{}: {}",
+                self.context,
+                without_repeated_path(&self.context, &e.to_string())
+            ),
             None => write!(f, "{}", self.context),
         }
     }
+}
+
+/// Library errors name the file they concern, and so does the CLI's context ("reading
+/// --image x.png: x.png: No such file"); drop the library's copy so each path appears once.
+fn without_repeated_path(context: &str, msg: &str) -> String {
+    for word in context.split_whitespace() {
+        let word = word.trim_end_matches([':', ',']);
+        if word.starts_with('-') || word.len() < 2 {
+            continue;
+        }
+        let needle = format!("{word}: ");
+        if let Some(at) = msg.find(&needle) {
+            return format!("{}{}", &msg[..at], &msg[at + needle.len()..]);
+        }
+    }
+    msg.to_string()
 }
 
 /// Attaches context to a library result.
@@ -89,10 +114,26 @@ impl<T> Context<T> for samrt::Result<T> {
     }
 }
 
+/// Parses the arguments. Help and version go to stdout with exit 0; a usage error is
+/// printed with the same `samrt:` prefix as every other message, and exits 2 as clap does.
+fn parse_args() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("samrt: error: {text}");
+            std::process::exit(2);
+        }
+    }
+}
+
 pub fn run() -> Result<(), CliError> {
-    let cli = Cli::parse();
+    let cli = parse_args();
     match cli.cmd {
         Cmd::Segment(a) => segment::run(a),
+        Cmd::Embed(a) => embed::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Auto(a) => auto::run(a),
         Cmd::Convert { input, output } => convert(&input, &output),
@@ -168,6 +209,15 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<(), CliError> {
+    let format = samrt::checkpoint::detect_format(input)
+        .context(|| format!("reading {}", input.display()))?;
+    if format == samrt::checkpoint::Format::Safetensors {
+        return Err(CliError::msg(format!(
+            "convert: {} is already a safetensors file; pass it to --model as it is \
+             (convert reads official PyTorch .pth checkpoints)",
+            input.display()
+        )));
+    }
     if same_file(input, output) {
         return Err(CliError::msg(format!(
             "convert: the output {} is the input file itself (directly or through a link); \
@@ -185,7 +235,7 @@ fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<(), CliE
     let cfg =
         samrt::config::infer_config(&ck).context(|| format!("checking {}", output.display()))?;
     eprintln!(
-        "converted {} tensors ({} parameters, embed_dim {}, depth {}) to {}",
+        "samrt: converted {} tensors ({} parameters, embed_dim {}, depth {}) to {}",
         tensors.len(),
         samrt::config::param_count(&ck),
         cfg.encoder.embed_dim,
@@ -195,13 +245,27 @@ fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<(), CliE
     Ok(())
 }
 
-fn info(file: &std::path::Path, device: Device, batch: usize) -> Result<(), CliError> {
-    let (ck, msg) = samrt::checkpoint::cache::open_model(file)
-        .context(|| format!("opening {}", file.display()))?;
-    if let Some(m) = msg {
-        eprintln!("{m}");
+/// The weights of `file` without side effects: a `.pth` is read through its conversion
+/// cache when one exists, else parsed in memory (`info` never writes the cache).
+fn open_readonly(
+    file: &std::path::Path,
+) -> Result<Box<dyn samrt::weights::WeightSource>, CliError> {
+    use samrt::checkpoint::{cache_path, detect_format, read_pth, Checkpoint, Format};
+    let ctx = || format!("reading {}", file.display());
+    if detect_format(file).context(ctx)? == Format::Safetensors {
+        return Ok(Box::new(Checkpoint::open(file).context(ctx)?));
     }
-    let cfg = samrt::config::infer_config(&ck).context(|| format!("reading {}", file.display()))?;
+    if let Ok(ck) = cache_path(file).and_then(|c| Checkpoint::open(&c)) {
+        return Ok(Box::new(ck));
+    }
+    let tensors = read_pth(file).context(ctx)?;
+    Ok(Box::new(samrt::weights::F16Weights::new(tensors)))
+}
+
+fn info(file: &std::path::Path, device: Device, batch: usize) -> Result<(), CliError> {
+    let ck = open_readonly(file)?;
+    let ck = ck.as_ref();
+    let cfg = samrt::config::infer_config(ck).context(|| format!("reading {}", file.display()))?;
     let e = &cfg.encoder;
     let name = match (e.embed_dim, e.depth, e.num_heads) {
         (768, 12, 12) => "vit_b",
@@ -220,16 +284,16 @@ fn info(file: &std::path::Path, device: Device, batch: usize) -> Result<(), CliE
     println!("image_size: {}", e.img_size);
     println!("patch_size: {}", e.patch_size);
     println!("prompt_embed_dim: {}", cfg.prompt_embed_dim);
-    println!("parameters: {}", samrt::config::param_count(&ck));
+    println!("parameters: {}", samrt::config::param_count(ck));
     if device != Device::Cpu {
-        device_plan(&ck, &cfg, batch)?;
+        device_plan(ck, &cfg, batch)?;
     }
     Ok(())
 }
 
 #[cfg(feature = "cuda")]
 fn device_plan(
-    ck: &samrt::checkpoint::Checkpoint,
+    ck: &dyn samrt::weights::WeightSource,
     cfg: &samrt::config::SamConfig,
     batch: usize,
 ) -> Result<(), CliError> {
@@ -249,7 +313,7 @@ fn device_plan(
 
 #[cfg(not(feature = "cuda"))]
 fn device_plan(
-    _ck: &samrt::checkpoint::Checkpoint,
+    _ck: &dyn samrt::weights::WeightSource,
     _cfg: &samrt::config::SamConfig,
     _batch: usize,
 ) -> Result<(), CliError> {

@@ -276,7 +276,7 @@ pub fn threshold_pack(
                 let [x0, y0, x1, y1] = [b[0], b[1], b[2], b[3]].map(|v| v as u32);
                 MaskStats {
                     area: a,
-                    bbox: [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+                    bbox: [x0, y0, x1 - x0, y1 - y0],
                 }
             }
         })

@@ -162,3 +162,22 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den).sqrt()
 }
+
+/// Runs the `samrt` binary with its cache in `cache`. A command that takes `--device` runs on
+/// the CPU unless the arguments say otherwise: these are CPU contract tests (with a GPU, or
+/// vgpu, `auto` would pick CUDA; tests/cuda_cli.rs covers that path).
+pub fn run_samrt(args: &[&str], cache: &Path) -> std::process::Output {
+    let mut args = args.to_vec();
+    let takes_device = matches!(
+        args.first(),
+        Some(&("segment" | "auto" | "bench" | "embed"))
+    );
+    if takes_device && !args.contains(&"--device") {
+        args.extend(["--device", "cpu"]);
+    }
+    std::process::Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(&args)
+        .env("SAMRT_CACHE_DIR", cache)
+        .output()
+        .expect("run samrt")
+}

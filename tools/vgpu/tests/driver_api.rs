@@ -7,55 +7,15 @@
 //! released at the end: the context, and anything a failed test left in it, is destroyed
 //! between tests.
 
+mod common;
+use common::driver::*;
+
 use std::ffi::{c_char, c_int, c_uint, CStr};
 use std::ptr::null_mut;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cuda::driver::*;
 use cuda::sim::limits;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-#[track_caller]
-fn check(r: CUresult) {
-    assert_eq!(r, CUDA_SUCCESS, "{}", error_name(r));
-}
-
-#[track_caller]
-fn expect(r: CUresult, want: CUresult) {
-    assert_eq!(r, want, "got {}, want {}", error_name(r), error_name(want));
-}
-
-struct Ctx {
-    ctx: CUcontext,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl Ctx {
-    fn new() -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ctx = null_mut();
-        unsafe {
-            check(cuInit(0));
-            check(cuDevicePrimaryCtxRetain(&mut ctx, 0));
-            check(cuCtxSetCurrent(ctx));
-        }
-        Ctx {
-            ctx,
-            _serial: serial,
-        }
-    }
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        unsafe {
-            cuCtxSetCurrent(null_mut());
-            cuDevicePrimaryCtxRelease_v2(0);
-        }
-    }
-}
 
 fn attr(a: c_int) -> c_int {
     let mut v = -12345;
@@ -287,7 +247,7 @@ fn primary_context_and_current_stack() {
 
 #[test]
 fn releasing_the_last_retain_destroys_the_context() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let live_before = global_mem().live_count();
     let (mut ctx, mut p, mut s, mut e) = (null_mut(), 0u64, null_mut(), null_mut());
     unsafe {

@@ -4,76 +4,17 @@
 //!
 //! Tests of this file share the process's driver state and run one at a time (see `Ctx`).
 
+mod common;
+use common::driver::*;
+
 use std::ffi::c_uint;
 use std::ptr::null_mut;
-use std::sync::{Mutex, MutexGuard};
 
 use cuda::driver::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const GLOBAL: c_uint = 0;
 const THREAD_LOCAL: c_uint = 1;
 const RELAXED: c_uint = 2;
-
-#[track_caller]
-fn check(r: CUresult) {
-    assert_eq!(r, CUDA_SUCCESS, "{}", error_name(r));
-}
-
-#[track_caller]
-fn expect(r: CUresult, want: CUresult) {
-    assert_eq!(r, want, "got {}, want {}", error_name(r), error_name(want));
-}
-
-/// One retain of the primary context, current on this thread, for the test's duration.
-struct Ctx {
-    ctx: CUcontext,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl Ctx {
-    fn new() -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ctx = null_mut();
-        unsafe {
-            check(cuInit(0));
-            check(cuDevicePrimaryCtxRetain(&mut ctx, 0));
-            check(cuCtxSetCurrent(ctx));
-        }
-        Ctx {
-            ctx,
-            _serial: serial,
-        }
-    }
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        unsafe {
-            cuCtxSetCurrent(null_mut());
-            cuDevicePrimaryCtxRelease_v2(0);
-        }
-    }
-}
-
-fn alloc(bytes: usize) -> CUdeviceptr {
-    let mut p = 0;
-    check(unsafe { cuMemAlloc_v2(&mut p, bytes) });
-    p
-}
-
-fn download_u32(p: CUdeviceptr, n: usize) -> Vec<u32> {
-    let mut v = vec![0u32; n];
-    check(unsafe { cuMemcpyDtoH_v2(v.as_mut_ptr().cast(), p, n * 4) });
-    v
-}
-
-fn stream(flags: c_uint) -> CUstream {
-    let mut s = null_mut();
-    check(unsafe { cuStreamCreate(&mut s, flags) });
-    s
-}
 
 fn status(s: CUstream) -> c_uint {
     let mut st = 99;

@@ -23,10 +23,12 @@
 //! print `SIMULATOR NOT READY` with the placeholder's message and return early; everything
 //! the driver checks before calling the simulator is tested regardless.
 
+mod common;
+use common::driver::*;
+
 use std::ffi::{c_int, c_uint, c_void, CString};
 use std::io::Write;
 use std::ptr::null_mut;
-use std::sync::{Mutex, MutexGuard};
 
 use cuda::driver::*;
 use cuda::mem::GlobalMem;
@@ -135,43 +137,6 @@ const PTX: &str = r#"
 }
 "#;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-#[track_caller]
-fn check(r: CUresult) {
-    assert_eq!(r, CUDA_SUCCESS, "{}", error_name(r));
-}
-
-#[track_caller]
-fn expect(r: CUresult, want: CUresult) {
-    assert_eq!(r, want, "got {}, want {}", error_name(r), error_name(want));
-}
-
-/// One retain of the primary context, current on this thread, for the test's duration.
-struct Ctx(#[allow(dead_code)] MutexGuard<'static, ()>);
-
-impl Ctx {
-    fn new() -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ctx = null_mut();
-        unsafe {
-            check(cuInit(0));
-            check(cuDevicePrimaryCtxRetain(&mut ctx, 0));
-            check(cuCtxSetCurrent(ctx));
-        }
-        Ctx(serial)
-    }
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        unsafe {
-            cuCtxSetCurrent(null_mut());
-            cuDevicePrimaryCtxRelease_v2(0);
-        }
-    }
-}
-
 /// Written to stderr directly, past the test harness's output capture, so that a passing
 /// run still shows what it could not check.
 fn not_ready(test: &str, stage: &str, msg: &str) {
@@ -238,18 +203,6 @@ fn function(m: CUmodule, name: &str) -> CUfunction {
 fn fattr(f: CUfunction, a: c_int) -> c_int {
     let mut v = -1;
     check(unsafe { cuFuncGetAttribute(&mut v, a, f) });
-    v
-}
-
-fn alloc(bytes: usize) -> CUdeviceptr {
-    let mut p = 0;
-    check(unsafe { cuMemAlloc_v2(&mut p, bytes) });
-    p
-}
-
-fn download_u32(p: CUdeviceptr, n: usize) -> Vec<u32> {
-    let mut v = vec![0u32; n];
-    check(unsafe { cuMemcpyDtoH_v2(v.as_mut_ptr().cast(), p, n * 4) });
     v
 }
 
@@ -565,8 +518,7 @@ fn launches_run_kernels() {
         (&mut size as *mut usize).cast(),
         null_mut(), // CU_LAUNCH_PARAM_END
     ];
-    let mut s = null_mut();
-    check(unsafe { cuStreamCreate(&mut s, 1) });
+    let s = stream(1);
     check(unsafe {
         cuLaunchKernel(
             fill,
@@ -629,8 +581,7 @@ fn kernel_nodes_replay_captured_parameters() {
     let m = load();
     let fill = function(m, "fill");
     let p = alloc(256 * 4);
-    let mut s = null_mut();
-    check(unsafe { cuStreamCreate(&mut s, 1) });
+    let s = stream(1);
     let (mut ptr, mut v) = (p, 11u32);
     let mut args = [
         (&mut ptr as *mut u64).cast::<c_void>(),

@@ -4,61 +4,14 @@
 //!
 //! Tests of this file share the process's driver state and run one at a time (see `Ctx`).
 
+mod common;
+use common::driver::*;
+
 use std::ffi::c_void;
 use std::ptr::null_mut;
-use std::sync::{Mutex, MutexGuard};
 
 use cuda::driver::*;
 use cuda::mem::FRESH_FILL;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-#[track_caller]
-fn check(r: CUresult) {
-    assert_eq!(r, CUDA_SUCCESS, "{}", error_name(r));
-}
-
-#[track_caller]
-fn expect(r: CUresult, want: CUresult) {
-    assert_eq!(r, want, "got {}, want {}", error_name(r), error_name(want));
-}
-
-/// One retain of the primary context, current on this thread, for the test's duration.
-struct Ctx(#[allow(dead_code)] MutexGuard<'static, ()>);
-
-impl Ctx {
-    fn new() -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ctx = null_mut();
-        unsafe {
-            check(cuInit(0));
-            check(cuDevicePrimaryCtxRetain(&mut ctx, 0));
-            check(cuCtxSetCurrent(ctx));
-        }
-        Ctx(serial)
-    }
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        unsafe {
-            cuCtxSetCurrent(null_mut());
-            cuDevicePrimaryCtxRelease_v2(0);
-        }
-    }
-}
-
-fn alloc(bytes: usize) -> CUdeviceptr {
-    let mut p = 0;
-    check(unsafe { cuMemAlloc_v2(&mut p, bytes) });
-    p
-}
-
-fn download(p: CUdeviceptr, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    check(unsafe { cuMemcpyDtoH_v2(v.as_mut_ptr().cast(), p, n) });
-    v
-}
 
 #[test]
 fn alloc_copy_round_trips() {

@@ -535,46 +535,63 @@ unsafe fn pack_params(
     let total = k.param_bytes() as usize;
     let mut buf = vec![0u8; total];
     match (kernel_params.is_null(), extra.is_null()) {
-        (false, false) => Err(CUDA_ERROR_INVALID_VALUE),
         (false, true) => {
             for (i, p) in k.params().iter().enumerate() {
-                // SAFETY: one pointer per parameter (driver contract).
-                let src = unsafe { kernel_params.add(i).read() };
-                nonnull(src)?;
-                let (o, n) = (p.offset as usize, p.size as usize);
-                let dst = buf.get_mut(o..o + n).ok_or(CUDA_ERROR_INVALID_VALUE)?;
-                // SAFETY: `src` points to a value of the parameter's size.
-                unsafe { std::ptr::copy_nonoverlapping(src.cast::<u8>(), dst.as_mut_ptr(), n) };
-            }
-            Ok(buf)
-        }
-        (true, false) => {
-            let (mut ptr, mut size) = (std::ptr::null::<u8>(), None::<usize>);
-            for i in (0..64).step_by(2) {
-                // SAFETY: the list is END-terminated; values follow their keys.
-                let key = unsafe { extra.add(i).read() } as usize;
-                match key {
-                    0 => break,
-                    1 => ptr = unsafe { extra.add(i + 1).read() }.cast(),
-                    2 => {
-                        let p = unsafe { extra.add(i + 1).read() }.cast::<usize>();
-                        nonnull(p)?;
-                        size = Some(unsafe { p.read() });
-                    }
-                    _ => return Err(CUDA_ERROR_INVALID_VALUE),
+                // SAFETY: one pointer per parameter, to a value of its size (driver contract).
+                unsafe {
+                    let src = kernel_params.add(i).read().cast::<u8>();
+                    copy_param(&mut buf, p.offset as usize, src, p.size as usize)?;
                 }
             }
-            nonnull(ptr)?;
-            if size.ok_or(CUDA_ERROR_INVALID_VALUE)? < total {
+        }
+        (true, false) => {
+            // SAFETY: the caller's END-terminated list.
+            let (ptr, size) = unsafe { extra_buffer(extra)? };
+            if size < total {
                 return Err(CUDA_ERROR_INVALID_VALUE);
             }
             // SAFETY: the buffer holds at least `total` bytes (its size says so).
-            unsafe { std::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr(), total) };
-            Ok(buf)
+            unsafe { copy_param(&mut buf, 0, ptr, total)? };
         }
-        (true, true) if total == 0 => Ok(buf),
-        (true, true) => Err(CUDA_ERROR_INVALID_VALUE),
+        (true, true) if total == 0 => {}
+        (false, false) | (true, true) => return Err(CUDA_ERROR_INVALID_VALUE),
     }
+    Ok(buf)
+}
+
+/// Copies the `n` bytes at `src` (checked non-null) into `buf[o..o + n]`.
+///
+/// # Safety
+/// A non-null `src` points to `n` readable bytes.
+unsafe fn copy_param(buf: &mut [u8], o: usize, src: *const u8, n: usize) -> Res {
+    nonnull(src)?;
+    let dst = buf.get_mut(o..o + n).ok_or(CUDA_ERROR_INVALID_VALUE)?;
+    // SAFETY: `src` has `n` bytes (caller), `dst` is `n` bytes of `buf`.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), n) };
+    Ok(())
+}
+
+/// The pre-packed buffer and its size named by a launch's `extra` list.
+///
+/// # Safety
+/// `extra` is an END-terminated key/value list whose size value points to a `usize`.
+unsafe fn extra_buffer(extra: *mut *mut c_void) -> Res<(*const u8, usize)> {
+    let (mut ptr, mut size) = (std::ptr::null::<u8>(), None::<usize>);
+    for i in (0..64).step_by(2) {
+        // SAFETY: the list is END-terminated; values follow their keys.
+        let key = unsafe { extra.add(i).read() } as usize;
+        match key {
+            0 => break,
+            1 => ptr = unsafe { extra.add(i + 1).read() }.cast(),
+            2 => {
+                let p = unsafe { extra.add(i + 1).read() }.cast::<usize>();
+                nonnull(p)?;
+                size = Some(unsafe { p.read() });
+            }
+            _ => return Err(CUDA_ERROR_INVALID_VALUE),
+        }
+    }
+    Ok((ptr, size.ok_or(CUDA_ERROR_INVALID_VALUE)?))
 }
 
 /// Checks a launch configuration against the device limits and the function's attributes.

@@ -45,8 +45,26 @@ fn special(w: &Warp, b: &BlockState, sp: Special, lane: usize) -> u64 {
     }) as u64
 }
 
+/// The 16-bit format of `.f16`/`.bf16` and their `x2` forms, and how many halves it has.
+fn half_fmt(ty: Ty) -> (Fmt, usize) {
+    let f = if matches!(ty, Ty::F16 | Ty::F16x2) {
+        fp::F16
+    } else {
+        fp::BF16
+    };
+    (
+        f,
+        if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+            2
+        } else {
+            1
+        },
+    )
+}
+
+/// An f32 result as a register image, NaN made canonical as the GPU does.
 #[inline]
-fn canon32(x: f32) -> u64 {
+pub fn canon32(x: f32) -> u64 {
     if x.is_nan() {
         0x7fff_ffff
     } else {
@@ -64,7 +82,7 @@ fn canon64(x: f64) -> u64 {
 }
 
 #[inline]
-fn f32_of(v: u64) -> f32 {
+pub fn f32_of(v: u64) -> f32 {
     f32::from_bits(v as u32)
 }
 
@@ -185,16 +203,7 @@ pub fn bin(op: BinOp, ty: Ty, m: &FMods, a: u64, b: u64) -> Result<u64, String> 
             })
         }
         Ty::F16 | Ty::Bf16 | Ty::F16x2 | Ty::Bf16x2 => {
-            let f = if matches!(ty, Ty::F16 | Ty::F16x2) {
-                fp::F16
-            } else {
-                fp::BF16
-            };
-            let lanes = if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
-                2
-            } else {
-                1
-            };
+            let (f, lanes) = half_fmt(ty);
             let mut out = 0u64;
             for h in 0..lanes {
                 let x = (a >> (16 * h)) & 0xffff;
@@ -231,131 +240,40 @@ pub fn bin(op: BinOp, ty: Ty, m: &FMods, a: u64, b: u64) -> Result<u64, String> 
 }
 
 fn int_bin(op: BinOp, ty: Ty, m: &FMods, a: u64, b: u64) -> u64 {
-    let bits = bits_of(ty);
-    let signed = ty.is_signed();
-    let mk = mask(bits);
-    let (sa, sb) = (sext(a, bits), sext(b, bits));
-    let (ua, ub) = (a & mk, b & mk);
-    let r: u64 = match op {
-        BinOp::Add if m.sat && signed => {
-            (sa as i128 + sb as i128).clamp(min_s(bits), max_s(bits)) as u64
-        }
-        BinOp::Sub if m.sat && signed => {
-            (sa as i128 - sb as i128).clamp(min_s(bits), max_s(bits)) as u64
-        }
-        BinOp::Add => ua.wrapping_add(ub),
-        BinOp::Sub => ua.wrapping_sub(ub),
-        BinOp::MulLo => ua.wrapping_mul(ub),
-        BinOp::MulHi => {
-            if signed {
-                ((sa as i128 * sb as i128) >> bits) as u64
-            } else {
-                ((ua as u128 * ub as u128) >> bits) as u64
-            }
-        }
-        BinOp::MulWide => {
-            let r = if signed {
-                (sa as i128 * sb as i128) as u64
-            } else {
-                (ua as u128 * ub as u128) as u64
-            };
-            return r & mask(2 * bits);
-        }
-        BinOp::Mul24Lo => {
-            let (x, y) = if signed {
-                (sext(a, 24) as i128, sext(b, 24) as i128)
-            } else {
-                ((a & 0xff_ffff) as i128, (b & 0xff_ffff) as i128)
-            };
-            (x * y) as u64
-        }
-        BinOp::Mul24Hi => {
-            let (x, y) = if signed {
-                (sext(a, 24) as i128, sext(b, 24) as i128)
-            } else {
-                ((a & 0xff_ffff) as i128, (b & 0xff_ffff) as i128)
-            };
-            ((x * y) >> 16) as u64
-        }
-        BinOp::Div => {
-            if signed {
-                if sb == 0 {
-                    u64::MAX
-                } else {
-                    sa.wrapping_div(sb) as u64
-                }
-            } else {
-                ua.checked_div(ub).unwrap_or(u64::MAX)
-            }
-        }
-        BinOp::Rem => {
-            if signed {
-                if sb == 0 {
-                    sa as u64
-                } else {
-                    sa.wrapping_rem(sb) as u64
-                }
-            } else if ub == 0 {
-                ua
-            } else {
-                ua % ub
-            }
-        }
-        BinOp::Min => {
-            if signed {
-                sa.min(sb) as u64
-            } else {
-                ua.min(ub)
-            }
-        }
-        BinOp::Max => {
-            if signed {
-                sa.max(sb) as u64
-            } else {
-                ua.max(ub)
-            }
-        }
-        BinOp::And => ua & ub,
-        BinOp::Or => ua | ub,
-        BinOp::Xor => ua ^ ub,
-        BinOp::Shl => {
-            let s = (b & 0xffff_ffff) as u32;
-            if s >= bits {
-                0
-            } else {
-                ua << s
-            }
-        }
-        BinOp::Shr => {
-            let s = ((b & 0xffff_ffff) as u32).min(bits);
-            if signed {
-                if s >= bits {
-                    (sa >> 63) as u64
-                } else {
-                    (sa >> s) as u64
-                }
-            } else if s >= bits {
-                0
-            } else {
-                ua >> s
-            }
-        }
-        BinOp::CopySign => ub,
-    };
-    r & mk
+    match op {
+        BinOp::Add => int::add(ty, a, b, m.sat),
+        BinOp::Sub => int::sub(ty, a, b, m.sat),
+        BinOp::MulLo => int::mul_lo(ty, a, b),
+        BinOp::MulHi => int::mul_hi(ty, a, b),
+        BinOp::MulWide => int::mul_wide(ty, a, b),
+        BinOp::Mul24Lo => mul24(ty, a, b) as u64 & ty.mask(),
+        BinOp::Mul24Hi => (mul24(ty, a, b) >> 16) as u64 & ty.mask(),
+        BinOp::Div => int::div(ty, a, b),
+        BinOp::Rem => int::rem(ty, a, b),
+        BinOp::Min => int::min(ty, a, b),
+        BinOp::Max => int::max(ty, a, b),
+        BinOp::And => a & b & ty.mask(),
+        BinOp::Or => (a | b) & ty.mask(),
+        BinOp::Xor => (a ^ b) & ty.mask(),
+        BinOp::Shl => int::shl(ty, a, b as u32),
+        BinOp::Shr => int::shr(ty, a, b as u32),
+        BinOp::CopySign => b & ty.mask(),
+    }
 }
 
-fn min_s(bits: u32) -> i128 {
-    -(1i128 << (bits - 1))
-}
-fn max_s(bits: u32) -> i128 {
-    (1i128 << (bits - 1)) - 1
+/// Full product of the low 24 bits of `a` and `b` (sign-extended for signed `ty`), as
+/// `mul24`/`mad24` form it before taking the low or high part.
+fn mul24(ty: Ty, a: u64, b: u64) -> i128 {
+    if ty.is_signed() {
+        sext(a, 24) as i128 * sext(b, 24) as i128
+    } else {
+        (a & 0xff_ffff) as i128 * (b & 0xff_ffff) as i128
+    }
 }
 
 pub fn un(op: UnOp, ty: Ty, m: &FMods, a: u64) -> Result<u64, String> {
     use crate::isa::float as fl;
-    let bits = bits_of(ty);
-    let mk = mask(bits);
+    let mk = ty.mask();
     Ok(match (op, ty) {
         (UnOp::Mov, _) => a & mk,
         (UnOp::Not, Ty::Pred) => (a & 1) ^ 1,
@@ -376,28 +294,13 @@ pub fn un(op: UnOp, ty: Ty, m: &FMods, a: u64) -> Result<u64, String> {
         (UnOp::Abs, Ty::F16 | Ty::Bf16) => a & 0x7fff,
         (UnOp::Neg, Ty::F16x2 | Ty::Bf16x2) => a ^ 0x8000_8000,
         (UnOp::Abs, Ty::F16x2 | Ty::Bf16x2) => a & 0x7fff_7fff,
-        (UnOp::Neg, _) => (0u64.wrapping_sub(a)) & mk,
-        (UnOp::Abs, _) => (sext(a, bits).unsigned_abs()) & mk,
-        (UnOp::Popc, _) => (a & mk).count_ones() as u64,
-        (UnOp::Clz, _) => ((a & mk).leading_zeros() - (64 - bits)) as u64,
-        (UnOp::Brev, _) => (a & mk).reverse_bits() >> (64 - bits),
-        (UnOp::Bfind | UnOp::BfindShift, _) => {
-            let v = if ty.is_signed() && sext(a, bits) < 0 {
-                !a & mk
-            } else {
-                a & mk
-            };
-            if v == 0 {
-                0xffff_ffff
-            } else {
-                let msb = 63 - v.leading_zeros() as u64;
-                if op == UnOp::BfindShift {
-                    bits as u64 - 1 - msb
-                } else {
-                    msb
-                }
-            }
-        }
+        (UnOp::Neg, _) => int::neg(ty, a),
+        // PTX defines integer `abs` for `.s*` only; any other integer type reads as signed.
+        (UnOp::Abs, _) => int::abs(signed_of(ty), a),
+        (UnOp::Popc, _) => int::popc(ty, a) as u64,
+        (UnOp::Clz, _) => int::clz(ty, a) as u64,
+        (UnOp::Brev, _) => int::brev(ty, a),
+        (UnOp::Bfind | UnOp::BfindShift, _) => int::bfind(ty, a, op == UnOp::BfindShift) as u64,
         (UnOp::Ex2, Ty::F32) => f32_post(fl::ex2_approx_f32(f32_in(a, m), m.ftz), m),
         (UnOp::Lg2, Ty::F32) => f32_post(fl::lg2_approx_f32(f32_in(a, m), m.ftz), m),
         (UnOp::RcpApprox, Ty::F32) => f32_post(fl::rcp_approx_f32(f32_in(a, m), m.ftz), m),
@@ -433,6 +336,17 @@ pub fn un(op: UnOp, ty: Ty, m: &FMods, a: u64) -> Result<u64, String> {
     })
 }
 
+/// The signed integer type of `ty`'s width (`ty` itself when it is not an integer type).
+fn signed_of(ty: Ty) -> Ty {
+    match ty {
+        Ty::B8 | Ty::U8 => Ty::S8,
+        Ty::B16 | Ty::U16 => Ty::S16,
+        Ty::B32 | Ty::U32 => Ty::S32,
+        Ty::B64 | Ty::U64 => Ty::S64,
+        t => t,
+    }
+}
+
 #[inline]
 fn canon_neg32(x: f32) -> u64 {
     if x.is_nan() {
@@ -443,8 +357,7 @@ fn canon_neg32(x: f32) -> u64 {
 }
 
 pub fn ter(op: TerOp, ty: Ty, m: &FMods, a: u64, b: u64, c: u64) -> Result<u64, String> {
-    let bits = bits_of(ty);
-    let mk = mask(bits);
+    let mk = ty.mask();
     Ok(match op {
         TerOp::Fma => match ty {
             Ty::F32 => {
@@ -472,16 +385,7 @@ pub fn ter(op: TerOp, ty: Ty, m: &FMods, a: u64, b: u64, c: u64) -> Result<u64, 
                 }
             }
             Ty::F16 | Ty::Bf16 | Ty::F16x2 | Ty::Bf16x2 => {
-                let f = if matches!(ty, Ty::F16 | Ty::F16x2) {
-                    fp::F16
-                } else {
-                    fp::BF16
-                };
-                let lanes = if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
-                    2
-                } else {
-                    1
-                };
+                let (f, lanes) = half_fmt(ty);
                 let mut out = 0;
                 for h in 0..lanes {
                     let s = 16 * h;
@@ -500,10 +404,11 @@ pub fn ter(op: TerOp, ty: Ty, m: &FMods, a: u64, b: u64, c: u64) -> Result<u64, 
             }
             _ => return Err(format!("fma on .{ty:?}")),
         },
-        TerOp::MadLo => int_bin(BinOp::MulLo, ty, m, a, b).wrapping_add(c) & mk,
-        TerOp::MadHi => int_bin(BinOp::MulHi, ty, m, a, b).wrapping_add(c) & mk,
-        TerOp::MadWide => int_bin(BinOp::MulWide, ty, m, a, b).wrapping_add(c) & mask(2 * bits),
-        TerOp::Mad24Lo => int_bin(BinOp::Mul24Lo, ty, m, a, b).wrapping_add(c) & mk,
+        TerOp::MadLo => int::mad_lo(ty, a, b, c),
+        // `mad.hi.sat.s32` is not saturated here (`int::mad_hi_sat_s32` is not wired in).
+        TerOp::MadHi => int::mad_hi(ty, a, b, c),
+        TerOp::MadWide => int::mad_wide(ty, a, b, c),
+        TerOp::Mad24Lo => (mul24(ty, a, b) as u64).wrapping_add(c) & mk,
         TerOp::Selp => {
             if c & 1 != 0 {
                 a & mk
@@ -516,14 +421,7 @@ pub fn ter(op: TerOp, ty: Ty, m: &FMods, a: u64, b: u64, c: u64) -> Result<u64, 
         TerOp::ShfL { clamp } => int::shf(a as u32, b as u32, c as u32, true, clamp) as u64,
         TerOp::ShfR { clamp } => int::shf(a as u32, b as u32, c as u32, false, clamp) as u64,
         TerOp::Lop3(lut) => int::lop3(a as u32, b as u32, c as u32, lut) as u64,
-        TerOp::Sad => {
-            let d = if ty.is_signed() {
-                (sext(a, bits) - sext(b, bits)).unsigned_abs()
-            } else {
-                (a & mk).abs_diff(b & mk)
-            };
-            d.wrapping_add(c) & mk
-        }
+        TerOp::Sad => int::sad(ty, a, b, c),
     })
 }
 

@@ -1,6 +1,6 @@
 //! Executes one decoded instruction for the lanes in `exec`.
 
-use super::alu::{self, sext, src};
+use super::alu::{self, canon32, f32_of, sext, src};
 use super::api::{Fault, FaultKind};
 use super::check::bank_conflicts;
 use super::exec::{fault, first_lane, BlockState, Copy16, Warp, FULL};
@@ -271,7 +271,7 @@ pub fn execute(
                 let a = addr_of(w, addr, l);
                 let loc = resolve(env, b, w, l, *space, a, size, false)
                     .map_err(|(k, m)| f(b, w, l, k, m))?;
-                check_read(env, b, w, l, loc, size, &mut shared_addrs)?;
+                check_access(env, b, w, l, loc, size, false, &mut shared_addrs)?;
                 let mut buf = [0u8; 32];
                 memory::read(env, b, loc, &mut buf[..size as usize]);
                 for (k, dd) in ds.iter().enumerate() {
@@ -309,7 +309,7 @@ pub fn execute(
                     buf[k * eb as usize..(k + 1) * eb as usize]
                         .copy_from_slice(&v.to_le_bytes()[..eb as usize]);
                 }
-                check_write(env, b, w, l, loc, size, &mut shared_addrs)?;
+                check_access(env, b, w, l, loc, size, true, &mut shared_addrs)?;
                 memory::write(b, loc, &buf[..size as usize]);
             }
             account_shared(b, &shared_addrs, size);
@@ -548,50 +548,22 @@ pub fn execute(
 type Bin2 = fn(u64, u64) -> u64;
 type Ter3 = fn(u64, u64, u64) -> u64;
 
-#[inline]
-fn f32v(x: u64) -> f32 {
-    f32::from_bits(x as u32)
-}
-
-#[inline]
-fn canon32(x: f32) -> u64 {
-    if x.is_nan() {
-        0x7fff_ffff
-    } else {
-        x.to_bits() as u64
-    }
-}
-
-fn shl32(a: u64, b: u64) -> u64 {
+/// `shl.b32`/`shl.b64`/`shr.u32` on a `BITS`-wide value: amounts >= the width give 0.
+fn shift<const LEFT: bool, const BITS: u32>(a: u64, b: u64) -> u64 {
     let s = b as u32;
-    if s >= 32 {
+    if s >= BITS {
         0
+    } else if LEFT {
+        (a << s) & alu::mask(BITS)
     } else {
-        ((a as u32) << s) as u64
-    }
-}
-
-fn shl64(a: u64, b: u64) -> u64 {
-    let s = b as u32;
-    if s >= 64 {
-        0
-    } else {
-        a << s
-    }
-}
-
-fn shr_u32(a: u64, b: u64) -> u64 {
-    let s = b as u32;
-    if s >= 32 {
-        0
-    } else {
-        ((a as u32) >> s) as u64
+        (a & alu::mask(BITS)) >> s
     }
 }
 
 /// The hot binary forms (32/64-bit integer arithmetic and logic, round-to-nearest f32) as
 /// plain functions, so the lane loop skips the general dispatch in `alu::bin`. Each computes
-/// exactly what `alu::bin` computes for that form (the vgpu tests run both paths).
+/// exactly what `alu::bin` computes for that form (checked by `fast_paths_match_alu` below).
+/// They repeat `isa::int` on purpose: fixed-width closures are the interpreter's hot loop.
 fn fast_bin(op: BinOp, ty: Ty, m: &FMods) -> Option<Bin2> {
     let plain = !m.sat && !m.ftz && !m.approx && !m.nan && m.rnd.is_none_or(|r| r == Rnd::Rn);
     if !plain {
@@ -609,17 +581,17 @@ fn fast_bin(op: BinOp, ty: Ty, m: &FMods) -> Option<Bin2> {
         (BinOp::Or, B32 | U32 | S32) => |a, b| (a | b) & 0xffff_ffff,
         (BinOp::Xor, B32 | U32 | S32) => |a, b| (a ^ b) & 0xffff_ffff,
         (BinOp::And, B64 | U64 | S64) => |a, b| a & b,
-        (BinOp::Shl, B32 | U32 | S32) => shl32,
-        (BinOp::Shl, B64 | U64 | S64) => shl64,
-        (BinOp::Shr, B32 | U32) => shr_u32,
+        (BinOp::Shl, B32 | U32 | S32) => shift::<true, 32>,
+        (BinOp::Shl, B64 | U64 | S64) => shift::<true, 64>,
+        (BinOp::Shr, B32 | U32) => shift::<false, 32>,
         (BinOp::Shr, S32) => |a, b| (((a as u32 as i32) >> (b as u32).min(31)) as u32) as u64,
         (BinOp::MulWide, S32) => {
             |a, b| (a as u32 as i32 as i64).wrapping_mul(b as u32 as i32 as i64) as u64
         }
         (BinOp::MulWide, U32) => |a, b| (a as u32 as u64).wrapping_mul(b as u32 as u64),
-        (BinOp::Add, F32) => |a, b| canon32(f32v(a) + f32v(b)),
-        (BinOp::Sub, F32) => |a, b| canon32(f32v(a) - f32v(b)),
-        (BinOp::MulLo, F32) => |a, b| canon32(f32v(a) * f32v(b)),
+        (BinOp::Add, F32) => |a, b| canon32(f32_of(a) + f32_of(b)),
+        (BinOp::Sub, F32) => |a, b| canon32(f32_of(a) - f32_of(b)),
+        (BinOp::MulLo, F32) => |a, b| canon32(f32_of(a) * f32_of(b)),
         _ => return None,
     })
 }
@@ -632,7 +604,7 @@ fn fast_ter(op: TerOp, ty: Ty, m: &FMods) -> Option<Ter3> {
     }
     use Ty::*;
     Some(match (op, ty) {
-        (TerOp::Fma, F32) => |a, b, c| canon32(f32v(a).mul_add(f32v(b), f32v(c))),
+        (TerOp::Fma, F32) => |a, b, c| canon32(f32_of(a).mul_add(f32_of(b), f32_of(c))),
         (TerOp::MadLo, U32 | S32) => {
             |a, b, c| (a as u32).wrapping_mul(b as u32).wrapping_add(c as u32) as u64
         }
@@ -657,24 +629,21 @@ fn bool_op(op: BoolOp, a: bool, b: bool) -> bool {
 }
 
 fn atom_apply(op: AtomOp, ty: Ty, old: u64, x: u64, y: Option<u64>) -> u64 {
-    let bits = super::decode::ty_bits(ty);
-    let mk = alu::mask(bits);
+    let mk = ty.mask();
     match (op, ty) {
         (AtomOp::Add, Ty::F32) => {
             (f32::from_bits(old as u32) + f32::from_bits(x as u32)).to_bits() as u64
         }
         (AtomOp::Add, Ty::F64) => (f64::from_bits(old) + f64::from_bits(x)).to_bits(),
-        (AtomOp::Add, _) => old.wrapping_add(x) & mk,
+        (AtomOp::Add, _) => isa::int::add(ty, old, x, false),
         (AtomOp::Min, Ty::F32) => f32::from_bits(old as u32)
             .min(f32::from_bits(x as u32))
             .to_bits() as u64,
         (AtomOp::Max, Ty::F32) => f32::from_bits(old as u32)
             .max(f32::from_bits(x as u32))
             .to_bits() as u64,
-        (AtomOp::Min, _) if ty.is_signed() => (sext(old, bits).min(sext(x, bits)) as u64) & mk,
-        (AtomOp::Max, _) if ty.is_signed() => (sext(old, bits).max(sext(x, bits)) as u64) & mk,
-        (AtomOp::Min, _) => (old & mk).min(x & mk),
-        (AtomOp::Max, _) => (old & mk).max(x & mk),
+        (AtomOp::Min, _) => isa::int::min(ty, old, x),
+        (AtomOp::Max, _) => isa::int::max(ty, old, x),
         (AtomOp::Inc, _) => {
             if (old & mk) >= (x & mk) {
                 0
@@ -703,46 +672,29 @@ fn atom_apply(op: AtomOp, ty: Ty, old: u64, x: u64, y: Option<u64>) -> u64 {
     }
 }
 
-/// Shadow checks and traffic counters for a read.
-fn check_read(
+/// Shadow checks and traffic counters for a read or (`write`) a write.
+#[allow(clippy::too_many_arguments)]
+fn check_access(
     env: &Env,
     b: &mut BlockState,
     w: &Warp,
     l: usize,
     loc: Loc,
     size: u32,
+    write: bool,
     shared_addrs: &mut Vec<(u32, u32)>,
 ) -> Result<(), Fault> {
     match loc {
+        Loc::Global(_) if write => b.counters.global_written += size as u64,
         Loc::Global(_) => b.counters.global_read += size as u64,
         Loc::Shared(o) => {
             let who = b.who(w, l);
-            b.shadow
-                .read(o, size as usize, who)
-                .map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
-            shared_addrs.push((l as u32, o as u32));
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn check_write(
-    env: &Env,
-    b: &mut BlockState,
-    w: &Warp,
-    l: usize,
-    loc: Loc,
-    size: u32,
-    shared_addrs: &mut Vec<(u32, u32)>,
-) -> Result<(), Fault> {
-    match loc {
-        Loc::Global(_) => b.counters.global_written += size as u64,
-        Loc::Shared(o) => {
-            let who = b.who(w, l);
-            b.shadow
-                .write(o, size as usize, who)
-                .map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
+            let r = if write {
+                b.shadow.write(o, size as usize, who)
+            } else {
+                b.shadow.read(o, size as usize, who)
+            };
+            r.map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
             shared_addrs.push((l as u32, o as u32));
         }
         _ => {}
@@ -796,4 +748,71 @@ fn require_full(env: &Env, b: &BlockState, w: &Warp, exec: u32, what: &str) -> R
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fast path computes what the general `alu` dispatch computes for its form.
+    #[test]
+    fn fast_paths_match_alu() {
+        let mut vals = vec![0, 1, 31, 32, 33, 63, 64, 0x8000_0000, u64::MAX, 0x7f80_0001];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..24 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vals.extend([x, x & 0xffff_ffff, x & 0x7f]);
+        }
+        let m = FMods::default();
+        let tys = [
+            Ty::B32,
+            Ty::U32,
+            Ty::S32,
+            Ty::B64,
+            Ty::U64,
+            Ty::S64,
+            Ty::F32,
+            Ty::F64,
+        ];
+        let bins = [
+            BinOp::Add,
+            BinOp::Sub,
+            BinOp::MulLo,
+            BinOp::MulWide,
+            BinOp::And,
+            BinOp::Or,
+            BinOp::Xor,
+            BinOp::Shl,
+            BinOp::Shr,
+        ];
+        let ters = [TerOp::Fma, TerOp::MadLo, TerOp::Selp];
+        for ty in tys {
+            for op in bins {
+                let Some(f) = fast_bin(op, ty, &m) else {
+                    continue;
+                };
+                for &a in &vals {
+                    for &b in &vals {
+                        let want = alu::bin(op, ty, &m, a, b).unwrap();
+                        assert_eq!(f(a, b), want, "{op:?}.{ty:?} {a:#x} {b:#x}");
+                    }
+                }
+            }
+            for op in ters {
+                let Some(f) = fast_ter(op, ty, &m) else {
+                    continue;
+                };
+                for &a in &vals {
+                    for &b in &vals {
+                        for &c in vals.iter().step_by(5) {
+                            let want = alu::ter(op, ty, &m, a, b, c).unwrap();
+                            assert_eq!(f(a, b, c), want, "{op:?}.{ty:?} {a:#x} {b:#x} {c:#x}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cuda::mem::GlobalMem;
 use cuda::sim::{self, Fault, LaunchConfig, Module, Profile};
 
+pub mod driver;
+
 // ---------------------------------------------------------------------------------------
 // nvcc
 

@@ -1,0 +1,62 @@
+//! `samrt embed`: run the image encoder once and save the embedding, so later `segment
+//! --embedding` calls decode prompts without re-encoding (SAM's "encode once, prompt many
+//! times", across processes).
+
+use super::{resolve_device, CliError, Context, Device};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Checkpoint: .safetensors, or an official .pth (converted once and cached).
+    #[arg(long)]
+    model: PathBuf,
+    /// Input image (PNG, JPEG, BMP, TIFF, WebP, GIF).
+    #[arg(long)]
+    image: PathBuf,
+    /// Output file: .safetensors (sizes and model fingerprint in its metadata) or .npy (with
+    /// a .json of the same stem beside it holding them).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+}
+
+pub fn run(a: EmbedArgs) -> Result<(), CliError> {
+    let ext = a
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("safetensors" | "npy")) {
+        return Err(CliError::msg(format!(
+            "--out {}: the embedding file must end in .safetensors or .npy",
+            a.out.display()
+        )));
+    }
+    let device = resolve_device(a.device)?;
+    let img = samrt::preprocess::load_image(&a.image)
+        .context(|| format!("reading --image {}", a.image.display()))?;
+    let sam = super::load_model(&a.model, device)?;
+    let emb = sam
+        .embed(&img)
+        .context(|| "running the image encoder".to_string())?;
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::msg(format!("creating {}: {e}", dir.display())))?;
+    }
+    samrt::embedding_file::save(&a.out, &sam, &emb)
+        .context(|| format!("writing --out {}", a.out.display()))?;
+    let [c, s, _] = sam.embedding_shape();
+    println!(
+        "{}",
+        serde_json::json!({
+            "embedding": a.out,
+            "shape": [1, c, s, s],
+            "original_size": [emb.original_size.0, emb.original_size.1],
+            "input_size": [emb.input_size.0, emb.input_size.1],
+            "model_fingerprint": sam.fingerprint(),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Prompt inputs of `samrt segment`: `--point`/`--box` strings, `--mask-input FILE.npy[:K]`
+//! and `--prompts FILE.json`. Mask inputs are only described here (path + mask index, or
+//! inline values) and read when their chunk is decoded, so a prompts file naming thousands
+//! of mask files does not hold them all in memory.
+
+use super::{CliError, Context};
+use samrt::predictor::{Prompt, LOW_RES};
+use std::path::{Path, PathBuf};
+
+/// Largest .npy accepted as a mask input: [C, 256, 256] float64 with C up to 16.
+const MAX_MASK_FILE: u64 = 16 * 8 * (LOW_RES * LOW_RES) as u64 + 4096;
+/// Scores of the masks in a `low_res_logits.npy`, written beside it by `segment`.
+pub const SCORES_FILE: &str = "iou_predictions.npy";
+
+/// Where a prompt's mask input comes from.
+#[derive(Clone, Debug)]
+pub enum MaskSource {
+    /// A .npy file and, for a [C, 256, 256] stack, which mask (`FILE.npy:K`); without K the
+    /// best-scoring one, by the `iou_predictions.npy` beside it.
+    File(PathBuf, Option<usize>),
+    Inline(Vec<f32>),
+}
+
+/// A prompt whose mask input is still to be read.
+#[derive(Clone, Debug)]
+pub struct PromptSpec {
+    pub prompt: Prompt,
+    pub mask: Option<MaskSource>,
+}
+
+impl PromptSpec {
+    /// The library prompt, reading its mask input now.
+    pub fn load(&self) -> Result<Prompt, CliError> {
+        let mut p = self.prompt.clone();
+        p.mask_input = match &self.mask {
+            None => None,
+            Some(MaskSource::Inline(v)) => Some(v.clone()),
+            Some(MaskSource::File(path, k)) => Some(read_mask_file(path, *k)?),
+        };
+        Ok(p)
+    }
+}
+
+fn parse_floats(s: &str, what: &str) -> Result<Vec<f64>, CliError> {
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<f64>()
+                .map_err(|_| CliError::msg(format!("{what} `{s}`: `{t}` is not a number")))
+        })
+        .collect()
+}
+
+/// "X,Y" or "X,Y,LABEL".
+pub fn parse_point(s: &str) -> Result<([f64; 2], i32), CliError> {
+    let parts: Vec<&str> = s.split(',').collect();
+    if parts.len() != 2 && parts.len() != 3 {
+        return Err(CliError::msg(format!(
+            "--point `{s}`: expected X,Y or X,Y,LABEL"
+        )));
+    }
+    let xy = parse_floats(&parts[..2].join(","), "--point")?;
+    let label = match parts.get(2) {
+        None => 1,
+        Some(l) => l
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| CliError::msg(format!("--point `{s}`: label `{l}` must be 0 or 1")))?,
+    };
+    Ok(([xy[0], xy[1]], label))
+}
+
+pub fn parse_box(s: &str) -> Result<[f64; 4], CliError> {
+    let v = parse_floats(s, "--box")?;
+    if v.len() != 4 {
+        return Err(CliError::msg(format!("--box `{s}`: expected X0,Y0,X1,Y1")));
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// `FILE.npy` or `FILE.npy:K`. A name that exists as given is taken whole, so a file whose
+/// name ends in `:2` still works.
+pub fn parse_mask_spec(s: &str, base: &Path) -> Result<MaskSource, CliError> {
+    let whole = base.join(s);
+    if !whole.exists() {
+        if let Some((file, k)) = s.rsplit_once(':') {
+            if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) {
+                let k = k.parse::<usize>().map_err(|_| {
+                    CliError::msg(format!("mask input `{s}`: mask index `{k}` is too large"))
+                })?;
+                return Ok(MaskSource::File(base.join(file), Some(k)));
+            }
+        }
+    }
+    Ok(MaskSource::File(whole, None))
+}
+
+/// Index of the first highest score, as `np.argmax` picks it.
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Reads one [256, 256] mask from a float32 or float64 .npy of shape [256, 256],
+/// [1, 256, 256], [C, 256, 256] or [1, C, 256, 256].
+pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliError> {
+    let shown = match k {
+        Some(k) => format!("{}:{k}", path.display()),
+        None => path.display().to_string(),
+    };
+    let fail = |m: String| CliError::msg(format!("mask input {shown}: {m}"));
+    let len = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if len > MAX_MASK_FILE {
+        return Err(fail(format!(
+            "file is {len} bytes; a [C,256,256] mask stack is at most {MAX_MASK_FILE}"
+        )));
+    }
+    let arr = samrt::npy::read(path).map_err(|e| fail(e.to_string()))?;
+    let data = match &arr.data {
+        samrt::npy::NpyData::F32(_) | samrt::npy::NpyData::F64(_) => arr.to_f32(),
+        _ => {
+            return Err(fail(format!(
+                "dtype {}, expected float32 (<f4) or float64 (<f8)",
+                arr.descr()
+            )))
+        }
+    };
+    let s = LOW_RES;
+    let c = match arr.shape.as_slice() {
+        [a, b] if *a == s && *b == s => 1,
+        [c, a, b] | [1, c, a, b] if *a == s && *b == s && *c >= 1 => *c,
+        other => {
+            return Err(fail(format!(
+                "shape {other:?}, expected [256, 256], [1, 256, 256] or [C, 256, 256]"
+            )))
+        }
+    };
+    let pick = match k {
+        Some(k) if k < c => k,
+        Some(k) => {
+            return Err(fail(format!(
+                "mask {k} asked for, the file holds {c} mask{}",
+                if c == 1 { "" } else { "s" }
+            )))
+        }
+        None if c == 1 => 0,
+        None => {
+            let scores_path = path.with_file_name(SCORES_FILE);
+            let scores = samrt::npy::read(&scores_path)
+                .ok()
+                .filter(|a| a.shape == [c])
+                .map(|a| a.to_f32())
+                .ok_or_else(|| {
+                    fail(format!(
+                        "the file holds {c} masks and no {SCORES_FILE} with {c} scores is \
+                         beside it; pick one with FILE.npy:K (0..{c})"
+                    ))
+                })?;
+            argmax(&scores)
+        }
+    };
+    let n = s * s;
+    let out = data[pick * n..(pick + 1) * n].to_vec();
+    if let Some(v) = out.iter().find(|v| !v.is_finite()) {
+        return Err(fail(format!("holds {v}, which is not finite in float32")));
+    }
+    Ok(out)
+}
+
+/// An inline `mask_input`: nested JSON arrays of shape [256, 256] or [1, 256, 256] (the
+/// official `mask_input` layout), numbers only, row-major.
+fn inline_mask(v: &serde_json::Value) -> Result<Vec<f32>, String> {
+    fn walk(
+        v: &serde_json::Value,
+        depth: usize,
+        shape: &mut Vec<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        match v {
+            serde_json::Value::Array(items) => {
+                if depth > 2 {
+                    return Err("is nested deeper than [1, 256, 256]".into());
+                }
+                if shape.len() == depth {
+                    shape.push(items.len());
+                } else if shape[depth] != items.len() {
+                    return Err("is ragged (rows of different lengths)".into());
+                }
+                items
+                    .iter()
+                    .try_for_each(|x| walk(x, depth + 1, shape, out))
+            }
+            serde_json::Value::Number(n) => {
+                if depth != shape.len() {
+                    return Err("mixes numbers and arrays at one level".into());
+                }
+                let x = n.as_f64().ok_or("holds a number out of range")? as f32;
+                if !x.is_finite() {
+                    return Err("holds a value that is not finite in float32".into());
+                }
+                out.push(x);
+                Ok(())
+            }
+            _ => Err("must hold numbers only".into()),
+        }
+    }
+    let (mut shape, mut out) = (Vec::new(), Vec::new());
+    walk(v, 0, &mut shape, &mut out)?;
+    let s = LOW_RES;
+    if shape != [s, s] && shape != [1, s, s] {
+        return Err(format!(
+            "has shape {shape:?}, expected [{s}, {s}] or [1, {s}, {s}]"
+        ));
+    }
+    Ok(out)
+}
+
+/// Largest --prompts file read.
+const MAX_PROMPTS_FILE: u64 = 64 << 20;
+
+/// Parses a --prompts file into prompt specs, validating every prompt (and reading every
+/// mask file once, then dropping it) before anything runs.
+pub fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<PromptSpec>, CliError> {
+    let bad = |m: String| CliError::msg(format!("--prompts {}: {m}", path.display()));
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > MAX_PROMPTS_FILE {
+        return Err(bad(format!(
+            "file is {len} bytes; refusing more than 64 MiB"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    // Editors on Windows save UTF-8 with a byte-order mark, which JSON parsers reject.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| bad("expected a JSON list of prompt objects".into()))?;
+    if list.is_empty() {
+        return Err(bad("the list is empty".into()));
+    }
+    let nums = |x: &serde_json::Value, what: &str, k: usize| -> Result<Vec<f64>, CliError> {
+        x.as_array()
+            .ok_or_else(|| bad(format!("prompt {k}: `{what}` must be a list of numbers")))?
+            .iter()
+            .map(|n| {
+                n.as_f64()
+                    .ok_or_else(|| bad(format!("prompt {k}: `{what}` must be a list of numbers")))
+            })
+            .collect()
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::with_capacity(list.len());
+    for (k, item) in list.iter().enumerate() {
+        let obj = item
+            .as_object()
+            .ok_or_else(|| bad(format!("prompt {k} is not an object")))?;
+        if let Some(key) = obj.keys().find(|key| {
+            !["points", "labels", "box", "mask_input", "multimask"].contains(&key.as_str())
+        }) {
+            return Err(bad(format!("prompt {k}: unknown key `{key}`")));
+        }
+        let mut p = Prompt {
+            multimask: default_multimask,
+            ..Default::default()
+        };
+        if let Some(pts) = obj.get("points").filter(|x| !x.is_null()) {
+            let pts = pts
+                .as_array()
+                .ok_or_else(|| bad(format!("prompt {k}: `points` must be a list of [x, y]")))?;
+            let max = samrt::predictor::MAX_POINTS_PER_PROMPT;
+            if pts.len() > max {
+                return Err(bad(format!(
+                    "prompt {k}: {} points; at most {max} points per prompt",
+                    pts.len()
+                )));
+            }
+            for pt in pts {
+                let xy = nums(pt, "points", k)?;
+                if xy.len() != 2 {
+                    return Err(bad(format!("prompt {k}: each point must be [x, y]")));
+                }
+                p.points.push([xy[0], xy[1]]);
+            }
+        }
+        match obj.get("labels").filter(|x| !x.is_null()) {
+            Some(l) => {
+                for x in nums(l, "labels", k)? {
+                    if x.fract() != 0.0 {
+                        return Err(bad(format!("prompt {k}: label {x} must be 0 or 1")));
+                    }
+                    p.labels.push(x as i32);
+                }
+            }
+            // Labels default to foreground, as --point does.
+            None => p.labels = vec![1; p.points.len()],
+        }
+        if let Some(b) = obj.get("box").filter(|x| !x.is_null()) {
+            let b = nums(b, "box", k)?;
+            if b.len() != 4 {
+                return Err(bad(format!("prompt {k}: `box` must be [x0, y0, x1, y1]")));
+            }
+            p.box_xyxy = Some([b[0], b[1], b[2], b[3]]);
+        }
+        let mask = match obj.get("mask_input").filter(|x| !x.is_null()) {
+            None => None,
+            Some(serde_json::Value::String(f)) => Some(parse_mask_spec(f, base)?),
+            Some(m @ serde_json::Value::Array(_)) => Some(MaskSource::Inline(
+                inline_mask(m).map_err(|e| bad(format!("prompt {k}: `mask_input` {e}")))?,
+            )),
+            Some(_) => {
+                return Err(bad(format!(
+                    "prompt {k}: `mask_input` must be a .npy path or a 256x256 array of numbers"
+                )))
+            }
+        };
+        if let Some(mm) = obj.get("multimask").filter(|x| !x.is_null()) {
+            p.multimask = mm
+                .as_bool()
+                .ok_or_else(|| bad(format!("prompt {k}: `multimask` must be true or false")))?;
+        }
+        let spec = PromptSpec { prompt: p, mask };
+        let loaded = spec.load().map_err(|e| bad(format!("prompt {k}: {e}")))?;
+        loaded
+            .validate()
+            .context(|| format!("--prompts {}: prompt {k}", path.display()))?;
+        out.push(spec);
+    }
+    Ok(out)
+}
