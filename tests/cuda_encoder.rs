@@ -175,6 +175,28 @@ fn encoder_fp16_overflow_is_avoided_by_scaling() {
     assert!(e <= 5e-3, "rel. L2 {e}");
 }
 
+/// A finite f32 weight beyond fp16's range (fine for the f32 CPU backend) is refused at
+/// upload naming the tensor, instead of becoming infinity on the device only.
+#[test]
+fn weight_beyond_fp16_range_is_refused_at_upload() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu_or_skip("weight_beyond_fp16_range_is_refused_at_upload") else {
+        return;
+    };
+    let cfg = small_cfg(256);
+    let mut w = weights(&cfg, 6, 1.0);
+    let name = "image_encoder.pos_embed";
+    w.tensors.get_mut(name).expect("pos_embed").1[7] = 1.0e5;
+    let err = match CudaEncoder::new(gpu, &w, &cfg) {
+        Ok(_) => panic!("a 1e5 weight must not be stored as fp16"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(name) && err.contains("100000") && err.contains("65504"),
+        "{err}"
+    );
+}
+
 /// `vgpu_allocation_count`, when the driver is vgpu (a real driver lacks the symbol).
 fn vgpu_allocations() -> Option<u64> {
     // SAFETY: looks up a symbol of the already-loaded driver library; the signature is

@@ -162,11 +162,11 @@ pub fn prepare_weights(
     t.push(HostTensor::f16(
         format!("{pre}.patch_embed.proj.weight"),
         &pw,
-    ));
+    )?);
     let pb = w.f32(&format!("{pre}.patch_embed.proj.bias"), &[d])?;
     t.push(HostTensor::f32(format!("{pre}.patch_embed.proj.bias"), &pb));
     let pos = w.f32(&format!("{pre}.pos_embed"), &[1, g, g, d])?;
-    t.push(HostTensor::f16(format!("{pre}.pos_embed"), &pos));
+    t.push(HostTensor::f16(format!("{pre}.pos_embed"), &pos)?);
     let mut scales = EncoderScales {
         qkv: Vec::new(),
         mlp: Vec::new(),
@@ -197,29 +197,29 @@ pub fn prepare_weights(
         scales.mlp.push(am);
         t.push(HostTensor::f32(format!("{b}.norm1.weight"), &n1w));
         t.push(HostTensor::f32(format!("{b}.norm1.bias"), &n1b));
-        t.push(HostTensor::f16(format!("{b}.attn.qkv.weight"), &qw));
+        t.push(HostTensor::f16(format!("{b}.attn.qkv.weight"), &qw)?);
         t.push(HostTensor::f32(format!("{b}.attn.qkv.bias"), &qb));
         t.push(HostTensor::f32(format!("{b}.attn.qkv.bias.scaled"), &qbs));
         for name in ["rel_pos_h", "rel_pos_w"] {
             let r = w.f32(&format!("{b}.attn.{name}"), &rel)?;
-            t.push(HostTensor::f16(format!("{b}.attn.{name}"), &r));
+            t.push(HostTensor::f16(format!("{b}.attn.{name}"), &r)?);
         }
         t.push(HostTensor::f16(
             format!("{b}.attn.proj.weight"),
             &w.f32(&format!("{b}.attn.proj.weight"), &[d, d])?,
-        ));
+        )?);
         t.push(HostTensor::f32(
             format!("{b}.attn.proj.bias"),
             &w.f32(&format!("{b}.attn.proj.bias"), &[d])?,
         ));
         t.push(HostTensor::f32(format!("{b}.norm2.weight"), &n2w));
         t.push(HostTensor::f32(format!("{b}.norm2.bias"), &n2b));
-        t.push(HostTensor::f16(format!("{b}.mlp.lin1.weight"), &l1w));
+        t.push(HostTensor::f16(format!("{b}.mlp.lin1.weight"), &l1w)?);
         t.push(HostTensor::f32(format!("{b}.mlp.lin1.bias"), &l1b));
         t.push(HostTensor::f16(
             format!("{b}.mlp.lin2.weight"),
             &w.f32(&format!("{b}.mlp.lin2.weight"), &[d, m])?,
-        ));
+        )?);
         t.push(HostTensor::f32(
             format!("{b}.mlp.lin2.bias"),
             &w.f32(&format!("{b}.mlp.lin2.bias"), &[d])?,
@@ -228,7 +228,7 @@ pub fn prepare_weights(
     // Neck. conv1x1 reads the residual cast to fp16 rows with |x| <= 2^14.
     let n0 = w.f32(&format!("{pre}.neck.0.weight"), &[oc, d, 1, 1])?;
     scales.neck0 = pow2_scale(linear_bound(&n0, None, oc, &vec![16384.0; d]));
-    t.push(HostTensor::f16(format!("{pre}.neck.0.weight"), &n0));
+    t.push(HostTensor::f16(format!("{pre}.neck.0.weight"), &n0)?);
     let n1w = w.f32(&format!("{pre}.neck.1.weight"), &[oc])?;
     let n1b = w.f32(&format!("{pre}.neck.1.bias"), &[oc])?;
     let n2 = w.f32(&format!("{pre}.neck.2.weight"), &[oc, oc, 3, 3])?;
@@ -238,7 +238,7 @@ pub fn prepare_weights(
     scales.neck2 = pow2_scale(linear_bound(&n2_kmajor, None, oc, &reorder_bound(&xb, oc)));
     t.push(HostTensor::f32(format!("{pre}.neck.1.weight"), &n1w));
     t.push(HostTensor::f32(format!("{pre}.neck.1.bias"), &n1b));
-    t.push(HostTensor::f16(format!("{pre}.neck.2.weight"), &n2_kmajor));
+    t.push(HostTensor::f16(format!("{pre}.neck.2.weight"), &n2_kmajor)?);
     t.push(HostTensor::f32(
         format!("{pre}.neck.3.weight"),
         &w.f32(&format!("{pre}.neck.3.weight"), &[oc])?,

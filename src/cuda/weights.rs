@@ -26,16 +26,28 @@ pub struct HostTensor {
 }
 
 impl HostTensor {
-    pub fn f16(name: impl Into<String>, v: &[f32]) -> Self {
-        let bytes = v
-            .iter()
-            .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
-            .collect();
-        HostTensor {
-            name: name.into(),
+    /// fp16 storage for the device. A finite value beyond fp16's range would become
+    /// infinity only on the GPU (the CPU backend computes in f32), so it is refused here,
+    /// naming the tensor, instead of surfacing later as a non-finite embedding.
+    pub fn f16(name: impl Into<String>, v: &[f32]) -> Result<Self> {
+        let name = name.into();
+        let mut bytes = Vec::with_capacity(v.len() * 2);
+        for (i, &x) in v.iter().enumerate() {
+            let h = half::f16::from_f32(x);
+            if h.is_infinite() && x.is_finite() {
+                return Err(Error::Unsupported(format!(
+                    "tensor `{name}`: value {x} at index {i} is outside fp16's range (max \
+                     65504), in which the CUDA encoder stores its weights; use the CPU \
+                     backend for this checkpoint"
+                )));
+            }
+            bytes.extend_from_slice(&h.to_bits().to_le_bytes());
+        }
+        Ok(HostTensor {
+            name,
             dtype: DType::F16,
             bytes,
-        }
+        })
     }
 
     pub fn f32(name: impl Into<String>, v: &[f32]) -> Self {
