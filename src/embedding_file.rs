@@ -99,7 +99,7 @@ pub fn save(path: &Path, sam: &Sam, emb: &ImageEmbedding) -> Result<()> {
             let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend_from_slice(&data);
-            write_atomic(path, &bytes)
+            crate::fs::write_atomic(path, &bytes)
         }
         Layout::Npy => {
             let mut json = serde_json::Map::new();
@@ -118,27 +118,9 @@ pub fn save(path: &Path, sam: &Sam, emb: &ImageEmbedding) -> Result<()> {
             // The array first, then the sidecar: a reader never finds metadata describing a
             // missing or older array.
             crate::npy::write_f32(path, &shape, &emb.features)?;
-            write_atomic(&side, format!("{text}\n").as_bytes())
+            crate::fs::write_atomic(&side, format!("{text}\n").as_bytes())
         }
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Unsupported(format!("{}: not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = std::fs::write(&tmp, bytes)
-        .map_err(|e| Error::io(&tmp, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }
 
 fn bad(path: &Path, m: impl std::fmt::Display) -> Error {

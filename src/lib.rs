@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod embedding_file;
 pub mod error;
+pub mod fs;
 pub mod graph;
 pub mod image_encoder;
 pub mod jpeg;

@@ -434,16 +434,22 @@ impl Sam {
     }
 
     pub fn predict(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<Prediction> {
+        let out = self.decode_one(emb, prompt)?;
+        self.finish(emb, out)
+    }
+
+    /// One prompt through the prompt encoder and mask decoder: the low-res half that
+    /// `predict` and `predict_logits` share (each checks the outputs once).
+    fn decode_one(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<DecoderOutput> {
         let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
-        let out = self.decoder.forward(
+        self.decoder.forward(
             &emb.features,
             &self.dense_pe,
             &sparse,
             n,
             &dense,
             prompt.multimask,
-        )?;
-        self.finish(emb, out)
+        )
     }
 
     /// Decodes many prompts against one embedding in one call. The multimask flag is taken
@@ -506,15 +512,7 @@ impl Sam {
         emb: &ImageEmbedding,
         prompt: &Prompt,
     ) -> Result<LogitsPrediction> {
-        let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
-        let out = self.decoder.forward(
-            &emb.features,
-            &self.dense_pe,
-            &sparse,
-            n,
-            &dense,
-            prompt.multimask,
-        )?;
+        let out = self.decode_one(emb, prompt)?;
         check_decoded(&out)?;
         let logits = crate::postprocess::postprocess_masks(
             &out.low_res,

@@ -28,6 +28,20 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
+    /// Rejects an image whose buffer does not hold `width x height` RGB pixels, or that is
+    /// empty: every consumer (CPU and CUDA preprocessing) needs both.
+    pub fn check(&self) -> Result<()> {
+        if self.width == 0 || self.height == 0 || self.data.len() != self.width * self.height * 3 {
+            return Err(Error::Image(format!(
+                "malformed {}x{} image with {} bytes",
+                self.width,
+                self.height,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Pixel `(x, y)` as `[r, g, b]`; None when out of bounds.
     pub fn pixel(&self, x: usize, y: usize) -> Option<[u8; 3]> {
         if x >= self.width || y >= self.height {
@@ -394,14 +408,7 @@ pub fn resize_bilinear_pillow(img: &RgbImage, new_w: usize, new_h: usize) -> Rgb
 /// resized image would have a zero side (aspect ratio beyond 2*target:1), where the
 /// official pipeline errors too.
 pub fn preprocess(img: &RgbImage, target: usize) -> Result<(Vec<f32>, (usize, usize))> {
-    if img.width == 0 || img.height == 0 || img.data.len() != img.width * img.height * 3 {
-        return Err(Error::Image(format!(
-            "malformed {}x{} image with {} bytes",
-            img.width,
-            img.height,
-            img.data.len()
-        )));
-    }
+    img.check()?;
     let (nh, nw) = resize_shape(img.height, img.width, target);
     if nh == 0 || nw == 0 || nh > target || nw > target {
         return Err(Error::Image(format!(

@@ -96,6 +96,32 @@ fn cpu_name() -> String {
 }
 
 /// UTC date as YYYY-MM-DD from the system clock (civil-from-days, H. Hinnant).
+/// The machine-written result record (bench/results/ schema), one JSON line on stdout.
+fn print_json<C: serde::Serialize>(
+    model: &str,
+    rows: &[(C, usize, f64, f64)],
+    peak_mem_mb: u64,
+    device: String,
+    driver: serde_json::Value,
+) {
+    let results: Vec<_> = rows
+        .iter()
+        .map(|(c, b, m, p)| {
+            serde_json::json!({"system": "samrt", "model": model, "batch": b, "component": c,
+                               "median_ms": m, "p90_ms": p, "peak_mem_mb": peak_mem_mb})
+        })
+        .collect();
+    let argv: Vec<String> = std::env::args().collect();
+    let j = serde_json::json!({
+        "device": device,
+        "driver": driver,
+        "date": today(),
+        "command": argv.join(" "),
+        "results": results,
+    });
+    println!("{j}");
+}
+
 fn today() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -256,22 +282,12 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     let peak = peak_rss_mb();
 
     if a.json {
-        let results: Vec<_> = rows
-            .iter()
-            .map(|(c, b, m, p)| {
-                serde_json::json!({"system": "samrt", "model": model, "batch": b, "component": c,
-                                   "median_ms": m, "p90_ms": p, "peak_mem_mb": peak})
-            })
-            .collect();
-        let argv: Vec<String> = std::env::args().collect();
-        let j = serde_json::json!({
-            "device": format!("CPU: {} ({} threads)", cpu_name(), rayon::current_num_threads()),
-            "driver": null,
-            "date": today(),
-            "command": argv.join(" "),
-            "results": results,
-        });
-        println!("{j}");
+        let device = format!(
+            "CPU: {} ({} threads)",
+            cpu_name(),
+            rayon::current_num_threads()
+        );
+        print_json(&model, &rows, peak, device, serde_json::Value::Null);
     } else {
         println!("samrt bench: {model} on CPU ({}, {} threads), original {ORIG_W}x{ORIG_H}, {} iterations after 1 warm-up", cpu_name(), rayon::current_num_threads(), a.iters);
         println!(
@@ -332,22 +348,13 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
         info.name, info.compute_capability.0, info.compute_capability.1, info.multiprocessors
     );
     if a.json {
-        let results: Vec<_> = rows
-            .iter()
-            .map(|(c, b, m, p)| {
-                serde_json::json!({"system": "samrt", "model": model, "batch": b, "component": c,
-                                   "median_ms": m, "p90_ms": p, "peak_mem_mb": peak})
-            })
-            .collect();
-        let argv: Vec<String> = std::env::args().collect();
-        let j = serde_json::json!({
-            "device": dev,
-            "driver": info.driver_version,
-            "date": today(),
-            "command": argv.join(" "),
-            "results": results,
-        });
-        println!("{j}");
+        print_json(
+            &model,
+            &rows,
+            peak,
+            dev,
+            serde_json::json!(info.driver_version),
+        );
     } else {
         println!(
             "samrt bench: {model} image encoder on {dev}, batch {}, {} iterations after 1 warm-up (CUDA events)",

@@ -134,14 +134,7 @@ impl CudaEncoder {
         let target = self.cfg.img_size;
         let mut resized = Vec::with_capacity(batch);
         for img in images {
-            if img.width == 0 || img.height == 0 || img.data.len() != img.width * img.height * 3 {
-                return Err(Error::Image(format!(
-                    "malformed {}x{} image with {} bytes",
-                    img.width,
-                    img.height,
-                    img.data.len()
-                )));
-            }
+            img.check()?;
             let (h, w) = resize_shape(img.height, img.width, target);
             resized.push(resize_bilinear_pillow(img, w, h));
         }

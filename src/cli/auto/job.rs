@@ -1,7 +1,7 @@
 //! The dataset side of `samrt auto`: which images a run covers, where their outputs go,
 //! the parameter record that makes resuming safe, and the failure list.
 
-use super::super::CliError;
+use super::super::{CliError, Context};
 use samrt::amg::output::OutputMode;
 use samrt::automatic_mask_generator::AmgConfig;
 use serde_json::{json, Map, Value};
@@ -252,14 +252,9 @@ impl Params {
     /// Writes the record atomically, so concurrent shards never read half a file.
     pub fn write(&self, out: &Path) -> Result<(), CliError> {
         let dest = out.join(PARAMS_FILE);
-        let tmp = out.join(format!(".{PARAMS_FILE}.partial-{}", std::process::id()));
         let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default() + "\n";
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &dest))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                CliError::msg(format!("writing {}: {e}", dest.display()))
-            })
+        samrt::fs::write_atomic(&dest, text.as_bytes())
+            .context(|| format!("writing {}", dest.display()))
     }
 }
 
