@@ -3,9 +3,9 @@
 //! forward_batch.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use samrt::config::SamConfig;
-use samrt::mask_decoder::{random_decoder_weights, MaskDecoder};
-use samrt::prompt_encoder::PromptEncoder;
+use samrt::cpu::model::mask_decoder::{random_decoder_weights, MaskDecoder};
+use samrt::cpu::model::prompt_encoder::PromptEncoder;
+use samrt::io::config::SamConfig;
 use std::hint::black_box;
 use std::time::Duration;
 

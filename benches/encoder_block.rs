@@ -3,8 +3,8 @@
 //! `tools/bench_cpu.py`; this isolates the block for kernel work.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use samrt::config::EncoderConfig;
-use samrt::image_encoder::{random_encoder_weights, ImageEncoder};
+use samrt::cpu::model::image_encoder::{random_encoder_weights, ImageEncoder};
+use samrt::io::config::EncoderConfig;
 use std::hint::black_box;
 use std::time::Duration;
 

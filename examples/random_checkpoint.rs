@@ -4,11 +4,11 @@
 //!
 //! `cargo run --release --example random_checkpoint -- vit_b /tmp/vit_b_random.safetensors`
 
-use samrt::checkpoint::{write_safetensors_f16, TensorF16};
-use samrt::config::SamConfig;
-use samrt::image_encoder::random_encoder_weights;
-use samrt::mask_decoder::random_decoder_weights;
-use samrt::weights::WeightSource;
+use samrt::cpu::model::image_encoder::random_encoder_weights;
+use samrt::cpu::model::mask_decoder::random_decoder_weights;
+use samrt::io::checkpoint::{write_safetensors_f16, TensorF16};
+use samrt::io::config::SamConfig;
+use samrt::io::weights::WeightSource;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,25 +1,34 @@
-//! samrt: Segment Anything inference with an exact f32 CPU backend.
+//! samrt: Segment Anything inference with an exact f32 CPU backend and hand-written CUDA
+//! kernels.
+//!
+//! The tree tells the design: [`sam`] is the API, [`io`] reads and writes files, [`amg`] is
+//! the automatic mask generator, [`cpu`] and [`cuda`] are the two backends (each a `model`
+//! over its `ops`), and [`graph`] is the host side of a scheduled graph of named ops over one
+//! planned arena. Imports run one way: sam -> amg/cpu/cuda -> graph/io -> error
+//! (`tools/check_layout.py` checks that no import circles back).
 pub mod amg;
-pub mod automatic_mask_generator;
-pub mod checkpoint;
-pub mod config;
 pub mod cpu;
-#[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod embedding_file;
 pub mod error;
-pub mod fs;
 pub mod graph;
-pub mod image_encoder;
-pub mod jpeg;
-pub mod mask_decoder;
-pub mod npy;
-pub mod postprocess;
-pub mod predictor;
-pub mod preprocess;
-pub mod prompt_encoder;
-pub mod two_way_transformer;
-pub mod weights;
+pub mod io;
+pub mod sam;
 
 pub use error::{Error, Result};
-pub use predictor::{ComputeDevice, ImageEmbedding, LogitsPrediction, Prediction, Prompt, Sam};
+pub use sam::predictor::{
+    ComputeDevice, ImageEmbedding, LogitsPrediction, Prediction, Prompt, Sam,
+};
+
+/// `samrt::preprocess`, the image entry points of earlier releases (README, Python package).
+pub mod preprocess {
+    pub use crate::cpu::ops::preprocess_patchify::{preprocess, PIXEL_MEAN, PIXEL_STD};
+    pub use crate::io::image::*;
+}
+/// `samrt::predictor`, as in earlier releases.
+pub use sam::predictor;
+/// `samrt::automatic_mask_generator`, as in earlier releases.
+pub mod automatic_mask_generator {
+    pub use crate::amg::generator::*;
+    pub use crate::amg::record::MaskRecord;
+    pub use crate::amg::source::{MaskSource, SamCrop};
+}

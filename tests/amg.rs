@@ -8,8 +8,8 @@ use samrt::amg::geometry::{crop_boxes, nms, point_grid_1d};
 use samrt::amg::output::{metadata_csv, py_float};
 use samrt::amg::regions::remove_small_regions;
 use samrt::amg::rle::Rle;
-use samrt::automatic_mask_generator::{generate, generate_with, AmgConfig, MaskRecord, MaskSource};
-use samrt::preprocess::RgbImage;
+use samrt::amg::{generate, generate_with, AmgConfig, MaskRecord, MaskSource};
+use samrt::io::image::RgbImage;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,7 +85,7 @@ fn check_case(name: &str) {
         .clone();
     let official = records_of(&case);
     assert!(!official.is_empty(), "{name}: the fixture keeps no masks");
-    let img = samrt::preprocess::load_image(
+    let img = samrt::io::image::load_image(
         &common::fixtures()
             .join("images")
             .join(case["image"].as_str().unwrap()),
@@ -179,7 +179,7 @@ impl MaskSource for Discs {
 
     fn crop(&self, img: &RgbImage) -> samrt::Result<DiscCrop> {
         let (h, w) = (img.height, img.width);
-        let (nh, nw) = samrt::preprocess::resize_shape(h, w, 1024);
+        let (nh, nw) = samrt::io::image::resize_shape(h, w, 1024);
         Ok(DiscCrop {
             h,
             w,

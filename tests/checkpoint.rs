@@ -7,11 +7,11 @@
 mod common;
 use common::checkpoint::{err_of, temp_dir, tensor_listing, Shapes};
 use half::f16;
-use samrt::checkpoint::{
+use samrt::io::checkpoint::{
     open_model, read_pth, read_pth_bytes, write_safetensors_f16, Checkpoint, DType, TensorF16,
 };
-use samrt::config::{expected_shapes, infer_config, param_count, EncoderConfig, SamConfig};
-use samrt::weights::WeightSource;
+use samrt::io::config::{expected_shapes, infer_config, param_count, EncoderConfig, SamConfig};
+use samrt::io::weights::WeightSource;
 use samrt::Error;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -171,7 +171,7 @@ fn rejects_corrupt_zip_structures() {
 
 #[test]
 fn hostile_pickles_fail_without_panicking() {
-    use samrt::checkpoint::pickle::load_state_dict;
+    use samrt::io::checkpoint::pickle::load_state_dict;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("unknown opcode", b"\x80\x02\xff.".to_vec()),
         ("missing memo", b"\x80\x02h\x05.".to_vec()),

@@ -3,10 +3,10 @@
 //! the file runs in seconds (SAMRT_FUZZ_CASES raises it).
 
 use proptest::prelude::*;
-use samrt::checkpoint::pickle::load_state_dict;
-use samrt::checkpoint::zip::ZipArchive;
-use samrt::checkpoint::{read_pth_bytes, write_safetensors_f16, Checkpoint};
-use samrt::weights::WeightSource;
+use samrt::io::checkpoint::pickle::load_state_dict;
+use samrt::io::checkpoint::zip::ZipArchive;
+use samrt::io::checkpoint::{read_pth_bytes, write_safetensors_f16, Checkpoint};
+use samrt::io::weights::WeightSource;
 use std::path::Path;
 use std::sync::OnceLock;
 

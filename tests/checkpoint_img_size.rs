@@ -4,11 +4,11 @@
 mod common;
 use common::checkpoint::{err_of, temp_dir, tensor_listing, Shapes};
 use half::f16;
-use samrt::checkpoint::{read_pth, Checkpoint, TensorF16};
-use samrt::config::{
+use samrt::io::checkpoint::{read_pth, Checkpoint, TensorF16};
+use samrt::io::config::{
     expected_shapes, infer_config, infer_encoder_config, param_count, EncoderConfig, SamConfig,
 };
-use samrt::weights::WeightSource;
+use samrt::io::weights::WeightSource;
 use samrt::Error;
 use serde_json::Value;
 use std::path::Path;
@@ -208,9 +208,9 @@ fn cli_converts_and_describes_an_img_size_256_model() {
         img_size: 256,
         ..EncoderConfig::standard(64, 4, 2, vec![1, 3])
     });
-    let mut w = samrt::image_encoder::random_encoder_weights(&cfg.encoder, 1);
+    let mut w = samrt::cpu::model::image_encoder::random_encoder_weights(&cfg.encoder, 1);
     w.tensors
-        .extend(samrt::mask_decoder::random_decoder_weights(&cfg, 2).tensors);
+        .extend(samrt::cpu::model::mask_decoder::random_decoder_weights(&cfg, 2).tensors);
     let tensors: Vec<TensorF16> = expected_shapes(&cfg)
         .into_iter()
         .map(|(name, shape)| {

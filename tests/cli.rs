@@ -132,7 +132,7 @@ fn segment_matches_official_for_every_fixture_prompt() {
             };
             assert_eq!(f64s(&rec["bbox"]), want_box, "{name} mask {i}: bbox");
         }
-        let (lshape, _) = samrt::npy::read_f32(&out.join("low_res_logits.npy")).unwrap();
+        let (lshape, _) = samrt::io::npy::read_f32(&out.join("low_res_logits.npy")).unwrap();
         assert_eq!(lshape, vec![masks.len(), 256, 256]);
     }
 }
@@ -228,13 +228,13 @@ fn bad_input_fails_cleanly() {
     assert_clean_failure(&seg(&["--box", "1,2,3,NaN"], &m, &img), "not finite");
     // Mask inputs of the wrong shape or dtype.
     let wrong_shape = dir.join("m128.npy");
-    samrt::npy::write_f32(&wrong_shape, &[128, 128], &vec![0.25; 128 * 128]).unwrap();
+    samrt::io::npy::write_f32(&wrong_shape, &[128, 128], &vec![0.25; 128 * 128]).unwrap();
     assert_clean_failure(
         &seg(&["--mask-input", wrong_shape.to_str().unwrap()], &m, &img),
         "shape",
     );
     let wrong_dtype = dir.join("mu8.npy");
-    samrt::npy::write_u8(&wrong_dtype, &[256, 256], &vec![3; 65536]).unwrap();
+    samrt::io::npy::write_u8(&wrong_dtype, &[256, 256], &vec![3; 65536]).unwrap();
     assert_clean_failure(
         &seg(&["--mask-input", wrong_dtype.to_str().unwrap()], &m, &img),
         "float32",
@@ -374,8 +374,8 @@ fn prompts_file_decodes_many_prompts_in_one_call() {
         .iter()
         .position(|o| o.get("mask_input").is_some())
         .expect("a mask prompt");
-    let arr = samrt::npy::read(&dir.join("mask_in.npy")).unwrap();
-    let samrt::npy::NpyData::F32(v) = arr.data else {
+    let arr = samrt::io::npy::read(&dir.join("mask_in.npy")).unwrap();
+    let samrt::io::npy::NpyData::F32(v) = arr.data else {
         panic!("mask fixture is not f32")
     };
     let rows: Vec<Vec<f32>> = v.chunks(256).map(|r| r.to_vec()).collect();

@@ -5,10 +5,9 @@
 mod common;
 
 use common::{fixtures, scratch, tiny_safetensors};
-use samrt::automatic_mask_generator::{
-    generate_with, generate_with_progress, AmgConfig, MaskSource, Progress,
-};
-use samrt::preprocess::RgbImage;
+use samrt::amg::generator::{generate_with, generate_with_progress, AmgConfig, Progress};
+use samrt::amg::source::MaskSource;
+use samrt::io::image::RgbImage;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -370,10 +369,10 @@ fn amg_py_flag_names_work() {
 /// A ViT-B-shaped safetensors file whose data is a hole: the shapes are all `--model-type`
 /// reads, so the file costs a header, not 180 MB.
 fn sparse_vit_b(path: &Path) {
-    let cfg = samrt::config::SamConfig::by_name("vit_b").unwrap();
+    let cfg = samrt::io::config::SamConfig::by_name("vit_b").unwrap();
     let mut json = String::from("{");
     let mut off = 0usize;
-    for (i, (name, shape)) in samrt::config::expected_shapes(&cfg).iter().enumerate() {
+    for (i, (name, shape)) in samrt::io::config::expected_shapes(&cfg).iter().enumerate() {
         let end = off + shape.iter().product::<usize>() * 2;
         if i > 0 {
             json.push(',');

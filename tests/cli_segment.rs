@@ -146,7 +146,7 @@ fn embedding_of_another_model_is_refused() {
     let bad = dir.join("bad.safetensors");
     std::fs::copy(model, &bad).unwrap();
     let npy = dir.join("plain.npy");
-    samrt::npy::write_f32(&npy, &[1, 256, 64, 64], &vec![0.5; 256 * 64 * 64]).unwrap();
+    samrt::io::npy::write_f32(&npy, &[1, 256, 64, 64], &vec![0.5; 256 * 64 * 64]).unwrap();
     for (file, needle) in [
         (&bad, "metadata `format`"),
         (&npy, "plain.json"),
@@ -185,15 +185,15 @@ fn mask_input_round_trip_picks_the_best_mask_or_mask_k() {
     };
     let first = dir.join("first");
     ok(&run(&[], &first));
-    let (shape, scores) = samrt::npy::read_f32(&first.join("iou_predictions.npy")).unwrap();
+    let (shape, scores) = samrt::io::npy::read_f32(&first.join("iou_predictions.npy")).unwrap();
     assert_eq!(shape, [3], "scores written next to the logits");
-    let (_, logits) = samrt::npy::read_f32(&first.join("low_res_logits.npy")).unwrap();
+    let (_, logits) = samrt::io::npy::read_f32(&first.join("low_res_logits.npy")).unwrap();
     let best = (0..3).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
     let n = 256 * 256;
     // One mask of the stack, written alone, is the reference for each choice.
     let single = |k: usize| {
         let p = dir.join(format!("mask{k}.npy"));
-        samrt::npy::write_f32(&p, &[1, 256, 256], &logits[k * n..(k + 1) * n]).unwrap();
+        samrt::io::npy::write_f32(&p, &[1, 256, 256], &logits[k * n..(k + 1) * n]).unwrap();
         let out = dir.join(format!("ref{k}"));
         let json = ok(&run(&["--mask-input", s(&p)], &out));
         (json, std::fs::read(out.join("low_res_logits.npy")).unwrap())
@@ -262,7 +262,7 @@ fn mask_input_round_trip_picks_the_best_mask_or_mask_k() {
 #[test]
 fn points_per_prompt_are_capped() {
     let dir = scratch("points-cap");
-    let max = samrt::predictor::MAX_POINTS_PER_PROMPT;
+    let max = samrt::sam::predictor::MAX_POINTS_PER_PROMPT;
     let pts: Vec<[f64; 2]> = (0..=max).map(|i| [(i % 600) as f64, 7.0]).collect();
     let prompts = dir.join("p.json");
     std::fs::write(&prompts, serde_json::json!([{ "points": pts }]).to_string()).unwrap();

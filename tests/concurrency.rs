@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use samrt::preprocess::load_image;
+use samrt::io::image::load_image;
 use std::sync::Arc;
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -83,7 +83,7 @@ fn batched_predict_equals_single_calls() {
 #[test]
 fn invalid_prompts_are_rejected() {
     let sam = tiny_model();
-    let img = samrt::preprocess::from_rgb(
+    let img = samrt::io::image::from_rgb(
         40,
         30,
         (0..40 * 30 * 3).map(|i| (i * 37 % 251) as u8).collect(),

@@ -9,11 +9,10 @@ mod common;
 use common::gpu::*;
 
 use rayon::prelude::*;
-use samrt::cpu::gemm::{matmul, MatRef, Par};
-use samrt::cpu::softmax::softmax_rows;
-use samrt::cuda::attention::{
-    encoder_attention, plain_attention, EncoderAttnInputs, EncoderAttnShape, EncoderAttnVariant,
-    PlainAttnShape,
+use samrt::cpu::ops::gemm::{matmul, MatRef, Par};
+use samrt::cpu::ops::softmax::softmax_rows;
+use samrt::cuda::ops::attention::{
+    attn_plain, attn_relpos, AttnPlainShape, AttnRelposInputs, AttnRelposShape, AttnRelposVariant,
 };
 use samrt::Error;
 
@@ -23,13 +22,13 @@ use samrt::Error;
 /// window and head `softmax((q*scale) k^T + rel_h + rel_w) v`, unpartition, crop. Padded
 /// tokens' q/k/v are the fp16-rounded qkv bias (what the qkv GEMM yields for a zero row).
 fn ref_encoder_attention(
-    shape: EncoderAttnShape,
+    shape: AttnRelposShape,
     qkv: &[f32],
     bias16: &[f32],
     rel_h: &[f32],
     rel_w: &[f32],
 ) -> Vec<f32> {
-    let EncoderAttnShape {
+    let AttnRelposShape {
         batch,
         grid,
         dim,
@@ -129,7 +128,7 @@ enum QkvStorage {
 /// run bit for bit; a scaled output differs from `a` x plain only where `a` x out is an fp16
 /// subnormal (< 2^-14), where the two roundings differ by less than 2^-24. (Inputs are chosen
 /// exactly representable when stored scaled.)
-fn run_encoder_attention(test: &str, shape: EncoderAttnShape, storage: QkvStorage) {
+fn run_encoder_attention(test: &str, shape: AttnRelposShape, storage: QkvStorage) {
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::new(test);
     let st = gpu.stream();
@@ -165,7 +164,7 @@ fn run_encoder_attention(test: &str, shape: EncoderAttnShape, storage: QkvStorag
         let qkv_d = gpu.upload_f16(st, qkv).unwrap();
         let bias_d = gpu.upload_f32(st, bias).unwrap();
         let mut out = gpu.zeros_f16(st, tokens * d).unwrap();
-        let inputs = EncoderAttnInputs {
+        let inputs = AttnRelposInputs {
             qkv: &qkv_d,
             qkv_bias: &bias_d,
             rel_pos_h: &rh_d,
@@ -173,7 +172,7 @@ fn run_encoder_attention(test: &str, shape: EncoderAttnShape, storage: QkvStorag
             q_scale,
             softmax_scale,
         };
-        encoder_attention(&gpu, st, shape, &inputs, &mut out).unwrap();
+        attn_relpos(&gpu, st, shape, &inputs, &mut out).unwrap();
         gpu.download_f16(st, &out).unwrap()
     };
     let plain = run(&qkv, &bias, 1.0, None);
@@ -219,7 +218,7 @@ fn run_encoder_attention(test: &str, shape: EncoderAttnShape, storage: QkvStorag
 
 #[test]
 fn encoder_attention_windowed_hd64_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 2,
         grid: 64,
         dim: 128,
@@ -231,7 +230,7 @@ fn encoder_attention_windowed_hd64_matches_cpu() {
 
 #[test]
 fn encoder_attention_windowed_hd80_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 1,
         grid: 64,
         dim: 160,
@@ -243,7 +242,7 @@ fn encoder_attention_windowed_hd80_matches_cpu() {
 
 #[test]
 fn encoder_attention_global_hd64_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 1,
         grid: 64,
         dim: 128,
@@ -255,7 +254,7 @@ fn encoder_attention_global_hd64_matches_cpu() {
 
 #[test]
 fn encoder_attention_global_hd80_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 1,
         grid: 64,
         dim: 160,
@@ -269,7 +268,7 @@ fn encoder_attention_global_hd80_matches_cpu() {
 
 #[test]
 fn encoder_attention_global_s16_hd64_q_scale_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 2,
         grid: 16,
         dim: 128,
@@ -282,7 +281,7 @@ fn encoder_attention_global_s16_hd64_q_scale_matches_cpu() {
 
 #[test]
 fn encoder_attention_global_s20_hd80_scaled_qkv_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 1,
         grid: 20,
         dim: 160,
@@ -296,7 +295,7 @@ fn encoder_attention_global_s20_hd80_scaled_qkv_matches_cpu() {
 #[test]
 fn encoder_attention_global_s7_hd64_matches_cpu() {
     // 49 keys: one key tile with 15 masked columns; 13-row rel tables.
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 2,
         grid: 7,
         dim: 64,
@@ -309,7 +308,7 @@ fn encoder_attention_global_s7_hd64_matches_cpu() {
 #[test]
 fn encoder_attention_windowed_grid16_hd64_q_scale_matches_cpu() {
     // 2x2 windows of 14 over 16 padded to 28: three of four windows hold padding.
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 2,
         grid: 16,
         dim: 128,
@@ -322,7 +321,7 @@ fn encoder_attention_windowed_grid16_hd64_q_scale_matches_cpu() {
 
 #[test]
 fn encoder_attention_windowed_grid20_hd80_matches_cpu() {
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 2,
         grid: 20,
         dim: 80,
@@ -336,7 +335,7 @@ fn encoder_attention_windowed_grid20_hd80_matches_cpu() {
 #[test]
 fn encoder_attention_windowed_grid30_hd64_scaled_qkv_matches_cpu() {
     // 3x3 windows over 30 padded to 42.
-    let shape = EncoderAttnShape {
+    let shape = AttnRelposShape {
         batch: 1,
         grid: 30,
         dim: 64,
@@ -353,7 +352,7 @@ fn encoder_attention_run_time_window_matches_cpu() {
     // each). A window larger than the grid (the s14 kernel, 14 over 5: one window, 171 of its
     // 196 tokens padding).
     for (grid, window, dim, heads) in [(20, 8, 160, 2), (5, 14, 64, 1)] {
-        let shape = EncoderAttnShape {
+        let shape = AttnRelposShape {
             batch: 2,
             grid,
             dim,
@@ -367,8 +366,8 @@ fn encoder_attention_run_time_window_matches_cpu() {
 
 // ---------------------------------------------------------------- plain attention
 
-fn ref_plain_attention(shape: PlainAttnShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
-    let PlainAttnShape {
+fn ref_plain_attention(shape: AttnPlainShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    let AttnPlainShape {
         batch,
         heads,
         head_dim: hd,
@@ -407,7 +406,7 @@ fn ref_plain_attention(shape: PlainAttnShape, q: &[f32], k: &[f32], v: &[f32]) -
     out
 }
 
-fn run_plain_attention(test: &str, shape: PlainAttnShape) {
+fn run_plain_attention(test: &str, shape: AttnPlainShape) {
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::new(test);
     let st = gpu.stream();
@@ -422,7 +421,7 @@ fn run_plain_attention(test: &str, shape: PlainAttnShape) {
         gpu.upload_f16(st, &v).unwrap(),
     );
     let mut out = gpu.zeros_f16(st, shape.batch * shape.lq * w).unwrap();
-    plain_attention(&gpu, st, shape, &qd, &kd, &vd, &mut out).unwrap();
+    attn_plain(&gpu, st, shape, &qd, &kd, &vd, &mut out).unwrap();
     let got = gpu.download_f16(st, &out).unwrap();
     // Convex combinations of |v| <= 1: fp16 probabilities and output rounding, ~1e-3.
     assert_close(test, &got, &want, 2e-3, 2e-3);
@@ -430,7 +429,7 @@ fn run_plain_attention(test: &str, shape: PlainAttnShape) {
 
 #[test]
 fn plain_attention_hd16_token_to_image_matches_cpu() {
-    let shape = PlainAttnShape {
+    let shape = AttnPlainShape {
         batch: 2,
         heads: 8,
         head_dim: 16,
@@ -442,7 +441,7 @@ fn plain_attention_hd16_token_to_image_matches_cpu() {
 
 #[test]
 fn plain_attention_hd32_image_to_token_matches_cpu() {
-    let shape = PlainAttnShape {
+    let shape = AttnPlainShape {
         batch: 1,
         heads: 8,
         head_dim: 32,
@@ -454,7 +453,7 @@ fn plain_attention_hd32_image_to_token_matches_cpu() {
 
 #[test]
 fn plain_attention_hd64_ragged_matches_cpu() {
-    let shape = PlainAttnShape {
+    let shape = AttnPlainShape {
         batch: 2,
         heads: 3,
         head_dim: 64,
@@ -466,7 +465,7 @@ fn plain_attention_hd64_ragged_matches_cpu() {
 
 #[test]
 fn attention_shapes_are_validated() {
-    let vit_b = EncoderAttnShape {
+    let vit_b = AttnRelposShape {
         batch: 1,
         grid: 64,
         dim: 768,
@@ -476,7 +475,7 @@ fn attention_shapes_are_validated() {
     assert!(vit_b.validate().is_ok());
     assert_eq!(vit_b.kernel_name(), "attn_relpos_s14_d64_f16");
     assert_eq!(vit_b.windows_per_side(), 5);
-    let vit_h_global = EncoderAttnShape {
+    let vit_h_global = AttnRelposShape {
         dim: 1280,
         heads: 16,
         window: 64,
@@ -484,22 +483,22 @@ fn attention_shapes_are_validated() {
     };
     assert!(vit_h_global.validate().is_ok());
     assert_eq!(vit_h_global.kernel_name(), "attn_relpos_s64_d80_f16");
-    assert_eq!(vit_h_global.variant(), EncoderAttnVariant::Side64);
+    assert_eq!(vit_h_global.variant(), AttnRelposVariant::Side64);
     // img_size 256: grid 16, global S = 16 and windows of 14 over 16 padded to 28.
-    let small_global = EncoderAttnShape {
+    let small_global = AttnRelposShape {
         grid: 16,
         window: 16,
         ..vit_b
     };
     assert!(small_global.validate().is_ok());
-    assert_eq!(small_global.variant(), EncoderAttnVariant::AnySide);
+    assert_eq!(small_global.variant(), AttnRelposVariant::AnySide);
     assert_eq!(small_global.kernel_name(), "attn_relpos_any_d64_f16");
-    let small_windowed = EncoderAttnShape { grid: 16, ..vit_b };
+    let small_windowed = AttnRelposShape { grid: 16, ..vit_b };
     assert!(small_windowed.validate().is_ok());
-    assert_eq!(small_windowed.variant(), EncoderAttnVariant::Side14);
+    assert_eq!(small_windowed.variant(), AttnRelposVariant::Side14);
     assert_eq!(small_windowed.windows_per_side(), 2);
     for ok in [1, 7, 63, 65, 256] {
-        let shape = EncoderAttnShape {
+        let shape = AttnRelposShape {
             grid: ok,
             window: ok,
             ..vit_b
@@ -507,21 +506,21 @@ fn attention_shapes_are_validated() {
         assert!(shape.validate().is_ok(), "{shape:?}");
     }
     for bad in [
-        EncoderAttnShape { heads: 16, ..vit_b }, // head_dim 48
-        EncoderAttnShape { window: 0, ..vit_b },
-        EncoderAttnShape {
+        AttnRelposShape { heads: 16, ..vit_b }, // head_dim 48
+        AttnRelposShape { window: 0, ..vit_b },
+        AttnRelposShape {
             grid: 257,
             window: 257,
             ..vit_b
         }, // past ENCODER_MAX_SIDE
-        EncoderAttnShape { grid: 0, ..vit_b },
+        AttnRelposShape { grid: 0, ..vit_b },
     ] {
         assert!(
             matches!(bad.validate(), Err(Error::Unsupported(_))),
             "{bad:?}"
         );
     }
-    let dec = PlainAttnShape {
+    let dec = AttnPlainShape {
         batch: 1,
         heads: 8,
         head_dim: 16,
@@ -530,7 +529,7 @@ fn attention_shapes_are_validated() {
     };
     assert!(dec.validate().is_ok());
     assert!(matches!(
-        PlainAttnShape {
+        AttnPlainShape {
             head_dim: 80,
             ..dec
         }
@@ -538,7 +537,7 @@ fn attention_shapes_are_validated() {
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(
-        PlainAttnShape { lk: 0, ..dec }.validate(),
+        AttnPlainShape { lk: 0, ..dec }.validate(),
         Err(Error::Unsupported(_))
     ));
 }
@@ -548,7 +547,7 @@ fn attention_shapes_are_validated() {
 /// Token-by-token f64 evaluation of spec §2, written independently of the window loop in
 /// `ref_encoder_attention`, so the GPU comparisons rest on a checked reference.
 fn naive_encoder_attention(
-    shape: EncoderAttnShape,
+    shape: AttnRelposShape,
     qkv: &[f32],
     bias16: &[f32],
     rel_h: &[f32],
@@ -605,7 +604,7 @@ fn encoder_reference_matches_token_by_token_formula() {
     let mut rng = Rng::new("encoder_reference");
     // grid 20 with window 14: 2x2 windows, 8 rows and columns of padding.
     for (grid, window) in [(20, 14), (8, 8)] {
-        let shape = EncoderAttnShape {
+        let shape = AttnRelposShape {
             batch: 2,
             grid,
             dim: 32,
@@ -628,7 +627,7 @@ fn encoder_reference_matches_token_by_token_formula() {
 #[test]
 fn plain_reference_matches_direct_loops() {
     let mut rng = Rng::new("plain_reference");
-    let shape = PlainAttnShape {
+    let shape = AttnPlainShape {
         batch: 2,
         heads: 3,
         head_dim: 16,

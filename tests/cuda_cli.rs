@@ -103,17 +103,17 @@ fn segment_on_cuda_matches_official_fixtures() {
 /// A small random SAM (encoder: 2 blocks, 128 dim, img_size 256, one global block; official
 /// decoder) written as fp16 safetensors, for CLI runs that must stay fast on vgpu.
 fn small_model_file() -> std::path::PathBuf {
-    use samrt::config::{EncoderConfig, SamConfig};
+    use samrt::io::config::{EncoderConfig, SamConfig};
     let mut enc = EncoderConfig::standard(128, 2, 2, vec![1]);
     enc.img_size = 256;
     let cfg = SamConfig::with_encoder(enc);
-    let mut w = samrt::image_encoder::random_encoder_weights(&cfg.encoder, 21);
+    let mut w = samrt::cpu::model::image_encoder::random_encoder_weights(&cfg.encoder, 21);
     w.tensors
-        .extend(samrt::mask_decoder::random_decoder_weights(&cfg, 22).tensors);
-    let mut tensors: Vec<samrt::checkpoint::TensorF16> = w
+        .extend(samrt::cpu::model::mask_decoder::random_decoder_weights(&cfg, 22).tensors);
+    let mut tensors: Vec<samrt::io::checkpoint::TensorF16> = w
         .tensors
         .into_iter()
-        .map(|(name, (shape, v))| samrt::checkpoint::TensorF16 {
+        .map(|(name, (shape, v))| samrt::io::checkpoint::TensorF16 {
             name,
             shape,
             data: v.into_iter().map(half::f16::from_f32).collect(),
@@ -121,7 +121,7 @@ fn small_model_file() -> std::path::PathBuf {
         .collect();
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let path = scratch("cuda-bench").join("small.safetensors");
-    samrt::checkpoint::write_safetensors_f16(&path, &tensors).unwrap();
+    samrt::io::checkpoint::write_safetensors_f16(&path, &tensors).unwrap();
     path
 }
 

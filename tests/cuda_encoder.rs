@@ -10,12 +10,13 @@ mod common;
 
 use std::sync::Arc;
 
-use samrt::config::EncoderConfig;
-use samrt::cuda::encoder_exec::CudaEncoder;
+use samrt::cpu::model::image_encoder::{random_encoder_weights, ImageEncoder};
+use samrt::cpu::ops::preprocess_patchify::preprocess;
+use samrt::cuda::model::encoder_exec::CudaEncoder;
 use samrt::cuda::GpuContext;
-use samrt::image_encoder::{random_encoder_weights, ImageEncoder};
-use samrt::preprocess::{load_image, preprocess, RgbImage};
-use samrt::weights::{MapWeights, WeightSource};
+use samrt::io::config::EncoderConfig;
+use samrt::io::image::{load_image, RgbImage};
+use samrt::io::weights::{MapWeights, WeightSource};
 
 /// The tests of this file run one at a time: the device allocation counter is per process,
 /// and on vgpu each launch already uses every core, so parallel tests would only contend.
@@ -99,7 +100,7 @@ fn encoder_tiny_fixture_1024_matches_cpu() {
         return;
     };
     let sam = common::tiny_model();
-    let ck = samrt::checkpoint::Checkpoint::open(common::tiny_safetensors()).unwrap();
+    let ck = samrt::io::checkpoint::Checkpoint::open(common::tiny_safetensors()).unwrap();
     let cfg = &sam.config.encoder;
     let enc = CudaEncoder::new(gpu, &ck, cfg).unwrap();
     let img = photo("coffee.png");
@@ -268,8 +269,8 @@ fn encoder_vit_b_1024_matches_cpu() {
 fn vit_b_memory_plan_meets_the_batch_1_target() {
     let cfg = EncoderConfig::vit_b();
     let w = random_encoder_weights(&cfg, 1);
-    let (wb, a1) = samrt::cuda::encoder::memory_plan(&w, &cfg, 1).unwrap();
-    let (_, a8) = samrt::cuda::encoder::memory_plan(&w, &cfg, 8).unwrap();
+    let (wb, a1) = samrt::cuda::model::encoder::memory_plan(&w, &cfg, 1).unwrap();
+    let (_, a8) = samrt::cuda::model::encoder::memory_plan(&w, &cfg, 8).unwrap();
     let mb = |b: usize| b as f64 / 1e6;
     println!(
         "vit_b plan: weights {:.1} MB, arena {:.1} MB (batch 1), {:.1} MB (batch 8); peak {:.1} MB",

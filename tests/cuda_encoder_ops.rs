@@ -13,17 +13,18 @@ mod common;
 use common::gpu::{f16r, gpu_or_skip, Rng};
 
 use half::f16;
-use samrt::cpu::cast_rows::{cast_rows as cpu_cast_rows, CAST_ROWS_LIMIT};
-use samrt::cpu::preprocess_patchify::{patchify_chw, preprocess_patchify as cpu_patchify};
-use samrt::cpu::residual_init::residual_init as cpu_residual_init;
-use samrt::cuda::cast_rows::{cast_rows, CastRowsShape};
-use samrt::cuda::layer_norm::{layer_norm_ex, LayerNormShape, LnInput, LnOutput, LnScale};
-use samrt::cuda::preprocess_patchify::{
+use samrt::cpu::ops::preprocess_patchify::preprocess;
+use samrt::cpu::ops::preprocess_patchify::{patchify_chw, preprocess_patchify as cpu_patchify};
+use samrt::cpu::ops::residual_init::residual_init as cpu_residual_init;
+use samrt::cuda::model::scales::{cast_rows as cpu_cast_rows, CAST_ROWS_LIMIT};
+use samrt::cuda::ops::cast_rows::{cast_rows, CastRowsShape};
+use samrt::cuda::ops::layer_norm::{layer_norm_ex, LayerNormShape, LnInput, LnOutput, LnScale};
+use samrt::cuda::ops::preprocess_patchify::{
     pack_images, preprocess_patchify, slot_bytes, validate as validate_patchify, PatchGeom,
 };
-use samrt::cuda::residual_init::{residual_init, ResidualInitShape};
+use samrt::cuda::ops::residual_init::{residual_init, ResidualInitShape};
 use samrt::cuda::GpuContext;
-use samrt::preprocess::{from_rgb, preprocess, resize_bilinear_pillow, resize_shape, RgbImage};
+use samrt::io::image::{from_rgb, resize_bilinear_pillow, resize_shape, RgbImage};
 use samrt::Error;
 
 /// Asserts |got - want| <= atol + rtol*|want| everywhere; reports the worst element.

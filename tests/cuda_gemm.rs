@@ -7,12 +7,12 @@ mod common;
 
 use common::gpu::*;
 
-use samrt::cpu::conv2d::{conv2d, ConvGeom, Layout};
-use samrt::cpu::gelu::gelu_scalar;
-use samrt::cpu::gemm::{linear, Par};
-use samrt::cuda::gemm::{
-    conv3x3 as gpu_conv3x3, conv3x3_weight_layout, linear as gpu_linear, Conv3x3Shape, Epilogue,
-    GemmScales, GemmShape,
+use samrt::cpu::ops::conv2d::{conv2d, ConvGeom, Layout};
+use samrt::cpu::ops::gelu::gelu_scalar;
+use samrt::cpu::ops::gemm::conv3x3_weight_layout;
+use samrt::cpu::ops::gemm::{linear, Par};
+use samrt::cuda::ops::gemm::{
+    conv3x3 as gpu_conv3x3, gemm as gpu_gemm, Conv3x3Shape, Epilogue, GemmScales, GemmShape,
 };
 use samrt::cuda::GpuContext;
 use samrt::Error;
@@ -53,7 +53,7 @@ fn run_gemm(test: &str, m: usize, n: usize, k: usize, epi: Epi) {
             } else {
                 Epilogue::BiasGelu(&mut out)
             };
-            gpu_linear(
+            gpu_gemm(
                 &gpu,
                 s,
                 &ad,
@@ -68,7 +68,7 @@ fn run_gemm(test: &str, m: usize, n: usize, k: usize, epi: Epi) {
         }
         Epi::Residual => {
             let mut r = gpu.upload_f32(s, &resid).unwrap();
-            gpu_linear(
+            gpu_gemm(
                 &gpu,
                 s,
                 &ad,
@@ -294,7 +294,7 @@ fn run_gemm_scaled(test: &str, m: usize, n: usize, k: usize, c: ScaleCase) -> Ve
     let wd = gpu.upload_f16(s, &w).unwrap();
     let shape = GemmShape { m, n, k };
     let got = run_epilogue(&gpu, c, &bias, &rs, &resid, |b, sc, e| {
-        gpu_linear(&gpu, s, &ad, &wd, b, shape, sc, e).unwrap()
+        gpu_gemm(&gpu, s, &ad, &wd, b, shape, sc, e).unwrap()
     });
     assert_close_rows(test, &got, &want, n, &factor, c);
     want
@@ -554,7 +554,7 @@ fn gemm_scales_and_conv3x3_launch_checks() {
         row_scale: Some(&short_rows),
         ..GemmScales::default()
     };
-    let r = gpu_linear(
+    let r = gpu_gemm(
         &gpu,
         s,
         &a,
@@ -569,7 +569,7 @@ fn gemm_scales_and_conv3x3_launch_checks() {
         out_scale: 0.5,
         ..GemmScales::default()
     };
-    let r = gpu_linear(
+    let r = gpu_gemm(
         &gpu,
         s,
         &a,
@@ -588,7 +588,7 @@ fn gemm_scales_and_conv3x3_launch_checks() {
         row_scale: Some(&rows),
         ..GemmScales::default()
     };
-    let r = gpu_linear(&gpu, s, &a, &w, None, shape, zero, Epilogue::Bias(&mut out));
+    let r = gpu_gemm(&gpu, s, &a, &w, None, shape, zero, Epilogue::Bias(&mut out));
     assert!(matches!(r, Err(Error::Unsupported(_))), "in_scale 0: {r:?}");
     // conv3x3: Cin not a multiple of 8, and a short input.
     let csh = Conv3x3Shape {

@@ -12,10 +12,10 @@ mod common;
 
 use common::gpu::*;
 
-use samrt::cpu::layer_norm::layer_norm;
+use samrt::cpu::ops::layer_norm::layer_norm;
 use samrt::cuda::cuda_available;
-use samrt::cuda::gemm::{linear as gpu_linear, Epilogue, GemmScales, GemmShape};
-use samrt::cuda::layer_norm::{layer_norm as gpu_layer_norm, LayerNormShape, LnInput};
+use samrt::cuda::ops::gemm::{gemm as gpu_gemm, Epilogue, GemmScales, GemmShape};
+use samrt::cuda::ops::layer_norm::{layer_norm as gpu_layer_norm, LayerNormShape, LnInput};
 use samrt::Error;
 
 // ---------------------------------------------------------------- layer norm
@@ -85,7 +85,7 @@ fn launchers_reject_short_buffers() {
         n: 64,
         k: 64,
     };
-    let r = gpu_linear(
+    let r = gpu_gemm(
         &gpu,
         s,
         &a,
@@ -223,9 +223,10 @@ fn postprocess_masks_bit_identical_to_cpu() {
         // Logits around 0 with a large range, so thresholds cut through the masks.
         let low = rng.vec(m * 65536, -20.0, 20.0);
         let want =
-            samrt::postprocess::postprocess_masks_with(&low, m, input, orig, threads).unwrap();
+            samrt::cpu::ops::postprocess::postprocess_masks_with(&low, m, input, orig, threads)
+                .unwrap();
         let dev = gpu.upload_f32(&stream, &low).unwrap();
-        let out = samrt::cuda::postprocess::postprocess_masks(
+        let out = samrt::cuda::ops::postprocess::postprocess_masks(
             &gpu, &stream, &dev, m, input, orig, threads,
         )
         .unwrap();
@@ -242,12 +243,13 @@ fn postprocess_masks_bit_identical_to_cpu() {
             "{m} masks {input:?} -> {orig:?}: {ndiff} values differ"
         );
         let packed =
-            samrt::cuda::postprocess::threshold_pack(&gpu, &stream, &out, m, orig).unwrap();
+            samrt::cuda::ops::postprocess::threshold_pack(&gpu, &stream, &out, m, orig).unwrap();
         let plane = orig.0 * orig.1;
         for offset in [1.0f32, 0.05] {
-            let stab =
-                samrt::cuda::postprocess::stability_scores(&gpu, &stream, &out, m, plane, offset)
-                    .unwrap();
+            let stab = samrt::cuda::ops::postprocess::stability_scores(
+                &gpu, &stream, &out, m, plane, offset,
+            )
+            .unwrap();
             for k in 0..m {
                 let want = samrt::amg::geometry::stability_score(
                     &want[k * plane..(k + 1) * plane],
@@ -257,16 +259,16 @@ fn postprocess_masks_bit_identical_to_cpu() {
             }
         }
         for k in 0..m {
-            let mask = samrt::postprocess::threshold(&want[k * plane..(k + 1) * plane]);
+            let mask = samrt::cpu::ops::postprocess::threshold(&want[k * plane..(k + 1) * plane]);
             assert_eq!(packed.mask(k), mask, "mask {k} bits");
-            let stats = samrt::postprocess::mask_stats(&mask, orig.0, orig.1).unwrap();
+            let stats = samrt::cpu::ops::postprocess::mask_stats(&mask, orig.0, orig.1).unwrap();
             assert_eq!(packed.stats[k], stats, "mask {k} area / box");
         }
     }
     // An all-negative mask: empty box, zero area.
     let low = vec![-1.0f32; 65536];
     let dev = gpu.upload_f32(&stream, &low).unwrap();
-    let out = samrt::cuda::postprocess::postprocess_masks(
+    let out = samrt::cuda::ops::postprocess::postprocess_masks(
         &gpu,
         &stream,
         &dev,
@@ -277,8 +279,11 @@ fn postprocess_masks_bit_identical_to_cpu() {
     )
     .unwrap();
     let packed =
-        samrt::cuda::postprocess::threshold_pack(&gpu, &stream, &out, 1, (100, 150)).unwrap();
-    assert_eq!(packed.stats[0], samrt::postprocess::MaskStats::default());
+        samrt::cuda::ops::postprocess::threshold_pack(&gpu, &stream, &out, 1, (100, 150)).unwrap();
+    assert_eq!(
+        packed.stats[0],
+        samrt::cpu::ops::postprocess::MaskStats::default()
+    );
 }
 
 #[test]
@@ -289,7 +294,7 @@ fn postprocess_shapes_are_validated() {
     let stream = gpu.stream().clone();
     let dev = gpu.upload_f32(&stream, &vec![0.5f32; 65536]).unwrap();
     let pp = |m, input, orig| {
-        samrt::cuda::postprocess::postprocess_masks(&gpu, &stream, &dev, m, input, orig, 2)
+        samrt::cuda::ops::postprocess::postprocess_masks(&gpu, &stream, &dev, m, input, orig, 2)
     };
     assert!(pp(0, (683, 1024), (10, 10)).is_err());
     assert!(pp(1, (1025, 1024), (10, 10)).is_err());
@@ -306,9 +311,9 @@ fn mask_downscaling_matches_cpu() {
         return;
     };
     let mut rng = Rng::new("mask_downscaling_matches_cpu");
-    let cfg = samrt::config::SamConfig::by_name("vit_b").unwrap();
-    let w = samrt::mask_decoder::random_decoder_weights(&cfg, rng.next());
-    let pe = samrt::prompt_encoder::PromptEncoder::load(&w, &cfg).unwrap();
+    let cfg = samrt::io::config::SamConfig::by_name("vit_b").unwrap();
+    let w = samrt::cpu::model::mask_decoder::random_decoder_weights(&cfg, rng.next());
+    let pe = samrt::cpu::model::prompt_encoder::PromptEncoder::load(&w, &cfg).unwrap();
     let stream = gpu.stream().clone();
     let (m, g, dim) = (3, pe.grid(), pe.embed_dim());
     // Low-res logits as the decoder emits them (range about +-20), three different masks.
@@ -317,9 +322,10 @@ fn mask_downscaling_matches_cpu() {
         .upload_f32(&stream, &pe.mask_downscaling_packed())
         .unwrap();
     let dev = gpu.upload_f32(&stream, &masks).unwrap();
-    let out =
-        samrt::cuda::mask_downscaling::mask_downscaling(&gpu, &stream, &dev, m, &packed, g, dim)
-            .unwrap();
+    let out = samrt::cuda::ops::mask_downscaling::mask_downscaling(
+        &gpu, &stream, &dev, m, &packed, g, dim,
+    )
+    .unwrap();
     let got = gpu.download_f32(&stream, &out).unwrap();
     let plane = 16 * g * g;
     let mut worst = 0f32;
@@ -337,7 +343,7 @@ fn mask_downscaling_matches_cpu() {
     println!("mask_downscaling: max rel. diff {worst:e}");
     assert!(worst <= 2e-5, "max rel. diff {worst}");
     let short = gpu.upload_f32(&stream, &[0.5f32; 10]).unwrap();
-    assert!(samrt::cuda::mask_downscaling::mask_downscaling(
+    assert!(samrt::cuda::ops::mask_downscaling::mask_downscaling(
         &gpu, &stream, &dev, m, &short, g, dim
     )
     .is_err());
@@ -373,29 +379,30 @@ fn nms_matches_cpu() {
                 .collect();
             for thresh in [0.7, 0.3, 0.0, 1.0] {
                 let want = samrt::amg::geometry::nms(&boxes, &scores, thresh);
-                let got = samrt::cuda::nms::nms(&gpu, &stream, &boxes, &scores, thresh).unwrap();
+                let got =
+                    samrt::cuda::ops::nms::nms(&gpu, &stream, &boxes, &scores, thresh).unwrap();
                 assert_eq!(got, want, "n {n} integer {integer} thresh {thresh}");
             }
         }
     }
-    assert!(samrt::cuda::nms::nms(&gpu, &stream, &[], &[], 0.7)
+    assert!(samrt::cuda::ops::nms::nms(&gpu, &stream, &[], &[], 0.7)
         .unwrap()
         .is_empty());
-    assert!(samrt::cuda::nms::nms(&gpu, &stream, &[[0.0; 4]], &[], 0.7).is_err());
+    assert!(samrt::cuda::ops::nms::nms(&gpu, &stream, &[[0.0; 4]], &[], 0.7).is_err());
 }
 
 // ---------------------------------------------------------------- prompt encoder
 
 #[test]
 fn prompt_sparse_embeddings_match_cpu() {
-    use samrt::cuda::prompt_encoder::{pad_prompts, prompt_tokens, sparse_embeddings};
+    use samrt::cuda::ops::prompt_encoder::{pad_prompts, prompt_tokens, sparse_embeddings};
     let Some(gpu) = gpu_or_skip("prompt_sparse_embeddings_match_cpu") else {
         return;
     };
     let mut rng = Rng::new("prompt_sparse_embeddings_match_cpu");
-    let cfg = samrt::config::SamConfig::by_name("vit_b").unwrap();
-    let w = samrt::mask_decoder::random_decoder_weights(&cfg, rng.next());
-    let pe = samrt::prompt_encoder::PromptEncoder::load(&w, &cfg).unwrap();
+    let cfg = samrt::io::config::SamConfig::by_name("vit_b").unwrap();
+    let w = samrt::cpu::model::mask_decoder::random_decoder_weights(&cfg, rng.next());
+    let pe = samrt::cpu::model::prompt_encoder::PromptEncoder::load(&w, &cfg).unwrap();
     let stream = gpu.stream().clone();
     // 37 prompts: 0-4 points with labels -1/0/1, with and without a box, coordinates
     // anywhere in (and a little outside) the 1024 frame.

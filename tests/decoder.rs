@@ -1,10 +1,10 @@
 //! Prompt encoder + mask decoder tests. The official-parity test needs data written by
 //! `tools/check_decoder.py` and runs only when SAMRT_DECODER_PARITY_DIR points at it.
 
-use samrt::config::SamConfig;
-use samrt::mask_decoder::{random_decoder_weights, DecoderOutput, MaskDecoder};
-use samrt::prompt_encoder::PromptEncoder;
-use samrt::weights::{MapWeights, WeightSource};
+use samrt::cpu::model::mask_decoder::{random_decoder_weights, DecoderOutput, MaskDecoder};
+use samrt::cpu::model::prompt_encoder::PromptEncoder;
+use samrt::io::config::SamConfig;
+use samrt::io::weights::{MapWeights, WeightSource};
 use std::path::{Path, PathBuf};
 
 fn cfg() -> SamConfig {
@@ -426,9 +426,9 @@ fn masks_are_computed_only_where_wanted() {
 }
 
 fn common_tiny() -> samrt::Sam {
-    let tensors = samrt::checkpoint::read_pth(
+    let tensors = samrt::io::checkpoint::read_pth(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sam_tiny.pth"),
     )
     .unwrap();
-    samrt::Sam::from_weights(&samrt::weights::F16Weights::new(tensors)).unwrap()
+    samrt::Sam::from_weights(&samrt::io::weights::F16Weights::new(tensors)).unwrap()
 }

@@ -17,7 +17,7 @@ fn safetensors_header_length_off_by_one_is_rejected() {
         bad[..8].copy_from_slice(&declared.to_le_bytes());
         let path = dir.join(format!("shifted-{}.safetensors", declared));
         std::fs::write(&path, &bad).unwrap();
-        match samrt::checkpoint::Checkpoint::open(&path) {
+        match samrt::io::checkpoint::Checkpoint::open(&path) {
             Ok(_) => panic!("{what}: accepted"),
             Err(e) => println!("{what}: {e}"),
         }
@@ -195,8 +195,8 @@ fn poison_f16(path: &Path, name: &str, at: &[usize], bits: u16) {
 /// The fixture model as an F32 safetensors file, so that values can be finite and beyond
 /// fp16's range, with `edit` applied to each tensor.
 fn tiny_f32_with(file: &str, edit: impl Fn(&str, &mut [f32])) -> PathBuf {
-    use samrt::weights::WeightSource;
-    let ck = samrt::checkpoint::Checkpoint::open(tiny_safetensors()).unwrap();
+    use samrt::io::weights::WeightSource;
+    let ck = samrt::io::checkpoint::Checkpoint::open(tiny_safetensors()).unwrap();
     let mut header = serde_json::Map::new();
     let mut data: Vec<u8> = Vec::new();
     for (name, _, shape) in ck.tensors() {
@@ -220,7 +220,7 @@ fn tiny_f32_with(file: &str, edit: impl Fn(&str, &mut [f32])) -> PathBuf {
 /// sam_tiny.pth with elements of tensor `name` (an f32 storage) replaced, and the storage
 /// entry's CRC-32 recomputed in the local and central headers, so only the values are wrong.
 fn tiny_pth_with(name: &str, edits: &[(usize, f32)]) -> Vec<u8> {
-    use samrt::checkpoint::{pickle::load_state_dict, zip::ZipArchive, DType};
+    use samrt::io::checkpoint::{pickle::load_state_dict, zip::ZipArchive, DType};
     let mut bytes = std::fs::read(fixtures().join("sam_tiny.pth")).unwrap();
     let (entry, offset) = {
         let zip = ZipArchive::parse(&bytes).unwrap();
@@ -270,7 +270,7 @@ fn nan_weight_in_safetensors_is_named() {
     let o = segment(&dir.join("cache"), &path, &dir.join("out"), &[]);
     assert_fails_with(&o, &[name, "3 "]);
 
-    let ck = samrt::checkpoint::Checkpoint::open(&path).unwrap();
+    let ck = samrt::io::checkpoint::Checkpoint::open(&path).unwrap();
     match samrt::Sam::from_weights(&ck) {
         Err(e @ samrt::Error::NonFinite(_)) => assert!(e.to_string().contains(name), "{e}"),
         Err(e) => panic!("wrong error: {e}"),
@@ -362,10 +362,10 @@ fn corrupted_cache_is_rebuilt_from_the_pth() {
 /// the documented bound, which itself is accepted.
 #[test]
 fn huge_mask_input_is_refused_with_the_bound() {
-    use samrt::predictor::{Prompt, MAX_MASK_INPUT_ABS};
+    use samrt::sam::predictor::{Prompt, MAX_MASK_INPUT_ABS};
     let dir = scratch("hostile-mask");
     let npy = dir.join("huge.npy");
-    samrt::npy::write_f32(&npy, &[256, 256], &vec![3e38; 256 * 256]).unwrap();
+    samrt::io::npy::write_f32(&npy, &[256, 256], &vec![3e38; 256 * 256]).unwrap();
     let m = tiny_safetensors();
     let o = segment(
         &dir.join("cache"),
@@ -384,7 +384,7 @@ fn huge_mask_input_is_refused_with_the_bound() {
     assert!(with(MAX_MASK_INPUT_ABS * 1.5).validate().is_err());
     // At the bound the model's output stays finite.
     let sam = tiny_model();
-    let img = samrt::preprocess::load_image(&fixtures().join("images/chelsea.png")).unwrap();
+    let img = samrt::io::image::load_image(&fixtures().join("images/chelsea.png")).unwrap();
     let emb = sam.embed(&img).unwrap();
     for v in [MAX_MASK_INPUT_ABS, -MAX_MASK_INPUT_ABS] {
         let p = Prompt {

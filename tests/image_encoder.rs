@@ -5,13 +5,13 @@
 //! tools/make_encoder_img_size_fixtures.py): the config inferred from the .pth and the
 //! embedding against the official encoder run in float64.
 
-use samrt::checkpoint::pth::read_pth;
-use samrt::config::{infer_encoder_config, EncoderConfig};
-use samrt::cpu::attention::RelPosAttention;
-use samrt::cpu::conv2d::{conv2d, ConvGeom, Layout};
-use samrt::image_encoder::{random_encoder_weights, ImageEncoder};
-use samrt::npy::{self, NpyData};
-use samrt::weights::{MapWeights, WeightSource};
+use samrt::cpu::model::image_encoder::{random_encoder_weights, ImageEncoder};
+use samrt::cpu::ops::attention::AttnRelpos;
+use samrt::cpu::ops::conv2d::{conv2d, ConvGeom, Layout};
+use samrt::io::checkpoint::pth::read_pth;
+use samrt::io::config::{infer_encoder_config, EncoderConfig};
+use samrt::io::npy::{self, NpyData};
+use samrt::io::weights::{MapWeights, WeightSource};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -126,7 +126,7 @@ fn check_attention(grid: usize, heads: usize, hd: usize, window: usize, seed: u6
     let bias = randn(3 * d, seed + 1, 0.5);
     let rel_h = randn((2 * s - 1) * hd, seed + 2, 0.3);
     let rel_w = randn((2 * s - 1) * hd, seed + 3, 0.3);
-    let att = RelPosAttention {
+    let att = AttnRelpos {
         grid,
         heads,
         head_dim: hd,
@@ -176,7 +176,7 @@ fn global_attention_matches_naive() {
 #[test]
 fn attention_rejects_wrong_sizes() {
     let rel = vec![0.1f32; 27 * 16];
-    let att = RelPosAttention {
+    let att = AttnRelpos {
         grid: 14,
         heads: 2,
         head_dim: 16,
@@ -189,7 +189,7 @@ fn attention_rejects_wrong_sizes() {
     assert!(att.forward(&qkv[1..], &[0.1; 96], &mut out).is_err());
     assert!(att.forward(&qkv, &[0.1; 95], &mut out).is_err());
     assert!(att.forward(&qkv, &[0.1; 96], &mut out[1..]).is_err());
-    let short = RelPosAttention {
+    let short = AttnRelpos {
         rel_pos_h: &rel[16..],
         ..att
     };
@@ -666,7 +666,7 @@ fn vit_b_timing() {
         let s = if window == 0 { 64 } else { 14 };
         let qkv = randn(4096 * 3 * d, 5, 1.0);
         let rel = randn((2 * s - 1) * 64, 6, 0.3);
-        let att = RelPosAttention {
+        let att = AttnRelpos {
             grid: 64,
             heads: 12,
             head_dim: 64,

@@ -1,7 +1,7 @@
 //! .npy reading and writing: round trips, numpy-written files, malformed input.
 
 use proptest::prelude::*;
-use samrt::npy::{self, parse, NpyData};
+use samrt::io::npy::{self, parse, NpyData};
 use samrt::Error;
 use std::path::{Path, PathBuf};
 

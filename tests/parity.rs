@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use samrt::preprocess::{load_image, resize_bilinear_pillow, resize_shape};
+use samrt::io::image::{load_image, resize_bilinear_pillow, resize_shape};
 
 /// FNV-1a 64 of the resized image bytes, as tools/make_fixtures.py records it.
 fn fnv1a64(b: &[u8]) -> String {

@@ -1,11 +1,11 @@
 //! Mask post-processing against torch's F.interpolate outputs recorded by
 //! tools/make_resize_fixtures.py; the comparison is on f32 bit patterns.
 
-use samrt::npy;
-use samrt::postprocess::{
+use samrt::cpu::ops::postprocess::{
     mask_stats, postprocess_masks, postprocess_masks_with, resize_bilinear_torch,
     resize_bilinear_torch_with, threshold, torch_kernel_for, MaskStats, TorchBilinearKernel,
 };
+use samrt::io::npy;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
@@ -194,7 +194,7 @@ fn time_postprocess_3_masks_1500x2250() {
 
 #[test]
 fn thresholded_postprocess_equals_threshold_of_logits() {
-    use samrt::postprocess::{postprocess_masks, postprocess_masks_threshold, threshold};
+    use samrt::cpu::ops::postprocess::{postprocess_masks, postprocess_masks_threshold, threshold};
     // Logits from a hash around 0 so the threshold cuts through; the 1500x2250 photo, a
     // portrait, a tiny original (channels-last second stage) and one mask.
     for (c, input, orig) in [

@@ -1,11 +1,12 @@
 //! Image decoding and the Pillow-exact resize against fixtures written by
 //! tools/make_resize_fixtures.py (Pillow 13 / numpy outputs).
 
-use samrt::npy;
-use samrt::preprocess::{
-    from_rgb, load_image, preprocess, resize_bilinear_pillow, resize_shape, transform_box,
-    transform_coords, transform_coords_f64, RgbImage, PIXEL_MEAN, PIXEL_STD,
+use samrt::cpu::ops::preprocess_patchify::{preprocess, PIXEL_MEAN, PIXEL_STD};
+use samrt::io::image::{
+    from_rgb, load_image, resize_bilinear_pillow, resize_shape, transform_box, transform_coords,
+    transform_coords_f64, RgbImage,
 };
+use samrt::io::npy;
 use samrt::Error;
 use std::path::{Path, PathBuf};
 

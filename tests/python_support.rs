@@ -3,9 +3,9 @@
 
 mod common;
 
+use samrt::amg::generator::{generate, generate_with_point_grids, AmgConfig};
 use samrt::amg::geometry::point_grid;
-use samrt::automatic_mask_generator::{generate, generate_with_point_grids, AmgConfig};
-use samrt::preprocess::load_image;
+use samrt::io::image::load_image;
 use samrt::Error;
 
 #[test]

@@ -9,8 +9,9 @@ use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use rayon::prelude::*;
-use samrt::automatic_mask_generator::{self as amg, AmgConfig, MaskRecord};
-use samrt::preprocess::from_rgb;
+use samrt::amg::generator::{self as amg, AmgConfig};
+use samrt::amg::MaskRecord;
+use samrt::io::image::from_rgb;
 
 /// Most bytes of `binary_mask` segmentations one call may return (16 GiB): all records
 /// exist at once, and a failed allocation would abort the interpreter.

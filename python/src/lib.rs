@@ -45,7 +45,7 @@ pub(crate) fn to_py(e: samrt::Error) -> PyErr {
 #[pyfunction]
 fn load_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, numpy::PyArray3<u8>>> {
     let img = py
-        .detach(|| samrt::preprocess::load_image(&path))
+        .detach(|| samrt::io::image::load_image(&path))
         .map_err(to_py)?;
     convert::array(py, img.data, [img.height, img.width, 3])
 }
@@ -59,7 +59,7 @@ fn _samrt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CUDA_BUILT", cfg!(feature = "cuda"))?;
     m.add(
         "MAX_PROMPTS_PER_IMAGE",
-        samrt::automatic_mask_generator::MAX_PROMPTS_PER_IMAGE,
+        samrt::amg::generator::MAX_PROMPTS_PER_IMAGE,
     )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use rayon::prelude::*;
-use samrt::preprocess::{from_rgb, resize_shape, MAX_IMAGE_SIDE};
+use samrt::io::image::{from_rgb, resize_shape, MAX_IMAGE_SIDE};
 use samrt::{ComputeDevice, ImageEmbedding, Prompt, Sam};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,7 +105,7 @@ type PromptArgs<'py> = (
 
 /// Most points one prompt may carry: the library's limit, checked here before the points
 /// are copied out of the array.
-const MAX_POINTS: usize = samrt::predictor::MAX_POINTS_PER_PROMPT;
+const MAX_POINTS: usize = samrt::sam::predictor::MAX_POINTS_PER_PROMPT;
 
 /// Most bytes of masks and logits one `predict_batch` call may return (16 GiB): the whole
 /// batch's output exists at once, so beyond this it could only end in an abort.
@@ -152,7 +152,7 @@ fn prompt_of(args: PromptArgs<'_>) -> PyResult<Prompt> {
         p.box_xyxy = Some([v[0], v[1], v[2], v[3]]);
     }
     if let Some(m) = mask {
-        let low = samrt::predictor::LOW_RES;
+        let low = samrt::sam::predictor::LOW_RES;
         check_shape(
             &m,
             "mask_input",
@@ -172,7 +172,7 @@ enum Output {
 
 impl Output {
     fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-        let low = samrt::predictor::LOW_RES;
+        let low = samrt::sam::predictor::LOW_RES;
         let (masks, c, scores, low_res) = match self {
             Output::Masks(p) => {
                 let m = array(py, p.masks, [p.num_masks, p.height, p.width])?;
@@ -252,7 +252,7 @@ impl Model {
         let d = PyDict::new(py);
         let name = ["vit_b", "vit_l", "vit_h"]
             .into_iter()
-            .find(|n| samrt::config::SamConfig::by_name(n).as_ref() == Some(c));
+            .find(|n| samrt::io::config::SamConfig::by_name(n).as_ref() == Some(c));
         d.set_item("model_type", name)?;
         d.set_item("embed_dim", e.embed_dim)?;
         d.set_item("depth", e.depth)?;
@@ -329,7 +329,7 @@ impl Model {
     /// model's fingerprint, so the CLI and Python share embedding files.
     fn save_embedding(&self, py: Python<'_>, embedding: &Embedding, path: PathBuf) -> PyResult<()> {
         let emb = embedding.inner.clone();
-        py.detach(|| samrt::embedding_file::save(&path, &self.sam, &emb))
+        py.detach(|| samrt::sam::embedding_file::save(&path, &self.sam, &emb))
             .map_err(to_py)
     }
 
@@ -337,7 +337,7 @@ impl Model {
     /// another model.
     fn load_embedding(&self, py: Python<'_>, path: PathBuf) -> PyResult<Embedding> {
         let saved = py
-            .detach(|| samrt::embedding_file::load(&path))
+            .detach(|| samrt::sam::embedding_file::load(&path))
             .map_err(to_py)?;
         saved.check_model(&self.sam).map_err(to_py)?;
         Ok(self.embedding(saved.embedding))
@@ -387,7 +387,7 @@ impl Model {
             .collect::<PyResult<_>>()?;
         let emb = embedding.inner.clone();
         let (h, w) = emb.original_size;
-        let low = samrt::predictor::LOW_RES;
+        let low = samrt::sam::predictor::LOW_RES;
         let per_mask =
             (h * w) as u128 * if return_logits { 4 } else { 1 } + (low * low * 4) as u128;
         let masks: u128 = prompts

@@ -1,8 +1,8 @@
 //! Output files in the conventions of the official `scripts/amg.py`: a JSON list of records
 //! per image for the RLE modes, or one PNG per mask plus `metadata.csv` for binary masks.
 
+use crate::amg::record::MaskRecord;
 use crate::amg::rle::Rle;
-use crate::automatic_mask_generator::MaskRecord;
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::path::Path;

@@ -5,11 +5,11 @@
 
 mod job;
 
-use super::{resolve_device, CliError, Context, Device};
+use super::common::{resolve_device, CliError, Context, Device};
 use clap::{Args, ValueEnum};
 use job::{count, dest_for, Params, PARAMS_FILE};
+use samrt::amg::generator::{generate_with_progress, AmgConfig, Progress};
 use samrt::amg::output::{write_outputs, OutputMode};
-use samrt::automatic_mask_generator::{generate_with_progress, AmgConfig, Progress};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -167,12 +167,12 @@ fn check_model_type(model: &Path, want: ModelType) -> Result<(), CliError> {
         ModelType::Default => "--model-type default (vit_h)".to_string(),
         t => format!("--model-type {}", t.arch()),
     };
-    let (ck, msg) = samrt::checkpoint::cache::open_model(model)
+    let (ck, msg) = samrt::io::checkpoint::cache::open_model(model)
         .context(|| format!("checking {flag} against the checkpoint"))?;
     if let Some(m) = msg {
         eprintln!("samrt: {m}");
     }
-    let cfg = samrt::config::infer_config(&ck)
+    let cfg = samrt::io::config::infer_config(&ck)
         .context(|| format!("checking {flag} against {}", model.display()))?;
     let e = &cfg.encoder;
     let shape = format!(
@@ -181,9 +181,9 @@ fn check_model_type(model: &Path, want: ModelType) -> Result<(), CliError> {
         e.depth,
         count(e.num_heads, "head")
     );
-    let found = ["vit_b", "vit_l", "vit_h"]
-        .into_iter()
-        .find(|n| samrt::config::SamConfig::by_name(n).is_some_and(|c| c.encoder == cfg.encoder));
+    let found = ["vit_b", "vit_l", "vit_h"].into_iter().find(|n| {
+        samrt::io::config::SamConfig::by_name(n).is_some_and(|c| c.encoder == cfg.encoder)
+    });
     match found {
         Some(n) if n == want.arch() => Ok(()),
         Some(n) => Err(CliError::msg(format!(
@@ -356,7 +356,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| CliError::msg(format!("creating --out {}: {e}", a.out.display())))?;
-    let sam = super::load_model(&a.model, device)?;
+    let sam = super::common::load_model(&a.model, device)?;
     if a.force {
         // Old outputs go before the new record is written: an interrupted forced run then
         // resumes without mixing outputs of the old parameters into the new ones.
@@ -373,7 +373,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
     let total = todo.len();
     for (k, p) in todo.iter().enumerate() {
         let res = (|| -> samrt::Result<usize> {
-            let img = samrt::preprocess::load_image(p)?;
+            let img = samrt::io::image::load_image(p)?;
             let recs = generate_with_progress(&sam, &img, &cfg, &mut progress_printer(p))?;
             write_outputs(&dest_for(&a.out, p, mode), &recs, mode)?;
             Ok(recs.len())

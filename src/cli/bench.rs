@@ -6,16 +6,17 @@
 //! `mask_decoder` and `postprocess` are the parts of `decoder`. CPU timings use the
 //! wall clock; the CUDA path (CUDA events) arrives with the CUDA model path.
 
-use super::{resolve_device, CliError, Context, Device};
+use super::common::{resolve_device, CliError, Context, Device};
 use clap::Args;
-use samrt::automatic_mask_generator::{generate, AmgConfig};
-use samrt::config::SamConfig;
-use samrt::image_encoder::random_encoder_weights;
-use samrt::mask_decoder::random_decoder_weights;
-use samrt::postprocess::postprocess_masks_threshold;
-use samrt::predictor::ImageEmbedding;
-use samrt::preprocess::{from_rgb, preprocess};
-use samrt::weights::MapWeights;
+use samrt::amg::generator::{generate, AmgConfig};
+use samrt::cpu::model::image_encoder::random_encoder_weights;
+use samrt::cpu::model::mask_decoder::random_decoder_weights;
+use samrt::cpu::ops::postprocess::postprocess_masks_threshold;
+use samrt::cpu::ops::preprocess_patchify::preprocess;
+use samrt::io::config::SamConfig;
+use samrt::io::image::from_rgb;
+use samrt::io::weights::MapWeights;
+use samrt::sam::predictor::ImageEmbedding;
 use samrt::{Prompt, Sam};
 use std::path::Path;
 use std::time::Instant;
@@ -174,11 +175,9 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         }
     }
     let device = resolve_device(a.device)?;
-    #[cfg(feature = "cuda")]
     if let samrt::ComputeDevice::Cuda(_) = device {
         return run_cuda(&a, device);
     }
-    let _ = device;
     let (sam, model) = load(&a.model)?;
     let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
         .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
@@ -208,7 +207,7 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         ..Default::default()
     };
     let orig = (ORIG_H, ORIG_W);
-    let pt = samrt::preprocess::transform_coords_f64(
+    let pt = samrt::io::image::transform_coords_f64(
         prompt.points[0][0],
         prompt.points[0][1],
         orig,
@@ -256,7 +255,7 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     let grid: Vec<[f32; 2]> = (0..a.prompts)
         .map(|i| {
             let (gx, gy) = ((i % side) as f64 + 0.5, (i / side) as f64 + 0.5);
-            let (x, y) = samrt::preprocess::transform_coords_f64(
+            let (x, y) = samrt::io::image::transform_coords_f64(
                 gx / side as f64 * ORIG_W as f64,
                 gy / side as f64 * ORIG_H as f64,
                 orig,
@@ -305,13 +304,13 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
 /// `--device cuda`: the image encoder on the GPU, timed with CUDA events around each replay
 /// of its captured graph (batch `--batch`), plus each kernel's median time run eagerly, the
 /// host-inclusive `embed_batch` wall time, and the planned peak device memory.
-#[cfg(feature = "cuda")]
 fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError> {
     let (sam, model) = load_on(&a.model, device)?;
     let lib = |e: samrt::Error| CliError::msg(e.to_string());
-    let enc = sam
-        .gpu_encoder()
-        .ok_or_else(|| CliError::msg("the model has no CUDA encoder"))?;
+    let enc = sam.encoder_backend().map_err(lib)?;
+    let info = enc
+        .device()
+        .ok_or_else(|| CliError::msg("the model's image encoder is not on a device"))?;
     let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
         .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
         .collect();
@@ -322,7 +321,7 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
         (t[t.len() / 2], p90)
     };
     let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
-    let (m, p) = stats(enc.time_replays(&img, a.batch, a.iters).map_err(lib)?);
+    let (m, p) = stats(enc.time_runs(&img, a.batch, a.iters).map_err(lib)?);
     rows.push(("encoder".into(), a.batch, m, p));
     let imgs = vec![&img; a.batch];
     let (m, p) = time_ms(a.iters, || {
@@ -330,8 +329,14 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
         Ok(())
     })?;
     rows.push(("encoder_end_to_end".into(), a.batch, m, p));
-    let mut per_op: Vec<(&str, f64)> = Vec::new();
-    for (op, _label, ms) in enc.time_nodes(&img, a.batch, a.iters).map_err(lib)? {
+    let mut per_op: Vec<(String, f64)> = Vec::new();
+    for n in enc.time_kernels(&img, a.batch, a.iters).map_err(lib)? {
+        // One row per kernel entry point; the attention's entry point varies with the window
+        // and head size, so its row is the op's, summed over the variants.
+        let (op, ms) = match n.op {
+            "attn_relpos" => (n.op.to_string(), n.median_ms),
+            _ => (n.entry_point, n.median_ms),
+        };
         match per_op.iter_mut().find(|(o, _)| *o == op) {
             Some(e) => e.1 += ms,
             None => per_op.push((op, ms)),
@@ -340,9 +345,8 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
     for (op, ms) in per_op {
         rows.push((format!("encoder.{op}"), a.batch, ms, ms));
     }
-    let (wb, ab) = enc.planned_bytes(a.batch);
+    let (wb, ab) = enc.planned_bytes(a.batch).unwrap_or((0, 0));
     let peak = ((wb + ab) as f64 / 1e6).round() as u64;
-    let info = enc.gpu().info();
     let dev = format!(
         "GPU: {} (cc {}.{}, {} SMs)",
         info.name, info.compute_capability.0, info.compute_capability.1, info.multiprocessors

@@ -2,7 +2,7 @@
 //! --embedding` calls decode prompts without re-encoding (SAM's "encode once, prompt many
 //! times", across processes).
 
-use super::{resolve_device, CliError, Context, Device};
+use super::common::{resolve_device, CliError, Context, Device};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -35,9 +35,9 @@ pub fn run(a: EmbedArgs) -> Result<(), CliError> {
         )));
     }
     let device = resolve_device(a.device)?;
-    let img = samrt::preprocess::load_image(&a.image)
+    let img = samrt::io::image::load_image(&a.image)
         .context(|| format!("reading --image {}", a.image.display()))?;
-    let sam = super::load_model(&a.model, device)?;
+    let sam = super::common::load_model(&a.model, device)?;
     let emb = sam
         .embed(&img)
         .context(|| "running the image encoder".to_string())?;
@@ -45,7 +45,7 @@ pub fn run(a: EmbedArgs) -> Result<(), CliError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CliError::msg(format!("creating {}: {e}", dir.display())))?;
     }
-    samrt::embedding_file::save(&a.out, &sam, &emb)
+    samrt::sam::embedding_file::save(&a.out, &sam, &emb)
         .context(|| format!("writing --out {}", a.out.display()))?;
     let [c, s, _] = sam.embedding_shape();
     println!(

@@ -3,8 +3,8 @@
 //! inline values) and read when their chunk is decoded, so a prompts file naming thousands
 //! of mask files does not hold them all in memory.
 
-use super::{CliError, Context};
-use samrt::predictor::{Prompt, LOW_RES};
+use super::common::{CliError, Context};
+use samrt::sam::predictor::{Prompt, LOW_RES};
 use std::path::{Path, PathBuf};
 
 /// Largest .npy accepted as a mask input: [C, 256, 256] float64 with C up to 16.
@@ -122,9 +122,9 @@ pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliErro
             "file is {len} bytes; a [C,256,256] mask stack is at most {MAX_MASK_FILE}"
         )));
     }
-    let arr = samrt::npy::read(path).map_err(|e| fail(e.to_string()))?;
+    let arr = samrt::io::npy::read(path).map_err(|e| fail(e.to_string()))?;
     let data = match &arr.data {
-        samrt::npy::NpyData::F32(_) | samrt::npy::NpyData::F64(_) => arr.to_f32(),
+        samrt::io::npy::NpyData::F32(_) | samrt::io::npy::NpyData::F64(_) => arr.to_f32(),
         _ => {
             return Err(fail(format!(
                 "dtype {}, expected float32 (<f4) or float64 (<f8)",
@@ -153,7 +153,7 @@ pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliErro
         None if c == 1 => 0,
         None => {
             let scores_path = path.with_file_name(SCORES_FILE);
-            let scores = samrt::npy::read(&scores_path)
+            let scores = samrt::io::npy::read(&scores_path)
                 .ok()
                 .filter(|a| a.shape == [c])
                 .map(|a| a.to_f32())
@@ -277,7 +277,7 @@ pub fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<PromptSp
             let pts = pts
                 .as_array()
                 .ok_or_else(|| bad(format!("prompt {k}: `points` must be a list of [x, y]")))?;
-            let max = samrt::predictor::MAX_POINTS_PER_PROMPT;
+            let max = samrt::sam::predictor::MAX_POINTS_PER_PROMPT;
             if pts.len() > max {
                 return Err(bad(format!(
                     "prompt {k}: {} points; at most {max} points per prompt",

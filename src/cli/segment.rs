@@ -3,10 +3,10 @@
 //! With `--embedding` the image encoder is skipped: only the decoder is loaded, and the
 //! saved embedding is checked against the model's fingerprint.
 
+use super::common::{resolve_device, CliError, Context, Device};
 use super::prompts::{parse_box, parse_mask_spec, parse_point, read_prompts, PromptSpec};
-use super::{resolve_device, CliError, Context, Device};
 use clap::Args;
-use samrt::predictor::{Prompt, LOW_RES};
+use samrt::sam::predictor::{Prompt, LOW_RES};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -82,14 +82,14 @@ fn write_prediction(
         }));
     }
     let npy = dir.join("low_res_logits.npy");
-    samrt::npy::write_f32(
+    samrt::io::npy::write_f32(
         &npy,
         &[pred.num_masks, LOW_RES, LOW_RES],
         &pred.low_res_logits,
     )
     .context(|| format!("writing {}", npy.display()))?;
     let scores = dir.join(super::prompts::SCORES_FILE);
-    samrt::npy::write_f32(&scores, &[pred.num_masks], &pred.scores)
+    samrt::io::npy::write_f32(&scores, &[pred.num_masks], &pred.scores)
         .context(|| format!("writing {}", scores.display()))?;
     Ok(records)
 }
@@ -122,7 +122,7 @@ fn flag_prompt(a: &SegmentArgs) -> Result<PromptSpec, CliError> {
 /// image encoder on --image.
 fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbedding), CliError> {
     if let Some(path) = &a.embedding {
-        let saved = samrt::embedding_file::load(path)
+        let saved = samrt::sam::embedding_file::load(path)
             .context(|| format!("reading --embedding {}", path.display()))?;
         if let Some(img) = &a.image {
             let (w, h) = image::ImageReader::open(img)
@@ -159,9 +159,9 @@ fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbed
         .as_ref()
         .expect("clap requires --image without --embedding");
     let device = resolve_device(a.device)?;
-    let img = samrt::preprocess::load_image(image)
+    let img = samrt::io::image::load_image(image)
         .context(|| format!("reading --image {}", image.display()))?;
-    let sam = super::load_model(&a.model, device)?;
+    let sam = super::common::load_model(&a.model, device)?;
     let emb = sam
         .embed(&img)
         .context(|| "running the image encoder".to_string())?;

@@ -7,14 +7,16 @@
 //! the arena, which grows the high-water mark. Reused space holds stale data: no kernel may
 //! rely on zeroed memory.
 
-use super::{BufId, Graph, Role};
+use crate::graph::buffer::{BufId, Role};
+use crate::graph::schedule::Graph;
 
 /// Offsets are multiples of this (cudaMalloc's alignment; enough for 16-byte vector loads).
 pub const ALIGN: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Byte offset of each buffer in the arena, indexed like `Graph::buffers`.
+    /// Byte offset of each buffer in the arena, indexed like `Graph::buffers` (0 and unused
+    /// for [`Role::External`] buffers, which live outside it).
     pub offsets: Vec<usize>,
     /// Arena size: the peak of simultaneously live (aligned) buffers, with fragmentation.
     pub arena_bytes: usize,
@@ -36,8 +38,11 @@ pub fn lifetimes<O>(g: &Graph<O>) -> Vec<Option<(usize, usize)>> {
         }
     }
     for (k, buf) in g.buffers.iter().enumerate() {
-        if buf.role != Role::Intermediate {
-            life[k] = Some((0, n.saturating_sub(1)));
+        match buf.role {
+            Role::Intermediate => {}
+            // Bound by the caller at run time: not in the arena.
+            Role::External => life[k] = None,
+            Role::Input | Role::Output => life[k] = Some((0, n.saturating_sub(1))),
         }
     }
     life
@@ -130,7 +135,8 @@ fn release(free: &mut Vec<(usize, usize)>, off: usize, size: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{DType, Graph, Role};
+    use crate::graph::buffer::{DType, Role};
+    use crate::graph::schedule::Graph;
 
     /// Checks that no two buffers alive at the same node overlap, and that every buffer lies
     /// inside the arena.
@@ -166,11 +172,11 @@ mod tests {
         let mut prev = x;
         for k in 0..6 {
             let t = g.buffer(format!("t{k}"), DType::F32, 1000, Role::Intermediate);
-            g.node("op", format!("n{k}"), &[prev], &[t], ());
+            g.node(format!("n{k}"), &[prev], &[t], ());
             prev = t;
         }
         let y = g.buffer("y", DType::F32, 1000, Role::Output);
-        g.node("op", "out", &[prev], &[y], ());
+        g.node("out", &[prev], &[y], ());
         let p = plan(&g);
         assert_valid(&g, &p);
         // input + output + two live intermediates (4096 B each after alignment).
@@ -197,7 +203,7 @@ mod tests {
                     Role::Intermediate
                 };
                 let w = g.buffer(format!("b{k}"), DType::F32, 1 + rnd(20000), role);
-                g.node("op", format!("n{k}"), &reads, &[w], ());
+                g.node(format!("n{k}"), &reads, &[w], ());
                 live.push(w);
             }
             let p = plan(&g);

@@ -1,6 +1,6 @@
 //! Helpers shared by the checkpoint test files.
 
-use samrt::weights::WeightSource;
+use samrt::io::weights::WeightSource;
 use samrt::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;

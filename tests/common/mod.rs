@@ -6,7 +6,7 @@ pub mod checkpoint;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 
-use samrt::checkpoint::{read_pth, write_safetensors_f16, Checkpoint};
+use samrt::io::checkpoint::{read_pth, write_safetensors_f16, Checkpoint};
 use samrt::Sam;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ pub fn tiny_model() -> &'static Sam {
 }
 
 pub fn npy_f32(rel: &str) -> (Vec<usize>, Vec<f32>) {
-    samrt::npy::read_f32(&fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    samrt::io::npy::read_f32(&fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 /// Masks stored as np.packbits (MSB first) over a bool [C,H,W] array.
@@ -90,9 +90,9 @@ pub fn packed_masks(entry: &Value) -> (Vec<usize>, Vec<bool>) {
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
     let n: usize = shape.iter().product();
-    let arr = samrt::npy::read(&fixtures().join(entry["file"].as_str().unwrap())).unwrap();
+    let arr = samrt::io::npy::read(&fixtures().join(entry["file"].as_str().unwrap())).unwrap();
     let bytes = match arr.data {
-        samrt::npy::NpyData::U8(b) => b,
+        samrt::io::npy::NpyData::U8(b) => b,
         other => panic!("packed masks should be uint8, got {other:?}"),
     };
     let bits = (0..n)

@@ -1,9 +1,9 @@
 //! The dataset side of `samrt auto`: which images a run covers, where their outputs go,
 //! the parameter record that makes resuming safe, and the failure list.
 
-use super::super::{CliError, Context};
+use crate::cli::common::{CliError, Context};
+use samrt::amg::generator::AmgConfig;
 use samrt::amg::output::OutputMode;
-use samrt::automatic_mask_generator::AmgConfig;
 use serde_json::{json, Map, Value};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -253,7 +253,7 @@ impl Params {
     pub fn write(&self, out: &Path) -> Result<(), CliError> {
         let dest = out.join(PARAMS_FILE);
         let text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default() + "\n";
-        samrt::fs::write_atomic(&dest, text.as_bytes())
+        samrt::io::fs::write_atomic(&dest, text.as_bytes())
             .context(|| format!("writing {}", dest.display()))
     }
 }

@@ -1,0 +1,112 @@
+//! `samrt info`: the configuration inferred from a checkpoint and, for CUDA, the planned
+//! device memory.
+
+use super::common::{CliError, Context, Device};
+
+/// The weights of `file` without side effects: a `.pth` is read through its conversion
+/// cache when one exists, else parsed in memory (`info` never writes the cache).
+fn open_readonly(
+    file: &std::path::Path,
+) -> Result<Box<dyn samrt::io::weights::WeightSource>, CliError> {
+    use samrt::io::checkpoint::{cache_path, detect_format, read_pth, Checkpoint, Format};
+    let ctx = || format!("reading {}", file.display());
+    if detect_format(file).context(ctx)? == Format::Safetensors {
+        return Ok(Box::new(Checkpoint::open(file).context(ctx)?));
+    }
+    if let Ok(ck) = cache_path(file).and_then(|c| Checkpoint::open(&c)) {
+        return Ok(Box::new(ck));
+    }
+    let tensors = read_pth(file).context(ctx)?;
+    Ok(Box::new(samrt::io::weights::F16Weights::new(tensors)))
+}
+
+/// `graph`: print the CUDA schedule too, for the given input size (None: the model's).
+pub fn info(
+    file: &std::path::Path,
+    device: Device,
+    batch: usize,
+    graph: Option<Option<usize>>,
+) -> Result<(), CliError> {
+    let ck = open_readonly(file)?;
+    let ck = ck.as_ref();
+    let cfg =
+        samrt::io::config::infer_config(ck).context(|| format!("reading {}", file.display()))?;
+    let e = &cfg.encoder;
+    let name = match (e.embed_dim, e.depth, e.num_heads) {
+        (768, 12, 12) => "vit_b",
+        (1024, 24, 16) => "vit_l",
+        (1280, 32, 16) => "vit_h",
+        _ => "custom",
+    };
+    println!("model: {name}");
+    println!("embed_dim: {}", e.embed_dim);
+    println!("depth: {}", e.depth);
+    println!("num_heads: {}", e.num_heads);
+    println!("head_dim: {}", e.head_dim);
+    println!("mlp_dim: {}", e.mlp_dim);
+    println!("window_size: {}", e.window_size);
+    println!("global_attn_indexes: {:?}", e.global_attn_indexes);
+    println!("image_size: {}", e.img_size);
+    println!("patch_size: {}", e.patch_size);
+    println!("prompt_embed_dim: {}", cfg.prompt_embed_dim);
+    println!("parameters: {}", samrt::io::config::param_count(ck));
+    if device != Device::Cpu {
+        device_plan(ck, &cfg, batch)?;
+    }
+    if let Some(size) = graph {
+        print_graph(ck, &cfg, batch, size)?;
+    }
+    Ok(())
+}
+
+/// The encoder's schedule as the CUDA backend would run it. Kernel entry points are those
+/// of the PTX every device loads (sm_80 and later; no `*_sm90a` kernels exist yet).
+fn print_graph(
+    ck: &dyn samrt::io::weights::WeightSource,
+    cfg: &samrt::io::config::SamConfig,
+    batch: usize,
+    image_size: Option<usize>,
+) -> Result<(), CliError> {
+    let max = samrt::sam::backend::CUDA_MAX_BATCH;
+    if batch == 0 || batch > max {
+        return Err(CliError::msg(format!("--batch {batch}: must be 1..={max}")));
+    }
+    let img = cfg.encoder.img_size;
+    if let Some(s) = image_size.filter(|&s| s != img) {
+        return Err(CliError::msg(format!(
+            "--image-size {s}: this model's input size is {img} (its pos_embed holds a {g}x{g} \
+             patch grid, as in the official model, which does not resize it)",
+            g = cfg.encoder.grid()
+        )));
+    }
+    let p = samrt::sam::backend::plan_cuda_encoder(ck, &cfg.encoder, batch)
+        .context(|| "planning the CUDA encoder".to_string())?;
+    println!("graph: image_encoder, batch {batch}, image {img}x{img}, arch sm_80");
+    print!("{}", p.describe());
+    Ok(())
+}
+
+/// The CUDA encoder's planned device memory. Planning is host-only, but `--device cuda`
+/// asks about this build's device, so a build without the `cuda` feature says so.
+fn device_plan(
+    ck: &dyn samrt::io::weights::WeightSource,
+    cfg: &samrt::io::config::SamConfig,
+    batch: usize,
+) -> Result<(), CliError> {
+    if !samrt::sam::backend::CUDA_BUILT {
+        return super::common::cuda_device().map(|_| ());
+    }
+    let max = samrt::sam::backend::CUDA_MAX_BATCH;
+    if batch == 0 || batch > max {
+        return Err(CliError::msg(format!("--batch {batch}: must be 1..={max}")));
+    }
+    let p = samrt::sam::backend::plan_cuda_encoder(ck, &cfg.encoder, batch)
+        .context(|| "planning the CUDA encoder".to_string())?;
+    let (w, arena) = (p.weight_bytes, p.plan.arena_bytes);
+    let mb = |b: usize| b as f64 / 1e6;
+    println!("cuda_encoder_batch: {batch}");
+    println!("cuda_weights_mb: {:.1}", mb(w));
+    println!("cuda_arena_mb: {:.1}", mb(arena));
+    println!("cuda_peak_mb: {:.1}", mb(w + arena));
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! One file per op. An op that also runs on the GPU has the name of its kernel family
+//! (`kernels/<op>.cu`), and its CPU function is the reference the CUDA tests compare with.
+
+pub mod attention;
+pub mod conv2d;
+pub mod conv_transpose2d;
+pub mod folded_attention;
+pub mod gelu;
+pub mod gemm;
+pub mod layer_norm;
+pub mod nms;
+pub mod output_upscaling;
+pub mod postprocess;
+pub mod preprocess_patchify;
+pub mod residual_init;
+pub mod softmax;
+pub mod strided_conv2d;
+pub mod vmath;

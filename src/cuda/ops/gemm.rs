@@ -1,0 +1,472 @@
+//! Tensor-core GEMM launchers (`kernels/gemm.cu`): nn.Linear `a[m, k] @ w[n, k]^T` with the
+//! epilogue picked by [`Epilogue`] ([`gemm`]), and nn.Conv2d(3x3, padding 1) on an NHWC
+//! token map as an implicit GEMM on the same main loop ([`conv3x3`]). fp16 operands, fp32
+//! accumulation, bias and scales.
+//!
+//! Every epilogue first forms, in fp32,
+//! `y[m][n] = acc[m][n] * in_scale * row_scale[m] + bias[n]` (see [`GemmScales`]; a missing
+//! `row_scale` is 1 and a missing bias 0), then stores `f16(out_scale * y)`,
+//! `f16(out_scale * gelu(y))` or `residual_f32 += y`.
+
+use cudarc::driver::{
+    sys::CUdeviceptr, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop,
+};
+
+use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, GpuContext};
+use crate::graph::ops::GemmEpilogue;
+use crate::{Error, Result};
+
+pub const GEMM_BLOCK_M: usize = 128;
+pub const GEMM_BLOCK_N: usize = 128;
+pub const GEMM_BLOCK_K: usize = 32;
+pub const GEMM_STAGES: usize = 4;
+pub const GEMM_THREADS: usize = 256;
+/// Dynamic shared memory: `GEMM_STAGES` stages of one A and one W tile of fp16.
+pub const GEMM_SMEM_BYTES: usize = GEMM_STAGES * 2 * GEMM_BLOCK_M * GEMM_BLOCK_K * 2;
+/// K is loaded in 16-byte chunks that must lie wholly inside or outside the matrix.
+pub const GEMM_K_MULTIPLE: usize = 8;
+/// The epilogue stores column pairs.
+pub const GEMM_N_MULTIPLE: usize = 2;
+/// `conv3x3_f16` gathers 16-byte chunks of one pixel's channels: Cin must be a multiple.
+pub const CONV3X3_CIN_MULTIPLE: usize = 8;
+
+/// What happens to `y` (see the module docs) after the K loop; each variant carries its
+/// output.
+pub enum Epilogue<'a> {
+    /// `out[m, n] = f16(out_scale * y)`.
+    Bias(&'a mut dyn DevicePtrMut<u16>),
+    /// `out[m, n] = f16(out_scale * gelu_erf(y))`, the encoder MLP's lin1.
+    BiasGelu(&'a mut dyn DevicePtrMut<u16>),
+    /// `residual[m, n] += y` in place on the fp32 residual stream (attn proj, lin2). fp32
+    /// cannot overflow here, so there is no output scale: `out_scale` must be 1.
+    BiasResidual(&'a mut dyn DevicePtrMut<f32>),
+}
+
+impl Epilogue<'_> {
+    /// The host-side epilogue, whose entry point this launches.
+    pub fn kind(&self) -> GemmEpilogue {
+        match self {
+            Epilogue::Bias(_) => GemmEpilogue::Bias,
+            Epilogue::BiasGelu(_) => GemmEpilogue::BiasGelu,
+            Epilogue::BiasResidual(_) => GemmEpilogue::BiasResidual,
+        }
+    }
+
+    pub fn kernel_name(&self) -> &'static str {
+        self.kind().entry_point()
+    }
+}
+
+/// Scale factors for fp16 overflow safety, applied in fp32 in every epilogue:
+/// `y[m][n] = acc[m][n] * in_scale * row_scale[m] + bias[n]`, so an A row stored divided
+/// by `row_scale[m]` (or all of A divided by `in_scale`) is restored before the bias; the
+/// fp16 outputs then store `out_scale * y` (after GELU), for a consumer that takes `y`
+/// pre-divided. The default (no row scale, 1, 1) is the plain GEMM, at the same speed: the
+/// kernel tests `row_scale` once per thread, and the per-element work is one FMA either way.
+#[derive(Clone, Copy)]
+pub struct GemmScales<'a> {
+    /// fp32 `[m]` (at least m elements, 4-byte aligned), or `None` for all ones.
+    pub row_scale: Option<&'a dyn DevicePtr<f32>>,
+    pub in_scale: f32,
+    /// Ignored by (and must be 1 for) [`Epilogue::BiasResidual`].
+    pub out_scale: f32,
+}
+
+impl Default for GemmScales<'_> {
+    fn default() -> Self {
+        GemmScales {
+            row_scale: None,
+            in_scale: 1.0,
+            out_scale: 1.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for GemmScales<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmScales")
+            .field("row_scale_len", &self.row_scale.map(|r| r.len()))
+            .field("in_scale", &self.in_scale)
+            .field("out_scale", &self.out_scale)
+            .finish()
+    }
+}
+
+impl GemmScales<'_> {
+    /// Host-side checks (no GPU): both factors finite and non-zero, and `out_scale == 1`
+    /// where the epilogue has no fp16 output to scale.
+    pub fn validate(&self, has_f16_output: bool) -> Result<()> {
+        for (what, v) in [("in_scale", self.in_scale), ("out_scale", self.out_scale)] {
+            if !v.is_finite() || v == 0.0 {
+                return Err(Error::Unsupported(format!(
+                    "gemm {what} must be finite and non-zero, got {v}"
+                )));
+            }
+        }
+        if !has_f16_output && self.out_scale != 1.0 {
+            return Err(Error::Unsupported(format!(
+                "the fp32 residual epilogue has no output scale; got out_scale={}",
+                self.out_scale
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl GemmShape {
+    /// Rejects what the kernel cannot do; runs without a GPU.
+    pub fn validate(&self) -> Result<()> {
+        let GemmShape { m, n, k } = *self;
+        if m == 0 || n == 0 || k == 0 {
+            return Err(Error::Unsupported(format!(
+                "gemm with an empty dimension (m={m}, n={n}, k={k})"
+            )));
+        }
+        if !k.is_multiple_of(GEMM_K_MULTIPLE) {
+            return Err(Error::Unsupported(format!(
+                "gemm needs k % {GEMM_K_MULTIPLE} == 0, got k={k}"
+            )));
+        }
+        if !n.is_multiple_of(GEMM_N_MULTIPLE) {
+            return Err(Error::Unsupported(format!(
+                "gemm needs n % {GEMM_N_MULTIPLE} == 0, got n={n}"
+            )));
+        }
+        as_i32("gemm m", m)?;
+        as_i32("gemm n", n)?;
+        as_i32("gemm k", k)?;
+        if m.div_ceil(GEMM_BLOCK_M) > 65535 {
+            return Err(Error::Unsupported(format!(
+                "gemm m={m} exceeds the grid's y limit"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (
+                self.n.div_ceil(GEMM_BLOCK_N) as u32,
+                self.m.div_ceil(GEMM_BLOCK_M) as u32,
+                1,
+            ),
+            block_dim: (GEMM_THREADS as u32, 1, 1),
+            shared_mem_bytes: GEMM_SMEM_BYTES as u32,
+        }
+    }
+
+    /// 2*m*n*k, for throughput figures.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+/// nn.Linear on the tensor cores: `a` is `[m, k]`, `w` the `[n, k]` weight (out, in),
+/// `bias` `[n]` fp32 or `None` (zero), all row-major and contiguous; `scales` as in
+/// [`GemmScales`] (`GemmScales::default()` for the plain product).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    a: &dyn DevicePtr<u16>,
+    w: &dyn DevicePtr<u16>,
+    bias: Option<&dyn DevicePtr<f32>>,
+    shape: GemmShape,
+    scales: GemmScales<'_>,
+    epilogue: Epilogue<'_>,
+) -> Result<()> {
+    shape.validate()?;
+    scales.validate(!matches!(epilogue, Epilogue::BiasResidual(_)))?;
+    let GemmShape { m, n, k } = shape;
+    check_len("gemm a", a.len(), m * k)?;
+    check_len("gemm w", w.len(), n * k)?;
+    let name = epilogue.kernel_name();
+    let (ap, _a) = a.device_ptr(stream);
+    let (wp, _w) = w.device_ptr(stream);
+    check_align("gemm a", ap, 16)?;
+    check_align("gemm w", wp, 16)?;
+    let (op, _o) = match epilogue {
+        Epilogue::Bias(out) | Epilogue::BiasGelu(out) => {
+            check_len("gemm output", out.len(), m * n)?;
+            let (p, guard) = out.device_ptr_mut(stream);
+            check_align("gemm output", p, 4)?;
+            (p, guard)
+        }
+        Epilogue::BiasResidual(res) => {
+            check_len("gemm residual", res.len(), m * n)?;
+            let (p, guard) = res.device_ptr_mut(stream);
+            check_align("gemm residual", p, 8)?;
+            (p, guard)
+        }
+    };
+    let dims = [m as i32, n as i32, k as i32];
+    launch(
+        gpu,
+        stream,
+        name,
+        [ap, wp],
+        bias,
+        &scales,
+        (m, n),
+        op,
+        &dims,
+        shape.config(),
+    )
+}
+
+/// Shape of a 3x3, padding 1, stride 1 convolution on an NHWC map: input
+/// `[batch, h, w, cin]`, output `[batch, h, w, cout]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv3x3Shape {
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub cout: usize,
+}
+
+impl Conv3x3Shape {
+    /// The implicit GEMM: m = batch*h*w output pixels, n = cout, k = 9*cin.
+    pub fn gemm(&self) -> Result<GemmShape> {
+        let too_big =
+            || Error::Unsupported(format!("conv3x3 {self:?} exceeds the kernel's index range"));
+        let m = self
+            .batch
+            .checked_mul(self.h)
+            .and_then(|v| v.checked_mul(self.w))
+            .ok_or_else(too_big)?;
+        let k = self.cin.checked_mul(9).ok_or_else(too_big)?;
+        Ok(GemmShape { m, n: self.cout, k })
+    }
+
+    /// Rejects what `conv3x3_f16` cannot do; runs without a GPU.
+    pub fn validate(&self) -> Result<()> {
+        let Conv3x3Shape {
+            batch,
+            h,
+            w,
+            cin,
+            cout,
+        } = *self;
+        if [batch, h, w, cin, cout].contains(&0) {
+            return Err(Error::Unsupported(format!(
+                "conv3x3 with an empty dimension ({self:?})"
+            )));
+        }
+        if !cin.is_multiple_of(CONV3X3_CIN_MULTIPLE) {
+            return Err(Error::Unsupported(format!(
+                "conv3x3 needs cin % {CONV3X3_CIN_MULTIPLE} == 0, got cin={cin}"
+            )));
+        }
+        let g = self.gemm()?;
+        g.validate()?;
+        // The kernel's per-tap input offsets ((ky-1)*w + kx-1)*cin + c are i32.
+        g.m.checked_mul(cin)
+            .and_then(|v| i32::try_from(v).ok())
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "conv3x3 input of {}x{cin} elements exceeds i32 range",
+                    g.m
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// 2*m*n*k, for throughput figures.
+    pub fn flops(&self) -> f64 {
+        [self.batch, self.h, self.w, self.cout, 9 * self.cin, 2]
+            .iter()
+            .map(|&v| v as f64)
+            .product()
+    }
+}
+
+/// nn.Conv2d(cin, cout, 3, padding=1) on the tensor cores, as an implicit GEMM (no im2col
+/// buffer): `input` `[batch, h, w, cin]` fp16 (NHWC, the token-major map), `weight` fp16 in
+/// the `[cout][3][3][cin]` layout of [`conv3x3_weight_layout`](crate::cpu::ops::gemm::conv3x3_weight_layout), `bias` `[cout]` fp32 or
+/// `None`, `out` `[batch, h, w, cout]` fp16 = `f16(out_scale * y)` with `y` as in
+/// [`GemmScales`] (`row_scale` indexed by output pixel).
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    input: &dyn DevicePtr<u16>,
+    weight: &dyn DevicePtr<u16>,
+    bias: Option<&dyn DevicePtr<f32>>,
+    shape: Conv3x3Shape,
+    scales: GemmScales<'_>,
+    out: &mut dyn DevicePtrMut<u16>,
+) -> Result<()> {
+    shape.validate()?;
+    scales.validate(true)?;
+    let g = shape.gemm()?;
+    check_len("conv3x3 input", input.len(), g.m * shape.cin)?;
+    check_len("conv3x3 weight", weight.len(), g.n * g.k)?;
+    check_len("conv3x3 output", out.len(), g.m * g.n)?;
+    let (ip, _i) = input.device_ptr(stream);
+    let (wp, _w) = weight.device_ptr(stream);
+    check_align("conv3x3 input", ip, 16)?;
+    check_align("conv3x3 weight", wp, 16)?;
+    let (op, _o) = out.device_ptr_mut(stream);
+    check_align("conv3x3 output", op, 4)?;
+    let dims = [shape.batch, shape.h, shape.w, shape.cin, shape.cout].map(|v| v as i32);
+    launch(
+        gpu,
+        stream,
+        "conv3x3_f16",
+        [ip, wp],
+        bias,
+        &scales,
+        (g.m, g.n),
+        op,
+        &dims,
+        g.config(),
+    )
+}
+
+/// Checks the epilogue inputs and launches `name(a, w, bias, row_scale, in_scale,
+/// out_scale, out, dims...)`, the signature of every kernel in `kernels/gemm.cu`. The
+/// caller has validated the shape (which bounds `dims` to i32) and the operand buffers.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    name: &'static str,
+    [ap, wp]: [CUdeviceptr; 2],
+    bias: Option<&dyn DevicePtr<f32>>,
+    scales: &GemmScales<'_>,
+    (m, n): (usize, usize),
+    op: CUdeviceptr,
+    dims: &[i32],
+    config: LaunchConfig,
+) -> Result<()> {
+    gpu.check_stream(stream)?;
+    if GEMM_SMEM_BYTES > gpu.info().max_shared_per_block {
+        return Err(Error::Unsupported(format!(
+            "{name} needs {GEMM_SMEM_BYTES} B of shared memory per block, the device allows {}",
+            gpu.info().max_shared_per_block
+        )));
+    }
+    let f = gpu.function(name)?;
+    let (bp, _b) = nullable(stream, bias, "gemm bias", n, 8)?;
+    let (rp, _r) = nullable(stream, scales.row_scale, "gemm row_scale", m, 4)?;
+    let mut b = stream.launch_builder(f);
+    b.arg(&ap)
+        .arg(&wp)
+        .arg(&bp)
+        .arg(&rp)
+        .arg(&scales.in_scale)
+        .arg(&scales.out_scale)
+        .arg(&op);
+    for d in dims {
+        b.arg(d);
+    }
+    // SAFETY: (a, w, bias, row_scale, in_scale, out_scale, out, ints...) is the signature of
+    // every gemm.cu kernel, with 3 ints (M, N, K) for the gemm_* kernels and 5 (batch, H, W,
+    // Cin, Cout) for conv3x3_f16, as the callers pass. Shapes were validated (multiples,
+    // i32 range) and every buffer checked to hold the elements and alignment the kernel
+    // reads and writes; bias and row_scale are null or hold n and m elements.
+    guarded(name, || unsafe { b.launch(config) }.map(|_| ()))
+}
+
+/// Device pointer of an optional fp32 buffer of at least `need` elements, or null.
+fn nullable<'s>(
+    stream: &'s CudaStream,
+    buf: Option<&'s dyn DevicePtr<f32>>,
+    what: &str,
+    need: usize,
+    align: u64,
+) -> Result<(CUdeviceptr, Option<SyncOnDrop<'s>>)> {
+    let Some(buf) = buf else {
+        return Ok((0, None));
+    };
+    check_len(what, buf.len(), need)?;
+    let (p, guard) = buf.device_ptr(stream);
+    check_align(what, p, align)?;
+    Ok((p, Some(guard)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::ops::gemm::conv3x3_weight_layout;
+
+    #[test]
+    fn conv3x3_weight_permutation() {
+        let (cout, cin) = (3, 5);
+        let w: Vec<usize> = (0..cout * cin * 9).collect();
+        let p = conv3x3_weight_layout(&w, cout, cin);
+        for o in 0..cout {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    for c in 0..cin {
+                        let official = ((o * cin + c) * 3 + ky) * 3 + kx;
+                        assert_eq!(p[o * 9 * cin + (ky * 3 + kx) * cin + c], official);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv3x3_shapes_are_validated() {
+        let neck = Conv3x3Shape {
+            batch: 1,
+            h: 64,
+            w: 64,
+            cin: 256,
+            cout: 256,
+        };
+        assert!(neck.validate().is_ok());
+        assert_eq!(
+            neck.gemm().unwrap(),
+            GemmShape {
+                m: 4096,
+                n: 256,
+                k: 2304
+            }
+        );
+        for bad in [
+            Conv3x3Shape { cin: 12, ..neck },
+            Conv3x3Shape { cout: 255, ..neck },
+            Conv3x3Shape { batch: 0, ..neck },
+            Conv3x3Shape {
+                batch: usize::MAX,
+                ..neck
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(Error::Unsupported(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scales_are_validated() {
+        let s = GemmScales::default();
+        assert!(s.validate(true).is_ok() && s.validate(false).is_ok());
+        for bad in [0.0, f32::NAN, f32::INFINITY] {
+            let a = GemmScales { in_scale: bad, ..s };
+            assert!(a.validate(true).is_err());
+            let b = GemmScales {
+                out_scale: bad,
+                ..s
+            };
+            assert!(b.validate(true).is_err());
+        }
+        let half = GemmScales {
+            out_scale: 0.5,
+            ..s
+        };
+        assert!(half.validate(true).is_ok());
+        assert!(matches!(half.validate(false), Err(Error::Unsupported(_))));
+    }
+}

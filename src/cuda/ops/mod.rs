@@ -1,0 +1,170 @@
+//! Typed kernel launchers, one file per kernel family, named as `kernels/<op>.cu`. Each
+//! launcher takes the stream explicitly and checks shapes, lengths and alignment before it
+//! launches.
+
+pub mod attention;
+pub mod cast_rows;
+pub mod gemm;
+pub mod layer_norm;
+pub mod mask_downscaling;
+pub mod nms;
+pub mod postprocess;
+pub mod preprocess_patchify;
+pub mod prompt_encoder;
+pub mod residual_init;
+
+use cudarc::driver::DevicePtr;
+
+use crate::cpu::ops::preprocess_patchify::PatchGeom;
+use crate::cuda::runtime::executor::{Launch, LaunchCx};
+use crate::graph::ops::{GemmEpilogue, LnIn, LnOut, Op};
+use crate::Result;
+
+use attention::{attn_relpos, AttnRelposInputs, AttnRelposShape};
+use cast_rows::CastRowsShape;
+use gemm::{Conv3x3Shape, Epilogue, GemmScales, GemmShape};
+use layer_norm::{layer_norm_ex, LayerNormShape, LnInput, LnOutput, LnScale};
+use residual_init::ResidualInitShape;
+
+/// Each op of the vocabulary launches through its family's launcher; the executor knows
+/// nothing of the families.
+impl Launch for Op {
+    fn launch(&self, cx: &LaunchCx<'_>) -> Result<()> {
+        let (gpu, s) = (cx.gpu, &**cx.stream);
+        match self {
+            Op::PreprocessPatchify(p) => {
+                let geom = PatchGeom {
+                    img_size: p.img_size,
+                    patch: p.patch,
+                };
+                preprocess_patchify::preprocess_patchify(
+                    gpu,
+                    s,
+                    &cx.buf::<u8>(p.image),
+                    &cx.buf::<i32>(p.sizes),
+                    p.batch,
+                    geom,
+                    &mut cx.buf::<u16>(p.patches),
+                )
+            }
+            Op::ResidualInit(r) => residual_init::residual_init(
+                gpu,
+                s,
+                &cx.weight::<u16>(r.pos_embed),
+                &mut cx.buf::<f32>(r.residual),
+                ResidualInitShape {
+                    batch: r.batch,
+                    tokens: r.tokens,
+                    dim: r.dim,
+                },
+            ),
+            Op::Gemm(g) => {
+                let rs = g.row_scale.map(|b| cx.buf::<f32>(b));
+                let scales = GemmScales {
+                    row_scale: rs.as_ref().map(|v| v as &dyn DevicePtr<f32>),
+                    in_scale: g.in_scale,
+                    out_scale: g.out_scale,
+                };
+                let bias = g.bias.map(|b| cx.weight::<f32>(b));
+                let (mut out16, mut out32) = (cx.buf::<u16>(g.out), cx.buf::<f32>(g.out));
+                let epilogue = match g.epilogue {
+                    GemmEpilogue::Bias => Epilogue::Bias(&mut out16),
+                    GemmEpilogue::BiasGelu => Epilogue::BiasGelu(&mut out16),
+                    GemmEpilogue::BiasResidual => Epilogue::BiasResidual(&mut out32),
+                };
+                gemm::gemm(
+                    gpu,
+                    s,
+                    &cx.buf::<u16>(g.a),
+                    &cx.weight::<u16>(g.weight),
+                    bias.as_ref().map(|v| v as &dyn DevicePtr<f32>),
+                    GemmShape {
+                        m: g.m,
+                        n: g.n,
+                        k: g.k,
+                    },
+                    scales,
+                    epilogue,
+                )
+            }
+            Op::LayerNorm(l) => {
+                let (xf, xh) = (cx.buf::<f32>(l.x), cx.buf::<u16>(l.x));
+                let x = match l.input {
+                    LnIn::F32 => LnInput::F32(&xf),
+                    LnIn::F16 => LnInput::F16(&xh),
+                };
+                let rs = l.row_scale.map(|b| cx.buf::<f32>(b));
+                let scale = LnScale {
+                    row_scale: rs.as_ref().map(|v| v as &dyn DevicePtr<f32>),
+                    in_scale: l.in_scale,
+                };
+                let (mut out16, mut out32) = (cx.buf::<u16>(l.out), cx.buf::<f32>(l.out));
+                let output = match l.output {
+                    LnOut::F16 => LnOutput::F16(&mut out16),
+                    LnOut::F32ChannelFirst { tokens } => LnOutput::F32ChannelFirst {
+                        out: &mut out32,
+                        tokens,
+                    },
+                };
+                let shape = LayerNormShape {
+                    rows: l.rows,
+                    dim: l.dim,
+                };
+                let (g, b) = (cx.weight::<f32>(l.gamma), cx.weight::<f32>(l.beta));
+                layer_norm_ex(gpu, s, x, scale, &g, &b, output, shape, l.eps)
+            }
+            Op::AttnRelpos(a) => {
+                let bias = cx.weight::<f32>(a.qkv_bias);
+                let (rh, rw) = (cx.weight::<u16>(a.rel_pos_h), cx.weight::<u16>(a.rel_pos_w));
+                let qkv = cx.buf::<u16>(a.qkv);
+                let inputs = AttnRelposInputs {
+                    qkv: &qkv,
+                    qkv_bias: &bias,
+                    rel_pos_h: &rh,
+                    rel_pos_w: &rw,
+                    q_scale: a.q_scale,
+                    softmax_scale: Some(a.softmax_scale),
+                };
+                let shape = AttnRelposShape {
+                    batch: a.batch,
+                    grid: a.grid,
+                    dim: a.dim,
+                    heads: a.heads,
+                    window: a.window,
+                };
+                attn_relpos(gpu, s, shape, &inputs, &mut cx.buf::<u16>(a.out))
+            }
+            Op::CastRows(c) => cast_rows::cast_rows(
+                gpu,
+                s,
+                &cx.buf::<f32>(c.x),
+                &mut cx.buf::<u16>(c.out),
+                &mut cx.buf::<f32>(c.row_scale),
+                CastRowsShape {
+                    rows: c.rows,
+                    dim: c.dim,
+                },
+            ),
+            Op::Conv3x3(c) => gemm::conv3x3(
+                gpu,
+                s,
+                &cx.buf::<u16>(c.x),
+                &cx.weight::<u16>(c.weight),
+                None,
+                Conv3x3Shape {
+                    batch: c.batch,
+                    h: c.h,
+                    w: c.w,
+                    cin: c.cin,
+                    cout: c.cout,
+                },
+                GemmScales {
+                    row_scale: None,
+                    in_scale: 1.0,
+                    out_scale: c.out_scale,
+                },
+                &mut cx.buf::<u16>(c.out),
+            ),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The generic executor, device side: runs any planned [`Graph`] whose ops can launch, on
+//! one stream over one arena, and replays it as a CUDA graph.
+//!
+//! Per shape key (the encoder's batch size, say) it builds the schedule once, plans it,
+//! allocates the arena, resolves every weight id to its device address and every buffer to
+//! its arena address, and on first run captures the launches as a CUDA graph; later runs
+//! replay it with no allocation. Inputs change between runs as data in fixed buffers, never
+//! as kernel arguments, so one capture serves every input of that shape. External buffers
+//! (device memory the caller owns, e.g. an embedding kept for many decoder runs) are bound
+//! by address; binding another address drops the capture that baked the old one in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DevicePtr};
+
+use super::context::{guarded, GpuContext};
+use super::view::DevView;
+use super::weights::DeviceWeights;
+use crate::graph::buffer::{BufId, Role};
+use crate::graph::ops::OpDesc;
+use crate::graph::planner::{plan, Plan};
+use crate::graph::schedule::{Graph, NodeTime};
+use crate::graph::weights::WeightId;
+use crate::{Error, Result};
+
+/// An op that can launch its kernel, given the addresses of its buffers and weights.
+pub trait Launch: OpDesc {
+    fn launch(&self, cx: &LaunchCx<'_>) -> Result<()>;
+}
+
+/// What a launching op sees: the device, the stream, and typed views of its buffers and
+/// weights (addresses resolved when the schedule was bound).
+pub struct LaunchCx<'a> {
+    pub gpu: &'a GpuContext,
+    pub stream: &'a Arc<CudaStream>,
+    buffers: &'a [(u64, usize)],
+    weights: &'a [(u64, usize)],
+}
+
+impl LaunchCx<'_> {
+    /// Buffer `b` as `len` elements of `T` (the graph's dtype for it).
+    pub fn buf<T>(&self, b: BufId) -> DevView<T> {
+        let (ptr, len) = self.buffers[b.0];
+        // SAFETY: the address was resolved from the plan into the state's arena (or bound
+        // by the caller for an external buffer), which outlives every launch of the state.
+        unsafe { DevView::new(ptr, len, self.stream) }
+    }
+
+    pub fn weight<T>(&self, w: WeightId) -> DevView<T> {
+        let (ptr, len) = self.weights[w.0];
+        // SAFETY: the weight block lives as long as the executor (Arc), which outlives
+        // every launch and captured graph made from it.
+        unsafe { DevView::new(ptr, len, self.stream) }
+    }
+}
+
+/// An instantiated CUDA graph that may move between threads.
+struct CapturedGraph(CudaGraph);
+
+// SAFETY: driver-API handles are not tied to the creating thread; cudarc binds the context
+// before each launch, and the graph is only touched under the executor's mutex, one thread
+// at a time.
+unsafe impl Send for CapturedGraph {}
+
+/// One shape key's schedule, bound to device addresses.
+pub struct Bound<O> {
+    pub graph: Graph<O>,
+    pub plan: Plan,
+    /// Keeps the arena allocated; `buffers` points into it.
+    _arena: CudaSlice<u8>,
+    buffers: Vec<(u64, usize)>,
+    weights: Vec<(u64, usize)>,
+    exec: Option<CapturedGraph>,
+}
+
+/// Builds the schedule for a shape key.
+pub type BuildFn<O> = dyn Fn(usize) -> Result<Graph<O>> + Send + Sync;
+
+pub struct Executor<O> {
+    gpu: Arc<GpuContext>,
+    weights: Arc<DeviceWeights>,
+    build: Box<BuildFn<O>>,
+    states: Mutex<HashMap<usize, Bound<O>>>,
+    use_graphs: bool,
+}
+
+impl<O: Launch> Executor<O> {
+    /// An executor over device `weights` for the schedules `build` makes. CUDA-graph replay
+    /// is on unless `SAMRT_CUDA_GRAPHS=0` (then every run launches node by node).
+    pub fn new(gpu: Arc<GpuContext>, weights: Arc<DeviceWeights>, build: Box<BuildFn<O>>) -> Self {
+        let use_graphs = std::env::var("SAMRT_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        Executor {
+            gpu,
+            weights,
+            build,
+            states: Mutex::new(HashMap::new()),
+            use_graphs,
+        }
+    }
+
+    pub fn gpu(&self) -> &Arc<GpuContext> {
+        &self.gpu
+    }
+
+    pub fn weights(&self) -> &Arc<DeviceWeights> {
+        &self.weights
+    }
+
+    /// Runs `f` on the bound schedule of `key`, binding it on first use. The state is locked
+    /// for the duration, so one context runs one schedule at a time.
+    pub fn with<R>(
+        &self,
+        key: usize,
+        f: impl FnOnce(&Self, &mut Bound<O>) -> Result<R>,
+    ) -> Result<R> {
+        let mut states = self
+            .states
+            .lock()
+            .map_err(|_| Error::Cuda("CUDA executor state poisoned by an earlier panic".into()))?;
+        let st = match states.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.bind(key)?),
+        };
+        f(self, st)
+    }
+
+    fn bind(&self, key: usize) -> Result<Bound<O>> {
+        let graph = (self.build)(key)?;
+        let plan = plan(&graph);
+        let stream = self.gpu.stream();
+        // SAFETY: u8 has no invalid bit patterns; every buffer is written before it is read
+        // (the schedule's first node for each buffer writes it), inputs by the caller.
+        let arena = guarded("allocating the arena", || unsafe {
+            stream.alloc::<u8>(plan.arena_bytes.max(256))
+        })?;
+        let base = {
+            let (p, _g) = arena.device_ptr(stream);
+            p
+        };
+        let buffers = graph
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(k, b)| match b.role {
+                Role::External => (0, b.len),
+                _ => (base + plan.offsets[k] as u64, b.len),
+            })
+            .collect();
+        let weights = graph
+            .weights
+            .entries
+            .iter()
+            .map(|w| Ok((self.weights.address(&w.name, w.dtype, w.len)?, w.len)))
+            .collect::<Result<_>>()?;
+        Ok(Bound {
+            graph,
+            plan,
+            _arena: arena,
+            buffers,
+            weights,
+            exec: None,
+        })
+    }
+
+    /// A view of buffer `b` of a bound schedule, for copying inputs in and outputs out.
+    pub fn view<T>(&self, st: &Bound<O>, b: BufId) -> DevView<T> {
+        let (ptr, len) = st.buffers[b.0];
+        // SAFETY: as in `LaunchCx::buf`; views never outlive the `with` call.
+        unsafe { DevView::new(ptr, len, self.gpu.stream()) }
+    }
+
+    /// Binds external buffer `b` to `len` elements at device address `ptr`, which the caller
+    /// keeps alive for as long as this state may run. A new address drops the captured graph.
+    pub fn bind_external(&self, st: &mut Bound<O>, b: BufId, ptr: u64, len: usize) -> Result<()> {
+        let buf = st.graph.get(b);
+        if buf.role != Role::External || len != buf.len {
+            return Err(Error::Cuda(format!(
+                "binding {} ({:?}, {} elements) to {len} external elements",
+                buf.name, buf.role, buf.len
+            )));
+        }
+        if st.buffers[b.0].0 != ptr {
+            st.buffers[b.0] = (ptr, len);
+            st.exec = None;
+        }
+        Ok(())
+    }
+
+    fn cx<'a>(&'a self, st: &'a Bound<O>) -> LaunchCx<'a> {
+        LaunchCx {
+            gpu: &self.gpu,
+            stream: self.gpu.stream(),
+            buffers: &st.buffers,
+            weights: &st.weights,
+        }
+    }
+
+    fn check_bound(st: &Bound<O>) -> Result<()> {
+        match st
+            .graph
+            .buffers
+            .iter()
+            .zip(&st.buffers)
+            .find(|(b, a)| b.role == Role::External && a.0 == 0)
+        {
+            Some((b, _)) => Err(Error::Cuda(format!(
+                "external buffer {} is not bound",
+                b.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Launches node `k` on the stream, errors naming the node.
+    pub fn run_node(&self, st: &Bound<O>, k: usize) -> Result<()> {
+        let node = &st.graph.nodes[k];
+        node.op
+            .launch(&self.cx(st))
+            .map_err(|e| Error::Cuda(format!("{} ({}): {e}", node.label, node.op.entry_point())))
+    }
+
+    fn run_nodes(&self, st: &Bound<O>) -> Result<()> {
+        (0..st.graph.nodes.len()).try_for_each(|k| self.run_node(st, k))
+    }
+
+    /// Runs the schedule: replays its CUDA graph, capturing it on first use.
+    pub fn run(&self, st: &mut Bound<O>) -> Result<()> {
+        Self::check_bound(st)?;
+        if !self.use_graphs {
+            return self.run_nodes(st);
+        }
+        if st.exec.is_none() {
+            let stream = self.gpu.stream();
+            guarded("beginning CUDA graph capture", || {
+                stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            })?;
+            let r = self.run_nodes(st);
+            let g = guarded("ending CUDA graph capture", || {
+                stream.end_capture(CUgraphInstantiate_flags(0))
+            });
+            r?;
+            let graph =
+                g?.ok_or_else(|| Error::Cuda("CUDA graph capture produced no graph".into()))?;
+            st.exec = Some(CapturedGraph(graph));
+        }
+        let exec = st.exec.as_ref().expect("captured above");
+        guarded("launching the CUDA graph", || exec.0.launch())
+    }
+
+    /// Device time of whole runs (graph replays), with CUDA events around each: one value
+    /// per iteration, in ms.
+    pub fn time_runs(&self, st: &mut Bound<O>, iters: usize) -> Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(iters.max(1));
+        for _ in 0..iters.max(1) {
+            times.push(self.time_once(|| self.run(st))?);
+        }
+        Ok(times)
+    }
+
+    /// Device time of each node, launched eagerly with an event pair around each, in
+    /// schedule order.
+    pub fn time_nodes(&self, st: &Bound<O>, iters: usize) -> Result<Vec<NodeTime>> {
+        Self::check_bound(st)?;
+        let mut out = Vec::with_capacity(st.graph.nodes.len());
+        for (k, node) in st.graph.nodes.iter().enumerate() {
+            let mut t = (0..iters.max(1))
+                .map(|_| self.time_once(|| self.run_node(st, k)))
+                .collect::<Result<Vec<f64>>>()?;
+            t.sort_by(f64::total_cmp);
+            out.push(NodeTime {
+                op: node.op.name(),
+                entry_point: node.op.entry_point(),
+                label: node.label.clone(),
+                median_ms: t[t.len() / 2],
+            });
+        }
+        Ok(out)
+    }
+
+    fn time_once(&self, f: impl FnOnce() -> Result<()>) -> Result<f64> {
+        let ctx = self.gpu.context();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = guarded("creating a CUDA event", || ctx.new_event(flags))?;
+        let end = guarded("creating a CUDA event", || ctx.new_event(flags))?;
+        let stream = self.gpu.stream();
+        guarded("recording a CUDA event", || start.record(stream))?;
+        f()?;
+        guarded("recording a CUDA event", || end.record(stream))?;
+        guarded("waiting for a CUDA event", || end.synchronize())?;
+        Ok(guarded("reading CUDA event times", || start.elapsed_ms(&end))? as f64)
+    }
+}

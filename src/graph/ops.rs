@@ -1,0 +1,310 @@
+//! The op vocabulary of the CUDA schedules: one variant per kernel family, with typed
+//! parameters that name their buffers and weights, and the one function per family that
+//! picks the kernel entry point. An op's name is its entry point without the dtype and
+//! variant suffix (`gemm_bias_gelu` launches `gemm_bias_gelu_f16`, `attn_relpos` launches
+//! `attn_relpos_s14_d64_f16`); the same name is the kernel family's file in `kernels/`,
+//! `cuda/ops/` and `cpu/ops/` (the gemm epilogues and conv3x3 share `gemm`).
+//!
+//! Selection lives here, host-side, so a plan names the kernels it will launch without a
+//! device; the launchers call these same functions.
+
+use crate::graph::buffer::BufId;
+use crate::graph::weights::WeightId;
+
+/// What the planner, the executor and `samrt info --graph` need to know of an op.
+pub trait OpDesc {
+    /// The op's name (see the module docs).
+    fn name(&self) -> &'static str;
+    /// The kernel entry point it launches.
+    fn entry_point(&self) -> String;
+    /// Buffers read, then buffers written (a buffer updated in place is in both).
+    fn reads(&self) -> Vec<BufId>;
+    fn writes(&self) -> Vec<BufId>;
+    fn weights(&self) -> Vec<WeightId>;
+}
+
+/// GEMM epilogues, as in `kernels/gemm.cu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmEpilogue {
+    /// `out = f16(out_scale * y)`.
+    Bias,
+    /// `out = f16(out_scale * gelu_erf(y))`.
+    BiasGelu,
+    /// `residual += y` on the fp32 residual stream (in place).
+    BiasResidual,
+}
+
+impl GemmEpilogue {
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmEpilogue::Bias => "gemm_bias",
+            GemmEpilogue::BiasGelu => "gemm_bias_gelu",
+            GemmEpilogue::BiasResidual => "gemm_bias_residual",
+        }
+    }
+
+    /// The kernel entry point of this epilogue.
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            GemmEpilogue::Bias => "gemm_bias_f16",
+            GemmEpilogue::BiasGelu => "gemm_bias_gelu_f16",
+            GemmEpilogue::BiasResidual => "gemm_bias_residual_f16",
+        }
+    }
+}
+
+/// The dtype a LayerNorm reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LnIn {
+    F16,
+    F32,
+}
+
+/// Where a LayerNorm writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LnOut {
+    /// fp16 token-major `[rows, dim]`.
+    F16,
+    /// fp32 channel-first `[batch, dim, tokens]` (the image embedding).
+    F32ChannelFirst { tokens: usize },
+}
+
+/// The LayerNorm kernel for an input dtype and output layout; None where no kernel exists
+/// (fp32 input with channel-first output).
+pub fn layer_norm_entry(input: LnIn, output: LnOut) -> Option<&'static str> {
+    match (input, output) {
+        (LnIn::F16, LnOut::F16) => Some("layer_norm_f16"),
+        (LnIn::F32, LnOut::F16) => Some("layer_norm_f32_f16"),
+        (LnIn::F16, LnOut::F32ChannelFirst { .. }) => Some("layer_norm_f16_f32_cf"),
+        (LnIn::F32, LnOut::F32ChannelFirst { .. }) => None,
+    }
+}
+
+/// The encoder attention kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnRelposVariant {
+    /// `attn_relpos_s14_d*`: S = 14 compile-time (SAM's windows).
+    Side14,
+    /// `attn_relpos_s64_d*`: S = 64 compile-time, a key tile is one key row and `rel_w`
+    /// stays in registers (global attention at 1024 px).
+    Side64,
+    /// `attn_relpos_any_d*`: S is a kernel argument (other image sizes and windows).
+    AnySide,
+}
+
+impl AttnRelposVariant {
+    /// The one place that maps the attended side S to a kernel variant: a compile-time
+    /// instantiation where S has one, else the run-time-S kernel.
+    pub fn for_side(window: usize) -> Self {
+        match window {
+            14 => AttnRelposVariant::Side14,
+            64 => AttnRelposVariant::Side64,
+            _ => AttnRelposVariant::AnySide,
+        }
+    }
+
+    /// `attn_relpos_{s14|s64|any}_d{head_dim}_f16`.
+    pub fn entry_point(self, head_dim: usize) -> String {
+        let side = match self {
+            AttnRelposVariant::Side14 => "s14",
+            AttnRelposVariant::Side64 => "s64",
+            AttnRelposVariant::AnySide => "any",
+        };
+        format!("attn_relpos_{side}_d{head_dim}_f16")
+    }
+}
+
+/// Resized uint8 images -> normalised, zero-padded, patch-major fp16 rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreprocessPatchify {
+    /// `[batch, img, img, 3]` u8 and `[batch, 2]` i32 (h, w) in; `[batch*grid^2, 3*p*p]` out.
+    pub image: BufId,
+    pub sizes: BufId,
+    pub patches: BufId,
+    pub batch: usize,
+    pub img_size: usize,
+    pub patch: usize,
+}
+
+/// `residual[b] = pos_embed` for every image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResidualInit {
+    pub pos_embed: WeightId,
+    pub residual: BufId,
+    pub batch: usize,
+    pub tokens: usize,
+    pub dim: usize,
+}
+
+/// `y = (a @ w^T) * in_scale * row_scale[m] + bias`, then the epilogue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemm {
+    /// fp16 `[m, k]`.
+    pub a: BufId,
+    /// fp16 `[n, k]`.
+    pub weight: WeightId,
+    pub bias: Option<WeightId>,
+    /// fp16 `[m, n]`, or the fp32 residual `[m, n]` for [`GemmEpilogue::BiasResidual`].
+    pub out: BufId,
+    pub epilogue: GemmEpilogue,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// True A = stored A * in_scale (undoes the producer's storage scale).
+    pub in_scale: f32,
+    /// Stored output = out_scale * y (fp16 epilogues only).
+    pub out_scale: f32,
+    /// Per-row scales of A, as [`CastRows`] writes them.
+    pub row_scale: Option<BufId>,
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    pub x: BufId,
+    pub input: LnIn,
+    /// True input = stored * in_scale (* row_scale[row] when given).
+    pub in_scale: f32,
+    pub row_scale: Option<BufId>,
+    pub gamma: WeightId,
+    pub beta: WeightId,
+    pub out: BufId,
+    pub output: LnOut,
+    pub rows: usize,
+    pub dim: usize,
+    pub eps: f32,
+}
+
+/// Windowed or global attention with the decomposed relative-position bias, heads split
+/// from the packed qkv rows in-kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttnRelpos {
+    pub qkv: BufId,
+    /// The qkv bias (scaled like the stored qkv) stands in for padding tokens.
+    pub qkv_bias: WeightId,
+    pub rel_pos_h: WeightId,
+    pub rel_pos_w: WeightId,
+    pub out: BufId,
+    pub batch: usize,
+    pub grid: usize,
+    /// The attended side: the window for windowed blocks, `grid` for global ones.
+    pub window: usize,
+    pub heads: usize,
+    pub dim: usize,
+    /// q scale (1/alpha) and the softmax scale divided by alpha (k is scaled too).
+    pub q_scale: f32,
+    pub softmax_scale: f32,
+}
+
+impl AttnRelpos {
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads.max(1)
+    }
+}
+
+/// fp32 rows -> fp16 rows with exact per-row power-of-two scales.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CastRows {
+    pub x: BufId,
+    pub out: BufId,
+    pub row_scale: BufId,
+    pub rows: usize,
+    pub dim: usize,
+}
+
+/// 3x3 convolution, padding 1, as an implicit GEMM on NHWC fp16.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv3x3 {
+    pub x: BufId,
+    /// `[cout][3][3][cin]`, as `cpu::ops::gemm::conv3x3_weight_layout` lays it out.
+    pub weight: WeightId,
+    pub out: BufId,
+    pub batch: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub out_scale: f32,
+}
+
+/// One node's work.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    PreprocessPatchify(PreprocessPatchify),
+    ResidualInit(ResidualInit),
+    Gemm(Gemm),
+    LayerNorm(LayerNorm),
+    AttnRelpos(AttnRelpos),
+    CastRows(CastRows),
+    Conv3x3(Conv3x3),
+}
+
+impl OpDesc for Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::PreprocessPatchify(_) => "preprocess_patchify",
+            Op::ResidualInit(_) => "residual_init",
+            Op::Gemm(g) => g.epilogue.name(),
+            Op::LayerNorm(_) => "layer_norm",
+            Op::AttnRelpos(_) => "attn_relpos",
+            Op::CastRows(_) => "cast_rows",
+            Op::Conv3x3(_) => "conv3x3",
+        }
+    }
+
+    fn entry_point(&self) -> String {
+        match self {
+            Op::PreprocessPatchify(_) => "preprocess_patchify_f16".into(),
+            Op::ResidualInit(_) => "residual_init_f32".into(),
+            Op::Gemm(g) => g.epilogue.entry_point().into(),
+            Op::LayerNorm(l) => layer_norm_entry(l.input, l.output)
+                .unwrap_or("(no kernel)")
+                .into(),
+            Op::AttnRelpos(a) => AttnRelposVariant::for_side(a.window).entry_point(a.head_dim()),
+            Op::CastRows(_) => "cast_rows_f16".into(),
+            Op::Conv3x3(_) => "conv3x3_f16".into(),
+        }
+    }
+
+    fn reads(&self) -> Vec<BufId> {
+        match self {
+            Op::PreprocessPatchify(p) => vec![p.image, p.sizes],
+            Op::ResidualInit(_) => vec![],
+            Op::Gemm(g) => {
+                let mut r = vec![g.a];
+                r.extend(g.row_scale);
+                if g.epilogue == GemmEpilogue::BiasResidual {
+                    r.push(g.out);
+                }
+                r
+            }
+            Op::LayerNorm(l) => std::iter::once(l.x).chain(l.row_scale).collect(),
+            Op::AttnRelpos(a) => vec![a.qkv],
+            Op::CastRows(c) => vec![c.x],
+            Op::Conv3x3(c) => vec![c.x],
+        }
+    }
+
+    fn writes(&self) -> Vec<BufId> {
+        match self {
+            Op::PreprocessPatchify(p) => vec![p.patches],
+            Op::ResidualInit(r) => vec![r.residual],
+            Op::Gemm(g) => vec![g.out],
+            Op::LayerNorm(l) => vec![l.out],
+            Op::AttnRelpos(a) => vec![a.out],
+            Op::CastRows(c) => vec![c.out, c.row_scale],
+            Op::Conv3x3(c) => vec![c.out],
+        }
+    }
+
+    fn weights(&self) -> Vec<WeightId> {
+        match self {
+            Op::PreprocessPatchify(_) | Op::CastRows(_) => vec![],
+            Op::ResidualInit(r) => vec![r.pos_embed],
+            Op::Gemm(g) => std::iter::once(g.weight).chain(g.bias).collect(),
+            Op::LayerNorm(l) => vec![l.gamma, l.beta],
+            Op::AttnRelpos(a) => vec![a.qkv_bias, a.rel_pos_h, a.rel_pos_w],
+            Op::Conv3x3(c) => vec![c.weight],
+        }
+    }
+}

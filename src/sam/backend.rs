@@ -1,0 +1,231 @@
+//! Where the image encoder runs. A [`Sam`](crate::Sam) holds one [`EncoderBackend`], chosen
+//! when it is loaded; this file is the one place where the `cuda` feature decides what a
+//! device means, so neither `Sam` nor the CLI has feature branches. The prompt encoder and
+//! mask decoder run on the CPU for now (the device decoder will add itself here).
+
+use crate::cpu::model::image_encoder::ImageEncoder;
+use crate::cpu::ops::preprocess_patchify::preprocess;
+use crate::error::{Error, Result};
+use crate::graph::schedule::NodeTime;
+use crate::io::config::EncoderConfig;
+use crate::io::image::rgb::RgbImage;
+use crate::io::weights::WeightSource;
+
+/// Where the image encoder runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComputeDevice {
+    Cpu,
+    /// A CUDA device by ordinal (needs the `cuda` feature and the NVIDIA driver).
+    Cuda(usize),
+}
+
+/// Whether this build has the CUDA backend (the `cuda` feature).
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+/// One image's embedding `[out_chans, grid, grid]` and its resized (h, w) before padding.
+pub type Embedded = (Vec<f32>, (usize, usize));
+
+/// What a device backend reports about its device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: u32,
+    /// e.g. 13000 for a CUDA 13.0 driver.
+    pub driver_version: i32,
+}
+
+/// An image encoder on some device.
+pub trait EncoderBackend: Send + Sync {
+    /// Where it runs, in words ("CPU", "CUDA device 0 (NVIDIA H100)").
+    fn description(&self) -> String;
+    /// Most images one [`EncoderBackend::embed`] call takes.
+    fn max_batch(&self) -> usize;
+    /// Embeds up to [`EncoderBackend::max_batch`] images (resize, normalise, pad, encode).
+    fn embed(&self, images: &[&RgbImage]) -> Result<Vec<Embedded>>;
+    /// The f32 encoder, when this backend is the CPU (its blocks are driven directly by
+    /// tests and benchmarks).
+    fn cpu_encoder(&self) -> Option<&ImageEncoder> {
+        None
+    }
+    /// The device, for a device backend.
+    fn device(&self) -> Option<DeviceSummary> {
+        None
+    }
+    /// Device time of whole encodes of `batch` copies of `img` (after one warm-up), ms.
+    fn time_runs(&self, img: &RgbImage, batch: usize, iters: usize) -> Result<Vec<f64>> {
+        let _ = (img, batch, iters);
+        Err(not_a_device(&self.description()))
+    }
+    /// Device time of each kernel of one encode of `batch` images, in schedule order.
+    fn time_kernels(&self, img: &RgbImage, batch: usize, iters: usize) -> Result<Vec<NodeTime>> {
+        let _ = (img, batch, iters);
+        Err(not_a_device(&self.description()))
+    }
+    /// Planned device memory for `batch` images: (weight bytes, arena bytes).
+    fn planned_bytes(&self, batch: usize) -> Option<(usize, usize)> {
+        let _ = batch;
+        None
+    }
+}
+
+fn not_a_device(what: &str) -> Error {
+    Error::Unsupported(format!("device timing of an encoder on the {what}"))
+}
+
+/// The f32 CPU encoder, image by image.
+pub struct CpuBackend(pub ImageEncoder);
+
+impl EncoderBackend for CpuBackend {
+    fn description(&self) -> String {
+        "CPU".into()
+    }
+
+    /// One: images are encoded (and checked by `Sam`) one after the other, as `embed` does.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn embed(&self, images: &[&RgbImage]) -> Result<Vec<Embedded>> {
+        let target = self.0.config().img_size;
+        images
+            .iter()
+            .map(|img| {
+                let (x, input_size) = preprocess(img, target)?;
+                Ok((self.0.forward(&x)?, input_size))
+            })
+            .collect()
+    }
+
+    fn cpu_encoder(&self) -> Option<&ImageEncoder> {
+        Some(&self.0)
+    }
+}
+
+/// The image encoder on `device`, built from `w`. For CUDA its fp16 weights are copied to
+/// the device once; no CPU encoder is built.
+pub fn open(
+    device: ComputeDevice,
+    w: &dyn WeightSource,
+    cfg: &EncoderConfig,
+) -> Result<Box<dyn EncoderBackend>> {
+    match device {
+        ComputeDevice::Cpu => Ok(Box::new(CpuBackend(ImageEncoder::load(w, cfg)?))),
+        ComputeDevice::Cuda(ordinal) => cuda::open(ordinal, w, cfg),
+    }
+}
+
+/// Most images one CUDA encoder run takes.
+pub const CUDA_MAX_BATCH: usize = crate::cuda::model::encoder::MAX_BATCH;
+
+/// The CUDA encoder's schedule and arena plan for `batch` images. Host-only: it needs no
+/// device and builds without the `cuda` feature (`samrt info --graph`).
+pub fn plan_cuda_encoder(
+    w: &dyn WeightSource,
+    cfg: &EncoderConfig,
+    batch: usize,
+) -> Result<crate::cuda::model::encoder::EncoderPlan> {
+    crate::cuda::model::encoder::plan_encoder(w, cfg, batch)
+}
+
+/// CUDA device 0 when the driver and a usable device are present; a clear error otherwise
+/// (no feature, no driver, no device).
+pub fn probe_cuda() -> Result<ComputeDevice> {
+    cuda::probe()
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::sync::Arc;
+
+    use super::{ComputeDevice, DeviceSummary, Embedded, EncoderBackend};
+    use crate::cuda::model::encoder::MAX_BATCH;
+    use crate::cuda::model::encoder_exec::CudaEncoder;
+    use crate::cuda::runtime::context::{cuda_available, GpuContext};
+    use crate::graph::schedule::NodeTime;
+    use crate::io::config::EncoderConfig;
+    use crate::io::image::rgb::RgbImage;
+    use crate::io::weights::WeightSource;
+    use crate::Result;
+
+    pub fn open(
+        ordinal: usize,
+        w: &dyn WeightSource,
+        cfg: &EncoderConfig,
+    ) -> Result<Box<dyn EncoderBackend>> {
+        let gpu = Arc::new(GpuContext::with_device(ordinal)?);
+        Ok(Box::new(CudaEncoder::new(gpu, w, cfg)?))
+    }
+
+    pub fn probe() -> Result<ComputeDevice> {
+        Ok(ComputeDevice::Cuda(cuda_available()?.ordinal))
+    }
+
+    impl EncoderBackend for CudaEncoder {
+        fn description(&self) -> String {
+            let i = self.gpu().info();
+            format!("CUDA device {} ({})", i.ordinal, i.name)
+        }
+
+        fn max_batch(&self) -> usize {
+            MAX_BATCH
+        }
+
+        fn embed(&self, images: &[&RgbImage]) -> Result<Vec<Embedded>> {
+            self.embed_batch(images)
+        }
+
+        fn device(&self) -> Option<DeviceSummary> {
+            let i = self.gpu().info();
+            Some(DeviceSummary {
+                ordinal: i.ordinal,
+                name: i.name.clone(),
+                compute_capability: i.compute_capability,
+                multiprocessors: i.multiprocessors,
+                driver_version: i.driver_version,
+            })
+        }
+
+        fn time_runs(&self, img: &RgbImage, batch: usize, iters: usize) -> Result<Vec<f64>> {
+            self.time_replays(img, batch, iters)
+        }
+
+        fn time_kernels(
+            &self,
+            img: &RgbImage,
+            batch: usize,
+            iters: usize,
+        ) -> Result<Vec<NodeTime>> {
+            self.time_nodes(img, batch, iters)
+        }
+
+        fn planned_bytes(&self, batch: usize) -> Option<(usize, usize)> {
+            Some(CudaEncoder::planned_bytes(self, batch))
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::{ComputeDevice, EncoderBackend};
+    use crate::io::config::EncoderConfig;
+    use crate::io::weights::WeightSource;
+    use crate::{Error, Result};
+
+    fn unbuilt() -> Error {
+        Error::Unsupported("this samrt was built without the `cuda` feature".into())
+    }
+
+    pub fn open(
+        _: usize,
+        _: &dyn WeightSource,
+        _: &EncoderConfig,
+    ) -> Result<Box<dyn EncoderBackend>> {
+        Err(unbuilt())
+    }
+
+    pub fn probe() -> Result<ComputeDevice> {
+        Err(unbuilt())
+    }
+}

@@ -1,0 +1,6 @@
+//! The public API: [`predictor::Sam`] (load, embed, predict), the backend that runs the
+//! image encoder ([`backend`]), and saved image embeddings ([`embedding_file`]).
+
+pub mod backend;
+pub mod embedding_file;
+pub mod predictor;
