@@ -4,8 +4,8 @@
 //! The tree tells the design: [`sam`] is the API, [`io`] reads and writes files, [`amg`] is
 //! the automatic mask generator, [`cpu`] and [`cuda`] are the two backends (each a `model`
 //! over its `ops`), and [`graph`] is the host side of a scheduled graph of named ops over one
-//! planned arena. Imports run one way: sam -> amg/cpu/cuda -> graph/io -> error
-//! (`tools/check_layout.py` checks that no import circles back).
+//! planned arena. Imports run one way: amg -> sam -> cuda -> cpu -> io -> error, with graph
+//! under cuda and sam (`tools/check_layout.py` checks that no import circles back).
 pub mod amg;
 pub mod cpu;
 pub mod cuda;

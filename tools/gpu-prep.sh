@@ -3,7 +3,7 @@
 # everything the device machine needs into gpu-carry/ (git-ignored), so one `run` call with
 # carry ["gpu-carry"] and command `bash tools/gpu-run.sh` does the whole GPU check.
 #   gpu-carry/bin/samrt            the CLI built with --features cuda
-#   gpu-carry/bin/<test>-<hash>    the tests that need a GPU (tests/cuda_*.rs), stripped
+#   gpu-carry/bin/<test>-<hash>    the tests that need a GPU (tests/cuda_*), stripped
 # The tracked tree (fixtures included) is about 44 MB of the 64 MiB a call may carry, so
 # only what needs the GPU travels; the other tests run here.
 #   gpu-carry/whl/                 the segment_anything wheel (the GPU image lacks it)

@@ -26,10 +26,10 @@ for t in gpu-carry/bin/*-*; do
   "$t" --nocapture $extra > "$OUT/test-$name.log" 2>&1 || { echo "FAILED: $name"; status=1; }
   tail -n 3 "$OUT/test-$name.log"
 done
-# compute-sanitizer on every kernel test binary (memcheck and racecheck).
+# compute-sanitizer on the kernel test binary, every op's table rows and launch checks
+# (memcheck and racecheck).
 if command -v compute-sanitizer >/dev/null; then
-  for kt in gpu-carry/bin/cuda_kernels-* gpu-carry/bin/cuda_gemm-* gpu-carry/bin/cuda_attention-* \
-            gpu-carry/bin/cuda_encoder_ops-*; do
+  for kt in gpu-carry/bin/cuda_ops-*; do
     [ -x "$kt" ] || continue
     kn="$(basename "$kt")"
     for tool in memcheck racecheck; do

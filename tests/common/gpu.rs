@@ -1,6 +1,6 @@
 //! Helpers of the CUDA test files: the GPU or a reasoned skip (a failure under
-//! `SAMRT_REQUIRE_GPU=1`), a seeded generator that prints its seed, fp16 rounding and an
-//! elementwise closeness check.
+//! `SAMRT_REQUIRE_GPU=1`), a seeded generator that prints its seed, fp16 rounding and
+//! elementwise closeness checks.
 
 use samrt::cuda::GpuContext;
 
@@ -88,5 +88,30 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         "{what}: element {i} got {} want {} (atol {atol}, rtol {rtol})",
         got[i],
         want[i]
+    );
+}
+
+/// Asserts |got - want| <= tol elementwise; reports the worst element and the max error.
+pub fn assert_within(what: &str, got: &[f32], want: &[f32], tol: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert_eq!(tol.len(), want.len(), "{what}: tolerance length");
+    let mut worst = (0usize, f32::NEG_INFINITY);
+    let mut max_abs = 0.0f32;
+    for (i, ((&g, &w), &t)) in got.iter().zip(want).zip(tol).enumerate() {
+        assert!(g.is_finite(), "{what}: non-finite {g} at {i} (want {w})");
+        let err = (g - w).abs();
+        max_abs = max_abs.max(err);
+        if err - t > worst.1 {
+            worst = (i, err - t);
+        }
+    }
+    println!("{what}: max |err| = {max_abs:.3e}");
+    let (i, excess) = worst;
+    assert!(
+        excess <= 0.0,
+        "{what}: element {i} got {} want {} (tolerance {})",
+        got[i],
+        want[i],
+        tol[i]
     );
 }

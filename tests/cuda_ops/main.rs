@@ -1,0 +1,345 @@
+//! Every CUDA op against its CPU reference, from one table in the style of ggml's
+//! test-backend-ops. Each row of `op_cases!` below is a [`Case`] (the op, its shapes, the
+//! dtypes, scales or storage to exercise, sizes awkward for the kernel's tiles) and becomes
+//! one #[test] named after the row: a failure names the op and the case, the harness runs the
+//! rows in parallel (vgpu is slow), and `cargo test --test cuda_ops attn_relpos` runs one op.
+//! One runner per op family (the modules below) draws fresh random inputs (the seed is
+//! printed; `SAMRT_TEST_SEED` replays it), runs the op on the GPU (or vgpu, the PTX simulator
+//! posing as libcuda) and compares with the CPU reference (`refs`, which also checks the
+//! attention references against direct formulas, or the library's CPU twin of the op) at a
+//! tolerance whose reason it states.
+//!
+//! Inputs are rounded to fp16 before the reference sees them, so each comparison measures
+//! the kernel (fp32 accumulation, fp16 output rounding), not the input quantisation. Without
+//! an NVIDIA driver or GPU every row prints why it skips and passes (`SAMRT_REQUIRE_GPU=1`
+//! makes it fail instead). Shape and launch validation, which needs no table, is in
+//! `validation`.
+//!
+//! A new op needs a `Case` variant, its rows, a runner (an arm of [`run`]) and its CPU
+//! reference.
+#![cfg(feature = "cuda")]
+
+mod attention;
+#[path = "../common/mod.rs"]
+mod common;
+mod encoder_glue;
+mod gemm;
+mod layer_norm;
+mod mask_ops;
+mod refs;
+mod validation;
+
+use common::gpu::{gpu_or_skip, Rng};
+
+use attention::QkvStorage::{self, Plain, ScaledQ, ScaledQkv};
+use cudarc::driver::CudaSlice;
+use gemm::{halved, norows, overflow, plain, rows, ScaleCase};
+use refs::Epi::{Bias, Gelu, Residual};
+use samrt::cuda::ops::attention::{AttnPlainShape, AttnRelposShape};
+use samrt::cuda::ops::gemm::{Conv3x3Shape, GemmShape};
+use samrt::cuda::ops::preprocess_patchify::PatchGeom;
+use samrt::cuda::ops::residual_init::ResidualInitShape;
+use samrt::cuda::GpuContext;
+
+/// `name: case,` rows -> `#[test] fn name() { run("name", case) }`.
+macro_rules! op_cases {
+    ($($name:ident: $case:expr,)*) => {
+        $(#[test] fn $name() { run(stringify!($name), $case) })*
+    };
+}
+
+op_cases! {
+    // ---- gemm(m, n, k, epilogue): the tensor-core GEMM, tiles 128 x 128 x 32 (BK)
+    // M not a multiple of 128, N and K multiples of 8 but not of the 128/32 tiles.
+    gemm_bias_4100x776x776: gemm(4100, 776, 776, plain(Bias)),
+    gemm_bias_1x2x8: gemm(1, 2, 8, plain(Bias)),
+    gemm_bias_gelu_4097x3080x768: gemm(4097, 3080, 768, plain(Gelu)),
+    // N even but not a multiple of 8; K = 3080 = 96 full BK tiles + a 8-wide tail.
+    gemm_bias_residual_4099x770x3080: gemm(4099, 770, 3080, plain(Residual)),
+    gemm_bias_residual_130x130x40: gemm(130, 130, 40, plain(Residual)),
+    // Scales on every epilogue, with and without bias and row scales 2^-3..2^4 (`rows`):
+    // 2 x 2 tiles, the second of each ragged; K = 200 = 6 BK tiles + an 8-wide tail.
+    gemm_scales_bias_nobias_rows: gemm(200, 138, 200, rows(Bias, 0.75, 0.25).no_bias()),
+    gemm_scales_bias_rows: gemm(200, 138, 200, rows(Bias, 0.5, 2.0)),
+    gemm_scales_gelu_rows: gemm(200, 138, 200, rows(Gelu, 0.25, 0.125)),
+    gemm_scales_gelu_nobias_norows: gemm(200, 138, 200, norows(Gelu, 1.5, 0.5).no_bias()),
+    gemm_scales_residual_rows: gemm(200, 138, 200, rows(Residual, 0.5, 1.0)),
+    gemm_scales_residual_nobias_norows:
+        gemm(200, 138, 200, norows(Residual, 3.0, 1.0).no_bias()),
+    // Values that overflow fp16 (|y| up to ~6e5 > 65504) stay finite with out_scale 2^-4; the
+    // point of the rows: most outputs (over 1/2) would be inf in fp16 without out_scale.
+    gemm_overflow_bias_136x130x136: gemm(136, 130, 136, overflow(Bias, 1.0 / 16.0, 2)),
+    gemm_overflow_gelu_136x130x136: gemm(136, 130, 136, overflow(Gelu, 1.0 / 16.0, 2)),
+    gemm_overflow_residual_136x130x136: gemm(136, 130, 136, overflow(Residual, 1.0, 2)),
+
+    // ---- conv3x3(batch, h, w, cin, cout, epilogue): implicit GEMM, K = 9 cin
+    // `plain`: bias, no scales; `halved`: no bias, row scales, in_scale 1/2, out_scale 1/4.
+    conv3x3_b2_5x5_16to16: conv3x3(2, 5, 5, 16, 16, plain(Bias)),
+    conv3x3_b2_5x5_32to32: conv3x3(2, 5, 5, 32, 32, halved()),
+    conv3x3_b2_7x9_16to16: conv3x3(2, 7, 9, 16, 16, halved()),
+    conv3x3_b2_7x9_32to32: conv3x3(2, 7, 9, 32, 32, plain(Bias)),
+    // Cout over one 128-wide tile and not a multiple of it; M = 162 over two M tiles, with
+    // an image boundary inside the first.
+    conv3x3_b2_9x9_32to136: conv3x3(2, 9, 9, 32, 136, halved()),
+    // Cin 8: four taps per BK stage; Cin 24: taps straddle stages.
+    conv3x3_b2_7x9_8to18: conv3x3(2, 7, 9, 8, 18, halved()),
+    conv3x3_b2_5x7_24to40: conv3x3(2, 5, 7, 24, 40, plain(Bias)),
+    // The neck's channel count on a small map: K = 2304, 72 stages.
+    conv3x3_b1_6x8_256to256: conv3x3(1, 6, 8, 256, 256, halved()),
+    // K = 144: acc ~ 81 (up to 144), times 2048 * row_scale (1 or 2): |y| up to ~6e5; over
+    // 1/4 of the outputs would overflow fp16 without out_scale 2^-4.
+    conv3x3_overflow_b2_7x9_16to32: conv3x3(2, 7, 9, 16, 32, overflow(Bias, 1.0 / 16.0, 4)),
+
+    // ---- relpos(batch, grid, dim, heads, window, qkv storage): encoder attention with the
+    // decomposed relative position; head_dim = dim / heads. vit_b/l/h shapes (grid 64):
+    attn_relpos_windowed_hd64: relpos(2, 64, 128, 2, 14, Plain),
+    attn_relpos_windowed_hd80: relpos(1, 64, 160, 2, 14, Plain),
+    attn_relpos_global_hd64: relpos(1, 64, 128, 2, 64, Plain),
+    attn_relpos_global_hd80: relpos(1, 64, 160, 2, 64, Plain),
+    // Other image sizes: img_size 256 -> grid 16, 320 -> 20, 480 -> 30, and a tiny grid 7.
+    attn_relpos_global_s16_hd64: relpos(2, 16, 128, 2, 16, ScaledQ(0.25)),
+    attn_relpos_global_s20_hd80: relpos(1, 20, 160, 2, 20, ScaledQkv(0.25)),
+    // 49 keys: one key tile with 15 masked columns; 13-row rel tables.
+    attn_relpos_global_s7_hd64: relpos(2, 7, 64, 1, 7, Plain),
+    // 2x2 windows of 14 over 16 padded to 28: three of four windows hold padding.
+    attn_relpos_windowed_grid16_hd64: relpos(2, 16, 128, 2, 14, ScaledQ(0.25)),
+    attn_relpos_windowed_grid20_hd80: relpos(2, 20, 80, 1, 14, Plain),
+    // 3x3 windows over 30 padded to 42.
+    attn_relpos_windowed_grid30_hd64: relpos(1, 30, 64, 1, 14, ScaledQkv(0.25)),
+    // Window 8 takes the run-time-S kernel: 8 over 20 padded to 24 (3x3 windows, 64 keys
+    // each). A window larger than the grid (the s14 kernel, 14 over 5: one window, 171 of
+    // its 196 tokens padding).
+    attn_relpos_grid20_window8: relpos(2, 20, 160, 2, 8, ScaledQ(0.5)),
+    attn_relpos_grid5_window14: relpos(2, 5, 64, 1, 14, ScaledQ(0.5)),
+
+    // ---- plain_attn(batch, heads, head_dim, lq, lk): the decoder's attention
+    attn_plain_hd16_7x4096: plain_attn(2, 8, 16, 7, 4096), // token to image
+    attn_plain_hd32_4100x7: plain_attn(1, 8, 32, 4100, 7), // image to token
+    attn_plain_hd64_100x333: plain_attn(2, 3, 64, 100, 333),
+
+    // ---- LayerNorm, fp16 output, fp32 (residual stream) or fp16 input
+    layer_norm_f32_residual_input: LayerNorm { rows: 4099, dim: 768, f32_in: true, eps: 1e-6 },
+    layer_norm_f16_input_d1280: LayerNorm { rows: 4100, dim: 1280, f32_in: false, eps: 1e-6 },
+    // 264 columns: the last 256-column chunk is almost empty.
+    layer_norm_f16_input_d264: LayerNorm { rows: 333, dim: 264, f32_in: false, eps: 1e-5 },
+    layer_norm_f16_input_d2048: LayerNorm { rows: 65, dim: 2048, f32_in: false, eps: 1e-5 },
+    // The per-row scaled fp16 cast, then LayerNorm of it with the row scales (and of the
+    // fp32 rows divided by them). 264 columns: the last 256-column chunk of a warp's loop
+    // holds 8 values.
+    cast_rows_ln_d264: CastRowsLayerNorm { rows: 77, dim: 264, f32_ln_check: true },
+    cast_rows_ln_d768: CastRowsLayerNorm { rows: 23, dim: 768, f32_ln_check: false },
+    // A scalar in_scale (and per-row scales on top): 2^-10 makes the true std ~1e-3, the
+    // variance ~1.3e-6 against eps 1e-6; 0.37 is not a power of two.
+    layer_norm_in_scale_2pow_minus10: LayerNormInScale { in_scale: 1.0 / 1024.0, per_row: false },
+    layer_norm_in_scale_0_37: LayerNormInScale { in_scale: 0.37, per_row: false },
+    layer_norm_in_scale_2pow_minus9_per_row:
+        LayerNormInScale { in_scale: 1.0 / 512.0, per_row: true },
+    // fp32 channel-first output. 7x7 tokens: one full and one 17-token block per image; 264
+    // channels: two column slices, the second 8 wide.
+    layer_norm_cf_b2_t49_c264: LayerNormCf { batch: 2, tokens: 49, dim: 264, scaled: false },
+    layer_norm_cf_b3_t64_c256_scaled: LayerNormCf { batch: 3, tokens: 64, dim: 256, scaled: true },
+    layer_norm_cf_b1_t20_c1288: LayerNormCf { batch: 1, tokens: 20, dim: 1288, scaled: false },
+
+    // ---- Patchify(geometry, original (w, h) sizes): preprocessing fused with im2col
+    // 640x427 -> 256x171 (landscape), 300x517 -> 149x256 (portrait, ragged last patch
+    // column), 256x256 (no resize), 37x1000 -> 9x256 (narrower than one patch).
+    preprocess_patchify_256:
+        Patchify(geom(256, 16), &[(640, 427), (300, 517), (256, 256), (37, 1000)]),
+    // Patch 8 on a 5x5 grid and patch 32 on a 3x3 grid (4 chunks per patch row).
+    preprocess_patchify_p8: Patchify(geom(40, 8), &[(60, 40), (13, 40), (40, 40)]),
+    preprocess_patchify_p32: Patchify(geom(96, 32), &[(50, 100), (97, 31)]),
+    preprocess_patchify_1024: Patchify(geom(1024, 16), &[(1500, 1001)]),
+
+    // ---- residual(batch, tokens, dim): the fp32 residual stream from the fp16 pos-embed
+    // 7x7 grid, D = 40 (1,960 values: a partial last block), batch 3; then 16x16 x 768.
+    residual_init_7x7_d40: residual(3, 49, 40),
+    residual_init_16x16_d768: residual(2, 256, 768),
+
+    // ---- post(masks, input size, original size, torch threads): mask post-processing
+    // The 1500x2250 photo; a portrait crop; a tiny original (channels-last kernel in stage
+    // 2: out_h + out_w <= 128); 3 masks with one torch thread (channels-last in both
+    // stages); one mask of an odd size; an all-negative mask (empty box, zero area).
+    postprocess_3_to_1500x2250: post(3, (683, 1024), (1500, 2250), 2),
+    postprocess_2_to_1200x900: post(2, (1024, 768), (1200, 900), 2),
+    postprocess_3_to_50x70: post(3, (731, 1024), (50, 70), 2),
+    postprocess_3_to_300x450_one_thread: post(3, (683, 1024), (300, 450), 1),
+    postprocess_1_odd_997x995: post(1, (1024, 1023), (997, 995), 2),
+    postprocess_1_all_negative: Postprocess {
+        masks: 1, input: (683, 1024), orig: (100, 150), threads: 2, all_negative: true
+    },
+
+    // ---- prompt encoder and AMG ops
+    mask_downscaling_3_masks: MaskDownscaling { masks: 3 },
+    // 37 prompts: 0-4 points with labels -1/0/1, with and without a box.
+    prompt_sparse_37_prompts: PromptSparse { prompts: 37 },
+    // Box counts across tile boundaries, integer and float boxes, thresholds 0.7/0.3/0/1.
+    nms_1_to_3000_boxes: Nms(&[1, 63, 64, 65, 1000, 3000]),
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    Gemm(GemmShape, ScaleCase),
+    Conv3x3(Conv3x3Shape, ScaleCase),
+    AttnRelpos(AttnRelposShape, QkvStorage),
+    AttnPlain(AttnPlainShape),
+    LayerNorm {
+        rows: usize,
+        dim: usize,
+        f32_in: bool,
+        eps: f32,
+    },
+    CastRowsLayerNorm {
+        rows: usize,
+        dim: usize,
+        f32_ln_check: bool,
+    },
+    /// 45 rows of 136 whose true variance is comparable to eps (so eps / s^2 decides).
+    LayerNormInScale {
+        in_scale: f32,
+        per_row: bool,
+    },
+    LayerNormCf {
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+        scaled: bool,
+    },
+    Patchify(PatchGeom, &'static [(usize, usize)]),
+    ResidualInit(ResidualInitShape),
+    Postprocess {
+        masks: usize,
+        input: (usize, usize),
+        orig: (usize, usize),
+        threads: usize,
+        /// All logits -1 instead of random.
+        all_negative: bool,
+    },
+    /// vit_b's prompt encoder on `masks` low-res masks.
+    MaskDownscaling {
+        masks: usize,
+    },
+    /// vit_b's prompt encoder on `prompts` random prompts.
+    PromptSparse {
+        prompts: usize,
+    },
+    /// Box counts.
+    Nms(&'static [usize]),
+}
+use Case::*;
+
+fn gemm(m: usize, n: usize, k: usize, c: ScaleCase) -> Case {
+    Gemm(GemmShape { m, n, k }, c)
+}
+
+fn conv3x3(batch: usize, h: usize, w: usize, cin: usize, cout: usize, c: ScaleCase) -> Case {
+    Conv3x3(
+        Conv3x3Shape {
+            batch,
+            h,
+            w,
+            cin,
+            cout,
+        },
+        c,
+    )
+}
+
+fn relpos(
+    batch: usize,
+    grid: usize,
+    dim: usize,
+    heads: usize,
+    window: usize,
+    s: QkvStorage,
+) -> Case {
+    AttnRelpos(
+        AttnRelposShape {
+            batch,
+            grid,
+            dim,
+            heads,
+            window,
+        },
+        s,
+    )
+}
+
+fn plain_attn(batch: usize, heads: usize, head_dim: usize, lq: usize, lk: usize) -> Case {
+    AttnPlain(AttnPlainShape {
+        batch,
+        heads,
+        head_dim,
+        lq,
+        lk,
+    })
+}
+
+fn geom(img_size: usize, patch: usize) -> PatchGeom {
+    PatchGeom { img_size, patch }
+}
+
+fn post(masks: usize, input: (usize, usize), orig: (usize, usize), threads: usize) -> Case {
+    Postprocess {
+        masks,
+        input,
+        orig,
+        threads,
+        all_negative: false,
+    }
+}
+
+fn residual(batch: usize, tokens: usize, dim: usize) -> Case {
+    ResidualInit(ResidualInitShape { batch, tokens, dim })
+}
+
+/// Runs one row: the GPU (or a reasoned skip), a fresh generator, the op's runner.
+fn run(test: &str, case: Case) {
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    let mut rng = Rng::new(test);
+    println!("{test}: {case:?}");
+    let (g, r) = (&gpu, &mut rng);
+    match case {
+        Gemm(shape, c) => gemm::run_gemm(g, r, test, shape, c),
+        Conv3x3(shape, c) => gemm::run_conv3x3(g, r, test, shape, c),
+        AttnRelpos(shape, storage) => attention::run_attn_relpos(g, r, test, shape, storage),
+        AttnPlain(shape) => attention::run_attn_plain(g, r, test, shape),
+        LayerNorm {
+            rows,
+            dim,
+            f32_in,
+            eps,
+        } => layer_norm::run_layer_norm(g, r, test, rows, dim, f32_in, eps),
+        CastRowsLayerNorm {
+            rows,
+            dim,
+            f32_ln_check,
+        } => layer_norm::run_cast_then_layer_norm(g, r, test, rows, dim, f32_ln_check),
+        LayerNormInScale { in_scale, per_row } => {
+            layer_norm::run_layer_norm_in_scale(g, r, test, in_scale, per_row)
+        }
+        LayerNormCf {
+            batch,
+            tokens,
+            dim,
+            scaled,
+        } => layer_norm::run_layer_norm_cf(g, r, test, batch, tokens, dim, scaled),
+        Patchify(geom, originals) => encoder_glue::run_patchify(g, r, test, geom, originals),
+        ResidualInit(shape) => encoder_glue::run_residual_init(g, r, test, shape),
+        Postprocess {
+            masks,
+            input,
+            orig,
+            threads,
+            all_negative,
+        } => mask_ops::run_postprocess(g, r, masks, input, orig, threads, all_negative),
+        MaskDownscaling { masks } => mask_ops::run_mask_downscaling(g, r, masks),
+        PromptSparse { prompts } => mask_ops::run_prompt_sparse(g, r, prompts),
+        Nms(sizes) => mask_ops::run_nms(g, r, sizes),
+    }
+}
+
+/// fp16 bit patterns of a device buffer (for bit-exact comparisons).
+fn download_bits(gpu: &GpuContext, dev: &CudaSlice<u16>) -> Vec<u16> {
+    gpu.stream().clone_dtoh(dev).unwrap()
+}
