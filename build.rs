@@ -5,7 +5,7 @@
 //! sm_80+ GPU, Hopper included). Files named `*_sm90a.cu` use Hopper-only instructions
 //! (wgmma, TMA) and are compiled for `sm_90a`; the runtime loads them only on compute
 //! capability 9.0. The PTX is embedded through `$OUT_DIR/kernels.rs`, a table of
-//! (module, ptx, entry points) that `src/cuda/mod.rs` includes.
+//! (module, ptx, entry points) that `src/cuda/runtime/context.rs` includes.
 
 use std::env;
 use std::fs;

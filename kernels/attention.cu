@@ -44,7 +44,7 @@ constexpr int ATHREADS = AWARPS * 32;
 
 }  // namespace
 
-// Mirrored field for field by `AttnParams` in src/cuda/attention.rs (#[repr(C)]).
+// Mirrored field for field by `AttnParams` in src/cuda/ops/attention.rs (#[repr(C)]).
 struct AttnParams {
     const __half* q;
     const __half* k;

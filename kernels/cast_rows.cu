@@ -1,4 +1,4 @@
-// Per-row power-of-two scaled fp32 -> fp16 cast (src/cuda/cast_rows.rs). The fp32 residual
+// Per-row power-of-two scaled fp32 -> fp16 cast (src/cuda/ops/cast_rows.rs). The fp32 residual
 // stream can exceed fp16's range (65504) late in the encoder; each row is stored as
 // fp16(x / s) with s = 2^k, the smallest power of two >= 1 such that max|x| / s <= 2^14, and
 // s goes to row_scale[row] for the consumer to multiply back (LayerNorm folds it into eps).

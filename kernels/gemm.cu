@@ -42,7 +42,7 @@
 // zero-filling (cp.async src-size 0) taps that fall outside the image; there is no im2col
 // buffer. The weight must therefore be [Cout][ky][kx][Cin] (K-contiguous per output channel);
 // the host permutes PyTorch's [Cout][Cin][3][3] once at upload (conv3x3_weight_layout in
-// src/cuda/gemm.rs). Scales, bias and out_scale behave exactly as in gemm_bias_f16.
+// src/cuda/ops/gemm.rs). Scales, bias and out_scale behave exactly as in gemm_bias_f16.
 #include "common.cuh"
 
 namespace {

@@ -1,4 +1,4 @@
-// The prompt encoder's mask path on the GPU (src/cuda/mask_downscaling.rs): the official
+// The prompt encoder's mask path on the GPU (src/cuda/ops/mask_downscaling.rs): the official
 // mask_downscaling stack, Conv2d(1->4, k2 s2) + LayerNorm2d + GELU + Conv2d(4->16, k2 s2) +
 // LayerNorm2d + GELU + Conv2d(16->dim, 1x1), from [256, 256] mask logits to [dim, 64, 64].
 //

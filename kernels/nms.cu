@@ -1,4 +1,4 @@
-// Box non-maximum suppression for the automatic mask generator (src/cuda/nms.rs), the
+// Box non-maximum suppression for the automatic mask generator (src/cuda/ops/nms.rs), the
 // torchvision batched_nms the official generator calls, as a suppression bit matrix.
 //
 // Boxes arrive sorted by descending score. Block (row tile, column tile) of 64x64: thread r

@@ -1,7 +1,7 @@
-// Mask post-processing on the GPU (src/cuda/postprocess.rs): PyTorch's CPU bilinear
+// Mask post-processing on the GPU (src/cuda/ops/postprocess.rs): PyTorch's CPU bilinear
 // F.interpolate reproduced to the last bit, then threshold, bit-packing, area and box.
 //
-// The CPU reference (src/postprocess.rs) pins down which products PyTorch fuses into FMAs.
+// The CPU reference (src/cpu/ops/postprocess.rs) pins down which products PyTorch fuses into FMAs.
 // Here every rounding is explicit (__fmaf_rn / __fmul_rn) so nvcc cannot contract or split
 // anything differently: the GPU result equals the CPU one bit for bit. Source indices and
 // weights per output row/column are computed once on the host by the same code as the CPU

@@ -1,4 +1,4 @@
-// Image preprocessing fused with the patch embedding's im2col (src/cuda/preprocess_patchify.rs):
+// Image preprocessing fused with the patch embedding's im2col (src/cuda/ops/preprocess_patchify.rs):
 // the Pillow-resized uint8 HWC images in, the fp16 patch matrix that the patch-embedding GEMM
 // reads as its A operand out.
 //

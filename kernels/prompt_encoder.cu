@@ -1,4 +1,4 @@
-// Sparse prompt embeddings on the GPU (src/cuda/prompt_encoder.rs): the official
+// Sparse prompt embeddings on the GPU (src/cuda/ops/prompt_encoder.rs): the official
 // PromptEncoder._embed_points / _embed_boxes for a batch of tokens at once.
 //
 // Each token has coordinates in the 1024 input frame and a kind: 0 not-a-point (label -1,

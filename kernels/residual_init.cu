@@ -1,4 +1,4 @@
-// Residual-stream initialisation (src/cuda/residual_init.rs): res[b][t][c] = f32(pos[t][c])
+// Residual-stream initialisation (src/cuda/ops/residual_init.rs): res[b][t][c] = f32(pos[t][c])
 // for every image b. The official encoder adds the absolute position embedding
 // [1, G, G, D] to the patch embedding; here the fp32 residual stream starts as the position
 // embedding and the patch-embedding GEMM adds conv + bias onto it with its residual

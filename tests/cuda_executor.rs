@@ -75,6 +75,7 @@ fn external_buffers_rebind_and_weights_resolve_once() {
         .collect();
 
     let exec = Executor::new(
+        "test",
         Arc::clone(&gpu),
         Arc::clone(&weights),
         Box::new(move |_| Ok(schedule(rows, dim, "pos"))),
@@ -83,16 +84,17 @@ fn external_buffers_rebind_and_weights_resolve_once() {
         let err = ex.run(st).unwrap_err().to_string();
         assert!(err.contains("external buffer x is not bound"), "{err}");
         for (ptr, host) in [(p1, &x1), (p2, &x2), (p1, &x1)] {
-            ex.bind_external(st, x, ptr, rows * dim)?;
+            // SAFETY: d1 and d2 hold rows * dim f32 values and live until the end of the test.
+            unsafe { ex.bind_external(st, x, ptr, rows * dim)? };
             ex.run(st)?;
             let (mut o, mut r, mut e) = (
                 vec![0u16; rows * dim],
                 vec![0f32; rows],
                 vec![0f32; rows * dim],
             );
-            s.memcpy_dtoh(&ex.view::<u16>(st, out), &mut o).unwrap();
-            s.memcpy_dtoh(&ex.view::<f32>(st, rs), &mut r).unwrap();
-            s.memcpy_dtoh(&ex.view::<f32>(st, res), &mut e).unwrap();
+            s.memcpy_dtoh(&ex.view::<u16>(st, out)?, &mut o).unwrap();
+            s.memcpy_dtoh(&ex.view::<f32>(st, rs)?, &mut r).unwrap();
+            s.memcpy_dtoh(&ex.view::<f32>(st, res)?, &mut e).unwrap();
             gpu.synchronize(s)?;
             // cast_rows is exact apart from the one fp16 rounding: bit-identical to its
             // reference; residual_init copies the fp16 weight exactly.
@@ -114,16 +116,25 @@ fn external_buffers_rebind_and_weights_resolve_once() {
         );
         assert!(t.iter().all(|n| n.median_ms >= 0.0));
         assert_eq!(ex.time_runs(st, 2)?.len(), 2);
-        let err = ex.bind_external(st, x, p1, rows * dim - 1).unwrap_err();
+        // SAFETY (both): refused before anything is bound.
+        let err = unsafe { ex.bind_external(st, x, p1, rows * dim - 1) }.unwrap_err();
         assert!(err.to_string().contains("external elements"), "{err}");
-        let err = ex.bind_external(st, out, p1, rows * dim).unwrap_err();
+        let err = unsafe { ex.bind_external(st, out, p1, rows * dim) }.unwrap_err();
         assert!(err.to_string().contains("binding out"), "{err}");
+        // A view of the wrong element width is refused (f16 buffer as f32).
+        let err = ex.view::<f32>(st, out).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("out is F16, viewed as 4-byte")),
+            "{err:?}"
+        );
         Ok(())
     })
     .unwrap();
 
     // A weight the block does not hold fails when the schedule is bound, naming it.
     let exec = Executor::new(
+        "test",
         Arc::clone(&gpu),
         weights,
         Box::new(move |_| Ok(schedule(rows, dim, "no_such_weight"))),

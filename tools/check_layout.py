@@ -25,8 +25,10 @@ Rules, as this script applies them:
 * Failures (exit 1): a cycle among files (each strongly connected component is printed with
   one shortest cycle, every hop with the line of its import); an upward import (B is a proper
   ancestor module of A, and the item is defined in B's own file); a file over 1000 lines.
-  Files over 800 lines are only noted. `--folders` collapses edges to top-level folders
-  (sam, io, cpu, ...; a top-level file is its own folder) and prints folder cycles as warnings.
+  Files over 800 lines are only noted. Edges collapsed to top-level folders (sam, io, cpu,
+  ...; a top-level file is its own folder) must not form a cycle either, and no file under an
+  `ops/` folder may import from a `model/` folder (ops are the layer below the models).
+  `--folders` prints the folder edges.
 """
 import argparse
 import re
@@ -335,21 +337,27 @@ def main():
         if f.nlines > NOTE_LINES:
             kind = 'TOO LONG' if f.nlines > MAX_LINES else 'note: long'
             print(f'{kind} {f}: {f.nlines} lines (limit {MAX_LINES})')
+    fe = defaultdict(int)
+    for a, b in edges:
+        fe[a.folder, b.folder] += a.folder != b.folder
+    fsucc = defaultdict(set)
     if args.folders:
-        fe = defaultdict(int)
-        for a, b in edges:
-            fe[a.folder, b.folder] += a.folder != b.folder
-        fsucc = defaultdict(set)
         print('folder edges:')
-        for (a, b), n in sorted(fe.items()):
-            if n:
-                fsucc[a].add(b)
+    for (a, b), n in sorted(fe.items()):
+        if n:
+            fsucc[a].add(b)
+            if args.folders:
                 print(f'    {a} -> {b}: {n}')
-        for _, path in find_cycles({f.folder for f in tree.files}, fsucc):
-            print(f'warning: folder cycle {" -> ".join(path)}')
-            for x, y in zip(path, path[1:]):
-                hops = sorted((a.rel, edges[a, b][0], b.rel) for a, b in edges if (a.folder, b.folder) == (x, y))
-                print(f'    {x} -> {y}: ' + ', '.join(f'{a}:{n}->{b}' for a, n, b in hops))
+    fcycles = list(find_cycles({f.folder for f in tree.files}, fsucc))
+    for _, path in fcycles:
+        print(f'FOLDER CYCLE {" -> ".join(path)}')
+        for x, y in zip(path, path[1:]):
+            hops = sorted((a.rel, edges[a, b][0], b.rel) for a, b in edges if (a.folder, b.folder) == (x, y))
+            print(f'    {x} -> {y}: ' + ', '.join(f'{a}:{n}->{b}' for a, n, b in hops))
+    ops_up = sorted((a.rel, line, b.rel) for (a, b), (line, _) in edges.items()
+                    if '/ops/' in f'/{a.rel}' and '/model/' in f'/{b.rel}')
+    for a, line, b in ops_up:
+        print(f'OPS->MODEL {a}:{line} -> {b}')
     if args.dot:
         with open(args.dot, 'w') as out:
             out.write('digraph layout {\n  rankdir=LR; node [shape=box];\n')
@@ -359,8 +367,9 @@ def main():
     big = [f for f in tree.files if f.nlines > MAX_LINES]
     n_up = sum(map(len, ups.values()))
     print(f'{len(tree.files)} files, {len(edges)} edges, {len(cycles)} cycles, {n_up} upward imports, '
+          f'{len(fcycles)} folder cycles, {len(ops_up)} ops->model imports, '
           f'{len(big)} files over {MAX_LINES} lines')
-    return 1 if cycles or upward or big else 0
+    return 1 if cycles or upward or big or fcycles or ops_up else 0
 
 
 if __name__ == '__main__':

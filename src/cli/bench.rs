@@ -345,7 +345,9 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
     for (op, ms) in per_op {
         rows.push((format!("encoder.{op}"), a.batch, ms, ms));
     }
-    let (wb, ab) = enc.planned_bytes(a.batch).unwrap_or((0, 0));
+    let (wb, ab) = enc
+        .planned_bytes(a.batch)
+        .ok_or_else(|| CliError::msg("the image encoder's device has no memory plan"))?;
     let peak = ((wb + ab) as f64 / 1e6).round() as u64;
     let dev = format!(
         "GPU: {} (cc {}.{}, {} SMs)",

@@ -54,7 +54,7 @@ enum Cmd {
         #[arg(long)]
         graph: bool,
         /// Input size for --graph; it must be the model's own (fixed by its pos_embed).
-        #[arg(long)]
+        #[arg(long, requires = "graph")]
         image_size: Option<usize>,
     },
 }

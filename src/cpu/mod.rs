@@ -4,3 +4,7 @@
 
 pub mod model;
 pub mod ops;
+
+/// `samrt::cpu::<op>` paths of earlier releases.
+#[doc(hidden)]
+pub use ops::*;

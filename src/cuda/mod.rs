@@ -11,3 +11,11 @@ pub mod runtime;
 
 #[cfg(feature = "cuda")]
 pub use runtime::context::{cuda_available, embedded_kernels, DeviceInfo, GpuContext};
+
+/// `samrt::cuda::<op>`, `encoder`, `encoder_exec`, `view` and `weights` paths of earlier
+/// releases.
+#[doc(hidden)]
+pub use model::encoder;
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+pub use {model::encoder_exec, ops::*, runtime::view, runtime::weights};

@@ -37,6 +37,15 @@ pub fn describe<O: OpDesc>(graph: &Graph<O>, plan: &Plan, weight_bytes: usize) -
         );
     }
     let life = lifetimes(graph);
+    // First and last node touching each buffer (external ones included, which the arena's
+    // lifetimes leave out).
+    let mut used: Vec<Option<(usize, usize)>> = vec![None; graph.buffers.len()];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for b in n.reads.iter().chain(&n.writes) {
+            let u = used[b.0].get_or_insert((i, i));
+            u.1 = i;
+        }
+    }
     let _ = writeln!(s, "buffers: {}", graph.buffers.len());
     let _ = writeln!(
         s,
@@ -44,7 +53,12 @@ pub fn describe<O: OpDesc>(graph: &Graph<O>, plan: &Plan, weight_bytes: usize) -
         "#", "name", "dtype", "bytes", "first", "last", "offset"
     );
     for (i, b) in graph.buffers.iter().enumerate() {
-        let (first, last) = match life[i] {
+        let span = if b.role == Role::External {
+            used[i]
+        } else {
+            life[i]
+        };
+        let (first, last) = match span {
             Some((a, z)) => (a.to_string(), z.to_string()),
             None => ("-".into(), "-".into()),
         };

@@ -2,8 +2,10 @@
 //! parameters that name their buffers and weights, and the one function per family that
 //! picks the kernel entry point. An op's name is its entry point without the dtype and
 //! variant suffix (`gemm_bias_gelu` launches `gemm_bias_gelu_f16`, `attn_relpos` launches
-//! `attn_relpos_s14_d64_f16`); the same name is the kernel family's file in `kernels/`,
-//! `cuda/ops/` and `cpu/ops/` (the gemm epilogues and conv3x3 share `gemm`).
+//! `attn_relpos_s14_d64_f16`). A kernel family has one file name in `kernels/`, `cuda/ops/`
+//! and `cpu/ops/` (the gemm epilogues and conv3x3 share `gemm`); `cast_rows`, an fp16 storage
+//! op the f32 CPU model never performs, has its host reference with the other fp16 numerics
+//! in `cuda/model/scales.rs`.
 //!
 //! Selection lives here, host-side, so a plan names the kernels it will launch without a
 //! device; the launchers call these same functions.
@@ -20,7 +22,6 @@ pub trait OpDesc {
     /// Buffers read, then buffers written (a buffer updated in place is in both).
     fn reads(&self) -> Vec<BufId>;
     fn writes(&self) -> Vec<BufId>;
-    fn weights(&self) -> Vec<WeightId>;
 }
 
 /// GEMM epilogues, as in `kernels/gemm.cu`.
@@ -294,17 +295,6 @@ impl OpDesc for Op {
             Op::AttnRelpos(a) => vec![a.out],
             Op::CastRows(c) => vec![c.out, c.row_scale],
             Op::Conv3x3(c) => vec![c.out],
-        }
-    }
-
-    fn weights(&self) -> Vec<WeightId> {
-        match self {
-            Op::PreprocessPatchify(_) | Op::CastRows(_) => vec![],
-            Op::ResidualInit(r) => vec![r.pos_embed],
-            Op::Gemm(g) => std::iter::once(g.weight).chain(g.bias).collect(),
-            Op::LayerNorm(l) => vec![l.gamma, l.beta],
-            Op::AttnRelpos(a) => vec![a.qkv_bias, a.rel_pos_h, a.rel_pos_w],
-            Op::Conv3x3(c) => vec![c.weight],
         }
     }
 }

@@ -26,7 +26,9 @@ fn align(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN
 }
 
-/// Live range `[first, last]` of each buffer in node indices; `None` if no node touches it.
+/// Live range `[first, last]` of each arena buffer in node indices (inputs and outputs: the
+/// whole graph); `None` if no node touches it, and for external buffers, which are not in
+/// the arena.
 pub fn lifetimes<O>(g: &Graph<O>) -> Vec<Option<(usize, usize)>> {
     let n = g.nodes.len();
     let mut life: Vec<Option<(usize, usize)>> = vec![None; g.buffers.len()];

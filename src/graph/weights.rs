@@ -97,10 +97,6 @@ impl WeightTable {
         WeightId(self.entries.len() - 1)
     }
 
-    pub fn get(&self, id: WeightId) -> &WeightRef {
-        &self.entries[id.0]
-    }
-
     /// Checks every registered weight against the tensors that will be uploaded (name,
     /// dtype, length): a mismatch is a schedule bug, caught before anything runs.
     pub fn check(&self, tensors: &[HostTensor]) -> Result<()> {

@@ -4,7 +4,7 @@
 //! mask decoder run on the CPU for now (the device decoder will add itself here).
 
 use crate::cpu::model::image_encoder::ImageEncoder;
-use crate::cpu::ops::preprocess_patchify::preprocess;
+use crate::cpu::ops::preprocess_patchify::{preprocess_patchify, resize_longest_side};
 use crate::error::{Error, Result};
 use crate::graph::schedule::NodeTime;
 use crate::io::config::EncoderConfig;
@@ -87,13 +87,16 @@ impl EncoderBackend for CpuBackend {
         1
     }
 
+    /// Resize, then normalisation, padding and the patch matrix in one pass
+    /// (`preprocess_patchify`, the same values as `preprocess` + `patchify_chw`, bit for bit).
     fn embed(&self, images: &[&RgbImage]) -> Result<Vec<Embedded>> {
-        let target = self.0.config().img_size;
+        let geom = self.0.patch_geom();
         images
             .iter()
             .map(|img| {
-                let (x, input_size) = preprocess(img, target)?;
-                Ok((self.0.forward(&x)?, input_size))
+                let r = resize_longest_side(img, geom.img_size)?;
+                let patches = preprocess_patchify(&r.data, r.height, r.width, geom)?;
+                Ok((self.0.forward_patches(&patches)?, (r.height, r.width)))
             })
             .collect()
     }

@@ -6,6 +6,7 @@ use crate::cpu::model::image_encoder::ImageEncoder;
 use crate::cpu::model::mask_decoder::{DecoderImage, DecoderOutput, MaskDecoder};
 use crate::cpu::model::prompt_encoder::PromptEncoder;
 use crate::cpu::ops::postprocess::{mask_stats, postprocess_masks_threshold, MaskStats};
+use crate::cpu::ops::preprocess_patchify::preprocess;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::cache::load_model;
 use crate::io::config::{infer_config, SamConfig};
@@ -330,7 +331,16 @@ impl Sam {
     /// Embeds several images in one call: one batched launch sequence on the GPU (a CUDA
     /// graph per batch size), image by image on the CPU. Equal to calling `embed` on each.
     pub fn embed_batch(&self, imgs: &[&RgbImage]) -> Result<Vec<ImageEmbedding>> {
-        let enc = self.encoder()?;
+        if imgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(enc) = self.encoder.as_deref() else {
+            // A bad image is reported before the missing encoder, as the CPU path always did.
+            for img in imgs {
+                preprocess(img, self.config.encoder.img_size)?;
+            }
+            return self.encoder().map(|_| Vec::new());
+        };
         let mut out = Vec::with_capacity(imgs.len());
         for chunk in imgs.chunks(enc.max_batch()) {
             for (img, (features, input_size)) in chunk.iter().zip(enc.embed(chunk)?) {

@@ -149,24 +149,39 @@ impl ImageEncoder {
     /// x: normalised, padded image `[3, img, img]` (CHW). Returns `[out_chans, grid, grid]`
     /// (CHW), i.e. `[256, 64, 64]` at 1024.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
+        // The official CHW input is already normalised: only the patch matrix is made.
+        self.forward_patches(&patchify_chw(x, IN_CHANS, self.patch_geom())?)
+    }
+
+    /// The patch geometry of the input.
+    pub fn patch_geom(&self) -> PatchGeom {
+        PatchGeom {
+            img_size: self.cfg.img_size,
+            patch: self.cfg.patch_size,
+        }
+    }
+
+    /// From the patch matrix `[grid^2, 3*patch^2]` (as `preprocess_patchify` writes it) to
+    /// `[out_chans, grid, grid]`.
+    pub fn forward_patches(&self, patches: &[f32]) -> Result<Vec<f32>> {
         let c = &self.cfg;
-        let (d, g, s) = (c.embed_dim, c.grid(), c.img_size);
+        let (d, g, geom) = (c.embed_dim, c.grid(), self.patch_geom());
+        if patches.len() != geom.len() {
+            return Err(Error::Shape {
+                name: "patch matrix".into(),
+                expected: vec![geom.rows(), geom.cols()],
+                got: vec![patches.len()],
+            });
+        }
         // The patch embedding (a kernel = stride = patch conv) as the GPU computes it: the
-        // patch matrix (`preprocess_patchify` without the normalisation, which the official
-        // CHW input already has), then conv2d's 1x1 path, one GEMM per 256 patches onto the
-        // bias.
-        let geom = PatchGeom {
-            img_size: s,
-            patch: c.patch_size,
-        };
-        let patches = patchify_chw(x, IN_CHANS, geom)?;
+        // patch matrix through conv2d's 1x1 path, one GEMM per 256 patches onto the bias.
         let one = ConvGeom {
             kernel: 1,
             stride: 1,
             pad: 0,
         };
         let hwc = Layout::hwc(geom.cols(), g, g);
-        let (tokens, _, _) = conv2d(&patches, hwc, &self.patch_w, d, one, Some(&self.patch_b))?;
+        let (tokens, _, _) = conv2d(patches, hwc, &self.patch_w, d, one, Some(&self.patch_b))?;
         // The residual stream starts as pos_embed and the patch embedding is added onto it.
         let mut t = residual_init(&self.pos_embed, 1);
         t.par_chunks_mut(d)

@@ -7,7 +7,7 @@
 //! weights, and mask m is their dot product with the upscaled features at every pixel. The
 //! IoU head has no sigmoid.
 //!
-//! The output stage runs fused and tiled (`cpu/output_upscaling.rs`): the upscaled
+//! The output stage runs fused and tiled (`cpu/ops/output_upscaling.rs`): the upscaled
 //! features stay in the sub-pixel blocked order [`ConvTranspose2d`] produces, and only the
 //! final per-pixel dot product writes into row-major `[4, 256, 256]`.
 

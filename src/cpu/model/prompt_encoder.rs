@@ -9,6 +9,7 @@
 use crate::cpu::ops::gelu::gelu;
 use crate::cpu::ops::gemm::{matmul, MatRef, Par};
 use crate::cpu::ops::layer_norm::layer_norm_2d;
+use crate::cpu::ops::prompt_encoder::check_sparse;
 use crate::cpu::ops::strided_conv2d::strided_conv2d;
 use crate::error::{Error, Result};
 use crate::io::config::SamConfig;
@@ -65,32 +66,6 @@ impl FourierPe {
         }
         crate::cpu::ops::layer_norm::transpose(&hwc, h * w, d)
     }
-}
-
-/// What the official prompt encoder accepts as sparse input: one label per point, labels
-/// in {-1, 0, 1}, finite coordinates. Shared by the CPU encoder and the GPU token builder.
-pub fn check_sparse(points: &[[f32; 2]], labels: &[i32], box_xyxy: Option<[f32; 4]>) -> Result<()> {
-    if points.len() != labels.len() {
-        return Err(Error::Prompt(format!(
-            "{} points but {} labels",
-            points.len(),
-            labels.len()
-        )));
-    }
-    if let Some(l) = labels.iter().find(|l| !(-1..=1).contains(*l)) {
-        return Err(Error::Prompt(format!("point label {l} is not -1, 0 or 1")));
-    }
-    if points
-        .iter()
-        .flatten()
-        .chain(box_xyxy.iter().flatten())
-        .any(|v| !v.is_finite())
-    {
-        return Err(Error::Prompt(
-            "point or box coordinate is not finite".into(),
-        ));
-    }
-    Ok(())
 }
 
 struct ConvW {

@@ -11,7 +11,7 @@
 //! `q_proj(K + KP)` of image->token) depend only on the image tokens and their PE, never on
 //! the prompt, so they are split out into [`PreparedImage`] and shared by every prompt with
 //! the same dense embedding. Later layers' and the final attention's image-side
-//! projections are folded into the prompt tokens (`cpu/folded_attention.rs`), which cuts
+//! projections are folded into the prompt tokens (`cpu/ops/folded_attention.rs`), which cuts
 //! the per-prompt work from about 1.34 to 0.83 GMAC for vit_b at f32-reassociation cost.
 
 use crate::cpu::ops::attention::attn_plain;
@@ -318,7 +318,7 @@ impl TwoWayTransformer {
         };
         for (i, layer) in self.layers.iter().enumerate() {
             // Layer 0's image-side projections are shared; later layers fold theirs into
-            // the prompt tokens (cpu/folded_attention.rs).
+            // the prompt tokens (cpu/ops/folded_attention.rs).
             let shared = if i == 0 { prep.proj0.as_ref() } else { None };
             // 1. Self attention.
             if layer.skip_first_layer_pe {

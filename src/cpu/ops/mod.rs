@@ -1,5 +1,5 @@
-//! One file per op. An op that also runs on the GPU has the name of its kernel family
-//! (`kernels/<op>.cu`), and its CPU function is the reference the CUDA tests compare with.
+//! One file per op. An op that also runs on the GPU lives in the file named after its kernel
+//! family (`kernels/<family>.cu`, `cuda/ops/<family>.rs`).
 
 pub mod attention;
 pub mod conv2d;
@@ -12,6 +12,7 @@ pub mod nms;
 pub mod output_upscaling;
 pub mod postprocess;
 pub mod preprocess_patchify;
+pub mod prompt_encoder;
 pub mod residual_init;
 pub mod softmax;
 pub mod strided_conv2d;

@@ -25,15 +25,8 @@ pub const PIXEL_STD: [f32; 3] = [58.395, 57.12, 57.375];
 /// resized image would have a zero side (aspect ratio beyond 2*target:1), where the
 /// official pipeline errors too.
 pub fn preprocess(img: &RgbImage, target: usize) -> Result<(Vec<f32>, (usize, usize))> {
-    img.check()?;
-    let (nh, nw) = resize_shape(img.height, img.width, target);
-    if nh == 0 || nw == 0 || nh > target || nw > target {
-        return Err(Error::Image(format!(
-            "{}x{} image cannot be resized to long side {target} (gives {nw}x{nh})",
-            img.width, img.height
-        )));
-    }
-    let resized = resize_bilinear_pillow(img, nw, nh);
+    let resized = resize_longest_side(img, target)?;
+    let (nh, nw) = (resized.height, resized.width);
     let plane = target * target;
     let mut out = vec![0f32; 3 * plane];
     out.par_chunks_mut(target)
@@ -50,6 +43,20 @@ pub fn preprocess(img: &RgbImage, target: usize) -> Result<(Vec<f32>, (usize, us
             }
         });
     Ok((out, (nh, nw)))
+}
+
+/// The Pillow resize to the long side `target` that both [`preprocess`] and
+/// [`preprocess_patchify`] start from; an error when a side would be 0.
+pub fn resize_longest_side(img: &RgbImage, target: usize) -> Result<RgbImage> {
+    img.check()?;
+    let (nh, nw) = resize_shape(img.height, img.width, target);
+    if nh == 0 || nw == 0 || nh > target || nw > target {
+        return Err(Error::Image(format!(
+            "{}x{} image cannot be resized to long side {target} (gives {nw}x{nh})",
+            img.width, img.height
+        )));
+    }
+    Ok(resize_bilinear_pillow(img, nw, nh))
 }
 
 /// Input channels (RGB).

@@ -305,7 +305,6 @@ pub fn build_graph(
 /// (host-only: `samrt info --graph` and the device memory plan).
 pub struct EncoderPlan {
     pub graph: Graph<Op>,
-    pub io: EncoderIo,
     pub plan: crate::graph::planner::Plan,
     pub weight_bytes: usize,
 }
@@ -323,12 +322,11 @@ pub fn plan_encoder(
     batch: usize,
 ) -> Result<EncoderPlan> {
     let (tensors, scales) = prepare_weights(w, cfg)?;
-    let (graph, io) = build_graph(cfg, &scales, batch);
+    let (graph, _) = build_graph(cfg, &scales, batch);
     graph.weights.check(&tensors)?;
     let plan = crate::graph::planner::plan(&graph);
     Ok(EncoderPlan {
         plan,
-        io,
         graph,
         weight_bytes: crate::graph::weights::block_bytes(&tensors),
     })

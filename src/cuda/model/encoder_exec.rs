@@ -52,7 +52,7 @@ impl CudaEncoder {
         let (c, s) = (cfg.clone(), scales.clone());
         let build = Box::new(move |batch: usize| Ok(build_graph(&c, &s, batch).0));
         CudaEncoder {
-            exec: Executor::new(gpu, weights, build),
+            exec: Executor::new("encoder", gpu, weights, build),
             cfg,
             scales,
         }
@@ -121,17 +121,17 @@ impl CudaEncoder {
         let io = self.io(batch);
         let host = self.exec.with(batch, |ex, st| {
             let stream = ex.gpu().stream();
-            let mut px = ex.view::<u8>(st, io.image);
+            let mut px = ex.view::<u8>(st, io.image)?;
             guarded("copying images to the device", || {
                 stream.memcpy_htod(&pixels, &mut px)
             })?;
-            let mut sz = ex.view::<i32>(st, io.sizes);
+            let mut sz = ex.view::<i32>(st, io.sizes)?;
             guarded("copying image sizes to the device", || {
                 stream.memcpy_htod(&sizes, &mut sz)
             })?;
             ex.run(st)?;
-            let emb = ex.view::<f32>(st, io.embedding);
-            let mut host = vec![0f32; st.graph.get(io.embedding).len];
+            let emb = ex.view::<f32>(st, io.embedding)?;
+            let mut host = vec![0f32; st.graph().get(io.embedding).len];
             guarded("copying the embedding to the host", || {
                 stream.memcpy_dtoh(&emb, &mut host)
             })?;

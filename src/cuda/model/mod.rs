@@ -1,5 +1,5 @@
 //! SAM's modules as schedules of named CUDA ops, and the fp16 storage numerics they need.
-//! Host-only apart from [`encoder_exec`], which binds the encoder schedule to a device.
+//! Host-only apart from `encoder_exec`, which binds the encoder schedule to a device.
 
 pub mod encoder;
 #[cfg(feature = "cuda")]

@@ -1,7 +1,7 @@
 //! Per-row power-of-two scaled fp32 -> fp16 cast (`kernels/cast_rows.cu`): the residual
 //! stream (values possibly beyond fp16's 65504) to fp16 rows `x / s` plus the fp32 row
 //! scales `s = 2^k` with `max|x| / s <= 2^14`. LayerNorm consumes the pair directly
-//! ([`super::layer_norm::LnScale`]). CPU twin: [`crate::cuda::model::scales`] (bit-identical).
+//! ([`super::layer_norm::LnScale`]). Host reference (bit-identical): [`crate::cuda::model::scales::cast_rows`].
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 

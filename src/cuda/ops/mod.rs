@@ -40,18 +40,18 @@ impl Launch for Op {
                 preprocess_patchify::preprocess_patchify(
                     gpu,
                     s,
-                    &cx.buf::<u8>(p.image),
-                    &cx.buf::<i32>(p.sizes),
+                    &cx.buf::<u8>(p.image)?,
+                    &cx.buf::<i32>(p.sizes)?,
                     p.batch,
                     geom,
-                    &mut cx.buf::<u16>(p.patches),
+                    &mut cx.buf::<u16>(p.patches)?,
                 )
             }
             Op::ResidualInit(r) => residual_init::residual_init(
                 gpu,
                 s,
-                &cx.weight::<u16>(r.pos_embed),
-                &mut cx.buf::<f32>(r.residual),
+                &cx.weight::<u16>(r.pos_embed)?,
+                &mut cx.buf::<f32>(r.residual)?,
                 ResidualInitShape {
                     batch: r.batch,
                     tokens: r.tokens,
@@ -59,64 +59,83 @@ impl Launch for Op {
                 },
             ),
             Op::Gemm(g) => {
-                let rs = g.row_scale.map(|b| cx.buf::<f32>(b));
+                let rs = g.row_scale.map(|b| cx.buf::<f32>(b)).transpose()?;
                 let scales = GemmScales {
                     row_scale: rs.as_ref().map(|v| v as &dyn DevicePtr<f32>),
                     in_scale: g.in_scale,
                     out_scale: g.out_scale,
                 };
-                let bias = g.bias.map(|b| cx.weight::<f32>(b));
-                let (mut out16, mut out32) = (cx.buf::<u16>(g.out), cx.buf::<f32>(g.out));
-                let epilogue = match g.epilogue {
-                    GemmEpilogue::Bias => Epilogue::Bias(&mut out16),
-                    GemmEpilogue::BiasGelu => Epilogue::BiasGelu(&mut out16),
-                    GemmEpilogue::BiasResidual => Epilogue::BiasResidual(&mut out32),
+                let bias = g.bias.map(|b| cx.weight::<f32>(b)).transpose()?;
+                let bias = bias.as_ref().map(|v| v as &dyn DevicePtr<f32>);
+                let (a, w) = (cx.buf::<u16>(g.a)?, cx.weight::<u16>(g.weight)?);
+                let shape = GemmShape {
+                    m: g.m,
+                    n: g.n,
+                    k: g.k,
                 };
-                gemm::gemm(
-                    gpu,
-                    s,
-                    &cx.buf::<u16>(g.a),
-                    &cx.weight::<u16>(g.weight),
-                    bias.as_ref().map(|v| v as &dyn DevicePtr<f32>),
-                    GemmShape {
-                        m: g.m,
-                        n: g.n,
-                        k: g.k,
-                    },
-                    scales,
-                    epilogue,
-                )
+                // Only the view of the output's real dtype is made: the fp32 residual, or fp16.
+                let (mut out16, mut out32);
+                let epilogue = match g.epilogue {
+                    GemmEpilogue::BiasResidual => {
+                        out32 = cx.buf::<f32>(g.out)?;
+                        Epilogue::BiasResidual(&mut out32)
+                    }
+                    GemmEpilogue::Bias => {
+                        out16 = cx.buf::<u16>(g.out)?;
+                        Epilogue::Bias(&mut out16)
+                    }
+                    GemmEpilogue::BiasGelu => {
+                        out16 = cx.buf::<u16>(g.out)?;
+                        Epilogue::BiasGelu(&mut out16)
+                    }
+                };
+                gemm::gemm(gpu, s, &a, &w, bias, shape, scales, epilogue)
             }
             Op::LayerNorm(l) => {
-                let (xf, xh) = (cx.buf::<f32>(l.x), cx.buf::<u16>(l.x));
+                let (xf, xh);
                 let x = match l.input {
-                    LnIn::F32 => LnInput::F32(&xf),
-                    LnIn::F16 => LnInput::F16(&xh),
+                    LnIn::F32 => {
+                        xf = cx.buf::<f32>(l.x)?;
+                        LnInput::F32(&xf)
+                    }
+                    LnIn::F16 => {
+                        xh = cx.buf::<u16>(l.x)?;
+                        LnInput::F16(&xh)
+                    }
                 };
-                let rs = l.row_scale.map(|b| cx.buf::<f32>(b));
+                let rs = l.row_scale.map(|b| cx.buf::<f32>(b)).transpose()?;
                 let scale = LnScale {
                     row_scale: rs.as_ref().map(|v| v as &dyn DevicePtr<f32>),
                     in_scale: l.in_scale,
                 };
-                let (mut out16, mut out32) = (cx.buf::<u16>(l.out), cx.buf::<f32>(l.out));
+                let (mut out16, mut out32);
                 let output = match l.output {
-                    LnOut::F16 => LnOutput::F16(&mut out16),
-                    LnOut::F32ChannelFirst { tokens } => LnOutput::F32ChannelFirst {
-                        out: &mut out32,
-                        tokens,
-                    },
+                    LnOut::F16 => {
+                        out16 = cx.buf::<u16>(l.out)?;
+                        LnOutput::F16(&mut out16)
+                    }
+                    LnOut::F32ChannelFirst { tokens } => {
+                        out32 = cx.buf::<f32>(l.out)?;
+                        LnOutput::F32ChannelFirst {
+                            out: &mut out32,
+                            tokens,
+                        }
+                    }
                 };
                 let shape = LayerNormShape {
                     rows: l.rows,
                     dim: l.dim,
                 };
-                let (g, b) = (cx.weight::<f32>(l.gamma), cx.weight::<f32>(l.beta));
+                let (g, b) = (cx.weight::<f32>(l.gamma)?, cx.weight::<f32>(l.beta)?);
                 layer_norm_ex(gpu, s, x, scale, &g, &b, output, shape, l.eps)
             }
             Op::AttnRelpos(a) => {
-                let bias = cx.weight::<f32>(a.qkv_bias);
-                let (rh, rw) = (cx.weight::<u16>(a.rel_pos_h), cx.weight::<u16>(a.rel_pos_w));
-                let qkv = cx.buf::<u16>(a.qkv);
+                let bias = cx.weight::<f32>(a.qkv_bias)?;
+                let (rh, rw) = (
+                    cx.weight::<u16>(a.rel_pos_h)?,
+                    cx.weight::<u16>(a.rel_pos_w)?,
+                );
+                let qkv = cx.buf::<u16>(a.qkv)?;
                 let inputs = AttnRelposInputs {
                     qkv: &qkv,
                     qkv_bias: &bias,
@@ -132,14 +151,14 @@ impl Launch for Op {
                     heads: a.heads,
                     window: a.window,
                 };
-                attn_relpos(gpu, s, shape, &inputs, &mut cx.buf::<u16>(a.out))
+                attn_relpos(gpu, s, shape, &inputs, &mut cx.buf::<u16>(a.out)?)
             }
             Op::CastRows(c) => cast_rows::cast_rows(
                 gpu,
                 s,
-                &cx.buf::<f32>(c.x),
-                &mut cx.buf::<u16>(c.out),
-                &mut cx.buf::<f32>(c.row_scale),
+                &cx.buf::<f32>(c.x)?,
+                &mut cx.buf::<u16>(c.out)?,
+                &mut cx.buf::<f32>(c.row_scale)?,
                 CastRowsShape {
                     rows: c.rows,
                     dim: c.dim,
@@ -148,8 +167,8 @@ impl Launch for Op {
             Op::Conv3x3(c) => gemm::conv3x3(
                 gpu,
                 s,
-                &cx.buf::<u16>(c.x),
-                &cx.weight::<u16>(c.weight),
+                &cx.buf::<u16>(c.x)?,
+                &cx.weight::<u16>(c.weight)?,
                 None,
                 Conv3x3Shape {
                     batch: c.batch,
@@ -163,7 +182,7 @@ impl Launch for Op {
                     in_scale: 1.0,
                     out_scale: c.out_scale,
                 },
-                &mut cx.buf::<u16>(c.out),
+                &mut cx.buf::<u16>(c.out)?,
             ),
         }
     }

@@ -25,7 +25,7 @@ pub fn prompt_tokens(
     labels: &[i32],
     box_xyxy: Option<[f32; 4]>,
 ) -> Result<Vec<([f32; 2], i32)>> {
-    crate::cpu::model::prompt_encoder::check_sparse(points, labels, box_xyxy)?;
+    crate::cpu::ops::prompt_encoder::check_sparse(points, labels, box_xyxy)?;
     let mut t = Vec::with_capacity(points.len() + 2);
     for (p, &l) in points.iter().zip(labels) {
         t.push((*p, l + 1));

@@ -18,7 +18,7 @@ use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use super::context::{guarded, GpuContext};
 use super::view::DevView;
 use super::weights::DeviceWeights;
-use crate::graph::buffer::{BufId, Role};
+use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::ops::OpDesc;
 use crate::graph::planner::{plan, Plan};
 use crate::graph::schedule::{Graph, NodeTime};
@@ -35,24 +35,45 @@ pub trait Launch: OpDesc {
 pub struct LaunchCx<'a> {
     pub gpu: &'a GpuContext,
     pub stream: &'a Arc<CudaStream>,
-    buffers: &'a [(u64, usize)],
-    weights: &'a [(u64, usize)],
+    buffers: &'a [Resolved],
+    weights: &'a [Resolved],
+}
+
+/// A buffer or weight bound to a device address: `len` elements of `dtype`.
+#[derive(Clone, Copy, Debug)]
+struct Resolved {
+    ptr: u64,
+    len: usize,
+    dtype: DType,
+}
+
+impl Resolved {
+    /// A typed view, refused when `T` is not the element size the schedule declared (a
+    /// view of the wrong width would claim memory the buffer does not have).
+    fn view<T>(self, what: &str, stream: &Arc<CudaStream>) -> Result<DevView<T>> {
+        if std::mem::size_of::<T>() != self.dtype.size() {
+            return Err(Error::Cuda(format!(
+                "{what} is {:?}, viewed as {}-byte elements",
+                self.dtype,
+                std::mem::size_of::<T>()
+            )));
+        }
+        // SAFETY: the address and length come from the plan (inside the state's arena),
+        // the weight block (alive as long as the executor) or `bind_external`, whose
+        // caller keeps the memory alive; the element size was checked above.
+        Ok(unsafe { DevView::new(self.ptr, self.len, stream) })
+    }
 }
 
 impl LaunchCx<'_> {
-    /// Buffer `b` as `len` elements of `T` (the graph's dtype for it).
-    pub fn buf<T>(&self, b: BufId) -> DevView<T> {
-        let (ptr, len) = self.buffers[b.0];
-        // SAFETY: the address was resolved from the plan into the state's arena (or bound
-        // by the caller for an external buffer), which outlives every launch of the state.
-        unsafe { DevView::new(ptr, len, self.stream) }
+    /// Buffer `b` as elements of `T`, which must have the buffer's dtype size.
+    pub fn buf<T>(&self, b: BufId) -> Result<DevView<T>> {
+        self.buffers[b.0].view(&format!("buffer {}", b.0), self.stream)
     }
 
-    pub fn weight<T>(&self, w: WeightId) -> DevView<T> {
-        let (ptr, len) = self.weights[w.0];
-        // SAFETY: the weight block lives as long as the executor (Arc), which outlives
-        // every launch and captured graph made from it.
-        unsafe { DevView::new(ptr, len, self.stream) }
+    /// Weight `w` as elements of `T`, which must have the weight's dtype size.
+    pub fn weight<T>(&self, w: WeightId) -> Result<DevView<T>> {
+        self.weights[w.0].view(&format!("weight {}", w.0), self.stream)
     }
 }
 
@@ -66,32 +87,54 @@ unsafe impl Send for CapturedGraph {}
 
 /// One shape key's schedule, bound to device addresses.
 pub struct Bound<O> {
-    pub graph: Graph<O>,
-    pub plan: Plan,
+    graph: Graph<O>,
+    plan: Plan,
+    /// Dropped before the arena it was captured over.
+    exec: Option<CapturedGraph>,
     /// Keeps the arena allocated; `buffers` points into it.
     _arena: CudaSlice<u8>,
-    buffers: Vec<(u64, usize)>,
-    weights: Vec<(u64, usize)>,
-    exec: Option<CapturedGraph>,
+    buffers: Vec<Resolved>,
+    weights: Vec<Resolved>,
+}
+
+impl<O> Bound<O> {
+    pub fn graph(&self) -> &Graph<O> {
+        &self.graph
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
 }
 
 /// Builds the schedule for a shape key.
 pub type BuildFn<O> = dyn Fn(usize) -> Result<Graph<O>> + Send + Sync;
 
 pub struct Executor<O> {
+    /// First, so that captured graphs and arenas go before the weights and the context
+    /// they refer to (fields drop in order).
+    states: Mutex<HashMap<usize, Bound<O>>>,
+    /// What runs, for messages ("encoder").
+    name: &'static str,
     gpu: Arc<GpuContext>,
     weights: Arc<DeviceWeights>,
     build: Box<BuildFn<O>>,
-    states: Mutex<HashMap<usize, Bound<O>>>,
     use_graphs: bool,
 }
 
 impl<O: Launch> Executor<O> {
-    /// An executor over device `weights` for the schedules `build` makes. CUDA-graph replay
-    /// is on unless `SAMRT_CUDA_GRAPHS=0` (then every run launches node by node).
-    pub fn new(gpu: Arc<GpuContext>, weights: Arc<DeviceWeights>, build: Box<BuildFn<O>>) -> Self {
+    /// An executor named `name` (for messages) over device `weights` for the schedules
+    /// `build` makes. CUDA-graph replay is on unless `SAMRT_CUDA_GRAPHS=0` (then every run
+    /// launches node by node).
+    pub fn new(
+        name: &'static str,
+        gpu: Arc<GpuContext>,
+        weights: Arc<DeviceWeights>,
+        build: Box<BuildFn<O>>,
+    ) -> Self {
         let use_graphs = std::env::var("SAMRT_CUDA_GRAPHS").map_or(true, |v| v != "0");
         Executor {
+            name,
             gpu,
             weights,
             build,
@@ -115,10 +158,12 @@ impl<O: Launch> Executor<O> {
         key: usize,
         f: impl FnOnce(&Self, &mut Bound<O>) -> Result<R>,
     ) -> Result<R> {
-        let mut states = self
-            .states
-            .lock()
-            .map_err(|_| Error::Cuda("CUDA executor state poisoned by an earlier panic".into()))?;
+        let mut states = self.states.lock().map_err(|_| {
+            Error::Cuda(format!(
+                "CUDA {} state poisoned by an earlier panic",
+                self.name
+            ))
+        })?;
         let st = match states.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(self.bind(key)?),
@@ -132,7 +177,8 @@ impl<O: Launch> Executor<O> {
         let stream = self.gpu.stream();
         // SAFETY: u8 has no invalid bit patterns; every buffer is written before it is read
         // (the schedule's first node for each buffer writes it), inputs by the caller.
-        let arena = guarded("allocating the arena", || unsafe {
+        let what = format!("allocating the {} arena", self.name);
+        let arena = guarded(&what, || unsafe {
             stream.alloc::<u8>(plan.arena_bytes.max(256))
         })?;
         let base = {
@@ -143,46 +189,67 @@ impl<O: Launch> Executor<O> {
             .buffers
             .iter()
             .enumerate()
-            .map(|(k, b)| match b.role {
-                Role::External => (0, b.len),
-                _ => (base + plan.offsets[k] as u64, b.len),
+            .map(|(k, b)| Resolved {
+                ptr: match b.role {
+                    Role::External => 0,
+                    _ => base + plan.offsets[k] as u64,
+                },
+                len: b.len,
+                dtype: b.dtype,
             })
             .collect();
         let weights = graph
             .weights
             .entries
             .iter()
-            .map(|w| Ok((self.weights.address(&w.name, w.dtype, w.len)?, w.len)))
+            .map(|w| {
+                Ok(Resolved {
+                    ptr: self.weights.address(&w.name, w.dtype, w.len)?,
+                    len: w.len,
+                    dtype: w.dtype,
+                })
+            })
             .collect::<Result<_>>()?;
         Ok(Bound {
             graph,
             plan,
+            exec: None,
             _arena: arena,
             buffers,
             weights,
-            exec: None,
         })
     }
 
-    /// A view of buffer `b` of a bound schedule, for copying inputs in and outputs out.
-    pub fn view<T>(&self, st: &Bound<O>, b: BufId) -> DevView<T> {
-        let (ptr, len) = st.buffers[b.0];
-        // SAFETY: as in `LaunchCx::buf`; views never outlive the `with` call.
-        unsafe { DevView::new(ptr, len, self.gpu.stream()) }
+    /// A view of buffer `b` of a bound schedule, for copying inputs in and outputs out;
+    /// `T` must have the buffer's element size. Views must not outlive the `with` call.
+    pub fn view<T>(&self, st: &Bound<O>, b: BufId) -> Result<DevView<T>> {
+        let name = &st.graph.get(b).name;
+        st.buffers[b.0].view(name, self.gpu.stream())
     }
 
-    /// Binds external buffer `b` to `len` elements at device address `ptr`, which the caller
-    /// keeps alive for as long as this state may run. A new address drops the captured graph.
-    pub fn bind_external(&self, st: &mut Bound<O>, b: BufId, ptr: u64, len: usize) -> Result<()> {
+    /// Binds external buffer `b` to `len` elements at device address `ptr`. A new address
+    /// drops the captured graph, which baked the old one in.
+    ///
+    /// # Safety
+    /// `ptr` must address `len` elements of the buffer's dtype on this executor's device,
+    /// alive and not written by anyone else while this state may run (until it is bound
+    /// to another address or the executor is dropped).
+    pub unsafe fn bind_external(
+        &self,
+        st: &mut Bound<O>,
+        b: BufId,
+        ptr: u64,
+        len: usize,
+    ) -> Result<()> {
         let buf = st.graph.get(b);
-        if buf.role != Role::External || len != buf.len {
+        if buf.role != Role::External || len != buf.len || ptr == 0 {
             return Err(Error::Cuda(format!(
-                "binding {} ({:?}, {} elements) to {len} external elements",
+                "binding {} ({:?}, {} elements) to {len} external elements at {ptr:#x}",
                 buf.name, buf.role, buf.len
             )));
         }
-        if st.buffers[b.0].0 != ptr {
-            st.buffers[b.0] = (ptr, len);
+        if st.buffers[b.0].ptr != ptr {
+            st.buffers[b.0].ptr = ptr;
             st.exec = None;
         }
         Ok(())
@@ -203,7 +270,7 @@ impl<O: Launch> Executor<O> {
             .buffers
             .iter()
             .zip(&st.buffers)
-            .find(|(b, a)| b.role == Role::External && a.0 == 0)
+            .find(|(b, a)| b.role == Role::External && a.ptr == 0)
         {
             Some((b, _)) => Err(Error::Cuda(format!(
                 "external buffer {} is not bound",
@@ -213,8 +280,9 @@ impl<O: Launch> Executor<O> {
         }
     }
 
-    /// Launches node `k` on the stream, errors naming the node.
-    pub fn run_node(&self, st: &Bound<O>, k: usize) -> Result<()> {
+    /// Launches node `k` on the stream, errors naming the node (callers check the external
+    /// buffers are bound first).
+    fn run_node(&self, st: &Bound<O>, k: usize) -> Result<()> {
         let node = &st.graph.nodes[k];
         node.op
             .launch(&self.cx(st))
@@ -246,7 +314,8 @@ impl<O: Launch> Executor<O> {
             st.exec = Some(CapturedGraph(graph));
         }
         let exec = st.exec.as_ref().expect("captured above");
-        guarded("launching the CUDA graph", || exec.0.launch())
+        let what = format!("launching the {} CUDA graph", self.name);
+        guarded(&what, || exec.0.launch())
     }
 
     /// Device time of whole runs (graph replays), with CUDA events around each: one value
