@@ -23,6 +23,7 @@ mod attention;
 #[path = "../common/mod.rs"]
 mod common;
 mod encoder_glue;
+mod executor;
 mod gemm;
 mod layer_norm;
 mod mask_ops;

@@ -1,13 +1,10 @@
 //! The generic executor on small schedules (vgpu, or a GPU): weights resolved once when a
 //! schedule is bound, external buffers bound by address (rebinding recaptures the CUDA
 //! graph), per-node timing, and errors that name what is wrong.
-#![cfg(feature = "cuda")]
-
-mod common;
 
 use std::sync::Arc;
 
-use common::gpu::{gpu_or_skip, Rng};
+use crate::common::gpu::{gpu_or_skip, Rng};
 use cudarc::driver::DevicePtr;
 use samrt::cuda::model::scales::cast_rows;
 use samrt::cuda::runtime::executor::Executor;
