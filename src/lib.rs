@@ -17,7 +17,7 @@ pub mod sam;
 
 pub use error::{Error, Result};
 pub use sam::predictor::{
-    ComputeDevice, ImageEmbedding, LogitsPrediction, Prediction, Prompt, Sam,
+    ComputeDevice, ImageEmbedding, LoadOptions, LogitsPrediction, Prediction, Prompt, Sam,
 };
 
 /// `samrt::preprocess`, the image entry points of earlier releases (README, Python package).

@@ -10,7 +10,9 @@ use half::f16;
 use samrt::io::checkpoint::{
     open_model, read_pth, read_pth_bytes, write_safetensors_f16, Checkpoint, DType, TensorF16,
 };
-use samrt::io::config::{expected_shapes, infer_config, param_count, EncoderConfig, SamConfig};
+use samrt::io::config::{
+    expected_shapes, infer_config, infer_encoder_config, param_count, EncoderConfig, SamConfig,
+};
 use samrt::io::weights::WeightSource;
 use samrt::Error;
 use serde_json::Value;
@@ -639,20 +641,22 @@ fn config_inference_rejects_bad_models() {
     });
     assert!(matches!(&e, Error::Shape { .. }), "{e}");
 
-    let e = infer_err(|m| {
-        m.insert("image_encoder.blocks.4.attn.rel_pos_h".into(), vec![15, 64]);
-        m.insert("image_encoder.blocks.4.attn.rel_pos_w".into(), vec![15, 64]);
-    });
-    assert!(
-        matches!(&e, Error::Config(msg) if msg.contains("window size 8")),
-        "{e}"
-    );
+    // One block with tables of another size among windowed ones: the official encoder has
+    // one window size, so it is a global block whose table (made for an 8x8 grid) is
+    // resized at load as the official `get_rel_pos` does; see tests/checkpoint_img_size.rs.
+    let mut w = shapes("vit_b");
+    w.0.insert("image_encoder.blocks.4.attn.rel_pos_h".into(), vec![15, 64]);
+    w.0.insert("image_encoder.blocks.4.attn.rel_pos_w".into(), vec![15, 64]);
+    let cfg = infer_encoder_config(&w).unwrap();
+    assert_eq!(cfg.global_attn_indexes, vec![2, 4, 5, 8, 11]);
+    assert_eq!(cfg.window_size, 14);
 
+    // rel_pos_h and rel_pos_w of one block must agree.
     let e = infer_err(|m| {
         m.insert("image_encoder.blocks.4.attn.rel_pos_h".into(), vec![28, 64]);
     });
     assert!(
-        matches!(&e, Error::Config(msg) if msg.contains("28 rows")),
+        matches!(&e, Error::Shape { name, .. } if name.ends_with("blocks.4.attn.rel_pos_w")),
         "{e}"
     );
 

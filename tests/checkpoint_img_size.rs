@@ -55,24 +55,46 @@ fn infers_official_vit_b_at_other_image_sizes() {
 #[test]
 fn other_image_size_errors_name_the_grid() {
     let base = || Shapes(img_size_listing("vit_b_256").0.into_iter().collect());
-    // A global table sized for 1024 (127 rows) in a 256 model: the official code would
-    // interpolate it; we refuse, saying why.
+    // A global table sized for 1024 (127 rows) in a 256 model: a global block of a
+    // checkpoint trained at another size, whose table the official `get_rel_pos` resizes
+    // (linearly, to 31 rows) at run time. It loads as global, its stored shape accepted.
     let mut w = base();
     for t in ["rel_pos_h", "rel_pos_w"] {
         w.0.insert(format!("image_encoder.blocks.2.attn.{t}"), vec![127, 64]);
     }
+    let cfg = infer_config(&w).unwrap();
+    assert_eq!(cfg.encoder.global_attn_indexes, vec![2, 5, 8, 11]);
+    assert_eq!((cfg.encoder.window_size, cfg.encoder.img_size), (14, 256));
+    // rel_pos_w must have rel_pos_h's shape, as the constructor makes them.
+    w.0.insert("image_encoder.blocks.2.attn.rel_pos_w".into(), vec![31, 64]);
     let e = err_of(infer_config(&w));
     assert!(
-        matches!(&e, Error::Config(m) if m.contains("block 2 has window size 64 but earlier blocks use 14")
-            && m.contains("31") && m.contains("16x16") && m.contains("interpolate")),
+        matches!(&e, Error::Shape { name, .. } if name == "image_encoder.blocks.2.attn.rel_pos_w"),
         "{e}"
     );
-    // Even row count: no side S gives it.
+    // A third table size fits no official constructor.
     let mut w = base();
-    w.0.insert("image_encoder.blocks.5.attn.rel_pos_h".into(), vec![30, 64]);
+    for (b, rows) in [(2, 127), (0, 41)] {
+        for t in ["rel_pos_h", "rel_pos_w"] {
+            w.0.insert(format!("image_encoder.blocks.{b}.attn.{t}"), vec![rows, 64]);
+        }
+    }
     let e = err_of(infer_config(&w));
     assert!(
-        matches!(&e, Error::Config(m) if m.contains("30 rows") && m.contains("= 31")),
+        matches!(&e, Error::Config(m) if m.contains("41") && m.contains("127")
+            && m.contains("27") && m.contains("one window size") && m.contains("16x16")),
+        "{e}"
+    );
+    // An even row count for the windows: no window side gives it.
+    let mut w = base();
+    for b in [0, 1, 3, 4, 6, 7, 9, 10] {
+        for t in ["rel_pos_h", "rel_pos_w"] {
+            w.0.insert(format!("image_encoder.blocks.{b}.attn.{t}"), vec![26, 64]);
+        }
+    }
+    let e = err_of(infer_config(&w));
+    assert!(
+        matches!(&e, Error::Config(m) if m.contains("26 rows") && m.contains("= 31")),
         "{e}"
     );
     // pos_embed that is not [1, G, G, D].

@@ -598,12 +598,23 @@ fn batch_scales_the_arena_not_the_weights() {
 }
 
 #[test]
-fn another_image_size_or_batch_is_refused() {
+fn another_image_size_plans_that_size_and_bad_ones_are_refused() {
+    // The 1024 model run at 512 (as `--image-size 512` of embed/segment/auto runs it): a
+    // 32x32 grid, so the global blocks take the any-side attention kernel, not the 64 one.
     let o = info_graph(&["--graph", "--image-size", "512"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("graph: image_encoder, batch 1, image 512x512"),
+        "{out}"
+    );
+    assert!(out.contains("attn_relpos_any_d80_f16"), "{out}");
+    assert!(!out.contains("attn_relpos_s64"), "{out}");
+    let o = info_graph(&["--graph", "--image-size", "500"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("--image-size 512: this model's input size is 1024"),
+        err.contains("--image-size 500") && err.contains("multiple of the patch size 16"),
         "{err}"
     );
     let o = info_graph(&["--graph", "--batch", "0"]);

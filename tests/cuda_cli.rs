@@ -163,3 +163,80 @@ fn bench_on_cuda_times_the_encoder_with_events() {
         assert!(r["peak_mem_mb"].as_u64().unwrap() > 0, "{r}");
     }
 }
+
+/// Models of other input sizes with the encoder on the GPU (tests/fixtures/img_size/): one
+/// built for 256 px and the 1024 checkpoint run at `--image-size 512` (its rel-pos tables
+/// and pos_embed resized on the host, then uploaded as fp16). Judged against the official
+/// model in float64 with this file's tolerances for the fp16 encoder: mask agreement >=
+/// 99.5 %, |score - official| <= 2e-2; low-res logits are [C, 4E, 4E].
+#[test]
+fn segment_on_cuda_at_other_image_sizes() {
+    if samrt::cuda::cuda_available().is_err() {
+        if std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU");
+        }
+        println!("skipping segment_on_cuda_at_other_image_sizes: no CUDA device");
+        return;
+    }
+    let cache = scratch("cuda-cli-cache");
+    for (case, trained, size) in [("vit256", 256, None), ("vit1024_at512", 1024, Some("512"))] {
+        let dir = img_size_dir().join(case);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+        let side = json["low_res"].as_u64().unwrap() as usize;
+        let out = scratch(&format!("cuda-img-size-{case}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_samrt"));
+        cmd.args(["segment", "--model"])
+            .arg(img_size_model(trained))
+            .arg("--image")
+            .arg(img_size_dir().join("image.png"))
+            .arg("--prompts")
+            .arg(dir.join("prompts.json"))
+            .args(["--device", "cuda", "--out"])
+            .arg(&out)
+            .env("SAMRT_CACHE_DIR", &cache);
+        if let Some(s) = size {
+            cmd.args(["--image-size", s]);
+        }
+        let o = cmd.output().expect("run samrt");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{case}: {err}");
+        assert!(err.contains("image encoder on CUDA device"), "{err}");
+        for k in 0..3 {
+            let pdir = out.join(format!("prompt_{k}"));
+            let (shape, _) = samrt::io::npy::read_f32(&pdir.join("low_res_logits.npy")).unwrap();
+            assert_eq!(&shape[1..], [side, side], "{case} p{k}");
+            let (_, scores) = samrt::io::npy::read_f32(&pdir.join("iou_predictions.npy")).unwrap();
+            // float64 in the fixture.
+            let want_iou = samrt::io::npy::read(&dir.join(format!("p{k}_iou.npy")))
+                .unwrap()
+                .to_f32();
+            let (lshape, logits) =
+                samrt::io::npy::read_f32(&dir.join(format!("p{k}_logits.npy"))).unwrap();
+            let (h, w) = (lshape[1], lshape[2]);
+            for i in 0..shape[0] {
+                let ds = (scores[i] - want_iou[i]).abs();
+                assert!(
+                    ds <= 2e-2,
+                    "{case} p{k}: score {} vs {}",
+                    scores[i],
+                    want_iou[i]
+                );
+                let png = image::open(pdir.join(format!("mask_{i}.png"))).unwrap();
+                let png = png.as_luma8().expect("8-bit grayscale PNG");
+                let theirs = &logits[i * h * w..(i + 1) * h * w];
+                let agree = png
+                    .pixels()
+                    .zip(theirs)
+                    .filter(|(p, &l)| (p.0[0] == 255) == (l > 0.0))
+                    .count() as f64
+                    / (h * w) as f64;
+                println!(
+                    "{case} p{k} mask {i}: |d score| {ds:.2e}, agreement {:.4} %",
+                    100.0 * agree
+                );
+                assert!(agree >= 0.995, "{case} p{k} mask {i}: agreement {agree}");
+            }
+        }
+    }
+}

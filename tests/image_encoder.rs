@@ -325,11 +325,20 @@ fn random_weights_are_f16_exact_and_load_checks_shapes() {
         ImageEncoder::load(&missing, &cfg),
         Err(samrt::Error::MissingTensor(_))
     ));
-    let mut bad = w.clone();
-    bad.insert(
+    // A rel-pos table of another length is resized as the official `get_rel_pos` does;
+    // one of another head dim is refused.
+    let mut other = w.clone();
+    other.insert(
         "image_encoder.blocks.0.attn.rel_pos_h",
         vec![13, 32],
         vec![0.5; 13 * 32],
+    );
+    assert!(ImageEncoder::load(&other, &cfg).is_ok());
+    let mut bad = w.clone();
+    bad.insert(
+        "image_encoder.blocks.0.attn.rel_pos_h",
+        vec![11, 16],
+        vec![0.5; 11 * 16],
     );
     assert!(matches!(
         ImageEncoder::load(&bad, &cfg),

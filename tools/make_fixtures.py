@@ -9,8 +9,9 @@ checked against the code it has to match, not against a re-implementation.
 
 Run from anywhere: `python3 tools/make_fixtures.py`. Deterministic (fixed seeds, one torch
 thread). Needs torch, numpy, Pillow, scikit-image and segment_anything; torchvision is optional
-(see `_ensure_torchvision`). tests/fixtures/pth/, tests/fixtures/resize/ and
-tests/fixtures/encoder_img_size/ are not touched.
+(see `_ensure_torchvision`). tests/fixtures/pth/, tests/fixtures/resize/,
+tests/fixtures/encoder_img_size/, tests/fixtures/amg/ and tests/fixtures/img_size/ are not
+touched.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ CONVT_TAP_SHARE = 0.95
 # Strided views of the [256,64,64] tensors that are too big to store whole (4 MiB each).
 DENSE_STRIDE = 7  # rows/cols 0,7,...,63: both corners included
 
-# Size budget for tests/fixtures minus pth/, resize/ and encoder_img_size/ (owned by other
-# generators).
+# Size budget for tests/fixtures minus pth/, resize/, encoder_img_size/, amg/ and img_size/
+# (owned by other generators, each with its own budget).
 BUDGET_BYTES = 38 * 1024 * 1024
 
 
@@ -619,7 +620,9 @@ def attention_balance(sam: Sam, predictor_input: torch.Tensor) -> list[str]:
     return lines
 
 
-def dir_bytes(path: Path, skip=("pth", "resize", "encoder_img_size")) -> int:
+def dir_bytes(
+    path: Path, skip=("pth", "resize", "encoder_img_size", "amg", "img_size")
+) -> int:
     total = 0
     for f in path.rglob("*"):
         rel = f.relative_to(path).parts

@@ -49,10 +49,11 @@ def box(value):
 
 
 def mask_input(value):
+    """float32, C-contiguous. The shape, (1, S, S) or (S, S), is left to the extension: S is
+    the model's low-res mask side (4x its embedding side: 256 for the official models), and
+    the extension, which knows the model, names the shape it expects for any other."""
     a = numeric(value, "mask_input").astype(np.float32, copy=False)
-    if a.shape not in ((1, 256, 256), (256, 256)):
-        raise ValueError(f"mask_input must have shape (1, 256, 256), got {a.shape}")
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")  # unlike ascontiguousarray, keeps a 0-d shape
 
 
 def prompt(point_coords_=None, point_labels_=None, box_=None, mask_input_=None):

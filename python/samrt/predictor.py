@@ -40,9 +40,11 @@ class SamPredictor:
         self._emb = self.model._core.embed(image)
 
     def set_embedding(self, embedding, original_size, input_size=None):
-        """Restores a saved embedding (``get_image_embedding()``, float32 [1, 256, 64, 64])
-        for an image of ``original_size`` (h, w) without re-encoding. ``input_size``
-        defaults to the official resize of ``original_size``."""
+        """Restores a saved embedding (``get_image_embedding()``, float32 [1, 256, E, E]:
+        [1, 256, 64, 64] for the official models) for an image of ``original_size`` (h, w)
+        without re-encoding; another shape raises ``ValueError`` naming the model's.
+        ``input_size`` defaults to the official resize of ``original_size`` to the model's
+        input size."""
         feats = np.ascontiguousarray(_args.numeric(embedding, "embedding"), dtype=np.float32)
         emb = self.model._core.embedding_from_features(
             feats,
@@ -75,7 +77,10 @@ class SamPredictor:
 
         Returns ``(masks, iou_predictions, low_res_masks)``: masks [C, H, W] bool (float32
         logits with ``return_logits=True``), iou_predictions float32 [C], low_res_masks
-        float32 [C, 256, 256]; C is 3 with ``multimask_output``, else 1.
+        float32 [C, S, S]; C is 3 with ``multimask_output``, else 1. S is the model's
+        low-res side, ``model.prompt_encoder.mask_input_size`` (256 for the official models,
+        4x the embedding side); ``mask_input`` takes (1, S, S) or (S, S), e.g. one of an
+        earlier prediction's ``low_res_masks``.
         """
         emb = self._require("before mask prediction")
         args = _args.prompt(point_coords, point_labels, box, mask_input)
@@ -104,7 +109,8 @@ class SamPredictor:
         return self.model._core.predict_batch(emb, batch, return_logits=bool(return_logits))
 
     def get_image_embedding(self):
-        """The current image's embedding, float32 [1, 256, 64, 64] (read-only: it is the
+        """The current image's embedding, float32 [1, 256, E, E] with E the model's input
+        size / 16 ([1, 256, 64, 64] for the official models; read-only: it is the
         predictor's own memory, shared without a copy)."""
         return self._require("to generate an embedding").features
 
@@ -124,7 +130,9 @@ class SamPredictor:
 
     @property
     def input_size(self):
-        """(h, w) after the longest-side resize to 1024, or None before ``set_image``."""
+        """(h, w) after the longest-side resize to the model's input size
+        (``model.image_encoder.img_size``, 1024 for the official models), or None before
+        ``set_image``."""
         emb = self._emb
         return None if emb is None else emb.input_size
 

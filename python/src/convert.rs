@@ -30,6 +30,17 @@ pub fn slice<'a, T: Element, D: numpy::ndarray::Dimension>(
     })
 }
 
+/// A shape as Python prints it: `(1, 64, 64)`, `(4,)`, `()`.
+pub fn py_shape(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        dims => {
+            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
 /// `Err(ValueError)` unless the array's shape is one of `allowed` (`None` = any length).
 pub fn check_shape<T: Element, D: numpy::ndarray::Dimension>(
     a: &PyReadonlyArray<'_, T, D>,
@@ -49,7 +60,8 @@ pub fn check_shape<T: Element, D: numpy::ndarray::Dimension>(
         Ok(())
     } else {
         Err(PyValueError::new_err(format!(
-            "{what} must have shape {expected}, got {shape:?}"
+            "{what} must have shape {expected}, got {}",
+            py_shape(shape)
         )))
     }
 }

@@ -2,7 +2,7 @@
 //! (one image's encoder output with its sizes). Both are immutable, so concurrent calls
 //! need no locks: a predictor swaps whole embeddings, it never edits one.
 
-use crate::convert::{array, check_shape, slice};
+use crate::convert::{array, check_shape, py_shape, slice};
 use crate::to_py;
 use numpy::ndarray::ArrayView4;
 use numpy::{
@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use rayon::prelude::*;
 use samrt::io::image::{from_rgb, resize_shape, MAX_IMAGE_SIDE};
-use samrt::{ComputeDevice, ImageEmbedding, Prompt, Sam};
+use samrt::{ComputeDevice, ImageEmbedding, LoadOptions, Prompt, Sam};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,8 +44,9 @@ fn parse_device(device: &str) -> PyResult<ComputeDevice> {
     }
 }
 
-/// One image's embedding: `[1, 256, 64, 64]` features plus the sizes that map prompts and
-/// masks to the image.
+/// One image's embedding: `[1, 256, E, E]` features (E = the model's input size / 16: `[1,
+/// 256, 64, 64]` for the official models) plus the sizes that map prompts and masks to the
+/// image.
 #[pyclass(frozen, module = "samrt._samrt")]
 pub struct Embedding {
     pub(crate) inner: Arc<ImageEmbedding>,
@@ -111,9 +112,25 @@ const MAX_POINTS: usize = samrt::sam::predictor::MAX_POINTS_PER_PROMPT;
 /// batch's output exists at once, so beyond this it could only end in an abort.
 const MAX_BATCH_OUTPUT: u128 = 1 << 34;
 
-/// The official `predict` arguments as a library [`Prompt`]; the library validates the
-/// values (finite coordinates, labels 0/1, finite mask).
-fn prompt_of(args: PromptArgs<'_>) -> PyResult<Prompt> {
+/// `Err(ValueError)` unless `mask` is `(1, S, S)` or `(S, S)` with S the model's low-res side
+/// `low` (256 for the official models), naming the shape this model expects.
+fn check_mask_input(mask: &PyReadonlyArrayDyn<'_, f32>, low: usize) -> PyResult<()> {
+    let shape = mask.shape();
+    if shape == [1, low, low] || shape == [low, low] {
+        return Ok(());
+    }
+    let e = low / 4;
+    Err(PyValueError::new_err(format!(
+        "mask_input must have shape (1, {low}, {low}) for this model (its low-res masks are \
+         4x its {e}x{e} embedding), got {}",
+        py_shape(shape)
+    )))
+}
+
+/// The official `predict` arguments as a library [`Prompt`] for a model whose low-res masks
+/// are `low` x `low`; the library validates the values (finite coordinates, labels 0/1,
+/// finite mask).
+fn prompt_of(args: PromptArgs<'_>, low: usize) -> PyResult<Prompt> {
     let (coords, labels, bx, mask, multimask) = args;
     let mut p = Prompt {
         multimask,
@@ -152,13 +169,7 @@ fn prompt_of(args: PromptArgs<'_>) -> PyResult<Prompt> {
         p.box_xyxy = Some([v[0], v[1], v[2], v[3]]);
     }
     if let Some(m) = mask {
-        let low = samrt::sam::predictor::LOW_RES;
-        check_shape(
-            &m,
-            "mask_input",
-            &[&[Some(1), Some(low), Some(low)], &[Some(low), Some(low)]],
-            "(1, 256, 256)",
-        )?;
+        check_mask_input(&m, low)?;
         p.mask_input = Some(slice(&m, "mask_input")?.to_vec());
     }
     Ok(p)
@@ -171,8 +182,8 @@ enum Output {
 }
 
 impl Output {
-    fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-        let low = samrt::sam::predictor::LOW_RES;
+    /// `(masks, scores, low_res)` with the low-res logits as `[C, low, low]`.
+    fn into_py(self, py: Python<'_>, low: usize) -> PyResult<Bound<'_, PyTuple>> {
         let (masks, c, scores, low_res) = match self {
             Output::Masks(p) => {
                 let m = array(py, p.masks, [p.num_masks, p.height, p.width])?;
@@ -198,11 +209,26 @@ impl Model {
         }
     }
 
+    /// The embedding's features as `Arc`, refusing one made by a model of another embedding
+    /// shape (another input size): its features would not fit this model's decoder.
+    fn features_of(&self, embedding: &Embedding) -> PyResult<Arc<ImageEmbedding>> {
+        let [c, g, _] = self.sam.embedding_shape();
+        let (ec, eg) = embedding.shape;
+        if (ec, eg) != (c, g) {
+            return Err(PyValueError::new_err(format!(
+                "this embedding is (1, {ec}, {eg}, {eg}) but this model takes (1, {c}, {g}, \
+                 {g}) (input size {}): it was made by a model of another input size",
+                self.sam.config.encoder.img_size
+            )));
+        }
+        Ok(embedding.inner.clone())
+    }
+
     fn embedding(&self, inner: ImageEmbedding) -> Embedding {
-        let c = &self.sam.config;
+        let [c, g, _] = self.sam.embedding_shape();
         Embedding {
             inner: Arc::new(inner),
-            shape: (c.prompt_embed_dim, c.encoder.grid()),
+            shape: (c, g),
         }
     }
 }
@@ -211,9 +237,16 @@ impl Model {
 impl Model {
     /// Loads `path` (the format is sniffed; the configuration inferred from the shapes) with
     /// the image encoder on `device`. A `.pth` is converted once into samrt's cache.
+    /// `image_size` runs the model at another input side (a multiple of 16) than the
+    /// checkpoint's own; embeddings, low-res masks and mask inputs follow it.
     #[new]
-    #[pyo3(signature = (path, device = "cpu"))]
-    fn new(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, device = "cpu", image_size = None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        image_size: Option<usize>,
+    ) -> PyResult<Self> {
         let dev = parse_device(device)?;
         if dev != ComputeDevice::Cpu && !cfg!(feature = "cuda") {
             return Err(PyRuntimeError::new_err(format!(
@@ -221,7 +254,11 @@ impl Model {
                  package with the `cuda` feature (maturin develop --release --features cuda)"
             )));
         }
-        let (sam, load_message) = py.detach(|| Sam::load_on(&path, dev)).map_err(to_py)?;
+        let opts = LoadOptions {
+            device: dev,
+            image_size,
+        };
+        let (sam, load_message) = py.detach(|| Sam::load_with(&path, opts)).map_err(to_py)?;
         let device = match dev {
             ComputeDevice::Cpu => "cpu".to_string(),
             ComputeDevice::Cuda(n) => format!("cuda:{n}"),
@@ -244,15 +281,33 @@ impl Model {
         self.load_message.as_deref()
     }
 
-    /// The inferred configuration: the encoder's sizes and the official name when it is one.
+    /// `(C, E, E)`: one embedding's features (`(256, 64, 64)` for the official models).
+    #[getter]
+    fn embedding_shape(&self) -> (usize, usize, usize) {
+        let [c, g, _] = self.sam.embedding_shape();
+        (c, g, g)
+    }
+
+    /// S of the `[C, S, S]` low-res masks and the `(1, S, S)` mask inputs: 4x the embedding
+    /// side (256 for the official models).
+    #[getter]
+    fn low_res_side(&self) -> usize {
+        self.sam.low_res_side()
+    }
+
+    /// The inferred configuration: the encoder's sizes (`img_size` the input side it runs
+    /// at) and the official name when the architecture is one (at any input size).
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = &self.sam.config;
         let e = &c.encoder;
         let d = PyDict::new(py);
-        let name = ["vit_b", "vit_l", "vit_h"]
-            .into_iter()
-            .find(|n| samrt::io::config::SamConfig::by_name(n).as_ref() == Some(c));
+        let name = ["vit_b", "vit_l", "vit_h"].into_iter().find(|n| {
+            samrt::io::config::SamConfig::by_name(n)
+                .and_then(|o| o.at_image_size(e.img_size).ok())
+                .as_ref()
+                == Some(c)
+        });
         d.set_item("model_type", name)?;
         d.set_item("embed_dim", e.embed_dim)?;
         d.set_item("depth", e.depth)?;
@@ -281,8 +336,9 @@ impl Model {
         Ok(self.embedding(emb))
     }
 
-    /// An embedding from saved features (`[1, C, G, G]` or `[C, G, G]` float32) and the
-    /// original image size; `input_size` defaults to the official resize of it.
+    /// An embedding from saved features (`[1, C, E, E]` or `[C, E, E]` float32, this model's
+    /// [`Sam::embedding_shape`]) and the original image size; `input_size` defaults to the
+    /// official resize of it to the model's input size.
     #[pyo3(signature = (features, original_size, input_size = None))]
     fn embedding_from_features(
         &self,
@@ -290,9 +346,8 @@ impl Model {
         original_size: (usize, usize),
         input_size: Option<(usize, usize)>,
     ) -> PyResult<Embedding> {
-        let c = self.sam.config.prompt_embed_dim;
+        let [c, g, _] = self.sam.embedding_shape();
         let img_size = self.sam.config.encoder.img_size;
-        let g = self.sam.config.encoder.grid();
         check_shape(
             &features,
             "embedding",
@@ -300,7 +355,7 @@ impl Model {
                 &[Some(1), Some(c), Some(g), Some(g)],
                 &[Some(c), Some(g), Some(g)],
             ],
-            &format!("(1, {c}, {g}, {g})"),
+            &format!("(1, {c}, {g}, {g}) for this model (input size {img_size})"),
         )?;
         let data = slice(&features, "embedding")?;
         if data.iter().any(|v| !v.is_finite()) {
@@ -328,7 +383,7 @@ impl Model {
     /// Saves `embedding` as `samrt embed` does (.safetensors or .npy + .json), with this
     /// model's fingerprint, so the CLI and Python share embedding files.
     fn save_embedding(&self, py: Python<'_>, embedding: &Embedding, path: PathBuf) -> PyResult<()> {
-        let emb = embedding.inner.clone();
+        let emb = self.features_of(embedding)?;
         py.detach(|| samrt::sam::embedding_file::save(&path, &self.sam, &emb))
             .map_err(to_py)
     }
@@ -358,17 +413,21 @@ impl Model {
         multimask_output: bool,
         return_logits: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let p = prompt_of((
-            point_coords,
-            point_labels,
-            box_,
-            mask_input,
-            multimask_output,
-        ))?;
-        let emb = embedding.inner.clone();
+        let low = self.sam.low_res_side();
+        let p = prompt_of(
+            (
+                point_coords,
+                point_labels,
+                box_,
+                mask_input,
+                multimask_output,
+            ),
+            low,
+        )?;
+        let emb = self.features_of(embedding)?;
         py.detach(|| self.run(&emb, &p, return_logits))
             .map_err(to_py)?
-            .into_py(py)
+            .into_py(py, low)
     }
 
     /// Many prompts against one embedding in one call, each a tuple `(point_coords,
@@ -381,13 +440,13 @@ impl Model {
         prompts: Vec<PromptArgs<'py>>,
         return_logits: bool,
     ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let low = self.sam.low_res_side();
         let prompts: Vec<Prompt> = prompts
             .into_iter()
-            .map(prompt_of)
+            .map(|a| prompt_of(a, low))
             .collect::<PyResult<_>>()?;
-        let emb = embedding.inner.clone();
+        let emb = self.features_of(embedding)?;
         let (h, w) = emb.original_size;
-        let low = samrt::sam::predictor::LOW_RES;
         let per_mask =
             (h * w) as u128 * if return_logits { 4 } else { 1 } + (low * low * 4) as u128;
         let masks: u128 = prompts
@@ -415,7 +474,7 @@ impl Model {
                 }
             })
             .map_err(to_py)?;
-        outs.into_iter().map(|o| o.into_py(py)).collect()
+        outs.into_iter().map(|o| o.into_py(py, low)).collect()
     }
 
     /// Seconds per `Sam::predict` call for one foreground point, timed inside Rust over
@@ -436,7 +495,7 @@ impl Model {
             multimask: true,
             ..Default::default()
         };
-        let emb = embedding.inner.clone();
+        let emb = self.features_of(embedding)?;
         py.detach(|| {
             (0..iters)
                 .map(|_| {

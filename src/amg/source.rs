@@ -2,7 +2,6 @@
 //! the SAM model as one (embed each crop once, decode batches of points against it).
 
 use crate::cpu::model::mask_decoder::{DecoderImage, DecoderOutput};
-use crate::cpu::ops::postprocess::postprocess_masks;
 use crate::error::{Error, Result};
 use crate::io::image::resize::resize_shape;
 use crate::io::image::rgb::RgbImage;
@@ -107,12 +106,13 @@ impl MaskSource for Sam {
         i: usize,
         m: usize,
     ) -> Result<Vec<f32>> {
-        let plane = crate::sam::predictor::LOW_RES * crate::sam::predictor::LOW_RES;
+        let frame = self.mask_frame();
+        let plane = frame.plane();
         let low = batch[i]
             .low_res
             .get(m * plane..(m + 1) * plane)
             .ok_or_else(|| Error::Unsupported(format!("mask {m} of point {i} was not computed")))?;
-        postprocess_masks(low, 1, crop.emb.input_size, crop.emb.original_size)
+        frame.postprocess(low, 1, crop.emb.input_size, crop.emb.original_size)
     }
 }
 

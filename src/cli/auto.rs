@@ -75,6 +75,12 @@ pub struct AutoArgs {
     /// cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// Run the model at this input size in pixels (a multiple of 16) instead of its
+    /// checkpoint's own (1024 for the official models): the embedding is size/16 per side and
+    /// low-res masks 4x that. Global attention's rel-pos tables are resized linearly as the
+    /// official code does, pos_embed bicubically (README: "Input sizes").
+    #[arg(long, value_name = "PIXELS")]
+    image_size: Option<usize>,
     /// How masks are saved: binary_mask (PNGs), uncompressed_rle or coco_rle (a JSON list
     /// of records per image, as amg.py writes). [default: binary_mask]
     #[arg(long, value_enum, value_name = "MODE")]
@@ -300,7 +306,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
         }
     }
 
-    let params = Params::new(&cfg, mode, &a.model)?;
+    let params = Params::new(&cfg, mode, &a.model, a.image_size)?;
     if let Some(t) = a.model_type {
         check_model_type(&a.model, t)?;
     }
@@ -356,7 +362,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
     }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| CliError::msg(format!("creating --out {}: {e}", a.out.display())))?;
-    let sam = super::common::load_model(&a.model, device)?;
+    let sam = super::common::load_model(&a.model, device, a.image_size)?;
     if a.force {
         // Old outputs go before the new record is written: an interrupted forced run then
         // resumes without mixing outputs of the old parameters into the new ones.

@@ -11,7 +11,6 @@ use clap::Args;
 use samrt::amg::generator::{generate, AmgConfig};
 use samrt::cpu::model::image_encoder::random_encoder_weights;
 use samrt::cpu::model::mask_decoder::random_decoder_weights;
-use samrt::cpu::ops::postprocess::postprocess_masks_threshold;
 use samrt::cpu::ops::preprocess_patchify::preprocess;
 use samrt::io::config::SamConfig;
 use samrt::io::image::from_rgb;
@@ -44,6 +43,10 @@ pub struct BenchArgs {
     /// Print one JSON object (bench/results schema) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Input size in pixels (a multiple of 16): random models are built for it, a
+    /// checkpoint runs at it (README: "Input sizes"). Default: the model's own (1024).
+    #[arg(long, value_name = "PIXELS")]
+    image_size: Option<usize>,
 }
 
 /// Bounds that keep a benchmark's memory and run time finite (the largest CUDA graph batch;
@@ -139,24 +142,42 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn load(model: &str) -> Result<(Sam, String), CliError> {
-    load_on(model, samrt::ComputeDevice::Cpu)
+fn load(model: &str, image_size: Option<usize>) -> Result<(Sam, String), CliError> {
+    load_on(model, samrt::ComputeDevice::Cpu, image_size)
 }
 
-fn load_on(model: &str, device: samrt::ComputeDevice) -> Result<(Sam, String), CliError> {
-    if let Some(cfg) = SamConfig::by_name(model) {
+fn load_on(
+    model: &str,
+    device: samrt::ComputeDevice,
+    image_size: Option<usize>,
+) -> Result<(Sam, String), CliError> {
+    if let Some(mut cfg) = SamConfig::by_name(model) {
+        if let Some(s) = image_size {
+            cfg = cfg
+                .at_image_size(s)
+                .context(|| format!("--image-size {s}"))?;
+        }
         let mut w: MapWeights = random_encoder_weights(&cfg.encoder, 1);
         w.tensors.extend(random_decoder_weights(&cfg, 2).tensors);
         let sam =
             Sam::from_weights_on(&w, device).context(|| format!("building random {model}"))?;
-        return Ok((sam, model.to_string()));
+        return Ok((sam, label(model, image_size)));
     }
+    let opts = samrt::LoadOptions { device, image_size };
     let (sam, msg) =
-        Sam::load_on(Path::new(model), device).context(|| format!("loading --model {model}"))?;
+        Sam::load_with(Path::new(model), opts).context(|| format!("loading --model {model}"))?;
     if let Some(m) = msg {
         eprintln!("samrt: {m}");
     }
-    Ok((sam, model.to_string()))
+    Ok((sam, label(model, image_size)))
+}
+
+/// The model as results name it: `vit_b`, or `vit_b@512` at another input size.
+fn label(model: &str, image_size: Option<usize>) -> String {
+    match image_size {
+        Some(s) => format!("{model}@{s}"),
+        None => model.to_string(),
+    }
 }
 
 pub fn run(a: BenchArgs) -> Result<(), CliError> {
@@ -178,7 +199,8 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     if let samrt::ComputeDevice::Cuda(_) = device {
         return run_cuda(&a, device);
     }
-    let (sam, model) = load(&a.model)?;
+    let (sam, model) = load(&a.model, a.image_size)?;
+    let img_size = sam.config.encoder.img_size;
     let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
         .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
         .collect();
@@ -186,8 +208,10 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     let lib = |e: samrt::Error| CliError::msg(e.to_string());
 
     let mut rows: Vec<(&str, usize, f64, f64)> = Vec::new();
-    let (x, input_size) = preprocess(&img, 1024).map_err(lib)?;
-    let (m, p) = time_ms(a.iters, || preprocess(&img, 1024).map(|_| ()).map_err(lib))?;
+    let (x, input_size) = preprocess(&img, img_size).map_err(lib)?;
+    let (m, p) = time_ms(a.iters, || {
+        preprocess(&img, img_size).map(|_| ()).map_err(lib)
+    })?;
     rows.push(("preprocess", 1, m, p));
     let mut features = Vec::new();
     let (m, p) = time_ms(a.iters, || {
@@ -232,7 +256,9 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     })?;
     rows.push(("mask_decoder", 1, m, p));
     let (m, p) = time_ms(a.iters, || {
-        let m = postprocess_masks_threshold(&out.low_res, out.num_masks, input_size, orig)
+        let m = sam
+            .mask_frame()
+            .postprocess_threshold(&out.low_res, out.num_masks, input_size, orig)
             .map_err(lib)?;
         std::hint::black_box(m);
         Ok(())
@@ -305,7 +331,7 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
 /// of its captured graph (batch `--batch`), plus each kernel's median time run eagerly, the
 /// host-inclusive `embed_batch` wall time, and the planned peak device memory.
 fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError> {
-    let (sam, model) = load_on(&a.model, device)?;
+    let (sam, model) = load_on(&a.model, device, a.image_size)?;
     let lib = |e: samrt::Error| CliError::msg(e.to_string());
     let enc = sam.encoder_backend().map_err(lib)?;
     let info = enc

@@ -99,12 +99,17 @@ pub fn cuda_device() -> Result<samrt::ComputeDevice, CliError> {
 }
 
 /// Loads `--model` for `device`, printing the cache message and, for CUDA, which device.
+/// `image_size` is `--image-size` (None: the checkpoint's own input size).
 pub fn load_model(
     model: &std::path::Path,
     device: samrt::ComputeDevice,
+    image_size: Option<usize>,
 ) -> Result<samrt::Sam, CliError> {
-    let (sam, msg) = samrt::Sam::load_on(model, device)
-        .context(|| format!("loading --model {}", model.display()))?;
+    let opts = samrt::LoadOptions { device, image_size };
+    let (sam, msg) = samrt::Sam::load_with(model, opts).context(|| match image_size {
+        Some(s) => format!("loading --model {} at --image-size {s}", model.display()),
+        None => format!("loading --model {}", model.display()),
+    })?;
     if let Some(m) = msg {
         eprintln!("samrt: {m}");
     }

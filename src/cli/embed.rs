@@ -20,6 +20,12 @@ pub struct EmbedArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// Run the model at this input size in pixels (a multiple of 16) instead of its
+    /// checkpoint's own (1024 for the official models): the embedding is size/16 per side and
+    /// low-res masks 4x that. Global attention's rel-pos tables are resized linearly as the
+    /// official code does, pos_embed bicubically (README: "Input sizes").
+    #[arg(long, value_name = "PIXELS")]
+    image_size: Option<usize>,
 }
 
 pub fn run(a: EmbedArgs) -> Result<(), CliError> {
@@ -37,7 +43,7 @@ pub fn run(a: EmbedArgs) -> Result<(), CliError> {
     let device = resolve_device(a.device)?;
     let img = samrt::io::image::load_image(&a.image)
         .context(|| format!("reading --image {}", a.image.display()))?;
-    let sam = super::common::load_model(&a.model, device)?;
+    let sam = super::common::load_model(&a.model, device, a.image_size)?;
     let emb = sam
         .embed(&img)
         .context(|| "running the image encoder".to_string())?;

@@ -71,14 +71,13 @@ fn print_graph(
     if batch == 0 || batch > max {
         return Err(CliError::msg(format!("--batch {batch}: must be 1..={max}")));
     }
+    let cfg = match image_size {
+        Some(s) => cfg
+            .at_image_size(s)
+            .context(|| format!("--image-size {s}"))?,
+        None => cfg.clone(),
+    };
     let img = cfg.encoder.img_size;
-    if let Some(s) = image_size.filter(|&s| s != img) {
-        return Err(CliError::msg(format!(
-            "--image-size {s}: this model's input size is {img} (its pos_embed holds a {g}x{g} \
-             patch grid, as in the official model, which does not resize it)",
-            g = cfg.encoder.grid()
-        )));
-    }
     let p = samrt::sam::backend::plan_cuda_encoder(ck, &cfg.encoder, batch)
         .context(|| "planning the CUDA encoder".to_string())?;
     println!("graph: image_encoder, batch {batch}, image {img}x{img}, arch sm_80");

@@ -53,7 +53,8 @@ enum Cmd {
         /// is needed.
         #[arg(long)]
         graph: bool,
-        /// Input size for --graph; it must be the model's own (fixed by its pos_embed).
+        /// Input size for --graph (default: the model's own): the schedule of the model run
+        /// at that size, as --image-size of embed, segment and auto runs it.
         #[arg(long, requires = "graph")]
         image_size: Option<usize>,
     },

@@ -2,13 +2,21 @@
 //! and `--prompts FILE.json`. Mask inputs are only described here (path + mask index, or
 //! inline values) and read when their chunk is decoded, so a prompts file naming thousands
 //! of mask files does not hold them all in memory.
+//!
+//! Mask inputs are `[S, S]` low-res logits, S = 4x the model's embedding side (256 for the
+//! official 1024 models, 64 for a model built for 256). Prompts are read before the model
+//! is loaded, so every square side is taken then and each prompt remembers its side;
+//! [`check_mask_sides`] holds them to the model's once it is loaded.
 
 use super::common::{CliError, Context};
-use samrt::sam::predictor::{Prompt, LOW_RES};
+use samrt::sam::predictor::Prompt;
 use std::path::{Path, PathBuf};
 
-/// Largest .npy accepted as a mask input: [C, 256, 256] float64 with C up to 16.
-const MAX_MASK_FILE: u64 = 16 * 8 * (LOW_RES * LOW_RES) as u64 + 4096;
+/// Largest mask-input side: the low-res side of a 4096-pixel model.
+const MAX_MASK_SIDE: usize = 1024;
+/// Largest .npy accepted as a mask input: [C, S, S] float64 with C up to 16 and S up to
+/// [`MAX_MASK_SIDE`].
+const MAX_MASK_FILE: u64 = 16 * 8 * (MAX_MASK_SIDE * MAX_MASK_SIDE) as u64 + 4096;
 /// Scores of the masks in a `low_res_logits.npy`, written beside it by `segment`.
 pub const SCORES_FILE: &str = "iou_predictions.npy";
 
@@ -26,19 +34,61 @@ pub enum MaskSource {
 pub struct PromptSpec {
     pub prompt: Prompt,
     pub mask: Option<MaskSource>,
+    /// The mask input's side as first read (before the model was known); None without one.
+    pub mask_side: Option<usize>,
 }
 
 impl PromptSpec {
-    /// The library prompt, reading its mask input now.
-    pub fn load(&self) -> Result<Prompt, CliError> {
-        let mut p = self.prompt.clone();
-        p.mask_input = match &self.mask {
-            None => None,
-            Some(MaskSource::Inline(v)) => Some(v.clone()),
-            Some(MaskSource::File(path, k)) => Some(read_mask_file(path, *k)?),
-        };
-        Ok(p)
+    /// The library prompt, reading its mask input now; `side` is the model's low-res side
+    /// (None before the model is known: any square side).
+    pub fn load(&self, side: Option<usize>) -> Result<Prompt, CliError> {
+        Ok(self.load_sized(side)?.0)
     }
+
+    /// [`PromptSpec::load`] and the mask input's side (None without one).
+    pub fn load_sized(&self, side: Option<usize>) -> Result<(Prompt, Option<usize>), CliError> {
+        let mut p = self.prompt.clone();
+        let (mask, got) = match &self.mask {
+            None => (None, None),
+            Some(MaskSource::Inline(v)) => {
+                let s = v.len().isqrt();
+                if let Some(want) = side.filter(|&w| w != s) {
+                    return Err(CliError::msg(format!(
+                        "inline mask input has shape [{s}, {s}], expected [{want}, {want}] or \
+                         [1, {want}, {want}] (this model's low-res masks)"
+                    )));
+                }
+                (Some(v.clone()), Some(s))
+            }
+            Some(MaskSource::File(path, k)) => {
+                let (m, s) = read_mask_file(path, *k, side)?;
+                (Some(m), Some(s))
+            }
+        };
+        p.mask_input = mask;
+        Ok((p, got))
+    }
+}
+
+/// Holds every prompt's mask input (`sides[k]`, as read before the model was loaded) to the
+/// model's low-res side, before anything is decoded.
+pub fn check_mask_sides(sides: &[Option<usize>], side: usize, what: &str) -> Result<(), CliError> {
+    for (k, got) in sides.iter().enumerate() {
+        if let Some(s) = got.filter(|&s| s != side) {
+            let which = if sides.len() == 1 {
+                what.to_string()
+            } else {
+                format!("{what}: prompt {k}")
+            };
+            return Err(CliError::msg(format!(
+                "{which}: mask input has shape [{s}, {s}], expected [{side}, {side}] (or [1, \
+                 {side}, {side}], [C, {side}, {side}]): this model's low-res masks are 4x its \
+                 {e}x{e} embedding",
+                e = side / 4
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_floats(s: &str, what: &str) -> Result<Vec<f64>, CliError> {
@@ -106,9 +156,14 @@ fn argmax(v: &[f32]) -> usize {
     best
 }
 
-/// Reads one [256, 256] mask from a float32 or float64 .npy of shape [256, 256],
-/// [1, 256, 256], [C, 256, 256] or [1, C, 256, 256].
-pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliError> {
+/// Reads one [S, S] mask from a float32 or float64 .npy of shape [S, S], [1, S, S],
+/// [C, S, S] or [1, C, S, S], with S = `side` when the model is known, else any square side
+/// up to [`MAX_MASK_SIDE`]; returns it and S.
+pub fn read_mask_file(
+    path: &Path,
+    k: Option<usize>,
+    side: Option<usize>,
+) -> Result<(Vec<f32>, usize), CliError> {
     let shown = match k {
         Some(k) => format!("{}:{k}", path.display()),
         None => path.display().to_string(),
@@ -119,7 +174,7 @@ pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliErro
         .len();
     if len > MAX_MASK_FILE {
         return Err(fail(format!(
-            "file is {len} bytes; a [C,256,256] mask stack is at most {MAX_MASK_FILE}"
+            "file is {len} bytes; a [C, S, S] mask stack is at most {MAX_MASK_FILE}"
         )));
     }
     let arr = samrt::io::npy::read(path).map_err(|e| fail(e.to_string()))?;
@@ -132,14 +187,23 @@ pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliErro
             )))
         }
     };
-    let s = LOW_RES;
-    let c = match arr.shape.as_slice() {
-        [a, b] if *a == s && *b == s => 1,
-        [c, a, b] | [1, c, a, b] if *a == s && *b == s && *c >= 1 => *c,
+    let fits =
+        |a: usize, b: usize| a == b && side.map_or((1..=MAX_MASK_SIDE).contains(&a), |s| a == s);
+    let (c, s) = match arr.shape.as_slice() {
+        [a, b] if fits(*a, *b) => (1, *a),
+        [c, a, b] | [1, c, a, b] if fits(*a, *b) && *c >= 1 => (*c, *a),
         other => {
-            return Err(fail(format!(
-                "shape {other:?}, expected [256, 256], [1, 256, 256] or [C, 256, 256]"
-            )))
+            return Err(fail(match side {
+                Some(s) => format!(
+                    "shape {other:?}, expected [{s}, {s}], [1, {s}, {s}] or [C, {s}, {s}] \
+                     (this model's low-res masks)"
+                ),
+                None => format!(
+                    "shape {other:?}, expected [S, S], [1, S, S] or [C, S, S] with S the \
+                     model's low-res side (256 for the official models; at most \
+                     {MAX_MASK_SIDE})"
+                ),
+            }))
         }
     };
     let pick = match k {
@@ -171,11 +235,11 @@ pub fn read_mask_file(path: &Path, k: Option<usize>) -> Result<Vec<f32>, CliErro
     if let Some(v) = out.iter().find(|v| !v.is_finite()) {
         return Err(fail(format!("holds {v}, which is not finite in float32")));
     }
-    Ok(out)
+    Ok((out, s))
 }
 
-/// An inline `mask_input`: nested JSON arrays of shape [256, 256] or [1, 256, 256] (the
-/// official `mask_input` layout), numbers only, row-major.
+/// An inline `mask_input`: nested JSON arrays of shape [S, S] or [1, S, S] (the official
+/// `mask_input` layout), numbers only, row-major; any square side (the model checks it).
 fn inline_mask(v: &serde_json::Value) -> Result<Vec<f32>, String> {
     fn walk(
         v: &serde_json::Value,
@@ -186,7 +250,7 @@ fn inline_mask(v: &serde_json::Value) -> Result<Vec<f32>, String> {
         match v {
             serde_json::Value::Array(items) => {
                 if depth > 2 {
-                    return Err("is nested deeper than [1, 256, 256]".into());
+                    return Err("is nested deeper than [1, S, S]".into());
                 }
                 if shape.len() == depth {
                     shape.push(items.len());
@@ -213,10 +277,14 @@ fn inline_mask(v: &serde_json::Value) -> Result<Vec<f32>, String> {
     }
     let (mut shape, mut out) = (Vec::new(), Vec::new());
     walk(v, 0, &mut shape, &mut out)?;
-    let s = LOW_RES;
-    if shape != [s, s] && shape != [1, s, s] {
+    let square = match shape[..] {
+        [a, b] | [1, a, b] => a == b && a >= 1,
+        _ => false,
+    };
+    if !square {
         return Err(format!(
-            "has shape {shape:?}, expected [{s}, {s}] or [1, {s}, {s}]"
+            "has shape {shape:?}, expected [S, S] or [1, S, S] with S the model's low-res \
+             side (256 for the official models)"
         ));
     }
     Ok(out)
@@ -319,7 +387,8 @@ pub fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<PromptSp
             )),
             Some(_) => {
                 return Err(bad(format!(
-                    "prompt {k}: `mask_input` must be a .npy path or a 256x256 array of numbers"
+                    "prompt {k}: `mask_input` must be a .npy path or an SxS array of numbers \
+                     (256x256 for the official models)"
                 )))
             }
         };
@@ -328,8 +397,15 @@ pub fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<PromptSp
                 .as_bool()
                 .ok_or_else(|| bad(format!("prompt {k}: `multimask` must be true or false")))?;
         }
-        let spec = PromptSpec { prompt: p, mask };
-        let loaded = spec.load().map_err(|e| bad(format!("prompt {k}: {e}")))?;
+        let mut spec = PromptSpec {
+            prompt: p,
+            mask,
+            mask_side: None,
+        };
+        let (loaded, side) = spec
+            .load_sized(None)
+            .map_err(|e| bad(format!("prompt {k}: {e}")))?;
+        spec.mask_side = side;
         loaded
             .validate()
             .context(|| format!("--prompts {}: prompt {k}", path.display()))?;

@@ -4,9 +4,11 @@
 //! saved embedding is checked against the model's fingerprint.
 
 use super::common::{resolve_device, CliError, Context, Device};
-use super::prompts::{parse_box, parse_mask_spec, parse_point, read_prompts, PromptSpec};
+use super::prompts::{
+    check_mask_sides, parse_box, parse_mask_spec, parse_point, read_prompts, PromptSpec,
+};
 use clap::Args;
-use samrt::sam::predictor::{Prompt, LOW_RES};
+use samrt::sam::predictor::Prompt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -29,13 +31,14 @@ pub struct SegmentArgs {
     /// Box prompt X0,Y0,X1,Y1 in original image pixels.
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     box_: Option<String>,
-    /// Low-res mask logits of an earlier call (float32 or float64 .npy): [256,256],
-    /// [1,256,256], or a [C,256,256] stack such as low_res_logits.npy, where `:K` picks mask K
-    /// and the default is the best-scoring mask by the iou_predictions.npy beside it.
+    /// Low-res mask logits of an earlier call (float32 or float64 .npy): [S,S], [1,S,S], or
+    /// a [C,S,S] stack such as low_res_logits.npy, where `:K` picks mask K and the default is
+    /// the best-scoring mask by the iou_predictions.npy beside it. S is 4x the model's
+    /// embedding side: 256 for the official models, 64 for a model built for 256 px.
     #[arg(long, value_name = "FILE.npy[:K]")]
     mask_input: Option<String>,
     /// Several prompts decoded against one embedding: a JSON list of {"points": [[x,y],...],
-    /// "labels": [1,...], "box": [x0,y0,x1,y1], "mask_input": "file.npy[:K]" or a 256x256
+    /// "labels": [1,...], "box": [x0,y0,x1,y1], "mask_input": "file.npy[:K]" or an SxS
     /// array, "multimask": bool} (all optional; mask_input paths relative to the JSON file).
     /// Decoded in bounded chunks; each prompt's outputs go to DIR/prompt_K/.
     #[arg(long, conflicts_with_all = ["points", "box_", "mask_input"])]
@@ -49,6 +52,13 @@ pub struct SegmentArgs {
     /// Output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
+    /// Run the model at this input size in pixels (a multiple of 16) instead of its
+    /// checkpoint's own (1024 for the official models): the embedding is size/16 per side and
+    /// low-res masks 4x that. Global attention's rel-pos tables are resized linearly as the
+    /// official code does, pos_embed bicubically (README: "Input sizes"). With --embedding:
+    /// the size the embedding was made at.
+    #[arg(long, value_name = "PIXELS")]
+    image_size: Option<usize>,
 }
 
 /// Writes mask_K.png, low_res_logits.npy and iou_predictions.npy (the scores, so a later
@@ -82,12 +92,9 @@ fn write_prediction(
         }));
     }
     let npy = dir.join("low_res_logits.npy");
-    samrt::io::npy::write_f32(
-        &npy,
-        &[pred.num_masks, LOW_RES, LOW_RES],
-        &pred.low_res_logits,
-    )
-    .context(|| format!("writing {}", npy.display()))?;
+    let s = (pred.low_res_logits.len() / pred.num_masks.max(1)).isqrt();
+    samrt::io::npy::write_f32(&npy, &[pred.num_masks, s, s], &pred.low_res_logits)
+        .context(|| format!("writing {}", npy.display()))?;
     let scores = dir.join(super::prompts::SCORES_FILE);
     samrt::io::npy::write_f32(&scores, &[pred.num_masks], &pred.scores)
         .context(|| format!("writing {}", scores.display()))?;
@@ -111,10 +118,16 @@ fn flag_prompt(a: &SegmentArgs) -> Result<PromptSpec, CliError> {
         .as_deref()
         .map(|m| parse_mask_spec(m, Path::new("")))
         .transpose()?;
-    let spec = PromptSpec { prompt, mask };
-    spec.load()?
+    let mut spec = PromptSpec {
+        prompt,
+        mask,
+        mask_side: None,
+    };
+    let (loaded, side) = spec.load_sized(None)?;
+    loaded
         .validate()
         .context(|| "checking prompts".to_string())?;
+    spec.mask_side = side;
     Ok(spec)
 }
 
@@ -140,7 +153,7 @@ fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbed
                 )));
             }
         }
-        let (sam, msg) = samrt::Sam::load_decoder(&a.model)
+        let (sam, msg) = samrt::Sam::load_decoder_at(&a.model, a.image_size)
             .context(|| format!("loading --model {}", a.model.display()))?;
         if let Some(m) = msg {
             eprintln!("samrt: {m}");
@@ -161,7 +174,7 @@ fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbed
     let device = resolve_device(a.device)?;
     let img = samrt::io::image::load_image(image)
         .context(|| format!("reading --image {}", image.display()))?;
-    let sam = super::common::load_model(&a.model, device)?;
+    let sam = super::common::load_model(&a.model, device, a.image_size)?;
     let emb = sam
         .embed(&img)
         .context(|| "running the image encoder".to_string())?;
@@ -171,9 +184,9 @@ fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbed
 /// Prompts decoded per call: enough to keep every core busy, few enough that the per-prompt
 /// buffers (the 4 MB dense prompt embedding, masks at the original size) stay near 256 MB
 /// however many prompts the file holds.
-fn chunk_len(emb: &samrt::ImageEmbedding) -> usize {
+fn chunk_len(emb: &samrt::ImageEmbedding, low_res_side: usize) -> usize {
     let (h, w) = emb.original_size;
-    let per_prompt = (4 << 20) + 3 * h * w + 3 * LOW_RES * LOW_RES * 4 * 2;
+    let per_prompt = emb.features.len() * 4 + 3 * h * w + 3 * low_res_side.pow(2) * 4 * 2;
     ((256usize << 20) / per_prompt).clamp(1, 64)
 }
 
@@ -188,9 +201,20 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         Some(_) => None,
     };
     let (sam, emb) = model_and_embedding(&a)?;
+    let side = sam.low_res_side();
+    let sides: Vec<Option<usize>> = match (&single, &specs) {
+        (Some(s), _) => vec![s.mask_side],
+        (None, Some(v)) => v.iter().map(|s| s.mask_side).collect(),
+        (None, None) => Vec::new(),
+    };
+    let what = match &a.prompts {
+        Some(p) => format!("--prompts {}", p.display()),
+        None => "--mask-input".to_string(),
+    };
+    check_mask_sides(&sides, side, &what)?;
     if let Some(spec) = single {
         let pred = sam
-            .predict(&emb, &spec.load()?)
+            .predict(&emb, &spec.load(Some(side))?)
             .context(|| "decoding masks".to_string())?;
         let records = write_prediction(&a.out, &pred)?;
         println!("{}", serde_json::json!({ "masks": records }));
@@ -203,11 +227,11 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
     let mut out = stdout.lock();
     let io = |e: std::io::Error| CliError::msg(format!("writing stdout: {e}"));
     write!(out, "{{\"prompts\":[").map_err(io)?;
-    let chunk = chunk_len(&emb);
+    let chunk = chunk_len(&emb, side);
     for (c, group) in specs.chunks(chunk).enumerate() {
         let prompts: Vec<Prompt> = group
             .iter()
-            .map(PromptSpec::load)
+            .map(|s| s.load(Some(side)))
             .collect::<Result<_, _>>()?;
         let preds = sam
             .predict_batch(&emb, &prompts)

@@ -90,6 +90,25 @@ impl SamConfig {
         }
     }
 
+    /// This model run at input side `img_size` (a multiple of the patch size) instead of the
+    /// size its checkpoint was made for, as the official `ImageEncoderViT(img_size=..)`
+    /// would be built: the patch grid becomes `img_size / patch`, windowed blocks keep their
+    /// window, and the loaders resize what depends on the grid (`pos_embed`, the global
+    /// blocks' rel-pos tables; see `cpu::model::image_encoder::load_pos_embed`).
+    pub fn at_image_size(&self, img_size: usize) -> Result<SamConfig> {
+        let p = self.encoder.patch_size;
+        if img_size == 0 || !img_size.is_multiple_of(p) || img_size / p > MAX_GRID {
+            return Err(Error::Config(format!(
+                "image size {img_size}: it must be a positive multiple of the patch size {p} \
+                 and at most {}",
+                MAX_GRID * p
+            )));
+        }
+        let mut c = self.clone();
+        c.encoder.img_size = img_size;
+        Ok(c)
+    }
+
     /// Named official configuration: "vit_b", "vit_l" or "vit_h".
     pub fn by_name(name: &str) -> Option<Self> {
         let e = match name {
@@ -310,8 +329,8 @@ fn shape_of(w: &dyn WeightSource, name: &str) -> Result<Vec<usize>> {
 /// there (one window, no padding, the same `[2G-1, hd]` tables), so such blocks are
 /// reported global. With no windowed block the window size is unused and reported as 14.
 ///
-/// Rel-pos tables whose size matches neither (the official code would interpolate them)
-/// are rejected. Tensors outside `image_encoder.` are ignored; unknown ones inside it are
+/// Global blocks whose tables were made for another grid are recognised as in
+/// [`classify_blocks`] and resized at load. Tensors outside `image_encoder.` are ignored; unknown ones inside it are
 /// rejected.
 pub fn infer_encoder_config(w: &dyn WeightSource) -> Result<EncoderConfig> {
     let pe_name = "image_encoder.patch_embed.proj.weight";
@@ -381,15 +400,12 @@ pub fn infer_encoder_config(w: &dyn WeightSource) -> Result<EncoderConfig> {
             "head_dim {hd} (from rel_pos_h) does not divide embed_dim {d}"
         )));
     }
-    let global_rows = 2 * grid - 1;
-    let mut global = Vec::new();
-    // (window side, first block that has it)
-    let mut window: Option<(usize, usize)> = None;
+    let mut rows_of = Vec::with_capacity(depth);
     for i in 0..depth {
         let name = format!("image_encoder.blocks.{i}.attn.rel_pos_h");
         let s = shape_of(w, &name)?;
         let rows = match s[..] {
-            [rows, h] if h == hd => rows,
+            [rows, h] if h == hd && (1..=2 * MAX_GRID).contains(&rows) => rows,
             _ => {
                 return Err(Error::Shape {
                     name,
@@ -398,35 +414,15 @@ pub fn infer_encoder_config(w: &dyn WeightSource) -> Result<EncoderConfig> {
                 })
             }
         };
-        if rows == global_rows {
-            global.push(i);
-            continue;
-        }
-        let ws = rows.div_ceil(2);
-        if rows.is_multiple_of(2) || ws > MAX_GRID {
-            return Err(Error::Config(format!(
-                "{name} has {rows} rows: neither 2*window-1 for a window of at most {MAX_GRID} \
-                 nor 2*{grid}-1 = {global_rows} for global attention over the {grid}x{grid} \
-                 grid that pos_embed gives (tables the official code would interpolate are \
-                 not supported)"
-            )));
-        }
-        match window {
-            Some((w0, first)) if w0 != ws => {
-                return Err(Error::Config(format!(
-                    "block {i} has window size {ws} but earlier blocks use {w0} (block {first}): \
-                     the official encoder has one window size, and a global block would have \
-                     2*{grid}-1 = {global_rows} rel_pos rows for the {grid}x{grid} grid \
-                     (img_size {}) that pos_embed gives; tables the official code would \
-                     interpolate are not supported",
-                    grid * p
-                )))
-            }
-            Some(_) => {}
-            None => window = Some((ws, i)),
-        }
+        // The official constructor sizes both tables alike ([2S-1, hd]).
+        check_shape(
+            w,
+            &format!("image_encoder.blocks.{i}.attn.rel_pos_w"),
+            &[rows, hd],
+        )?;
+        rows_of.push(rows);
     }
-
+    let (window, global) = classify_blocks(&rows_of, grid, p)?;
     let lin1 = shape_of(w, "image_encoder.blocks.0.mlp.lin1.weight")?;
     let mlp_dim = lin1.first().copied().unwrap_or(0);
     if mlp_dim == 0 || mlp_dim > MAX_MLP_DIM {
@@ -449,19 +445,101 @@ pub fn infer_encoder_config(w: &dyn WeightSource) -> Result<EncoderConfig> {
         head_dim: hd,
         mlp_dim,
         // With every block global the window size is never used; keep the official value.
-        window_size: window.map_or(14, |(ws, _)| ws),
+        window_size: window.unwrap_or(14),
         global_attn_indexes: global,
         img_size: grid * p,
         patch_size: p,
         out_chans,
     };
-    let expected = expected_encoder_shapes(&e);
+    let expected = with_stored_rel_pos(w, expected_encoder_shapes(&e));
     for (name, shape) in &expected {
         check_shape(w, name, shape)?;
     }
     let encoder_names = names.iter().filter(|n| n.starts_with("image_encoder."));
     reject_unused(encoder_names, &expected)?;
     Ok(e)
+}
+
+/// Which blocks are windowed (and their window side) and which global, from each block's
+/// rel-pos rows (`rows[i]`) and the patch grid:
+///
+/// - `2*grid-1` rows: a global block whose table spans the grid;
+/// - of the other row counts, the one most blocks have (the smaller on a tie) is the window
+///   (`2*window-1`; the official constructor has one window size, and 3 in 4 of its blocks
+///   are windowed);
+/// - a second count marks global blocks whose tables were made for another grid (a
+///   checkpoint trained at another size): the official `get_rel_pos` resizes such a table
+///   linearly to `2*grid-1` rows at run time, and so do we;
+/// - a third count cannot come from the official constructor and is refused.
+fn classify_blocks(
+    rows: &[usize],
+    grid: usize,
+    patch: usize,
+) -> Result<(Option<usize>, Vec<usize>)> {
+    let global_rows = 2 * grid - 1;
+    let mut counts: Vec<(usize, usize, usize)> = Vec::new(); // (rows, blocks, first block)
+    for (i, &r) in rows.iter().enumerate().filter(|(_, &r)| r != global_rows) {
+        match counts.iter_mut().find(|c| c.0 == r) {
+            Some(c) => c.1 += 1,
+            None => counts.push((r, 1, i)),
+        }
+    }
+    if counts.len() > 2 {
+        let (r0, r1, r2) = (counts[0], counts[1], counts[2]);
+        return Err(Error::Config(format!(
+            "encoder blocks {}, {} and {} have rel_pos tables of {}, {} and {} rows: the \
+             official encoder has one window size (2*window-1 rows), and global blocks span \
+             the {grid}x{grid} grid (img_size {}) that pos_embed gives (2*{grid}-1 = \
+             {global_rows} rows, or one other size that the official code would resize)",
+            r0.2,
+            r1.2,
+            r2.2,
+            r0.0,
+            r1.0,
+            r2.0,
+            grid * patch
+        )));
+    }
+    // Most blocks first, then fewer rows.
+    counts.sort_by_key(|&(r, n, _)| (std::cmp::Reverse(n), r));
+    let window = match counts.first() {
+        None => None,
+        Some(&(r, _, first)) => {
+            if r.is_multiple_of(2) {
+                return Err(Error::Config(format!(
+                    "image_encoder.blocks.{first}.attn.rel_pos_h has {r} rows: neither \
+                     2*window-1 for a window of at most {MAX_GRID} nor 2*{grid}-1 = \
+                     {global_rows} for global attention over the {grid}x{grid} grid that \
+                     pos_embed gives"
+                )));
+            }
+            Some(r.div_ceil(2))
+        }
+    };
+    let window_rows = window.map(|ws| 2 * ws - 1);
+    let global = (0..rows.len())
+        .filter(|&i| Some(rows[i]) != window_rows)
+        .collect();
+    Ok((window, global))
+}
+
+/// `expected` with each rel-pos table at the rows it is stored with (a global block's table
+/// made for another grid is resized at load, as the official `get_rel_pos` does).
+fn with_stored_rel_pos(
+    w: &dyn WeightSource,
+    mut expected: Vec<(String, Vec<usize>)>,
+) -> Vec<(String, Vec<usize>)> {
+    for (name, shape) in &mut expected {
+        if !(name.ends_with(".attn.rel_pos_h") || name.ends_with(".attn.rel_pos_w")) {
+            continue;
+        }
+        if let Some(stored) = w.shape(name) {
+            if stored.len() == 2 && stored[1] == shape[1] {
+                *shape = stored;
+            }
+        }
+    }
+    expected
 }
 
 /// Fails naming (up to 5 of) the tensors among `names` that `expected` does not list.
@@ -503,7 +581,7 @@ pub fn infer_config(w: &dyn WeightSource) -> Result<SamConfig> {
             got: vec![e.out_chans, e.embed_dim, 1, 1],
         });
     }
-    let expected = expected_shapes(&cfg);
+    let expected = with_stored_rel_pos(w, expected_shapes(&cfg));
     for (name, shape) in &expected {
         check_shape(w, name, shape)?;
     }

@@ -247,8 +247,20 @@ impl SavedEmbedding {
             }
         }
         if self.shape != sam.embedding_shape() {
+            let p = sam.config.encoder.patch_size;
+            let hint = if self.shape[0] == sam.embedding_shape()[0] {
+                format!(
+                    " (it was made at input size {}, the model runs at {}: load the model at \
+                     the embedding's size, e.g. --image-size {})",
+                    self.shape[1] * p,
+                    sam.config.encoder.img_size,
+                    self.shape[1] * p
+                )
+            } else {
+                String::new()
+            };
             return Err(Error::Embedding(format!(
-                "shape {:?}, this model uses {:?}",
+                "shape {:?}, this model uses {:?}{hint}",
                 self.shape,
                 sam.embedding_shape()
             )));

@@ -5,7 +5,7 @@
 use crate::cpu::model::image_encoder::ImageEncoder;
 use crate::cpu::model::mask_decoder::{DecoderImage, DecoderOutput, MaskDecoder};
 use crate::cpu::model::prompt_encoder::PromptEncoder;
-use crate::cpu::ops::postprocess::{mask_stats, postprocess_masks_threshold, MaskStats};
+use crate::cpu::ops::postprocess::{mask_stats, MaskFrame, MaskStats};
 use crate::cpu::ops::preprocess_patchify::preprocess;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::cache::load_model;
@@ -18,7 +18,9 @@ use crate::sam::backend::{self, EncoderBackend};
 use rayon::prelude::*;
 use std::path::Path;
 
-/// Side of the low-resolution mask logits the decoder produces and accepts.
+/// Side of the low-resolution mask logits of the official models (1024 input, 64x64
+/// embedding). A model built for another input size has low-res masks 4x its embedding side:
+/// see [`Sam::low_res_side`].
 pub const LOW_RES: usize = 256;
 
 /// Most point prompts in one prompt. Each point is a token in every attention of the
@@ -49,11 +51,11 @@ pub struct Sam {
 /// An image's embedding plus the sizes needed to map prompts and masks back to it.
 #[derive(Clone)]
 pub struct ImageEmbedding {
-    /// [256, 64, 64]
+    /// [256, E, E] ([`Sam::embedding_shape`]; E = 64 at the official 1024 input)
     pub features: Vec<f32>,
     /// (h, w) of the image as given.
     pub original_size: (usize, usize),
-    /// (h, w) after the longest-side resize to 1024, before padding.
+    /// (h, w) after the longest-side resize to the model's input size, before padding.
     pub input_size: (usize, usize),
 }
 
@@ -65,7 +67,8 @@ pub struct Prompt {
     /// 1 foreground, 0 background; one per point.
     pub labels: Vec<i32>,
     pub box_xyxy: Option<[f64; 4]>,
-    /// Low-res logits of an earlier prediction, [256 * 256].
+    /// Low-res logits of an earlier prediction, [S * S] with S = [`Sam::low_res_side`] (256
+    /// for the official models).
     pub mask_input: Option<Vec<f32>>,
     pub multimask: bool,
 }
@@ -77,7 +80,7 @@ pub struct Prediction {
     /// [C, H, W] booleans (logit > 0.0) at the original size.
     pub masks: Vec<bool>,
     pub scores: Vec<f32>,
-    /// [C, 256, 256] logits in the padded 1024 frame.
+    /// [C, S, S] logits in the padded input frame (S = [`Sam::low_res_side`]).
     pub low_res_logits: Vec<f32>,
 }
 
@@ -114,7 +117,9 @@ fn check_decoded(out: &DecoderOutput) -> Result<()> {
 }
 
 impl Prompt {
-    /// Rejects what the official predictor would turn into garbage or an exception.
+    /// Rejects what the official predictor would turn into garbage or an exception, for any
+    /// model: a mask input must be square here; [`Sam::check_prompt`] also checks its side
+    /// against the model's.
     pub fn validate(&self) -> Result<()> {
         if self.points.len() > MAX_POINTS_PER_PROMPT {
             return Err(Error::Prompt(format!(
@@ -148,9 +153,11 @@ impl Prompt {
             }
         }
         if let Some(m) = &self.mask_input {
-            if m.len() != LOW_RES * LOW_RES {
+            let side = m.len().isqrt();
+            if m.is_empty() || side * side != m.len() {
                 return Err(Error::Prompt(format!(
-                    "mask input has {} values, expected 256x256 = 65536",
+                    "mask input has {} values, expected a square S x S mask (256x256 = 65536 \
+                     for the official models)",
                     m.len()
                 )));
             }
@@ -170,6 +177,26 @@ impl Prompt {
     }
 }
 
+/// How to load a model: where its image encoder runs and the input size it runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub device: ComputeDevice,
+    /// Run at this input side (a multiple of 16) instead of the checkpoint's own (1024 for
+    /// the official models): see [`SamConfig::at_image_size`]. Global blocks' rel-pos tables
+    /// are resized linearly as the official `get_rel_pos` does; `pos_embed` bicubically (the
+    /// official encoder cannot run a checkpoint at another size without that step).
+    pub image_size: Option<usize>,
+}
+
+impl LoadOptions {
+    pub fn on(device: ComputeDevice) -> LoadOptions {
+        LoadOptions {
+            device,
+            image_size: None,
+        }
+    }
+}
+
 impl Sam {
     /// Loads a .safetensors or .pth file (a .pth is converted once into the cache); the
     /// message, if any, says what the cache did.
@@ -180,8 +207,13 @@ impl Sam {
     /// As [`Sam::load`], with the image encoder on `device`: for CUDA its fp16 weights are
     /// copied to the device once, and `embed`/`embed_batch` run there.
     pub fn load_on(path: &Path, device: ComputeDevice) -> Result<(Sam, Option<String>)> {
+        Sam::load_with(path, LoadOptions::on(device))
+    }
+
+    /// As [`Sam::load_on`], with the options of [`LoadOptions`].
+    pub fn load_with(path: &Path, opts: LoadOptions) -> Result<(Sam, Option<String>)> {
         load_model(path, |ckpt| {
-            let mut sam = Sam::from_weights_on(ckpt, device)?;
+            let mut sam = Sam::build(ckpt, Some(opts.device), opts.image_size)?;
             sam.fingerprint = Some(crate::io::checkpoint::fingerprint(ckpt));
             Ok(sam)
         })
@@ -190,8 +222,17 @@ impl Sam {
     /// The prompt encoder and mask decoder only, for decoding saved embeddings; `embed`
     /// then fails with a clear error.
     pub fn load_decoder(path: &Path) -> Result<(Sam, Option<String>)> {
+        Sam::load_decoder_at(path, None)
+    }
+
+    /// [`Sam::load_decoder`] for embeddings made at input side `image_size` (see
+    /// [`LoadOptions::image_size`]).
+    pub fn load_decoder_at(
+        path: &Path,
+        image_size: Option<usize>,
+    ) -> Result<(Sam, Option<String>)> {
         load_model(path, |ckpt| {
-            let mut sam = Sam::build(ckpt, None)?;
+            let mut sam = Sam::build(ckpt, None, image_size)?;
             sam.fingerprint = Some(crate::io::checkpoint::fingerprint(ckpt));
             Ok(sam)
         })
@@ -205,8 +246,40 @@ impl Sam {
     /// Values in one image embedding: [prompt_embed_dim, side, side] with side =
     /// img_size / patch_size (64 for the official 1024 input).
     pub fn embedding_shape(&self) -> [usize; 3] {
-        let side = self.config.encoder.img_size / self.config.encoder.patch_size;
+        let side = self.config.encoder.grid();
         [self.config.prompt_embed_dim, side, side]
+    }
+
+    /// Side S of the low-res masks the decoder writes and the mask inputs it takes, `[C, S,
+    /// S]`: 4x the embedding side (256 at the official 1024 input, 64 at 256).
+    pub fn low_res_side(&self) -> usize {
+        4 * self.config.encoder.grid()
+    }
+
+    /// The frames `postprocess_masks` maps between for this model (low-res side -> input
+    /// side -> original size).
+    pub fn mask_frame(&self) -> MaskFrame {
+        MaskFrame::new(self.config.encoder.grid(), self.config.encoder.img_size)
+    }
+
+    /// [`Prompt::validate`], then the mask input's side against this model's
+    /// [`Sam::low_res_side`], naming the shape it expects.
+    pub fn check_prompt(&self, p: &Prompt) -> Result<()> {
+        p.validate()?;
+        let s = self.low_res_side();
+        match &p.mask_input {
+            Some(m) if m.len() != s * s => {
+                let got = m.len().isqrt();
+                Err(Error::Prompt(format!(
+                    "mask input is {got}x{got}, expected {s}x{s} = {} ([1, {s}, {s}]: this \
+                     model's low-res masks, 4x its {}x{} embedding)",
+                    s * s,
+                    s / 4,
+                    s / 4
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn encoder(&self) -> Result<&dyn EncoderBackend> {
@@ -222,7 +295,12 @@ impl Sam {
     /// The model with its image encoder on `device` (no CPU encoder is built for a CUDA
     /// device); an error for CUDA in a build without the `cuda` feature.
     pub fn from_weights_on(w: &dyn WeightSource, device: ComputeDevice) -> Result<Sam> {
-        Sam::build(w, Some(device))
+        Sam::build(w, Some(device), None)
+    }
+
+    /// [`Sam::from_weights_on`] with the options of [`LoadOptions`].
+    pub fn from_weights_with(w: &dyn WeightSource, opts: LoadOptions) -> Result<Sam> {
+        Sam::build(w, Some(opts.device), opts.image_size)
     }
 
     /// Where the image encoder runs, in words (e.g. for `--device auto` messages).
@@ -239,11 +317,18 @@ impl Sam {
     }
 
     pub fn from_weights(w: &dyn WeightSource) -> Result<Sam> {
-        Sam::build(w, Some(ComputeDevice::Cpu))
+        Sam::build(w, Some(ComputeDevice::Cpu), None)
     }
 
-    fn build(w: &dyn WeightSource, encoder_on: Option<ComputeDevice>) -> Result<Sam> {
-        let config = infer_config(w)?;
+    fn build(
+        w: &dyn WeightSource,
+        encoder_on: Option<ComputeDevice>,
+        image_size: Option<usize>,
+    ) -> Result<Sam> {
+        let mut config = infer_config(w)?;
+        if let Some(s) = image_size {
+            config = config.at_image_size(s)?;
+        }
         let encoder = encoder_on
             .map(|d| backend::open(d, w, &config.encoder))
             .transpose()?;
@@ -276,7 +361,7 @@ impl Sam {
     pub fn mask_decoder(&self) -> &MaskDecoder {
         &self.decoder
     }
-    /// [256, 64, 64]
+    /// [256, E, E], E the embedding side.
     pub fn dense_pe(&self) -> &[f32] {
         &self.dense_pe
     }
@@ -361,7 +446,7 @@ impl Sam {
         emb: &ImageEmbedding,
         p: &Prompt,
     ) -> Result<(Vec<f32>, usize, Vec<f32>)> {
-        p.validate()?;
+        self.check_prompt(p)?;
         let (orig, input) = (emb.original_size, emb.input_size);
         let pts: Vec<[f32; 2]> = p
             .points
@@ -384,7 +469,7 @@ impl Sam {
     fn finish(&self, emb: &ImageEmbedding, out: DecoderOutput) -> Result<Prediction> {
         check_decoded(&out)?;
         let (h, w) = emb.original_size;
-        let masks = postprocess_masks_threshold(
+        let masks = self.mask_frame().postprocess_threshold(
             &out.low_res,
             out.num_masks,
             emb.input_size,
@@ -467,7 +552,7 @@ pub struct LogitsPrediction {
     /// [C, H, W] logits at the original size (`> 0.0` gives [`Prediction::masks`]).
     pub logits: Vec<f32>,
     pub scores: Vec<f32>,
-    /// [C, 256, 256] logits in the padded 1024 frame.
+    /// [C, S, S] logits in the padded input frame (S = [`Sam::low_res_side`]).
     pub low_res_logits: Vec<f32>,
 }
 
@@ -481,7 +566,7 @@ impl Sam {
     ) -> Result<LogitsPrediction> {
         let out = self.decode_one(emb, prompt)?;
         check_decoded(&out)?;
-        let logits = crate::cpu::ops::postprocess::postprocess_masks(
+        let logits = self.mask_frame().postprocess(
             &out.low_res,
             out.num_masks,
             emb.input_size,

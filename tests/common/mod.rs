@@ -69,6 +69,34 @@ pub fn tiny_safetensors() -> &'static PathBuf {
     })
 }
 
+/// tests/fixtures/img_size/ (tools/make_img_size_fixtures.py).
+pub fn img_size_dir() -> PathBuf {
+    fixtures().join("img_size")
+}
+
+/// `img_size/encoder{trained}.pth`'s image encoder (an official encoder built for
+/// `trained` px) with sam_tiny.pth's prompt encoder and mask decoder, as one fp16
+/// safetensors model (written once per size and test process).
+pub fn img_size_model(trained: usize) -> PathBuf {
+    static FILES: OnceLock<std::sync::Mutex<Vec<(usize, PathBuf)>>> = OnceLock::new();
+    let mut files = FILES.get_or_init(Default::default).lock().unwrap();
+    if let Some((_, p)) = files.iter().find(|(s, _)| *s == trained) {
+        return p.clone();
+    }
+    let mut t = read_pth(&img_size_dir().join(format!("encoder{trained}.pth"))).unwrap();
+    assert!(t.iter().all(|x| x.name.starts_with("image_encoder.")));
+    let decoder = read_pth(&fixtures().join("sam_tiny.pth")).unwrap();
+    t.extend(
+        decoder.into_iter().filter(|x| {
+            x.name.starts_with("prompt_encoder.") || x.name.starts_with("mask_decoder.")
+        }),
+    );
+    let out = scratch("img-size-models").join(format!("sam_{trained}.safetensors"));
+    write_safetensors_f16(&out, &t).unwrap();
+    files.push((trained, out.clone()));
+    out
+}
+
 pub fn tiny_model() -> &'static Sam {
     static S: OnceLock<Sam> = OnceLock::new();
     S.get_or_init(|| {

@@ -36,6 +36,7 @@ use attention::QkvStorage::{self, Plain, ScaledQ, ScaledQkv};
 use cudarc::driver::CudaSlice;
 use gemm::{halved, norows, overflow, plain, rows, ScaleCase};
 use refs::Epi::{Bias, Gelu, Residual};
+use samrt::cpu::ops::postprocess::MaskFrame;
 use samrt::cuda::ops::attention::{AttnPlainShape, AttnRelposShape};
 use samrt::cuda::ops::gemm::{Conv3x3Shape, GemmShape};
 use samrt::cuda::ops::preprocess_patchify::PatchGeom;
@@ -166,7 +167,17 @@ op_cases! {
     postprocess_3_to_300x450_one_thread: post(3, (683, 1024), (300, 450), 1),
     postprocess_1_odd_997x995: post(1, (1024, 1023), (997, 995), 2),
     postprocess_1_all_negative: Postprocess {
-        masks: 1, input: (683, 1024), orig: (100, 150), threads: 2, all_negative: true
+        frame: MaskFrame::OFFICIAL, masks: 1, input: (683, 1024), orig: (100, 150), threads: 2,
+        all_negative: true
+    },
+    // Models built for other input sizes: 64 -> 256 (img_size 256) and 128 -> 512.
+    postprocess_3_frame_256_to_90x120: Postprocess {
+        frame: MaskFrame::new(16, 256), masks: 3, input: (192, 256), orig: (90, 120),
+        threads: 2, all_negative: false
+    },
+    postprocess_2_frame_512_to_700x1050: Postprocess {
+        frame: MaskFrame::new(32, 512), masks: 2, input: (341, 512), orig: (700, 1050),
+        threads: 2, all_negative: false
     },
 
     // ---- prompt encoder and AMG ops
@@ -209,6 +220,7 @@ enum Case {
     Patchify(PatchGeom, &'static [(usize, usize)]),
     ResidualInit(ResidualInitShape),
     Postprocess {
+        frame: MaskFrame,
         masks: usize,
         input: (usize, usize),
         orig: (usize, usize),
@@ -282,6 +294,7 @@ fn geom(img_size: usize, patch: usize) -> PatchGeom {
 
 fn post(masks: usize, input: (usize, usize), orig: (usize, usize), threads: usize) -> Case {
     Postprocess {
+        frame: MaskFrame::OFFICIAL,
         masks,
         input,
         orig,
@@ -328,12 +341,13 @@ fn run(test: &str, case: Case) {
         Patchify(geom, originals) => encoder_glue::run_patchify(g, r, test, geom, originals),
         ResidualInit(shape) => encoder_glue::run_residual_init(g, r, test, shape),
         Postprocess {
+            frame,
             masks,
             input,
             orig,
             threads,
             all_negative,
-        } => mask_ops::run_postprocess(g, r, masks, input, orig, threads, all_negative),
+        } => mask_ops::run_postprocess(g, r, frame, masks, input, orig, threads, all_negative),
         MaskDownscaling { masks } => mask_ops::run_mask_downscaling(g, r, masks),
         PromptSparse { prompts } => mask_ops::run_prompt_sparse(g, r, prompts),
         Nms(sizes) => mask_ops::run_nms(g, r, sizes),

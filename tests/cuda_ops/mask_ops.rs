@@ -5,9 +5,11 @@
 use crate::common::gpu::Rng;
 use samrt::cuda::GpuContext;
 
+#[allow(clippy::too_many_arguments)]
 pub fn run_postprocess(
     gpu: &GpuContext,
     rng: &mut Rng,
+    frame: samrt::cpu::ops::postprocess::MaskFrame,
     m: usize,
     input: (usize, usize),
     orig: (usize, usize),
@@ -19,19 +21,21 @@ pub fn run_postprocess(
     let s = gpu.stream();
     // Logits around 0 with a large range, so thresholds cut through the masks.
     let low = if all_negative {
-        vec![-1.0f32; m * 65536]
+        vec![-1.0f32; m * frame.plane()]
     } else {
-        rng.vec(m * 65536, -20.0, 20.0)
+        rng.vec(m * frame.plane(), -20.0, 20.0)
     };
     let dev = gpu.upload_f32(s, &low).unwrap();
-    let out = postprocess_masks(gpu, s, &dev, m, input, orig, threads).unwrap();
+    let out = postprocess_masks(gpu, s, frame, &dev, m, input, orig, threads).unwrap();
     let packed = threshold_pack(gpu, s, &out, m, orig).unwrap();
     if all_negative {
         // Empty box, zero area.
         assert_eq!(packed.stats[0], cpu::MaskStats::default());
         return;
     }
-    let want = cpu::postprocess_masks_with(&low, m, input, orig, threads).unwrap();
+    let want = frame
+        .postprocess_with(&low, m, input, orig, threads)
+        .unwrap();
     let got = gpu.download_f32(s, &out).unwrap();
     assert_eq!(got.len(), want.len());
     let ndiff = got

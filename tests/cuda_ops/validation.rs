@@ -150,14 +150,23 @@ fn postprocess_shapes_are_validated() {
     };
     let stream = gpu.stream().clone();
     let dev = gpu.upload_f32(&stream, &vec![0.5f32; 65536]).unwrap();
-    let pp = |m, input, orig| {
-        samrt::cuda::ops::postprocess::postprocess_masks(&gpu, &stream, &dev, m, input, orig, 2)
+    use samrt::cpu::ops::postprocess::MaskFrame;
+    let pp_in = |frame, m, input, orig| {
+        samrt::cuda::ops::postprocess::postprocess_masks(
+            &gpu, &stream, frame, &dev, m, input, orig, 2,
+        )
     };
+    let pp = |m, input, orig| pp_in(MaskFrame::OFFICIAL, m, input, orig);
     assert!(pp(0, (683, 1024), (10, 10)).is_err());
     assert!(pp(1, (1025, 1024), (10, 10)).is_err());
     assert!(pp(1, (683, 1024), (0, 10)).is_err());
     // Two masks need two planes.
     assert!(pp(2, (683, 1024), (10, 10)).is_err());
+    // A 256-px model's frame: 16 planes of 64x64 fit the buffer, the input is within 256.
+    let small = MaskFrame::new(16, 256);
+    assert!(pp_in(small, 16, (192, 256), (10, 10)).is_ok());
+    assert!(pp_in(small, 1, (257, 256), (10, 10)).is_err());
+    assert!(pp_in(MaskFrame::new(0, 256), 1, (192, 256), (10, 10)).is_err());
 }
 
 #[test]

@@ -157,7 +157,14 @@ pub struct Params {
 }
 
 impl Params {
-    pub fn new(cfg: &AmgConfig, mode: OutputMode, model: &Path) -> Result<Params, CliError> {
+    /// `image_size` (`--image-size`) is recorded only when given, so records made before
+    /// the option existed still match runs without it.
+    pub fn new(
+        cfg: &AmgConfig,
+        mode: OutputMode,
+        model: &Path,
+        image_size: Option<usize>,
+    ) -> Result<Params, CliError> {
         let AmgConfig {
             points_per_side,
             points_per_batch,
@@ -187,9 +194,12 @@ impl Params {
             "output_mode": mode_name(mode),
             "model": model_id,
         });
-        let Value::Object(compared) = v else {
+        let Value::Object(mut compared) = v else {
             unreachable!("json! of an object literal")
         };
+        if let Some(s) = image_size {
+            compared.insert("image_size".into(), json!(s));
+        }
         Ok(Params {
             compared,
             model_path,

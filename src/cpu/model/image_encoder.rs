@@ -11,6 +11,7 @@ use crate::cpu::ops::attention::AttnRelpos;
 use crate::cpu::ops::conv2d::{conv2d, ConvGeom, Layout};
 use crate::cpu::ops::gelu::gelu_seq;
 use crate::cpu::ops::gemm::{conv3x3, split_taps, Linear, Par, WeightLayout};
+use crate::cpu::ops::interpolate::{bicubic_hwc, linear_rows};
 use crate::cpu::ops::layer_norm::{transpose, LayerNorm};
 use crate::cpu::ops::preprocess_patchify::{patchify_chw, PatchGeom};
 use crate::cpu::ops::residual_init::residual_init;
@@ -80,8 +81,45 @@ fn check_config(c: &EncoderConfig) -> Result<()> {
     Ok(())
 }
 
+/// A block's rel-pos table (`name`) for attention over `side` tokens per axis, `[2*side-1,
+/// hd]`: as stored when it has that many rows, else resized linearly as the official
+/// `get_rel_pos` does at every forward (a global block of a checkpoint made for another
+/// grid, or one run at another `--image-size`).
+pub fn load_rel_pos(w: &dyn WeightSource, name: &str, side: usize, hd: usize) -> Result<Vec<f32>> {
+    let want = 2 * side - 1;
+    let rows = match w.shape(name).as_deref() {
+        Some(&[r, h]) if h == hd && r > 0 => r,
+        _ => return w.f32(name, &[want, hd]), // missing or misshapen: its error names both
+    };
+    let t = w.f32(name, &[rows, hd])?;
+    Ok(if rows == want {
+        t
+    } else {
+        linear_rows(&t, rows, hd, want)
+    })
+}
+
+/// `pos_embed` for the configured grid, `[1, G, G, D]`: as stored when the checkpoint was
+/// made for this grid, else resized bicubically from the stored grid (see
+/// [`crate::cpu::ops::interpolate`]: the official encoder has no such resize).
+pub fn load_pos_embed(w: &dyn WeightSource, cfg: &EncoderConfig) -> Result<Vec<f32>> {
+    let (d, g) = (cfg.embed_dim, cfg.grid());
+    let name = "image_encoder.pos_embed";
+    let stored = match w.shape(name).as_deref() {
+        Some(&[1, a, b, c]) if a == b && c == d && a > 0 => a,
+        _ => return w.f32(name, &[1, g, g, d]),
+    };
+    let t = w.f32(name, &[1, stored, stored, d])?;
+    Ok(if stored == g {
+        t
+    } else {
+        bicubic_hwc(&t, stored, d, g)
+    })
+}
+
 impl ImageEncoder {
-    /// Loads `image_encoder.*` tensors; shapes are checked by `WeightSource::f32`.
+    /// Loads `image_encoder.*` tensors; shapes are checked by `WeightSource::f32`, and the
+    /// position tables fitted to the configured grid ([`load_pos_embed`], [`load_rel_pos`]).
     pub fn load(w: &dyn WeightSource, cfg: &EncoderConfig) -> Result<Self> {
         check_config(cfg)?;
         let (d, g, p) = (cfg.embed_dim, cfg.grid(), cfg.patch_size);
@@ -95,13 +133,13 @@ impl ImageEncoder {
                     cfg.window_size
                 };
                 let side = if window == 0 { g } else { window };
-                let rel = [2 * side - 1, cfg.head_dim];
+                let rel = |n: &str| load_rel_pos(w, &format!("{b}.attn.{n}"), side, cfg.head_dim);
                 Ok(Block {
                     norm1: LayerNorm::load(w, &format!("{b}.norm1"), d, EPS)?,
                     qkv: Linear::load(w, &format!("{b}.attn.qkv"), d, 3 * d, WeightLayout::InOut)?,
                     proj: Linear::load(w, &format!("{b}.attn.proj"), d, d, WeightLayout::InOut)?,
-                    rel_pos_h: w.f32(&format!("{b}.attn.rel_pos_h"), &rel)?,
-                    rel_pos_w: w.f32(&format!("{b}.attn.rel_pos_w"), &rel)?,
+                    rel_pos_h: rel("rel_pos_h")?,
+                    rel_pos_w: rel("rel_pos_w")?,
                     window,
                     norm2: LayerNorm::load(w, &format!("{b}.norm2"), d, EPS)?,
                     lin1: Linear::load(
@@ -129,7 +167,7 @@ impl ImageEncoder {
                 &[d, IN_CHANS, p, p],
             )?,
             patch_b: w.f32(&format!("{pre}.patch_embed.proj.bias"), &[d])?,
-            pos_embed: w.f32(&format!("{pre}.pos_embed"), &[1, g, g, d])?,
+            pos_embed: load_pos_embed(w, cfg)?,
             blocks,
             neck0: w.f32(&format!("{pre}.neck.0.weight"), &[oc, d, 1, 1])?,
             neck1: LayerNorm::load(w, &format!("{pre}.neck.1"), oc, EPS)?,

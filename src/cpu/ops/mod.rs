@@ -7,6 +7,7 @@ pub mod conv_transpose2d;
 pub mod folded_attention;
 pub mod gelu;
 pub mod gemm;
+pub mod interpolate;
 pub mod layer_norm;
 pub mod nms;
 pub mod output_upscaling;

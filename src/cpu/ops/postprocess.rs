@@ -16,9 +16,10 @@
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-/// Side of the decoder's low-resolution mask logits.
+/// Side of the official decoder's low-resolution mask logits (4x the 64x64 embedding);
+/// other input sizes use [`MaskFrame`].
 pub const LOW_RES: usize = 256;
-/// Side of the padded encoder input.
+/// Side of the official models' padded encoder input.
 pub const IMG_SIZE: usize = 1024;
 
 /// Which PyTorch CPU bilinear kernel to reproduce.
@@ -350,26 +351,200 @@ fn resize_window(
     }
 }
 
-/// `Sam.postprocess_masks` for `c` low-res masks `[c, 256, 256]`: bilinear to 1024x1024,
-/// crop to `input_size` (h, w), bilinear to `orig_size` (h, w). Returns `[c, H, W]` logits.
-///
-/// Matches PyTorch run with more than one thread (its default); see
-/// [`postprocess_masks_with`] for single-threaded PyTorch.
+/// The two square frames `Sam.postprocess_masks` maps between: the decoder's low-res masks
+/// (`low_res`, 4x the embedding side: 256 at the official 1024 input, 64 at 256) and the
+/// padded model input (`img_size`). Masks go `low_res` -> `img_size`, are cropped to the
+/// resized image, then go to the original size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaskFrame {
+    pub low_res: usize,
+    pub img_size: usize,
+}
+
+impl MaskFrame {
+    /// The official models' frame: 256 -> 1024.
+    pub const OFFICIAL: MaskFrame = MaskFrame {
+        low_res: LOW_RES,
+        img_size: IMG_SIZE,
+    };
+
+    /// The frame of a model whose input side is `img_size` and embedding side `grid`.
+    pub fn new(grid: usize, img_size: usize) -> MaskFrame {
+        MaskFrame {
+            low_res: 4 * grid,
+            img_size,
+        }
+    }
+
+    /// Values in one low-res mask plane.
+    pub fn plane(&self) -> usize {
+        self.low_res * self.low_res
+    }
+
+    /// `Sam.postprocess_masks` for `c` low-res masks `[c, low_res, low_res]`: bilinear to
+    /// `img_size` square, crop to `input_size` (h, w), bilinear to `orig_size` (h, w).
+    /// Returns `[c, H, W]` logits. Matches PyTorch run with more than one thread (its
+    /// default); see [`MaskFrame::postprocess_with`] for single-threaded PyTorch.
+    pub fn postprocess(
+        &self,
+        low_res: &[f32],
+        c: usize,
+        input_size: (usize, usize),
+        orig_size: (usize, usize),
+    ) -> Result<Vec<f32>> {
+        self.postprocess_with(low_res, c, input_size, orig_size, TORCH_THREADS)
+    }
+
+    /// As [`MaskFrame::postprocess`], reproducing PyTorch with `torch_threads` intra-op
+    /// threads (the kernel choice, hence the last bit, depends on it for 3-channel inputs).
+    pub fn postprocess_with(
+        &self,
+        low_res: &[f32],
+        c: usize,
+        input_size: (usize, usize),
+        orig_size: (usize, usize),
+        torch_threads: usize,
+    ) -> Result<Vec<f32>> {
+        self.postprocess_each(
+            low_res,
+            c,
+            input_size,
+            orig_size,
+            torch_threads,
+            |up, k2| {
+                let (ih, iw) = input_size;
+                let (oh, ow) = orig_size;
+                resize_window(up, iw, ih, iw, oh, ow, k2)
+            },
+        )
+    }
+
+    /// `threshold(postprocess(..))` (`masks > 0.0` at the original size) without the
+    /// `[c, H, W]` f32 logits in between: what a caller that only wants masks needs, at a
+    /// fraction of the memory traffic. Equal to the two-step result bit for bit.
+    pub fn postprocess_threshold(
+        &self,
+        low_res: &[f32],
+        c: usize,
+        input_size: (usize, usize),
+        orig_size: (usize, usize),
+    ) -> Result<Vec<bool>> {
+        let (ih, iw) = input_size;
+        let (oh, ow) = orig_size;
+        self.postprocess_each(
+            low_res,
+            c,
+            input_size,
+            orig_size,
+            TORCH_THREADS,
+            |up, k2| match k2 {
+                TorchBilinearKernel::Generic => {
+                    let (ax_h, ax_w) = (axis(ih, oh, false), axis(iw, ow, false));
+                    generic_threshold(up, iw, ih, iw, &ax_h, &ax_w)
+                }
+                TorchBilinearKernel::ChannelsLast => {
+                    threshold(&resize_window(up, iw, ih, iw, oh, ow, k2))
+                }
+            },
+        )
+    }
+
+    /// Rejects what `Sam.postprocess_masks` cannot take: `c` low-res planes `[c, low_res,
+    /// low_res]` (`low_res_len` values), an input size within the `img_size` frame, a
+    /// non-empty original size. Shared by the CPU path and the CUDA launcher.
+    pub fn check_args(
+        &self,
+        low_res_len: usize,
+        c: usize,
+        (ih, iw): (usize, usize),
+        (oh, ow): (usize, usize),
+    ) -> Result<()> {
+        let (s, img) = (self.low_res, self.img_size);
+        if s == 0 || img == 0 {
+            return Err(Error::Shape {
+                name: "postprocess frame (low-res side, input side)".into(),
+                expected: vec![LOW_RES, IMG_SIZE],
+                got: vec![s, img],
+            });
+        }
+        if c == 0 || Some(low_res_len) != c.checked_mul(s * s) {
+            return Err(Error::Shape {
+                name: "low_res_masks".into(),
+                expected: vec![c, s, s],
+                got: vec![low_res_len],
+            });
+        }
+        if ih == 0 || iw == 0 || ih > img || iw > img || oh == 0 || ow == 0 {
+            return Err(Error::Shape {
+                name: "postprocess sizes (input h, w, original h, w)".into(),
+                expected: vec![img, img, 1, 1],
+                got: vec![ih, iw, oh, ow],
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates, then per mask: the cropped `low_res -> img_size` upsample and
+    /// `stage2(upsampled, kernel)` for the resize to the original size, concatenated.
+    fn postprocess_each<T>(
+        &self,
+        low_res: &[f32],
+        c: usize,
+        input_size: (usize, usize),
+        orig_size: (usize, usize),
+        torch_threads: usize,
+        stage2: impl Fn(&[f32], TorchBilinearKernel) -> Vec<T>,
+    ) -> Result<Vec<T>> {
+        self.check_args(low_res.len(), c, input_size, orig_size)?;
+        let (ih, iw) = input_size;
+        let (oh, ow) = orig_size;
+        let k1 = torch_kernel_for(c, self.img_size, self.img_size, torch_threads);
+        let k2 = torch_kernel_for(c, oh, ow, torch_threads);
+        let mut out = Vec::with_capacity(c * oh * ow);
+        for m in low_res.chunks_exact(self.plane()) {
+            out.extend(stage2(&self.upsample_cropped(m, ih, iw, k1), k2));
+        }
+        Ok(out)
+    }
+
+    /// The `low_res -> img_size` upsample restricted to the `[:ih, :iw]` crop: every output
+    /// element is computed independently by PyTorch, so skipping the cropped-away ones
+    /// changes nothing.
+    fn upsample_cropped(
+        &self,
+        m: &[f32],
+        ih: usize,
+        iw: usize,
+        kernel: TorchBilinearKernel,
+    ) -> Vec<f32> {
+        let fused = kernel == TorchBilinearKernel::ChannelsLast;
+        let s = self.low_res;
+        let mut ax_h = axis(s, self.img_size, fused);
+        let mut ax_w = axis(s, self.img_size, fused);
+        ax_h.truncate(ih);
+        ax_w.truncate(iw);
+        match kernel {
+            TorchBilinearKernel::Generic => generic(m, s, s, s, &ax_h, &ax_w),
+            TorchBilinearKernel::ChannelsLast => channels_last(m, s, &ax_h, &ax_w),
+        }
+    }
+}
+
+/// [`MaskFrame::postprocess`] in the official 256 -> 1024 frame.
 pub fn postprocess_masks(
     low_res: &[f32],
     c: usize,
     input_size: (usize, usize),
     orig_size: (usize, usize),
 ) -> Result<Vec<f32>> {
-    postprocess_masks_with(low_res, c, input_size, orig_size, TORCH_THREADS)
+    MaskFrame::OFFICIAL.postprocess(low_res, c, input_size, orig_size)
 }
 
-/// PyTorch's intra-op thread count that [`postprocess_masks`] reproduces (any count above
-/// one picks the same kernels).
+/// PyTorch's intra-op thread count that [`MaskFrame::postprocess`] reproduces (any count
+/// above one picks the same kernels).
 const TORCH_THREADS: usize = 2;
 
-/// As [`postprocess_masks`], reproducing PyTorch with `torch_threads` intra-op threads
-/// (the kernel choice, hence the last bit, depends on it for 3-channel inputs).
+/// [`MaskFrame::postprocess_with`] in the official 256 -> 1024 frame.
 pub fn postprocess_masks_with(
     low_res: &[f32],
     c: usize,
@@ -377,109 +552,27 @@ pub fn postprocess_masks_with(
     orig_size: (usize, usize),
     torch_threads: usize,
 ) -> Result<Vec<f32>> {
-    postprocess_each(
-        low_res,
-        c,
-        input_size,
-        orig_size,
-        torch_threads,
-        |up, k2| {
-            let (ih, iw) = input_size;
-            let (oh, ow) = orig_size;
-            resize_window(up, iw, ih, iw, oh, ow, k2)
-        },
-    )
+    MaskFrame::OFFICIAL.postprocess_with(low_res, c, input_size, orig_size, torch_threads)
 }
 
-/// `threshold(postprocess_masks(..))` (`masks > 0.0` at the original size) without the
-/// `[c, H, W]` f32 logits in between: what a caller that only wants masks needs, at a
-/// fraction of the memory traffic. Equal to the two-step result bit for bit.
+/// [`MaskFrame::postprocess_threshold`] in the official 256 -> 1024 frame.
 pub fn postprocess_masks_threshold(
     low_res: &[f32],
     c: usize,
     input_size: (usize, usize),
     orig_size: (usize, usize),
 ) -> Result<Vec<bool>> {
-    let (ih, iw) = input_size;
-    let (oh, ow) = orig_size;
-    postprocess_each(
-        low_res,
-        c,
-        input_size,
-        orig_size,
-        TORCH_THREADS,
-        |up, k2| match k2 {
-            TorchBilinearKernel::Generic => {
-                let (ax_h, ax_w) = (axis(ih, oh, false), axis(iw, ow, false));
-                generic_threshold(up, iw, ih, iw, &ax_h, &ax_w)
-            }
-            TorchBilinearKernel::ChannelsLast => {
-                threshold(&resize_window(up, iw, ih, iw, oh, ow, k2))
-            }
-        },
-    )
+    MaskFrame::OFFICIAL.postprocess_threshold(low_res, c, input_size, orig_size)
 }
 
-/// Rejects what `Sam.postprocess_masks` cannot take: `c` low-res planes `[c, 256, 256]`
-/// (`low_res_len` values), an input size within the 1024 frame, a non-empty original size.
-/// Shared by the CPU path and the CUDA launcher.
+/// [`MaskFrame::check_args`] in the official 256 -> 1024 frame.
 pub fn check_postprocess_args(
     low_res_len: usize,
     c: usize,
-    (ih, iw): (usize, usize),
-    (oh, ow): (usize, usize),
-) -> Result<()> {
-    if c == 0 || low_res_len != c * LOW_RES * LOW_RES {
-        return Err(Error::Shape {
-            name: "low_res_masks".into(),
-            expected: vec![c, LOW_RES, LOW_RES],
-            got: vec![low_res_len],
-        });
-    }
-    if ih == 0 || iw == 0 || ih > IMG_SIZE || iw > IMG_SIZE || oh == 0 || ow == 0 {
-        return Err(Error::Shape {
-            name: "postprocess sizes (input h, w, original h, w)".into(),
-            expected: vec![IMG_SIZE, IMG_SIZE, 1, 1],
-            got: vec![ih, iw, oh, ow],
-        });
-    }
-    Ok(())
-}
-
-/// Validates, then per mask: the cropped 256 -> 1024 upsample and `stage2(upsampled,
-/// kernel)` for the resize to the original size, concatenated.
-fn postprocess_each<T>(
-    low_res: &[f32],
-    c: usize,
     input_size: (usize, usize),
     orig_size: (usize, usize),
-    torch_threads: usize,
-    stage2: impl Fn(&[f32], TorchBilinearKernel) -> Vec<T>,
-) -> Result<Vec<T>> {
-    check_postprocess_args(low_res.len(), c, input_size, orig_size)?;
-    let (ih, iw) = input_size;
-    let (oh, ow) = orig_size;
-    let k1 = torch_kernel_for(c, IMG_SIZE, IMG_SIZE, torch_threads);
-    let k2 = torch_kernel_for(c, oh, ow, torch_threads);
-    let mut out = Vec::with_capacity(c * oh * ow);
-    for m in low_res.chunks_exact(LOW_RES * LOW_RES) {
-        out.extend(stage2(&upsample_cropped(m, ih, iw, k1), k2));
-    }
-    Ok(out)
-}
-
-/// The 256 -> 1024 upsample restricted to the `[:ih, :iw]` crop: every output element is
-/// computed independently by PyTorch, so skipping the cropped-away ones changes nothing.
-fn upsample_cropped(m: &[f32], ih: usize, iw: usize, kernel: TorchBilinearKernel) -> Vec<f32> {
-    let fused = kernel == TorchBilinearKernel::ChannelsLast;
-    let mut ax_h = axis(LOW_RES, IMG_SIZE, fused);
-    let mut ax_w = axis(LOW_RES, IMG_SIZE, fused);
-    ax_h.truncate(ih);
-    ax_w.truncate(iw);
-    match kernel {
-        TorchBilinearKernel::Generic => generic(m, LOW_RES, LOW_RES, LOW_RES, &ax_h, &ax_w),
-        TorchBilinearKernel::ChannelsLast => channels_last(m, LOW_RES, &ax_h, &ax_w),
-    }
+) -> Result<()> {
+    MaskFrame::OFFICIAL.check_args(low_res_len, c, input_size, orig_size)
 }
 
 /// `mask = logits > mask_threshold` with SAM's threshold 0.0 (strict; NaN is false).

@@ -9,6 +9,7 @@
 //! is scale-invariant apart from eps). The residual stream itself is cast to fp16 for the neck
 //! with an exact per-row power-of-two scale.
 
+use crate::cpu::model::image_encoder::{load_pos_embed, load_rel_pos};
 use crate::io::config::EncoderConfig;
 use crate::io::weights::WeightSource;
 use crate::Result;
@@ -87,7 +88,7 @@ pub fn prepare_weights(
     )?);
     let pb = w.f32(&format!("{pre}.patch_embed.proj.bias"), &[d])?;
     t.push(HostTensor::f32(format!("{pre}.patch_embed.proj.bias"), &pb));
-    let pos = w.f32(&format!("{pre}.pos_embed"), &[1, g, g, d])?;
+    let pos = load_pos_embed(w, cfg)?;
     t.push(HostTensor::f16(format!("{pre}.pos_embed"), &pos)?);
     let mut scales = EncoderScales {
         qkv: Vec::new(),
@@ -102,7 +103,6 @@ pub fn prepare_weights(
         } else {
             cfg.window_size
         };
-        let rel = [2 * side - 1, cfg.head_dim];
         let n1w = w.f32(&format!("{b}.norm1.weight"), &[d])?;
         let n1b = w.f32(&format!("{b}.norm1.bias"), &[d])?;
         let qw = w.f32(&format!("{b}.attn.qkv.weight"), &[3 * d, d])?;
@@ -123,7 +123,7 @@ pub fn prepare_weights(
         t.push(HostTensor::f32(format!("{b}.attn.qkv.bias"), &qb));
         t.push(HostTensor::f32(format!("{b}.attn.qkv.bias.scaled"), &qbs));
         for name in ["rel_pos_h", "rel_pos_w"] {
-            let r = w.f32(&format!("{b}.attn.{name}"), &rel)?;
+            let r = load_rel_pos(w, &format!("{b}.attn.{name}"), side, cfg.head_dim)?;
             t.push(HostTensor::f16(format!("{b}.attn.{name}"), &r)?);
         }
         t.push(HostTensor::f16(

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use crate::cpu::ops::postprocess::{
-    bilinear_tables, check_postprocess_args, torch_kernel_for, MaskStats, TorchBilinearKernel,
+    bilinear_tables, torch_kernel_for, MaskFrame, MaskStats, TorchBilinearKernel,
 };
-use crate::cpu::ops::postprocess::{IMG_SIZE, LOW_RES};
 use crate::cuda::runtime::context::{as_i32, check_len, guarded, GpuContext};
 use crate::{Error, Result};
 
@@ -170,35 +169,38 @@ fn resize(
     Ok(out)
 }
 
-/// `Sam.postprocess_masks` on `masks` low-res planes `[masks, 256, 256]`: returns the
-/// logits `[masks, H, W]` at `orig_size`, bit-identical to
-/// [`crate::cpu::ops::postprocess::postprocess_masks_with`] with the same `torch_threads`.
+/// `Sam.postprocess_masks` on `masks` low-res planes `[masks, s, s]` in `frame` (s =
+/// `frame.low_res`): returns the logits `[masks, H, W]` at `orig_size`, bit-identical to
+/// [`MaskFrame::postprocess_with`] with the same `torch_threads`.
+#[allow(clippy::too_many_arguments)]
 pub fn postprocess_masks(
     gpu: &GpuContext,
     stream: &Arc<CudaStream>,
+    frame: MaskFrame,
     low_res: &CudaSlice<f32>,
     masks: usize,
     input_size: (usize, usize),
     orig_size: (usize, usize),
     torch_threads: usize,
 ) -> Result<CudaSlice<f32>> {
-    let plane = LOW_RES * LOW_RES;
+    let plane = frame.plane();
     // The launch reads `masks` planes of a possibly longer buffer.
-    check_postprocess_args(masks * plane, masks, input_size, orig_size)?;
+    frame.check_args(masks * plane, masks, input_size, orig_size)?;
     let (ih, iw) = input_size;
     let (oh, ow) = orig_size;
     gpu.check_stream(stream)?;
     check_len("low_res masks", low_res.len(), masks * plane)?;
-    let k1 = torch_kernel_for(masks, IMG_SIZE, IMG_SIZE, torch_threads);
+    let (s, img) = (frame.low_res, frame.img_size);
+    let k1 = torch_kernel_for(masks, img, img, torch_threads);
     let k2 = torch_kernel_for(masks, oh, ow, torch_threads);
     let up = resize(
         gpu,
         stream,
         low_res,
-        (LOW_RES, plane),
+        (s, plane),
         masks,
-        (LOW_RES, LOW_RES),
-        (IMG_SIZE, IMG_SIZE),
+        (s, s),
+        (img, img),
         (ih, iw),
         k1,
     )?;
