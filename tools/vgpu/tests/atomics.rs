@@ -663,3 +663,42 @@ fn generic_atomics_outside_their_spaces_fail_at_run_time() {
         }
     }
 }
+
+/// `.noftz` on f32 (PTX ISA 9.4, newer than the pinned ptxas, so not assembled here) keeps
+/// subnormals on global memory, where plain `.add.f32` flushes them.
+#[test]
+fn f32_noftz_keeps_subnormals_on_global() {
+    let text = ".version 9.4\n.target sm_90\n.address_size 64\n\n\
+                .visible .entry k(.param .u64 p)\n{\n\t.reg .b32 %r<3>;\n\t.reg .b64 %rd<2>;\n\
+                \tld.param.u64 %rd1, [p];\n\tmov.b32 %r1, 1;\n\
+                \tatom.global.add.noftz.f32 %r2, [%rd1], %r1;\n\tred.global.add.f32 [%rd1+4], %r1;\n\
+                \tret;\n}\n";
+    let m = Module::load(text).unwrap_or_else(|f| panic!("{f}"));
+    let dev = Dev::new();
+    let p = dev.upload(&[0u32, 0]);
+    dev.launch(&m, "k", 2, 64, 0, &[Arg::Ptr(p)]);
+    assert_eq!(dev.download::<u32>(p, 2), [128, 0]);
+}
+
+/// `.b128` atomics are legal PTX for sm_90 but vgpu has no 128-bit registers: refused at
+/// load, naming the line, instead of being computed on 64 bits.
+#[test]
+fn b128_atomics_are_refused_at_load() {
+    for line in [
+        "atom.global.exch.b128 %q1, [%rd1], %q2;",
+        "atom.global.cas.b128 %q1, [%rd1], %q2, %q2;",
+    ] {
+        let text = format!(
+            "{HEADER}\n.visible .entry k(.param .u64 p)\n{{\n\t.reg .b128 %q<3>;\n\
+             \t.reg .b64 %rd<2>;\n\tld.param.u64 %rd1, [p];\n\t{line}\n\tret;\n}}\n"
+        );
+        let n = text.lines().position(|l| l.contains(line)).unwrap() + 1;
+        let f = Module::load(&text)
+            .err()
+            .expect("b128 atomics must not load");
+        assert_eq!(f.kind, FaultKind::InvalidPtx, "{f}");
+        for s in ["128-bit", &format!("line {n}")] {
+            assert!(f.message.contains(s), "message lacks {s:?}: {f}");
+        }
+    }
+}
