@@ -12,6 +12,7 @@
 //!   modifier, computed by the exact soft-float core in [`fp`]. Approximate instructions
 //!   (`.approx`) return (near) correctly rounded values, which lie within the ISA's bounds.
 
+pub mod atom;
 pub mod cvt;
 pub mod float;
 pub mod fp;

@@ -6,6 +6,8 @@ use super::program::*;
 use crate::isa::{Rnd, Ty};
 use crate::ptx::{AddrBase, Instr, Operand};
 
+mod atom;
+
 struct D<'c, 'a> {
     cx: &'c mut Ctx<'a>,
     line: u32,
@@ -536,44 +538,9 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
             }
         }
         "atom" | "red" => {
-            m.hints(&[
-                "relaxed", "acquire", "release", "acq_rel", "gpu", "cta", "sys", "noftz",
-            ]);
-            let space = space_of(&mut m);
-            let aop = match m.any(&[
-                "add", "min", "max", "inc", "dec", "and", "or", "xor", "exch", "cas",
-            ]) {
-                Some("add") => AtomOp::Add,
-                Some("min") => AtomOp::Min,
-                Some("max") => AtomOp::Max,
-                Some("inc") => AtomOp::Inc,
-                Some("dec") => AtomOp::Dec,
-                Some("and") => AtomOp::And,
-                Some("or") => AtomOp::Or,
-                Some("xor") => AtomOp::Xor,
-                Some("exch") => AtomOp::Exch,
-                Some("cas") => AtomOp::Cas,
-                _ => return err(line, "atom/red without an operation"),
-            };
-            let ty = m.ty()?;
+            let (op, ty) = atom::decode(&mut d, &mut m, i)?;
             ty_for_class = Some(ty);
-            let is_red = i.opcode == "red";
-            let base = usize::from(!is_red);
-            let want = base + 2 + usize::from(aop == AtomOp::Cas);
-            nops(i, want)?;
-            Op::Atom {
-                space,
-                op: aop,
-                ty,
-                d: if is_red { None } else { Some(d.dst(&o[0])?) },
-                addr: d.addr(&o[base])?,
-                b: d.src(&o[base + 1], ty)?,
-                c: if aop == AtomOp::Cas {
-                    Some(d.src(&o[base + 2], ty)?)
-                } else {
-                    None
-                },
-            }
+            op
         }
         "bra" => {
             m.has("uni");

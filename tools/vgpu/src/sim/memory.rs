@@ -1,6 +1,6 @@
 //! Address resolution and checked loads/stores for every state space (memcheck).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use super::api::FaultKind;
 use super::exec::{BlockState, Warp};
@@ -152,34 +152,39 @@ pub fn write(b: &mut BlockState, loc: Loc, data: &[u8]) {
     }
 }
 
-/// Atomic read-modify-write of 4 or 8 bytes; returns the old value.
-pub fn atomic(b: &mut BlockState, loc: Loc, size: u32, f: &dyn Fn(u64) -> u64) -> u64 {
+/// `loc` moved `by` bytes on, within the same space (an element of a vector access).
+pub fn offset(loc: Loc, by: u32) -> Loc {
     match loc {
-        Loc::Global(a) => {
-            if size == 4 {
-                // SAFETY: 4-byte aligned (checked) and inside a live allocation.
-                let at = unsafe { &*(a as *const AtomicU32) };
-                let mut old = at.load(Ordering::Relaxed);
-                loop {
-                    let new = f(old as u64) as u32;
-                    match at.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
-                        Ok(_) => return old as u64,
-                        Err(x) => old = x,
-                    }
-                }
-            } else {
-                // SAFETY: 8-byte aligned (checked) and inside a live allocation.
-                let at = unsafe { &*(a as *const AtomicU64) };
-                let mut old = at.load(Ordering::Relaxed);
-                loop {
-                    let new = f(old);
-                    match at.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
-                        Ok(_) => return old,
-                        Err(x) => old = x,
-                    }
+        Loc::Global(a) => Loc::Global(a + by as u64),
+        Loc::Shared(o) => Loc::Shared(o + by as usize),
+        Loc::Local(o) => Loc::Local(o + by as usize),
+        Loc::Param(o) => Loc::Param(o + by as usize),
+    }
+}
+
+/// Atomic read-modify-write of 2, 4 or 8 bytes; returns the old value.
+pub fn atomic(b: &mut BlockState, loc: Loc, size: u32, f: &dyn Fn(u64) -> u64) -> u64 {
+    /// One compare-exchange loop per width; `$at` is the std atomic of that width.
+    macro_rules! cas_loop {
+        ($at:ty, $t:ty, $a:expr) => {{
+            // SAFETY: aligned to `size` (checked by resolve) and inside a live allocation.
+            let at = unsafe { &*($a as *const $at) };
+            let mut old = at.load(Ordering::Relaxed);
+            loop {
+                let new = f(old as u64) as $t;
+                match at.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return old as u64,
+                    Err(x) => old = x,
                 }
             }
-        }
+        }};
+    }
+    match loc {
+        Loc::Global(a) => match size {
+            2 => cas_loop!(AtomicU16, u16, a),
+            4 => cas_loop!(AtomicU32, u32, a),
+            _ => cas_loop!(AtomicU64, u64, a),
+        },
         Loc::Shared(o) | Loc::Local(o) => {
             let mem: &mut [u8] = match loc {
                 Loc::Shared(_) => b.shared,

@@ -318,37 +318,57 @@ pub fn execute(
             space,
             op,
             ty,
+            noftz,
             d,
             addr,
             b: bb,
             c,
         } => {
-            let size = ty_bytes(*ty);
-            if size != 4 && size != 8 {
-                return Err(ill(
-                    b,
-                    w,
-                    first_lane(exec),
-                    format!("atomic on {size}-byte type"),
-                ));
-            }
+            let (op, ty) = (*op, *ty);
+            let eb = ty_bytes(ty);
+            let size = eb * bb.len() as u32;
             for l in lanes(exec) {
                 let a = addr_of(w, addr, l);
                 let loc = resolve(env, b, w, l, *space, a, size, true)
                     .map_err(|(k, m)| f(b, w, l, k, m))?;
-                let x = src(w, b, bb, l);
-                let y = c.map(|c| src(w, b, &c, l));
-                let (op, ty) = (*op, *ty);
-                let old = memory::atomic(b, loc, size, &|old| atom_apply(op, ty, old, x, y));
+                // Generic addresses are only known here: the ISA allows scalar atomics on
+                // global and shared memory and vector ones on global memory only.
+                let flush =
+                    match loc {
+                        Loc::Global(_) => ty == Ty::F32 && op == AtomOp::Add && !noftz,
+                        Loc::Shared(_) if bb.len() == 1 => false,
+                        _ => {
+                            let kind = if bb.len() == 1 { "" } else { "vector " };
+                            return Err(f(
+                                b,
+                                w,
+                                l,
+                                FaultKind::IllegalAddress,
+                                format!(
+                                "{kind}atomic on generic address {a:#x}, which is not {} memory",
+                                if bb.len() == 1 { "global or shared" } else { "global" }
+                            ),
+                            ));
+                        }
+                    };
+                let y = c.map_or(0, |c| src(w, b, &c, l));
+                // Each element is its own atomic, as the ISA guarantees no more.
+                for (k, s) in bb.iter().enumerate() {
+                    let x = src(w, b, s, l);
+                    let at = memory::offset(loc, k as u32 * eb);
+                    let old = memory::atomic(b, at, eb, &|old| {
+                        isa::atom::apply(op, ty, old, x, y, flush)
+                    });
+                    if let Some(&r) = d.get(k) {
+                        w.set(r, l, old);
+                    }
+                }
                 if let Loc::Global(_) = loc {
                     b.counters.global_read += size as u64;
                     b.counters.global_written += size as u64;
                 } else if let Loc::Shared(o) = loc {
                     let who = b.who(w, l);
                     b.shadow.mark_written(o, size as usize, who);
-                }
-                if let Some(d) = d {
-                    w.set(*d, l, old);
                 }
             }
         }
@@ -625,50 +645,6 @@ fn bool_op(op: BoolOp, a: bool, b: bool) -> bool {
         BoolOp::And => a & b,
         BoolOp::Or => a | b,
         BoolOp::Xor => a ^ b,
-    }
-}
-
-fn atom_apply(op: AtomOp, ty: Ty, old: u64, x: u64, y: Option<u64>) -> u64 {
-    let mk = ty.mask();
-    match (op, ty) {
-        (AtomOp::Add, Ty::F32) => {
-            (f32::from_bits(old as u32) + f32::from_bits(x as u32)).to_bits() as u64
-        }
-        (AtomOp::Add, Ty::F64) => (f64::from_bits(old) + f64::from_bits(x)).to_bits(),
-        (AtomOp::Add, _) => isa::int::add(ty, old, x, false),
-        (AtomOp::Min, Ty::F32) => f32::from_bits(old as u32)
-            .min(f32::from_bits(x as u32))
-            .to_bits() as u64,
-        (AtomOp::Max, Ty::F32) => f32::from_bits(old as u32)
-            .max(f32::from_bits(x as u32))
-            .to_bits() as u64,
-        (AtomOp::Min, _) => isa::int::min(ty, old, x),
-        (AtomOp::Max, _) => isa::int::max(ty, old, x),
-        (AtomOp::Inc, _) => {
-            if (old & mk) >= (x & mk) {
-                0
-            } else {
-                (old + 1) & mk
-            }
-        }
-        (AtomOp::Dec, _) => {
-            if old & mk == 0 || (old & mk) > (x & mk) {
-                x & mk
-            } else {
-                (old - 1) & mk
-            }
-        }
-        (AtomOp::And, _) => old & x & mk,
-        (AtomOp::Or, _) => (old | x) & mk,
-        (AtomOp::Xor, _) => (old ^ x) & mk,
-        (AtomOp::Exch, _) => x & mk,
-        (AtomOp::Cas, _) => {
-            if old & mk == x & mk {
-                y.unwrap_or(old) & mk
-            } else {
-                old & mk
-            }
-        }
     }
 }
 

@@ -148,19 +148,7 @@ pub enum BoolOp {
     Xor,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AtomOp {
-    Add,
-    Min,
-    Max,
-    Inc,
-    Dec,
-    And,
-    Or,
-    Xor,
-    Exch,
-    Cas,
-}
+pub use crate::isa::atom::AtomOp;
 
 pub use crate::isa::warp::{ShflMode, VoteMode};
 
@@ -290,13 +278,18 @@ pub enum Op {
         srcs: Vec<Src>,
         addr: Addr,
     },
+    /// `atom`/`red`, scalar or vector; `ty` is the element type, `b` has one operand per
+    /// element and `d` one destination per element (`red`: none). Forms the ISA does not
+    /// list are refused at load.
     Atom {
         space: MemSpace,
         op: AtomOp,
         ty: Ty,
-        d: Option<u32>,
+        /// `.noftz`: `.add.f32` keeps subnormals on global memory too.
+        noftz: bool,
+        d: Vec<u32>,
         addr: Addr,
-        b: Src,
+        b: Vec<Src>,
         c: Option<Src>,
     },
     Bra {
