@@ -210,8 +210,8 @@ impl Shadow {
             if b.writer != NONE && b.writer as u32 != who.tid {
                 let ww = b.writer as u32 / 32;
                 let race = if ww != who.warp {
-                    !(kind.strong && b.flags & W_STRONG != 0)
-                        && !self.ordered(who.warp, ww, b.w_epoch)
+                    let both_strong = kind.strong && b.flags & W_STRONG != 0;
+                    !both_strong && !self.ordered(who.warp, ww, b.w_epoch)
                 } else {
                     b.w_seq == who.seq && !kind.same_value
                 };
