@@ -282,7 +282,7 @@ fn cold_block_after_ret_reconverges_before_collectives() {
         })
         .collect();
     let inp = d.upload(&x);
-    let out = d.alloc::<f32>(128);
+    let out = d.alloc::<f32>(192);
     d.launch(
         &m(),
         "cold_block",
@@ -291,7 +291,7 @@ fn cold_block_after_ret_reconverges_before_collectives() {
         0,
         &[Arg::Ptr(inp), Arg::Ptr(out), Arg::I32(n)],
     );
-    let got = d.download::<f32>(out, 128);
+    let got = d.download::<f32>(out, 192);
     let mut v = x.clone();
     for t in 0..64 {
         if x[t] < 0.0 {
@@ -306,6 +306,7 @@ fn cold_block_after_ret_reconverges_before_collectives() {
         let w = t / 32 * 32;
         let ballot = (w..w + 32).filter(|&u| s[u] > 1.0).count() as f32;
         assert_eq!(got[t], s[t ^ 32] + ballot, "thread {t}");
+        assert_eq!(got[128 + t], s[t] + 16.0, "mma of thread {t}");
     }
 }
 

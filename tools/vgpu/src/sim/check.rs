@@ -97,15 +97,18 @@ pub struct StoreKind {
 }
 
 impl Shadow {
-    pub fn reset(&mut self, len: usize) {
+    /// A fresh block of `len` shared bytes and `warps` warps.
+    pub fn reset(&mut self, len: usize, warps: usize) {
         self.bytes.clear();
         self.bytes.resize(len, FRESH);
-        for c in &mut self.clocks {
+        for c in &mut self.clocks[..warps.min(MAX_WARPS)] {
             *c = [0; MAX_WARPS];
         }
         self.epoch = [0; MAX_WARPS];
         self.releases = 0;
-        self.released.clear();
+        if !self.released.is_empty() {
+            self.released.clear();
+        }
     }
 
     /// Whether warp `x` is ordered after warp `r`'s accesses of epoch `e`.
@@ -341,7 +344,7 @@ mod tests {
     #[test]
     fn raw_across_warps_without_barrier_is_a_race() {
         let mut s = Shadow::default();
-        s.reset(64);
+        s.reset(64, 3);
         s.write(0, 4, who(0, 1), WEAK).unwrap();
         assert!(s.read(0, 4, who(40, 1), false).unwrap_err().contains("RAW"));
         // After a barrier the same read is fine.
@@ -352,7 +355,7 @@ mod tests {
     #[test]
     fn same_warp_program_order_is_not_a_race_but_same_instruction_waw_is() {
         let mut s = Shadow::default();
-        s.reset(64);
+        s.reset(64, 3);
         s.write(0, 4, who(0, 1), WEAK).unwrap();
         s.read(0, 4, who(1, 2), false).unwrap();
         s.write(8, 4, who(2, 3), WEAK).unwrap();
@@ -367,7 +370,7 @@ mod tests {
     #[test]
     fn war_and_uninitialised_and_pending() {
         let mut s = Shadow::default();
-        s.reset(64);
+        s.reset(64, 3);
         assert!(s
             .read(16, 4, who(0, 1), false)
             .unwrap_err()
@@ -386,7 +389,7 @@ mod tests {
     #[test]
     fn a_barrier_orders_only_the_warps_that_took_part() {
         let mut s = Shadow::default();
-        s.reset(64);
+        s.reset(64, 3);
         s.write(0, 4, who(0, 1), WEAK).unwrap();
         barrier(&mut s, &[0, 1]);
         s.read(0, 4, who(32, 1), false).unwrap();
@@ -399,7 +402,7 @@ mod tests {
     #[test]
     fn strong_accesses_pass_messages() {
         let mut s = Shadow::default();
-        s.reset(64);
+        s.reset(64, 3);
         let strong = StoreKind {
             strong: true,
             same_value: false,

@@ -1,12 +1,15 @@
 //! Executes one thread block: warps of 32 lanes over a shared register file laid out
 //! `regs[reg * 32 + lane]`, so that each decoded instruction becomes one loop over lanes.
 //!
-//! Divergence: each warp runs the group of lanes with the smallest program counter; other
-//! groups wait in a list sorted by pc and merge back when the running group reaches their
-//! pc. For the structured code nvcc emits this reconverges at the immediate post-dominator
-//! of every branch, and it never runs a lane ahead of a lane that could still join it.
-//! `.aligned` instructions (bar.sync, mma, ldmatrix) require the whole live warp in the
-//! running group; `*.sync` warp instructions require every live lane of their member mask.
+//! Divergence: a reconvergence stack per warp, as the SIMT hardware before Volta kept and
+//! as GPGPU-Sim models it. A branch that splits the running group pushes its immediate
+//! post-dominator (computed at load, `program::reconvergence`) with the whole group, then
+//! each path; a path runs until it reaches that pc, where the next entry takes over and
+//! the last one continues with every lane. The join is where the program's structure
+//! meets, whatever the layout: a cold block placed after `ret` that jumps back rejoins
+//! before the next `shfl.sync`. `.aligned` instructions (bar.sync, mma, ldmatrix) require
+//! the whole live warp in the running group; `*.sync` warp instructions require every live
+//! lane of their member mask. A warp runs for a time slice ([`SLICE`]) at a time.
 
 use super::api::{Fault, FaultKind};
 use super::check::{Shadow, Who};

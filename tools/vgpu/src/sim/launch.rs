@@ -295,7 +295,7 @@ fn run_block(
     let smem = env.shared_bytes as usize;
     s.shared.clear();
     s.shared.resize(smem, STALE);
-    s.shadow.reset(smem);
+    s.shadow.reset(smem, threads.div_ceil(32) as usize);
     let local_bytes = code.local_bytes;
     s.local.clear();
     s.local
@@ -307,7 +307,7 @@ fn run_block(
         let live = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
         s.warps.push(Warp::new(wi, live, code.regs as usize));
     }
-    s.barriers.reset();
+    s.barriers.reset(s.warps.len());
     let mut b = BlockState {
         ctaid,
         block_dim: env.cfg.block,

@@ -86,8 +86,13 @@ impl Default for Barriers {
 }
 
 impl Barriers {
-    pub fn reset(&mut self) {
-        *self = Barriers::default();
+    /// A fresh block of `warps` warps.
+    pub fn reset(&mut self, warps: usize) {
+        self.bars = [IDLE; IDS];
+        for p in &mut self.passed[..warps.min(MAX_WARPS)] {
+            *p = [0; IDS];
+        }
+        self.exited = [None; IDS];
     }
 
     fn line(env: &Env, pc: u32) -> u32 {

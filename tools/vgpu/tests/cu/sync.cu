@@ -206,6 +206,13 @@ extern "C" __global__ void cold_block(const float* in, float* out, int n)
     }
     v += __shfl_xor_sync(FULL, v, 1);
     unsigned b = __ballot_sync(FULL, v > 1.0f);
+    // A . B with every element 1.0 (k = 16), plus C = v in the first accumulator.
+    float d0, d1, d2, d3;
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%4,%4,%4}, {%4,%4}, {%5,%6,%6,%6};"
+                 : "=f"(d0), "=f"(d1), "=f"(d2), "=f"(d3)
+                 : "r"(0x3C003C00u), "f"(v), "f"(0.0f));
+    out[128 + t] = d0 + 0.0f * (d1 + d2 + d3);
     s[t] = v;
     __syncthreads();
     out[t] = s[t ^ 32] + (float)__popc(b);
