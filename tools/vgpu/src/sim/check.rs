@@ -33,7 +33,7 @@ const W_STRONG: u8 = 4;
 /// Some read in the reader set was weak.
 const R_WEAK: u8 = 8;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Byte {
     writer: u16,
     flags: u8,
@@ -111,12 +111,6 @@ impl Shadow {
         }
     }
 
-    /// Whether warp `x` is ordered after warp `r`'s accesses of epoch `e`.
-    #[inline]
-    fn ordered(&self, x: u32, r: u32, e: u32) -> bool {
-        self.clocks[x as usize][r as usize] > e
-    }
-
     /// Starts a new epoch of `warp` and returns the clock that publishes its accesses so far.
     pub fn release(&mut self, warp: u32) -> Clock {
         self.releases += 1;
@@ -147,56 +141,67 @@ impl Shadow {
     pub fn read(&mut self, off: usize, len: usize, who: Who, strong: bool) -> Result<(), String> {
         let me = 1u32 << who.warp;
         let epoch = self.epoch[who.warp as usize];
-        for k in off..off + len {
-            let b = self.bytes[k];
-            if b.flags & PENDING != 0 {
-                return Err(format!(
-                    "read of shared byte {k:#x} whose cp.async has not completed \
-                     (missing cp.async.wait_group before the read)"
-                ));
-            }
-            if b.flags & WRITTEN == 0 {
-                return Err(format!(
-                    "read of uninitialised shared memory at {k:#x} (never written in this block)"
-                ));
-            }
-            if b.writer != NONE {
-                let ww = b.writer as u32 / 32;
-                let both_strong = strong && b.flags & W_STRONG != 0;
-                if ww != who.warp && !both_strong && !self.ordered(who.warp, ww, b.w_epoch) {
-                    return Err(format!(
-                        "shared-memory race (RAW) at {k:#x}: written by thread {} and read by \
-                         thread {} with no barrier between",
-                        b.writer, who.tid
-                    ));
+        let clock = &self.clocks[who.warp as usize];
+        let weak = if strong { 0 } else { R_WEAK };
+        // The bytes of one access mostly share their writer: check each writer once.
+        let mut checked = (NONE, 0u32);
+        // Reader-set update of the previous byte: (state before, state after).
+        let mut memo = ((u32::MAX, 0u32, 0u8), (0u32, 0u32, 0u8));
+        // The bytes of one access mostly have one state: the previous byte, before and after.
+        let mut same: Option<(Byte, Byte)> = None;
+        for (k, b) in self.bytes[off..off + len].iter_mut().enumerate() {
+            if let Some((before, after)) = same {
+                if *b == before {
+                    *b = after;
+                    continue;
                 }
             }
-            let weak = if strong { 0 } else { R_WEAK };
-            let others = b.readers & !me;
-            let reset = others == 0 || self.ordered_all(who.warp, others, b.r_epoch);
-            let b = &mut self.bytes[k];
-            if reset {
-                b.readers = me;
-                b.r_epoch = epoch;
-                b.flags = (b.flags & !R_WEAK) | weak;
-            } else {
-                b.readers |= me;
-                b.r_epoch = b.r_epoch.max(epoch);
-                b.flags |= weak;
+            let old = *b;
+            if b.flags & (PENDING | WRITTEN) != WRITTEN {
+                let k = off + k;
+                return Err(if b.flags & PENDING != 0 {
+                    format!(
+                        "read of shared byte {k:#x} whose cp.async has not completed \
+                         (missing cp.async.wait_group before the read)"
+                    )
+                } else {
+                    format!(
+                        "read of uninitialised shared memory at {k:#x} (never written in this \
+                         block)"
+                    )
+                });
             }
+            if b.writer != NONE && (b.writer, b.w_epoch) != checked {
+                let ww = b.writer as u32 / 32;
+                if ww != who.warp && clock[ww as usize] <= b.w_epoch {
+                    if !(strong && b.flags & W_STRONG != 0) {
+                        return Err(format!(
+                            "shared-memory race (RAW) at {:#x}: written by thread {} and read \
+                             by thread {} with no barrier between",
+                            off + k,
+                            b.writer,
+                            who.tid
+                        ));
+                    }
+                } else {
+                    checked = (b.writer, b.w_epoch);
+                }
+            }
+            let before = (b.readers, b.r_epoch, b.flags & R_WEAK);
+            if before != memo.0 {
+                let others = b.readers & !me;
+                memo = if others == 0 || ordered_all(clock, others, b.r_epoch) {
+                    (before, (me, epoch, weak))
+                } else {
+                    let e = b.r_epoch.max(epoch);
+                    (before, (b.readers | me, e, before.2 | weak))
+                };
+            }
+            (b.readers, b.r_epoch) = (memo.1 .0, memo.1 .1);
+            b.flags = (b.flags & !R_WEAK) | memo.1 .2;
+            same = Some((old, *b));
         }
         Ok(())
-    }
-
-    fn ordered_all(&self, x: u32, mut warps: u32, e: u32) -> bool {
-        while warps != 0 {
-            let r = warps.trailing_zeros();
-            warps &= warps - 1;
-            if !self.ordered(x, r, e) {
-                return false;
-            }
-        }
-        true
     }
 
     pub fn write(
@@ -208,35 +213,45 @@ impl Shadow {
     ) -> Result<(), String> {
         let me = 1u32 << who.warp;
         let epoch = self.epoch[who.warp as usize];
-        for k in off..off + len {
-            let b = self.bytes[k];
+        let clock = &self.clocks[who.warp as usize];
+        let strong = if kind.strong { W_STRONG } else { 0 };
+        // The reader set last found ordered before this write (bytes of one access share it).
+        let mut readers_ok = (0u32, 0u32);
+        for (k, b) in self.bytes[off..off + len].iter_mut().enumerate() {
             if b.writer != NONE && b.writer as u32 != who.tid {
                 let ww = b.writer as u32 / 32;
                 let race = if ww != who.warp {
                     let both_strong = kind.strong && b.flags & W_STRONG != 0;
-                    !both_strong && !self.ordered(who.warp, ww, b.w_epoch)
+                    !both_strong && clock[ww as usize] <= b.w_epoch
                 } else {
                     b.w_seq == who.seq && !kind.same_value
                 };
                 if race {
                     return Err(format!(
-                        "shared-memory race (WAW) at {k:#x}: written by threads {} and {} with \
+                        "shared-memory race (WAW) at {:#x}: written by threads {} and {} with \
                          no barrier between",
-                        b.writer, who.tid
+                        off + k,
+                        b.writer,
+                        who.tid
                     ));
                 }
             }
             let others = b.readers & !me;
             let all_strong = kind.strong && b.flags & R_WEAK == 0;
-            if others != 0 && !all_strong && !self.ordered_all(who.warp, others, b.r_epoch) {
+            if others != 0
+                && !all_strong
+                && (others, b.r_epoch) != readers_ok
+                && !ordered_all(clock, others, b.r_epoch)
+            {
                 return Err(format!(
-                    "shared-memory race (WAR) at {k:#x}: read by another warp and written by \
+                    "shared-memory race (WAR) at {:#x}: read by another warp and written by \
                      thread {} with no barrier between",
+                    off + k,
                     who.tid
                 ));
             }
-            let strong = if kind.strong { W_STRONG } else { 0 };
-            self.bytes[k] = Byte {
+            readers_ok = (others, b.r_epoch);
+            *b = Byte {
                 writer: who.tid as u16,
                 flags: (b.flags & PENDING) | WRITTEN | strong,
                 readers: 0,
@@ -272,6 +287,18 @@ impl Shadow {
             }
         }
     }
+}
+
+/// Whether a warp with clock `clock` is ordered after epoch `e` of every warp in `warps`.
+fn ordered_all(clock: &Clock, mut warps: u32, e: u32) -> bool {
+    while warps != 0 {
+        let r = warps.trailing_zeros() as usize;
+        warps &= warps - 1;
+        if clock[r] <= e {
+            return false;
+        }
+    }
+    true
 }
 
 fn join(a: &mut Clock, b: &Clock) {
