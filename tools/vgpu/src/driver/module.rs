@@ -64,6 +64,7 @@ pub fn fault_code(kind: FaultKind) -> CUresult {
         FaultKind::MisalignedAddress => CUDA_ERROR_MISALIGNED_ADDRESS,
         FaultKind::LaunchFailed => CUDA_ERROR_LAUNCH_FAILED,
         FaultKind::IllegalInstruction => CUDA_ERROR_ILLEGAL_INSTRUCTION,
+        FaultKind::LaunchTimeout => CUDA_ERROR_LAUNCH_TIMEOUT,
         FaultKind::OutOfResources => CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
         FaultKind::InvalidValue => CUDA_ERROR_INVALID_VALUE,
     }

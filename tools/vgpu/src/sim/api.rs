@@ -19,6 +19,8 @@ pub enum FaultKind {
     LaunchFailed,
     /// An instruction the simulator cannot execute (CUDA_ERROR_ILLEGAL_INSTRUCTION), sticky.
     IllegalInstruction,
+    /// The launch ran past `VGPU_WATCHDOG_S` seconds (CUDA_ERROR_LAUNCH_TIMEOUT), sticky.
+    LaunchTimeout,
     /// Too many threads, too much shared memory (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES); not sticky.
     OutOfResources,
     /// Bad grid/block dimensions or parameter buffer (CUDA_ERROR_INVALID_VALUE); not sticky.
@@ -34,6 +36,7 @@ impl FaultKind {
                 | FaultKind::MisalignedAddress
                 | FaultKind::LaunchFailed
                 | FaultKind::IllegalInstruction
+                | FaultKind::LaunchTimeout
         )
     }
 }

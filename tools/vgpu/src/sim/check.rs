@@ -1,133 +1,309 @@
 //! Shared-memory shadow state: the racecheck / initcheck / cp.async-wait checks.
 //!
-//! Per shared byte we keep the last writer and the readers since the last barrier, stamped
-//! with the block's barrier epoch. Two accesses to the same byte, at least one a write, in
-//! the same epoch, from different warps, are a hazard (RAW, WAR or WAW). Within a warp,
-//! instructions execute in program order in this simulator, so only two lanes of one
-//! instruction writing the same byte count as a hazard there. Bytes targeted by a cp.async
-//! whose group has not been waited for are "pending": reading them is the missing-wait bug.
+//! Ordering between warps is tracked with vector clocks, so that a barrier orders exactly
+//! the warps that took part in it (a named `bar.sync 1, 64` says nothing about the warps
+//! that were not there). Each warp's accesses carry its *epoch*, the number of the last
+//! release it made; `clocks[x][r] > e` says that warp `x` has synchronised with a release
+//! of warp `r` made after epoch `e`, i.e. `r`'s accesses of epoch `e` happen before `x`'s.
+//! Barriers join the clocks of the warps that arrive; strong accesses (`.volatile`,
+//! `.relaxed`, `.acquire`, `.release`, atomics) release at a store and acquire at a load of
+//! the same word, which orders the message-passing pattern, and never race with each other.
+//!
+//! Per shared byte we keep the last writer (thread, epoch, instruction) and the set of
+//! warps that read it since (with the largest of their epochs: a write must be ordered
+//! after that epoch of each reader, which is exact for block-wide barriers and
+//! conservative for mixed named barriers). Within a warp, instructions execute in program
+//! order, so only lanes of one instruction writing different values to one byte are a
+//! hazard there. Bytes targeted by a cp.async whose group has not been waited for are
+//! "pending": reading them is the missing-wait bug.
+
+use std::collections::HashMap;
+
+/// Warps per block (1024 threads).
+pub const MAX_WARPS: usize = 32;
+
+/// What a warp knows of every warp's releases.
+pub type Clock = [u32; MAX_WARPS];
 
 const NONE: u16 = u16::MAX;
-const MANY: u16 = u16::MAX - 1;
+const WRITTEN: u8 = 1;
+const PENDING: u8 = 2;
+/// The last write was a strong one.
+const W_STRONG: u8 = 4;
+/// Some read in the reader set was weak.
+const R_WEAK: u8 = 8;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Byte {
     writer: u16,
-    reader_warp: u16,
+    flags: u8,
+    readers: u32,
     w_epoch: u32,
     r_epoch: u32,
     w_seq: u32,
-    written: bool,
-    pending: bool,
 }
 
 const FRESH: Byte = Byte {
     writer: NONE,
-    reader_warp: NONE,
-    w_epoch: u32::MAX,
-    r_epoch: u32::MAX,
+    flags: 0,
+    readers: 0,
+    w_epoch: 0,
+    r_epoch: 0,
     w_seq: 0,
-    written: false,
-    pending: false,
 };
 
-#[derive(Default)]
 pub struct Shadow {
     bytes: Vec<Byte>,
+    clocks: Vec<Clock>,
+    epoch: Clock,
+    releases: u32,
+    /// Clock released into each word by strong stores and atomics, keyed by address
+    /// (global) or `SHARED_KEY | offset`.
+    released: HashMap<u64, Clock>,
 }
 
+impl Default for Shadow {
+    fn default() -> Self {
+        Shadow {
+            bytes: Vec::new(),
+            clocks: vec![[0; MAX_WARPS]; MAX_WARPS],
+            epoch: [0; MAX_WARPS],
+            releases: 0,
+            released: HashMap::new(),
+        }
+    }
+}
+
+/// Key bit of shared-memory words in the release table (host addresses are below 2^57).
+pub const SHARED_KEY: u64 = 1 << 63;
+
 /// Who is accessing: thread index in the block, its warp, the warp's dynamic instruction
-/// number, and the block's barrier epoch.
+/// number.
 #[derive(Clone, Copy, Debug)]
 pub struct Who {
     pub tid: u32,
     pub warp: u32,
     pub seq: u32,
-    pub epoch: u32,
+}
+
+/// How a store relates to the race checker.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreKind {
+    /// `.volatile`/`.relaxed`/`.release` or an atomic.
+    pub strong: bool,
+    /// The bytes equal what memory already holds (lanes of one instruction storing the
+    /// same value to one word do not race).
+    pub same_value: bool,
 }
 
 impl Shadow {
-    pub fn reset(&mut self, len: usize) {
+    /// A fresh block of `len` shared bytes and `warps` warps.
+    pub fn reset(&mut self, len: usize, warps: usize) {
         self.bytes.clear();
         self.bytes.resize(len, FRESH);
+        for c in &mut self.clocks[..warps.min(MAX_WARPS)] {
+            *c = [0; MAX_WARPS];
+        }
+        self.epoch = [0; MAX_WARPS];
+        self.releases = 0;
+        if !self.released.is_empty() {
+            self.released.clear();
+        }
     }
 
-    pub fn read(&mut self, off: usize, len: usize, who: Who) -> Result<(), String> {
-        for k in off..off + len {
-            let b = &mut self.bytes[k];
-            if b.pending {
-                return Err(format!(
-                    "read of shared byte {k:#x} whose cp.async has not completed \
-                     (missing cp.async.wait_group before the read)"
-                ));
+    /// Starts a new epoch of `warp` and returns the clock that publishes its accesses so far.
+    pub fn release(&mut self, warp: u32) -> Clock {
+        self.releases += 1;
+        let w = warp as usize;
+        self.epoch[w] = self.releases;
+        self.clocks[w][w] = self.releases;
+        self.clocks[w]
+    }
+
+    /// `warp` has synchronised with whatever published `c`.
+    pub fn acquire(&mut self, warp: u32, c: &Clock) {
+        join(&mut self.clocks[warp as usize], c);
+    }
+
+    /// A strong store or atomic of `warp` to word `key`: later strong loads of it acquire.
+    pub fn release_at(&mut self, key: u64, warp: u32) {
+        let c = self.release(warp);
+        join(self.released.entry(key).or_insert([0; MAX_WARPS]), &c);
+    }
+
+    /// A strong load or atomic of `warp` from word `key`.
+    pub fn acquire_at(&mut self, key: u64, warp: u32) {
+        if let Some(c) = self.released.get(&key) {
+            join(&mut self.clocks[warp as usize], c);
+        }
+    }
+
+    pub fn read(&mut self, off: usize, len: usize, who: Who, strong: bool) -> Result<(), String> {
+        let me = 1u32 << who.warp;
+        let epoch = self.epoch[who.warp as usize];
+        let clock = &self.clocks[who.warp as usize];
+        let weak = if strong { 0 } else { R_WEAK };
+        // The bytes of one access mostly share their writer: check each writer once.
+        let mut checked = (NONE, 0u32);
+        // Reader-set update of the previous byte: (state before, state after).
+        let mut memo = ((u32::MAX, 0u32, 0u8), (0u32, 0u32, 0u8));
+        // The bytes of one access mostly have one state: the previous byte, before and after.
+        let mut same: Option<(Byte, Byte)> = None;
+        for (k, b) in self.bytes[off..off + len].iter_mut().enumerate() {
+            if let Some((before, after)) = same {
+                if *b == before {
+                    *b = after;
+                    continue;
+                }
             }
-            if !b.written {
-                return Err(format!(
-                    "read of uninitialised shared memory at {k:#x} (never written in this block)"
-                ));
+            let old = *b;
+            if b.flags & (PENDING | WRITTEN) != WRITTEN {
+                let k = off + k;
+                return Err(if b.flags & PENDING != 0 {
+                    format!(
+                        "read of shared byte {k:#x} whose cp.async has not completed \
+                         (missing cp.async.wait_group before the read)"
+                    )
+                } else {
+                    format!(
+                        "read of uninitialised shared memory at {k:#x} (never written in this \
+                         block)"
+                    )
+                });
             }
-            if b.w_epoch == who.epoch && b.writer != NONE && b.writer as u32 / 32 != who.warp {
-                return Err(format!(
-                    "shared-memory race (RAW) at {k:#x}: written by thread {} and read by \
-                     thread {} with no barrier between",
-                    b.writer, who.tid
-                ));
+            if b.writer != NONE && (b.writer, b.w_epoch) != checked {
+                let ww = b.writer as u32 / 32;
+                if ww != who.warp && clock[ww as usize] <= b.w_epoch {
+                    if !(strong && b.flags & W_STRONG != 0) {
+                        return Err(format!(
+                            "shared-memory race (RAW) at {:#x}: written by thread {} and read \
+                             by thread {} with no barrier between",
+                            off + k,
+                            b.writer,
+                            who.tid
+                        ));
+                    }
+                } else {
+                    checked = (b.writer, b.w_epoch);
+                }
             }
-            if b.r_epoch != who.epoch {
-                b.r_epoch = who.epoch;
-                b.reader_warp = who.warp as u16;
-            } else if b.reader_warp != who.warp as u16 {
-                b.reader_warp = MANY;
+            let before = (b.readers, b.r_epoch, b.flags & R_WEAK);
+            if before != memo.0 {
+                let others = b.readers & !me;
+                memo = if others == 0 || ordered_all(clock, others, b.r_epoch) {
+                    (before, (me, epoch, weak))
+                } else {
+                    let e = b.r_epoch.max(epoch);
+                    (before, (b.readers | me, e, before.2 | weak))
+                };
             }
+            (b.readers, b.r_epoch) = (memo.1 .0, memo.1 .1);
+            b.flags = (b.flags & !R_WEAK) | memo.1 .2;
+            same = Some((old, *b));
         }
         Ok(())
     }
 
-    pub fn write(&mut self, off: usize, len: usize, who: Who) -> Result<(), String> {
-        for k in off..off + len {
-            let b = &mut self.bytes[k];
-            if b.w_epoch == who.epoch && b.writer != NONE && b.writer as u32 != who.tid {
-                let other_warp = b.writer as u32 / 32 != who.warp;
-                if other_warp || b.w_seq == who.seq {
+    pub fn write(
+        &mut self,
+        off: usize,
+        len: usize,
+        who: Who,
+        kind: StoreKind,
+    ) -> Result<(), String> {
+        let me = 1u32 << who.warp;
+        let epoch = self.epoch[who.warp as usize];
+        let clock = &self.clocks[who.warp as usize];
+        let strong = if kind.strong { W_STRONG } else { 0 };
+        // The reader set last found ordered before this write (bytes of one access share it).
+        let mut readers_ok = (0u32, 0u32);
+        for (k, b) in self.bytes[off..off + len].iter_mut().enumerate() {
+            if b.writer != NONE && b.writer as u32 != who.tid {
+                let ww = b.writer as u32 / 32;
+                let race = if ww != who.warp {
+                    let both_strong = kind.strong && b.flags & W_STRONG != 0;
+                    !both_strong && clock[ww as usize] <= b.w_epoch
+                } else {
+                    b.w_seq == who.seq && !kind.same_value
+                };
+                if race {
                     return Err(format!(
-                        "shared-memory race (WAW) at {k:#x}: written by threads {} and {} with \
+                        "shared-memory race (WAW) at {:#x}: written by threads {} and {} with \
                          no barrier between",
-                        b.writer, who.tid
+                        off + k,
+                        b.writer,
+                        who.tid
                     ));
                 }
             }
-            if b.r_epoch == who.epoch
-                && b.reader_warp != NONE
-                && (b.reader_warp == MANY || b.reader_warp as u32 != who.warp)
+            let others = b.readers & !me;
+            let all_strong = kind.strong && b.flags & R_WEAK == 0;
+            if others != 0
+                && !all_strong
+                && (others, b.r_epoch) != readers_ok
+                && !ordered_all(clock, others, b.r_epoch)
             {
                 return Err(format!(
-                    "shared-memory race (WAR) at {k:#x}: read by another warp and written by \
+                    "shared-memory race (WAR) at {:#x}: read by another warp and written by \
                      thread {} with no barrier between",
+                    off + k,
                     who.tid
                 ));
             }
-            b.writer = who.tid as u16;
-            b.w_epoch = who.epoch;
-            b.w_seq = who.seq;
-            b.written = true;
+            readers_ok = (others, b.r_epoch);
+            *b = Byte {
+                writer: who.tid as u16,
+                flags: (b.flags & PENDING) | WRITTEN | strong,
+                readers: 0,
+                w_epoch: epoch,
+                r_epoch: 0,
+                w_seq: who.seq,
+            };
         }
         Ok(())
     }
 
-    /// Atomics: they never race with each other, but they do initialise the bytes.
-    pub fn mark_written(&mut self, off: usize, len: usize, who: Who) {
+    /// Atomics: a strong read and write; they never race with each other, and they do
+    /// initialise the bytes.
+    pub fn atomic(&mut self, off: usize, len: usize, who: Who) -> Result<(), String> {
         for b in &mut self.bytes[off..off + len] {
-            b.written = true;
-            b.writer = who.tid as u16;
-            b.w_epoch = who.epoch;
-            b.w_seq = who.seq;
+            b.flags |= WRITTEN;
         }
+        self.read(off, len, who, true)?;
+        // Lanes of one atomic instruction are serialised: as harmless as equal stores.
+        let kind = StoreKind {
+            strong: true,
+            same_value: true,
+        };
+        self.write(off, len, who, kind)
     }
 
     pub fn set_pending(&mut self, off: usize, len: usize, pending: bool) {
         for b in &mut self.bytes[off..off + len] {
-            b.pending = pending;
+            if pending {
+                b.flags |= PENDING;
+            } else {
+                b.flags &= !PENDING;
+            }
         }
+    }
+}
+
+/// Whether a warp with clock `clock` is ordered after epoch `e` of every warp in `warps`.
+fn ordered_all(clock: &Clock, mut warps: u32, e: u32) -> bool {
+    while warps != 0 {
+        let r = warps.trailing_zeros() as usize;
+        warps &= warps - 1;
+        if clock[r] <= e {
+            return false;
+        }
+    }
+    true
+}
+
+fn join(a: &mut Clock, b: &Clock) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = (*x).max(*y);
     }
 }
 
@@ -168,51 +344,106 @@ pub fn bank_conflicts(addrs: &[(u32, u32)], bytes_per_lane: u32) -> u64 {
 mod tests {
     use super::*;
 
-    fn who(tid: u32, seq: u32, epoch: u32) -> Who {
+    const WEAK: StoreKind = StoreKind {
+        strong: false,
+        same_value: false,
+    };
+
+    fn who(tid: u32, seq: u32) -> Who {
         Who {
             tid,
             warp: tid / 32,
             seq,
-            epoch,
+        }
+    }
+
+    /// A block-wide barrier among `warps`.
+    fn barrier(s: &mut Shadow, warps: &[u32]) {
+        let mut c = [0; MAX_WARPS];
+        for &w in warps {
+            join(&mut c, &s.release(w));
+        }
+        for &w in warps {
+            s.acquire(w, &c);
         }
     }
 
     #[test]
     fn raw_across_warps_without_barrier_is_a_race() {
         let mut s = Shadow::default();
-        s.reset(64);
-        s.write(0, 4, who(0, 1, 0)).unwrap();
-        assert!(s.read(0, 4, who(40, 1, 0)).unwrap_err().contains("RAW"));
-        // After a barrier (new epoch) the same read is fine.
-        s.read(0, 4, who(40, 2, 1)).unwrap();
+        s.reset(64, 3);
+        s.write(0, 4, who(0, 1), WEAK).unwrap();
+        assert!(s.read(0, 4, who(40, 1), false).unwrap_err().contains("RAW"));
+        // After a barrier the same read is fine.
+        barrier(&mut s, &[0, 1]);
+        s.read(0, 4, who(40, 2), false).unwrap();
     }
 
     #[test]
     fn same_warp_program_order_is_not_a_race_but_same_instruction_waw_is() {
         let mut s = Shadow::default();
-        s.reset(64);
-        s.write(0, 4, who(0, 1, 0)).unwrap();
-        s.read(0, 4, who(1, 2, 0)).unwrap();
-        s.write(8, 4, who(2, 3, 0)).unwrap();
-        assert!(s.write(8, 4, who(3, 3, 0)).unwrap_err().contains("WAW"));
+        s.reset(64, 3);
+        s.write(0, 4, who(0, 1), WEAK).unwrap();
+        s.read(0, 4, who(1, 2), false).unwrap();
+        s.write(8, 4, who(2, 3), WEAK).unwrap();
+        let same = StoreKind {
+            strong: false,
+            same_value: true,
+        };
+        s.write(8, 4, who(3, 3), same).unwrap();
+        assert!(s.write(8, 4, who(4, 3), WEAK).unwrap_err().contains("WAW"));
     }
 
     #[test]
     fn war_and_uninitialised_and_pending() {
         let mut s = Shadow::default();
-        s.reset(64);
+        s.reset(64, 3);
         assert!(s
-            .read(16, 4, who(0, 1, 0))
+            .read(16, 4, who(0, 1), false)
             .unwrap_err()
             .contains("uninitialised"));
-        s.write(0, 4, who(0, 1, 0)).unwrap();
-        s.read(0, 4, who(0, 2, 1)).unwrap();
-        assert!(s.write(0, 4, who(33, 1, 1)).unwrap_err().contains("WAR"));
+        s.write(0, 4, who(0, 1), WEAK).unwrap();
+        barrier(&mut s, &[0, 1]);
+        s.read(0, 4, who(0, 2), false).unwrap();
+        assert!(s.write(0, 4, who(33, 1), WEAK).unwrap_err().contains("WAR"));
         s.set_pending(32, 16, true);
         assert!(s
-            .read(32, 4, who(0, 5, 1))
+            .read(32, 4, who(0, 5), false)
             .unwrap_err()
             .contains("cp.async"));
+    }
+
+    #[test]
+    fn a_barrier_orders_only_the_warps_that_took_part() {
+        let mut s = Shadow::default();
+        s.reset(64, 3);
+        s.write(0, 4, who(0, 1), WEAK).unwrap();
+        barrier(&mut s, &[0, 1]);
+        s.read(0, 4, who(32, 1), false).unwrap();
+        assert!(s.read(0, 4, who(64, 1), false).unwrap_err().contains("RAW"));
+        // Transitively: warp 2 meets warp 1 after warp 1 met warp 0.
+        barrier(&mut s, &[1, 2]);
+        s.read(0, 4, who(64, 2), false).unwrap();
+    }
+
+    #[test]
+    fn strong_accesses_pass_messages() {
+        let mut s = Shadow::default();
+        s.reset(64, 3);
+        let strong = StoreKind {
+            strong: true,
+            same_value: false,
+        };
+        s.write(0, 4, who(0, 1), strong).unwrap();
+        barrier(&mut s, &[0, 1]);
+        // Producer: data, then the flag; consumer: the flag (no race), then the data.
+        s.write(16, 4, who(0, 2), WEAK).unwrap();
+        s.write(0, 4, who(0, 3), strong).unwrap();
+        s.release_at(SHARED_KEY, 0);
+        s.read(0, 4, who(32, 1), true).unwrap();
+        assert!(s.read(0, 4, who(33, 2), false).unwrap_err().contains("RAW"));
+        s.acquire_at(SHARED_KEY, 1);
+        s.read(16, 4, who(32, 3), false).unwrap();
     }
 
     #[test]

@@ -478,6 +478,7 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
         }
         "ld" | "ldu" => {
             nops(i, 2)?;
+            let strong = is_strong(&m);
             m.hints(&[
                 "nc",
                 "acquire",
@@ -508,10 +509,12 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
                 ty,
                 ds: d.vec_dsts(&o[0])?,
                 addr: d.addr(&o[1])?,
+                strong,
             }
         }
         "st" => {
             nops(i, 2)?;
+            let strong = is_strong(&m);
             m.hints(&[
                 "release",
                 "wb",
@@ -535,6 +538,7 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
                 ty,
                 addr: d.addr(&o[0])?,
                 srcs: d.vec_srcs(&o[1], ty)?,
+                strong,
             }
         }
         "atom" | "red" => {
@@ -562,24 +566,56 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
                     mask: d.src(&o[0], Ty::B32)?,
                 }
             } else {
-                let sync = m.any(&["sync", "red", "arrive"]);
-                if sync != Some("sync") && !(i.opcode == "bar" && sync.is_none()) {
-                    return err(
-                        line,
-                        format!("`{}` is not supported (only bar.sync)", m.what),
-                    );
+                let what = m.any(&["sync", "red", "arrive"]);
+                if i.opcode == "barrier" && what.is_none() {
+                    return err(line, format!("`{}` needs .sync, .arrive or .red", m.what));
                 }
+                // `bar` is `barrier.*.aligned`.
                 let aligned = i.opcode == "bar" || m.has("aligned");
-                if o.is_empty() || o.len() > 2 {
-                    return err(line, "bar.sync takes a barrier id and an optional count");
+                m.has("cta");
+                let (kind, ops) = match what {
+                    Some("arrive") => {
+                        if o.len() != 2 {
+                            return err(line, "bar.arrive takes a barrier id and a thread count");
+                        }
+                        (BarKind::Arrive, &o[..])
+                    }
+                    Some("red") => {
+                        let op = match m.any(&["popc", "and", "or"]) {
+                            Some("popc") => RedOp::Popc,
+                            Some("and") => RedOp::And,
+                            Some("or") => RedOp::Or,
+                            _ => return err(line, "bar.red needs .popc, .and or .or"),
+                        };
+                        let ty = m.ty()?;
+                        if (op == RedOp::Popc) != (ty == Ty::U32)
+                            || (op != RedOp::Popc && ty != Ty::Pred)
+                        {
+                            return err(line, "bar.red.popc is .u32, bar.red.and/.or are .pred");
+                        }
+                        if o.len() < 3 || o.len() > 4 {
+                            return err(line, "bar.red takes d, id, {count,} predicate");
+                        }
+                        let kind = BarKind::Red {
+                            op,
+                            d: d.dst(&o[0])?,
+                            pred: d.src(&o[o.len() - 1], Ty::Pred)?,
+                        };
+                        (kind, &o[1..o.len() - 1])
+                    }
+                    _ => (BarKind::Sync, &o[..]),
+                };
+                if ops.is_empty() || ops.len() > 2 {
+                    return err(line, "a barrier takes an id and an optional thread count");
                 }
                 Op::Bar {
-                    id: d.src(&o[0], Ty::U32)?,
-                    count: match o.get(1) {
+                    id: d.src(&ops[0], Ty::U32)?,
+                    count: match ops.get(1) {
                         Some(c) => Some(d.src(c, Ty::U32)?),
                         None => None,
                     },
                     aligned,
+                    kind,
                 }
             }
         }
@@ -804,4 +840,11 @@ fn wide_ty(t: Ty) -> Ty {
         Ty::U32 => Ty::U64,
         other => other,
     }
+}
+
+/// `.volatile`, `.relaxed`, `.acquire`, `.release`: accesses that synchronise.
+fn is_strong(m: &Mods) -> bool {
+    m.list
+        .iter()
+        .any(|x| matches!(x.as_str(), "volatile" | "relaxed" | "acquire" | "release"))
 }

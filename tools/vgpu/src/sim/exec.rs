@@ -1,27 +1,31 @@
 //! Executes one thread block: warps of 32 lanes over a shared register file laid out
 //! `regs[reg * 32 + lane]`, so that each decoded instruction becomes one loop over lanes.
 //!
-//! Divergence: each warp runs the group of lanes with the smallest program counter; other
-//! groups wait in a list sorted by pc and merge back when the running group reaches their
-//! pc. For the structured code nvcc emits this reconverges at the immediate post-dominator
-//! of every branch, and it never runs a lane ahead of a lane that could still join it.
-//! `.aligned` instructions (bar.sync, mma, ldmatrix) require the whole live warp in the
-//! running group; `*.sync` warp instructions require every live lane of their member mask.
+//! Divergence: a reconvergence stack per warp, as the SIMT hardware before Volta kept and
+//! as GPGPU-Sim models it. A branch that splits the running group pushes its immediate
+//! post-dominator (computed at load, `program::reconvergence`) with the whole group, then
+//! each path; a path runs until it reaches that pc, where the next entry takes over and
+//! the last one continues with every lane. The join is where the program's structure
+//! meets, whatever the layout: a cold block placed after `ret` that jumps back rejoins
+//! before the next `shfl.sync`. `.aligned` instructions (bar.sync, mma, ldmatrix) require
+//! the whole live warp in the running group; `*.sync` warp instructions require every live
+//! lane of their member mask. A warp runs for a time slice ([`SLICE`]) at a time.
 
 use super::api::{Fault, FaultKind};
 use super::check::{Shadow, Who};
 use super::launch::Env;
 use super::program::*;
+use super::sync::Arrival;
 
 pub const FULL: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WarpState {
     Run,
-    /// Waiting at `bar.sync id` (with an optional thread count).
+    /// Waiting for barrier `id`, reached at `pc`, to complete (see `sync::Barriers`).
     Barrier {
         id: u32,
-        count: Option<u32>,
+        pc: u32,
     },
     Done,
 }
@@ -40,20 +44,30 @@ pub struct CpAsyncLane {
     pub committed: std::collections::VecDeque<Vec<Copy16>>,
 }
 
+/// A lane group of the reconvergence stack: where it is, which lanes, and the pc at which
+/// it has finished and hands over to the entry below it.
+pub type Path = (u32, u32, u32);
+
 pub struct Warp {
     pub id: u32,
     /// Lanes that exist and have not exited.
     pub live: u32,
     pub pc: u32,
     pub mask: u32,
-    /// Diverged lane groups (pc, mask), sorted by descending pc: the smallest is last.
-    pub waiting: Vec<(u32, u32)>,
+    /// Reconvergence pc of the running group.
+    pub rpc: u32,
+    /// Paths below the running one, innermost last. An entry's lanes are all in the mask of
+    /// the entry that waits at its reconvergence pc, so a group that finishes never loses
+    /// lanes.
+    pub stack: Vec<Path>,
     pub state: WarpState,
     /// Dynamic instruction counter, used to tell lanes of one instruction apart in the
     /// race checker.
     pub seq: u32,
     pub regs: Vec<u64>,
     pub cp: Vec<CpAsyncLane>,
+    /// `bar.red` destination (register, op) while waiting at such a barrier.
+    pub red_dst: Option<(u32, RedOp)>,
 }
 
 impl Warp {
@@ -63,7 +77,8 @@ impl Warp {
             live,
             pc: 0,
             mask: live,
-            waiting: Vec::new(),
+            rpc: NO_RECONV,
+            stack: Vec::new(),
             state: if live == 0 {
                 WarpState::Done
             } else {
@@ -72,6 +87,7 @@ impl Warp {
             seq: 0,
             regs: vec![0; nregs * 32],
             cp: vec![CpAsyncLane::default(); 32],
+            red_dst: None,
         }
     }
 
@@ -85,59 +101,52 @@ impl Warp {
         self.regs[reg as usize * 32 + lane] = v;
     }
 
-    /// Inserts a lane group into the waiting list, merging with a group at the same pc.
-    fn park(&mut self, pc: u32, mask: u32) {
-        if mask == 0 {
-            return;
-        }
-        match self.waiting.binary_search_by(|&(p, _)| pc.cmp(&p)) {
-            Ok(i) => self.waiting[i].1 |= mask,
-            Err(i) => self.waiting.insert(i, (pc, mask)),
-        }
-    }
-
-    /// Makes the group with the smallest pc the running one.
-    fn reschedule(&mut self) {
-        if let Some(&(p, m)) = self.waiting.last() {
-            if p < self.pc {
-                self.waiting.pop();
-                let (cp, cm) = (self.pc, self.mask);
-                self.park(cp, cm);
+    /// The running group has finished its path: the next live entry of the stack runs.
+    fn reconverge(&mut self) {
+        while let Some((p, m, r)) = self.stack.pop() {
+            let m = m & self.live;
+            if m != 0 {
                 self.pc = p;
                 self.mask = m;
-            } else if p == self.pc {
-                self.waiting.pop();
-                self.mask |= m;
+                self.rpc = r;
+                return;
             }
         }
+        self.state = WarpState::Done;
     }
 
-    /// Continues at `pc + 1` with the running group, merging lanes waiting there.
+    /// Continues at `pc + 1` with the running group, reconverging there if it is the join.
     #[inline]
     pub fn advance(&mut self) {
         self.pc += 1;
-        if let Some(&(p, m)) = self.waiting.last() {
-            if p == self.pc {
-                self.waiting.pop();
-                self.mask |= m;
-            }
+        if self.pc == self.rpc {
+            self.reconverge();
         }
     }
 
-    pub fn branch(&mut self, taken: u32, target: u32) {
+    /// `taken` lanes of the running group go to `target`; a split pushes the join `reconv`
+    /// (the branch's immediate post-dominator) and both paths, fall-through first.
+    pub fn branch(&mut self, taken: u32, target: u32, reconv: &[u32]) {
         let not_taken = self.mask & !taken;
         if taken == 0 {
             self.advance();
         } else if not_taken == 0 {
             self.pc = target;
-            self.reschedule();
+            if self.pc == self.rpc {
+                self.reconverge();
+            }
         } else {
-            let next = self.pc + 1;
-            self.park(target, taken);
-            self.park(next, not_taken);
-            let (p, m) = self.waiting.pop().expect("two groups were just parked");
-            self.pc = p;
-            self.mask = m;
+            let reconv = reconv[self.pc as usize];
+            if reconv != self.rpc {
+                self.stack.push((reconv, self.mask, self.rpc));
+            }
+            if target != reconv {
+                self.stack.push((target, taken, reconv));
+            }
+            if self.pc + 1 != reconv {
+                self.stack.push((self.pc + 1, not_taken, reconv));
+            }
+            self.reconverge();
         }
     }
 
@@ -148,26 +157,24 @@ impl Warp {
         if rest != 0 {
             self.mask = rest;
             self.advance();
-            return;
-        }
-        match self.waiting.pop() {
-            Some((p, m)) => {
-                self.pc = p;
-                self.mask = m & self.live;
-                if self.mask == 0 {
-                    self.exit(0);
-                }
-            }
-            None => self.state = WarpState::Done,
+        } else {
+            self.reconverge();
         }
     }
 }
 
 /// What stopped a warp's run.
 pub enum Stop {
-    Barrier,
+    /// Its time slice is used up; it can go on.
+    Yield,
+    /// At a barrier instruction (waiting or, for `bar.arrive`, not).
+    Barrier(Arrival),
     Done,
 }
+
+/// Warp instructions per time slice: warps of a block take turns, so a warp spinning on a
+/// flag that another warp sets sees it set. Large enough that switching costs nothing.
+pub const SLICE: u32 = 1024;
 
 /// Per-block state shared by its warps.
 pub struct BlockState<'s> {
@@ -180,7 +187,6 @@ pub struct BlockState<'s> {
     pub shadow: &'s mut Shadow,
     pub local: &'s mut [u8],
     pub local_bytes: u32,
-    pub epoch: u32,
     pub counters: &'s mut super::launch::Counters,
 }
 
@@ -193,7 +199,6 @@ impl BlockState<'_> {
             tid: self.tid_of(w.id, lane),
             warp: w.id,
             seq: w.seq,
-            epoch: self.epoch,
         }
     }
     pub fn tid3(&self, tid: u32) -> [u32; 3] {
@@ -211,8 +216,21 @@ pub fn fault(
     kind: FaultKind,
     what: impl AsRef<str>,
 ) -> Fault {
-    let inst = env.code.insts.get(w.pc as usize);
-    let tid = b.tid3(b.tid_of(w.id, lane));
+    fault_at(env, b, w.id, lane, w.pc, kind, what)
+}
+
+/// [`fault`] for a thread of warp `warp` at instruction `pc`.
+pub fn fault_at(
+    env: &Env,
+    b: &BlockState,
+    warp: u32,
+    lane: usize,
+    pc: u32,
+    kind: FaultKind,
+    what: impl AsRef<str>,
+) -> Fault {
+    let inst = env.code.insts.get(pc as usize);
+    let tid = b.tid3(b.tid_of(warp, lane));
     Fault {
         kind,
         message: format!(
@@ -235,13 +253,19 @@ pub fn first_lane(m: u32) -> usize {
     m.trailing_zeros().min(31) as usize
 }
 
-/// Runs `w` until it reaches a barrier, exits, or faults.
+/// Runs `w` for up to [`SLICE`] instructions, until it reaches a barrier, exits, or
+/// faults.
 pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fault> {
     let insts = &env.code.insts;
+    let mut budget = SLICE;
     loop {
         if w.state == WarpState::Done {
             return Ok(Stop::Done);
         }
+        if budget == 0 {
+            return Ok(Stop::Yield);
+        }
+        budget -= 1;
         let Some(inst) = insts.get(w.pc as usize) else {
             return Err(fault(
                 env,
@@ -272,7 +296,7 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
         };
         match &inst.op {
             Op::Bra { target } => {
-                w.branch(exec, *target);
+                w.branch(exec, *target, &env.code.reconv);
                 continue;
             }
             Op::Exit => {
@@ -284,13 +308,18 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
                 }
                 continue;
             }
-            Op::Bar { id, count, aligned } => {
+            Op::Bar {
+                id,
+                count,
+                aligned,
+                kind,
+            } => {
                 if exec == 0 {
                     w.advance();
                     continue;
                 }
                 retire_parked_at_exit(w, insts);
-                if *aligned && (exec != w.mask || w.mask != w.live || !w.waiting.is_empty()) {
+                if *aligned && (exec != w.mask || w.mask != w.live) {
                     let missing = w.live & !exec;
                     return Err(fault(
                         env,
@@ -306,11 +335,32 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
                     ));
                 }
                 let l = first_lane(exec);
-                let id = super::alu::src(w, b, id, l) as u32;
-                let count = count.map(|c| super::alu::src(w, b, &c, l) as u32);
-                w.state = WarpState::Barrier { id, count };
+                let red = match *kind {
+                    BarKind::Red { op, d, pred } => {
+                        let mut preds = 0u32;
+                        let mut m = exec;
+                        while m != 0 {
+                            let l = m.trailing_zeros() as usize;
+                            m &= m - 1;
+                            if super::alu::src(w, b, &pred, l) & 1 != 0 {
+                                preds |= 1 << l;
+                            }
+                        }
+                        Some((op, d, preds))
+                    }
+                    _ => None,
+                };
+                let arrival = Arrival {
+                    id: super::alu::src(w, b, id, l) as u32,
+                    count: count.map(|c| super::alu::src(w, b, &c, l) as u32),
+                    aligned: *aligned,
+                    wait: *kind != BarKind::Arrive,
+                    red,
+                    pc: w.pc,
+                    lanes: exec,
+                };
                 w.advance();
-                return Ok(Stop::Barrier);
+                return Ok(Stop::Barrier(arrival));
             }
             _ => {}
         }
@@ -324,21 +374,24 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
 /// Lanes parked at an unconditional `ret`/`exit` will do nothing but leave: nvcc compiles
 /// `if (tid >= n) return; ... __syncthreads();` as a branch to a shared `ret`, which ptxas
 /// turns into EXIT on the branch itself, so hardware does not wait for those lanes at the
-/// barrier. They leave here too, before the barrier's convergence check.
+/// barrier. They leave here too, before the barrier's convergence check. A lane's position
+/// is the topmost stack entry that holds it.
 fn retire_parked_at_exit(w: &mut Warp, insts: &[Inst]) {
-    let mut k = 0;
-    while k < w.waiting.len() {
-        let (pc, m) = w.waiting[k];
+    let mut seen = w.mask;
+    let mut parked = 0u32;
+    for &(pc, m, _) in w.stack.iter().rev() {
+        let new = m & w.live & !seen;
+        seen |= m;
         let at_exit = insts
             .get(pc as usize)
             .is_some_and(|i| i.guard.is_none() && matches!(i.op, Op::Exit));
         if at_exit {
-            complete_all_cp_async(w, m);
-            w.live &= !m;
-            w.waiting.remove(k);
-        } else {
-            k += 1;
+            parked |= new;
         }
+    }
+    if parked != 0 {
+        complete_all_cp_async(w, parked);
+        w.live &= !parked;
     }
 }
 

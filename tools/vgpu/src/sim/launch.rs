@@ -1,13 +1,16 @@
 //! A launch: checks the configuration, then runs thread blocks in parallel on worker threads
-//! (blocks are independent), each block's warps round-robin between barriers.
+//! (blocks are independent), each block's warps round-robin in time slices (so a warp that
+//! spins on a flag another warp sets terminates), under an optional wall-clock watchdog.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::api::{limits, Fault, FaultKind, Kernel, LaunchConfig, Profile};
 use super::check::Shadow;
 use super::exec::{run_warp, BlockState, Stop, Warp, WarpState};
 use super::program::KernelCode;
+use super::sync::Barriers;
 use crate::mem::{GlobalMem, Snapshot};
 
 /// Everything a block needs that is the same for the whole launch.
@@ -20,6 +23,16 @@ pub struct Env<'a> {
     pub class_id: Vec<u8>,
     pub classes: Vec<&'static str>,
     pub shared_bytes: u32,
+    /// `VGPU_WATCHDOG_S` after the launch started.
+    pub deadline: Option<Instant>,
+}
+
+/// `VGPU_WATCHDOG_S`: the wall-clock limit of one launch, off when unset. Read at every
+/// launch, so that a process can change it between launches.
+fn watchdog() -> Option<Duration> {
+    let v = std::env::var("VGPU_WATCHDOG_S").ok()?;
+    let s: f64 = v.trim().parse().ok().filter(|s: &f64| *s > 0.0)?;
+    Some(Duration::from_secs_f64(s))
 }
 
 /// Per-worker profile counters, merged at the end of the launch.
@@ -175,6 +188,7 @@ pub fn run(
         class_id,
         shared_bytes: code.dynamic_shared_offset.max(code.static_shared) + cfg.dynamic_shared,
         classes,
+        deadline: watchdog().map(|d| Instant::now() + d),
     };
     let nblocks = cfg.grid.iter().map(|&x| x as u64).product::<u64>();
     let workers = worker_count().min(nblocks.max(1) as usize);
@@ -264,6 +278,7 @@ struct Scratch {
     shadow: Shadow,
     local: Vec<u8>,
     warps: Vec<Warp>,
+    barriers: Barriers,
 }
 
 /// Fill for fresh shared and local memory: real hardware leaves stale data there.
@@ -280,7 +295,7 @@ fn run_block(
     let smem = env.shared_bytes as usize;
     s.shared.clear();
     s.shared.resize(smem, STALE);
-    s.shadow.reset(smem);
+    s.shadow.reset(smem, threads.div_ceil(32) as usize);
     let local_bytes = code.local_bytes;
     s.local.clear();
     s.local
@@ -292,6 +307,7 @@ fn run_block(
         let live = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
         s.warps.push(Warp::new(wi, live, code.regs as usize));
     }
+    s.barriers.reset(s.warps.len());
     let mut b = BlockState {
         ctaid,
         block_dim: env.cfg.block,
@@ -302,72 +318,41 @@ fn run_block(
         shadow: &mut s.shadow,
         local: &mut s.local,
         local_bytes,
-        epoch: 0,
         counters,
     };
+    let warps = &mut s.warps;
     loop {
         let mut ran = false;
-        for w in s.warps.iter_mut() {
-            if w.state == WarpState::Run {
-                ran = true;
-                match run_warp(env, &mut b, w)? {
-                    Stop::Barrier | Stop::Done => {}
-                }
+        for wi in 0..warps.len() {
+            if warps[wi].state != WarpState::Run {
+                continue;
+            }
+            ran = true;
+            match run_warp(env, &mut b, &mut warps[wi])? {
+                Stop::Yield => {}
+                Stop::Barrier(a) => s.barriers.arrive(env, &mut b, warps, wi, a)?,
+                Stop::Done => s.barriers.exited(env, &mut b, warps, wi)?,
             }
         }
-        let active: Vec<usize> = (0..s.warps.len())
-            .filter(|&i| s.warps[i].state != WarpState::Done)
-            .collect();
-        if active.is_empty() {
-            return Ok(());
-        }
-        if s.warps.iter().any(|w| w.state == WarpState::Run) {
-            continue;
-        }
-        // Everyone left is at a barrier: release the ones that are complete.
-        let mut released = false;
-        let ids: Vec<(u32, Option<u32>)> = active
-            .iter()
-            .filter_map(|&i| match s.warps[i].state {
-                WarpState::Barrier { id, count } => Some((id, count)),
-                _ => None,
-            })
-            .collect();
-        for &(id, count) in &ids {
-            let at: Vec<usize> = active
-                .iter()
-                .copied()
-                .filter(
-                    |&i| matches!(s.warps[i].state, WarpState::Barrier { id: j, .. } if j == id),
-                )
-                .collect();
-            let arrived: u32 = at
-                .iter()
-                .map(|&i| s.warps[i].live.count_ones())
-                .sum::<u32>();
-            let complete = match count {
-                Some(c) => at.len() as u32 * 32 >= c || arrived >= c,
-                None => at.len() == active.len(),
-            };
-            if complete {
-                for i in at {
-                    s.warps[i].state = WarpState::Run;
-                }
-                released = true;
+        if let Some(d) = env.deadline {
+            if Instant::now() >= d {
+                return Err(Fault {
+                    kind: FaultKind::LaunchTimeout,
+                    message: format!(
+                        "kernel `{}` block ({},{},{}): launch ran past VGPU_WATCHDOG_S; {}",
+                        code.name,
+                        ctaid[0],
+                        ctaid[1],
+                        ctaid[2],
+                        where_warps_are(code, warps)
+                    ),
+                });
             }
         }
-        if !released {
-            let desc: Vec<String> = active
-                .iter()
-                .map(|&i| {
-                    format!(
-                        "warp {} at {:?} (PTX line {})",
-                        i,
-                        s.warps[i].state,
-                        code.insts.get(s.warps[i].pc as usize).map_or(0, |x| x.line)
-                    )
-                })
-                .collect();
+        if !ran {
+            if warps.iter().all(|w| w.state == WarpState::Done) {
+                return Ok(());
+            }
             return Err(Fault {
                 kind: FaultKind::LaunchFailed,
                 message: format!(
@@ -376,14 +361,34 @@ fn run_block(
                     ctaid[0],
                     ctaid[1],
                     ctaid[2],
-                    desc.join(", ")
+                    where_warps_are(code, warps)
                 ),
             });
         }
-        b.epoch += 1;
-        ran |= released;
-        if !ran {
-            return Ok(());
-        }
     }
+}
+
+/// Each unfinished warp's state and PTX line, for deadlock and timeout messages.
+fn where_warps_are(code: &KernelCode, warps: &[Warp]) -> String {
+    let line = |pc: u32| code.insts.get(pc as usize).map_or(0, |x| x.line);
+    warps
+        .iter()
+        .filter(|w| w.state != WarpState::Done)
+        .map(|w| match w.state {
+            WarpState::Barrier { id, pc } => {
+                format!(
+                    "warp {} waits at barrier {id} (PTX line {})",
+                    w.id,
+                    line(pc)
+                )
+            }
+            _ => format!(
+                "warp {} runs at PTX line {} (lanes {:#010x})",
+                w.id,
+                line(w.pc),
+                w.mask
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -318,6 +318,7 @@ fn lower_kernel(
         reqntid: t.reqntid,
         regs: cx.reg_names.len() as u32,
         reg_names: cx.reg_names,
+        reconv: super::program::reconvergence(&insts),
         insts,
     })
 }

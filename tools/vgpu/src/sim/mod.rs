@@ -2,7 +2,8 @@
 //!
 //! Interface used by the driver layer: [`Module::load`] (cached by content hash),
 //! [`Module::kernel`], [`launch`]. Everything else is internal: [`lower`] and [`decode`]
-//! build the [`program`], [`launch`] schedules blocks, [`exec`] runs warps, [`ops`],
+//! build the [`program`], [`launch`] schedules blocks, [`exec`] runs warps, [`sync`] is
+//! the block barriers, [`ops`],
 //! [`alu`] and [`tensor`] give instructions their meaning, [`memory`] and [`check`] are the
 //! sanitizer.
 //!
@@ -38,6 +39,7 @@ pub mod lower;
 pub mod memory;
 pub mod ops;
 pub mod program;
+pub mod sync;
 pub mod tensor;
 
 pub use api::*;

@@ -2,7 +2,7 @@
 
 use super::alu::{self, canon32, f32_of, sext, src};
 use super::api::{Fault, FaultKind};
-use super::check::bank_conflicts;
+use super::check::{bank_conflicts, StoreKind, SHARED_KEY};
 use super::exec::{fault, first_lane, BlockState, Copy16, Warp, FULL};
 use super::launch::Env;
 use super::memory::{self, resolve, Loc};
@@ -263,6 +263,7 @@ pub fn execute(
             ty,
             ds,
             addr,
+            strong,
         } => {
             let eb = ty_bytes(*ty);
             let size = eb * ds.len() as u32;
@@ -271,7 +272,11 @@ pub fn execute(
                 let a = addr_of(w, addr, l);
                 let loc = resolve(env, b, w, l, *space, a, size, false)
                     .map_err(|(k, m)| f(b, w, l, k, m))?;
-                check_access(env, b, w, l, loc, size, false, &mut shared_addrs)?;
+                let kind = StoreKind {
+                    strong: *strong,
+                    same_value: false,
+                };
+                check_access(env, b, w, l, loc, size, None, kind, &mut shared_addrs)?;
                 let mut buf = [0u8; 32];
                 memory::read(env, b, loc, &mut buf[..size as usize]);
                 for (k, dd) in ds.iter().enumerate() {
@@ -295,6 +300,7 @@ pub fn execute(
             ty,
             srcs,
             addr,
+            strong,
         } => {
             let eb = ty_bytes(*ty);
             let size = eb * srcs.len() as u32;
@@ -309,8 +315,13 @@ pub fn execute(
                     buf[k * eb as usize..(k + 1) * eb as usize]
                         .copy_from_slice(&v.to_le_bytes()[..eb as usize]);
                 }
-                check_access(env, b, w, l, loc, size, true, &mut shared_addrs)?;
-                memory::write(b, loc, &buf[..size as usize]);
+                let kind = StoreKind {
+                    strong: *strong,
+                    same_value: false,
+                };
+                let data = &buf[..size as usize];
+                check_access(env, b, w, l, loc, size, Some(data), kind, &mut shared_addrs)?;
+                memory::write(b, loc, data);
             }
             account_shared(b, &shared_addrs, size);
         }
@@ -368,7 +379,13 @@ pub fn execute(
                     b.counters.global_written += size as u64;
                 } else if let Loc::Shared(o) = loc {
                     let who = b.who(w, l);
-                    b.shadow.mark_written(o, size as usize, who);
+                    b.shadow
+                        .atomic(o, size as usize, who)
+                        .map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
+                }
+                if let Some(key) = sync_key(loc) {
+                    b.shadow.acquire_at(key, w.id);
+                    b.shadow.release_at(key, w.id);
                 }
             }
         }
@@ -543,15 +560,17 @@ pub fn execute(
                         let sz = c.size as usize;
                         b.shadow.set_pending(off, sz, false);
                         let who = b.who(w, l);
-                        b.shadow.write(off, sz, who).map_err(|e| {
-                            f(
-                                b,
-                                w,
-                                l,
-                                FaultKind::LaunchFailed,
-                                format!("cp.async completion: {e}"),
-                            )
-                        })?;
+                        b.shadow
+                            .write(off, sz, who, StoreKind::default())
+                            .map_err(|e| {
+                                f(
+                                    b,
+                                    w,
+                                    l,
+                                    FaultKind::LaunchFailed,
+                                    format!("cp.async completion: {e}"),
+                                )
+                            })?;
                         b.shared[off..off + sz].copy_from_slice(&c.data[..sz]);
                     }
                 }
@@ -648,7 +667,8 @@ fn bool_op(op: BoolOp, a: bool, b: bool) -> bool {
     }
 }
 
-/// Shadow checks and traffic counters for a read or (`write`) a write.
+/// Shadow checks and traffic counters for a read or a write (`data`: the bytes stored).
+/// Strong accesses also release (store) or acquire (load) at their word.
 #[allow(clippy::too_many_arguments)]
 fn check_access(
     env: &Env,
@@ -657,25 +677,46 @@ fn check_access(
     l: usize,
     loc: Loc,
     size: u32,
-    write: bool,
+    data: Option<&[u8]>,
+    mut kind: StoreKind,
     shared_addrs: &mut Vec<(u32, u32)>,
 ) -> Result<(), Fault> {
     match loc {
-        Loc::Global(_) if write => b.counters.global_written += size as u64,
+        Loc::Global(_) if data.is_some() => b.counters.global_written += size as u64,
         Loc::Global(_) => b.counters.global_read += size as u64,
         Loc::Shared(o) => {
             let who = b.who(w, l);
-            let r = if write {
-                b.shadow.write(o, size as usize, who)
-            } else {
-                b.shadow.read(o, size as usize, who)
+            let r = match data {
+                Some(d) => {
+                    kind.same_value = b.shared[o..o + d.len()] == *d;
+                    b.shadow.write(o, size as usize, who, kind)
+                }
+                None => b.shadow.read(o, size as usize, who, kind.strong),
             };
             r.map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
             shared_addrs.push((l as u32, o as u32));
         }
         _ => {}
     }
+    if kind.strong {
+        if let Some(key) = sync_key(loc) {
+            if data.is_some() {
+                b.shadow.release_at(key, w.id);
+            } else {
+                b.shadow.acquire_at(key, w.id);
+            }
+        }
+    }
     Ok(())
+}
+
+/// The word a strong access or atomic synchronises through.
+fn sync_key(loc: Loc) -> Option<u64> {
+    match loc {
+        Loc::Global(a) => Some(a & !3),
+        Loc::Shared(o) => Some(SHARED_KEY | (o as u64 & !3)),
+        _ => None,
+    }
 }
 
 pub fn account_shared(b: &mut BlockState, addrs: &[(u32, u32)], bytes_per_lane: u32) {

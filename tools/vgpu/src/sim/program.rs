@@ -152,6 +152,27 @@ pub use crate::isa::atom::AtomOp;
 
 pub use crate::isa::warp::{ShflMode, VoteMode};
 
+/// `bar.red` reductions of a predicate over the participating threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedOp {
+    /// `.popc.u32`: how many threads had it true.
+    Popc,
+    /// `.and.pred`
+    And,
+    /// `.or.pred`
+    Or,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BarKind {
+    /// Arrive and wait.
+    Sync,
+    /// Arrive without waiting (producer side of a named barrier).
+    Arrive,
+    /// Arrive, wait, and receive the reduction of `pred` in `d`.
+    Red { op: RedOp, d: u32, pred: Src },
+}
+
 /// Tensor-core instruction shapes the simulator executes natively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmaKind {
@@ -266,17 +287,21 @@ pub enum Op {
         ds: Vec<Option<u32>>,
         a: Src,
     },
+    /// `strong`: `.volatile`, `.relaxed` or `.acquire` (synchronisation, not a data race).
     Ld {
         space: MemSpace,
         ty: Ty,
         ds: Vec<Option<u32>>,
         addr: Addr,
+        strong: bool,
     },
+    /// `strong`: `.volatile`, `.relaxed` or `.release`.
     St {
         space: MemSpace,
         ty: Ty,
         srcs: Vec<Src>,
         addr: Addr,
+        strong: bool,
     },
     /// `atom`/`red`, scalar or vector; `ty` is the element type, `b` has one operand per
     /// element and `d` one destination per element (`red`: none). Forms the ISA does not
@@ -296,11 +321,13 @@ pub enum Op {
         target: u32,
     },
     Exit,
-    /// `bar.sync` / `barrier.sync` (aligned) with optional thread count.
+    /// `bar.sync` / `bar.arrive` / `bar.red` (and `barrier.*`, `.aligned` or not) with an
+    /// optional thread count.
     Bar {
         id: Src,
         count: Option<Src>,
         aligned: bool,
+        kind: BarKind,
     },
     BarWarp {
         mask: Src,
@@ -380,6 +407,99 @@ pub struct KernelCode {
     pub regs: u32,
     /// Register name of each slot, for messages.
     pub reg_names: Vec<String>,
+    /// Reconvergence point of each instruction (its immediate post-dominator), or
+    /// [`NO_RECONV`]; read when a branch diverges.
+    pub reconv: Vec<u32>,
+}
+
+/// Paths that only meet at kernel exit (or never, in an endless loop).
+pub const NO_RECONV: u32 = u32::MAX;
+
+/// Immediate post-dominator of every instruction, over the instruction-level control-flow
+/// graph with a virtual exit node (Cooper, Harvey and Kennedy's iterative algorithm on the
+/// reverse graph). A diverged warp reconverges there, which is where the program's
+/// structure joins its paths whatever the code layout: nvcc puts `[[unlikely]]` blocks
+/// after `ret` and jumps back, so the lowest pc is not the join.
+pub fn reconvergence(insts: &[Inst]) -> Vec<u32> {
+    let n = insts.len();
+    let exit = n;
+    let succ = |i: usize| -> ([usize; 2], usize) {
+        let guarded = insts[i].guard.is_some();
+        match insts[i].op {
+            Op::Bra { target } if guarded => ([target as usize, i + 1], 2),
+            Op::Bra { target } => ([target as usize, 0], 1),
+            Op::Exit if guarded => ([exit, i + 1], 2),
+            Op::Exit => ([exit, 0], 1),
+            _ => ([i + 1, 0], 1),
+        }
+    };
+    // Predecessors in the forward graph are the successors in the reverse graph.
+    let mut preds: Vec<Vec<u32>> = vec![Vec::new(); n + 1];
+    for i in 0..n {
+        let (s, k) = succ(i);
+        for &t in &s[..k] {
+            preds[t.min(exit)].push(i as u32);
+        }
+    }
+    // Postorder of the reverse graph from the exit.
+    const UNSEEN: usize = usize::MAX;
+    let mut rank = vec![UNSEEN; n + 1];
+    let mut order = Vec::with_capacity(n + 1);
+    let mut seen = vec![false; n + 1];
+    let mut stack = vec![(exit, 0usize)];
+    seen[exit] = true;
+    while let Some(&mut (v, ref mut k)) = stack.last_mut() {
+        if let Some(&p) = preds[v].get(*k) {
+            *k += 1;
+            if !seen[p as usize] {
+                seen[p as usize] = true;
+                stack.push((p as usize, 0));
+            }
+        } else {
+            rank[v] = order.len();
+            order.push(v);
+            stack.pop();
+        }
+    }
+    let mut idom = vec![UNSEEN; n + 1];
+    idom[exit] = exit;
+    let intersect = |idom: &[usize], mut a: usize, mut b: usize| {
+        while a != b {
+            while rank[a] < rank[b] {
+                a = idom[a];
+            }
+            while rank[b] < rank[a] {
+                b = idom[b];
+            }
+        }
+        a
+    };
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &v in order.iter().rev().skip(1) {
+            let (s, k) = succ(v);
+            let mut new = UNSEEN;
+            for &t in &s[..k] {
+                let t = t.min(exit);
+                if idom[t] != UNSEEN {
+                    new = if new == UNSEEN {
+                        t
+                    } else {
+                        intersect(&idom, t, new)
+                    };
+                }
+            }
+            if new != UNSEEN && idom[v] != new {
+                idom[v] = new;
+                changed = true;
+            }
+        }
+    }
+    idom[..n]
+        .iter()
+        .map(|&d| if d >= exit { NO_RECONV } else { d as u32 })
+        .collect()
 }
 
 pub struct GlobalVar {

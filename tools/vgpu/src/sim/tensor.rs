@@ -124,7 +124,7 @@ pub fn ldmatrix(
         };
         let who = b.who(w, l);
         b.shadow
-            .read(o, 16, who)
+            .read(o, 16, who, false)
             .map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
         addrs.push((lane, a));
         let mut out = [0u16; 8];
