@@ -334,7 +334,7 @@ pub fn execute(
             }
             for l in lanes(exec) {
                 let a = addr_of(w, addr, l);
-                let loc = resolve(env, b, w, l, *space, a, size, true)
+                let loc = memory::resolve_atomic(env, b, w, l, *space, a, size)
                     .map_err(|(k, m)| f(b, w, l, k, m))?;
                 let x = src(w, b, bb, l);
                 let y = c.map(|c| src(w, b, &c, l));
