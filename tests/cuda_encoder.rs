@@ -153,6 +153,31 @@ fn encoder_batch_of_two_equals_two_single_calls() {
 }
 
 #[test]
+fn checked_arena_is_bit_identical_to_the_shared_arena() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu_or_skip("checked_arena_is_bit_identical_to_the_shared_arena") else {
+        return;
+    };
+    let cfg = small_cfg(256);
+    let w = weights(&cfg, 13, 1.0);
+    let arena = CudaEncoder::new(gpu, &w, &cfg)
+        .unwrap()
+        .checked_arena(false);
+    let checked = arena.new_context().checked_arena(true);
+    let (a, b) = (synthetic(256, 180, 4), synthetic(97, 256, 5));
+    // Same kernels, same order, other addresses: the same bits, batch 1 and 2.
+    for imgs in [vec![&a], vec![&a, &b]] {
+        let want = arena.embed_batch(&imgs).unwrap();
+        let got = checked.embed_batch(&imgs).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&g.0), bits(&w.0));
+            assert_eq!(g.1, w.1);
+        }
+    }
+}
+
+#[test]
 fn encoder_fp16_overflow_is_avoided_by_scaling() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = gpu_or_skip("encoder_fp16_overflow_is_avoided_by_scaling") else {

@@ -58,7 +58,7 @@ impl CudaEncoder {
         }
     }
 
-    /// A new context sharing this one's device weights.
+    /// A new context sharing this one's device weights (in the same arena mode).
     pub fn new_context(&self) -> Self {
         Self::with_weights(
             Arc::clone(self.exec.gpu()),
@@ -66,6 +66,15 @@ impl CudaEncoder {
             self.cfg.clone(),
             self.scales.clone(),
         )
+        .checked_arena(self.exec.is_checked_arena())
+    }
+
+    /// The executor's checked-arena mode (each activation buffer its own allocation, so a
+    /// memory checker sees an overflow from one into the next), whatever the environment
+    /// says; before the first run.
+    pub fn checked_arena(mut self, on: bool) -> Self {
+        self.exec = self.exec.checked_arena(on);
+        self
     }
 
     pub fn gpu(&self) -> &Arc<GpuContext> {

@@ -8,6 +8,13 @@
 //! as kernel arguments, so one capture serves every input of that shape. External buffers
 //! (device memory the caller owns, e.g. an embedding kept for many decoder runs) are bound
 //! by address; binding another address drops the capture that baked the old one in.
+//!
+//! In the checked-arena mode (`SAMRT_CHECKED_ARENA=1`, or [`Executor::checked_arena`]) every
+//! planned buffer gets a device allocation of its own, of exactly its size, instead of an
+//! offset in the shared arena. A kernel that writes or reads past its buffer then leaves
+//! the allocation, which a memory checker (vgpu's guard gaps, compute-sanitizer) reports;
+//! in the arena it would land silently in the neighbouring buffer. Kernels and launch order
+//! are the same in both modes, so results are bit-identical.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,7 +65,8 @@ impl Resolved {
                 std::mem::size_of::<T>()
             )));
         }
-        // SAFETY: the address and length come from the plan (inside the state's arena),
+        // SAFETY: the address and length come from the plan (inside the state's arena or
+        // the buffer's own allocation),
         // the weight block (alive as long as the executor) or `bind_external`, whose
         // caller keeps the memory alive; the element size was checked above.
         Ok(unsafe { DevView::new(self.ptr, self.len, stream) })
@@ -91,8 +99,9 @@ pub struct Bound<O> {
     plan: Plan,
     /// Dropped before the arena it was captured over.
     exec: Option<CapturedGraph>,
-    /// Keeps the arena allocated; `buffers` points into it.
-    _arena: CudaSlice<u8>,
+    /// Keeps the arena (or, in the checked mode, each buffer) allocated; `buffers` points
+    /// into it.
+    _memory: Vec<CudaSlice<u8>>,
     buffers: Vec<Resolved>,
     weights: Vec<Resolved>,
 }
@@ -120,12 +129,14 @@ pub struct Executor<O> {
     weights: Arc<DeviceWeights>,
     build: Box<BuildFn<O>>,
     use_graphs: bool,
+    /// One allocation per planned buffer instead of the shared arena (see the module docs).
+    checked: bool,
 }
 
 impl<O: Launch> Executor<O> {
     /// An executor named `name` (for messages) over device `weights` for the schedules
     /// `build` makes. CUDA-graph replay is on unless `SAMRT_CUDA_GRAPHS=0` (then every run
-    /// launches node by node).
+    /// launches node by node); the checked-arena mode is on with `SAMRT_CHECKED_ARENA=1`.
     pub fn new(
         name: &'static str,
         gpu: Arc<GpuContext>,
@@ -133,6 +144,7 @@ impl<O: Launch> Executor<O> {
         build: Box<BuildFn<O>>,
     ) -> Self {
         let use_graphs = std::env::var("SAMRT_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        let checked = std::env::var("SAMRT_CHECKED_ARENA").is_ok_and(|v| v == "1");
         Executor {
             name,
             gpu,
@@ -140,7 +152,19 @@ impl<O: Launch> Executor<O> {
             build,
             states: Mutex::new(HashMap::new()),
             use_graphs,
+            checked,
         }
+    }
+
+    /// Turns the checked-arena mode on or off, whatever the environment says. Schedules
+    /// already bound keep their memory; call it before the first run.
+    pub fn checked_arena(mut self, on: bool) -> Self {
+        self.checked = on;
+        self
+    }
+
+    pub fn is_checked_arena(&self) -> bool {
+        self.checked
     }
 
     pub fn gpu(&self) -> &Arc<GpuContext> {
@@ -175,25 +199,43 @@ impl<O: Launch> Executor<O> {
         let graph = (self.build)(key)?;
         let plan = plan(&graph);
         let stream = self.gpu.stream();
-        // SAFETY: u8 has no invalid bit patterns; every buffer is written before it is read
-        // (the schedule's first node for each buffer writes it), inputs by the caller.
-        let what = format!("allocating the {} arena", self.name);
-        let arena = guarded(&what, || unsafe {
-            stream.alloc::<u8>(plan.arena_bytes.max(256))
-        })?;
-        let base = {
-            let (p, _g) = arena.device_ptr(stream);
+        // SAFETY (both allocations): u8 has no invalid bit patterns; every buffer is written
+        // before it is read (the schedule's first node for each buffer writes it), inputs by
+        // the caller.
+        let alloc =
+            |bytes: usize, what: &str| guarded(what, || unsafe { stream.alloc::<u8>(bytes) });
+        let addr = |m: &CudaSlice<u8>| {
+            let (p, _g) = m.device_ptr(stream);
             p
         };
+        let mut memory = Vec::new();
+        let mut ptrs = vec![0u64; graph.buffers.len()];
+        if self.checked {
+            for (k, b) in graph.buffers.iter().enumerate() {
+                if b.role != Role::External {
+                    let what = format!("allocating {} of the checked {} arena", b.name, self.name);
+                    let m = alloc(b.bytes().max(1), &what)?;
+                    ptrs[k] = addr(&m);
+                    memory.push(m);
+                }
+            }
+        } else {
+            let what = format!("allocating the {} arena", self.name);
+            let arena = alloc(plan.arena_bytes.max(256), &what)?;
+            let base = addr(&arena);
+            memory.push(arena);
+            for (k, b) in graph.buffers.iter().enumerate() {
+                if b.role != Role::External {
+                    ptrs[k] = base + plan.offsets[k] as u64;
+                }
+            }
+        }
         let buffers = graph
             .buffers
             .iter()
-            .enumerate()
-            .map(|(k, b)| Resolved {
-                ptr: match b.role {
-                    Role::External => 0,
-                    _ => base + plan.offsets[k] as u64,
-                },
+            .zip(ptrs)
+            .map(|(b, ptr)| Resolved {
+                ptr,
                 len: b.len,
                 dtype: b.dtype,
             })
@@ -214,7 +256,7 @@ impl<O: Launch> Executor<O> {
             graph,
             plan,
             exec: None,
-            _arena: arena,
+            _memory: memory,
             buffers,
             weights,
         })

@@ -130,6 +130,8 @@ impl Node {
                 // (no free can run now); host sides are the caller's buffers, as with the real
                 // driver. `copy` tolerates overlap.
                 unsafe { std::ptr::copy(*src as *const u8, *dst as *mut u8, *bytes as usize) };
+                // Initcheck: the destination holds what the source held, written or not.
+                global_mem().copy_written(*dst, *src, *bytes);
                 Ok(())
             }
             Node::Set {
@@ -152,6 +154,7 @@ impl Node {
                         _ => std::slice::from_raw_parts_mut(*dst as *mut u32, n).fill(*value),
                     }
                 }
+                global_mem().mark_written(*dst, *count * *elem as u64);
                 Ok(())
             }
             // SAFETY: the callback and its data are the caller's (cuLaunchHostFunc contract).

@@ -278,6 +278,12 @@ impl Shadow {
         self.write(off, len, who, kind)
     }
 
+    /// The first byte of `[off, off+len)` never written in this block (initcheck for
+    /// atomics, which read without taking part in the race bookkeeping of [`Shadow::read`]).
+    pub fn first_unwritten(&self, off: usize, len: usize) -> Option<usize> {
+        (off..off + len).find(|&k| !self.bytes[k].written)
+    }
+
     pub fn set_pending(&mut self, off: usize, len: usize, pending: bool) {
         for b in &mut self.bytes[off..off + len] {
             if pending {

@@ -29,7 +29,17 @@ fn space_name(s: MemSpace) -> &'static str {
     }
 }
 
-/// Checks alignment and bounds of an access of `size` bytes at `addr` in `space`.
+/// What an access does to the bytes it names: initcheck refuses reads (and atomics, which
+/// read) of bytes never written, and writes make bytes written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+    Atomic,
+}
+
+/// Checks alignment, bounds and (global memory) initialisation of an access of `size` bytes
+/// at `addr` in `space`; a global write marks its bytes written.
 #[allow(clippy::too_many_arguments)]
 pub fn resolve(
     env: &Env,
@@ -41,6 +51,50 @@ pub fn resolve(
     size: u32,
     write: bool,
 ) -> Result<Loc, MemErr> {
+    let access = if write { Access::Write } else { Access::Read };
+    resolve_as(env, b, w, lane, space, addr, size, access)
+}
+
+/// [`resolve`] for an atomic: a write, but also a read, so the bytes (global or shared) must
+/// have been written before. Shared bytes' race state stays with the caller (atomics do not
+/// race with each other).
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_atomic(
+    env: &Env,
+    b: &BlockState,
+    w: &Warp,
+    lane: usize,
+    space: MemSpace,
+    addr: u64,
+    size: u32,
+) -> Result<Loc, MemErr> {
+    let loc = resolve_as(env, b, w, lane, space, addr, size, Access::Atomic)?;
+    if let Loc::Shared(o) = loc {
+        if let Some(k) = b.shadow.first_unwritten(o, size as usize) {
+            return Err((
+                FaultKind::LaunchFailed,
+                format!(
+                    "atomic on uninitialised shared memory at {k:#x} (never written in this \
+                     block; an atomic reads its target)"
+                ),
+            ));
+        }
+    }
+    Ok(loc)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_as(
+    env: &Env,
+    b: &BlockState,
+    w: &Warp,
+    lane: usize,
+    space: MemSpace,
+    addr: u64,
+    size: u32,
+    access: Access,
+) -> Result<Loc, MemErr> {
+    let write = access != Access::Read;
     let (space, addr) = match space {
         MemSpace::Generic => {
             if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
@@ -55,7 +109,11 @@ pub fn resolve(
         }
         s => (s, addr),
     };
-    let rw = if write { "write" } else { "read" };
+    let rw = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+        Access::Atomic => "atomic",
+    };
     if size > 1 && addr % size as u64 != 0 {
         return Err((
             FaultKind::MisalignedAddress,
@@ -78,18 +136,22 @@ pub fn resolve(
     };
     match space {
         MemSpace::Global | MemSpace::Const => {
-            if env.global.contains(addr, size as u64) {
-                Ok(Loc::Global(addr))
-            } else {
-                Err((
+            let Some(i) = env.global.find(addr, size as u64) else {
+                return Err((
                     FaultKind::IllegalAddress,
                     format!(
                         "out-of-bounds {} {rw} of {size} bytes at {addr:#x}: no live allocation \
                          holds it",
                         space_name(space)
                     ),
-                ))
+                ));
+            };
+            if access == Access::Write {
+                env.global.mark_written(i, addr, size as u64);
+            } else if !env.global.written(i, addr, size as u64) {
+                return Err(uninit_global(env, i, space, rw, addr, size));
             }
+            Ok(Loc::Global(addr))
         }
         MemSpace::Shared => {
             let lim = b.shared.len() as u64;
@@ -123,6 +185,27 @@ pub fn resolve(
         }
         MemSpace::Generic => unreachable!("generic addresses were resolved above"),
     }
+}
+
+/// Initcheck's report: where the first never-written byte lies in its allocation.
+#[cold]
+fn uninit_global(env: &Env, i: usize, space: MemSpace, rw: &str, addr: u64, size: u32) -> MemErr {
+    let r = env.global.range(i);
+    let k = env
+        .global
+        .first_unwritten(i, addr, size as u64)
+        .unwrap_or(addr);
+    (
+        FaultKind::LaunchFailed,
+        format!(
+            "{rw} of uninitialised {} memory: {size} bytes at {addr:#x}, byte {k:#x} (offset {} \
+             of the {}-byte allocation at {:#x}) never written by a copy, memset or kernel",
+            space_name(space),
+            k - r.start,
+            r.len,
+            r.start
+        ),
+    )
 }
 
 /// Reads `out.len()` bytes (no checks: `loc` came from [`resolve`]).

@@ -340,7 +340,7 @@ pub fn execute(
             let size = eb * bb.len() as u32;
             for l in lanes(exec) {
                 let a = addr_of(w, addr, l);
-                let loc = resolve(env, b, w, l, *space, a, size, true)
+                let loc = memory::resolve_atomic(env, b, w, l, *space, a, size)
                     .map_err(|(k, m)| f(b, w, l, k, m))?;
                 // Generic addresses are only known here: the ISA allows scalar atomics on
                 // global and shared memory and vector ones on global memory only.

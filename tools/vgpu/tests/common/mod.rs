@@ -214,6 +214,9 @@ impl Dev {
         // SAFETY: `ptr` is a live allocation of at least `data.len()` elements (identity-
         // mapped global memory) and no launch is running.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr as *mut T, data.len()) }
+        // A host-to-device copy, as far as initcheck is concerned.
+        self.mem
+            .mark_written(ptr, std::mem::size_of_val(data) as u64);
     }
 
     pub fn download<T: Copy>(&self, ptr: u64, n: usize) -> Vec<T> {
