@@ -281,7 +281,7 @@ impl Shadow {
     /// The first byte of `[off, off+len)` never written in this block (initcheck for
     /// atomics, which read without taking part in the race bookkeeping of [`Shadow::read`]).
     pub fn first_unwritten(&self, off: usize, len: usize) -> Option<usize> {
-        (off..off + len).find(|&k| !self.bytes[k].written)
+        (off..off + len).find(|&k| self.bytes[k].flags & WRITTEN == 0)
     }
 
     pub fn set_pending(&mut self, off: usize, len: usize, pending: bool) {
