@@ -28,6 +28,7 @@ mod gemm;
 mod layer_norm;
 mod mask_ops;
 mod refs;
+mod speed;
 mod validation;
 
 use common::gpu::{gpu_or_skip, Rng};
