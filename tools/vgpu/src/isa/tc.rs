@@ -108,28 +108,45 @@ pub fn product(a: Term, b: Term) -> Term {
 /// One multi-term addition: `c` plus `prods`, aligned, truncated, summed, rounded once into
 /// `out` with `rnd`. Returns the result's bits in `out`.
 pub fn block(p: &TcProfile, c: Term, prods: &[Term], out: Fmt, rnd: Rnd) -> u64 {
-    let eta = std::iter::once(&c)
-        .chain(prods)
-        .filter(|t| t.sig != 0)
-        .map(|t| t.lead)
-        .max();
-    let Some(eta) = eta else {
-        return 0;
+    let one = Term {
+        sig: 1,
+        ..Term::default()
     };
+    let ones = [one; 16];
+    let n = prods.len().min(16);
+    block_ab(p, c, &prods[..n], &ones[..n], out, rnd)
+}
+
+/// `v >> -sh` or `v << sh`: the right shift drops bits (truncation toward zero of a
+/// magnitude). Left shifts are at most `extra + 2 + 23 - 10` bits and cannot overflow.
+#[inline(always)]
+fn shift(v: u64, sh: i32) -> u64 {
+    if sh >= 0 {
+        v << sh.min(63)
+    } else {
+        v.checked_shr((-sh) as u32).unwrap_or(0)
+    }
+}
+
+/// [`block`] with the products `a[k]·b[k]` formed on the fly: the hot loop of the hardware
+/// `mma` (a dozen integer operations per product, no allocation).
+#[inline]
+fn block_ab(p: &TcProfile, c: Term, a: &[Term], b: &[Term], out: Fmt, rnd: Rnd) -> u64 {
+    const NONE: i32 = i32::MIN / 4;
+    let mut eta = if c.sig != 0 { c.lead } else { NONE };
+    for (x, y) in a.iter().zip(b) {
+        let nz = x.sig != 0 && y.sig != 0;
+        eta = eta.max(if nz { x.lead + y.lead } else { NONE });
+    }
+    if eta == NONE {
+        return 0;
+    }
     let grid = eta.max(p.floor) - (23 + p.extra_bits as i32);
-    let mut sum: i64 = 0;
-    for t in std::iter::once(&c).chain(prods) {
-        let sh = t.lsb - grid;
-        // Terms lie at most `extra + 2` bits above the grid's leading position: the
-        // left shift cannot overflow 64 bits, and a right shift drops bits (truncation).
-        let mag = if sh >= 0 {
-            t.sig << sh
-        } else if sh > -64 {
-            t.sig >> -sh
-        } else {
-            0
-        } as i64;
-        sum += if t.neg { -mag } else { mag };
+    let signed = |neg: bool, m: u64| if neg { -(m as i64) } else { m as i64 };
+    let mut sum = signed(c.neg, shift(c.sig, c.lsb - grid));
+    for (x, y) in a.iter().zip(b) {
+        let m = shift(x.sig * y.sig, x.lsb + y.lsb - grid);
+        sum += signed(x.neg != y.neg, m);
     }
     if sum == 0 {
         return 0;
@@ -149,12 +166,7 @@ pub fn block(p: &TcProfile, c: Term, prods: &[Term], out: Fmt, rnd: Rnd) -> u64 
 pub fn dot(p: &TcProfile, a: &[Term], b: &[Term], c: u64, out: Fmt, rnd: Rnd) -> Option<u64> {
     let mut acc = c;
     for (ab, bb) in a.chunks(p.block).zip(b.chunks(p.block)) {
-        let mut prods = [Term::default(); 16];
-        let n = ab.len().min(16);
-        for k in 0..n {
-            prods[k] = product(ab[k], bb[k]);
-        }
-        acc = block(p, term(acc, out)?, &prods[..n], out, rnd);
+        acc = block_ab(p, term(acc, out)?, ab, bb, out, rnd);
     }
     Some(acc)
 }
@@ -168,15 +180,43 @@ fn out_of(f32_acc: bool) -> (Fmt, Rnd) {
     }
 }
 
-/// Decoded `A` (16 x k) and `B` (k x 8) of one warp's fragments, or `None` if an element is
-/// not finite.
-struct Operands {
-    k: usize,
-    a: [[Term; 16]; 16],
-    /// Transposed: `bt[n][k]`.
-    bt: [[Term; 16]; 8],
+/// One row of A or column of B, decoded into parallel arrays so that the per-output loops
+/// over `k` vectorise. A zero element has `sig = 0` and `lead = ZERO_LEAD`, far below any
+/// real exponent, so it never raises `η` and contributes nothing.
+#[derive(Clone, Copy)]
+struct Vec16 {
+    sig: [u64; 16],
+    lsb: [i32; 16],
+    lead: [i32; 16],
+    /// 0 or -1 (all ones), for a branch-free conditional negation.
+    neg: [i64; 16],
 }
 
+const ZERO_LEAD: i32 = i32::MIN / 8;
+
+impl Vec16 {
+    const EMPTY: Vec16 = Vec16 {
+        sig: [0; 16],
+        lsb: [0; 16],
+        lead: [ZERO_LEAD; 16],
+        neg: [0; 16],
+    };
+    fn set(&mut self, k: usize, t: Term) {
+        self.sig[k] = t.sig;
+        self.lsb[k] = t.lsb;
+        self.lead[k] = if t.sig == 0 { ZERO_LEAD } else { t.lead };
+        self.neg[k] = -(t.neg as i64);
+    }
+}
+
+/// Decoded `A` (16 x k) rows and `B` (k x 8) columns of one warp's fragments.
+struct Operands {
+    k: usize,
+    a: [Vec16; 16],
+    bt: [Vec16; 8],
+}
+
+/// `None` if an element is not finite.
 fn operands(
     k: usize,
     f: Fmt,
@@ -185,20 +225,77 @@ fn operands(
 ) -> Option<Operands> {
     let mut o = Operands {
         k,
-        a: [[Term::default(); 16]; 16],
-        bt: [[Term::default(); 16]; 8],
+        a: [Vec16::EMPTY; 16],
+        bt: [Vec16::EMPTY; 8],
     };
     for r in 0..16 {
         for kk in 0..k {
-            o.a[r][kk] = term(a_at(r, kk) as u64, f)?;
+            o.a[r].set(kk, term(a_at(r, kk) as u64, f)?);
         }
     }
     for n in 0..8 {
         for kk in 0..k {
-            o.bt[n][kk] = term(b_at(kk, n) as u64, f)?;
+            o.bt[n].set(kk, term(b_at(kk, n) as u64, f)?);
         }
     }
     Some(o)
+}
+
+/// Products `lo..hi` of row `a` and column `b` plus `c`, as [`block`] computes them.
+#[inline]
+fn block_vec(p: &TcProfile, c: Term, a: &Vec16, b: &Vec16, lo: usize, hi: usize) -> (i64, i32) {
+    let mut eta = if c.sig != 0 { c.lead } else { ZERO_LEAD };
+    for k in lo..hi {
+        eta = eta.max(a.lead[k] + b.lead[k]);
+    }
+    if eta < ZERO_LEAD / 2 {
+        return (0, 0);
+    }
+    let grid = eta.max(p.floor) - (23 + p.extra_bits as i32);
+    let mut sum = {
+        let m = shift(c.sig, c.lsb - grid) as i64;
+        if c.neg {
+            -m
+        } else {
+            m
+        }
+    };
+    // Products lie at most 11 bits above the grid's leading bit (bf16: 25 - 14): pre-shift
+    // left by 16 so that every alignment is a right shift (truncation), branch-free.
+    for k in lo..hi {
+        let m = (a.sig[k] * b.sig[k]) << 16;
+        let rs = (16 + grid - a.lsb[k] - b.lsb[k]).clamp(0, 63) as u32;
+        let mag = (m >> rs) as i64;
+        let s = a.neg[k] ^ b.neg[k];
+        sum += (mag ^ s) - s;
+    }
+    (sum, grid)
+}
+
+/// Rounds the block sum `sum · 2^grid` into `out` (see the module doc).
+fn finish(sum: i64, grid: i32, out: Fmt, rnd: Rnd) -> u64 {
+    if sum == 0 {
+        return 0;
+    }
+    let (neg, mag) = (sum < 0, sum.unsigned_abs());
+    let emax = (1i32 << (out.eb - 1)) - 1;
+    let top = 63 - mag.leading_zeros() as i32 + grid;
+    if top > emax {
+        return fp::inf(neg, out);
+    }
+    if out == F32 && rnd == Rnd::Rz && top >= -126 {
+        // A normal f32 result truncated: the top 24 bits of the sum (the common case, and
+        // what `round_pack` computes, without its 128-bit generality).
+        let bits = 64 - mag.leading_zeros() as i32;
+        let m = if bits > 24 {
+            mag >> (bits - 24)
+        } else {
+            mag << (24 - bits)
+        };
+        let e = (top + 127) as u64;
+        return (neg as u64) << 31 | e << 23 | (m & 0x7f_ffff);
+    }
+    fp::round_pack(neg, mag as u128, grid, out, rnd)
 }
 
 /// Row and column of accumulator element `i` (0..4) held by `lane` (m16n8, any k).
@@ -219,7 +316,15 @@ fn run(
     for (lane, dl) in d.iter_mut().enumerate() {
         for (i, di) in dl.iter_mut().enumerate() {
             let (r, n) = c_coord(lane, i);
-            *di = dot(p, &o.a[r][..o.k], &o.bt[n][..o.k], c_at(lane, i), out, rnd)?;
+            let mut acc = c_at(lane, i);
+            let mut lo = 0;
+            while lo < o.k {
+                let hi = (lo + p.block).min(o.k);
+                let (sum, grid) = block_vec(p, term(acc, out)?, &o.a[r], &o.bt[n], lo, hi);
+                acc = finish(sum, grid, out, rnd);
+                lo = hi;
+            }
+            *di = acc;
         }
     }
     Some(d)
