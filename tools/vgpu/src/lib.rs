@@ -8,9 +8,12 @@
 //!
 //! Numeric semantics of individual instructions (rounding modes, f16, approximations, tensor
 //! core fragments) live in [`isa`], as pure functions testable against the PTX ISA.
+//! [`numerics`] selects, per process, exact arithmetic or errors of the size real hardware
+//! makes (`VGPU_NUMERICS=exact|hardware`).
 
 pub mod driver;
 pub mod isa;
 pub mod mem;
+pub mod numerics;
 pub mod ptx;
 pub mod sim;

@@ -97,6 +97,11 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
         if flags != 0 {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
+        // A misspelt VGPU_NUMERICS must not quietly run the exact arithmetic.
+        if let Err(msg) = crate::numerics::checked() {
+            eprintln!("{msg}");
+            return Err(CUDA_ERROR_INVALID_VALUE);
+        }
         set_initialized();
         Ok(())
     })
@@ -122,7 +127,7 @@ pub unsafe extern "C" fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) -> C
     })
 }
 
-/// `limits::DEVICE_NAME`, truncated to `len - 1` bytes and NUL-terminated.
+/// `limits::device_name()`, truncated to `len - 1` bytes and NUL-terminated.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice) -> CUresult {
     guard(|| {
@@ -131,7 +136,8 @@ pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUd
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         check_device(dev)?;
-        let src = limits::DEVICE_NAME.as_bytes();
+        let name_s = limits::device_name();
+        let src = name_s.as_bytes();
         let n = src.len().min(len as usize - 1);
         // SAFETY: the caller provides `len` writable bytes.
         unsafe {

@@ -8,7 +8,8 @@
 //!
 //! The `.approx` instructions are computed in f64 and rounded to nearest, i.e. (almost)
 //! correctly rounded; each function documents the bound the ISA allows, which real hardware
-//! uses and which kernels must tolerate. NaN results are the canonical NaN (`0x7fffffff`).
+//! uses and which kernels must tolerate ([`super::approx`] errs by up to it, for
+//! `VGPU_NUMERICS=hardware`). NaN results are the canonical NaN (`0x7fffffff`).
 
 use super::fp::{self, Fmt, BF16, F16, F32, F64};
 use super::types::Rnd;

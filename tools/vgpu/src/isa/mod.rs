@@ -10,14 +10,18 @@
 //! - Nothing here panics on any input (all integer arithmetic wraps or is range-checked).
 //! - Rounding is exact: results are what the PTX ISA (9.0) specifies for the given rounding
 //!   modifier, computed by the exact soft-float core in [`fp`]. Approximate instructions
-//!   (`.approx`) return (near) correctly rounded values, which lie within the ISA's bounds.
+//!   (`.approx`) return (near) correctly rounded values, which lie within the ISA's bounds;
+//!   [`approx`] has the hardware-like variants that err by up to those bounds, and [`tc`]
+//!   the tensor cores' truncating accumulation (both for `VGPU_NUMERICS=hardware`).
 
+pub mod approx;
 pub mod atom;
 pub mod cvt;
 pub mod float;
 pub mod fp;
 pub mod half;
 pub mod int;
+pub mod tc;
 pub mod types;
 pub mod warp;
 

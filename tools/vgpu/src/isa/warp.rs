@@ -216,8 +216,7 @@ fn mma_k16<C: Copy>(
 ///
 /// Each output is `c + sum of the 16 products`, the products exact in f64 and the sum
 /// accumulated in f64 then rounded once to f32. Real tensor cores align and truncate the
-/// products differently (not IEEE); their result differs from this one by a few f32 ulps at
-/// most, which is the tolerance kernels are written for.
+/// products differently (not IEEE); [`super::tc`] models that for `VGPU_NUMERICS=hardware`.
 pub fn mma_m16n8k16_f32_f16(
     a: &[[u32; 4]; 32],
     b: &[[u32; 2]; 32],

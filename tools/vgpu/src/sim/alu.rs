@@ -8,6 +8,7 @@ use super::program::*;
 use crate::isa::fp::{self, Fmt};
 use crate::isa::int;
 use crate::isa::{self, CmpOp, Rnd, Ty};
+use crate::numerics::approx_hardware;
 
 /// Value of a source operand for `lane`.
 #[inline]
@@ -166,8 +167,13 @@ pub fn bin(op: BinOp, ty: Ty, m: &FMods, a: u64, b: u64) -> Result<u64, String> 
                 BinOp::Max => isa::float::max_f32(x, y, m.nan),
                 BinOp::CopySign => y.copysign(x),
                 BinOp::Div if m.approx => {
-                    // div.approx.f32 / div.full.f32: 2 ulp; the IEEE quotient is within.
-                    x / y
+                    // div.approx.f32 / div.full.f32: 2 ulp; the IEEE quotient is within,
+                    // and under VGPU_NUMERICS=hardware a quotient up to 2 ulp off.
+                    if approx_hardware() {
+                        isa::approx::div_f32(x, y)
+                    } else {
+                        x / y
+                    }
                 }
                 _ if rnd == Rnd::Rn => match op {
                     BinOp::Add => x + y,
@@ -301,14 +307,17 @@ pub fn un(op: UnOp, ty: Ty, m: &FMods, a: u64) -> Result<u64, String> {
         (UnOp::Clz, _) => int::clz(ty, a) as u64,
         (UnOp::Brev, _) => int::brev(ty, a),
         (UnOp::Bfind | UnOp::BfindShift, _) => int::bfind(ty, a, op == UnOp::BfindShift) as u64,
-        (UnOp::Ex2, Ty::F32) => f32_post(fl::ex2_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::Lg2, Ty::F32) => f32_post(fl::lg2_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::RcpApprox, Ty::F32) => f32_post(fl::rcp_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::Rsqrt, Ty::F32) => f32_post(fl::rsqrt_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::SqrtApprox, Ty::F32) => f32_post(fl::sqrt_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::Sin, Ty::F32) => f32_post(fl::sin_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::Cos, Ty::F32) => f32_post(fl::cos_approx_f32(f32_in(a, m), m.ftz), m),
-        (UnOp::Tanh, Ty::F32) => f32_post(fl::tanh_approx_f32(f32_in(a, m), m.ftz), m),
+        (
+            UnOp::Ex2
+            | UnOp::Lg2
+            | UnOp::RcpApprox
+            | UnOp::Rsqrt
+            | UnOp::SqrtApprox
+            | UnOp::Sin
+            | UnOp::Cos
+            | UnOp::Tanh,
+            Ty::F32,
+        ) => f32_post(approx_f32(op, f32_in(a, m), m.ftz), m),
         (UnOp::Rcp, Ty::F32) => {
             let r = m.rnd.unwrap_or(Rnd::Rn);
             f32_post(
@@ -334,6 +343,33 @@ pub fn un(op: UnOp, ty: Ty, m: &FMods, a: u64) -> Result<u64, String> {
         (UnOp::Ex2, Ty::F16) => fl::ex2_approx_f16(a as u16) as u64,
         _ => return Err(format!("{op:?} is not supported for .{ty:?}")),
     })
+}
+
+/// An f32 `.approx` function: correctly rounded, or under `VGPU_NUMERICS=hardware` off by up
+/// to the ISA's bound ([`isa::approx`]).
+fn approx_f32(op: UnOp, x: f32, ftz: bool) -> f32 {
+    use isa::approx as hw;
+    use isa::float as fl;
+    let f: fn(f32, bool) -> f32 = match (op, approx_hardware()) {
+        (UnOp::Ex2, false) => fl::ex2_approx_f32,
+        (UnOp::Ex2, true) => hw::ex2_f32,
+        (UnOp::Lg2, false) => fl::lg2_approx_f32,
+        (UnOp::Lg2, true) => hw::lg2_f32,
+        (UnOp::RcpApprox, false) => fl::rcp_approx_f32,
+        (UnOp::RcpApprox, true) => hw::rcp_f32,
+        (UnOp::Rsqrt, false) => fl::rsqrt_approx_f32,
+        (UnOp::Rsqrt, true) => hw::rsqrt_f32,
+        (UnOp::SqrtApprox, false) => fl::sqrt_approx_f32,
+        (UnOp::SqrtApprox, true) => hw::sqrt_f32,
+        (UnOp::Sin, false) => fl::sin_approx_f32,
+        (UnOp::Sin, true) => hw::sin_f32,
+        (UnOp::Cos, false) => fl::cos_approx_f32,
+        (UnOp::Cos, true) => hw::cos_f32,
+        (UnOp::Tanh, false) => fl::tanh_approx_f32,
+        (UnOp::Tanh, true) => hw::tanh_f32,
+        _ => unreachable!("approx_f32 is called for the .approx functions only"),
+    };
+    f(x, ftz)
 }
 
 /// The signed integer type of `ty`'s width (`ty` itself when it is not an integer type).

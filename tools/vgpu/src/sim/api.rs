@@ -90,6 +90,15 @@ pub mod limits {
     pub const CC_MAJOR: i32 = 9;
     pub const CC_MINOR: i32 = 0;
     pub const DEVICE_NAME: &str = "vgpu (samrt PTX simulator, Hopper-class sm_90)";
+
+    /// [`DEVICE_NAME`], with the numerics mode appended when it is not `exact`, so that a
+    /// log line naming the device also says which arithmetic produced the numbers.
+    pub fn device_name() -> String {
+        match crate::numerics::numerics() {
+            crate::numerics::Numerics::Exact => DEVICE_NAME.to_string(),
+            n => format!("{DEVICE_NAME}, numerics: {}", n.describe()),
+        }
+    }
 }
 
 /// Profile counters of one launch (printed with VGPU_PROFILE=1).

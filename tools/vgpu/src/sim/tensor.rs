@@ -1,5 +1,9 @@
 //! Tensor-core instructions executed natively over the whole warp: gather fragments from the
 //! register file, compute with [`crate::isa::warp`], scatter the results.
+//!
+//! Under `VGPU_NUMERICS=hardware` the sums follow the tensor cores' truncating accumulation
+//! instead ([`crate::isa::tc`]); an mma with a non-finite input keeps the exact path, which
+//! propagates infinities and NaN as IEEE does (the hardware model does not describe them).
 
 use super::alu::src;
 use super::api::{Fault, FaultKind};
@@ -8,7 +12,8 @@ use super::launch::Env;
 use super::memory::{resolve, Loc};
 use super::ops::account_shared;
 use super::program::*;
-use crate::isa::warp as iw;
+use crate::isa::{tc, warp as iw};
+use crate::numerics::tc_profile;
 
 /// An operand's value in all 32 lanes (one dispatch on the operand kind, not 32).
 fn lanes32(w: &Warp, b: &BlockState, s: &Src) -> [u32; 32] {
@@ -42,10 +47,12 @@ pub fn mma(
             let fb: [[u32; 2]; 32] = std::array::from_fn(|l| std::array::from_fn(|k| bv[k][l]));
             let fc: [[f32; 4]; 32] =
                 std::array::from_fn(|l| std::array::from_fn(|k| f32::from_bits(cv[k][l])));
-            let r = if kind == MmaKind::M16n8k16F32F16 {
-                iw::mma_m16n8k16_f32_f16(&fa, &fb, &fc)
-            } else {
-                iw::mma_m16n8k16_f32_bf16(&fa, &fb, &fc)
+            let bf16 = kind == MmaKind::M16n8k16F32Bf16;
+            let hw = tc_profile().and_then(|p| tc::mma_m16n8k16_f32(&p, bf16, &fa, &fb, &fc));
+            let r = match hw {
+                Some(r) => r,
+                None if bf16 => iw::mma_m16n8k16_f32_bf16(&fa, &fb, &fc),
+                None => iw::mma_m16n8k16_f32_f16(&fa, &fb, &fc),
             };
             for (l, row) in r.iter().enumerate() {
                 for k in 0..4 {
@@ -67,7 +74,9 @@ pub fn mma(
                     fc[l][k] = get(w, b, &c[k], l);
                 }
             }
-            let r = iw::mma_m16n8k16_f16_f16(&fa, &fb, &fc);
+            let r = tc_profile()
+                .and_then(|p| tc::mma_m16n8k16_f16(&p, &fa, &fb, &fc))
+                .unwrap_or_else(|| iw::mma_m16n8k16_f16_f16(&fa, &fb, &fc));
             for (l, row) in r.iter().enumerate() {
                 for k in 0..2 {
                     w.set(d[k], l, row[k] as u64);
@@ -88,7 +97,9 @@ pub fn mma(
                     fc[l][k] = f32::from_bits(get(w, b, &c[k], l));
                 }
             }
-            let r = iw::mma_m16n8k8_f32_f16(&fa, &fb, &fc);
+            let r = tc_profile()
+                .and_then(|p| tc::mma_m16n8k8_f32(&p, &fa, &fb, &fc))
+                .unwrap_or_else(|| iw::mma_m16n8k8_f32_f16(&fa, &fb, &fc));
             for (l, row) in r.iter().enumerate() {
                 for k in 0..4 {
                     w.set(d[k], l, row[k].to_bits() as u64);
