@@ -36,7 +36,17 @@ fn vgpu_gemm_speed() {
     for i in 0..=launches {
         let t = std::time::Instant::now();
         let e = Epilogue::BiasGelu(&mut out);
-        gemm(&gpu, s, &a, &w, Some(&bias), shape, GemmScales::default(), e).unwrap();
+        gemm(
+            &gpu,
+            s,
+            &a,
+            &w,
+            Some(&bias),
+            shape,
+            GemmScales::default(),
+            e,
+        )
+        .unwrap();
         s.synchronize().unwrap();
         if i > 0 {
             ms.push(t.elapsed().as_secs_f64() * 1e3);

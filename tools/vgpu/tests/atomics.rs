@@ -316,33 +316,49 @@ fn model(f: &Form, old: u64, b: u64, c: u64, flush: bool) -> u64 {
     }
 }
 
-/// Some order of the threads in which each saw what the previous one left and the last
-/// left `fin`: greedily, a thread that leaves the value unchanged goes first.
+/// Whether the old values `seen` (old, b, c per thread) fit one order of the atomics from
+/// `init` to `fin`. Each thread is an edge old -> step(old, b, c); a valid order walks every
+/// edge once from `init`, ending at `fin`: an Eulerian trail. Values can repeat (an add of
+/// +x then -x), so a greedy walk may take a wrong branch where a valid order exists; the
+/// trail conditions (degree balance, every edge reachable from `init`) decide exactly.
 fn history(
     init: u64,
     seen: &[(u64, u64, u64)],
     step: impl Fn(u64, u64, u64) -> u64,
     fin: u64,
 ) -> Result<(), String> {
-    let mut left: Vec<usize> = (0..seen.len()).collect();
-    let mut cur = init;
-    while !left.is_empty() {
-        let cand: Vec<usize> = left.iter().copied().filter(|&t| seen[t].0 == cur).collect();
-        let pick = cand
-            .iter()
-            .copied()
-            .find(|&t| step(cur, seen[t].1, seen[t].2) == cur)
-            .or(cand.first().copied())
-            .ok_or_else(|| format!("no thread saw {cur:#x}; {} threads left", left.len()))?;
-        cur = step(cur, seen[pick].1, seen[pick].2);
-        left.retain(|&t| t != pick);
+    use std::collections::HashMap;
+    let edges: Vec<(u64, u64)> = seen.iter().map(|&(o, b, c)| (o, step(o, b, c))).collect();
+    let mut balance: HashMap<u64, i64> = HashMap::new();
+    let mut out: HashMap<u64, Vec<u64>> = HashMap::new();
+    for &(u, v) in &edges {
+        *balance.entry(u).or_default() += 1;
+        *balance.entry(v).or_default() -= 1;
+        out.entry(u).or_default().push(v);
     }
-    if cur == fin {
-        Ok(())
-    } else {
-        Err(format!(
-            "the history ends at {cur:#x}, memory holds {fin:#x}"
-        ))
+    for (&node, &d) in &balance {
+        let want = i64::from(node == init && init != fin) - i64::from(node == fin && init != fin);
+        if d != want {
+            return Err(format!(
+                "value {node:#x} is left {d} more times than reached (an order from {init:#x} \
+                 to {fin:#x} needs {want}): some thread saw a value no order produces"
+            ));
+        }
+    }
+    let mut reached = std::collections::HashSet::from([init]);
+    let mut todo = vec![init];
+    while let Some(u) = todo.pop() {
+        for &v in out.get(&u).into_iter().flatten() {
+            if reached.insert(v) {
+                todo.push(v);
+            }
+        }
+    }
+    match edges.iter().find(|(u, _)| !reached.contains(u)) {
+        Some((u, _)) => Err(format!(
+            "no order from {init:#x} reaches the value {u:#x} a thread saw"
+        )),
+        None => Ok(()),
     }
 }
 
