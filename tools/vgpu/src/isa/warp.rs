@@ -228,6 +228,44 @@ pub fn mma_m16n8k16_f32_f16(
     // as the generic `mma_k16` (tested equal).
     let mut am = [[0f64; 16]; 16];
     let mut bt = [[0f64; 16]; 8];
+    load_f16_fragments(a, b, &mut am, &mut bt);
+    // The 16x8 result as a matrix, k outermost so the inner loop over n runs on contiguous
+    // f64 (vectorised); each output still sums c, then k = 0..15, in order.
+    let mut acc = [[0f64; 8]; 16];
+    for (lane, cl) in c.iter().enumerate() {
+        let (g, t) = (lane >> 2, lane & 3);
+        for (i, &ci) in cl.iter().enumerate() {
+            acc[g + 8 * (i >> 1)][2 * t + (i & 1)] = ci as f64;
+        }
+    }
+    accumulate_k16(&mut acc, &am, &bt);
+    let mut d = [[0f32; 4]; 32];
+    for (lane, dl) in d.iter_mut().enumerate() {
+        let (g, t) = (lane >> 2, lane & 3);
+        for (i, di) in dl.iter_mut().enumerate() {
+            *di = to_f32(acc[g + 8 * (i >> 1)][2 * t + (i & 1)]);
+        }
+    }
+    d
+}
+
+/// The f16 A and B fragments of an m16n8k16 as f64 matrices: A reg r of lane (g, t) holds
+/// row g + 8*(r&1), cols 2t + 8*(r>>1) (low half first); B reg r holds rows 2t + 8r of col
+/// g, stored transposed. fp16 -> f32 is exact, so the F16C form (8 halves per instruction,
+/// where the CPU has it) equals the scalar one; a NaN may keep its payload there, which no
+/// result shows (an mma's NaN output is canonical).
+fn load_f16_fragments(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    am: &mut [[f64; 16]; 16],
+    bt: &mut [[f64; 16]; 8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports F16C and AVX (checked just above).
+        unsafe { load_f16_fragments_f16c(a, b, am, bt) };
+        return;
+    }
     for lane in 0..32 {
         let (g, t) = (lane >> 2, lane & 3);
         for (reg, &v) in a[lane].iter().enumerate() {
@@ -241,32 +279,82 @@ pub fn mma_m16n8k16_f32_f16(
             bt[g][k + 1] = f16_to_f32((v >> 16) as u16) as f64;
         }
     }
-    // The 16x8 result as a matrix, k outermost so the inner loop over n runs on contiguous
-    // f64 (vectorised); each output still sums c, then k = 0..15, in order.
-    let mut acc = [[0f64; 8]; 16];
-    for (lane, cl) in c.iter().enumerate() {
+}
+
+/// [`load_f16_fragments`] with F16C conversions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn load_f16_fragments_f16c(
+    a: &[[u32; 4]; 32],
+    b: &[[u32; 2]; 32],
+    am: &mut [[f64; 16]; 16],
+    bt: &mut [[f64; 16]; 8],
+) {
+    use std::arch::x86_64::{
+        __m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_cvtph_ps, _mm_loadl_epi64, _mm_loadu_si128,
+        _mm_storeu_ps,
+    };
+    for lane in 0..32 {
         let (g, t) = (lane >> 2, lane & 3);
-        for (i, &ci) in cl.iter().enumerate() {
-            acc[g + 8 * (i >> 1)][2 * t + (i & 1)] = ci as f64;
+        let mut fa = [0f32; 8];
+        let mut fb = [0f32; 4];
+        // SAFETY: a[lane] is 16 bytes and b[lane] 8 bytes (unaligned loads); fa and fb hold
+        // 8 and 4 f32 (unaligned stores).
+        unsafe {
+            let va = _mm256_cvtph_ps(_mm_loadu_si128(a[lane].as_ptr() as *const __m128i));
+            _mm256_storeu_ps(fa.as_mut_ptr(), va);
+            let vb = _mm_cvtph_ps(_mm_loadl_epi64(b[lane].as_ptr() as *const __m128i));
+            _mm_storeu_ps(fb.as_mut_ptr(), vb);
         }
+        for reg in 0..4 {
+            let (r, k) = (g + 8 * (reg & 1), 2 * t + 8 * (reg >> 1));
+            am[r][k] = fa[2 * reg] as f64;
+            am[r][k + 1] = fa[2 * reg + 1] as f64;
+        }
+        for reg in 0..2 {
+            let k = 2 * t + 8 * reg;
+            bt[g][k] = fb[2 * reg] as f64;
+            bt[g][k + 1] = fb[2 * reg + 1] as f64;
+        }
+    }
+}
+
+/// `acc[m][n] += sum over k of am[m][k] * bt[n][k]`, k = 0..15 in order, each step one f64
+/// add of an exact product (fp16 x fp16 has at most 22 significant bits). Because the
+/// product is exact, a fused multiply-add rounds exactly as the separate multiply and add
+/// do, so the FMA form below (AVX2, where the CPU has it) is bit-identical to the plain one
+/// and about three times faster: this loop is most of vgpu's time in GEMM kernels.
+fn accumulate_k16(acc: &mut [[f64; 8]; 16], am: &[[f64; 16]; 16], bt: &[[f64; 16]; 8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        unsafe { accumulate_k16_fma(acc, am, bt) };
+        return;
     }
     for k in 0..16 {
         let bk: [f64; 8] = std::array::from_fn(|n| bt[n][k]);
-        for (row, ar) in acc.iter_mut().zip(&am) {
+        for (row, ar) in acc.iter_mut().zip(am) {
             let a = ar[k];
             for (o, &bv) in row.iter_mut().zip(&bk) {
                 *o += a * bv;
             }
         }
     }
-    let mut d = [[0f32; 4]; 32];
-    for (lane, dl) in d.iter_mut().enumerate() {
-        let (g, t) = (lane >> 2, lane & 3);
-        for (i, di) in dl.iter_mut().enumerate() {
-            *di = to_f32(acc[g + 8 * (i >> 1)][2 * t + (i & 1)]);
+}
+
+/// [`accumulate_k16`] with fused multiply-adds, vectorised over n.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_k16_fma(acc: &mut [[f64; 8]; 16], am: &[[f64; 16]; 16], bt: &[[f64; 16]; 8]) {
+    for k in 0..16 {
+        let bk: [f64; 8] = std::array::from_fn(|n| bt[n][k]);
+        for (row, ar) in acc.iter_mut().zip(am) {
+            let a = ar[k];
+            for (o, &bv) in row.iter_mut().zip(&bk) {
+                *o = a.mul_add(bv, *o);
+            }
         }
     }
-    d
 }
 
 /// The generic path of [`mma_m16n8k16_f32_f16`], kept as the reference its unrolled form is
@@ -293,13 +381,22 @@ mod fast_mma_tests {
             s ^= s << 17;
             s
         };
-        for _ in 0..50 {
+        for round in 0..80 {
             let mut a = [[0u32; 4]; 32];
             let mut b = [[0u32; 2]; 32];
             let mut c = [[0f32; 4]; 32];
             for l in 0..32 {
-                // Finite halves (exponent < 31) with random signs and mantissas.
-                let h = |x: u64| ((x & 0x83ff) | ((x >> 16) % 30) << 10) as u32;
+                // Finite halves (exponent < 31, subnormals and zeros included) with random
+                // signs and mantissas; from round 50 on, any half (inf and NaN too), which
+                // the vectorised conversion and FMA must treat as the scalar path does.
+                let special = round >= 50;
+                let h = move |x: u64| {
+                    if special {
+                        (x & 0xffff) as u32
+                    } else {
+                        ((x & 0x83ff) | ((x >> 16) % 30) << 10) as u32
+                    }
+                };
                 for r in a[l].iter_mut() {
                     let x = next();
                     *r = h(x) | h(x >> 32) << 16;

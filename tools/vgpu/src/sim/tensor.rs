@@ -19,8 +19,12 @@ use crate::numerics::tc_profile;
 fn lanes32(w: &Warp, b: &BlockState, s: &Src) -> [u32; 32] {
     match *s {
         Src::Reg(r) => {
+            // One bounds check for the 32 lanes, so the copy vectorises.
             let base = r as usize * 32;
-            std::array::from_fn(|l| w.regs[base + l] as u32)
+            let regs: &[u64; 32] = w.regs[base..base + 32]
+                .try_into()
+                .expect("a register is 32 lanes");
+            std::array::from_fn(|l| regs[l] as u32)
         }
         _ => std::array::from_fn(|l| src(w, b, s, l) as u32),
     }
@@ -43,10 +47,14 @@ pub fn mma(
             let av: [[u32; 32]; 4] = std::array::from_fn(|k| lanes32(w, b, &a[k]));
             let bv: [[u32; 32]; 2] = std::array::from_fn(|k| lanes32(w, b, &bb[k]));
             let cv: [[u32; 32]; 4] = std::array::from_fn(|k| lanes32(w, b, &c[k]));
-            let fa: [[u32; 4]; 32] = std::array::from_fn(|l| std::array::from_fn(|k| av[k][l]));
-            let fb: [[u32; 2]; 32] = std::array::from_fn(|l| std::array::from_fn(|k| bv[k][l]));
-            let fc: [[f32; 4]; 32] =
-                std::array::from_fn(|l| std::array::from_fn(|k| f32::from_bits(cv[k][l])));
+            let mut fa = [[0u32; 4]; 32];
+            let mut fb = [[0u32; 2]; 32];
+            let mut fc = [[0f32; 4]; 32];
+            for l in 0..32 {
+                fa[l] = [av[0][l], av[1][l], av[2][l], av[3][l]];
+                fb[l] = [bv[0][l], bv[1][l]];
+                fc[l] = [cv[0][l], cv[1][l], cv[2][l], cv[3][l]].map(f32::from_bits);
+            }
             let bf16 = kind == MmaKind::M16n8k16F32Bf16;
             let hw = tc_profile().and_then(|p| tc::mma_m16n8k16_f32(&p, bf16, &fa, &fb, &fc));
             let r = match hw {
@@ -54,9 +62,13 @@ pub fn mma(
                 None if bf16 => iw::mma_m16n8k16_f32_bf16(&fa, &fb, &fc),
                 None => iw::mma_m16n8k16_f32_f16(&fa, &fb, &fc),
             };
-            for (l, row) in r.iter().enumerate() {
-                for k in 0..4 {
-                    w.set(d[k], l, row[k].to_bits() as u64);
+            for (k, &dk) in d.iter().enumerate().take(4) {
+                let base = dk as usize * 32;
+                let out: &mut [u64; 32] = (&mut w.regs[base..base + 32])
+                    .try_into()
+                    .expect("a register is 32 lanes");
+                for (o, row) in out.iter_mut().zip(&r) {
+                    *o = row[k].to_bits() as u64;
                 }
             }
         }
@@ -100,9 +112,13 @@ pub fn mma(
             let r = tc_profile()
                 .and_then(|p| tc::mma_m16n8k8_f32(&p, &fa, &fb, &fc))
                 .unwrap_or_else(|| iw::mma_m16n8k8_f32_f16(&fa, &fb, &fc));
-            for (l, row) in r.iter().enumerate() {
-                for k in 0..4 {
-                    w.set(d[k], l, row[k].to_bits() as u64);
+            for (k, &dk) in d.iter().enumerate().take(4) {
+                let base = dk as usize * 32;
+                let out: &mut [u64; 32] = (&mut w.regs[base..base + 32])
+                    .try_into()
+                    .expect("a register is 32 lanes");
+                for (o, row) in out.iter_mut().zip(&r) {
+                    *o = row[k].to_bits() as u64;
                 }
             }
         }
