@@ -17,13 +17,22 @@ use std::process::Command;
 /// short; the image decoding and resize are the CPU path's, tested in tests/cli.rs.
 const IMAGES: [&str; 1] = ["coffee"];
 
+/// Whether a CUDA device is usable; otherwise says the test skips (or panics under
+/// SAMRT_REQUIRE_GPU=1, as CI's vgpu run sets).
+fn cuda_or_skip(test: &str) -> bool {
+    if samrt::cuda::cuda_available().is_ok() {
+        return true;
+    }
+    if std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU");
+    }
+    println!("skipping {test}: no CUDA device");
+    false
+}
+
 #[test]
 fn segment_on_cuda_matches_official_fixtures() {
-    if samrt::cuda::cuda_available().is_err() {
-        if std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU");
-        }
-        println!("skipping segment_on_cuda_matches_official_fixtures: no CUDA device");
+    if !cuda_or_skip("segment_on_cuda_matches_official_fixtures") {
         return;
     }
     let cache = scratch("cuda-cli-cache");
@@ -127,11 +136,7 @@ fn small_model_file() -> std::path::PathBuf {
 
 #[test]
 fn bench_on_cuda_times_the_encoder_with_events() {
-    if samrt::cuda::cuda_available().is_err() {
-        if std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU");
-        }
-        println!("skipping bench_on_cuda_times_the_encoder_with_events: no CUDA device");
+    if !cuda_or_skip("bench_on_cuda_times_the_encoder_with_events") {
         return;
     }
     let model = small_model_file();
@@ -171,11 +176,7 @@ fn bench_on_cuda_times_the_encoder_with_events() {
 /// 99.5 %, |score - official| <= 2e-2; low-res logits are [C, 4E, 4E].
 #[test]
 fn segment_on_cuda_at_other_image_sizes() {
-    if samrt::cuda::cuda_available().is_err() {
-        if std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU");
-        }
-        println!("skipping segment_on_cuda_at_other_image_sizes: no CUDA device");
+    if !cuda_or_skip("segment_on_cuda_at_other_image_sizes") {
         return;
     }
     let cache = scratch("cuda-cli-cache");

@@ -50,16 +50,9 @@ impl PromptSpec {
         let mut p = self.prompt.clone();
         let (mask, got) = match &self.mask {
             None => (None, None),
-            Some(MaskSource::Inline(v)) => {
-                let s = v.len().isqrt();
-                if let Some(want) = side.filter(|&w| w != s) {
-                    return Err(CliError::msg(format!(
-                        "inline mask input has shape [{s}, {s}], expected [{want}, {want}] or \
-                         [1, {want}, {want}] (this model's low-res masks)"
-                    )));
-                }
-                (Some(v.clone()), Some(s))
-            }
+            // Inline values were held to the model's side by `check_mask_sides` (they
+            // cannot change since); a file is read again and checked here.
+            Some(MaskSource::Inline(v)) => (Some(v.clone()), Some(v.len().isqrt())),
             Some(MaskSource::File(path, k)) => {
                 let (m, s) = read_mask_file(path, *k, side)?;
                 (Some(m), Some(s))

@@ -63,10 +63,11 @@ pub struct SegmentArgs {
 
 /// Writes mask_K.png, low_res_logits.npy and iou_predictions.npy (the scores, so a later
 /// `--mask-input low_res_logits.npy` can pick the best mask) into `dir`; returns the JSON
-/// mask records.
+/// mask records. `side` is the model's low-res side (the logits are `[C, side, side]`).
 fn write_prediction(
     dir: &Path,
     pred: &samrt::Prediction,
+    side: usize,
 ) -> Result<Vec<serde_json::Value>, CliError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::msg(format!("creating {}: {e}", dir.display())))?;
@@ -92,8 +93,7 @@ fn write_prediction(
         }));
     }
     let npy = dir.join("low_res_logits.npy");
-    let s = (pred.low_res_logits.len() / pred.num_masks.max(1)).isqrt();
-    samrt::io::npy::write_f32(&npy, &[pred.num_masks, s, s], &pred.low_res_logits)
+    samrt::io::npy::write_f32(&npy, &[pred.num_masks, side, side], &pred.low_res_logits)
         .context(|| format!("writing {}", npy.display()))?;
     let scores = dir.join(super::prompts::SCORES_FILE);
     samrt::io::npy::write_f32(&scores, &[pred.num_masks], &pred.scores)
@@ -216,7 +216,7 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         let pred = sam
             .predict(&emb, &spec.load(Some(side))?)
             .context(|| "decoding masks".to_string())?;
-        let records = write_prediction(&a.out, &pred)?;
+        let records = write_prediction(&a.out, &pred, side)?;
         println!("{}", serde_json::json!({ "masks": records }));
         return Ok(());
     }
@@ -240,7 +240,7 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         for (i, pred) in preds.iter().enumerate() {
             let k = c * chunk + i;
             let dir = format!("prompt_{k}");
-            let records = write_prediction(&a.out.join(&dir), pred)?;
+            let records = write_prediction(&a.out.join(&dir), pred, side)?;
             let rec = serde_json::json!({ "dir": dir, "masks": records });
             write!(out, "{}{rec}", if k == 0 { "" } else { "," }).map_err(io)?;
         }
