@@ -263,12 +263,10 @@ impl Shadow {
         Ok(())
     }
 
-    /// Atomics: a strong read and write; they never race with each other, and they do
-    /// initialise the bytes.
+    /// Atomics: a strong read and write; they never race with each other. Their target
+    /// must have been written before (`memory::resolve_atomic` refuses it otherwise, with
+    /// the atomic named in the message, before this runs).
     pub fn atomic(&mut self, off: usize, len: usize, who: Who) -> Result<(), String> {
-        for b in &mut self.bytes[off..off + len] {
-            b.flags |= WRITTEN;
-        }
         self.read(off, len, who, true)?;
         // Lanes of one atomic instruction are serialised: as harmless as equal stores.
         let kind = StoreKind {
