@@ -525,3 +525,6 @@ pub fn ldmatrix<E>(
 
 #[cfg(test)]
 mod tests;
+
+mod regs;
+pub use regs::{mma_m16n8k16_f32_f16_lanes, Lanes};

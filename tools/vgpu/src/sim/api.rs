@@ -200,6 +200,11 @@ impl Kernel {
     pub fn num_regs(&self) -> u32 {
         self.k().num_regs.min(255)
     }
+    /// Register slots per thread in the simulator's register file, after compaction
+    /// (`sim::regalloc`): fewer than the virtual registers the PTX declares.
+    pub fn register_slots(&self) -> u32 {
+        self.k().regs
+    }
     /// `.maxntid` product, or the device limit.
     pub fn max_threads_per_block(&self) -> u32 {
         self.k().max_threads

@@ -16,6 +16,12 @@
 //! order, so only lanes of one instruction writing different values to one byte are a
 //! hazard there. Bytes targeted by a cp.async whose group has not been waited for are
 //! "pending": reading them is the missing-wait bug.
+//!
+//! The state is kept per 4-byte word while every access has covered whole words, which is
+//! what nearly all accesses do; the bytes of such a word have had identical histories, so
+//! one state stands for all four. The first access that covers part of a word splits it
+//! into four byte states for the rest of the block, so sub-word accesses are judged byte by
+//! byte exactly as before.
 
 use std::collections::HashMap;
 
@@ -32,6 +38,8 @@ const PENDING: u8 = 2;
 const W_STRONG: u8 = 4;
 /// Some read in the reader set was weak.
 const R_WEAK: u8 = 8;
+/// A word whose bytes have their own states (in [`Cells::split`]).
+const SPLIT: u8 = 16;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Byte {
@@ -52,8 +60,71 @@ const FRESH: Byte = Byte {
     w_seq: 0,
 };
 
+/// Shadow states: one per 4-byte word, or four for a split word.
+#[derive(Default)]
+struct Cells {
+    words: Vec<Byte>,
+    split: HashMap<usize, [Byte; 4]>,
+}
+
+impl Cells {
+    /// Calls `f` with the state of each part of `[off, off+len)` and the first byte offset
+    /// it stands for: whole words unsplit, bytes of words that are split or that the range
+    /// covers only in part (which splits them).
+    #[inline(always)]
+    fn for_each(
+        &mut self,
+        off: usize,
+        len: usize,
+        mut f: impl FnMut(&mut Byte, usize) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let end = off + len;
+        if off.is_multiple_of(4) && len.is_multiple_of(4) {
+            let words = &mut self.words[off / 4..end / 4];
+            if words.iter().all(|c| c.flags & SPLIT == 0) {
+                for (j, c) in words.iter_mut().enumerate() {
+                    f(c, off + 4 * j)?;
+                }
+                return Ok(());
+            }
+        }
+        for w in off / 4..end.div_ceil(4) {
+            let (lo, hi) = ((w * 4).max(off), (w * 4 + 4).min(end));
+            let cell = &mut self.words[w];
+            if cell.flags & SPLIT == 0 {
+                if hi - lo == 4 {
+                    f(cell, lo)?;
+                    continue;
+                }
+                cell.flags |= SPLIT;
+                let mut one = *cell;
+                one.flags &= !SPLIT;
+                self.split.insert(w, [one; 4]);
+            }
+            let bytes = self
+                .split
+                .get_mut(&w)
+                .expect("a split word has byte states");
+            for k in lo..hi {
+                f(&mut bytes[k - w * 4], k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of byte `k`.
+    fn byte(&self, k: usize) -> Byte {
+        let cell = self.words[k / 4];
+        if cell.flags & SPLIT == 0 {
+            cell
+        } else {
+            self.split[&(k / 4)][k % 4]
+        }
+    }
+}
+
 pub struct Shadow {
-    bytes: Vec<Byte>,
+    bytes: Cells,
     clocks: Vec<Clock>,
     epoch: Clock,
     releases: u32,
@@ -65,7 +136,7 @@ pub struct Shadow {
 impl Default for Shadow {
     fn default() -> Self {
         Shadow {
-            bytes: Vec::new(),
+            bytes: Cells::default(),
             clocks: vec![[0; MAX_WARPS]; MAX_WARPS],
             epoch: [0; MAX_WARPS],
             releases: 0,
@@ -99,8 +170,11 @@ pub struct StoreKind {
 impl Shadow {
     /// A fresh block of `len` shared bytes and `warps` warps.
     pub fn reset(&mut self, len: usize, warps: usize) {
-        self.bytes.clear();
-        self.bytes.resize(len, FRESH);
+        self.bytes.words.clear();
+        self.bytes.words.resize(len.div_ceil(4), FRESH);
+        if !self.bytes.split.is_empty() {
+            self.bytes.split.clear();
+        }
         for c in &mut self.clocks[..warps.min(MAX_WARPS)] {
             *c = [0; MAX_WARPS];
         }
@@ -147,41 +221,15 @@ impl Shadow {
         let mut checked = (NONE, 0u32);
         // Reader-set update of the previous byte: (state before, state after).
         let mut memo = ((u32::MAX, 0u32, 0u8), (0u32, 0u32, 0u8));
-        // The bytes of one access mostly have one state: the previous byte, before and after.
-        let mut same: Option<(Byte, Byte)> = None;
-        for (k, b) in self.bytes[off..off + len].iter_mut().enumerate() {
-            if let Some((before, after)) = same {
-                if *b == before {
-                    *b = after;
-                    continue;
-                }
-            }
-            let old = *b;
+        self.bytes.for_each(off, len, |b, k| {
             if b.flags & (PENDING | WRITTEN) != WRITTEN {
-                let k = off + k;
-                return Err(if b.flags & PENDING != 0 {
-                    format!(
-                        "read of shared byte {k:#x} whose cp.async has not completed \
-                         (missing cp.async.wait_group before the read)"
-                    )
-                } else {
-                    format!(
-                        "read of uninitialised shared memory at {k:#x} (never written in this \
-                         block)"
-                    )
-                });
+                return Err(unreadable(b.flags, k));
             }
             if b.writer != NONE && (b.writer, b.w_epoch) != checked {
                 let ww = b.writer as u32 / 32;
                 if ww != who.warp && clock[ww as usize] <= b.w_epoch {
                     if !(strong && b.flags & W_STRONG != 0) {
-                        return Err(format!(
-                            "shared-memory race (RAW) at {:#x}: written by thread {} and read \
-                             by thread {} with no barrier between",
-                            off + k,
-                            b.writer,
-                            who.tid
-                        ));
+                        return Err(race("RAW", k, b.writer as u32, who.tid));
                     }
                 } else {
                     checked = (b.writer, b.w_epoch);
@@ -199,9 +247,8 @@ impl Shadow {
             }
             (b.readers, b.r_epoch) = (memo.1 .0, memo.1 .1);
             b.flags = (b.flags & !R_WEAK) | memo.1 .2;
-            same = Some((old, *b));
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn write(
@@ -217,7 +264,7 @@ impl Shadow {
         let strong = if kind.strong { W_STRONG } else { 0 };
         // The reader set last found ordered before this write (bytes of one access share it).
         let mut readers_ok = (0u32, 0u32);
-        for (k, b) in self.bytes[off..off + len].iter_mut().enumerate() {
+        self.bytes.for_each(off, len, |b, k| {
             if b.writer != NONE && b.writer as u32 != who.tid {
                 let ww = b.writer as u32 / 32;
                 let race = if ww != who.warp {
@@ -227,13 +274,7 @@ impl Shadow {
                     b.w_seq == who.seq && !kind.same_value
                 };
                 if race {
-                    return Err(format!(
-                        "shared-memory race (WAW) at {:#x}: written by threads {} and {} with \
-                         no barrier between",
-                        off + k,
-                        b.writer,
-                        who.tid
-                    ));
+                    return Err(self::race("WAW", k, b.writer as u32, who.tid));
                 }
             }
             let others = b.readers & !me;
@@ -243,24 +284,19 @@ impl Shadow {
                 && (others, b.r_epoch) != readers_ok
                 && !ordered_all(clock, others, b.r_epoch)
             {
-                return Err(format!(
-                    "shared-memory race (WAR) at {:#x}: read by another warp and written by \
-                     thread {} with no barrier between",
-                    off + k,
-                    who.tid
-                ));
+                return Err(self::race("WAR", k, u32::MAX, who.tid));
             }
             readers_ok = (others, b.r_epoch);
             *b = Byte {
                 writer: who.tid as u16,
-                flags: (b.flags & PENDING) | WRITTEN | strong,
+                flags: (b.flags & (PENDING | SPLIT)) | WRITTEN | strong,
                 readers: 0,
                 w_epoch: epoch,
                 r_epoch: 0,
                 w_seq: who.seq,
             };
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Atomics: a strong read and write; they never race with each other. Their target
@@ -279,18 +315,47 @@ impl Shadow {
     /// The first byte of `[off, off+len)` never written in this block (initcheck for
     /// atomics, which read without taking part in the race bookkeeping of [`Shadow::read`]).
     pub fn first_unwritten(&self, off: usize, len: usize) -> Option<usize> {
-        (off..off + len).find(|&k| self.bytes[k].flags & WRITTEN == 0)
+        (off..off + len).find(|&k| self.bytes.byte(k).flags & WRITTEN == 0)
     }
 
     pub fn set_pending(&mut self, off: usize, len: usize, pending: bool) {
-        for b in &mut self.bytes[off..off + len] {
+        let r = self.bytes.for_each(off, len, |b, _| {
             if pending {
                 b.flags |= PENDING;
             } else {
                 b.flags &= !PENDING;
             }
-        }
+            Ok(())
+        });
+        debug_assert!(r.is_ok(), "setting flags cannot fail");
     }
+}
+
+/// The message for a read of a byte that is pending or was never written.
+#[cold]
+#[inline(never)]
+fn unreadable(flags: u8, k: usize) -> String {
+    if flags & PENDING != 0 {
+        format!(
+            "read of shared byte {k:#x} whose cp.async has not completed (missing \
+             cp.async.wait_group before the read)"
+        )
+    } else {
+        format!("read of uninitialised shared memory at {k:#x} (never written in this block)")
+    }
+}
+
+/// The message for a race of `kind` at byte `k` between `first` (`u32::MAX`: a reader of
+/// another warp) and thread `tid`.
+#[cold]
+#[inline(never)]
+fn race(kind: &str, k: usize, first: u32, tid: u32) -> String {
+    let what = match kind {
+        "RAW" => format!("written by thread {first} and read by thread {tid}"),
+        "WAW" => format!("written by threads {first} and {tid}"),
+        _ => format!("read by another warp and written by thread {tid}"),
+    };
+    format!("shared-memory race ({kind}) at {k:#x}: {what} with no barrier between")
 }
 
 /// Whether a warp with clock `clock` is ordered after epoch `e` of every warp in `warps`.
@@ -308,6 +373,26 @@ fn ordered_all(clock: &Clock, mut warps: u32, e: u32) -> bool {
 fn join(a: &mut Clock, b: &Clock) {
     for (x, y) in a.iter_mut().zip(b) {
         *x = (*x).max(*y);
+    }
+}
+
+/// The shared-memory addresses of one warp access as (lane, byte address), at most one per
+/// lane: a fixed array, because every shared access of the hot loop builds one.
+#[derive(Clone, Copy, Default)]
+pub struct LaneAddrs {
+    items: [(u32, u32); 32],
+    len: usize,
+}
+
+impl LaneAddrs {
+    #[inline]
+    pub fn push(&mut self, lane: u32, addr: u32) {
+        self.items[self.len] = (lane, addr);
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[(u32, u32)] {
+        &self.items[..self.len]
     }
 }
 
@@ -448,6 +533,39 @@ mod tests {
         assert!(s.read(0, 4, who(33, 2), false).unwrap_err().contains("RAW"));
         s.acquire_at(SHARED_KEY, 1);
         s.read(16, 4, who(32, 3), false).unwrap();
+    }
+
+    /// Sub-word accesses split a word's state: halves written by two warps do not race,
+    /// a word read whole after only half of it was written is uninitialised, and a split
+    /// word is judged byte by byte from then on.
+    #[test]
+    fn sub_word_accesses_are_judged_per_byte() {
+        let mut s = Shadow::default();
+        s.reset(64, 3);
+        s.write(0, 2, who(0, 1), WEAK).unwrap();
+        s.write(2, 2, who(32, 1), WEAK).unwrap();
+        barrier(&mut s, &[0, 1, 2]);
+        s.read(0, 4, who(64, 2), false).unwrap();
+        s.write(8, 2, who(0, 2), WEAK).unwrap();
+        assert!(s
+            .read(8, 4, who(0, 3), false)
+            .unwrap_err()
+            .contains("uninitialised shared memory at 0xa"));
+        // A whole-word write over a split word, then a cross-warp half read without a
+        // barrier: the race is still seen.
+        s.write(16, 2, who(0, 4), WEAK).unwrap();
+        s.write(16, 4, who(1, 5), WEAK).unwrap();
+        let e = s.read(18, 2, who(40, 3), false).unwrap_err();
+        assert!(e.contains("(RAW) at 0x12"), "{e}");
+        // Whole-word state: a 16-byte read after a 16-byte write across warps races at
+        // the first byte.
+        s.write(32, 16, who(2, 6), WEAK).unwrap();
+        assert!(s
+            .read(32, 16, who(70, 4), false)
+            .unwrap_err()
+            .contains("(RAW) at 0x20"));
+        assert_eq!(s.first_unwritten(8, 4), Some(10));
+        assert_eq!(s.first_unwritten(32, 16), None);
     }
 
     #[test]

@@ -281,18 +281,7 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
         let mask = w.mask;
         let exec = match inst.guard {
             None => mask,
-            Some((p, neg)) => {
-                let mut e = 0u32;
-                let mut m = mask;
-                while m != 0 {
-                    let l = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    if (w.r(p, l) & 1 != 0) != neg {
-                        e |= 1 << l;
-                    }
-                }
-                e
-            }
+            Some((p, neg)) => super::vector::guard(w, p, neg, mask),
         };
         match &inst.op {
             Op::Bra { target } => {

@@ -301,6 +301,7 @@ fn lower_kernel(
         line: f.line,
         class: "control",
     });
+    let regs = super::regalloc::compact(&mut insts, cx.reg_names.len() as u32);
     let t = &f.tuning;
     let max_threads = t
         .maxntid
@@ -316,7 +317,7 @@ fn lower_kernel(
         num_regs: (cx.reg_names.len() as u32).min(255),
         max_threads,
         reqntid: t.reqntid,
-        regs: cx.reg_names.len() as u32,
+        regs,
         reg_names: cx.reg_names,
         reconv: super::program::reconvergence(&insts),
         insts,

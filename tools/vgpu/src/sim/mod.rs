@@ -39,7 +39,9 @@ pub mod lower;
 pub mod memory;
 pub mod ops;
 pub mod program;
+pub mod regalloc;
 pub mod sync;
 pub mod tensor;
+pub mod vector;
 
 pub use api::*;

@@ -1,13 +1,14 @@
 //! Executes one decoded instruction for the lanes in `exec`.
 
-use super::alu::{self, canon32, f32_of, sext, src};
+use super::alu::{self, sext, src};
 use super::api::{Fault, FaultKind};
-use super::check::{bank_conflicts, StoreKind, SHARED_KEY};
+use super::check::{bank_conflicts, LaneAddrs, StoreKind, SHARED_KEY};
 use super::exec::{fault, first_lane, BlockState, Copy16, Warp, FULL};
 use super::launch::Env;
 use super::memory::{self, resolve, Loc};
 use super::program::*;
-use crate::isa::{self, Rnd, Ty};
+use super::vector;
+use crate::isa::{self, Ty};
 
 /// Iterates over the set lanes of a mask.
 #[inline]
@@ -48,6 +49,10 @@ pub fn execute(
     };
     match &inst.op {
         Op::Un { op, ty, m, d, a } => {
+            if let Some(f) = vector::fast_un(*op, *ty, m) {
+                vector::run1(w, b, exec, *d, a, f);
+                return Ok(());
+            }
             for l in lanes(exec) {
                 let v = alu::un(*op, *ty, m, src(w, b, a, l)).map_err(|e| ill(b, w, l, e))?;
                 w.set(*d, l, v);
@@ -61,11 +66,8 @@ pub fn execute(
             a,
             b: bb,
         } => {
-            if let Some(f) = fast_bin(*op, *ty, m) {
-                for l in lanes(exec) {
-                    let v = f(src(w, b, a, l), src(w, b, bb, l));
-                    w.set(*d, l, v);
-                }
+            if let Some(f) = vector::fast_bin(*op, *ty, m) {
+                vector::run2(w, b, exec, *d, a, bb, f);
                 return Ok(());
             }
             for l in lanes(exec) {
@@ -83,11 +85,8 @@ pub fn execute(
             b: bb,
             c,
         } => {
-            if let Some(f) = fast_ter(*op, *ty, m) {
-                for l in lanes(exec) {
-                    let v = f(src(w, b, a, l), src(w, b, bb, l), src(w, b, c, l));
-                    w.set(*d, l, v);
-                }
+            if let Some(f) = vector::fast_ter(*op, *ty, m) {
+                vector::run3(w, b, exec, *d, a, bb, c, f);
                 return Ok(());
             }
             for l in lanes(exec) {
@@ -132,6 +131,20 @@ pub fn execute(
             b: bb,
             comb,
         } => {
+            if comb.is_none() {
+                let (mut ta, mut tb) = ([0; 32], [0; 32]);
+                let x = vector::operand(w, b, a, &mut ta);
+                let y = vector::operand(w, b, bb, &mut tb);
+                if let Some(t) = vector::fast_setp(*cmp, *ty, *ftz, x, y) {
+                    let p: vector::V = std::array::from_fn(|l| (t >> l & 1) as u64);
+                    vector::scatter(w, *d, exec, &p);
+                    if let Some(dn) = dn {
+                        let q: vector::V = std::array::from_fn(|l| (!t >> l & 1) as u64);
+                        vector::scatter(w, *dn, exec, &q);
+                    }
+                    return Ok(());
+                }
+            }
             for l in lanes(exec) {
                 let t = alu::setp(*cmp, *ty, *ftz, src(w, b, a, l), src(w, b, bb, l))
                     .map_err(|e| ill(b, w, l, e))?;
@@ -267,7 +280,7 @@ pub fn execute(
         } => {
             let eb = ty_bytes(*ty);
             let size = eb * ds.len() as u32;
-            let mut shared_addrs = Vec::new();
+            let mut shared_addrs = LaneAddrs::default();
             for l in lanes(exec) {
                 let a = addr_of(w, addr, l);
                 let loc = resolve(env, b, w, l, *space, a, size, false)
@@ -293,7 +306,7 @@ pub fn execute(
                     }
                 }
             }
-            account_shared(b, &shared_addrs, size);
+            account_shared(b, shared_addrs.as_slice(), size);
         }
         Op::St {
             space,
@@ -304,7 +317,7 @@ pub fn execute(
         } => {
             let eb = ty_bytes(*ty);
             let size = eb * srcs.len() as u32;
-            let mut shared_addrs = Vec::new();
+            let mut shared_addrs = LaneAddrs::default();
             for l in lanes(exec) {
                 let a = addr_of(w, addr, l);
                 let loc = resolve(env, b, w, l, *space, a, size, true)
@@ -323,7 +336,7 @@ pub fn execute(
                 check_access(env, b, w, l, loc, size, Some(data), kind, &mut shared_addrs)?;
                 memory::write(b, loc, data);
             }
-            account_shared(b, &shared_addrs, size);
+            account_shared(b, shared_addrs.as_slice(), size);
         }
         Op::Atom {
             space,
@@ -484,7 +497,7 @@ pub fn execute(
             size,
             src_size,
         } => {
-            let mut shared_addrs = Vec::new();
+            let mut shared_addrs = LaneAddrs::default();
             for l in lanes(exec) {
                 let da = addr_of(w, dst, l);
                 let sa = addr_of(w, s, l);
@@ -531,7 +544,7 @@ pub fn execute(
                 let Loc::Shared(off) = dloc else {
                     unreachable!("resolved in shared space")
                 };
-                shared_addrs.push((l as u32, off as u32));
+                shared_addrs.push(l as u32, off as u32);
                 b.shadow.set_pending(off, *size as usize, true);
                 w.cp[l].open.push(Copy16 {
                     dst: off as u32,
@@ -539,7 +552,7 @@ pub fn execute(
                     data,
                 });
             }
-            account_shared(b, &shared_addrs, *size);
+            account_shared(b, shared_addrs.as_slice(), *size);
         }
         Op::CpAsyncCommit => {
             for l in lanes(exec) {
@@ -584,81 +597,6 @@ pub fn execute(
     Ok(())
 }
 
-type Bin2 = fn(u64, u64) -> u64;
-type Ter3 = fn(u64, u64, u64) -> u64;
-
-/// `shl.b32`/`shl.b64`/`shr.u32` on a `BITS`-wide value: amounts >= the width give 0.
-fn shift<const LEFT: bool, const BITS: u32>(a: u64, b: u64) -> u64 {
-    let s = b as u32;
-    if s >= BITS {
-        0
-    } else if LEFT {
-        (a << s) & alu::mask(BITS)
-    } else {
-        (a & alu::mask(BITS)) >> s
-    }
-}
-
-/// The hot binary forms (32/64-bit integer arithmetic and logic, round-to-nearest f32) as
-/// plain functions, so the lane loop skips the general dispatch in `alu::bin`. Each computes
-/// exactly what `alu::bin` computes for that form (checked by `fast_paths_match_alu` below).
-/// They repeat `isa::int` on purpose: fixed-width closures are the interpreter's hot loop.
-fn fast_bin(op: BinOp, ty: Ty, m: &FMods) -> Option<Bin2> {
-    let plain = !m.sat && !m.ftz && !m.approx && !m.nan && m.rnd.is_none_or(|r| r == Rnd::Rn);
-    if !plain {
-        return None;
-    }
-    use Ty::*;
-    Some(match (op, ty) {
-        (BinOp::Add, U32 | S32 | B32) => |a, b| (a as u32).wrapping_add(b as u32) as u64,
-        (BinOp::Sub, U32 | S32 | B32) => |a, b| (a as u32).wrapping_sub(b as u32) as u64,
-        (BinOp::MulLo, U32 | S32 | B32) => |a, b| (a as u32).wrapping_mul(b as u32) as u64,
-        (BinOp::Add, U64 | S64 | B64) => |a, b| a.wrapping_add(b),
-        (BinOp::Sub, U64 | S64 | B64) => |a, b| a.wrapping_sub(b),
-        (BinOp::MulLo, U64 | S64 | B64) => |a, b| a.wrapping_mul(b),
-        (BinOp::And, B32 | U32 | S32) => |a, b| a & b & 0xffff_ffff,
-        (BinOp::Or, B32 | U32 | S32) => |a, b| (a | b) & 0xffff_ffff,
-        (BinOp::Xor, B32 | U32 | S32) => |a, b| (a ^ b) & 0xffff_ffff,
-        (BinOp::And, B64 | U64 | S64) => |a, b| a & b,
-        (BinOp::Shl, B32 | U32 | S32) => shift::<true, 32>,
-        (BinOp::Shl, B64 | U64 | S64) => shift::<true, 64>,
-        (BinOp::Shr, B32 | U32) => shift::<false, 32>,
-        (BinOp::Shr, S32) => |a, b| (((a as u32 as i32) >> (b as u32).min(31)) as u32) as u64,
-        (BinOp::MulWide, S32) => {
-            |a, b| (a as u32 as i32 as i64).wrapping_mul(b as u32 as i32 as i64) as u64
-        }
-        (BinOp::MulWide, U32) => |a, b| (a as u32 as u64).wrapping_mul(b as u32 as u64),
-        (BinOp::Add, F32) => |a, b| canon32(f32_of(a) + f32_of(b)),
-        (BinOp::Sub, F32) => |a, b| canon32(f32_of(a) - f32_of(b)),
-        (BinOp::MulLo, F32) => |a, b| canon32(f32_of(a) * f32_of(b)),
-        _ => return None,
-    })
-}
-
-/// The hot ternary forms: round-to-nearest f32 fma, 32-bit mad.lo and selp.
-fn fast_ter(op: TerOp, ty: Ty, m: &FMods) -> Option<Ter3> {
-    let plain = !m.sat && !m.ftz && m.rnd.is_none_or(|r| r == Rnd::Rn);
-    if !plain {
-        return None;
-    }
-    use Ty::*;
-    Some(match (op, ty) {
-        (TerOp::Fma, F32) => |a, b, c| canon32(f32_of(a).mul_add(f32_of(b), f32_of(c))),
-        (TerOp::MadLo, U32 | S32) => {
-            |a, b, c| (a as u32).wrapping_mul(b as u32).wrapping_add(c as u32) as u64
-        }
-        (TerOp::Selp, B32 | U32 | S32 | F32) => |a, b, c| {
-            if c & 1 != 0 {
-                a & 0xffff_ffff
-            } else {
-                b & 0xffff_ffff
-            }
-        },
-        (TerOp::Selp, B64 | U64 | S64 | F64) => |a, b, c| if c & 1 != 0 { a } else { b },
-        _ => return None,
-    })
-}
-
 fn bool_op(op: BoolOp, a: bool, b: bool) -> bool {
     match op {
         BoolOp::And => a & b,
@@ -679,7 +617,7 @@ fn check_access(
     size: u32,
     data: Option<&[u8]>,
     mut kind: StoreKind,
-    shared_addrs: &mut Vec<(u32, u32)>,
+    shared_addrs: &mut LaneAddrs,
 ) -> Result<(), Fault> {
     match loc {
         Loc::Global(_) if data.is_some() => b.counters.global_written += size as u64,
@@ -694,7 +632,7 @@ fn check_access(
                 None => b.shadow.read(o, size as usize, who, kind.strong),
             };
             r.map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
-            shared_addrs.push((l as u32, o as u32));
+            shared_addrs.push(l as u32, o as u32);
         }
         _ => {}
     }
@@ -765,71 +703,4 @@ fn require_full(env: &Env, b: &BlockState, w: &Warp, exec: u32, what: &str) -> R
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every fast path computes what the general `alu` dispatch computes for its form.
-    #[test]
-    fn fast_paths_match_alu() {
-        let mut vals = vec![0, 1, 31, 32, 33, 63, 64, 0x8000_0000, u64::MAX, 0x7f80_0001];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..24 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            vals.extend([x, x & 0xffff_ffff, x & 0x7f]);
-        }
-        let m = FMods::default();
-        let tys = [
-            Ty::B32,
-            Ty::U32,
-            Ty::S32,
-            Ty::B64,
-            Ty::U64,
-            Ty::S64,
-            Ty::F32,
-            Ty::F64,
-        ];
-        let bins = [
-            BinOp::Add,
-            BinOp::Sub,
-            BinOp::MulLo,
-            BinOp::MulWide,
-            BinOp::And,
-            BinOp::Or,
-            BinOp::Xor,
-            BinOp::Shl,
-            BinOp::Shr,
-        ];
-        let ters = [TerOp::Fma, TerOp::MadLo, TerOp::Selp];
-        for ty in tys {
-            for op in bins {
-                let Some(f) = fast_bin(op, ty, &m) else {
-                    continue;
-                };
-                for &a in &vals {
-                    for &b in &vals {
-                        let want = alu::bin(op, ty, &m, a, b).unwrap();
-                        assert_eq!(f(a, b), want, "{op:?}.{ty:?} {a:#x} {b:#x}");
-                    }
-                }
-            }
-            for op in ters {
-                let Some(f) = fast_ter(op, ty, &m) else {
-                    continue;
-                };
-                for &a in &vals {
-                    for &b in &vals {
-                        for &c in vals.iter().step_by(5) {
-                            let want = alu::ter(op, ty, &m, a, b, c).unwrap();
-                            assert_eq!(f(a, b, c), want, "{op:?}.{ty:?} {a:#x} {b:#x} {c:#x}");
-                        }
-                    }
-                }
-            }
-        }
-    }
 }

@@ -403,7 +403,8 @@ pub struct KernelCode {
     /// `.reqntid`, when given: launches with another block shape fail.
     pub reqntid: Option<[u32; 3]>,
     pub insts: Vec<Inst>,
-    /// Number of register slots (per lane).
+    /// Register slots per lane after compaction (`regalloc`); `reg_names` are the virtual
+    /// registers the PTX declares.
     pub regs: u32,
     /// Register name of each slot, for messages.
     pub reg_names: Vec<String>,

@@ -7,6 +7,7 @@
 
 use super::alu::src;
 use super::api::{Fault, FaultKind};
+use super::check::LaneAddrs;
 use super::exec::{fault, BlockState, Warp};
 use super::launch::Env;
 use super::memory::{resolve, Loc};
@@ -44,6 +45,11 @@ pub fn mma(
     match kind {
         MmaKind::M16n8k16F32F16 | MmaKind::M16n8k16F32Bf16 => {
             b.counters.mma_flops += 2 * 16 * 8 * 16;
+            if kind == MmaKind::M16n8k16F32F16 && tc_profile().is_none() {
+                if let Some(r) = mma_f16_on_registers(w, d, a, bb, c) {
+                    return r;
+                }
+            }
             let av: [[u32; 32]; 4] = std::array::from_fn(|k| lanes32(w, b, &a[k]));
             let bv: [[u32; 32]; 2] = std::array::from_fn(|k| lanes32(w, b, &bb[k]));
             let cv: [[u32; 32]; 4] = std::array::from_fn(|k| lanes32(w, b, &c[k]));
@@ -125,6 +131,35 @@ pub fn mma(
     }
 }
 
+/// The exact f16 m16n8k16 read from and written to the register file directly, when every
+/// operand is a register (as nvcc emits it); `None` otherwise.
+fn mma_f16_on_registers(w: &mut Warp, d: &[u32], a: &[Src], bb: &[Src], c: &[Src]) -> Option<()> {
+    let reg = |s: &Src| match *s {
+        Src::Reg(r) => Some(r as usize * 32),
+        _ => None,
+    };
+    let (a0, a1, a2, a3) = (reg(&a[0])?, reg(&a[1])?, reg(&a[2])?, reg(&a[3])?);
+    let (b0, b1) = (reg(&bb[0])?, reg(&bb[1])?);
+    let (c0, c1, c2, c3) = (reg(&c[0])?, reg(&c[1])?, reg(&c[2])?, reg(&c[3])?);
+    let r = |base: usize| -> &iw::Lanes {
+        w.regs[base..base + 32]
+            .try_into()
+            .expect("a register is 32 lanes")
+    };
+    let mut out = [[0u64; 32]; 4];
+    iw::mma_m16n8k16_f32_f16_lanes(
+        [r(a0), r(a1), r(a2), r(a3)],
+        [r(b0), r(b1)],
+        [r(c0), r(c1), r(c2), r(c3)],
+        &mut out,
+    );
+    for (&dk, o) in d.iter().zip(&out) {
+        let base = dk as usize * 32;
+        w.regs[base..base + 32].copy_from_slice(o);
+    }
+    Some(())
+}
+
 pub fn ldmatrix(
     env: &Env,
     b: &mut BlockState,
@@ -141,19 +176,26 @@ pub fn ldmatrix(
         // Generic addresses in the shared window and plain shared offsets both work.
         *r = (a & 0xffff_ffff) as u32;
     }
-    let mut addrs = Vec::with_capacity(8 * num as usize);
+    let mut addrs = LaneAddrs::default();
     let mut read = |lane: u32, a: u32| -> Result<[u16; 8], Fault> {
         let l = lane as usize;
-        let loc = resolve(env, b, w, l, MemSpace::Shared, a as u64, 16, false)
-            .map_err(|(k, m)| fault(env, b, w, l, k, format!("ldmatrix row address: {m}")))?;
-        let Loc::Shared(o) = loc else {
-            unreachable!("shared space")
+        // An aligned row inside the block's shared memory needs no further checks; anything
+        // else goes through `resolve`, which names the fault.
+        let o = if a.is_multiple_of(16) && a as usize + 16 <= b.shared.len() {
+            a as usize
+        } else {
+            let loc = resolve(env, b, w, l, MemSpace::Shared, a as u64, 16, false)
+                .map_err(|(k, m)| fault(env, b, w, l, k, format!("ldmatrix row address: {m}")))?;
+            let Loc::Shared(o) = loc else {
+                unreachable!("shared space")
+            };
+            o
         };
         let who = b.who(w, l);
         b.shadow
             .read(o, 16, who, false)
             .map_err(|e| fault(env, b, w, l, FaultKind::LaunchFailed, e))?;
-        addrs.push((lane, a));
+        addrs.push(lane, a);
         let mut out = [0u16; 8];
         for (k, h) in out.iter_mut().enumerate() {
             *h = u16::from_le_bytes([b.shared[o + 2 * k], b.shared[o + 2 * k + 1]]);
@@ -162,7 +204,7 @@ pub fn ldmatrix(
     };
     let regs = iw::ldmatrix(num, trans, &rows, &mut read)?;
     // Each 8x8 matrix is one 128-byte phase of eight 16-byte rows.
-    account_shared(b, &addrs, 16);
+    account_shared(b, addrs.as_slice(), 16);
     for (l, r) in regs.iter().enumerate() {
         for (k, &dd) in d.iter().enumerate() {
             w.set(dd, l, r[k] as u64);
