@@ -7,7 +7,8 @@
 //! (it holds `ceil(blocks / 132)` blocks: wave quantisation),
 //! - tensor = its mma FLOPs at the mma.sync rate (63 % of the wgmma peak);
 //! - issue  = its warp instructions at 4 per clock, scaled down when fewer than 16 warps
-//!   are resident (a warp issues a dependent instruction about every 4 clocks);
+//!   are resident (a warp issues a dependent instruction about every 4 clocks), or its
+//!   special-function instructions (exp, rsqrt, ...) at 16 lanes per clock, if slower;
 //! - smem   = its shared wavefronts plus bank conflicts at one per clock (128 B/clk);
 //! - dram   = compulsory bytes, plus re-reads in the proportion the footprint exceeds L2,
 //!   at 3.35 TB/s for the whole chip.
@@ -35,6 +36,9 @@ pub const SCHEDULERS: f64 = 4.0;
 /// Clocks between two dependent instructions of one warp: a scheduler needs this many
 /// warps to issue every clock.
 pub const DEPENDENT_ISSUE_CLK: f64 = 4.0;
+/// Special-function (MUFU) warp instructions per clock per SM: 16 lanes, 4 per scheduler
+/// (132 x 16 x 1.83 GHz = 3.9 T exp/s, the rate the FlashAttention-3 paper quotes).
+pub const SFU_WARP_INSTRUCTIONS_PER_CLK: f64 = 0.5;
 /// Fixed cost of one launch inside a CUDA graph: the gap between consecutive kernels plus
 /// the ramp of the first wave.
 pub const LAUNCH_S: f64 = 1.5e-6;
@@ -58,6 +62,8 @@ pub struct Launch {
     pub warp_instructions: u64,
     /// Warp instructions of the fp16/fp32/fp64 classes (non-tensor arithmetic).
     pub fp_instructions: u64,
+    /// Warp instructions of the special-function unit (vgpu's `sfu` class).
+    pub sfu_instructions: u64,
     pub mma: u64,
     pub mma_flops: u64,
     pub global_bytes_read: u64,
@@ -204,7 +210,10 @@ pub fn model(l: &Launch, c: Compulsory) -> Modelled {
     let dram = dram_bytes(l, c);
     let terms = Terms {
         tensor: l.mma_flops as f64 * share / mma_per_sm,
-        issue: l.warp_instructions as f64 * share / (issue_per_clk * CLOCK_HZ),
+        issue: (l.warp_instructions as f64 / issue_per_clk)
+            .max(l.sfu_instructions as f64 / SFU_WARP_INSTRUCTIONS_PER_CLK)
+            * share
+            / CLOCK_HZ,
         smem: (l.shared_wavefronts + l.bank_conflicts) as f64 * share
             / (SHARED_WAVEFRONTS_PER_CLK * CLOCK_HZ),
         dram: dram / DRAM_BYTES_PER_S,
@@ -382,6 +391,22 @@ mod tests {
         assert!(tiny.time_s >= 1.5e-6 && tiny.time_s < 1.6e-6);
     }
 
+    /// exp-heavy: 10,000 SFU warp instructions of 40,000 per SM take 20,000 clocks, not
+    /// 10,000.
+    #[test]
+    fn special_functions_issue_at_16_lanes_per_clock() {
+        let l = Launch {
+            blocks: 132,
+            threads_per_block: 512,
+            warp_instructions: 132 * 40_000,
+            sfu_instructions: 132 * 10_000,
+            ..Default::default()
+        };
+        let m = model(&l, Compulsory::default());
+        assert!(close(m.terms.issue, 20_000.0 / 1.83e9), "{m:?}");
+        assert_eq!(m.bound, Bound::Issue);
+    }
+
     #[test]
     fn occupancy_limits() {
         assert_eq!(blocks_per_sm(1024, 0), 2);
@@ -395,7 +420,8 @@ mod tests {
         #[test]
         fn time_is_never_below_the_floor(
             blocks in 1u64..100_000, threads in 1u64..1025, smem in 0u64..200_000,
-            w in 0u64..1 << 40, fp in 0u64..1 << 40, mma in 0u64..1 << 30,
+            w in 0u64..1 << 40, fp in 0u64..1 << 40, sfu in 0u64..1 << 36,
+            mma in 0u64..1 << 30,
             rd in 0u64..1 << 36, wr in 0u64..1 << 36, req in 0u64..1 << 30,
             conf in 0u64..1 << 30, cr in 0u64..1 << 36, cw in 0u64..1 << 36,
         ) {
@@ -403,8 +429,9 @@ mod tests {
                 blocks,
                 threads_per_block: threads,
                 shared_bytes_per_block: smem,
-                warp_instructions: w + fp + mma,
+                warp_instructions: w + fp + sfu + mma,
                 fp_instructions: fp,
+                sfu_instructions: sfu,
                 mma,
                 mma_flops: mma * 4096,
                 global_bytes_read: rd,

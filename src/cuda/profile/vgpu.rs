@@ -53,12 +53,14 @@ pub fn parse_line(line: &str) -> Result<LaunchRecord> {
         .and_then(serde_json::Value::as_object)
         .ok_or_else(|| bad("without `warp_instructions`"))?;
     let mut warp_instructions = 0u64;
-    let mut fp_instructions = 0u64;
+    let (mut fp_instructions, mut sfu_instructions) = (0u64, 0u64);
     for (class, n) in classes {
         let n = n.as_u64().ok_or_else(|| bad("with a non-integer count"))?;
         warp_instructions += n;
-        if matches!(class.as_str(), "fp16" | "fp32" | "fp64") {
-            fp_instructions += n;
+        match class.as_str() {
+            "fp16" | "fp32" | "fp64" => fp_instructions += n,
+            "sfu" => sfu_instructions += n,
+            _ => {}
         }
     }
     let kernel = v
@@ -74,6 +76,7 @@ pub fn parse_line(line: &str) -> Result<LaunchRecord> {
             shared_bytes_per_block: num("static_shared_bytes")? + num("dynamic_shared_bytes")?,
             warp_instructions,
             fp_instructions,
+            sfu_instructions,
             mma: num("mma")?,
             mma_flops: num("mma_flops")?,
             global_bytes_read: num("global_bytes_read")?,
@@ -158,7 +161,7 @@ impl Drop for Recording {
 mod tests {
     use super::*;
 
-    const LINE: &str = r#"{"kernel":"gemm_bias_f16","grid":[18,2,1],"block":[256,1,1],"static_shared_bytes":0,"dynamic_shared_bytes":73728,"registers":255,"warp_instructions":{"control":10,"fp32":100,"fp16":5,"mma":221184},"mma":221184,"mma_flops":905969664,"global_bytes_read":14450000,"global_bytes_written":1180000,"shared_requests":110592,"shared_wavefronts":442368,"bank_conflicts":0}"#;
+    const LINE: &str = r#"{"kernel":"gemm_bias_f16","grid":[18,2,1],"block":[256,1,1],"static_shared_bytes":0,"dynamic_shared_bytes":73728,"registers":255,"warp_instructions":{"control":10,"fp32":100,"fp16":5,"sfu":7,"mma":221184},"mma":221184,"mma_flops":905969664,"global_bytes_read":14450000,"global_bytes_written":1180000,"shared_requests":110592,"shared_wavefronts":442368,"bank_conflicts":0}"#;
 
     #[test]
     fn a_vgpu_line_parses_into_a_launch() {
@@ -167,7 +170,8 @@ mod tests {
         let l = r.launch;
         assert_eq!((l.blocks, l.threads_per_block), (36, 256));
         assert_eq!(l.shared_bytes_per_block, 73728);
-        assert_eq!((l.warp_instructions, l.fp_instructions), (221_299, 105));
+        assert_eq!((l.warp_instructions, l.fp_instructions), (221_306, 105));
+        assert_eq!(l.sfu_instructions, 7);
         assert_eq!((l.mma, l.mma_flops), (221_184, 905_969_664));
         assert_eq!(l.flops(), 905_969_664 + 32 * 105);
         assert_eq!((l.shared_wavefronts, l.bank_conflicts), (442_368, 0));

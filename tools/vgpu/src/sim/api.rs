@@ -233,7 +233,8 @@ impl Profile {
             .collect();
         format!(
             "vgpu profile: {kernel} grid={:?} block={:?} smem={} | warp instr: {} | mma={} \
-             ({} flop) | global read={} B written={} B | shared accesses={} bank conflicts={}",
+             ({} flop) | global read={} B written={} B | shared accesses={} wavefronts={} \
+             bank conflicts={}",
             cfg.grid,
             cfg.block,
             cfg.dynamic_shared,
@@ -243,6 +244,7 @@ impl Profile {
             self.global_bytes_read,
             self.global_bytes_written,
             self.shared_accesses,
+            self.shared_wavefronts,
             self.bank_conflicts
         )
     }
