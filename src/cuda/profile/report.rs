@@ -275,4 +275,43 @@ mod tests {
         assert_eq!(j["kernels"][1]["name"], "layer_norm_f16");
         assert!(p.table().lines().last().unwrap().starts_with("total"));
     }
+
+    /// On a GPU: measured time, nominal FLOPs and bytes, the bound from the floor's terms.
+    #[test]
+    fn measured_rows_take_the_nominal_cost_and_a_floor_bound() {
+        let mut p = KernelProfile::new("H100".into(), TimeSource::CudaEvents);
+        let gemm = NodeCost {
+            flops: 14_500_000_000,
+            read_bytes: 10_000_000,
+            write_bytes: 18_000_000,
+        };
+        p.add_measured("gemm_bias_f16", "gemm_bias", 30e-6, gemm);
+        let ln = NodeCost {
+            flops: 0,
+            read_bytes: 12_600_000,
+            write_bytes: 6_300_000,
+        };
+        p.add_measured("layer_norm_f32_f16", "layer_norm", 8e-6, ln);
+        let tiny = NodeCost {
+            flops: 0,
+            read_bytes: 1000,
+            write_bytes: 1000,
+        };
+        p.add_measured("cast_rows_f16", "cast_rows", 3e-6, tiny);
+        let [g, l, t] = &p.kernels[..] else {
+            panic!("{:?}", p.kernels)
+        };
+        assert_eq!(
+            (g.bound, l.bound, t.bound),
+            (Bound::Tensor, Bound::Dram, Bound::Latency)
+        );
+        assert!((g.floor_s - 14.5e9 / 989e12).abs() < 1e-12);
+        assert!((l.floor_s - 18.9e6 / 3.35e12).abs() < 1e-12);
+        assert_eq!(
+            (g.flops, g.bytes, g.warp_instructions),
+            (14_500_000_000, 28_000_000, 0)
+        );
+        assert_eq!(p.to_json()["time_source"], "cuda_events");
+        assert!((p.total_s() - 41e-6).abs() < 1e-15);
+    }
 }
