@@ -54,18 +54,11 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
              --device cuda (a GPU, or vgpu for the modelled H100 times)",
         ));
     }
-    match a.component {
-        Component::Decoder => {
-            return Err(CliError::msg(
-                "--component decoder: the mask decoder does not run on the device yet (it \
-                 runs on the CPU), so it has no kernels to profile; use --component encoder",
-            ))
-        }
-        Component::All => eprintln!(
-            "samrt: --component all: profiling the image encoder; the prompt encoder and \
-             mask decoder run on the CPU"
-        ),
-        Component::Encoder => {}
+    if a.component == Component::Decoder {
+        return Err(CliError::msg(
+            "--component decoder: the mask decoder does not run on the device yet (it runs \
+             on the CPU), so it has no kernels to profile; use --component encoder",
+        ));
     }
     let max_batch = samrt::sam::backend::CUDA_MAX_BATCH;
     if a.batch == 0 || a.batch > max_batch {
@@ -80,7 +73,19 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
             a.iters
         )));
     }
+    if !samrt::sam::backend::CUDA_BUILT {
+        return Err(CliError::msg(
+            "--device cuda: this samrt was built without the `cuda` feature, and profile \
+             times CUDA kernels; rebuild with `cargo build --release --features cuda`",
+        ));
+    }
     let device = cuda_device()?;
+    if a.component == Component::All {
+        eprintln!(
+            "samrt: --component all: profiling the image encoder; the prompt encoder and \
+             mask decoder run on the CPU"
+        );
+    }
     let (sam, model) = load_on(&a.model, device, a.image_size)?;
     let img_size = sam.config.encoder.img_size;
     let img = synthetic_image()?;
