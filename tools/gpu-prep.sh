@@ -7,6 +7,9 @@
 # The tracked tree (fixtures included) is about 44 MB of the 64 MiB a call may carry, so
 # only what needs the GPU travels; the other tests run here.
 #   gpu-carry/whl/                 the segment_anything wheel (the GPU image lacks it)
+# The modelled side of gpu-run.sh's `samrt profile` comparison is not made here: it is the
+# committed bench/results/*-profile-model-vit_b.json (a vit_b encode on vgpu takes about
+# half an hour; docs/kernels.md, "The H100 model", has the command to remake it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC="${NVCC:-$(bash tools/install-nvcc.sh | tail -n 1)}"

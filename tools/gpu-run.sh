@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (see tools/gpu-prep.sh): device facts, every test binary (the
 # CUDA kernel tests compare with the CPU references there), compute-sanitizer on the kernel
-# tests, and the PyTorch baselines. Logs and JSON land in $OUT.
+# tests, samrt bench, samrt profile measured vs modelled, and the PyTorch baselines. Logs
+# and JSON land in $OUT.
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu-out}"; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -61,6 +62,23 @@ if runs:
     json.dump(merged, open(path, "w"), indent=1)
     print("results:", path)
 PY
+# samrt profile on the GPU: every encoder kernel's time (CUDA events around each node,
+# median of 10) next to the H100 model's time for the same kernels, which vgpu produced
+# here ahead of time (bench/results/*-profile-model-vit_b.json, the command is in
+# docs/kernels.md, "The H100 model"); tools/profile_compare.py joins them per kernel into
+# <date>-<gpu>-profile-vs-model.json for bench/results: the model's calibration.
+gpu-carry/bin/samrt profile --device cuda --model vit_b --component encoder --json \
+  > "$OUT/samrt-profile-vit_b.json" 2> "$OUT/samrt-profile-vit_b.log" \
+  || { echo "samrt profile vit_b: FAILED"; status=1; }
+modelled="$(ls bench/results/*-profile-model-vit_b.json 2>/dev/null | sort | tail -n 1)"
+if [ -s "$OUT/samrt-profile-vit_b.json" ] && [ -n "$modelled" ]; then
+  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr '[:upper:]' '[:lower:]' \
+    | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')"
+  python3 tools/profile_compare.py "$OUT/samrt-profile-vit_b.json" "$modelled" \
+    > "$OUT/$(date -u +%F)-$gpu-profile-vs-model.json" || status=1
+  python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["total"]; print("profile vit_b: measured", t["measured_us"], "us, modelled", t["modelled_us"], "us")' \
+    "$OUT/$(date -u +%F)-$gpu-profile-vs-model.json" || status=1
+fi
 if [ "${SKIP_TORCH:-0}" != 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site gpu-carry/whl/*.whl && export PYTHONPATH=/tmp/site

@@ -142,11 +142,22 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The benchmark image: 1500x2250 pseudo-random pixels (a hash of the index), the same in
+/// every run.
+pub(super) fn synthetic_image() -> Result<samrt::io::image::RgbImage, CliError> {
+    let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
+        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
+        .collect();
+    from_rgb(ORIG_W, ORIG_H, pixels).context(|| "synthetic image".to_string())
+}
+
 fn load(model: &str, image_size: Option<usize>) -> Result<(Sam, String), CliError> {
     load_on(model, samrt::ComputeDevice::Cpu, image_size)
 }
 
-fn load_on(
+/// `--model` on `device`: random weights of a named configuration, or a checkpoint file;
+/// with the model's name as results label it.
+pub(super) fn load_on(
     model: &str,
     device: samrt::ComputeDevice,
     image_size: Option<usize>,
@@ -201,10 +212,7 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
     }
     let (sam, model) = load(&a.model, a.image_size)?;
     let img_size = sam.config.encoder.img_size;
-    let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
-        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
-        .collect();
-    let img = from_rgb(ORIG_W, ORIG_H, pixels).context(|| "synthetic image".to_string())?;
+    let img = synthetic_image()?;
     let lib = |e: samrt::Error| CliError::msg(e.to_string());
 
     let mut rows: Vec<(&str, usize, f64, f64)> = Vec::new();
@@ -337,10 +345,7 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
     let info = enc
         .device()
         .ok_or_else(|| CliError::msg("the model's image encoder is not on a device"))?;
-    let pixels: Vec<u8> = (0..ORIG_H * ORIG_W * 3)
-        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
-        .collect();
-    let img = from_rgb(ORIG_W, ORIG_H, pixels).context(|| "synthetic image".to_string())?;
+    let img = synthetic_image()?;
     let stats = |mut t: Vec<f64>| {
         t.sort_by(f64::total_cmp);
         let p90 = t[((t.len() as f64 * 0.9).ceil() as usize).clamp(1, t.len()) - 1];

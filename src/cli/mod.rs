@@ -6,6 +6,7 @@ mod common;
 mod convert;
 mod embed;
 mod info;
+mod profile;
 mod prompts;
 mod segment;
 
@@ -37,6 +38,9 @@ enum Cmd {
     Auto(auto::AutoArgs),
     /// Per-component latency on random weights (vit_b/vit_l/vit_h) or a checkpoint.
     Bench(bench::BenchArgs),
+    /// Every kernel of an image encode on the device: time (CUDA events, or on vgpu an
+    /// H100 model of its counters), FLOPs, bytes, roofline floor and bound.
+    Profile(profile::ProfileArgs),
     /// Print the configuration inferred from a checkpoint (.pth or .safetensors).
     Info {
         file: PathBuf,
@@ -81,6 +85,7 @@ pub fn run() -> Result<(), CliError> {
         Cmd::Segment(a) => segment::run(a),
         Cmd::Embed(a) => embed::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Profile(a) => profile::run(a),
         Cmd::Auto(a) => auto::run(a),
         Cmd::Convert { input, output } => convert::convert(&input, &output),
         Cmd::Info {

@@ -5,6 +5,7 @@
 
 use crate::cpu::model::image_encoder::ImageEncoder;
 use crate::cpu::ops::preprocess_patchify::{preprocess_patchify, resize_longest_side};
+use crate::cuda::profile::report::KernelProfile;
 use crate::error::{Error, Result};
 use crate::graph::schedule::NodeTime;
 use crate::io::config::EncoderConfig;
@@ -67,6 +68,12 @@ pub trait EncoderBackend: Send + Sync {
     fn planned_bytes(&self, batch: usize) -> Option<(usize, usize)> {
         let _ = batch;
         None
+    }
+    /// Every kernel of one encode of `batch` copies of `img` with its time (CUDA events,
+    /// median of `iters`; on vgpu the H100 model over its counters), counters and floor.
+    fn profile_kernels(&self, img: &RgbImage, batch: usize, iters: usize) -> Result<KernelProfile> {
+        let _ = (img, batch, iters);
+        Err(not_a_device(&self.description()))
     }
 }
 
@@ -145,6 +152,7 @@ mod cuda {
     use super::{ComputeDevice, DeviceSummary, Embedded, EncoderBackend};
     use crate::cuda::model::encoder::MAX_BATCH;
     use crate::cuda::model::encoder_exec::CudaEncoder;
+    use crate::cuda::profile::report::KernelProfile;
     use crate::cuda::runtime::context::{cuda_available, GpuContext};
     use crate::graph::schedule::NodeTime;
     use crate::io::config::EncoderConfig;
@@ -205,6 +213,15 @@ mod cuda {
 
         fn planned_bytes(&self, batch: usize) -> Option<(usize, usize)> {
             Some(CudaEncoder::planned_bytes(self, batch))
+        }
+
+        fn profile_kernels(
+            &self,
+            img: &RgbImage,
+            batch: usize,
+            iters: usize,
+        ) -> Result<KernelProfile> {
+            self.profile(img, batch, iters)
         }
     }
 }

@@ -9,10 +9,13 @@ use super::encoder::{build_graph, EncoderIo, MAX_BATCH};
 use super::scales::{prepare_weights, EncoderScales};
 use crate::cpu::ops::preprocess_patchify::PatchGeom;
 use crate::cuda::ops::preprocess_patchify::pack_images;
+use crate::cuda::profile::report::{KernelProfile, TimeSource};
+use crate::cuda::profile::vgpu::{is_vgpu, Recording};
 use crate::cuda::runtime::context::{guarded, GpuContext};
-use crate::cuda::runtime::executor::Executor;
+use crate::cuda::runtime::executor::{Bound, Executor};
 use crate::cuda::runtime::weights::DeviceWeights;
-use crate::graph::ops::Op;
+use crate::graph::cost::node_cost;
+use crate::graph::ops::{Op, OpDesc};
 use crate::graph::schedule::NodeTime;
 use crate::io::config::EncoderConfig;
 use crate::io::image::resize::{resize_bilinear_pillow, resize_shape};
@@ -102,9 +105,9 @@ impl CudaEncoder {
         )
     }
 
-    /// Resizes each image exactly as Pillow does (the CPU path's resize), runs the encoder
-    /// on the device for the whole batch, and returns each embedding.
-    pub fn embed_batch(&self, images: &[&RgbImage]) -> Result<Vec<EncodedImage>> {
+    /// Resizes each image exactly as Pillow does (the CPU path's resize) and packs them into
+    /// the schedule's input layout: (resized images, pixels, sizes).
+    fn pack(&self, images: &[&RgbImage]) -> Result<(Vec<RgbImage>, Vec<u8>, Vec<i32>)> {
         let batch = images.len();
         if batch == 0 || batch > MAX_BATCH {
             return Err(Error::Unsupported(format!(
@@ -127,18 +130,38 @@ impl CudaEncoder {
             .map(|r| (r.data.as_slice(), r.height, r.width))
             .collect();
         let (pixels, sizes) = pack_images(geom, &views)?;
+        Ok((resized, pixels, sizes))
+    }
+
+    /// Copies packed inputs into a bound schedule's input buffers.
+    fn upload(
+        ex: &Executor<Op>,
+        st: &Bound<Op>,
+        io: &EncoderIo,
+        pixels: &[u8],
+        sizes: &[i32],
+    ) -> Result<()> {
+        let stream = ex.gpu().stream();
+        let mut px = ex.view::<u8>(st, io.image)?;
+        guarded("copying images to the device", || {
+            stream.memcpy_htod(pixels, &mut px)
+        })?;
+        let mut sz = ex.view::<i32>(st, io.sizes)?;
+        guarded("copying image sizes to the device", || {
+            stream.memcpy_htod(sizes, &mut sz)
+        })
+    }
+
+    /// Resizes each image exactly as Pillow does (the CPU path's resize), runs the encoder
+    /// on the device for the whole batch, and returns each embedding.
+    pub fn embed_batch(&self, images: &[&RgbImage]) -> Result<Vec<EncodedImage>> {
+        let batch = images.len();
+        let (resized, pixels, sizes) = self.pack(images)?;
         let io = self.io(batch);
         let host = self.exec.with(batch, |ex, st| {
-            let stream = ex.gpu().stream();
-            let mut px = ex.view::<u8>(st, io.image)?;
-            guarded("copying images to the device", || {
-                stream.memcpy_htod(&pixels, &mut px)
-            })?;
-            let mut sz = ex.view::<i32>(st, io.sizes)?;
-            guarded("copying image sizes to the device", || {
-                stream.memcpy_htod(&sizes, &mut sz)
-            })?;
+            Self::upload(ex, st, &io, &pixels, &sizes)?;
             ex.run(st)?;
+            let stream = ex.gpu().stream();
             let emb = ex.view::<f32>(st, io.embedding)?;
             let mut host = vec![0f32; st.graph().get(io.embedding).len];
             guarded("copying the embedding to the host", || {
@@ -170,5 +193,55 @@ impl CudaEncoder {
         let imgs: Vec<&RgbImage> = vec![img; batch];
         self.embed_batch(&imgs)?;
         self.exec.with(batch, |ex, st| ex.time_nodes(st, iters))
+    }
+
+    /// Every kernel of one encode of `batch` copies of `img`, with its time and floor. On
+    /// vgpu the nodes run once each, eagerly, while vgpu records their counters, and the
+    /// H100 model times them; on a GPU each node's time is the median of `iters` eager
+    /// runs between CUDA events, its FLOPs and bytes the graph's nominal ones.
+    pub fn profile(&self, img: &RgbImage, batch: usize, iters: usize) -> Result<KernelProfile> {
+        let info = self.gpu().info();
+        if !is_vgpu(&info.name) {
+            let times = self.time_nodes(img, batch, iters)?;
+            let mut p = KernelProfile::new(info.name.clone(), TimeSource::CudaEvents);
+            self.exec.with(batch, |_, st| {
+                let g = st.graph();
+                for (node, t) in g.nodes.iter().zip(&times) {
+                    let c = node_cost(g, node);
+                    p.add_measured(&t.entry_point, t.op, t.median_ms * 1e-3, c);
+                }
+                Ok(())
+            })?;
+            return Ok(p);
+        }
+        let imgs: Vec<&RgbImage> = vec![img; batch];
+        let (_, pixels, sizes) = self.pack(&imgs)?;
+        let io = self.io(batch);
+        let mut p = KernelProfile::new(info.name.clone(), TimeSource::Model);
+        self.exec.with(batch, |ex, st| {
+            Self::upload(ex, st, &io, &pixels, &sizes)?;
+            ex.gpu().synchronize(ex.gpu().stream())?;
+            let mut rec = Recording::start()?;
+            let g = st.graph();
+            ex.run_each_node(st, |k| {
+                let node = &g.nodes[k];
+                let launches = rec.take()?;
+                if launches.is_empty() {
+                    return Err(Error::Cuda(format!(
+                        "{} ({}): vgpu recorded no launch in {}; is this vgpu older than \
+                         its VGPU_PROFILE_FILE support?",
+                        node.label,
+                        node.op.entry_point(),
+                        rec.path().display()
+                    )));
+                }
+                let c = node_cost(g, node);
+                for l in launches {
+                    p.add_modelled(&l.kernel, node.op.name(), &l.launch, c);
+                }
+                Ok(())
+            })
+        })?;
+        Ok(p)
     }
 }

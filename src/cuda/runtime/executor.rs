@@ -390,6 +390,22 @@ impl<O: Launch> Executor<O> {
         Ok(out)
     }
 
+    /// Runs each node once, eagerly, and calls `after(k)` when node `k` has finished on the
+    /// device: what the device recorded meanwhile (vgpu's counters) belongs to that node.
+    pub fn run_each_node(
+        &self,
+        st: &Bound<O>,
+        mut after: impl FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
+        Self::check_bound(st)?;
+        for k in 0..st.graph.nodes.len() {
+            self.run_node(st, k)?;
+            self.gpu.synchronize(self.gpu.stream())?;
+            after(k)?;
+        }
+        Ok(())
+    }
+
     fn time_once(&self, f: impl FnOnce() -> Result<()>) -> Result<f64> {
         let ctx = self.gpu.context();
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);

@@ -10,6 +10,12 @@
 //! core fragments) live in [`isa`], as pure functions testable against the PTX ISA.
 //! [`numerics`] selects, per process, exact arithmetic or errors of the size real hardware
 //! makes (`VGPU_NUMERICS=exact|hardware`).
+//!
+//! Every launch counts what it did ([`sim::Profile`]: warp instructions by class, mma,
+//! global bytes, shared requests, wavefronts and bank conflicts). `VGPU_PROFILE=1` prints
+//! the counts on stderr for people; `VGPU_PROFILE_FILE=PATH` appends them to PATH as one
+//! JSON line per launch for tools (the format is in the README; samrt's `profile` command
+//! turns them into modelled H100 times).
 
 pub mod driver;
 pub mod isa;

@@ -642,3 +642,73 @@ fn a_faulting_kernel_makes_the_context_sticky() {
         expect(cuModuleUnload(m), CUDA_ERROR_INVALID_HANDLE); // the reset unloaded it
     }
 }
+
+/// `VGPU_PROFILE_FILE`: one JSON line per launch, with the launch's shape and its counters
+/// (the format samrt's `profile` command reads; README, vgpu's "Profile").
+#[test]
+fn the_profile_file_gets_one_json_line_per_launch() {
+    if !simulator_ready("the_profile_file_gets_one_json_line_per_launch", true) {
+        return;
+    }
+    let _c = Ctx::new();
+    let m = load();
+    let (fill, reverse) = (function(m, "fill"), function(m, "reverse"));
+    let p = alloc(2048);
+    let (mut ptr, mut v) = (p, 3u32);
+    let mut args = [
+        (&mut ptr as *mut u64).cast::<c_void>(),
+        (&mut v as *mut u32).cast(),
+    ];
+    let path = std::env::temp_dir().join(format!("vgpu-profile-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    std::env::set_var("VGPU_PROFILE_FILE", &path);
+    let filled = launch(fill, 3, 96, 0, null_mut(), &mut args);
+    let reversed = launch(reverse, 1, 256, 16, null_mut(), &mut args[..1]);
+    std::env::remove_var("VGPU_PROFILE_FILE");
+    let unrecorded = launch(fill, 1, 32, 0, null_mut(), &mut args);
+    let text = std::fs::read_to_string(&path).expect("profile file written");
+    let _ = std::fs::remove_file(&path);
+    check(filled);
+    check(reversed);
+    check(unrecorded);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    // fill: 288 stores of 4 bytes, no shared memory.
+    assert!(
+        lines[0].starts_with(
+            r#"{"kernel":"fill","grid":[3,1,1],"block":[96,1,1],"static_shared_bytes":0,"dynamic_shared_bytes":0,"#
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with(
+            r#""mma":0,"mma_flops":0,"global_bytes_read":0,"global_bytes_written":1152,"shared_requests":0,"shared_wavefronts":0,"bank_conflicts":0}"#
+        ),
+        "{}",
+        lines[0]
+    );
+    // reverse: 8 warps each store and load one conflict-free word per lane in shared memory
+    // (16 requests of one wavefront), and read and write 1 KB of global memory.
+    assert!(
+        lines[1].starts_with(
+            r#"{"kernel":"reverse","grid":[1,1,1],"block":[256,1,1],"static_shared_bytes":1024,"dynamic_shared_bytes":16,"#
+        ),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].ends_with(
+            r#""mma":0,"mma_flops":0,"global_bytes_read":1024,"global_bytes_written":1024,"shared_requests":16,"shared_wavefronts":16,"bank_conflicts":0}"#
+        ),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains(r#""warp_instructions":{"#),
+        "{}",
+        lines[1]
+    );
+    check(unsafe { cuMemFree_v2(p) });
+    check(unsafe { cuModuleUnload(m) });
+}

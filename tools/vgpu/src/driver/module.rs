@@ -70,8 +70,28 @@ pub fn fault_code(kind: FaultKind) -> CUresult {
     }
 }
 
+/// Appends one launch's counters to `VGPU_PROFILE_FILE` as one JSON line, written with a
+/// single `write` on a file opened for appending, so that lines of concurrent launches never
+/// interleave. A tool reads the counters from there rather than from stderr, whose lines
+/// mix with everything else the process prints. A failed write is reported and the launch
+/// still succeeds: the kernel ran.
+fn append_profile(path: &std::ffi::OsStr, line: &str) {
+    let r = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = r {
+        say(&format!(
+            "vgpu: VGPU_PROFILE_FILE {}: {e}",
+            std::path::Path::new(path).display()
+        ));
+    }
+}
+
 /// Runs one launch; see the module documentation for fault handling. VGPU_PROFILE=1 prints
-/// the launch's profile counters.
+/// the launch's profile counters; VGPU_PROFILE_FILE=PATH appends them to PATH as JSON. Both
+/// are read at every launch, so a process may turn them on for some launches only.
 pub(crate) fn run_kernel(func: &Function, cfg: &LaunchConfig, params: &[u8]) -> Res {
     let result = {
         let _g = gate_read();
@@ -81,6 +101,9 @@ pub(crate) fn run_kernel(func: &Function, cfg: &LaunchConfig, params: &[u8]) -> 
         Ok(profile) => {
             if std::env::var_os("VGPU_PROFILE").is_some_and(|v| v == "1") {
                 say(&profile.report(func.kernel.name(), cfg));
+            }
+            if let Some(path) = std::env::var_os("VGPU_PROFILE_FILE").filter(|p| !p.is_empty()) {
+                append_profile(&path, &profile.json_line(&func.kernel, cfg));
             }
             Ok(())
         }

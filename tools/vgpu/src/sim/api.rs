@@ -111,7 +111,13 @@ pub struct Profile {
     pub mma_flops: u64,
     pub global_bytes_read: u64,
     pub global_bytes_written: u64,
+    /// Shared-memory requests: one per warp-level shared access (ld/st/atom.shared,
+    /// ldmatrix, the shared side of cp.async).
     pub shared_accesses: u64,
+    /// Wavefronts those requests need without conflicts: one per 128 bytes the warp moves
+    /// (4 for a full-warp 16-byte access or an ldmatrix.x4), so that a timing model can
+    /// charge shared bandwidth as `shared_wavefronts + bank_conflicts`.
+    pub shared_wavefronts: u64,
     /// Extra shared-memory wavefronts caused by bank conflicts (32 banks x 4 B).
     pub bank_conflicts: u64,
 }
@@ -232,7 +238,8 @@ impl Profile {
             .collect();
         format!(
             "vgpu profile: {kernel} grid={:?} block={:?} smem={} | warp instr: {} | mma={} \
-             ({} flop) | global read={} B written={} B | shared accesses={} bank conflicts={}",
+             ({} flop) | global read={} B written={} B | shared accesses={} wavefronts={} \
+             bank conflicts={}",
             cfg.grid,
             cfg.block,
             cfg.dynamic_shared,
@@ -242,7 +249,55 @@ impl Profile {
             self.global_bytes_read,
             self.global_bytes_written,
             self.shared_accesses,
+            self.shared_wavefronts,
             self.bank_conflicts
         )
     }
+
+    /// One JSON object (one line, no newline) for `VGPU_PROFILE_FILE`: the launch's shape
+    /// and resources, then the counters. The field names are the documented file format
+    /// (README, "Profile"); samrt's `profile` command reads them.
+    pub fn json_line(&self, kernel: &Kernel, cfg: &LaunchConfig) -> String {
+        let classes: Vec<String> = self
+            .warp_instructions
+            .iter()
+            .map(|(c, n)| format!("\"{}\":{n}", json_escape(c)))
+            .collect();
+        let dims = |d: [u32; 3]| format!("[{},{},{}]", d[0], d[1], d[2]);
+        format!(
+            "{{\"kernel\":\"{}\",\"grid\":{},\"block\":{},\"static_shared_bytes\":{},\
+             \"dynamic_shared_bytes\":{},\"registers\":{},\"warp_instructions\":{{{}}},\
+             \"mma\":{},\"mma_flops\":{},\"global_bytes_read\":{},\"global_bytes_written\":{},\
+             \"shared_requests\":{},\"shared_wavefronts\":{},\"bank_conflicts\":{}}}",
+            json_escape(kernel.name()),
+            dims(cfg.grid),
+            dims(cfg.block),
+            kernel.static_shared_bytes(),
+            cfg.dynamic_shared,
+            kernel.num_regs(),
+            classes.join(","),
+            self.mma,
+            self.mma_flops,
+            self.global_bytes_read,
+            self.global_bytes_written,
+            self.shared_accesses,
+            self.shared_wavefronts,
+            self.bank_conflicts
+        )
+    }
+}
+
+/// A JSON string body: quotes, backslashes and control characters escaped (PTX names are
+/// identifiers, but the format must not depend on that).
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -44,6 +44,7 @@ pub struct Counters {
     pub global_read: u64,
     pub global_written: u64,
     pub shared_accesses: u64,
+    pub shared_wavefronts: u64,
     pub bank_conflicts: u64,
 }
 
@@ -61,6 +62,7 @@ impl Counters {
         self.global_read += o.global_read;
         self.global_written += o.global_written;
         self.shared_accesses += o.shared_accesses;
+        self.shared_wavefronts += o.shared_wavefronts;
         self.bank_conflicts += o.bank_conflicts;
     }
 }
@@ -258,6 +260,7 @@ pub fn run(
         global_bytes_read: t.global_read,
         global_bytes_written: t.global_written,
         shared_accesses: t.shared_accesses,
+        shared_wavefronts: t.shared_wavefronts,
         bank_conflicts: t.bank_conflicts,
     })
 }

@@ -662,6 +662,9 @@ pub fn account_shared(b: &mut BlockState, addrs: &[(u32, u32)], bytes_per_lane: 
         return;
     }
     b.counters.shared_accesses += 1;
+    // One wavefront per 128-byte phase, as `bank_conflicts` splits them.
+    let lanes_per_phase = (128 / bytes_per_lane.clamp(4, 16)) as usize;
+    b.counters.shared_wavefronts += addrs.len().div_ceil(lanes_per_phase) as u64;
     b.counters.bank_conflicts += bank_conflicts(addrs, bytes_per_lane);
 }
 
