@@ -9,6 +9,7 @@ mod info;
 mod profile;
 mod prompts;
 mod segment;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use common::{CliError, Device};
@@ -25,6 +26,9 @@ struct Cli {
 enum Cmd {
     /// Segment one image with point / box / mask prompts.
     Segment(segment::SegmentArgs),
+    /// Serve SAM over HTTP: embedding cache, batched decoding, metrics and a
+    /// click-to-segment page at `/` (README: "Serve").
+    Serve(serve::ServeArgs),
     /// Run the image encoder once and save the embedding for `segment --embedding`.
     Embed(embed::EmbedArgs),
     /// Convert an official PyTorch .pth checkpoint to fp16 safetensors.
@@ -84,6 +88,7 @@ pub fn run() -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Segment(a) => segment::run(a),
         Cmd::Embed(a) => embed::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Profile(a) => profile::run(a),
         Cmd::Auto(a) => auto::run(a),

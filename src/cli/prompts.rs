@@ -10,6 +10,7 @@
 
 use super::common::{CliError, Context};
 use samrt::sam::predictor::Prompt;
+use samrt::sam::prompt_json::MaskField;
 use std::path::{Path, PathBuf};
 
 /// Largest mask-input side: the low-res side of a 4096-pixel model.
@@ -231,58 +232,6 @@ pub fn read_mask_file(
     Ok((out, s))
 }
 
-/// An inline `mask_input`: nested JSON arrays of shape [S, S] or [1, S, S] (the official
-/// `mask_input` layout), numbers only, row-major; any square side (the model checks it).
-fn inline_mask(v: &serde_json::Value) -> Result<Vec<f32>, String> {
-    fn walk(
-        v: &serde_json::Value,
-        depth: usize,
-        shape: &mut Vec<usize>,
-        out: &mut Vec<f32>,
-    ) -> Result<(), String> {
-        match v {
-            serde_json::Value::Array(items) => {
-                if depth > 2 {
-                    return Err("is nested deeper than [1, S, S]".into());
-                }
-                if shape.len() == depth {
-                    shape.push(items.len());
-                } else if shape[depth] != items.len() {
-                    return Err("is ragged (rows of different lengths)".into());
-                }
-                items
-                    .iter()
-                    .try_for_each(|x| walk(x, depth + 1, shape, out))
-            }
-            serde_json::Value::Number(n) => {
-                if depth != shape.len() {
-                    return Err("mixes numbers and arrays at one level".into());
-                }
-                let x = n.as_f64().ok_or("holds a number out of range")? as f32;
-                if !x.is_finite() {
-                    return Err("holds a value that is not finite in float32".into());
-                }
-                out.push(x);
-                Ok(())
-            }
-            _ => Err("must hold numbers only".into()),
-        }
-    }
-    let (mut shape, mut out) = (Vec::new(), Vec::new());
-    walk(v, 0, &mut shape, &mut out)?;
-    let square = match shape[..] {
-        [a, b] | [1, a, b] => a == b && a >= 1,
-        _ => false,
-    };
-    if !square {
-        return Err(format!(
-            "has shape {shape:?}, expected [S, S] or [1, S, S] with S the model's low-res \
-             side (256 for the official models)"
-        ));
-    }
-    Ok(out)
-}
-
 /// Largest --prompts file read.
 const MAX_PROMPTS_FILE: u64 = 64 << 20;
 
@@ -303,93 +252,22 @@ pub fn read_prompts(path: &Path, default_multimask: bool) -> Result<Vec<PromptSp
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let list = v
-        .as_array()
-        .ok_or_else(|| bad("expected a JSON list of prompt objects".into()))?;
-    if list.is_empty() {
-        return Err(bad("the list is empty".into()));
-    }
-    let nums = |x: &serde_json::Value, what: &str, k: usize| -> Result<Vec<f64>, CliError> {
-        x.as_array()
-            .ok_or_else(|| bad(format!("prompt {k}: `{what}` must be a list of numbers")))?
-            .iter()
-            .map(|n| {
-                n.as_f64()
-                    .ok_or_else(|| bad(format!("prompt {k}: `{what}` must be a list of numbers")))
-            })
-            .collect()
-    };
+    // The schema is the library's, shared with `samrt serve`; a string mask input is a
+    // path relative to this file here.
+    let entries =
+        samrt::sam::prompt_json::parse_prompt_list(&v, default_multimask).map_err(|e| match e {
+            samrt::Error::Prompt(m) => bad(m),
+            other => bad(other.to_string()),
+        })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::with_capacity(list.len());
-    for (k, item) in list.iter().enumerate() {
-        let obj = item
-            .as_object()
-            .ok_or_else(|| bad(format!("prompt {k} is not an object")))?;
-        if let Some(key) = obj.keys().find(|key| {
-            !["points", "labels", "box", "mask_input", "multimask"].contains(&key.as_str())
-        }) {
-            return Err(bad(format!("prompt {k}: unknown key `{key}`")));
-        }
-        let mut p = Prompt {
-            multimask: default_multimask,
-            ..Default::default()
-        };
-        if let Some(pts) = obj.get("points").filter(|x| !x.is_null()) {
-            let pts = pts
-                .as_array()
-                .ok_or_else(|| bad(format!("prompt {k}: `points` must be a list of [x, y]")))?;
-            let max = samrt::sam::predictor::MAX_POINTS_PER_PROMPT;
-            if pts.len() > max {
-                return Err(bad(format!(
-                    "prompt {k}: {} points; at most {max} points per prompt",
-                    pts.len()
-                )));
-            }
-            for pt in pts {
-                let xy = nums(pt, "points", k)?;
-                if xy.len() != 2 {
-                    return Err(bad(format!("prompt {k}: each point must be [x, y]")));
-                }
-                p.points.push([xy[0], xy[1]]);
-            }
-        }
-        match obj.get("labels").filter(|x| !x.is_null()) {
-            Some(l) => {
-                for x in nums(l, "labels", k)? {
-                    if x.fract() != 0.0 {
-                        return Err(bad(format!("prompt {k}: label {x} must be 0 or 1")));
-                    }
-                    p.labels.push(x as i32);
-                }
-            }
-            // Labels default to foreground, as --point does.
-            None => p.labels = vec![1; p.points.len()],
-        }
-        if let Some(b) = obj.get("box").filter(|x| !x.is_null()) {
-            let b = nums(b, "box", k)?;
-            if b.len() != 4 {
-                return Err(bad(format!("prompt {k}: `box` must be [x0, y0, x1, y1]")));
-            }
-            p.box_xyxy = Some([b[0], b[1], b[2], b[3]]);
-        }
-        let mask = match obj.get("mask_input").filter(|x| !x.is_null()) {
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, entry) in entries.into_iter().enumerate() {
+        let p = entry.prompt;
+        let mask = match entry.mask {
             None => None,
-            Some(serde_json::Value::String(f)) => Some(parse_mask_spec(f, base)?),
-            Some(m @ serde_json::Value::Array(_)) => Some(MaskSource::Inline(
-                inline_mask(m).map_err(|e| bad(format!("prompt {k}: `mask_input` {e}")))?,
-            )),
-            Some(_) => {
-                return Err(bad(format!(
-                    "prompt {k}: `mask_input` must be a .npy path or an SxS array of numbers \
-                     (256x256 for the official models)"
-                )))
-            }
+            Some(MaskField::Text(f)) => Some(parse_mask_spec(&f, base)?),
+            Some(MaskField::Inline(v)) => Some(MaskSource::Inline(v)),
         };
-        if let Some(mm) = obj.get("multimask").filter(|x| !x.is_null()) {
-            p.multimask = mm
-                .as_bool()
-                .ok_or_else(|| bad(format!("prompt {k}: `multimask` must be true or false")))?;
-        }
         let mut spec = PromptSpec {
             prompt: p,
             mask,

@@ -354,13 +354,30 @@ fn encode(descr: &str, shape: &[usize], body: &[u8]) -> Vec<u8> {
 }
 
 fn write_bytes(path: &Path, descr: &str, shape: &[usize], count: usize, body: &[u8]) -> Result<()> {
+    let bytes = encode_checked(descr, shape, count, body)?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+fn encode_checked(descr: &str, shape: &[usize], count: usize, body: &[u8]) -> Result<Vec<u8>> {
     let expected = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if expected != Some(count) {
         return Err(err(format!(
             "shape {shape:?} does not match {count} elements"
         )));
     }
-    std::fs::write(path, encode(descr, shape, body)).map_err(|e| Error::io(path, e))
+    Ok(encode(descr, shape, body))
+}
+
+/// A little-endian float32 array as .npy bytes, for callers that send rather than save it
+/// (the HTTP server).
+pub fn f32_bytes(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    let body: &[u8] = bytemuck::cast_slice(data);
+    let body: Vec<u8> = if cfg!(target_endian = "little") {
+        body.to_vec()
+    } else {
+        data.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    encode_checked("<f4", shape, data.len(), &body)
 }
 
 /// Writes a little-endian float32 array.

@@ -2,5 +2,7 @@
 //! image encoder ([`backend`]), and saved image embeddings ([`embedding_file`]).
 
 pub mod backend;
+pub mod batch;
 pub mod embedding_file;
 pub mod predictor;
+pub mod prompt_json;

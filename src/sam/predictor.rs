@@ -441,7 +441,7 @@ impl Sam {
     }
 
     /// Prompt encoder inputs in the 1024 frame, as `SamPredictor.predict` transforms them.
-    fn encode_prompt(
+    pub(crate) fn encode_prompt(
         &self,
         emb: &ImageEmbedding,
         p: &Prompt,
@@ -466,7 +466,7 @@ impl Sam {
             .encode(&pts, &p.labels, bx, p.mask_input.as_deref())
     }
 
-    fn finish(&self, emb: &ImageEmbedding, out: DecoderOutput) -> Result<Prediction> {
+    pub(crate) fn finish(&self, emb: &ImageEmbedding, out: DecoderOutput) -> Result<Prediction> {
         check_decoded(&out)?;
         let (h, w) = emb.original_size;
         let masks = self.mask_frame().postprocess_threshold(
@@ -492,7 +492,11 @@ impl Sam {
 
     /// One prompt through the prompt encoder and mask decoder: the low-res half that
     /// `predict` and `predict_logits` share (each checks the outputs once).
-    fn decode_one(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<DecoderOutput> {
+    pub(crate) fn decode_one(
+        &self,
+        emb: &ImageEmbedding,
+        prompt: &Prompt,
+    ) -> Result<DecoderOutput> {
         let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
         self.decoder.forward(
             &emb.features,

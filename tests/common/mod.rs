@@ -5,6 +5,7 @@
 pub mod checkpoint;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod server;
 
 use samrt::io::checkpoint::{read_pth, write_safetensors_f16, Checkpoint};
 use samrt::Sam;

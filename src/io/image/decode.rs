@@ -22,25 +22,47 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
     if let Some(img) = load_jpeg(path)? {
         return Ok(img);
     }
-    let mut reader = ImageReader::open(path)
+    let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    decode_reader(reader, is_png_grey16(path)).map_err(|e| image_err(path, e))
+}
+
+/// [`load_image`] on a file's bytes already in memory (an HTTP request body); `what` names
+/// it in errors.
+pub fn decode_image(data: &[u8], what: &str) -> Result<RgbImage> {
+    let fail = |e: String| Error::Image(format!("{what}: {e}"));
+    if jpeg::is_jpeg(data) {
+        if let Some(img) = jpeg::decode(data, what)? {
+            return Ok(img);
+        }
+    }
+    let reader = ImageReader::new(std::io::Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    decode_reader(reader, png_grey16(data)).map_err(fail)
+}
+
+/// The decode shared by files and bytes: the size limits, then Pillow's RGB conversion.
+/// `png_grey16` is [`png_grey16`] on the data's first bytes.
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    png_grey16: bool,
+) -> std::result::Result<RgbImage, String> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(|e| image_err(path, e))?;
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions();
-    check_decode_size(w as usize, h as usize, decoder.total_bytes())
-        .map_err(|e| image_err(path, e))?;
+    check_decode_size(w as usize, h as usize, decoder.total_bytes()).map_err(|e| e.to_string())?;
     // The decoder reports 16-bit grey with a tRNS chunk as La16, like real grey+alpha;
     // Pillow opens the former as "I;16" (clipped) and the latter as "LA" (high byte).
-    let grey16 =
-        matches!(decoder.original_color_type(), ExtendedColorType::L16) || is_png_grey16(path);
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| image_err(path, e))?;
-    to_rgb(img, grey16).map_err(|e| image_err(path, e))
+    let grey16 = matches!(decoder.original_color_type(), ExtendedColorType::L16) || png_grey16;
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    to_rgb(img, grey16)
 }
 /// JPEG files through the Pillow-exact decoder (`crate::io::image::jpeg`); `None` for other formats
 /// and for CMYK/YCCK JPEGs, which take the general path.
@@ -73,7 +95,13 @@ fn is_png_grey16(path: &Path) -> bool {
     let ok = std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok();
-    ok && &head[..8] == b"\x89PNG\r\n\x1a\n"
+    ok && png_grey16(&head)
+}
+
+/// [`is_png_grey16`] on the file's first bytes.
+fn png_grey16(head: &[u8]) -> bool {
+    head.len() >= 26
+        && &head[..8] == b"\x89PNG\r\n\x1a\n"
         && &head[12..16] == b"IHDR"
         && head[24] == 16
         && head[25] == 0

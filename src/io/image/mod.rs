@@ -8,7 +8,7 @@ pub mod jpeg;
 pub mod resize;
 pub mod rgb;
 
-pub use decode::load_image;
+pub use decode::{decode_image, load_image};
 pub use resize::{
     resize_bilinear_pillow, resize_shape, transform_box, transform_coords, transform_coords_f64,
 };
