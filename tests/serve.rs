@@ -570,3 +570,20 @@ fn predict_independent_does_not_depend_on_the_batch() {
     let p = sam.predict(&emb, &ps[5]).unwrap();
     assert_eq!(p.low_res_logits, all[5].low_res_logits);
 }
+
+/// Eight concurrent posts of one new image: one encode, one answer with `"cached": false`.
+#[test]
+fn concurrent_posts_of_one_image_encode_it_once() {
+    let s = Server::start(&[]);
+    let data = png(7, 80, 60);
+    let answers: Vec<Value> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| embed(&s, &data))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let fresh = answers.iter().filter(|a| a["cached"] == false).count();
+    assert_eq!(fresh, 1, "{answers:?}");
+    assert!(answers
+        .iter()
+        .all(|a| a["image_id"] == answers[0]["image_id"]));
+    metrics_contain(&s, &["samrt_encodes_total 1\n"]);
+}

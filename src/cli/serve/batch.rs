@@ -4,11 +4,15 @@
 //! group in one [`samrt::Sam::predict_independent`] call, whose result per prompt does not
 //! depend on the rest of the batch: every answer is the one the request gets alone.
 //! Requests arriving while a batch decodes queue up and make the next batch.
+//!
+//! A batch waits only while some `/v1/segment` request is on its way (admitted, its body
+//! being read or checked): a lone client pays no wait, concurrent ones meet in one batch.
 
 use super::cache::Entry;
 use super::http::ApiError;
 use super::metrics::Metrics;
 use samrt::{Prediction, Prompt, Sam};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -29,18 +33,39 @@ struct Job {
 /// The handle requests use; the queue behind it is bounded by the server's admission limit.
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Job>,
+    coming: Arc<AtomicUsize>,
 }
+
+/// A segment request on its way to the batcher; counted until it is queued or dropped.
+pub struct Coming(Arc<AtomicUsize>);
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often a waiting batch looks whether the requests on their way have arrived.
+const POLL: Duration = Duration::from_micros(200);
 
 impl Batcher {
     pub fn start(sam: Arc<Sam>, metrics: Arc<Metrics>, cfg: Config) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(sam, metrics, cfg, rx));
-        Batcher { tx }
+        let coming = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(sam, metrics, cfg, rx, coming.clone()));
+        Batcher { tx, coming }
+    }
+
+    /// Announces a segment request that will reach [`Batcher::decode`] soon.
+    pub fn coming(&self) -> Coming {
+        self.coming.fetch_add(1, Ordering::SeqCst);
+        Coming(self.coming.clone())
     }
 
     /// Decodes `prompts` (already checked against the model) on `entry`, in some batch.
     pub async fn decode(
         &self,
+        coming: Coming,
         id: String,
         entry: Arc<Entry>,
         prompts: Vec<Prompt>,
@@ -55,6 +80,7 @@ impl Batcher {
         self.tx
             .send(job)
             .map_err(|_| ApiError::internal("the decoder has stopped"))?;
+        drop(coming);
         rx.await
             .map_err(|_| ApiError::internal("the decoder dropped the request"))?
     }
@@ -65,6 +91,7 @@ async fn run(
     metrics: Arc<Metrics>,
     cfg: Config,
     mut rx: mpsc::UnboundedReceiver<Job>,
+    coming: Arc<AtomicUsize>,
 ) {
     let mut carry: Option<Job> = None;
     loop {
@@ -79,18 +106,29 @@ async fn run(
         let mut n = first.prompts.len();
         let mut jobs = vec![first];
         while n < cfg.max_batch {
-            // `timeout_at` polls the receiver before looking at the clock, so with a wait
-            // of 0 everything already queued still joins.
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(j)) if n + j.prompts.len() > cfg.max_batch => {
+            let next = match rx.try_recv() {
+                Ok(j) => Some(j),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if coming.load(Ordering::SeqCst) == 0 || left.is_zero() {
+                        break;
+                    }
+                    tokio::time::timeout(POLL.min(left), rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            match next {
+                Some(j) if n + j.prompts.len() > cfg.max_batch => {
                     carry = Some(j);
                     break;
                 }
-                Ok(Some(j)) => {
+                Some(j) => {
                     n += j.prompts.len();
                     jobs.push(j);
                 }
-                _ => break,
+                None => {}
             }
         }
         // One decoder call per embedding, in order of first arrival.

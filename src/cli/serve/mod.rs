@@ -41,8 +41,9 @@ pub struct ServeArgs {
     /// Most prompts decoded together in one batch.
     #[arg(long, default_value_t = 32, value_name = "N")]
     max_batch: usize,
-    /// Longest time a batch waits for more prompts after its first, in milliseconds.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    /// Longest time a batch waits for more prompts after its first, in milliseconds (it
+    /// waits only while other segment requests are arriving).
+    #[arg(long, default_value_t = 10, value_name = "N")]
     batch_wait_ms: u64,
     /// Most requests admitted at once (reading their body, waiting or computing); more get
     /// 503 with Retry-After. With --max-body-mb this bounds the memory requests take.

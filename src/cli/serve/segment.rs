@@ -21,6 +21,7 @@ const KEYS: [&str; 4] = ["image_id", "image", "prompts", "logits"];
 
 pub async fn segment(app: &Arc<App>, req: Request<Body>) -> Result<Response, ApiError> {
     let _ticket = app.admit()?;
+    let coming = app.batcher.coming();
     let data = read_body(req, app.limits.max_body).await?;
     let v = parse_json(&data)?;
     drop(data);
@@ -80,7 +81,7 @@ pub async fn segment(app: &Arc<App>, req: Request<Body>) -> Result<Response, Api
         }
         _ => return Err(ApiError::bad("`image_id` and `image` must be strings")),
     };
-    let preds = app.batcher.decode(id.clone(), entry, list).await?;
+    let preds = app.batcher.decode(coming, id.clone(), entry, list).await?;
     let body = tokio::task::spawn_blocking(move || response(&id, &preds, side, logits))
         .await
         .map_err(|e| ApiError::internal(format!("encoding masks: {e}")))??;
