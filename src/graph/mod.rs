@@ -15,6 +15,7 @@
 //! whose ops can launch; [`describe`] prints a plan.
 
 pub mod buffer;
+pub mod decoder_ops;
 pub mod describe;
 pub mod ops;
 pub mod planner;
