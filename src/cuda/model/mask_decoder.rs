@@ -157,12 +157,19 @@ impl Builder<'_> {
         self.gr.weights.id(name, dtype, len)
     }
 
+    /// A scratch buffer, named after its module without the common prefixes.
+    fn scratch(&mut self, name: String, dtype: DType, len: usize) -> BufId {
+        let short = name.trim_start_matches("mask_decoder.");
+        let short = short.trim_start_matches("transformer.");
+        self.gr.buffer(short, dtype, len, Role::Intermediate)
+    }
+
     fn f32s(&mut self, name: String, len: usize) -> BufId {
-        self.gr.buffer(name, DType::F32, len, Role::Intermediate)
+        self.scratch(name, DType::F32, len)
     }
 
     fn f16s(&mut self, name: String, len: usize) -> BufId {
-        self.gr.buffer(name, DType::F16, len, Role::Intermediate)
+        self.scratch(name, DType::F16, len)
     }
 
     /// fp32 Linear `{name}` on `m` rows: `out[.., out_off] (+)= act((a + a2) @ w^T + b)`.
