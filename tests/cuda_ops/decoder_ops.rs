@@ -402,3 +402,68 @@ pub fn run_conv_transpose2x2_masks(
         1e-6,
     );
 }
+
+/// The decoder launchers refuse what their kernels cannot do, with an error and no launch:
+/// short buffers, head dims without a kernel, a PE without its copy, a mismatched kind.
+pub fn run_decoder_validation(gpu: &GpuContext) {
+    use samrt::cuda::ops::layer_norm_pe::layer_norm_pe;
+    use samrt::cuda::ops::token_linear::{token_linear, TokenLinearShape};
+    let s = gpu.stream();
+    let x = gpu.zeros_f32(s, 64 * 64).unwrap();
+    let mut out = gpu.zeros_f32(s, 64 * 64).unwrap();
+    let shape = TokenLinearShape {
+        m: 64,
+        n: 64,
+        k: 64,
+        lda: 64,
+        ldo: 64,
+        relu: false,
+        accumulate: false,
+    };
+    // lda < k, and a weight one row short.
+    let bad = TokenLinearShape { lda: 63, ..shape };
+    assert!(bad.validate().is_err());
+    let short_w = gpu.zeros_f32(s, 63 * 64).unwrap();
+    let r = token_linear(gpu, s, shape, (&x, 0), None, &short_w, None, (&mut out, 0));
+    assert!(matches!(r, Err(samrt::Error::Cuda(_))), "{r:?}");
+    // An offset that runs the last row past the buffer.
+    let r = token_linear(gpu, s, shape, (&x, 1), None, &x, None, (&mut out, 0));
+    assert!(r.is_err());
+    let attn = AttnDecoderShape {
+        kind: AttnDecoderKind::SelfAttn,
+        batch: 1,
+        lq: 8,
+        lk: 8,
+        heads: 2,
+        head_dim: 24,
+        q_shared: false,
+        kv_shared: false,
+    };
+    let r = ad::attn_decoder_self(gpu, s, attn, &x, &x, &x, &mut out);
+    assert!(matches!(r, Err(samrt::Error::Unsupported(_))), "{r:?}");
+    let t2i = AttnDecoderShape {
+        kind: AttnDecoderKind::TokenToImage,
+        head_dim: 32,
+        ..attn
+    };
+    let r = ad::attn_decoder_self(gpu, s, t2i, &x, &x, &x, &mut out);
+    assert!(
+        r.is_err(),
+        "a t2i shape through the self-attention launcher"
+    );
+    let (g, b) = (gpu.zeros_f32(s, 64).unwrap(), gpu.zeros_f32(s, 64).unwrap());
+    let mut xm = gpu.zeros_f32(s, 64 * 64).unwrap();
+    let copies: samrt::cuda::ops::layer_norm_pe::LnPeCopies = (None, None);
+    let r = layer_norm_pe(
+        gpu,
+        s,
+        &mut xm,
+        &g,
+        &b,
+        Some((&x, 64)),
+        copies,
+        (64, 64),
+        1e-5,
+    );
+    assert!(r.is_err(), "a PE without the copy that adds it");
+}

@@ -791,3 +791,103 @@ pub fn plan_decoder(
         weight_bytes: crate::graph::weights::block_bytes(&tensors),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::model::mask_decoder::random_decoder_weights;
+    use crate::graph::ops::OpDesc;
+
+    fn vit_b() -> SamConfig {
+        SamConfig::by_name("vit_b").unwrap()
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for batch in [1, 2, 16] {
+            for sparse in [0, 1, 2, 18, 1026] {
+                for mask_input in [false, true] {
+                    let k = DecoderKey {
+                        batch,
+                        sparse,
+                        mask_input,
+                    };
+                    assert_eq!(DecoderKey::unpack(k.pack()), k);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prompts_are_grouped_by_shape_and_bucketed() {
+        let pt = ([1.0, 2.0], 2);
+        let mask = vec![0.0f32; 16];
+        let p = |n: usize, m: bool| DevicePrompt {
+            tokens: vec![pt; n],
+            mask: m.then_some(mask.as_slice()),
+        };
+        let mut prompts = vec![p(2, false), p(3, false), p(2, true)];
+        prompts.extend((0..19).map(|_| p(2, false)));
+        let plan = plan_batches(&prompts);
+        let keys: Vec<(usize, usize, bool, usize)> = plan
+            .iter()
+            .map(|(k, idx)| (k.batch, k.sparse, k.mask_input, idx.len()))
+            .collect();
+        // 20 two-token prompts: 16, then 4 (a batch of 4); the others alone.
+        assert_eq!(
+            keys,
+            vec![
+                (16, 2, false, 16),
+                (4, 2, false, 4),
+                (1, 3, false, 1),
+                (1, 2, true, 1)
+            ]
+        );
+        let mut seen: Vec<usize> = plan.iter().flat_map(|(_, i)| i.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, (0..prompts.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn schedule_reads_exactly_the_prepared_weights() {
+        let cfg = vit_b();
+        let w = random_decoder_weights(&cfg, 7);
+        let tensors = prepare_weights(&w, &cfg).unwrap();
+        let d = DecoderDims::new(&cfg).unwrap();
+        for mask_input in [false, true] {
+            let key = DecoderKey {
+                batch: 2,
+                sparse: 3,
+                mask_input,
+            };
+            let (g, io) = build_graph(&d, key);
+            g.weights.check(&tensors).unwrap();
+            assert_eq!(io.masks.is_some(), mask_input);
+            // Without mask inputs layer 0's image side is computed once for both prompts.
+            let first_kproj = g
+                .nodes
+                .iter()
+                .find(|n| {
+                    n.label
+                        .ends_with("layers.0.cross_attn_token_to_image.k_proj")
+                })
+                .unwrap();
+            let Op::Gemm(gm) = &first_kproj.op else {
+                panic!("k_proj is a gemm")
+            };
+            assert_eq!(gm.m, if mask_input { 2 } else { 1 } * d.hw());
+            assert_eq!(g.get(io.low_res).len, 2 * 4 * 256 * 256);
+            assert!(g.nodes.iter().all(|n| !n.op.entry_point().is_empty()));
+        }
+    }
+
+    #[test]
+    fn unsupported_decoders_are_refused() {
+        let mut cfg = vit_b();
+        cfg.transformer_heads = 16; // 128-wide cross attention: head dim 8
+        assert!(matches!(DecoderDims::new(&cfg), Err(Error::Unsupported(_))));
+        let mut cfg = vit_b();
+        cfg.transformer_depth = 0;
+        assert!(DecoderDims::new(&cfg).is_err());
+    }
+}
