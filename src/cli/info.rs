@@ -93,7 +93,8 @@ fn print_decoder_graph(
     cfg: &samrt::io::config::SamConfig,
     batch: usize,
 ) -> Result<(), CliError> {
-    use samrt::cuda::model::mask_decoder::{plan_decoder, DecoderKey, MAX_DECODE_BATCH};
+    use samrt::cuda::model::decoder_weights::plan_decoder;
+    use samrt::cuda::model::mask_decoder::{DecoderKey, MAX_DECODE_BATCH};
     let key = DecoderKey {
         batch: batch.min(MAX_DECODE_BATCH).next_power_of_two(),
         sparse: 2,

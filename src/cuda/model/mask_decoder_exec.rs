@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use super::decoder_weights::prepare_weights;
 use super::mask_decoder::{
-    build_graph, plan_batches, prepare_weights, DecodedMasks, DecoderDims, DecoderKey, DevicePrompt,
+    build_graph, plan_batches, DecodedMasks, DecoderDims, DecoderKey, DevicePrompt,
 };
 use crate::cuda::runtime::context::{guarded, GpuContext};
 use crate::cuda::runtime::executor::Executor;

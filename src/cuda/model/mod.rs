@@ -2,6 +2,7 @@
 //! Host-only apart from `encoder_exec` and `mask_decoder_exec`, which bind the schedules to a
 //! device.
 
+pub mod decoder_weights;
 pub mod encoder;
 #[cfg(feature = "cuda")]
 pub mod encoder_exec;
