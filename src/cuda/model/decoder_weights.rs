@@ -79,18 +79,11 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
 }
 
 /// The decoder's schedule for `key` with its plan and weight bytes (host-only: `samrt info
-/// --graph --decoder` and the device memory plan).
+/// --graph`).
 pub fn plan_decoder(w: &dyn WeightSource, cfg: &SamConfig, key: DecoderKey) -> Result<EncoderPlan> {
     let d = DecoderDims::new(cfg)?;
     let tensors = prepare_weights(w, cfg)?;
-    let (graph, _) = build_graph(&d, key);
-    graph.weights.check(&tensors)?;
-    let plan = crate::graph::planner::plan(&graph);
-    Ok(EncoderPlan {
-        plan,
-        graph,
-        weight_bytes: crate::graph::weights::block_bytes(&tensors),
-    })
+    EncoderPlan::new(build_graph(&d, key).0, &tensors)
 }
 
 /// Host-side tests of the decoder schedule: keys, batching, the weights it reads.
