@@ -574,6 +574,10 @@ fn graph_of_the_tiny_model_matches_the_snapshot() {
     assert!(out.contains("attn_relpos          attn_relpos_s64_d80_f16"));
     assert!(out.contains("layer_norm           layer_norm_f16_f32_cf"));
     assert!(out.contains("nodes: 36\n"));
+    // The mask decoder's schedule follows, for one-point prompts.
+    assert!(out.contains("graph: mask_decoder, batch 1, one point per prompt"));
+    assert!(out.contains("attn_decoder         attn_decoder_t2i_d16_f32"));
+    assert!(out.contains("conv_transpose2x2_masks conv_transpose2x2_masks_f32"));
 }
 
 #[test]

@@ -1,11 +1,12 @@
-//! `samrt segment --device cuda` end to end (on vgpu in CI): the image encoder on the GPU,
-//! the decoder on the CPU from the downloaded embedding, against the official predictor's
-//! fixtures. One CLI call decodes all of the image's fixture prompts
-//! (`--prompts`), so each image is encoded once.
+//! `samrt segment --device cuda` end to end (on vgpu in CI): the image encoder and the mask
+//! decoder on the GPU, against the official predictor's fixtures. One CLI call decodes all
+//! of the image's fixture prompts (`--prompts`), so each image is encoded once.
 //!
-//! Tolerances (the issue's): mask agreement >= 99.5 %, |score - official| <= 2e-2. The
-//! embedding carries fp16 rounding (rel. L2 ~5e-4, see tests/cuda_encoder.rs), which moves
-//! scores by ~1e-3 and flips only pixels at the mask boundary.
+//! Tolerances (issues 19 and 20): mask agreement >= 99.5 %, |score - official| <= 2e-2,
+//! low-res logits within 0.1 of the official model in float64 where the fixture stores them.
+//! The embedding carries fp16 rounding (rel. L2 ~5e-4, see tests/cuda_encoder.rs) and the
+//! decoder's image side runs on fp16 operands, which move scores by ~1e-3 and flip only
+//! pixels at the mask boundary.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -78,6 +79,7 @@ fn segment_on_cuda_matches_official_fixtures() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{image}: {err}");
         assert!(err.contains("image encoder on CUDA device"), "{err}");
+        assert!(err.contains("mask decoder on CUDA device"), "{err}");
         let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
         let got = json["prompts"].as_array().unwrap();
         assert_eq!(got.len(), ps.len());
@@ -182,9 +184,6 @@ fn segment_on_cuda_at_other_image_sizes() {
     let cache = scratch("cuda-cli-cache");
     for (case, trained, size) in [("vit256", 256, None), ("vit1024_at512", 1024, Some("512"))] {
         let dir = img_size_dir().join(case);
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
-        let side = json["low_res"].as_u64().unwrap() as usize;
         let out = scratch(&format!("cuda-img-size-{case}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_samrt"));
         cmd.args(["segment", "--model"])
@@ -203,41 +202,105 @@ fn segment_on_cuda_at_other_image_sizes() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{case}: {err}");
         assert!(err.contains("image encoder on CUDA device"), "{err}");
-        for k in 0..3 {
-            let pdir = out.join(format!("prompt_{k}"));
-            let (shape, _) = samrt::io::npy::read_f32(&pdir.join("low_res_logits.npy")).unwrap();
-            assert_eq!(&shape[1..], [side, side], "{case} p{k}");
-            let (_, scores) = samrt::io::npy::read_f32(&pdir.join("iou_predictions.npy")).unwrap();
-            // float64 in the fixture.
-            let want_iou = samrt::io::npy::read(&dir.join(format!("p{k}_iou.npy")))
-                .unwrap()
-                .to_f32();
-            let (lshape, logits) =
-                samrt::io::npy::read_f32(&dir.join(format!("p{k}_logits.npy"))).unwrap();
-            let (h, w) = (lshape[1], lshape[2]);
-            for i in 0..shape[0] {
-                let ds = (scores[i] - want_iou[i]).abs();
-                assert!(
-                    ds <= 2e-2,
-                    "{case} p{k}: score {} vs {}",
-                    scores[i],
-                    want_iou[i]
-                );
-                let png = image::open(pdir.join(format!("mask_{i}.png"))).unwrap();
-                let png = png.as_luma8().expect("8-bit grayscale PNG");
-                let theirs = &logits[i * h * w..(i + 1) * h * w];
-                let agree = png
-                    .pixels()
-                    .zip(theirs)
-                    .filter(|(p, &l)| (p.0[0] == 255) == (l > 0.0))
-                    .count() as f64
-                    / (h * w) as f64;
-                println!(
-                    "{case} p{k} mask {i}: |d score| {ds:.2e}, agreement {:.4} %",
-                    100.0 * agree
-                );
-                assert!(agree >= 0.995, "{case} p{k} mask {i}: agreement {agree}");
-            }
+        assert!(err.contains("mask decoder on CUDA device"), "{err}");
+        check_img_size_case(case, &out);
+    }
+}
+
+/// The three prompts of img_size case `case` as `segment --prompts` wrote them into `out`,
+/// against the official model in float64: scores, masks at the original size, low-res
+/// logits `[C, 4E, 4E]`.
+fn check_img_size_case(case: &str, out: &std::path::Path) {
+    let dir = img_size_dir().join(case);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+    let side = json["low_res"].as_u64().unwrap() as usize;
+    for k in 0..3 {
+        let pdir = out.join(format!("prompt_{k}"));
+        let (shape, low_res) = samrt::io::npy::read_f32(&pdir.join("low_res_logits.npy")).unwrap();
+        assert_eq!(&shape[1..], [side, side], "{case} p{k}");
+        // The float64 run's low-res logits of the masks this call returns.
+        let (_, want_lr) =
+            samrt::io::npy::read_f32(&dir.join(format!("p{k}_low_res.npy"))).unwrap();
+        let dl = max_abs_diff(&low_res, &want_lr[want_lr.len() - low_res.len()..]);
+        println!("{case} p{k}: low-res logits max |d| {dl:.2e}");
+        assert!(dl <= 0.1, "{case} p{k}: low-res logits max |d| {dl}");
+        let (_, scores) = samrt::io::npy::read_f32(&pdir.join("iou_predictions.npy")).unwrap();
+        // float64 in the fixture.
+        let want_iou = samrt::io::npy::read(&dir.join(format!("p{k}_iou.npy")))
+            .unwrap()
+            .to_f32();
+        let (lshape, logits) =
+            samrt::io::npy::read_f32(&dir.join(format!("p{k}_logits.npy"))).unwrap();
+        let (h, w) = (lshape[1], lshape[2]);
+        for i in 0..shape[0] {
+            let ds = (scores[i] - want_iou[i]).abs();
+            assert!(
+                ds <= 2e-2,
+                "{case} p{k}: score {} vs {}",
+                scores[i],
+                want_iou[i]
+            );
+            let png = image::open(pdir.join(format!("mask_{i}.png"))).unwrap();
+            let png = png.as_luma8().expect("8-bit grayscale PNG");
+            let theirs = &logits[i * h * w..(i + 1) * h * w];
+            let agree = png
+                .pixels()
+                .zip(theirs)
+                .filter(|(p, &l)| (p.0[0] == 255) == (l > 0.0))
+                .count() as f64
+                / (h * w) as f64;
+            println!(
+                "{case} p{k} mask {i}: |d score| {ds:.2e}, agreement {:.4} %",
+                100.0 * agree
+            );
+            assert!(agree >= 0.995, "{case} p{k} mask {i}: agreement {agree}");
         }
     }
+}
+
+/// `segment --embedding --device cuda`: the embedding made on the CPU by `samrt embed`, the
+/// prompt encoder and mask decoder on the device (the 256-px model: a 16x16 grid, 64x64
+/// low-res masks, a mask-input prompt among the three).
+#[test]
+fn segment_embedding_decodes_on_cuda() {
+    if !cuda_or_skip("segment_embedding_decodes_on_cuda") {
+        return;
+    }
+    let cache = scratch("cuda-cli-cache");
+    let out = scratch("cuda-embedding-vit256");
+    let emb = out.join("emb.safetensors");
+    let model = img_size_model(256);
+    let image = img_size_dir().join("image.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(["embed", "--device", "cpu", "--model"])
+        .arg(&model)
+        .arg("--image")
+        .arg(&image)
+        .arg("--out")
+        .arg(&emb)
+        .env("SAMRT_CACHE_DIR", &cache)
+        .output()
+        .expect("run samrt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(["segment", "--device", "cuda", "--model"])
+        .arg(&model)
+        .arg("--embedding")
+        .arg(&emb)
+        .arg("--prompts")
+        .arg(img_size_dir().join("vit256").join("prompts.json"))
+        .arg("--out")
+        .arg(&out)
+        .env("SAMRT_CACHE_DIR", &cache)
+        .output()
+        .expect("run samrt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("samrt: mask decoder on CUDA device 0"),
+        "{err}"
+    );
+    assert!(!err.contains("image encoder"), "{err}");
+    check_img_size_case("vit256", &out);
 }

@@ -33,7 +33,7 @@ fn the_cpu_and_the_decoder_are_refused_with_a_reason() {
     );
     refused(
         &profile(&["--model", model, "--component", "decoder"]),
-        "the mask decoder does not run on the device yet",
+        "the mask decoder's kernels are not profiled yet",
     );
     refused(&profile(&["--model", model, "--batch", "0"]), "--batch 0");
     let o = profile(&["--model", model, "--component", "gpu"]);

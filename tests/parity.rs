@@ -210,24 +210,8 @@ pub fn check_prediction(p: &serde_json::Value, pred: &samrt::Prediction) {
         "{name}: max |d score| {ds:.2e}, mask agreement {:.5}%",
         agree * 100.0
     );
-    if let Some(f) = p["low_res"]["file"].as_str() {
-        let (_, lr) = npy_f32(f);
-        let idx: Vec<usize> = p["low_res"]
-            .get("mask_indices")
-            .map(|v| f64s(v).iter().map(|&i| i as usize).collect())
-            .unwrap_or_else(|| (0..pred.num_masks).collect());
-        let channels: Option<Vec<usize>> = p["low_res"]
-            .get("channels")
-            .map(|v| f64s(v).iter().map(|&i| i as usize).collect());
-        let n = 256 * 256;
-        for (k, &i) in idx.iter().enumerate() {
-            let src = channels.as_ref().map_or(k, |c| c[i]);
-            let d = max_abs_diff(
-                &pred.low_res_logits[i * n..(i + 1) * n],
-                &lr[src * n..(src + 1) * n],
-            );
-            assert!(d <= 1e-2, "{name}: low-res logits max |diff| {d}");
-            eprintln!("{name}: low-res logits max |diff| {d:.2e}");
-        }
+    for d in low_res_diffs(p, &pred.low_res_logits, pred.num_masks) {
+        assert!(d <= 1e-2, "{name}: low-res logits max |diff| {d}");
+        eprintln!("{name}: low-res logits max |diff| {d:.2e}");
     }
 }

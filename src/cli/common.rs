@@ -115,6 +115,7 @@ pub fn load_model(
     }
     if device != samrt::ComputeDevice::Cpu {
         eprintln!("samrt: image encoder on {}", sam.device_description());
+        eprintln!("samrt: mask decoder on {}", sam.decoder_description());
     }
     Ok(sam)
 }

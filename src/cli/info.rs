@@ -59,7 +59,7 @@ pub fn info(
     Ok(())
 }
 
-/// The encoder's schedule as the CUDA backend would run it. Kernel entry points are those
+/// The encoder's and the mask decoder's schedules as the CUDA backend would run them. Kernel entry points are those
 /// of the PTX every device loads (sm_80 and later; no `*_sm90a` kernels exist yet).
 fn print_graph(
     ck: &dyn samrt::io::weights::WeightSource,
@@ -81,6 +81,30 @@ fn print_graph(
     let p = samrt::sam::backend::plan_cuda_encoder(ck, &cfg.encoder, batch)
         .context(|| "planning the CUDA encoder".to_string())?;
     println!("graph: image_encoder, batch {batch}, image {img}x{img}, arch sm_80");
+    print!("{}", p.describe());
+    print_decoder_graph(ck, &cfg, batch)
+}
+
+/// The mask decoder's schedule for one-point prompts (two sparse tokens: the point and the
+/// official pad point), at the power-of-two batch the device decoder would run `batch`
+/// prompts in.
+fn print_decoder_graph(
+    ck: &dyn samrt::io::weights::WeightSource,
+    cfg: &samrt::io::config::SamConfig,
+    batch: usize,
+) -> Result<(), CliError> {
+    use samrt::cuda::model::decoder_weights::plan_decoder;
+    use samrt::cuda::model::mask_decoder::{DecoderKey, MAX_DECODE_BATCH};
+    let key = DecoderKey {
+        batch: batch.min(MAX_DECODE_BATCH).next_power_of_two(),
+        sparse: 2,
+        mask_input: false,
+    };
+    let p = plan_decoder(ck, cfg, key).context(|| "planning the CUDA mask decoder".to_string())?;
+    println!(
+        "graph: mask_decoder, batch {}, one point per prompt, arch sm_80",
+        key.batch
+    );
     print!("{}", p.describe());
     Ok(())
 }

@@ -55,7 +55,7 @@ enum Cmd {
         /// Batch size for the device memory plan and the graph.
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// Print the CUDA encoder's schedule: one line per node (op, kernel entry point,
+        /// Print the CUDA encoder's and mask decoder's schedules: one line per node (op, kernel entry point,
         /// label, buffers read and written), one per buffer (bytes, first and last use,
         /// arena offset) and the totals. Planning is host-only: no GPU or `cuda` feature
         /// is needed.

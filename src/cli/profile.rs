@@ -56,8 +56,8 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
     }
     if a.component == Component::Decoder {
         return Err(CliError::msg(
-            "--component decoder: the mask decoder does not run on the device yet (it runs \
-             on the CPU), so it has no kernels to profile; use --component encoder",
+            "--component decoder: the mask decoder's kernels are not profiled yet (profile \
+             covers the image encoder); use --component encoder",
         ));
     }
     let max_batch = samrt::sam::backend::CUDA_MAX_BATCH;
@@ -82,8 +82,8 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
     let device = cuda_device()?;
     if a.component == Component::All {
         eprintln!(
-            "samrt: --component all: profiling the image encoder; the prompt encoder and \
-             mask decoder run on the CPU"
+            "samrt: --component all: profiling the image encoder; the mask decoder's kernels \
+             are not profiled yet"
         );
     }
     let (sam, model) = load_on(&a.model, device, a.image_size)?;

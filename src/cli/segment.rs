@@ -46,7 +46,7 @@ pub struct SegmentArgs {
     /// Return one mask instead of three.
     #[arg(long)]
     single_mask: bool,
-    /// Where the image encoder runs (ignored with --embedding: the decoder runs on the CPU).
+    /// Where the image encoder and the mask decoder run (with --embedding: the decoder).
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
     /// Output directory (created if missing).
@@ -153,10 +153,18 @@ fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbed
                 )));
             }
         }
-        let (sam, msg) = samrt::Sam::load_decoder_at(&a.model, a.image_size)
+        let device = resolve_device(a.device)?;
+        let opts = samrt::LoadOptions {
+            device,
+            image_size: a.image_size,
+        };
+        let (sam, msg) = samrt::Sam::load_decoder_with(&a.model, opts)
             .context(|| format!("loading --model {}", a.model.display()))?;
         if let Some(m) = msg {
             eprintln!("samrt: {m}");
+        }
+        if device != samrt::ComputeDevice::Cpu {
+            eprintln!("samrt: mask decoder on {}", sam.decoder_description());
         }
         saved.check_model(&sam).context(|| {
             format!(

@@ -30,6 +30,13 @@ pub fn op_weights(op: &Op) -> Vec<WeightId> {
         Op::LayerNorm(l) => vec![l.gamma, l.beta],
         Op::AttnRelpos(a) => vec![a.qkv_bias, a.rel_pos_h, a.rel_pos_w],
         Op::Conv3x3(c) => vec![c.weight],
+        Op::DecoderTokens(d) => vec![d.gauss, d.table, d.prefix],
+        Op::MaskDownscaling(m) => vec![m.packed],
+        Op::ImageTokens(i) => vec![i.no_mask, i.pe],
+        Op::TokenLinear(t) => vec![t.weight, t.bias],
+        Op::LayerNormPe(l) => [l.gamma, l.beta].into_iter().chain(l.pe).collect(),
+        Op::ConvTranspose2x2LnGelu(c) => vec![c.gamma, c.beta],
+        Op::AttnDecoder(_) | Op::ConvTranspose2x2Masks(_) => vec![],
     }
 }
 
@@ -48,7 +55,31 @@ pub fn op_flops(op: &Op) -> u64 {
             let hd = n(a.head_dim());
             n(a.batch) * windows * n(a.heads) * (4 * tokens * tokens * hd + 4 * tokens * side * hd)
         }
-        Op::PreprocessPatchify(_) | Op::ResidualInit(_) | Op::LayerNorm(_) | Op::CastRows(_) => 0,
+        Op::TokenLinear(t) => 2 * n(t.m) * n(t.n) * n(t.k),
+        Op::AttnDecoder(a) => {
+            // q k^T and p v per prompt and head.
+            let s = &a.shape;
+            n(s.batch) * n(s.heads) * 4 * n(s.lq) * n(s.lk) * n(s.head_dim)
+        }
+        Op::ConvTranspose2x2Masks(c) => {
+            // The hypernetwork product over the upscaled (2 grid)^2 pixels; the scatter
+            // itself is data movement.
+            2 * n(c.batch) * n(c.masks) * 4 * n(c.grid).pow(2) * n(c.channels)
+        }
+        Op::MaskDownscaling(m) => {
+            // Per prompt, at the embedding grid g: conv 1->4 (2x2, stride 2) at 2g, conv
+            // 4->16 (2x2, stride 2) at g, conv 16->dim (1x1) at g.
+            let g2 = n(m.grid).pow(2);
+            2 * n(m.batch) * g2 * (4 * 4 * 4 + 16 * 16 + 16 * n(m.dim))
+        }
+        Op::PreprocessPatchify(_)
+        | Op::ResidualInit(_)
+        | Op::LayerNorm(_)
+        | Op::CastRows(_)
+        | Op::DecoderTokens(_)
+        | Op::ImageTokens(_)
+        | Op::LayerNormPe(_)
+        | Op::ConvTranspose2x2LnGelu(_) => 0,
     }
 }
 

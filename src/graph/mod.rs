@@ -18,6 +18,7 @@
 
 pub mod buffer;
 pub mod cost;
+pub mod decoder_ops;
 pub mod describe;
 pub mod ops;
 pub mod planner;

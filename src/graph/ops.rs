@@ -11,6 +11,10 @@
 //! device; the launchers call these same functions.
 
 use crate::graph::buffer::BufId;
+use crate::graph::decoder_ops::{
+    AttnDecoder, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens, ImageTokens,
+    LayerNormPe, MaskDownscaling, TokenLinear,
+};
 use crate::graph::weights::WeightId;
 
 /// What the planner, the executor and `samrt info --graph` need to know of an op.
@@ -238,6 +242,14 @@ pub enum Op {
     AttnRelpos(AttnRelpos),
     CastRows(CastRows),
     Conv3x3(Conv3x3),
+    DecoderTokens(DecoderTokens),
+    MaskDownscaling(MaskDownscaling),
+    ImageTokens(ImageTokens),
+    TokenLinear(TokenLinear),
+    AttnDecoder(AttnDecoder),
+    LayerNormPe(LayerNormPe),
+    ConvTranspose2x2LnGelu(ConvTranspose2x2LnGelu),
+    ConvTranspose2x2Masks(ConvTranspose2x2Masks),
 }
 
 impl OpDesc for Op {
@@ -250,6 +262,14 @@ impl OpDesc for Op {
             Op::AttnRelpos(_) => "attn_relpos",
             Op::CastRows(_) => "cast_rows",
             Op::Conv3x3(_) => "conv3x3",
+            Op::DecoderTokens(_) => "decoder_tokens",
+            Op::MaskDownscaling(_) => "mask_downscaling",
+            Op::ImageTokens(_) => "image_tokens",
+            Op::TokenLinear(_) => "token_linear",
+            Op::AttnDecoder(_) => "attn_decoder",
+            Op::LayerNormPe(_) => "layer_norm_pe",
+            Op::ConvTranspose2x2LnGelu(_) => "conv_transpose2x2_ln_gelu",
+            Op::ConvTranspose2x2Masks(_) => "conv_transpose2x2_masks",
         }
     }
 
@@ -264,6 +284,14 @@ impl OpDesc for Op {
             Op::AttnRelpos(a) => AttnRelposVariant::for_side(a.window).entry_point(a.head_dim()),
             Op::CastRows(_) => "cast_rows_f16".into(),
             Op::Conv3x3(_) => "conv3x3_f16".into(),
+            Op::DecoderTokens(_) => "decoder_tokens_f32".into(),
+            Op::MaskDownscaling(_) => "mask_downscaling_f32".into(),
+            Op::ImageTokens(_) => "image_tokens_f32".into(),
+            Op::TokenLinear(_) => "token_linear_f32".into(),
+            Op::AttnDecoder(a) => a.shape.kind.entry_point(a.shape.head_dim),
+            Op::LayerNormPe(_) => "layer_norm_pe_f32".into(),
+            Op::ConvTranspose2x2LnGelu(_) => "conv_transpose2x2_ln_gelu_f16".into(),
+            Op::ConvTranspose2x2Masks(_) => "conv_transpose2x2_masks_f32".into(),
         }
     }
 
@@ -283,6 +311,21 @@ impl OpDesc for Op {
             Op::AttnRelpos(a) => vec![a.qkv],
             Op::CastRows(c) => vec![c.x],
             Op::Conv3x3(c) => vec![c.x],
+            Op::DecoderTokens(t) => vec![t.coords, t.kinds],
+            Op::MaskDownscaling(m) => vec![m.masks],
+            Op::ImageTokens(t) => std::iter::once(t.embedding).chain(t.dense).collect(),
+            Op::TokenLinear(l) => {
+                let mut r = vec![l.a];
+                r.extend(l.a2);
+                if l.accumulate {
+                    r.push(l.out);
+                }
+                r
+            }
+            Op::AttnDecoder(a) => vec![a.q, a.k, a.v],
+            Op::LayerNormPe(l) => vec![l.x],
+            Op::ConvTranspose2x2LnGelu(c) => vec![c.u],
+            Op::ConvTranspose2x2Masks(c) => vec![c.u, c.hyper],
         }
     }
 
@@ -295,6 +338,17 @@ impl OpDesc for Op {
             Op::AttnRelpos(a) => vec![a.out],
             Op::CastRows(c) => vec![c.out, c.row_scale],
             Op::Conv3x3(c) => vec![c.out],
+            Op::DecoderTokens(t) => vec![t.out],
+            Op::MaskDownscaling(m) => vec![m.out],
+            Op::ImageTokens(t) => vec![t.out32, t.out16, t.outpe16],
+            Op::TokenLinear(l) => vec![l.out],
+            Op::AttnDecoder(a) => vec![a.out],
+            Op::LayerNormPe(l) => std::iter::once(l.x)
+                .chain(l.out16)
+                .chain(l.outpe16)
+                .collect(),
+            Op::ConvTranspose2x2LnGelu(c) => vec![c.out],
+            Op::ConvTranspose2x2Masks(c) => vec![c.out],
         }
     }
 }

@@ -1,14 +1,16 @@
-//! Where the image encoder runs. A [`Sam`](crate::Sam) holds one [`EncoderBackend`], chosen
-//! when it is loaded; this file is the one place where the `cuda` feature decides what a
-//! device means, so neither `Sam` nor the CLI has feature branches. The prompt encoder and
-//! mask decoder run on the CPU for now (the device decoder will add itself here).
+//! Where the image encoder and the mask decoder run. A [`Sam`](crate::Sam) holds one
+//! [`EncoderBackend`] and, on a device, one [`DecoderBackend`], chosen when it is loaded;
+//! this file is the one place where the `cuda` feature decides what a device means, so
+//! neither `Sam` nor the CLI has feature branches. On the CPU the prompt encoder and mask
+//! decoder are `Sam`'s own f32 modules.
 
 use crate::cpu::model::image_encoder::ImageEncoder;
 use crate::cpu::ops::preprocess_patchify::{preprocess_patchify, resize_longest_side};
+use crate::cuda::model::mask_decoder::{DecodedMasks, DevicePrompt};
 use crate::cuda::profile::report::KernelProfile;
 use crate::error::{Error, Result};
 use crate::graph::schedule::NodeTime;
-use crate::io::config::EncoderConfig;
+use crate::io::config::{EncoderConfig, SamConfig};
 use crate::io::image::rgb::RgbImage;
 use crate::io::weights::WeightSource;
 
@@ -77,6 +79,14 @@ pub trait EncoderBackend: Send + Sync {
     }
 }
 
+/// The prompt encoder and mask decoder on a device.
+pub trait DecoderBackend: Send + Sync {
+    /// Where it runs, in words ("CUDA device 0 (NVIDIA H100)").
+    fn description(&self) -> String;
+    /// Every mask token's output for each prompt against `embedding` (`[dim, grid, grid]`).
+    fn decode(&self, embedding: &[f32], prompts: &[DevicePrompt]) -> Result<Vec<DecodedMasks>>;
+}
+
 fn not_a_device(what: &str) -> Error {
     Error::Unsupported(format!("device timing of an encoder on the {what}"))
 }
@@ -126,6 +136,32 @@ pub fn open(
     }
 }
 
+/// A model's backends: the image encoder (None when not asked for) and the device decoder
+/// (None on the CPU).
+pub type Backends = (
+    Option<Box<dyn EncoderBackend>>,
+    Option<Box<dyn DecoderBackend>>,
+);
+
+/// The image encoder (when `with_encoder`) and the device decoder on `device`, sharing one
+/// device context; on the CPU the decoder is None (`Sam` decodes with its own modules).
+pub fn open_model(
+    device: ComputeDevice,
+    w: &dyn WeightSource,
+    cfg: &SamConfig,
+    with_encoder: bool,
+) -> Result<Backends> {
+    match device {
+        ComputeDevice::Cpu => {
+            let enc = with_encoder
+                .then(|| open(device, w, &cfg.encoder))
+                .transpose()?;
+            Ok((enc, None))
+        }
+        ComputeDevice::Cuda(ordinal) => cuda::open_model(ordinal, w, cfg, with_encoder),
+    }
+}
+
 /// Most images one CUDA encoder run takes.
 pub const CUDA_MAX_BATCH: usize = crate::cuda::model::encoder::MAX_BATCH;
 
@@ -149,13 +185,17 @@ pub fn probe_cuda() -> Result<ComputeDevice> {
 mod cuda {
     use std::sync::Arc;
 
-    use super::{ComputeDevice, DeviceSummary, Embedded, EncoderBackend};
+    use super::EncoderBackend;
+    use super::{Backends, ComputeDevice, DecoderBackend, DeviceSummary, Embedded};
     use crate::cuda::model::encoder::MAX_BATCH;
     use crate::cuda::model::encoder_exec::CudaEncoder;
+    use crate::cuda::model::mask_decoder::{DecodedMasks, DevicePrompt};
+    use crate::cuda::model::mask_decoder_exec::CudaDecoder;
     use crate::cuda::profile::report::KernelProfile;
     use crate::cuda::runtime::context::{cuda_available, GpuContext};
     use crate::graph::schedule::NodeTime;
     use crate::io::config::EncoderConfig;
+    use crate::io::config::SamConfig;
     use crate::io::image::rgb::RgbImage;
     use crate::io::weights::WeightSource;
     use crate::Result;
@@ -173,10 +213,43 @@ mod cuda {
         Ok(ComputeDevice::Cuda(cuda_available()?.ordinal))
     }
 
+    pub fn open_model(
+        ordinal: usize,
+        w: &dyn WeightSource,
+        cfg: &SamConfig,
+        with_encoder: bool,
+    ) -> Result<Backends> {
+        let gpu = Arc::new(GpuContext::with_device(ordinal)?);
+        let enc: Option<Box<dyn EncoderBackend>> = match with_encoder {
+            true => Some(Box::new(CudaEncoder::new(
+                Arc::clone(&gpu),
+                w,
+                &cfg.encoder,
+            )?)),
+            false => None,
+        };
+        let dec = CudaDecoder::new(gpu, w, cfg)?;
+        Ok((enc, Some(Box::new(dec))))
+    }
+
+    fn describe(gpu: &GpuContext) -> String {
+        let i = gpu.info();
+        format!("CUDA device {} ({})", i.ordinal, i.name)
+    }
+
+    impl DecoderBackend for CudaDecoder {
+        fn description(&self) -> String {
+            describe(self.gpu())
+        }
+
+        fn decode(&self, embedding: &[f32], prompts: &[DevicePrompt]) -> Result<Vec<DecodedMasks>> {
+            CudaDecoder::decode(self, embedding, prompts)
+        }
+    }
+
     impl EncoderBackend for CudaEncoder {
         fn description(&self) -> String {
-            let i = self.gpu().info();
-            format!("CUDA device {} ({})", i.ordinal, i.name)
+            describe(self.gpu())
         }
 
         fn max_batch(&self) -> usize {
@@ -228,8 +301,8 @@ mod cuda {
 
 #[cfg(not(feature = "cuda"))]
 mod cuda {
-    use super::{ComputeDevice, EncoderBackend};
-    use crate::io::config::EncoderConfig;
+    use super::{Backends, ComputeDevice, EncoderBackend};
+    use crate::io::config::{EncoderConfig, SamConfig};
     use crate::io::weights::WeightSource;
     use crate::{Error, Result};
 
@@ -246,6 +319,10 @@ mod cuda {
     }
 
     pub fn probe() -> Result<ComputeDevice> {
+        Err(unbuilt())
+    }
+
+    pub fn open_model(_: usize, _: &dyn WeightSource, _: &SamConfig, _: bool) -> Result<Backends> {
         Err(unbuilt())
     }
 }

@@ -3,6 +3,7 @@
 //! the call (a prompt alone gets a whole decode, one among others shares the image-side
 //! preparation), so its result for one prompt can move by f32 rounding with its company.
 //! Here the path depends on the prompt alone, so a batched answer is bit for bit the lone one.
+//! (The device decoder's batches have that property already; they go through it.)
 
 use crate::error::Result;
 use crate::sam::predictor::{ImageEmbedding, Prediction, Prompt, Sam};
@@ -18,6 +19,11 @@ impl Sam {
         emb: &ImageEmbedding,
         prompts: &[Prompt],
     ) -> Result<Vec<Prediction>> {
+        if self.decodes_on_device() {
+            // The device decoder pads every batch to a fixed bucket and its kernels do not
+            // look across prompts, so its batch already has this property.
+            return self.predict_batch(emb, prompts);
+        }
         let encoded: Vec<_> = prompts
             .iter()
             .map(|p| self.encode_prompt(emb, p))

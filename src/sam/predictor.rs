@@ -7,6 +7,8 @@ use crate::cpu::model::mask_decoder::{DecoderImage, DecoderOutput, MaskDecoder};
 use crate::cpu::model::prompt_encoder::PromptEncoder;
 use crate::cpu::ops::postprocess::{mask_stats, MaskFrame, MaskStats};
 use crate::cpu::ops::preprocess_patchify::preprocess;
+use crate::cpu::ops::prompt_encoder::sparse_tokens;
+use crate::cuda::model::mask_decoder::DevicePrompt;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::cache::load_model;
 use crate::io::config::{infer_config, SamConfig};
@@ -14,7 +16,7 @@ use crate::io::image::resize::transform_coords_f64;
 use crate::io::image::rgb::RgbImage;
 use crate::io::weights::{count_non_finite, WeightSource};
 pub use crate::sam::backend::ComputeDevice;
-use crate::sam::backend::{self, EncoderBackend};
+use crate::sam::backend::{self, DecoderBackend, EncoderBackend};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -40,6 +42,10 @@ pub struct Sam {
     /// [`Sam::load_decoder`]: decoding a saved embedding needs only the prompt encoder and
     /// mask decoder, and converting the encoder's weights would cost more than the click.
     encoder: Option<Box<dyn EncoderBackend>>,
+    /// The prompt encoder and mask decoder on the device the model was loaded for; None on
+    /// the CPU, where `prompt_encoder` and `decoder` decode. (The automatic mask generator's
+    /// point batches still decode on the CPU.)
+    device_decoder: Option<Box<dyn DecoderBackend>>,
     /// [`crate::io::checkpoint::fingerprint`] of the file the model was loaded from.
     fingerprint: Option<String>,
     prompt_encoder: PromptEncoder,
@@ -213,7 +219,7 @@ impl Sam {
     /// As [`Sam::load_on`], with the options of [`LoadOptions`].
     pub fn load_with(path: &Path, opts: LoadOptions) -> Result<(Sam, Option<String>)> {
         load_model(path, |ckpt| {
-            let mut sam = Sam::build(ckpt, Some(opts.device), opts.image_size)?;
+            let mut sam = Sam::build(ckpt, Some(opts.device), opts.device, opts.image_size)?;
             sam.fingerprint = Some(crate::io::checkpoint::fingerprint(ckpt));
             Ok(sam)
         })
@@ -231,8 +237,19 @@ impl Sam {
         path: &Path,
         image_size: Option<usize>,
     ) -> Result<(Sam, Option<String>)> {
+        Sam::load_decoder_with(
+            path,
+            LoadOptions {
+                device: ComputeDevice::Cpu,
+                image_size,
+            },
+        )
+    }
+
+    /// [`Sam::load_decoder_at`] with the prompt encoder and mask decoder on `opts.device`.
+    pub fn load_decoder_with(path: &Path, opts: LoadOptions) -> Result<(Sam, Option<String>)> {
         load_model(path, |ckpt| {
-            let mut sam = Sam::build(ckpt, None, image_size)?;
+            let mut sam = Sam::build(ckpt, None, opts.device, opts.image_size)?;
             sam.fingerprint = Some(crate::io::checkpoint::fingerprint(ckpt));
             Ok(sam)
         })
@@ -295,12 +312,12 @@ impl Sam {
     /// The model with its image encoder on `device` (no CPU encoder is built for a CUDA
     /// device); an error for CUDA in a build without the `cuda` feature.
     pub fn from_weights_on(w: &dyn WeightSource, device: ComputeDevice) -> Result<Sam> {
-        Sam::build(w, Some(device), None)
+        Sam::build(w, Some(device), device, None)
     }
 
     /// [`Sam::from_weights_on`] with the options of [`LoadOptions`].
     pub fn from_weights_with(w: &dyn WeightSource, opts: LoadOptions) -> Result<Sam> {
-        Sam::build(w, Some(opts.device), opts.image_size)
+        Sam::build(w, Some(opts.device), opts.device, opts.image_size)
     }
 
     /// Where the image encoder runs, in words (e.g. for `--device auto` messages).
@@ -310,6 +327,19 @@ impl Sam {
             .map_or_else(|| "CPU".into(), |e| e.description())
     }
 
+    /// Whether the prompt encoder and mask decoder run on a device (whose result for a
+    /// prompt does not depend on the others decoded with it).
+    pub(crate) fn decodes_on_device(&self) -> bool {
+        self.device_decoder.is_some()
+    }
+
+    /// Where the prompt encoder and mask decoder run, in words.
+    pub fn decoder_description(&self) -> String {
+        self.device_decoder
+            .as_ref()
+            .map_or_else(|| "CPU".into(), |d| d.description())
+    }
+
     /// The image encoder's backend (its device, timings and memory plan); an error for a
     /// model loaded with [`Sam::load_decoder`].
     pub fn encoder_backend(&self) -> Result<&dyn EncoderBackend> {
@@ -317,27 +347,38 @@ impl Sam {
     }
 
     pub fn from_weights(w: &dyn WeightSource) -> Result<Sam> {
-        Sam::build(w, Some(ComputeDevice::Cpu), None)
+        Sam::build(w, Some(ComputeDevice::Cpu), ComputeDevice::Cpu, None)
     }
 
+    /// The model with the image encoder on `encoder_on` (none when None) and the prompt
+    /// encoder and mask decoder on `decoder_on`. The CPU modules are built either way: they
+    /// check the weights' shapes and decode the automatic mask generator's point batches.
     fn build(
         w: &dyn WeightSource,
         encoder_on: Option<ComputeDevice>,
+        decoder_on: ComputeDevice,
         image_size: Option<usize>,
     ) -> Result<Sam> {
         let mut config = infer_config(w)?;
         if let Some(s) = image_size {
             config = config.at_image_size(s)?;
         }
-        let encoder = encoder_on
-            .map(|d| backend::open(d, w, &config.encoder))
-            .transpose()?;
+        let (encoder, device_decoder) = match (encoder_on, decoder_on) {
+            (Some(e), d) if e == d => backend::open_model(d, w, &config, true)?,
+            (e, d) => {
+                let enc = e
+                    .map(|e| backend::open(e, w, &config.encoder))
+                    .transpose()?;
+                (enc, backend::open_model(d, w, &config, false)?.1)
+            }
+        };
         let prompt_encoder = PromptEncoder::load(w, &config)?;
         let decoder = MaskDecoder::load(w, &config)?;
         let dense_pe = prompt_encoder.dense_pe();
         Ok(Sam {
             config,
             encoder,
+            device_decoder,
             fingerprint: None,
             prompt_encoder,
             decoder,
@@ -446,6 +487,18 @@ impl Sam {
         emb: &ImageEmbedding,
         p: &Prompt,
     ) -> Result<(Vec<f32>, usize, Vec<f32>)> {
+        let (pts, bx) = self.input_frame(emb, p)?;
+        self.prompt_encoder
+            .encode(&pts, &p.labels, bx, p.mask_input.as_deref())
+    }
+
+    /// A checked prompt's points and box in the input frame.
+    #[allow(clippy::type_complexity)]
+    fn input_frame(
+        &self,
+        emb: &ImageEmbedding,
+        p: &Prompt,
+    ) -> Result<(Vec<[f32; 2]>, Option<[f32; 4]>)> {
         self.check_prompt(p)?;
         let (orig, input) = (emb.original_size, emb.input_size);
         let pts: Vec<[f32; 2]> = p
@@ -462,8 +515,40 @@ impl Sam {
             let (x1, y1) = transform_coords_f64(b[2], b[3], orig, input);
             [x0, y0, x1, y1]
         });
-        self.prompt_encoder
-            .encode(&pts, &p.labels, bx, p.mask_input.as_deref())
+        Ok((pts, bx))
+    }
+
+    /// Decodes `prompts` on the device decoder, each sliced per its multimask flag.
+    fn decode_device(
+        &self,
+        dec: &dyn DecoderBackend,
+        emb: &ImageEmbedding,
+        prompts: &[Prompt],
+    ) -> Result<Vec<DecoderOutput>> {
+        let device_prompts = prompts
+            .iter()
+            .map(|p| {
+                let (pts, bx) = self.input_frame(emb, p)?;
+                Ok(DevicePrompt {
+                    tokens: sparse_tokens(&pts, &p.labels, bx)?,
+                    mask: p.mask_input.as_deref(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outs = dec.decode(&emb.features, &device_prompts)?;
+        Ok(outs
+            .into_iter()
+            .zip(prompts)
+            .map(|(o, p)| {
+                let num_masks = o.iou.len();
+                let full = DecoderOutput {
+                    low_res: o.low_res,
+                    iou: o.iou,
+                    num_masks,
+                };
+                full.slice(p.multimask)
+            })
+            .collect())
     }
 
     pub(crate) fn finish(&self, emb: &ImageEmbedding, out: DecoderOutput) -> Result<Prediction> {
@@ -497,6 +582,10 @@ impl Sam {
         emb: &ImageEmbedding,
         prompt: &Prompt,
     ) -> Result<DecoderOutput> {
+        if let Some(dec) = self.device_decoder.as_deref() {
+            let prompts = std::slice::from_ref(prompt);
+            return Ok(self.decode_device(dec, emb, prompts)?.remove(0));
+        }
         let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
         self.decoder.forward(
             &emb.features,
@@ -515,6 +604,10 @@ impl Sam {
         emb: &ImageEmbedding,
         prompts: &[Prompt],
     ) -> Result<Vec<Prediction>> {
+        if let Some(dec) = self.device_decoder.as_deref() {
+            let outs = self.decode_device(dec, emb, prompts)?;
+            return outs.into_par_iter().map(|o| self.finish(emb, o)).collect();
+        }
         let mut encoded: Vec<_> = prompts
             .iter()
             .map(|p| self.encode_prompt(emb, p).map(Some))

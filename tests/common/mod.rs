@@ -179,6 +179,30 @@ pub fn prompt_of(p: &Value) -> samrt::Prompt {
     out
 }
 
+/// Max |logit - official| of each stored low-res mask of fixture prompt `p` (none when the
+/// fixture stores no logits); `logits` are a prediction's `[num_masks, 256, 256]`.
+pub fn low_res_diffs(p: &Value, logits: &[f32], num_masks: usize) -> Vec<f32> {
+    let Some(f) = p["low_res"]["file"].as_str() else {
+        return Vec::new();
+    };
+    let (_, lr) = npy_f32(f);
+    let idx: Vec<usize> = p["low_res"]
+        .get("mask_indices")
+        .map(|v| f64s(v).iter().map(|&i| i as usize).collect())
+        .unwrap_or_else(|| (0..num_masks).collect());
+    let channels: Option<Vec<usize>> = p["low_res"]
+        .get("channels")
+        .map(|v| f64s(v).iter().map(|&i| i as usize).collect());
+    let n = 256 * 256;
+    idx.iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let src = channels.as_ref().map_or(k, |c| c[i]);
+            max_abs_diff(&logits[i * n..(i + 1) * n], &lr[src * n..(src + 1) * n])
+        })
+        .collect()
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()

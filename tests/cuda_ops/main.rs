@@ -22,6 +22,7 @@
 mod attention;
 #[path = "../common/mod.rs"]
 mod common;
+mod decoder_ops;
 mod encoder_glue;
 mod executor;
 mod gemm;
@@ -35,10 +36,12 @@ use common::gpu::{gpu_or_skip, Rng};
 
 use attention::QkvStorage::{self, Plain, ScaledQ, ScaledQkv};
 use cudarc::driver::CudaSlice;
+use decoder_ops::LinearCase;
 use gemm::{halved, norows, overflow, plain, rows, ScaleCase};
 use refs::Epi::{Bias, Gelu, Residual};
 use samrt::cpu::ops::postprocess::MaskFrame;
 use samrt::cuda::ops::attention::{AttnPlainShape, AttnRelposShape};
+use samrt::cuda::ops::attn_decoder::{AttnDecoderKind, AttnDecoderShape};
 use samrt::cuda::ops::gemm::{Conv3x3Shape, GemmShape};
 use samrt::cuda::ops::preprocess_patchify::PatchGeom;
 use samrt::cuda::ops::residual_init::ResidualInitShape;
@@ -187,6 +190,112 @@ op_cases! {
     prompt_sparse_37_prompts: PromptSparse { prompts: 37 },
     // Box counts across tile boundaries, integer and float boxes, thresholds 0.7/0.3/0/1.
     nms_1_to_3000_boxes: Nms(&[1, 63, 64, 65, 1000, 3000]),
+
+    // ---- the mask decoder. Prompt counts 1, 3 and 65; tokens per prompt T = 5 output
+    // tokens + sparse: one point (+ pad) 7, 17 points (+ pad) 23, box only 7, mask only 5.
+    // token_linear(m, n, k): fp32 Linear on token rows (16 x 64 tiles, K in steps of 32).
+    token_linear_1x7_qproj_pe: TokenLinear(lin(7, 256, 256).a2()),
+    token_linear_3x23_lin1_relu: TokenLinear(lin(3 * 23, 2048, 256).relu()),
+    token_linear_65x5_lin2_residual: TokenLinear(lin(65 * 5, 256, 2048).acc()),
+    // The heads: one token row per prompt (row stride 7 tokens), the IoU head's 4 outputs.
+    token_linear_65_heads_strided: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(65, 4, 256) }),
+    token_linear_odd_33x37: TokenLinear(lin(3, 33, 37).a2().acc()),
+    // attn_decoder(kind, batch, lq, lk, head_dim, q shared, kv shared): 8 heads.
+    attn_decoder_self_1x7: AttnDec(attn(SELF, 1, 7, 7, 32, false, false)),
+    attn_decoder_self_3x23_17_points: AttnDec(attn(SELF, 3, 23, 23, 32, false, false)),
+    attn_decoder_self_65x5_mask_only: AttnDec(attn(SELF, 65, 5, 5, 32, false, false)),
+    // Token to image: 4096 keys per prompt; a shared image side of 1000 keys (not a multiple
+    // of the 32 lanes) for 65 prompts.
+    attn_decoder_t2i_3x7_4096: AttnDec(attn(T2I, 3, 7, 4096, 16, false, false)),
+    attn_decoder_t2i_65x7_shared_1000: AttnDec(attn(T2I, 65, 7, 1000, 16, false, true)),
+    attn_decoder_t2i_1x23_hd32: AttnDec(attn(T2I, 1, 23, 333, 32, false, false)),
+    // Image to token: a shared image side (layer 0) and per-prompt queries.
+    attn_decoder_i2t_3x4100x7_shared: AttnDec(attn(I2T, 3, 4100, 7, 16, true, false)),
+    attn_decoder_i2t_65x256x5: AttnDec(attn(I2T, 65, 256, 5, 16, false, false)),
+    attn_decoder_i2t_1x100x23_hd64: AttnDec(attn(I2T, 1, 100, 23, 64, false, false)),
+    // layer_norm_pe(rows, dim, pe rows): token rows (no PE), image rows with the PE cycling.
+    layer_norm_pe_65x7_tokens: LayerNormPe { rows: 65 * 7, dim: 256, pe_rows: 65 * 7 },
+    layer_norm_pe_3x300_image: LayerNormPe { rows: 3 * 300, dim: 256, pe_rows: 300 },
+    layer_norm_pe_odd_dim_200: LayerNormPe { rows: 37, dim: 200, pe_rows: 5 },
+    // image_tokens(sides, batch, hw): one shared side copied to 3 prompts; a dense input per
+    // prompt on a grid that is no multiple of the 32-token tile.
+    image_tokens_shared_3x4096: ImageTokens { sides: 1, batch: 3, hw: 4096 },
+    image_tokens_dense_3x250: ImageTokens { sides: 3, batch: 3, hw: 250 },
+    image_tokens_shared_65x256: ImageTokens { sides: 1, batch: 65, hw: 256 },
+    // decoder_tokens(prompts, points, box): output tokens + sparse embeddings.
+    decoder_tokens_1x1_point: DecoderTokens { prompts: 1, points: 1, with_box: false },
+    decoder_tokens_3x17_points: DecoderTokens { prompts: 3, points: 17, with_box: false },
+    decoder_tokens_65_box_only: DecoderTokens { prompts: 65, points: 0, with_box: true },
+    decoder_tokens_3_mask_only: DecoderTokens { prompts: 3, points: 0, with_box: false },
+    decoder_tokens_3_points_and_box: DecoderTokens { prompts: 3, points: 2, with_box: true },
+    // conv_transpose2x2 (batch, grid, cin, cout): the decoder's first upscaling at 64x64 and
+    // 7x7 for 3 prompts; 40 channels (a warp's loop not a multiple of 32).
+    conv_transpose2x2_ln_gelu_1x64_256to64: CtLnGelu { batch: 1, grid: 64, cin: 256, cout: 64 },
+    conv_transpose2x2_ln_gelu_3x7_256to64: CtLnGelu { batch: 3, grid: 7, cin: 256, cout: 64 },
+    conv_transpose2x2_ln_gelu_2x5_64to40: CtLnGelu { batch: 2, grid: 5, cin: 64, cout: 40 },
+    // The second upscaling's scatter and mask product (batch, grid, channels, masks).
+    conv_transpose2x2_masks_3x128: CtMasks { batch: 3, grid: 128, c: 32, masks: 4 },
+    conv_transpose2x2_masks_65x9: CtMasks { batch: 65, grid: 9, c: 32, masks: 4 },
+    conv_transpose2x2_masks_odd: CtMasks { batch: 2, grid: 5, c: 24, masks: 3 },
+}
+
+fn lin(m: usize, n: usize, k: usize) -> LinearCase {
+    LinearCase {
+        m,
+        n,
+        k,
+        lda_pad: 0,
+        a2: false,
+        relu: false,
+        accumulate: false,
+    }
+}
+
+trait LinearFlags {
+    fn a2(self) -> Self;
+    fn relu(self) -> Self;
+    fn acc(self) -> Self;
+}
+
+impl LinearFlags for LinearCase {
+    fn a2(self) -> Self {
+        LinearCase { a2: true, ..self }
+    }
+    fn relu(self) -> Self {
+        LinearCase { relu: true, ..self }
+    }
+    fn acc(self) -> Self {
+        LinearCase {
+            accumulate: true,
+            ..self
+        }
+    }
+}
+
+const SELF: AttnDecoderKind = AttnDecoderKind::SelfAttn;
+const T2I: AttnDecoderKind = AttnDecoderKind::TokenToImage;
+const I2T: AttnDecoderKind = AttnDecoderKind::ImageToToken;
+
+#[allow(clippy::too_many_arguments)]
+fn attn(
+    kind: AttnDecoderKind,
+    batch: usize,
+    lq: usize,
+    lk: usize,
+    head_dim: usize,
+    q_shared: bool,
+    kv_shared: bool,
+) -> AttnDecoderShape {
+    AttnDecoderShape {
+        kind,
+        batch,
+        lq,
+        lk,
+        heads: 8,
+        head_dim,
+        q_shared,
+        kv_shared,
+    }
 }
 
 /// One row of the table.
@@ -239,6 +348,35 @@ enum Case {
     },
     /// Box counts.
     Nms(&'static [usize]),
+    TokenLinear(LinearCase),
+    AttnDec(AttnDecoderShape),
+    LayerNormPe {
+        rows: usize,
+        dim: usize,
+        pe_rows: usize,
+    },
+    ImageTokens {
+        sides: usize,
+        batch: usize,
+        hw: usize,
+    },
+    DecoderTokens {
+        prompts: usize,
+        points: usize,
+        with_box: bool,
+    },
+    CtLnGelu {
+        batch: usize,
+        grid: usize,
+        cin: usize,
+        cout: usize,
+    },
+    CtMasks {
+        batch: usize,
+        grid: usize,
+        c: usize,
+        masks: usize,
+    },
 }
 use Case::*;
 
@@ -352,6 +490,29 @@ fn run(test: &str, case: Case) {
         MaskDownscaling { masks } => mask_ops::run_mask_downscaling(g, r, masks),
         PromptSparse { prompts } => mask_ops::run_prompt_sparse(g, r, prompts),
         Nms(sizes) => mask_ops::run_nms(g, r, sizes),
+        TokenLinear(c) => decoder_ops::run_token_linear(g, r, c),
+        AttnDec(c) => decoder_ops::run_attn_decoder(g, r, c),
+        LayerNormPe { rows, dim, pe_rows } => {
+            decoder_ops::run_layer_norm_pe(g, r, rows, dim, pe_rows)
+        }
+        ImageTokens { sides, batch, hw } => decoder_ops::run_image_tokens(g, r, sides, batch, hw),
+        DecoderTokens {
+            prompts,
+            points,
+            with_box,
+        } => decoder_ops::run_decoder_tokens(g, r, prompts, points, with_box),
+        CtLnGelu {
+            batch,
+            grid,
+            cin,
+            cout,
+        } => decoder_ops::run_conv_transpose2x2_ln_gelu(g, r, batch, grid, cin, cout),
+        CtMasks {
+            batch,
+            grid,
+            c,
+            masks,
+        } => decoder_ops::run_conv_transpose2x2_masks(g, r, batch, grid, c, masks),
     }
 }
 

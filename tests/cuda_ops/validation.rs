@@ -587,3 +587,11 @@ fn encoder_op_shapes_are_validated() {
         );
     }
 }
+
+#[test]
+fn decoder_launchers_reject_bad_shapes() {
+    let Some(gpu) = gpu_or_skip("decoder_launchers_reject_bad_shapes") else {
+        return;
+    };
+    crate::decoder_ops::run_decoder_validation(&gpu);
+}

@@ -40,7 +40,7 @@ pub struct DecoderOutput {
 
 impl DecoderOutput {
     /// The official multimask slicing: masks 1.. when `multimask`, else mask 0 only.
-    fn slice(self, multimask: bool) -> DecoderOutput {
+    pub fn slice(self, multimask: bool) -> DecoderOutput {
         let range = if multimask {
             1..self.num_masks
         } else {

@@ -161,7 +161,8 @@ impl PromptEncoder {
         (self.pe.gauss.clone(), table, self.input_size)
     }
 
-    /// The mask_downscaling weights packed as the GPU kernel reads them: conv1 w, b, ln1 w, b,
+    /// The mask_downscaling weights packed as the GPU kernel reads them (of
+    /// [`crate::cpu::ops::prompt_encoder::mask_packed_len`] values): conv1 w, b, ln1 w, b,
     /// conv2 w, b, ln2 w, b, conv3 w `[dim, mask_in_chans]`, b (official layouts).
     pub fn mask_downscaling_packed(&self) -> Vec<f32> {
         [

@@ -2,13 +2,17 @@
 //! family (`kernels/<family>.cu`, `cuda/ops/<family>.rs`).
 
 pub mod attention;
+pub mod attn_decoder;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod conv_transpose2x2;
 pub mod folded_attention;
 pub mod gelu;
 pub mod gemm;
+pub mod image_tokens;
 pub mod interpolate;
 pub mod layer_norm;
+pub mod layer_norm_pe;
 pub mod nms;
 pub mod output_upscaling;
 pub mod postprocess;
@@ -17,4 +21,5 @@ pub mod prompt_encoder;
 pub mod residual_init;
 pub mod softmax;
 pub mod strided_conv2d;
+pub mod token_linear;
 pub mod vmath;

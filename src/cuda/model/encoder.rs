@@ -8,7 +8,7 @@ use crate::graph::ops::{
     PreprocessPatchify, ResidualInit,
 };
 use crate::graph::schedule::Graph;
-use crate::graph::weights::WeightId;
+use crate::graph::weights::{HostTensor, WeightId};
 use crate::io::config::EncoderConfig;
 use crate::io::weights::WeightSource;
 use crate::Result;
@@ -316,20 +316,27 @@ impl EncoderPlan {
     }
 }
 
+impl EncoderPlan {
+    /// Plans `graph` after checking that it reads exactly `tensors` (the decoder's schedule
+    /// is planned the same way).
+    pub fn new(graph: Graph<Op>, tensors: &[HostTensor]) -> Result<Self> {
+        graph.weights.check(tensors)?;
+        let plan = crate::graph::planner::plan(&graph);
+        Ok(EncoderPlan {
+            plan,
+            graph,
+            weight_bytes: crate::graph::weights::block_bytes(tensors),
+        })
+    }
+}
+
 pub fn plan_encoder(
     w: &dyn WeightSource,
     cfg: &EncoderConfig,
     batch: usize,
 ) -> Result<EncoderPlan> {
     let (tensors, scales) = prepare_weights(w, cfg)?;
-    let (graph, _) = build_graph(cfg, &scales, batch);
-    graph.weights.check(&tensors)?;
-    let plan = crate::graph::planner::plan(&graph);
-    Ok(EncoderPlan {
-        plan,
-        graph,
-        weight_bytes: crate::graph::weights::block_bytes(&tensors),
-    })
+    EncoderPlan::new(build_graph(cfg, &scales, batch).0, &tensors)
 }
 
 /// Device memory of the encoder at `batch`, before anything runs: (weight block bytes,

@@ -1,7 +1,12 @@
 //! SAM's modules as schedules of named CUDA ops, and the fp16 storage numerics they need.
-//! Host-only apart from `encoder_exec`, which binds the encoder schedule to a device.
+//! Host-only apart from `encoder_exec` and `mask_decoder_exec`, which bind the schedules to a
+//! device.
 
+pub mod decoder_weights;
 pub mod encoder;
 #[cfg(feature = "cuda")]
 pub mod encoder_exec;
+pub mod mask_decoder;
+#[cfg(feature = "cuda")]
+pub mod mask_decoder_exec;
 pub mod scales;

@@ -18,8 +18,7 @@ pub const MD_LN_EPS: f32 = 1e-6;
 /// Length of the packed weights for `dim` output channels
 /// ([`crate::cpu::model::prompt_encoder::PromptEncoder::mask_downscaling_packed`]).
 pub fn packed_len(dim: usize) -> usize {
-    let (c1, c2) = (MD_MASK_IN_CHANS / 4, MD_MASK_IN_CHANS);
-    c1 * 4 + 3 * c1 + c2 * c1 * 4 + 3 * c2 + dim * c2 + dim
+    crate::cpu::ops::prompt_encoder::mask_packed_len(dim)
 }
 
 /// Dense embeddings of `masks` mask inputs of side `4 * grid`.
@@ -32,13 +31,29 @@ pub fn mask_downscaling(
     grid: usize,
     dim: usize,
 ) -> Result<CudaSlice<f32>> {
+    let mut out = gpu.zeros_f32(stream, masks * dim * grid * grid)?;
+    mask_downscaling_into(gpu, stream, mask_logits, masks, packed, grid, dim, &mut out)?;
+    Ok(out)
+}
+
+/// [`mask_downscaling`] into a caller's buffer (the decoder schedule's arena).
+#[allow(clippy::too_many_arguments)]
+pub fn mask_downscaling_into(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    mask_logits: &dyn DevicePtr<f32>,
+    masks: usize,
+    packed: &dyn DevicePtr<f32>,
+    grid: usize,
+    dim: usize,
+    out: &mut dyn DevicePtrMut<f32>,
+) -> Result<()> {
     gpu.check_stream(stream)?;
     if masks == 0 || masks > 65_535 || grid == 0 || dim == 0 {
         return Err(Error::Unsupported(format!(
             "mask_downscaling on {masks} masks (1..=65535), grid {grid}, dim {dim}"
         )));
     }
-    check_len("mask_downscaling weights", packed.len(), packed_len(dim))?;
     if packed.len() != packed_len(dim) {
         return Err(Error::Unsupported(format!(
             "mask_downscaling weights hold {} values; mask_in_chans {MD_MASK_IN_CHANS} and dim \
@@ -49,7 +64,7 @@ pub fn mask_downscaling(
     }
     let side = 4 * grid;
     check_len("mask inputs", mask_logits.len(), masks * side * side)?;
-    let mut out = gpu.zeros_f32(stream, masks * dim * grid * grid)?;
+    check_len("dense embeddings", out.len(), masks * dim * grid * grid)?;
     let f = gpu.function("mask_downscaling_f32")?;
     let (mp, _m) = mask_logits.device_ptr(stream);
     let (pp, _p) = packed.device_ptr(stream);
@@ -66,7 +81,5 @@ pub fn mask_downscaling(
     // exactly packed_len(dim), the output masks*dim*g*g.
     guarded("mask_downscaling_f32", || {
         unsafe { b.launch(cfg) }.map(|_| ())
-    })?;
-    drop((_m, _p, _o));
-    Ok(out)
+    })
 }

@@ -3,15 +3,21 @@
 //! launches.
 
 pub mod attention;
+pub mod attn_decoder;
 pub mod cast_rows;
+pub mod conv_transpose2x2;
+mod decoder_launch;
 pub mod gemm;
+pub mod image_tokens;
 pub mod layer_norm;
+pub mod layer_norm_pe;
 pub mod mask_downscaling;
 pub mod nms;
 pub mod postprocess;
 pub mod preprocess_patchify;
 pub mod prompt_encoder;
 pub mod residual_init;
+pub mod token_linear;
 
 use cudarc::driver::DevicePtr;
 
@@ -184,6 +190,14 @@ impl Launch for Op {
                 },
                 &mut cx.buf::<u16>(c.out)?,
             ),
+            Op::DecoderTokens(t) => decoder_launch::decoder_tokens_op(t, cx),
+            Op::MaskDownscaling(m) => decoder_launch::mask_downscaling_op(m, cx),
+            Op::ImageTokens(t) => decoder_launch::image_tokens_op(t, cx),
+            Op::TokenLinear(l) => decoder_launch::token_linear_op(l, cx),
+            Op::AttnDecoder(a) => decoder_launch::attn_decoder_op(a, cx),
+            Op::LayerNormPe(l) => decoder_launch::layer_norm_pe_op(l, cx),
+            Op::ConvTranspose2x2LnGelu(c) => decoder_launch::ct_ln_gelu_op(c, cx),
+            Op::ConvTranspose2x2Masks(c) => decoder_launch::ct_masks_op(c, cx),
         }
     }
 }

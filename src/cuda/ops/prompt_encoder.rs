@@ -13,33 +13,9 @@ use crate::{Error, Result};
 
 /// Threads per block along the Fourier features.
 pub const PE_THREADS: usize = 128;
-/// Token kinds, as the kernel's table rows.
-pub const KIND_NOT_A_POINT: i32 = 0;
-pub const KIND_BOX_CORNER0: i32 = 3;
-pub const KIND_BOX_CORNER1: i32 = 4;
-
-/// One prompt's tokens in the official order: points, the pad point when there is no box,
-/// then the two box corners. Coordinates in the 1024 input frame.
-pub fn prompt_tokens(
-    points: &[[f32; 2]],
-    labels: &[i32],
-    box_xyxy: Option<[f32; 4]>,
-) -> Result<Vec<([f32; 2], i32)>> {
-    crate::cpu::ops::prompt_encoder::check_sparse(points, labels, box_xyxy)?;
-    let mut t = Vec::with_capacity(points.len() + 2);
-    for (p, &l) in points.iter().zip(labels) {
-        t.push((*p, l + 1));
-    }
-    match box_xyxy {
-        None if !points.is_empty() => t.push(([0.0, 0.0], KIND_NOT_A_POINT)),
-        None => {}
-        Some(b) => {
-            t.push(([b[0], b[1]], KIND_BOX_CORNER0));
-            t.push(([b[2], b[3]], KIND_BOX_CORNER1));
-        }
-    }
-    Ok(t)
-}
+pub use crate::cpu::ops::prompt_encoder::{
+    sparse_tokens as prompt_tokens, KIND_BOX_CORNER0, KIND_BOX_CORNER1, KIND_NOT_A_POINT,
+};
 
 /// Pads every prompt to the longest with not-a-point tokens: `(coords [n*2], kinds [n],
 /// tokens per prompt)`.
@@ -107,6 +83,67 @@ pub fn sparse_embeddings(
     guarded("prompt_sparse_f32", || unsafe { b.launch(cfg) }.map(|_| ()))?;
     drop((_c, _k, _g, _t, _o));
     Ok(out)
+}
+
+/// The decoder's token matrix for `batch` prompts of `sparse` tokens each
+/// (`decoder_tokens_f32`): per prompt the `prefix` rows (IoU token, mask tokens) then the
+/// sparse embeddings. `coords` `[batch * sparse, 2]` and `kinds` `[batch * sparse]` as
+/// [`pad_prompts`] makes them; `out` `[batch, prefix_rows + sparse, 2 * feats]`.
+#[allow(clippy::too_many_arguments)]
+pub fn decoder_tokens(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    coords: &dyn DevicePtr<f32>,
+    kinds: &dyn DevicePtr<i32>,
+    gauss: &dyn DevicePtr<f32>,
+    table: &dyn DevicePtr<f32>,
+    prefix: &dyn DevicePtr<f32>,
+    (batch, sparse, prefix_rows): (usize, usize, usize),
+    input_size: usize,
+    out: &mut dyn DevicePtrMut<f32>,
+) -> Result<()> {
+    gpu.check_stream(stream)?;
+    let feats = gauss.len() / 2;
+    let rows = batch * (prefix_rows + sparse);
+    if rows == 0 || feats == 0 || rows > 65_535 || input_size == 0 {
+        return Err(Error::Unsupported(format!(
+            "decoder_tokens on {batch} prompts of {prefix_rows} + {sparse} tokens (at most \
+             65535 rows), {feats} features, input {input_size}"
+        )));
+    }
+    let dim = 2 * feats;
+    check_len("prompt table", table.len(), 5 * dim)?;
+    check_len("output tokens", prefix.len(), prefix_rows * dim)?;
+    check_len("prompt coords", coords.len(), 2 * batch * sparse)?;
+    check_len("prompt kinds", kinds.len(), batch * sparse)?;
+    check_len("decoder tokens", out.len(), rows * dim)?;
+    let f = gpu.function("decoder_tokens_f32")?;
+    let (cp, _c) = coords.device_ptr(stream);
+    let (kp, _k) = kinds.device_ptr(stream);
+    let (gp, _g) = gauss.device_ptr(stream);
+    let (tp, _t) = table.device_ptr(stream);
+    let (pp, _p) = prefix.device_ptr(stream);
+    let (op, _o) = out.device_ptr_mut(stream);
+    let (n, pr, ff) = (
+        as_i32("sparse tokens", sparse)?,
+        as_i32("prefix rows", prefix_rows)?,
+        as_i32("features", feats)?,
+    );
+    let size = input_size as f32;
+    let two_pi = (2.0 * std::f64::consts::PI) as f32;
+    let mut b = stream.launch_builder(f);
+    b.arg(&cp).arg(&kp).arg(&gp).arg(&tp).arg(&pp);
+    b.arg(&n).arg(&pr).arg(&ff).arg(&size).arg(&two_pi).arg(&op);
+    let cfg = LaunchConfig {
+        grid_dim: (feats.div_ceil(PE_THREADS) as u32, rows as u32, 1),
+        block_dim: (PE_THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: arguments match the kernel; every buffer holds the lengths checked above. The
+    // kinds must be in 0..5: the schedule's caller writes them from `prompt_tokens`.
+    guarded("decoder_tokens_f32", || {
+        unsafe { b.launch(cfg) }.map(|_| ())
+    })
 }
 
 #[cfg(test)]

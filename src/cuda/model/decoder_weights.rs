@@ -1,0 +1,189 @@
+//! The decoder schedule's weights on the host: the official tensors in the dtype each op
+//! reads them in, and the derived ones (output tokens, the prompt encoder's tables, the
+//! token-major dense PE, the upscaling GEMM layouts); and the plan `samrt info --graph`
+//! prints.
+
+use crate::cpu::model::prompt_encoder::PromptEncoder;
+use crate::cpu::ops::conv_transpose2x2::gemm_layout;
+use crate::cpu::ops::layer_norm::transpose;
+use crate::cuda::model::encoder::EncoderPlan;
+use crate::cuda::model::mask_decoder::{
+    build_graph, DecoderDims, DecoderKey, DENSE_PE, GAUSS, MASK_PACKED, NO_MASK, OUTPUT_TOKENS, P,
+    SPARSE_TABLE,
+};
+use crate::error::{Error, Result};
+use crate::graph::buffer::DType;
+use crate::graph::weights::HostTensor;
+use crate::io::config::SamConfig;
+use crate::io::weights::WeightSource;
+
+/// Every tensor the decoder schedules read, converted for the device: the official tensors
+/// in the dtype the schedule reads them in, and the derived ones (output tokens, the
+/// prompt encoder's tables, the token-major dense PE, the upscaling GEMM layouts).
+pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<HostTensor>> {
+    let d = DecoderDims::new(cfg)?;
+    let pe = PromptEncoder::load(w, cfg)?;
+    // A schedule with mask inputs reads every weight any schedule reads.
+    let key = DecoderKey {
+        batch: 1,
+        sparse: 1,
+        mask_input: true,
+    };
+    let (graph, _) = build_graph(&d, key);
+    let (dim, hw) = (d.dim, d.hw());
+    let (gauss, table, _) = pe.sparse_tables();
+    let official = |name: &str| -> Result<Vec<f32>> {
+        let shape = w
+            .shape(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        w.f32(name, &shape)
+    };
+    let upscaling = |i: usize, cin: usize, cout: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+        let wt = official(&format!("{P}.output_upscaling.{i}.weight"))?;
+        let bs = official(&format!("{P}.output_upscaling.{i}.bias"))?;
+        Ok(gemm_layout(&wt, &bs, cin, cout))
+    };
+    let (up0, up3) = (upscaling(0, dim, dim / 4)?, upscaling(3, dim / 4, dim / 8)?);
+    let mut out = Vec::with_capacity(graph.weights.entries.len());
+    for e in &graph.weights.entries {
+        let values = match e.name.as_str() {
+            OUTPUT_TOKENS => {
+                let mut v = official(&format!("{P}.iou_token.weight"))?;
+                v.extend(official(&format!("{P}.mask_tokens.weight"))?);
+                v
+            }
+            GAUSS => gauss.clone(),
+            SPARSE_TABLE => table.clone(),
+            NO_MASK => official(NO_MASK)?,
+            MASK_PACKED => pe.mask_downscaling_packed(),
+            DENSE_PE => transpose(&pe.dense_pe(), dim, hw),
+            n if n == format!("{P}.output_upscaling.0.gemm.weight") => up0.0.clone(),
+            n if n == format!("{P}.output_upscaling.0.gemm.bias") => up0.1.clone(),
+            n if n == format!("{P}.output_upscaling.3.gemm.weight") => up3.0.clone(),
+            n if n == format!("{P}.output_upscaling.3.gemm.bias") => up3.1.clone(),
+            n => official(n)?,
+        };
+        if values.len() != e.len {
+            return Err(Error::Shape {
+                name: e.name.clone(),
+                expected: vec![e.len],
+                got: vec![values.len()],
+            });
+        }
+        out.push(match e.dtype {
+            DType::F16 => HostTensor::f16(e.name.clone(), &values)?,
+            _ => HostTensor::f32(e.name.clone(), &values),
+        });
+    }
+    Ok(out)
+}
+
+/// The decoder's schedule for `key` with its plan and weight bytes (host-only: `samrt info
+/// --graph`).
+pub fn plan_decoder(w: &dyn WeightSource, cfg: &SamConfig, key: DecoderKey) -> Result<EncoderPlan> {
+    let d = DecoderDims::new(cfg)?;
+    let tensors = prepare_weights(w, cfg)?;
+    EncoderPlan::new(build_graph(&d, key).0, &tensors)
+}
+
+/// Host-side tests of the decoder schedule: keys, batching, the weights it reads.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::model::mask_decoder::random_decoder_weights;
+    use crate::cuda::model::mask_decoder::{plan_batches, DevicePrompt};
+    use crate::graph::ops::{Op, OpDesc};
+
+    fn vit_b() -> SamConfig {
+        SamConfig::by_name("vit_b").unwrap()
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        for batch in [1, 2, 16] {
+            for sparse in [0, 1, 2, 18, 1026] {
+                for mask_input in [false, true] {
+                    let k = DecoderKey {
+                        batch,
+                        sparse,
+                        mask_input,
+                    };
+                    assert_eq!(DecoderKey::unpack(k.pack()), k);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prompts_are_grouped_by_shape_and_bucketed() {
+        let pt = ([1.0, 2.0], 2);
+        let mask = vec![0.0f32; 16];
+        let p = |n: usize, m: bool| DevicePrompt {
+            tokens: vec![pt; n],
+            mask: m.then_some(mask.as_slice()),
+        };
+        let mut prompts = vec![p(2, false), p(3, false), p(2, true)];
+        prompts.extend((0..19).map(|_| p(2, false)));
+        let plan = plan_batches(&prompts);
+        let keys: Vec<(usize, usize, bool, usize)> = plan
+            .iter()
+            .map(|(k, idx)| (k.batch, k.sparse, k.mask_input, idx.len()))
+            .collect();
+        // 20 two-token prompts: 16, then 4 (a batch of 4); the others alone.
+        assert_eq!(
+            keys,
+            vec![
+                (16, 2, false, 16),
+                (4, 2, false, 4),
+                (1, 3, false, 1),
+                (1, 2, true, 1)
+            ]
+        );
+        let mut seen: Vec<usize> = plan.iter().flat_map(|(_, i)| i.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, (0..prompts.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn schedule_reads_exactly_the_prepared_weights() {
+        let cfg = vit_b();
+        let w = random_decoder_weights(&cfg, 7);
+        let tensors = prepare_weights(&w, &cfg).unwrap();
+        let d = DecoderDims::new(&cfg).unwrap();
+        for mask_input in [false, true] {
+            let key = DecoderKey {
+                batch: 2,
+                sparse: 3,
+                mask_input,
+            };
+            let (g, io) = build_graph(&d, key);
+            g.weights.check(&tensors).unwrap();
+            assert_eq!(io.masks.is_some(), mask_input);
+            // Without mask inputs layer 0's image side is computed once for both prompts.
+            let first_kproj = g
+                .nodes
+                .iter()
+                .find(|n| {
+                    n.label
+                        .ends_with("layers.0.cross_attn_token_to_image.k_proj")
+                })
+                .unwrap();
+            let Op::Gemm(gm) = &first_kproj.op else {
+                panic!("k_proj is a gemm")
+            };
+            assert_eq!(gm.m, if mask_input { 2 } else { 1 } * d.hw());
+            assert_eq!(g.get(io.low_res).len, 2 * 4 * 256 * 256);
+            assert!(g.nodes.iter().all(|n| !n.op.entry_point().is_empty()));
+        }
+    }
+
+    #[test]
+    fn unsupported_decoders_are_refused() {
+        let mut cfg = vit_b();
+        cfg.transformer_heads = 16; // 128-wide cross attention: head dim 8
+        assert!(matches!(DecoderDims::new(&cfg), Err(Error::Unsupported(_))));
+        let mut cfg = vit_b();
+        cfg.transformer_depth = 0;
+        assert!(DecoderDims::new(&cfg).is_err());
+    }
+}

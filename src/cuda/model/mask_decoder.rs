@@ -1,0 +1,708 @@
+//! The prompt encoder and mask decoder as one schedule of named ops (`crate::graph::ops`),
+//! mirroring `MaskDecoder.predict_masks` and `TwoWayTransformer.forward` for a batch of
+//! prompts that share one image embedding, the same token count and the same kind of dense
+//! input (all with a mask input, or none). Labels name the official modules.
+//!
+//! Numerics: the prompt-token side (a few rows per prompt) runs in fp32 (`token_linear`,
+//! `attn_decoder`, `layer_norm_pe`); the image side (4096 tokens per prompt) runs its
+//! projections and the output upscaling on the fp16 tensor-core `gemm` with fp32
+//! accumulation, while the image tokens' residual stream stays fp32. Nothing is folded: the
+//! per-prompt image-side projections are plain GEMMs. What does not depend on the prompt
+//! is done once per run: the dense positional encoding is a weight (computed on the host at
+//! load), and without mask inputs layer 0's image tokens and their token->image keys and
+//! values and image->token queries are computed once and shared by every prompt (batch
+//! stride 0 in the attention kernels).
+
+use crate::error::{Error, Result};
+use crate::graph::buffer::{BufId, DType, Role};
+use crate::graph::decoder_ops::{
+    AttnDecoder, AttnDecoderKind, AttnDecoderShape, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks,
+    DecoderTokens, ImageTokens, LayerNormPe, MaskDownscaling, TokenLinear, ATTN_DECODER_HEAD_DIMS,
+};
+use crate::graph::ops::{Gemm, GemmEpilogue, Op};
+use crate::graph::schedule::Graph;
+use crate::graph::weights::WeightId;
+use crate::io::config::SamConfig;
+
+pub(crate) const P: &str = "mask_decoder";
+const T: &str = "mask_decoder.transformer";
+/// nn.LayerNorm's default eps (the transformer's norms).
+const LN_EPS: f32 = 1e-5;
+/// LayerNorm2d's eps (the output upscaling).
+const LN2D_EPS: f32 = 1e-6;
+/// Most prompts one run decodes (an arena and a captured graph per shape).
+pub const MAX_DECODE_BATCH: usize = 16;
+
+/// Derived tensors the schedule reads besides the official ones.
+pub(crate) const OUTPUT_TOKENS: &str = "mask_decoder.output_tokens";
+pub(crate) const GAUSS: &str = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix";
+pub(crate) const SPARSE_TABLE: &str = "prompt_encoder.sparse_table";
+pub(crate) const NO_MASK: &str = "prompt_encoder.no_mask_embed.weight";
+pub(crate) const MASK_PACKED: &str = "prompt_encoder.mask_downscaling.packed";
+pub(crate) const DENSE_PE: &str = "prompt_encoder.dense_pe.token_major";
+
+/// The decoder's dimensions, from the model configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecoderDims {
+    pub dim: usize,
+    pub heads: usize,
+    pub depth: usize,
+    pub mlp: usize,
+    pub masks: usize,
+    pub iou_hidden: usize,
+    pub grid: usize,
+    pub input_size: usize,
+}
+
+impl DecoderDims {
+    /// The dimensions, refused where no kernel fits them.
+    pub fn new(cfg: &SamConfig) -> Result<Self> {
+        let d = DecoderDims {
+            dim: cfg.prompt_embed_dim,
+            heads: cfg.transformer_heads,
+            depth: cfg.transformer_depth,
+            mlp: cfg.transformer_mlp_dim,
+            masks: cfg.num_mask_tokens,
+            iou_hidden: cfg.iou_head_hidden_dim,
+            grid: cfg.encoder.grid(),
+            input_size: cfg.encoder.img_size,
+        };
+        let fits = cfg.mask_in_chans == 16
+            && d.heads > 0
+            && d.dim.is_multiple_of(16 * d.heads)
+            && ATTN_DECODER_HEAD_DIMS.contains(&(d.dim / d.heads))
+            && ATTN_DECODER_HEAD_DIMS.contains(&(d.dim / 2 / d.heads))
+            && d.depth > 0
+            && d.masks > 0
+            && d.grid > 0;
+        if !fits {
+            return Err(Error::Unsupported(format!(
+                "the CUDA mask decoder needs a width divisible by 16 x heads with head dims in \
+                 {ATTN_DECODER_HEAD_DIMS:?}, 16 mask channels and at least one layer; this \
+                 model has width {}, {} heads, {} mask channels, {} layers",
+                d.dim, d.heads, cfg.mask_in_chans, d.depth
+            )));
+        }
+        Ok(d)
+    }
+
+    pub fn hw(&self) -> usize {
+        self.grid * self.grid
+    }
+
+    /// Rows before the sparse tokens: the IoU token and the mask tokens.
+    pub fn prefix(&self) -> usize {
+        1 + self.masks
+    }
+
+    /// Side of the low-res masks and mask inputs.
+    pub fn low_res(&self) -> usize {
+        4 * self.grid
+    }
+}
+
+/// What one schedule decodes: `batch` prompts of `sparse` tokens each, with or without mask
+/// inputs. Packed into the executor's shape key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderKey {
+    pub batch: usize,
+    pub sparse: usize,
+    pub mask_input: bool,
+}
+
+impl DecoderKey {
+    pub fn pack(self) -> usize {
+        (self.sparse << 16) | (self.batch << 1) | self.mask_input as usize
+    }
+
+    pub fn unpack(key: usize) -> Self {
+        DecoderKey {
+            batch: (key >> 1) & 0x7fff,
+            sparse: key >> 16,
+            mask_input: key & 1 == 1,
+        }
+    }
+}
+
+/// Buffers the caller fills before a run and reads after it.
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderIo {
+    /// fp32 `[dim, grid, grid]`: the image embedding.
+    pub embedding: BufId,
+    /// fp32 `[batch * sparse, 2]` and i32 `[batch * sparse]`: token coordinates in the input
+    /// frame and kinds (`cuda::ops::prompt_encoder::prompt_tokens`).
+    pub coords: BufId,
+    pub kinds: BufId,
+    /// fp32 `[batch, 4 grid, 4 grid]` mask inputs, when the key has them.
+    pub masks: Option<BufId>,
+    /// fp32 `[batch, masks, 4 grid, 4 grid]` and `[batch, masks]`: every mask token's output.
+    pub low_res: BufId,
+    pub iou: BufId,
+}
+
+struct Builder<'a> {
+    gr: Graph<Op>,
+    d: &'a DecoderDims,
+    batch: usize,
+    /// Tokens per prompt.
+    t: usize,
+}
+
+impl Builder<'_> {
+    fn w(&mut self, name: &str, dtype: DType, len: usize) -> WeightId {
+        self.gr.weights.id(name, dtype, len)
+    }
+
+    /// A scratch buffer, named after its module without the common prefixes.
+    fn scratch(&mut self, name: String, dtype: DType, len: usize) -> BufId {
+        let short = name.trim_start_matches("mask_decoder.");
+        let short = short.trim_start_matches("transformer.");
+        self.gr.buffer(short, dtype, len, Role::Intermediate)
+    }
+
+    fn f32s(&mut self, name: String, len: usize) -> BufId {
+        self.scratch(name, DType::F32, len)
+    }
+
+    fn f16s(&mut self, name: String, len: usize) -> BufId {
+        self.scratch(name, DType::F16, len)
+    }
+
+    /// fp32 Linear `{name}` on `m` rows: `out[.., out_off] (+)= act((a + a2) @ w^T + b)`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        name: &str,
+        (a, a_offset, lda, a2): (BufId, usize, usize, Option<BufId>),
+        (out, out_offset, ldo): (BufId, usize, usize),
+        (m, n, k): (usize, usize, usize),
+        relu: bool,
+        accumulate: bool,
+    ) {
+        let weight = self.w(&format!("{name}.weight"), DType::F32, n * k);
+        let bias = self.w(&format!("{name}.bias"), DType::F32, n);
+        let op = TokenLinear {
+            a,
+            a_offset,
+            lda,
+            a2,
+            weight,
+            bias,
+            out,
+            out_offset,
+            ldo,
+            m,
+            n,
+            k,
+            relu,
+            accumulate,
+        };
+        self.gr.add(name, Op::TokenLinear(op));
+    }
+
+    /// fp32 Linear on every token row (`a` and `out` contiguous).
+    fn tokens_linear(
+        &mut self,
+        name: &str,
+        a: BufId,
+        a2: Option<BufId>,
+        out: BufId,
+        nk: (usize, usize),
+        acc: bool,
+    ) {
+        let rows = self.batch * self.t;
+        let (n, k) = nk;
+        self.linear(name, (a, 0, k, a2), (out, 0, n), (rows, n, k), false, acc);
+    }
+
+    /// fp16 tensor-core Linear `{name}` on image rows.
+    fn image_linear(
+        &mut self,
+        name: &str,
+        a: BufId,
+        out: BufId,
+        (m, n, k): (usize, usize, usize),
+        epilogue: GemmEpilogue,
+    ) {
+        let gemm = Gemm {
+            a,
+            weight: self.w(&format!("{name}.weight"), DType::F16, n * k),
+            bias: Some(self.w(&format!("{name}.bias"), DType::F32, n)),
+            out,
+            epilogue,
+            m,
+            n,
+            k,
+            in_scale: 1.0,
+            out_scale: 1.0,
+            row_scale: None,
+        };
+        self.gr.add(name, Op::Gemm(gemm));
+    }
+
+    fn norm(&mut self, name: &str, x: BufId, rows: usize, copies: Option<(BufId, BufId)>) {
+        let dim = self.d.dim;
+        let gamma = self.w(&format!("{name}.weight"), DType::F32, dim);
+        let beta = self.w(&format!("{name}.bias"), DType::F32, dim);
+        let hw = self.d.hw();
+        let pe = copies.map(|_| self.w(DENSE_PE, DType::F32, hw * dim));
+        let op = LayerNormPe {
+            x,
+            gamma,
+            beta,
+            pe,
+            out16: copies.map(|c| c.0),
+            outpe16: copies.map(|c| c.1),
+            rows,
+            dim,
+            pe_rows: hw,
+            eps: LN_EPS,
+        };
+        self.gr.add(name, Op::LayerNormPe(op));
+    }
+
+    fn attn(
+        &mut self,
+        label: &str,
+        kind: AttnDecoderKind,
+        (q, k, v, out): (BufId, BufId, BufId, BufId),
+        (lq, lk, width): (usize, usize, usize),
+        shared: (bool, bool),
+    ) {
+        let heads = self.d.heads;
+        let shape = AttnDecoderShape {
+            kind,
+            batch: self.batch,
+            lq,
+            lk,
+            heads,
+            head_dim: width / heads,
+            q_shared: shared.0,
+            kv_shared: shared.1,
+        };
+        let op = AttnDecoder {
+            q,
+            k,
+            v,
+            out,
+            shape,
+        };
+        self.gr.add(label, Op::AttnDecoder(op));
+    }
+
+    /// Token->image cross attention `{name}` of the queries (PE added) on the image side
+    /// (`sides` of them), residual added into `queries`.
+    fn token_to_image(
+        &mut self,
+        name: &str,
+        (queries, tokens): (BufId, BufId),
+        img: (BufId, BufId, usize),
+    ) {
+        let (dim, hw) = (self.d.dim, self.d.hw());
+        let c = dim / 2;
+        let (img16, imgpe16, sides) = img;
+        let rows = self.batch * self.t;
+        let q = self.f32s(format!("{name}.q"), rows * c);
+        self.tokens_linear(
+            &format!("{name}.q_proj"),
+            queries,
+            Some(tokens),
+            q,
+            (c, dim),
+            false,
+        );
+        let k = self.f16s(format!("{name}.k"), sides * hw * c);
+        let gemm = (sides * hw, c, dim);
+        self.image_linear(
+            &format!("{name}.k_proj"),
+            imgpe16,
+            k,
+            gemm,
+            GemmEpilogue::Bias,
+        );
+        let v = self.f16s(format!("{name}.v"), sides * hw * c);
+        self.image_linear(
+            &format!("{name}.v_proj"),
+            img16,
+            v,
+            gemm,
+            GemmEpilogue::Bias,
+        );
+        let a = self.f32s(format!("{name}.attn"), rows * c);
+        let shared = (false, sides == 1);
+        self.attn(
+            name,
+            AttnDecoderKind::TokenToImage,
+            (q, k, v, a),
+            (self.t, hw, c),
+            shared,
+        );
+        self.tokens_linear(
+            &format!("{name}.out_proj"),
+            a,
+            None,
+            queries,
+            (dim, c),
+            true,
+        );
+    }
+
+    /// Layer `i` of the two-way transformer; returns the image side after it.
+    fn layer(
+        &mut self,
+        i: usize,
+        (queries, tokens, keys): (BufId, BufId, BufId),
+        img: (BufId, BufId, usize),
+    ) -> (BufId, BufId, usize) {
+        let (dim, hw, b) = (self.d.dim, self.d.hw(), self.batch);
+        let c = dim / 2;
+        let rows = b * self.t;
+        let p = format!("{T}.layers.{i}");
+        // Self attention: layer 0 replaces the queries (no PE, no residual).
+        let (src, pe) = if i == 0 {
+            (tokens, None)
+        } else {
+            (queries, Some(tokens))
+        };
+        let sa = format!("{p}.self_attn");
+        let [q, k, v, a] =
+            ["q", "k", "v", "attn"].map(|s| self.f32s(format!("{sa}.{s}"), rows * dim));
+        self.tokens_linear(&format!("{sa}.q_proj"), src, pe, q, (dim, dim), false);
+        self.tokens_linear(&format!("{sa}.k_proj"), src, pe, k, (dim, dim), false);
+        self.tokens_linear(&format!("{sa}.v_proj"), src, None, v, (dim, dim), false);
+        self.attn(
+            &sa,
+            AttnDecoderKind::SelfAttn,
+            (q, k, v, a),
+            (self.t, self.t, dim),
+            (false, false),
+        );
+        self.tokens_linear(
+            &format!("{sa}.out_proj"),
+            a,
+            None,
+            queries,
+            (dim, dim),
+            i > 0,
+        );
+        self.norm(&format!("{p}.norm1"), queries, rows, None);
+        // Tokens attend to the image.
+        self.token_to_image(
+            &format!("{p}.cross_attn_token_to_image"),
+            (queries, tokens),
+            img,
+        );
+        self.norm(&format!("{p}.norm2"), queries, rows, None);
+        // MLP (ReLU).
+        let h = self.f32s(format!("{p}.mlp"), rows * self.d.mlp);
+        let lin1 = format!("{p}.mlp.lin1");
+        self.linear(
+            &lin1,
+            (queries, 0, dim, None),
+            (h, 0, self.d.mlp),
+            (rows, self.d.mlp, dim),
+            true,
+            false,
+        );
+        self.tokens_linear(
+            &format!("{p}.mlp.lin2"),
+            h,
+            None,
+            queries,
+            (dim, self.d.mlp),
+            true,
+        );
+        self.norm(&format!("{p}.norm3"), queries, rows, None);
+        // The image attends to the tokens: new queries, the image side from before.
+        let it = format!("{p}.cross_attn_image_to_token");
+        let (_, imgpe16, sides) = img;
+        let k = self.f32s(format!("{it}.k"), rows * c);
+        self.tokens_linear(
+            &format!("{it}.k_proj"),
+            queries,
+            Some(tokens),
+            k,
+            (c, dim),
+            false,
+        );
+        let v = self.f32s(format!("{it}.v"), rows * c);
+        self.tokens_linear(&format!("{it}.v_proj"), queries, None, v, (c, dim), false);
+        let q = self.f16s(format!("{it}.q"), sides * hw * c);
+        self.image_linear(
+            &format!("{it}.q_proj"),
+            imgpe16,
+            q,
+            (sides * hw, c, dim),
+            GemmEpilogue::Bias,
+        );
+        let a = self.f16s(format!("{it}.attn"), b * hw * c);
+        self.attn(
+            &it,
+            AttnDecoderKind::ImageToToken,
+            (q, k, v, a),
+            (hw, self.t, c),
+            (sides == 1, false),
+        );
+        self.image_linear(
+            &format!("{it}.out_proj"),
+            a,
+            keys,
+            (b * hw, dim, c),
+            GemmEpilogue::BiasResidual,
+        );
+        let n16 = self.f16s(format!("{p}.keys"), b * hw * dim);
+        let npe16 = self.f16s(format!("{p}.keys_pe"), b * hw * dim);
+        self.norm(&format!("{p}.norm4"), keys, b * hw, Some((n16, npe16)));
+        (n16, npe16, b)
+    }
+
+    /// An MLP head on one token row per prompt (row `token` of each), into `out` at
+    /// `out_off` with row stride `ldo`.
+    fn head(
+        &mut self,
+        name: &str,
+        queries: BufId,
+        token: usize,
+        dims: &[usize],
+        (out, out_off, ldo): (BufId, usize, usize),
+    ) {
+        let (b, dim) = (self.batch, self.d.dim);
+        let mut a = (queries, token * dim, self.t * dim);
+        for (l, w) in dims.windows(2).enumerate() {
+            let last = l + 2 == dims.len();
+            let dst = if last {
+                (out, out_off, ldo)
+            } else {
+                (
+                    self.f32s(format!("{name}.layers.{l}.out"), b * w[1]),
+                    0,
+                    w[1],
+                )
+            };
+            let layer = format!("{name}.layers.{l}");
+            self.linear(
+                &layer,
+                (a.0, a.1, a.2, None),
+                dst,
+                (b, w[1], w[0]),
+                !last,
+                false,
+            );
+            a = dst;
+        }
+    }
+}
+
+/// The decoder schedule for `key`.
+pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
+    let DecoderKey {
+        batch,
+        sparse,
+        mask_input,
+    } = key;
+    let (dim, hw, prefix) = (d.dim, d.hw(), d.prefix());
+    let t = prefix + sparse;
+    let mut b = Builder {
+        gr: Graph::default(),
+        d,
+        batch,
+        t,
+    };
+    let side = d.low_res();
+    let embedding = b.gr.buffer("embedding", DType::F32, dim * hw, Role::Input);
+    let coords =
+        b.gr.buffer("coords", DType::F32, batch * sparse * 2, Role::Input);
+    let kinds =
+        b.gr.buffer("kinds", DType::I32, batch * sparse, Role::Input);
+    let masks = mask_input.then(|| {
+        b.gr.buffer("mask_inputs", DType::F32, batch * side * side, Role::Input)
+    });
+    let low_res = b.gr.buffer(
+        "low_res_masks",
+        DType::F32,
+        batch * d.masks * side * side,
+        Role::Output,
+    );
+    let iou =
+        b.gr.buffer("iou_predictions", DType::F32, batch * d.masks, Role::Output);
+    // Prompt encoder: the token matrix, and the dense embedding of mask inputs.
+    let tokens = b.f32s("tokens".into(), batch * t * dim);
+    let op = DecoderTokens {
+        coords,
+        kinds,
+        gauss: b.w(GAUSS, DType::F32, dim),
+        table: b.w(SPARSE_TABLE, DType::F32, 5 * dim),
+        prefix: b.w(OUTPUT_TOKENS, DType::F32, prefix * dim),
+        out: tokens,
+        batch,
+        sparse,
+        prefix_rows: prefix,
+        dim,
+        input_size: d.input_size,
+    };
+    b.gr.add("prompt_encoder.sparse", Op::DecoderTokens(op));
+    let dense = masks.map(|m| {
+        let out = b.f32s("dense".into(), batch * dim * hw);
+        let op = MaskDownscaling {
+            masks: m,
+            packed: b.w(
+                MASK_PACKED,
+                DType::F32,
+                crate::cpu::ops::prompt_encoder::mask_packed_len(dim),
+            ),
+            out,
+            batch,
+            grid: d.grid,
+            dim,
+        };
+        b.gr.add("prompt_encoder.mask_downscaling", Op::MaskDownscaling(op));
+        out
+    });
+    let sides = if mask_input { batch } else { 1 };
+    let keys = b.f32s("keys".into(), batch * hw * dim);
+    let img16 = b.f16s("image_tokens".into(), sides * hw * dim);
+    let imgpe16 = b.f16s("image_tokens_pe".into(), sides * hw * dim);
+    let op = ImageTokens {
+        embedding,
+        dense,
+        no_mask: b.w(NO_MASK, DType::F32, dim),
+        pe: b.w(DENSE_PE, DType::F32, hw * dim),
+        out32: keys,
+        out16: img16,
+        outpe16: imgpe16,
+        sides,
+        batch,
+        hw,
+        dim,
+    };
+    b.gr.add("image_tokens", Op::ImageTokens(op));
+    // The two-way transformer.
+    let queries = b.f32s("queries".into(), batch * t * dim);
+    let mut img = (img16, imgpe16, sides);
+    for i in 0..d.depth {
+        img = b.layer(i, (queries, tokens, keys), img);
+    }
+    b.token_to_image(
+        &format!("{T}.final_attn_token_to_image"),
+        (queries, tokens),
+        img,
+    );
+    b.norm(&format!("{T}.norm_final_attn"), queries, batch * t, None);
+    // Heads: IoU, hypernetworks, output upscaling and the mask product.
+    let (nm, hid) = (d.masks, d.iou_hidden);
+    b.head(
+        &format!("{P}.iou_prediction_head"),
+        queries,
+        0,
+        &[dim, hid, hid, nm],
+        (iou, 0, nm),
+    );
+    let (c1, c2) = (dim / 4, dim / 8);
+    let hyper = b.f32s("hyper_in".into(), batch * nm * c2);
+    for m in 0..nm {
+        let name = format!("{P}.output_hypernetworks_mlps.{m}");
+        b.head(
+            &name,
+            queries,
+            1 + m,
+            &[dim, dim, dim, c2],
+            (hyper, m * c2, nm * c2),
+        );
+    }
+    let u1 = b.f16s("output_upscaling.0".into(), batch * hw * 4 * c1);
+    let up0 = format!("{P}.output_upscaling.0.gemm");
+    b.image_linear(
+        &up0,
+        img.0,
+        u1,
+        (batch * hw, 4 * c1, dim),
+        GemmEpilogue::Bias,
+    );
+    let u1n = b.f16s("output_upscaling.2".into(), batch * 4 * hw * c1);
+    let op = ConvTranspose2x2LnGelu {
+        u: u1,
+        gamma: b.w(&format!("{P}.output_upscaling.1.weight"), DType::F32, c1),
+        beta: b.w(&format!("{P}.output_upscaling.1.bias"), DType::F32, c1),
+        out: u1n,
+        batch,
+        grid: d.grid,
+        channels: c1,
+        eps: LN2D_EPS,
+    };
+    b.gr.add(
+        format!("{P}.output_upscaling.1"),
+        Op::ConvTranspose2x2LnGelu(op),
+    );
+    let u2 = b.f16s("output_upscaling.4".into(), batch * 4 * hw * 4 * c2);
+    let up3 = format!("{P}.output_upscaling.3.gemm");
+    b.image_linear(
+        &up3,
+        u1n,
+        u2,
+        (batch * 4 * hw, 4 * c2, c1),
+        GemmEpilogue::BiasGelu,
+    );
+    let op = ConvTranspose2x2Masks {
+        u: u2,
+        hyper,
+        out: low_res,
+        batch,
+        grid: 2 * d.grid,
+        channels: c2,
+        masks: nm,
+    };
+    b.gr.add(format!("{P}.masks"), Op::ConvTranspose2x2Masks(op));
+    let io = DecoderIo {
+        embedding,
+        coords,
+        kinds,
+        masks,
+        low_res,
+        iou,
+    };
+    (b.gr, io)
+}
+
+/// One prompt for the device decoder: its sparse tokens (input-frame coordinates and kinds,
+/// `cpu::ops::prompt_encoder::sparse_tokens`) and its mask input, if any.
+#[derive(Clone, Debug, Default)]
+pub struct DevicePrompt<'a> {
+    pub tokens: Vec<([f32; 2], i32)>,
+    pub mask: Option<&'a [f32]>,
+}
+
+/// Every mask token's output for one prompt: logits `[masks, S, S]` and IoU `[masks]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedMasks {
+    pub low_res: Vec<f32>,
+    pub iou: Vec<f32>,
+}
+
+/// The batches `prompts` are decoded in: prompts that share a schedule (token count and
+/// whether they carry a mask input), in chunks of at most [`MAX_DECODE_BATCH`], each run at
+/// the power-of-two batch that holds it so that few schedules serve every request.
+pub fn plan_batches(prompts: &[DevicePrompt]) -> Vec<(DecoderKey, Vec<usize>)> {
+    let mut groups: Vec<((usize, bool), Vec<usize>)> = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let k = (p.tokens.len(), p.mask.is_some());
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1.push(i),
+            None => groups.push((k, vec![i])),
+        }
+    }
+    groups
+        .into_iter()
+        .flat_map(|((sparse, mask_input), idx)| {
+            idx.chunks(MAX_DECODE_BATCH)
+                .map(|c| {
+                    let key = DecoderKey {
+                        batch: c.len().next_power_of_two(),
+                        sparse,
+                        mask_input,
+                    };
+                    (key, c.to_vec())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -1,0 +1,177 @@
+//! Launches of the mask decoder's ops (the decoder half of [`super`]'s `Launch for Op`):
+//! each reads its buffers and weights from the launch context and calls its family's
+//! launcher.
+
+use cudarc::driver::DevicePtr;
+
+use super::attn_decoder::AttnDecoderKind;
+use super::attn_decoder::{attn_decoder_i2t, attn_decoder_self, attn_decoder_t2i};
+use super::conv_transpose2x2::{conv_transpose2x2_ln_gelu, conv_transpose2x2_masks};
+use super::image_tokens::{image_tokens, ImageTokensOut, ImageTokensShape};
+use super::layer_norm_pe::layer_norm_pe;
+use super::mask_downscaling::mask_downscaling_into;
+use super::prompt_encoder::decoder_tokens;
+use super::token_linear::{token_linear, TokenLinearShape};
+use crate::cuda::runtime::executor::LaunchCx;
+use crate::graph::decoder_ops::{
+    AttnDecoder, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens, ImageTokens,
+    LayerNormPe, MaskDownscaling, TokenLinear,
+};
+use crate::Result;
+
+pub(super) fn decoder_tokens_op(t: &DecoderTokens, cx: &LaunchCx<'_>) -> Result<()> {
+    decoder_tokens(
+        cx.gpu,
+        cx.stream,
+        &cx.buf::<f32>(t.coords)?,
+        &cx.buf::<i32>(t.kinds)?,
+        &cx.weight::<f32>(t.gauss)?,
+        &cx.weight::<f32>(t.table)?,
+        &cx.weight::<f32>(t.prefix)?,
+        (t.batch, t.sparse, t.prefix_rows),
+        t.input_size,
+        &mut cx.buf::<f32>(t.out)?,
+    )
+}
+
+pub(super) fn mask_downscaling_op(m: &MaskDownscaling, cx: &LaunchCx<'_>) -> Result<()> {
+    mask_downscaling_into(
+        cx.gpu,
+        cx.stream,
+        &cx.buf::<f32>(m.masks)?,
+        m.batch,
+        &cx.weight::<f32>(m.packed)?,
+        m.grid,
+        m.dim,
+        &mut cx.buf::<f32>(m.out)?,
+    )
+}
+
+pub(super) fn image_tokens_op(t: &ImageTokens, cx: &LaunchCx<'_>) -> Result<()> {
+    let dense = t.dense.map(|d| cx.buf::<f32>(d)).transpose()?;
+    let shape = ImageTokensShape {
+        sides: t.sides,
+        batch: t.batch,
+        hw: t.hw,
+        dim: t.dim,
+    };
+    let out = ImageTokensOut {
+        tokens: &mut cx.buf::<f32>(t.out32)?,
+        tokens16: &mut cx.buf::<u16>(t.out16)?,
+        tokens_pe16: &mut cx.buf::<u16>(t.outpe16)?,
+    };
+    image_tokens(
+        cx.gpu,
+        cx.stream,
+        shape,
+        &cx.buf::<f32>(t.embedding)?,
+        dense.as_ref().map(|d| d as &dyn DevicePtr<f32>),
+        &cx.weight::<f32>(t.no_mask)?,
+        &cx.weight::<f32>(t.pe)?,
+        out,
+    )
+}
+
+pub(super) fn token_linear_op(l: &TokenLinear, cx: &LaunchCx<'_>) -> Result<()> {
+    let shape = TokenLinearShape {
+        m: l.m,
+        n: l.n,
+        k: l.k,
+        lda: l.lda,
+        ldo: l.ldo,
+        relu: l.relu,
+        accumulate: l.accumulate,
+    };
+    let a2 = l.a2.map(|b| cx.buf::<f32>(b)).transpose()?;
+    let bias = cx.weight::<f32>(l.bias)?;
+    token_linear(
+        cx.gpu,
+        cx.stream,
+        shape,
+        (&cx.buf::<f32>(l.a)?, l.a_offset),
+        a2.as_ref().map(|v| v as &dyn DevicePtr<f32>),
+        &cx.weight::<f32>(l.weight)?,
+        Some(&bias),
+        (&mut cx.buf::<f32>(l.out)?, l.out_offset),
+    )
+}
+
+pub(super) fn attn_decoder_op(a: &AttnDecoder, cx: &LaunchCx<'_>) -> Result<()> {
+    let (shape, g, s) = (a.shape, cx.gpu, &**cx.stream);
+    match shape.kind {
+        AttnDecoderKind::SelfAttn => attn_decoder_self(
+            g,
+            s,
+            shape,
+            &cx.buf::<f32>(a.q)?,
+            &cx.buf::<f32>(a.k)?,
+            &cx.buf::<f32>(a.v)?,
+            &mut cx.buf::<f32>(a.out)?,
+        ),
+        AttnDecoderKind::TokenToImage => attn_decoder_t2i(
+            g,
+            s,
+            shape,
+            &cx.buf::<f32>(a.q)?,
+            &cx.buf::<u16>(a.k)?,
+            &cx.buf::<u16>(a.v)?,
+            &mut cx.buf::<f32>(a.out)?,
+        ),
+        AttnDecoderKind::ImageToToken => attn_decoder_i2t(
+            g,
+            s,
+            shape,
+            &cx.buf::<u16>(a.q)?,
+            &cx.buf::<f32>(a.k)?,
+            &cx.buf::<f32>(a.v)?,
+            &mut cx.buf::<u16>(a.out)?,
+        ),
+    }
+}
+
+pub(super) fn layer_norm_pe_op(l: &LayerNormPe, cx: &LaunchCx<'_>) -> Result<()> {
+    let pe = l.pe.map(|w| cx.weight::<f32>(w)).transpose()?;
+    let mut o1 = l.out16.map(|b| cx.buf::<u16>(b)).transpose()?;
+    let mut o2 = l.outpe16.map(|b| cx.buf::<u16>(b)).transpose()?;
+    layer_norm_pe(
+        cx.gpu,
+        cx.stream,
+        &mut cx.buf::<f32>(l.x)?,
+        &cx.weight::<f32>(l.gamma)?,
+        &cx.weight::<f32>(l.beta)?,
+        pe.as_ref().map(|p| (p as &dyn DevicePtr<f32>, l.pe_rows)),
+        (
+            o1.as_mut()
+                .map(|v| v as &mut dyn cudarc::driver::DevicePtrMut<u16>),
+            o2.as_mut()
+                .map(|v| v as &mut dyn cudarc::driver::DevicePtrMut<u16>),
+        ),
+        (l.rows, l.dim),
+        l.eps,
+    )
+}
+
+pub(super) fn ct_ln_gelu_op(c: &ConvTranspose2x2LnGelu, cx: &LaunchCx<'_>) -> Result<()> {
+    conv_transpose2x2_ln_gelu(
+        cx.gpu,
+        cx.stream,
+        &cx.buf::<u16>(c.u)?,
+        &cx.weight::<f32>(c.gamma)?,
+        &cx.weight::<f32>(c.beta)?,
+        (c.batch, c.grid, c.channels),
+        c.eps,
+        &mut cx.buf::<u16>(c.out)?,
+    )
+}
+
+pub(super) fn ct_masks_op(c: &ConvTranspose2x2Masks, cx: &LaunchCx<'_>) -> Result<()> {
+    conv_transpose2x2_masks(
+        cx.gpu,
+        cx.stream,
+        &cx.buf::<u16>(c.u)?,
+        &cx.buf::<f32>(c.hyper)?,
+        (c.batch, c.grid, c.channels),
+        c.masks,
+        &mut cx.buf::<f32>(c.out)?,
+    )
+}

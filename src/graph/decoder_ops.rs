@@ -1,0 +1,189 @@
+//! The mask decoder's ops in the schedule vocabulary ([`super::ops::Op`]): typed parameters
+//! naming their buffers and weights, and the host-side kernel selection of each family.
+
+use crate::graph::buffer::BufId;
+use crate::graph::weights::WeightId;
+
+/// The three attentions of the two-way transformer, one kernel variant each
+/// (`kernels/attn_decoder.cu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnDecoderKind {
+    /// Prompt tokens to prompt tokens: fp32 q, k, v and output.
+    SelfAttn,
+    /// Prompt tokens to the image: fp32 q, fp16 k/v (image-side GEMM outputs), fp32 output.
+    TokenToImage,
+    /// The image to prompt tokens: fp16 q, fp32 k/v, fp16 output (the out_proj GEMM's A).
+    ImageToToken,
+}
+
+/// Head dims with a kernel instantiation (the decoder's 32 and 16, and 64).
+pub const ATTN_DECODER_HEAD_DIMS: [usize; 3] = [16, 32, 64];
+
+impl AttnDecoderKind {
+    /// Threads that share one (prompt, query, head): a warp splits the image's keys.
+    pub fn lanes(self) -> usize {
+        match self {
+            AttnDecoderKind::TokenToImage => 32,
+            AttnDecoderKind::SelfAttn | AttnDecoderKind::ImageToToken => 1,
+        }
+    }
+
+    /// `attn_decoder_{self|t2i|i2t}_d{head_dim}_{output dtype}`.
+    pub fn entry_point(self, head_dim: usize) -> String {
+        let (v, t) = match self {
+            AttnDecoderKind::SelfAttn => ("self", "f32"),
+            AttnDecoderKind::TokenToImage => ("t2i", "f32"),
+            AttnDecoderKind::ImageToToken => ("i2t", "f16"),
+        };
+        format!("attn_decoder_{v}_d{head_dim}_{t}")
+    }
+}
+
+/// q `[batch or 1, lq, heads*head_dim]`, k and v `[batch or 1, lk, heads*head_dim]`, out
+/// `[batch, lq, heads*head_dim]`, all contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnDecoderShape {
+    pub kind: AttnDecoderKind,
+    pub batch: usize,
+    pub lq: usize,
+    pub lk: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub q_shared: bool,
+    pub kv_shared: bool,
+}
+
+impl AttnDecoderShape {
+    /// `heads * head_dim`: the width of every q, k, v and output row.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// The decoder's token matrix: per prompt the output tokens (IoU, masks) then the sparse
+/// prompt embeddings of its points and box corners.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderTokens {
+    /// fp32 `[batch * sparse, 2]` input-frame coordinates, i32 `[batch * sparse]` kinds.
+    pub coords: BufId,
+    pub kinds: BufId,
+    pub gauss: WeightId,
+    pub table: WeightId,
+    /// fp32 `[prefix, dim]`: iou_token then mask_tokens.
+    pub prefix: WeightId,
+    /// fp32 `[batch, prefix + sparse, dim]`.
+    pub out: BufId,
+    pub batch: usize,
+    pub sparse: usize,
+    pub prefix_rows: usize,
+    pub dim: usize,
+    pub input_size: usize,
+}
+
+/// The prompt encoder's mask path: `[batch, 4g, 4g]` logits to `[batch, dim, g, g]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskDownscaling {
+    pub masks: BufId,
+    pub packed: WeightId,
+    pub out: BufId,
+    pub batch: usize,
+    pub grid: usize,
+    pub dim: usize,
+}
+
+/// Image embedding + dense prompt, token-major, with the fp16 GEMM operands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageTokens {
+    /// fp32 `[dim, hw]`.
+    pub embedding: BufId,
+    /// fp32 `[sides, dim, hw]`, or `no_mask` broadcast when None.
+    pub dense: Option<BufId>,
+    pub no_mask: WeightId,
+    /// fp32 `[hw, dim]`.
+    pub pe: WeightId,
+    /// fp32 `[batch, hw, dim]`.
+    pub out32: BufId,
+    /// fp16 `[sides, hw, dim]`: the tokens, and the tokens plus PE.
+    pub out16: BufId,
+    pub outpe16: BufId,
+    /// 1 (one image side shared by every prompt) or `batch`.
+    pub sides: usize,
+    pub batch: usize,
+    pub hw: usize,
+    pub dim: usize,
+}
+
+/// fp32 nn.Linear on token rows: `out (+)= act((a + a2) @ w^T + bias)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLinear {
+    pub a: BufId,
+    pub a_offset: usize,
+    pub lda: usize,
+    pub a2: Option<BufId>,
+    pub weight: WeightId,
+    pub bias: WeightId,
+    pub out: BufId,
+    pub out_offset: usize,
+    pub ldo: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub relu: bool,
+    pub accumulate: bool,
+}
+
+/// Multi-head attention without bias; q/k/v contiguous `[.., heads * head_dim]` rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttnDecoder {
+    pub q: BufId,
+    pub k: BufId,
+    pub v: BufId,
+    pub out: BufId,
+    pub shape: AttnDecoderShape,
+}
+
+/// In-place fp32 LayerNorm of rows with optional fp16 copies (plain and plus PE).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNormPe {
+    pub x: BufId,
+    pub gamma: WeightId,
+    pub beta: WeightId,
+    /// `[pe_rows, dim]`, row r of x uses row r % pe_rows.
+    pub pe: Option<WeightId>,
+    pub out16: Option<BufId>,
+    pub outpe16: Option<BufId>,
+    pub rows: usize,
+    pub dim: usize,
+    pub pe_rows: usize,
+    pub eps: f32,
+}
+
+/// The first upscaling's 2x2 scatter + LayerNorm2d + GELU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose2x2LnGelu {
+    /// fp16 `[batch * grid^2, 4 * channels]` (the GEMM's sub-pixel-blocked output).
+    pub u: BufId,
+    pub gamma: WeightId,
+    pub beta: WeightId,
+    /// fp16 NHWC `[batch, 2 grid, 2 grid, channels]`.
+    pub out: BufId,
+    pub batch: usize,
+    pub grid: usize,
+    pub channels: usize,
+    pub eps: f32,
+}
+
+/// The second upscaling's 2x2 scatter fused with the hypernetwork mask product.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose2x2Masks {
+    /// fp16 `[batch * grid^2, 4 * channels]`, GELU applied.
+    pub u: BufId,
+    /// fp32 `[batch, masks, channels]`.
+    pub hyper: BufId,
+    /// fp32 `[batch, masks, 2 grid, 2 grid]`.
+    pub out: BufId,
+    pub batch: usize,
+    pub grid: usize,
+    pub channels: usize,
+    pub masks: usize,
+}
