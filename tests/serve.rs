@@ -343,14 +343,21 @@ fn each_error_has_its_status_and_the_server_goes_on() {
             c
         })
         .collect();
+    // Wait until the server has admitted both (its queue-depth gauge says 2), so that the
+    // next request is refused whatever the scheduling on a loaded machine.
     let t = std::time::Instant::now();
-    let busy = loop {
-        let r = s.request("POST", "/v1/embed", &image_bytes("chelsea"));
-        if r.status == 503 || t.elapsed() > Duration::from_secs(30) {
-            break r;
+    loop {
+        let m = s.get("/metrics").text();
+        if m.lines().any(|l| l == "samrt_queue_depth 2") {
+            break;
         }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the two held uploads were not admitted in 20 s:\n{m}"
+        );
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+    let busy = s.request("POST", "/v1/embed", &image_bytes("chelsea"));
     assert_error(&busy, 503, "--max-queue");
     assert_eq!(busy.header("retry-after"), Some("1"));
     drop(hold);

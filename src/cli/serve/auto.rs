@@ -100,7 +100,9 @@ pub async fn auto(app: &Arc<App>, req: Request<Body>) -> Result<Response, ApiErr
         let img = samrt::io::image::decode_image(&data, "the posted image")
             .map_err(ApiError::from_lib)?;
         drop(data);
-        let recs = samrt::amg::generator::generate(&sam, &img, &cfg).map_err(ApiError::from_lib)?;
+        let recs = samrt::amg::generator::generate(&sam, &img, &cfg);
+        super::state::release_freed_memory();
+        let recs = recs.map_err(ApiError::from_lib)?;
         Ok::<Vec<Value>, ApiError>(recs.iter().map(|r| record_json(r, coco)).collect())
     })
     .await

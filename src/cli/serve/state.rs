@@ -174,9 +174,23 @@ impl App {
             metrics.encodes.fetch_add(1, Ordering::Relaxed);
             let emb = sam.embed(&img).map_err(ApiError::from_lib)?;
             let bytes = emb.features.len() * 4;
+            release_freed_memory();
             Ok(Arc::new(Entry { emb, bytes }))
         })
         .await
         .map_err(|e| ApiError::internal(format!("the image encoder failed: {e}")))?
+    }
+}
+
+/// Returns the pages of the encoder's (or the generator's) freed activations to the system. glibc keeps freed
+/// memory in per-thread arenas, and encodes land on whichever blocking thread tokio hands
+/// out, so without this the resident set steps up by an encode's working set each time a
+/// new thread encodes (measured: 68 -> 148 MiB over 200 tiny-model images) and is bounded
+/// only by the number of arenas, not by `--cache-mb`.
+pub(super) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only reads allocator state; it is thread-safe in glibc.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
