@@ -345,10 +345,20 @@ impl MaskDecoder {
             };
             want_masks(kept)
         };
+        // Fewer prompts than threads: each decode splits its rows across the threads too, so
+        // a lone prompt is as fast as `forward`. Only the schedule changes, never the bits:
+        // every parallel op splits independent rows or heads, and the GEMM's depth blocking
+        // does not depend on its thread count (a lone prompt equals the same prompt in a
+        // batch; tests/serve.rs checks it).
+        let inner = if tokens.len() < rayon::current_num_threads() {
+            Par::Threads
+        } else {
+            Par::Seq
+        };
         tokens
             .par_iter()
             .map(|t| {
-                let o = self.decode(&image.prep, &image.pe_t, t, Par::Seq, &want)?;
+                let o = self.decode(&image.prep, &image.pe_t, t, inner, &want)?;
                 Ok(o.slice(multimask_output))
             })
             .collect()
