@@ -1,0 +1,90 @@
+//! The thread-local last error and the guard every entry point runs its body in.
+//!
+//! A panic must not unwind into C (undefined behaviour, in practice an abort of the host
+//! process), so each body runs under `catch_unwind`; a panic becomes -1 and a message like
+//! any other error. The message lives in a thread-local so that threads sharing a model
+//! never read each other's errors.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What a failing body reports: the message returned by `samrt_last_error`.
+pub type Result<T> = std::result::Result<T, String>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Stores `msg` as this thread's last error. NUL bytes (which C could not print past) become
+/// spaces. During thread teardown the thread-local may be gone; the message is then dropped
+/// rather than panicking.
+pub fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
+}
+
+/// This thread's last error; valid until the next failing call on this thread.
+pub fn last_error_ptr() -> *const c_char {
+    // The buffer outlives the borrow: it is replaced only by `set_last_error` on this thread.
+    static EMPTY: &CStr = c"";
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(EMPTY.as_ptr())
+}
+
+/// Runs an entry point's body: 0 on success; -1 with "`what`: message" as the last error on
+/// failure or panic.
+pub fn guard(what: &str, body: impl FnOnce() -> Result<()>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(msg)) => {
+            set_last_error(&format!("{what}: {msg}"));
+            -1
+        }
+        Err(payload) => {
+            set_last_error(&format!(
+                "{what}: internal error: {}",
+                panic_text(&*payload)
+            ));
+            -1
+        }
+    }
+}
+
+/// [`guard`] for the `void` entry points (the frees): a failure can only be reported through
+/// the last error.
+pub fn guard_void(what: &str, body: impl FnOnce() -> Result<()>) {
+    let _ = guard(what, body);
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("{text} (a bug in samrt; please report it)")
+}
+
+/// A C string argument as a Rust string; `name` says which argument is NULL or not UTF-8.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string.
+pub unsafe fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(format!("{name} is NULL"));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|_| format!("{name} is not valid UTF-8"))
+}
+
+/// `p` as a reference, or an error naming the NULL argument.
+///
+/// # Safety
+/// `p` is NULL or points to a valid `T`.
+pub unsafe fn non_null<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
+    p.as_ref().ok_or_else(|| format!("{name} is NULL"))
+}
