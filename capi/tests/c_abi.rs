@@ -157,22 +157,38 @@ fn read_pgm(path: &Path) -> (usize, usize, Vec<u8>) {
     (dims[0], dims[1], head[3].to_vec())
 }
 
-fn segment(exe: &Path, model: &Path, image: &Path, device: &str, pgm: &Path) -> Output {
-    let args: Vec<PathBuf> = [model, image, Path::new(device)]
-        .iter()
-        .map(|p| p.to_path_buf())
-        .chain(["200", "150"].map(PathBuf::from))
-        .chain([pgm.to_path_buf()])
-        .collect();
-    let refs: Vec<&Path> = args.iter().map(|p| p.as_path()).collect();
-    run(exe, &refs)
+/// segment.c at point (x, y), writing the best mask to `pgm`.
+fn segment(exe: &Path, model: &Path, image: &Path, device: &str, xy: &str, pgm: &Path) -> Output {
+    let (x, y) = xy.split_once(' ').unwrap();
+    let args = [model, image, device.as_ref(), x.as_ref(), y.as_ref(), pgm];
+    run(exe, &args)
+}
+
+/// threads.c at point (x, y) with `rounds` predictions per thread.
+fn threads(model: &Path, image: &Path, device: &str, xy: &str, rounds: &str) {
+    let exe = compile("threads");
+    let (x, y) = xy.split_once(' ').unwrap();
+    let args = [
+        model,
+        image,
+        device.as_ref(),
+        x.as_ref(),
+        y.as_ref(),
+        rounds.as_ref(),
+    ];
+    let o = run(&exe, &args);
+    let out = text(&o.stdout);
+    println!("{out}");
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    let want = format!("8 threads x {rounds} predictions: 0 differ or failed");
+    assert!(out.contains(&want), "{out}");
 }
 
 #[test]
 fn example_segments_the_fixture_image() {
     let exe = compile("segment");
     let pgm = scratch("c-abi").join("best.pgm");
-    let o = segment(&exe, &tiny_pth(), &chelsea(), "cpu", &pgm);
+    let o = segment(&exe, &tiny_pth(), &chelsea(), "cpu", "200 150", &pgm);
     let out = text(&o.stdout);
     println!("{out}");
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -237,18 +253,7 @@ fn example_segments_the_fixture_image() {
 
 #[test]
 fn eight_threads_predicting_on_one_model_get_identical_masks() {
-    let exe = compile("threads");
-    let args = [
-        &tiny_pth(),
-        &chelsea(),
-        Path::new("cpu"),
-        "200".as_ref(),
-        "150".as_ref(),
-    ];
-    let o = run(&exe, &args);
-    println!("{}", text(&o.stdout));
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).contains("8 threads x 3 predictions: 0 differ or failed"));
+    threads(&tiny_pth(), &chelsea(), "cpu", "200 150", "3");
 }
 
 #[test]
@@ -278,10 +283,12 @@ fn cuda_device_runs_or_says_why_not() {
     let model = common::img_size_model(256);
     let image = common::img_size_dir().join("image.png");
     let cpu_pgm = scratch("c-abi").join("cpu.pgm");
-    let cpu = segment(&exe, &model, &image, "cpu", &cpu_pgm);
+    // Image 120x90: a point near its centre.
+    let xy = "60 45";
+    let cpu = segment(&exe, &model, &image, "cpu", xy, &cpu_pgm);
     assert!(cpu.status.success(), "{}", text(&cpu.stderr));
     let cuda_pgm = scratch("c-abi").join("cuda.pgm");
-    let cuda = segment(&exe, &model, &image, "cuda", &cuda_pgm);
+    let cuda = segment(&exe, &model, &image, "cuda", xy, &cuda_pgm);
     let err = text(&cuda.stderr);
     let usable = cfg!(feature = "cuda") && samrt::sam::backend::probe_cuda().is_ok();
     if !usable {
@@ -298,7 +305,7 @@ fn cuda_device_runs_or_says_why_not() {
         } else {
             assert!(err.contains("built without the `cuda` feature"), "{err}");
         }
-        let auto = segment(&exe, &model, &image, "auto", &cuda_pgm);
+        let auto = segment(&exe, &model, &image, "auto", xy, &cuda_pgm);
         assert!(auto.status.success(), "{}", text(&auto.stderr));
         assert_eq!(text(&auto.stdout), text(&cpu.stdout));
         println!("cuda refused as expected: {err}");
@@ -315,4 +322,7 @@ fn cuda_device_runs_or_says_why_not() {
     let frac = agree as f64 / cpu_px.len() as f64;
     println!("best mask: {:.4} % of pixels agree", 100.0 * frac);
     assert!(frac >= 0.995, "{frac}");
+    // Threads sharing a model on the device (one round each: a vgpu prediction takes
+    // seconds).
+    threads(&model, &image, "cuda", xy, "1");
 }

@@ -242,6 +242,26 @@ fn rust_api() -> Api {
     api
 }
 
+/// `file` compiles with `compiler` in standard `std`, every warning an error.
+fn compiles(compiler: &str, std: &str, file: &Path) {
+    let o = Command::new(compiler)
+        .args([
+            std,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{compiler} {}: {err}", file.display());
+}
+
 fn header() -> String {
     std::fs::read_to_string(root().join("include/samrt.h")).unwrap()
 }
@@ -349,23 +369,33 @@ fn c_compiler_agrees_on_the_layout() {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     for (compiler, std, file) in [(&cc, "-std=c11", &c), (&cxx, "-std=c++11", &cpp)] {
-        let o = Command::new(compiler)
-            .args([
-                std,
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-pedantic",
-                "-fsyntax-only",
-            ])
-            .arg("-I")
-            .arg(root().join("include"))
-            .arg(file)
-            .output()
-            .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{compiler} {}: {err}", file.display());
+        compiles(compiler, std, file);
     }
     println!("{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// README.md's "C ABI" example compiles against the header (its statements wrapped in
+/// `main`), so the documented calls cannot drift either.
+#[test]
+fn readme_example_compiles() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## C ABI").expect("a C ABI section")..];
+    let start = section.find("```c\n").expect("a C example") + 5;
+    let code = &section[start..start + section[start..].find("```").unwrap()];
+    let (includes, body): (Vec<&str>, Vec<&str>) =
+        code.lines().partition(|l| l.starts_with("#include"));
+    let program = format!(
+        "{}\nint main(void) {{\n{}\nreturn 0;\n}}\n",
+        includes.join("\n"),
+        body.join("\n")
+    );
+    let dir = std::env::temp_dir().join(format!("samrt-capi-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("readme.c");
+    std::fs::write(&file, &program).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    println!("{program}");
+    compiles(&cc, "-std=c11", &file);
     let _ = std::fs::remove_dir_all(&dir);
 }

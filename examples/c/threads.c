@@ -5,8 +5,9 @@
  * all threads have failed, checks that samrt_last_error() still gives its own message: the
  * last error is per thread.
  *
- *   threads MODEL IMAGE DEVICE X Y
+ *   threads MODEL IMAGE DEVICE X Y [ROUNDS]
  *
+ * ROUNDS (default 3) predictions per thread; fewer keeps a run on a simulated GPU short.
  * Exit status 0 when all agree. Build with -pthread (see capi/tests/c_abi.rs).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -18,13 +19,13 @@
 #include "samrt.h"
 
 #define THREADS 8
-#define ROUNDS 3
 
 static samrt_model *model;
 static samrt_embedding *emb;
 static samrt_prompt prompt;
 static samrt_masks want;
 static pthread_barrier_t all_failed;
+static int rounds = 3;
 
 static int same(const samrt_masks *a, const samrt_masks *b) {
     size_t plane = (size_t)a->width * a->height;
@@ -39,7 +40,7 @@ static int same(const samrt_masks *a, const samrt_masks *b) {
 static void *worker(void *arg) {
     int id = (int)(size_t)arg;
     size_t bad = 0;
-    for (int r = 0; r < ROUNDS; r++) {
+    for (int r = 0; r < rounds; r++) {
         samrt_masks got = {0};
         if (samrt_predict(model, emb, &prompt, &got) != 0) {
             fprintf(stderr, "thread %d: %s\n", id, samrt_last_error());
@@ -69,9 +70,12 @@ static void *worker(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s MODEL IMAGE DEVICE X Y\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s MODEL IMAGE DEVICE X Y [ROUNDS]\n", argv[0]);
         return 2;
+    }
+    if (argc == 7) {
+        rounds = atoi(argv[6]);
     }
     if (samrt_model_load(argv[1], argv[3], &model) != 0 ||
         samrt_embed_file(model, argv[2], &emb) != 0) {
@@ -104,7 +108,7 @@ int main(int argc, char **argv) {
         bad += (size_t)r;
     }
     pthread_barrier_destroy(&all_failed);
-    printf("%d threads x %d predictions: %zu differ or failed\n", THREADS, ROUNDS, bad);
+    printf("%d threads x %d predictions: %zu differ or failed\n", THREADS, rounds, bad);
     samrt_masks_free(&want);
     samrt_embedding_free(emb);
     samrt_model_free(model);
