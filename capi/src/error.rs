@@ -81,10 +81,71 @@ pub unsafe fn c_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
         .map_err(|_| format!("{name} is not valid UTF-8"))
 }
 
+/// `n` values at `p`: an error for NULL (unless `n` is 0) or a misaligned pointer, which
+/// would be undefined behaviour to read as `T`s (and an abort under debug assertions).
+///
+/// # Safety
+/// `p` is NULL or points to `n` readable `T`s.
+pub unsafe fn slice<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        let values = samrt_core::error::count(n, "value");
+        return Err(format!("{name} is NULL but must hold {values}"));
+    }
+    if !p.is_aligned() {
+        return Err(format!(
+            "{name} ({p:p}) is not aligned to {} bytes",
+            std::mem::align_of::<T>()
+        ));
+    }
+    Ok(std::slice::from_raw_parts(p, n))
+}
+
 /// `p` as a reference, or an error naming the NULL argument.
 ///
 /// # Safety
 /// `p` is NULL or points to a valid `T`.
 pub unsafe fn non_null<'a, T>(p: *const T, name: &str) -> Result<&'a T> {
     p.as_ref().ok_or_else(|| format!("{name} is NULL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_minus_one_and_a_message() {
+        let rc = guard("samrt_test", || panic!("boom"));
+        assert_eq!(rc, -1);
+        let msg = last_error();
+        assert!(msg.starts_with("samrt_test: internal error: boom"), "{msg}");
+        assert_eq!(guard("samrt_test", || Ok(())), 0);
+        assert_eq!(last_error(), msg, "success leaves the last error");
+        let formatted = guard("samrt_test", || panic!("{}", 7));
+        assert_eq!((formatted, last_error().contains(": 7 (")), (-1, true));
+    }
+
+    #[test]
+    fn slices_refuse_null_and_misaligned_pointers() {
+        let v = [1.0f32, 2.0, 3.0];
+        let misaligned = unsafe { (v.as_ptr() as *const u8).add(1) } as *const f32;
+        let err = unsafe { slice(misaligned, 2, "box") }.unwrap_err();
+        assert!(err.contains("not aligned to 4 bytes"), "{err}");
+        let err = unsafe { slice(std::ptr::null::<f32>(), 4, "box") }.unwrap_err();
+        assert_eq!(err, "box is NULL but must hold 4 values");
+        let err = unsafe { slice(std::ptr::null::<f32>(), 1, "points") }.unwrap_err();
+        assert_eq!(err, "points is NULL but must hold 1 value");
+        assert_eq!(unsafe { slice(v.as_ptr(), 3, "box") }.unwrap(), &v);
+        assert!(unsafe { slice(std::ptr::null::<f32>(), 0, "box") }
+            .unwrap()
+            .is_empty());
+    }
 }

@@ -1,7 +1,7 @@
 //! `samrt_predict` and `samrt_masks_free`: a C prompt checked and converted to a
 //! [`Prompt`], and a [`samrt_core::Prediction`] handed out as a `samrt_masks`.
 
-use crate::error::{guard, guard_void, non_null, Result};
+use crate::error::{guard, guard_void, non_null, slice, Result};
 use crate::masks;
 use crate::types::{samrt_masks, samrt_prompt};
 use crate::{samrt_embedding, samrt_model, EMBEDDINGS, MODELS};
@@ -19,11 +19,7 @@ unsafe fn to_prompt(sam: &Sam, p: &samrt_prompt) -> Result<Prompt> {
             p.n_points
         ));
     }
-    let points = match (p.points.is_null(), p.n_points) {
-        (_, 0) => &[][..],
-        (true, n) => return Err(format!("points is NULL but n_points is {n}")),
-        (false, n) => std::slice::from_raw_parts(p.points, n),
-    };
+    let points = slice(p.points, p.n_points, "points")?;
     let side = sam.low_res_side();
     let mask_input = if p.mask_input.is_null() {
         None
@@ -36,15 +32,19 @@ unsafe fn to_prompt(sam: &Sam, p: &samrt_prompt) -> Result<Prompt> {
                 ));
             }
         }
-        Some(std::slice::from_raw_parts(p.mask_input, side * side).to_vec())
+        Some(slice(p.mask_input, side * side, "mask_input")?.to_vec())
+    };
+    let box_xyxy = match p.r#box.is_null() {
+        true => None,
+        false => {
+            let b = slice(p.r#box, 4, "box")?;
+            Some([b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64])
+        }
     };
     Ok(Prompt {
         points: points.iter().map(|q| [q.x as f64, q.y as f64]).collect(),
         labels: points.iter().map(|q| q.label).collect(),
-        box_xyxy: (!p.r#box.is_null()).then(|| {
-            let b = std::slice::from_raw_parts(p.r#box, 4);
-            [b[0] as f64, b[1] as f64, b[2] as f64, b[3] as f64]
-        }),
+        box_xyxy,
         mask_input,
         multimask: p.multimask != 0,
     })

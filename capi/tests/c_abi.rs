@@ -164,23 +164,25 @@ fn segment(exe: &Path, model: &Path, image: &Path, device: &str, xy: &str, pgm: 
     run(exe, &args)
 }
 
-/// threads.c at point (x, y) with `rounds` predictions per thread.
-fn threads(model: &Path, image: &Path, device: &str, xy: &str, rounds: &str) {
+/// threads.c at point (x, y) with `rounds` predictions per thread on the shared embedding
+/// (and one on the thread's own).
+fn threads(model: &Path, image: &Path, device: &str, xy: &str, rounds: usize) {
     let exe = compile("threads");
     let (x, y) = xy.split_once(' ').unwrap();
+    let rounds_arg = rounds.to_string();
     let args = [
         model,
         image,
         device.as_ref(),
         x.as_ref(),
         y.as_ref(),
-        rounds.as_ref(),
+        rounds_arg.as_ref(),
     ];
     let o = run(&exe, &args);
     let out = text(&o.stdout);
     println!("{out}");
     assert!(o.status.success(), "{out}{}", text(&o.stderr));
-    let want = format!("8 threads x {rounds} predictions: 0 differ or failed");
+    let want = format!("8 threads x {} predictions: 0 differ or failed", rounds + 1);
     assert!(out.contains(&want), "{out}");
 }
 
@@ -253,7 +255,7 @@ fn example_segments_the_fixture_image() {
 
 #[test]
 fn eight_threads_predicting_on_one_model_get_identical_masks() {
-    threads(&tiny_pth(), &chelsea(), "cpu", "200 150", "3");
+    threads(&tiny_pth(), &chelsea(), "cpu", "200 150", 3);
 }
 
 #[test]
@@ -324,5 +326,5 @@ fn cuda_device_runs_or_says_why_not() {
     assert!(frac >= 0.995, "{frac}");
     // Threads sharing a model on the device (one round each: a vgpu prediction takes
     // seconds).
-    threads(&model, &image, "cuda", xy, "1");
+    threads(&model, &image, "cuda", xy, 1);
 }

@@ -1,13 +1,15 @@
 /*
  * threads: 8 threads share one model and one embedding, each predicting the same prompt
- * several times; every prediction must equal the main thread's byte for byte (masks, scores,
- * low-res logits). Each thread also makes a call that fails with its own message, and after
+ * several times, and each also embeds the image itself and predicts on that embedding (so
+ * embedding runs on all threads at once); every prediction must equal the main thread's
+ * byte for byte (masks, scores, low-res logits). Each thread also makes a call that fails with its own message, and after
  * all threads have failed, checks that samrt_last_error() still gives its own message: the
  * last error is per thread.
  *
  *   threads MODEL IMAGE DEVICE X Y [ROUNDS]
  *
- * ROUNDS (default 3) predictions per thread; fewer keeps a run on a simulated GPU short.
+ * ROUNDS (default 3) predictions per thread on the shared embedding, then one on its own;
+ * fewer keeps a run on a simulated GPU short.
  * Exit status 0 when all agree. Build with -pthread (see capi/tests/c_abi.rs).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -25,6 +27,7 @@ static samrt_embedding *emb;
 static samrt_prompt prompt;
 static samrt_masks want;
 static pthread_barrier_t all_failed;
+static const char *image;
 static int rounds = 3;
 
 static int same(const samrt_masks *a, const samrt_masks *b) {
@@ -37,20 +40,35 @@ static int same(const samrt_masks *a, const samrt_masks *b) {
            memcmp(a->low_res_logits, b->low_res_logits, a->n_masks * low * sizeof(float)) == 0;
 }
 
+/* One prediction on `e` compared with the main thread's; 1 when it fails or differs. */
+static size_t check(int id, const char *what, const samrt_embedding *e) {
+    samrt_masks got = {0};
+    size_t bad = 0;
+    if (samrt_predict(model, e, &prompt, &got) != 0) {
+        fprintf(stderr, "thread %d, %s: %s\n", id, what, samrt_last_error());
+        bad = 1;
+    } else if (!same(&got, &want)) {
+        fprintf(stderr, "thread %d, %s: the prediction differs\n", id, what);
+        bad = 1;
+    }
+    samrt_masks_free(&got);
+    return bad;
+}
+
 static void *worker(void *arg) {
     int id = (int)(size_t)arg;
     size_t bad = 0;
     for (int r = 0; r < rounds; r++) {
-        samrt_masks got = {0};
-        if (samrt_predict(model, emb, &prompt, &got) != 0) {
-            fprintf(stderr, "thread %d: %s\n", id, samrt_last_error());
-            bad++;
-        } else if (!same(&got, &want)) {
-            fprintf(stderr, "thread %d round %d: prediction differs\n", id, r);
-            bad++;
-        }
-        samrt_masks_free(&got);
+        bad += check(id, "shared embedding", emb);
     }
+    samrt_embedding *own = NULL;
+    if (samrt_embed_file(model, image, &own) != 0) {
+        fprintf(stderr, "thread %d: %s\n", id, samrt_last_error());
+        bad++;
+    } else {
+        bad += check(id, "own embedding", own);
+    }
+    samrt_embedding_free(own);
     /* A label no other thread uses: the message names it. */
     samrt_point p = {1.0f, 1.0f, 100 + id};
     samrt_prompt wrong = {&p, 1, NULL, NULL, 0};
@@ -77,6 +95,7 @@ int main(int argc, char **argv) {
     if (argc == 7) {
         rounds = atoi(argv[6]);
     }
+    image = argv[2];
     if (samrt_model_load(argv[1], argv[3], &model) != 0 ||
         samrt_embed_file(model, argv[2], &emb) != 0) {
         fprintf(stderr, "threads: %s\n", samrt_last_error());
@@ -108,7 +127,7 @@ int main(int argc, char **argv) {
         bad += (size_t)r;
     }
     pthread_barrier_destroy(&all_failed);
-    printf("%d threads x %d predictions: %zu differ or failed\n", THREADS, rounds, bad);
+    printf("%d threads x %d predictions: %zu differ or failed\n", THREADS, rounds + 1, bad);
     samrt_masks_free(&want);
     samrt_embedding_free(emb);
     samrt_model_free(model);
