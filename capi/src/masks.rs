@@ -100,12 +100,11 @@ pub fn mask_input_side(ptr: *const f32) -> Result<Option<usize>> {
     }
     let plane = a.side * a.side * std::mem::size_of::<f32>();
     if !bytes.is_multiple_of(plane) {
+        let floats = samrt_core::error::count(bytes / std::mem::size_of::<f32>(), "float");
         return Err(format!(
-            "mask_input points {} floats into the low_res_logits of a prediction, not at the \
+            "mask_input points {floats} into the low_res_logits of a prediction, not at the \
              start of one of its {}x{} planes",
-            bytes / std::mem::size_of::<f32>(),
-            a.side,
-            a.side
+            a.side, a.side
         ));
     }
     Ok(Some(a.side))
