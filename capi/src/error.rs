@@ -28,10 +28,9 @@ pub fn set_last_error(msg: &str) {
 /// This thread's last error; valid until the next failing call on this thread.
 pub fn last_error_ptr() -> *const c_char {
     // The buffer outlives the borrow: it is replaced only by `set_last_error` on this thread.
-    static EMPTY: &CStr = c"";
     LAST_ERROR
         .try_with(|e| e.borrow().as_ptr())
-        .unwrap_or(EMPTY.as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Runs an entry point's body: 0 on success; -1 with "`what`: message" as the last error on

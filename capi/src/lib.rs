@@ -46,7 +46,8 @@ pub struct samrt_embedding {
 static MODELS: Registry<samrt_model> = Registry::new("samrt_model");
 static EMBEDDINGS: Registry<samrt_embedding> = Registry::new("samrt_embedding");
 
-/// The library's version, e.g. "0.1.0".
+/// The library's version, e.g. "0.1.0". The one entry point without a guard: it returns a
+/// constant and cannot panic.
 #[no_mangle]
 pub extern "C" fn samrt_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
@@ -55,7 +56,7 @@ pub extern "C" fn samrt_version() -> *const c_char {
 /// The message of the last call that failed on this thread ("" before any failure).
 #[no_mangle]
 pub extern "C" fn samrt_last_error() -> *const c_char {
-    error::last_error_ptr()
+    std::panic::catch_unwind(error::last_error_ptr).unwrap_or(c"".as_ptr())
 }
 
 /// A path argument: any bytes on Unix, where paths need not be UTF-8.
