@@ -13,8 +13,14 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The samrt crate's tests/fixtures; capi/tests include this module by path, and their
+/// manifest directory is capi/.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match dir.join("tests/fixtures") {
+        f if f.is_dir() => f,
+        _ => dir.join("../tests/fixtures"),
+    }
 }
 
 pub fn manifest() -> &'static Value {
@@ -229,7 +235,11 @@ pub fn run_samrt(args: &[&str], cache: &Path) -> std::process::Output {
     if takes_device && !args.contains(&"--device") {
         args.extend(["--device", "cpu"]);
     }
-    std::process::Command::new(env!("CARGO_BIN_EXE_samrt"))
+    // option_env: capi/tests include this module, and their package has no samrt binary.
+    let Some(exe) = option_env!("CARGO_BIN_EXE_samrt") else {
+        panic!("run_samrt: only the samrt crate's tests have the samrt binary");
+    };
+    std::process::Command::new(exe)
         .args(&args)
         .env("SAMRT_CACHE_DIR", cache)
         .output()
