@@ -46,12 +46,16 @@ impl Resp {
 }
 
 impl Server {
-    /// Starts `samrt serve` on the tiny fixture model with `extra` flags.
+    /// Starts `samrt serve` on the tiny fixture model with `extra` flags, on the CPU.
     pub fn start(extra: &[&str]) -> Server {
-        let model = super::tiny_safetensors();
+        Server::start_on(super::tiny_safetensors(), "cpu", extra)
+    }
+
+    /// `samrt serve` on `model` and `device` (`cpu`, `cuda`, `auto`) with `extra` flags.
+    pub fn start_on(model: &std::path::Path, device: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_samrt"))
             .args(["serve", "--model", model.to_str().unwrap()])
-            .args(["--device", "cpu", "--listen", "127.0.0.1:0"])
+            .args(["--device", device, "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("SAMRT_CACHE_DIR", super::scratch("serve-cache"))
             .env("SAMRT_SERVE_TEST_HOOKS", "1")
