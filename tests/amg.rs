@@ -215,6 +215,42 @@ fn rle_and_coco_encoders_match_pycocotools() {
     assert!(n > 0);
 }
 
+/// The device's bit-packed masks (LSB first, rows padded to whole words) encode as the
+/// boolean masks do, across word boundaries and with the padding bits set (they must be
+/// ignored).
+#[test]
+fn rle_from_packed_bits_equals_rle_from_booleans() {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    for (ch, cw) in [(1usize, 1usize), (3, 31), (5, 32), (4, 33), (7, 70)] {
+        let wpr = cw.div_ceil(32) + 1; // one spare word per row, as a padded pitch
+        let mut bits = vec![0u32; ch * wpr];
+        let mut mask = vec![false; ch * cw];
+        for y in 0..ch {
+            for x in 0..wpr * 32 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let on = (s >> 40) & 3 != 0;
+                if on {
+                    bits[y * wpr + x / 32] |= 1 << (x % 32);
+                }
+                if x < cw {
+                    mask[y * cw + x] = on;
+                }
+            }
+        }
+        let (h, w, origin) = (ch + 3, cw + 5, (2, 1));
+        assert_eq!(
+            Rle::from_packed_crop(&bits, wpr, (ch, cw), origin, h, w).unwrap(),
+            Rle::from_crop(&mask, ch, cw, origin, h, w).unwrap(),
+            "{ch}x{cw}"
+        );
+    }
+    // Too few words per row, or a crop outside the image: errors, not panics.
+    assert!(Rle::from_packed_crop(&[0; 2], 1, (2, 33), (0, 0), 2, 33).is_err());
+    assert!(Rle::from_packed_crop(&[0; 2], 1, (2, 3), (1, 0), 2, 3).is_err());
+}
+
 #[test]
 fn rle_edge_cases() {
     // First pixel set: counts start with a zero-length zero-run.
