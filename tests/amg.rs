@@ -3,6 +3,7 @@
 //! formats, and the `samrt auto` dataset mode.
 
 mod common;
+use common::amg::{amg_case, compare_records, config_of, official_rle, records_of, Extra};
 
 use samrt::amg::geometry::{crop_boxes, nms, point_grid_1d};
 use samrt::amg::output::{metadata_csv, py_float};
@@ -19,70 +20,8 @@ fn amg_manifest() -> Value {
     serde_json::from_str(&t).unwrap()
 }
 
-fn records_of(case: &Value) -> Vec<Value> {
-    let f = common::fixtures()
-        .join("amg")
-        .join(case["file"].as_str().unwrap());
-    serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
-}
-
-/// The official segmentation of a record as an RLE, whichever mode it was written in.
-fn official_rle(seg: &Value) -> Rle {
-    let size = common::f64s(&seg["size"]);
-    let (h, w) = (size[0] as usize, size[1] as usize);
-    match &seg["counts"] {
-        Value::String(s) => Rle::from_coco_string(s, h, w).unwrap(),
-        Value::Array(a) => Rle {
-            h,
-            w,
-            counts: a.iter().map(|v| v.as_u64().unwrap() as u32).collect(),
-        },
-        other => panic!("unexpected counts {other}"),
-    }
-}
-
-fn config_of(case: &Value) -> AmgConfig {
-    let c = &case["config"];
-    let d = AmgConfig::default();
-    let u = |k: &str, def: usize| c[k].as_u64().map(|v| v as usize).unwrap_or(def);
-    let f = |k: &str, def: f64| c[k].as_f64().unwrap_or(def);
-    AmgConfig {
-        points_per_side: u("points_per_side", d.points_per_side),
-        points_per_batch: u("points_per_batch", d.points_per_batch),
-        pred_iou_thresh: f("pred_iou_thresh", d.pred_iou_thresh),
-        stability_score_thresh: f("stability_score_thresh", d.stability_score_thresh),
-        stability_score_offset: f("stability_score_offset", d.stability_score_offset),
-        box_nms_thresh: f("box_nms_thresh", d.box_nms_thresh),
-        crop_n_layers: u("crop_n_layers", d.crop_n_layers),
-        crop_nms_thresh: f("crop_nms_thresh", d.crop_nms_thresh),
-        crop_overlap_ratio: f("crop_overlap_ratio", d.crop_overlap_ratio),
-        crop_n_points_downscale_factor: u(
-            "crop_n_points_downscale_factor",
-            d.crop_n_points_downscale_factor,
-        ),
-        min_mask_region_area: u("min_mask_region_area", d.min_mask_region_area),
-    }
-}
-
-fn mask_iou(a: &[bool], b: &[bool]) -> f64 {
-    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
-    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
-    if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    }
-}
-
 fn check_case(name: &str) {
-    let man = amg_manifest();
-    let case = man["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap()
-        .clone();
+    let case = amg_case("manifest.json", name);
     let official = records_of(&case);
     assert!(!official.is_empty(), "{name}: the fixture keeps no masks");
     let img = samrt::io::image::load_image(
@@ -92,70 +31,11 @@ fn check_case(name: &str) {
     )
     .unwrap();
     let ours = generate(common::tiny_model(), &img, &config_of(&case)).unwrap();
-    assert_eq!(ours.len(), official.len(), "{name}: record count");
-    let our_masks: Vec<Vec<bool>> = ours
-        .iter()
-        .map(|r| r.segmentation.to_mask().unwrap())
-        .collect();
-    let mut used = vec![false; ours.len()];
-    let mut worst_iou: f64 = 1.0;
-    let mut worst_dp: f64 = 0.0;
-    let mut in_order = 0;
-    for (k, o) in official.iter().enumerate() {
-        let om = official_rle(&o["segmentation"]).to_mask().unwrap();
-        // Match in order when it fits, else the best unused record (tie order may differ).
-        let j = if mask_iou(&om, &our_masks[k]) >= 0.98 && !used[k] {
-            in_order += 1;
-            k
-        } else {
-            (0..ours.len())
-                .filter(|&j| !used[j])
-                .max_by(|&a, &b| {
-                    mask_iou(&om, &our_masks[a]).total_cmp(&mask_iou(&om, &our_masks[b]))
-                })
-                .unwrap()
-        };
-        used[j] = true;
-        let iou = mask_iou(&om, &our_masks[j]);
-        let dp = (ours[j].predicted_iou as f64 - o["predicted_iou"].as_f64().unwrap()).abs();
-        worst_iou = worst_iou.min(iou);
-        worst_dp = worst_dp.max(dp);
-        // Encoder outputs agree with the official to f32 rounding, so a handful of pixels
-        // at logit ~0 may flip; 0.98 mask IoU allows that and nothing structural.
-        assert!(iou >= 0.98, "{name} record {k}: mask IoU {iou}");
-        // Predicted IoU: f32 rounding through the tiny encoder and decoder, far below 5e-3.
-        assert!(dp <= 5e-3, "{name} record {k}: |d predicted_iou| {dp}");
-        let pt = common::f64s(&o["point_coords"][0]);
-        // Grid points are exact f64 arithmetic on both sides.
-        assert!(
-            (pt[0] - ours[j].point_coords[0]).abs() < 1e-9
-                && (pt[1] - ours[j].point_coords[1]).abs() < 1e-9
-        );
-        // The official boxes turn float (600.0) when some crop or batch kept no mask (an
-        // empty float tensor joins the int64 ones), so compare values.
-        let as_f = |b: [i64; 4]| b.map(|v| v as f64).to_vec();
-        assert_eq!(
-            common::f64s(&o["crop_box"]),
-            as_f(ours[j].crop_box),
-            "{name} record {k}: crop box"
-        );
-        if iou == 1.0 {
-            assert_eq!(
-                common::f64s(&o["bbox"]),
-                as_f(ours[j].bbox),
-                "{name} record {k}: bbox"
-            );
-            assert_eq!(
-                o["area"].as_u64().unwrap(),
-                ours[j].area,
-                "{name} record {k}: area"
-            );
-        }
-    }
-    eprintln!(
-        "{name}: {} records, {in_order} matched in order, worst mask IoU {worst_iou:.6}, worst |d iou| {worst_dp:.2e}",
-        ours.len()
-    );
+    let extra = Extra {
+        stability: None,
+        box_px: None,
+    };
+    compare_records(name, &ours, &official, &extra);
 }
 
 /// tools/make_amg_fixtures.py's synthetic predictor: discs around each point (radii in the
@@ -333,6 +213,42 @@ fn rle_and_coco_encoders_match_pycocotools() {
         }
     }
     assert!(n > 0);
+}
+
+/// The device's bit-packed masks (LSB first, rows padded to whole words) encode as the
+/// boolean masks do, across word boundaries and with the padding bits set (they must be
+/// ignored).
+#[test]
+fn rle_from_packed_bits_equals_rle_from_booleans() {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    for (ch, cw) in [(1usize, 1usize), (3, 31), (5, 32), (4, 33), (7, 70)] {
+        let wpr = cw.div_ceil(32) + 1; // one spare word per row, as a padded pitch
+        let mut bits = vec![0u32; ch * wpr];
+        let mut mask = vec![false; ch * cw];
+        for y in 0..ch {
+            for x in 0..wpr * 32 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let on = (s >> 40) & 3 != 0;
+                if on {
+                    bits[y * wpr + x / 32] |= 1 << (x % 32);
+                }
+                if x < cw {
+                    mask[y * cw + x] = on;
+                }
+            }
+        }
+        let (h, w, origin) = (ch + 3, cw + 5, (2, 1));
+        assert_eq!(
+            Rle::from_packed_crop(&bits, wpr, (ch, cw), origin, h, w).unwrap(),
+            Rle::from_crop(&mask, ch, cw, origin, h, w).unwrap(),
+            "{ch}x{cw}"
+        );
+    }
+    // Too few words per row, or a crop outside the image: errors, not panics.
+    assert!(Rle::from_packed_crop(&[0; 2], 1, (2, 33), (0, 0), 2, 33).is_err());
+    assert!(Rle::from_packed_crop(&[0; 2], 1, (2, 3), (1, 0), 2, 3).is_err());
 }
 
 #[test]

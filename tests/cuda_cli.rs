@@ -10,6 +10,7 @@
 #![cfg(feature = "cuda")]
 
 mod common;
+use common::gpu::cuda_or_skip;
 use common::*;
 use std::process::Command;
 
@@ -17,19 +18,6 @@ use std::process::Command;
 /// a box, a mask input, combinations, single- and multi-mask). One image keeps the vgpu run
 /// short; the image decoding and resize are the CPU path's, tested in tests/cli.rs.
 const IMAGES: [&str; 1] = ["coffee"];
-
-/// Whether a CUDA device is usable; otherwise says the test skips (or panics under
-/// SAMRT_REQUIRE_GPU=1, as CI's vgpu run sets).
-fn cuda_or_skip(test: &str) -> bool {
-    if samrt::cuda::cuda_available().is_ok() {
-        return true;
-    }
-    if std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-        panic!("SAMRT_REQUIRE_GPU=1 but no usable GPU");
-    }
-    println!("skipping {test}: no CUDA device");
-    false
-}
 
 #[test]
 fn segment_on_cuda_matches_official_fixtures() {

@@ -9,12 +9,20 @@ samrt:   timed = the whole `samrt auto` process (start, weights, image decode, g
 
 The model is an official-layout .pth state dict. Default: the tiny fixture model
 (tests/fixtures/sam_tiny.pth, built like tools/make_fixtures.py). For `--model-type vit_b`
-pass a real or random vit_b .pth (slow on the CPU: minutes per image).
+pass a real or random vit_b .pth (slow on the CPU: minutes per image), or `--random-vit-b`
+to write tools/bench_cpu.py's random well-conditioned vit_b to a temporary .pth.
+
+With random weights no mask passes the official default thresholds, so that setting times
+only the encoder and the point batches' decoder. `--pred-iou-thresh 0
+--stability-score-thresh 0` keeps every mask through the filters (3,072 at 32x32 points):
+each is upscaled to the image, scored, thresholded and RLE-encoded, then box NMS runs, as
+with trained weights. The result file's name then ends in `-thresh0`.
 
 Usage: python3 tools/bench_amg_cpu.py [--model PTH] [--model-type tiny|vit_b|vit_l|vit_h]
          [--image PATH] [--runs 1] [--points-per-side 32] [--output-mode coco_rle]
-         [--samrt PATH] [--threads N]
-Writes bench/results/<date>-amg-cpu-<model-type>.json.
+         [--samrt PATH] [--threads N] [--random-vit-b]
+         [--pred-iou-thresh T] [--stability-score-thresh T]
+Writes bench/results/<date>-amg-cpu-<model-type>[-thresh0].json.
 """
 import argparse, datetime, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -52,8 +60,17 @@ def main():
     ap.add_argument("--samrt", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")), "release", "samrt"))
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--random-vit-b", action="store_true",
+                    help="time a random well-conditioned vit_b (tools/bench_cpu.py's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    tmp = tempfile.TemporaryDirectory()
+    if a.random_vit_b:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from bench_cpu import random_vit_b
+        a.model, a.model_type = os.path.join(tmp.name, "vit_b_random.pth"), "vit_b"
+        torch.save(random_vit_b(0).state_dict(), a.model)
+    load_before = os.getloadavg()
 
     from segment_anything import SamAutomaticMaskGenerator
     image = np.array(Image.open(a.image).convert("RGB"))
@@ -96,10 +113,14 @@ def main():
         samrt=dict(seconds=t_samrt, median=statistics.median(t_samrt), records=n_samrt,
                    timed="whole process"),
         ratio_samrt_over_torch=statistics.median(t_samrt) / statistics.median(t_torch),
+        # Other processes on the machine: the 1-minute load average before and after.
+        loadavg_1min=dict(before=load_before[0], after=os.getloadavg()[0]),
     )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{datetime.date.today().isoformat()}-amg-cpu-{a.model_type}.json"
+    zero = a.pred_iou_thresh == 0 and a.stability_score_thresh == 0
+    suffix = "-thresh0" if zero else ""
+    path = out_dir / f"{datetime.date.today().isoformat()}-amg-cpu-{a.model_type}{suffix}.json"
     path.write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     print(f"wrote {path}", file=sys.stderr)

@@ -140,14 +140,63 @@ fn check_prompt_total(per_layer: &[usize]) -> std::result::Result<(), u128> {
 pub const MAX_PROMPTS_PER_IMAGE: usize = 1 << 24;
 
 /// A mask that survived a batch, in the frame of the whole image.
-struct Cand {
-    rle: Rle,
+pub(crate) struct Cand {
+    pub(crate) rle: Rle,
     /// XYXY, crop frame until un-cropped.
-    bbox: [i64; 4],
-    iou: f32,
-    point: [f64; 2],
-    stability: f32,
-    crop: [usize; 4],
+    pub(crate) bbox: [i64; 4],
+    pub(crate) iou: f32,
+    pub(crate) point: [f64; 2],
+    pub(crate) stability: f32,
+    pub(crate) crop: [usize; 4],
+}
+
+/// Where one point batch sits: the crop's size (h, w), its box in the image (XYXY) and the
+/// image's size (h, w).
+pub(crate) struct BatchFrame {
+    pub(crate) crop_size: (usize, usize),
+    pub(crate) crop: [usize; 4],
+    pub(crate) orig: (usize, usize),
+}
+
+/// What differs between the generator on the CPU and on a device: how a crop is embedded,
+/// how a batch of grid points becomes the masks that pass the IoU, stability and crop-edge
+/// filters (in official order), and where box NMS runs. Grids, crops, per-crop and
+/// cross-crop NMS order, un-cropping, small regions and the records are shared.
+pub(crate) trait Pipeline {
+    type Crop;
+    fn crop(&self, img: &RgbImage) -> Result<Self::Crop>;
+    /// `points` in the crop's pixel frame, float64 as the official grid.
+    fn batch(
+        &self,
+        crop: &Self::Crop,
+        points: &[[f64; 2]],
+        frame: &BatchFrame,
+        cfg: &AmgConfig,
+    ) -> Result<Vec<Cand>>;
+    /// torchvision's `batched_nms` with one category: kept indices, by score.
+    fn nms(&self, boxes: &[[f32; 4]], scores: &[f32], thresh: f64) -> Result<Vec<usize>>;
+}
+
+/// The CPU pipeline over any [`MaskSource`].
+struct Host<'a, S>(&'a S);
+
+impl<S: MaskSource> Pipeline for Host<'_, S> {
+    type Crop = S::Crop;
+    fn crop(&self, img: &RgbImage) -> Result<S::Crop> {
+        self.0.crop(img)
+    }
+    fn batch(
+        &self,
+        crop: &S::Crop,
+        points: &[[f64; 2]],
+        frame: &BatchFrame,
+        cfg: &AmgConfig,
+    ) -> Result<Vec<Cand>> {
+        process_batch(self.0, crop, points, frame, cfg)
+    }
+    fn nms(&self, boxes: &[[f32; 4]], scores: &[f32], thresh: f64) -> Result<Vec<usize>> {
+        Ok(nms(boxes, scores, thresh))
+    }
 }
 
 pub fn generate(sam: &Sam, img: &RgbImage, cfg: &AmgConfig) -> Result<Vec<MaskRecord>> {
@@ -185,6 +234,16 @@ pub fn generate_with_progress<S: MaskSource>(
     cfg: &AmgConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<MaskRecord>> {
+    run_pipeline(&Host(src), img, cfg, progress)
+}
+
+/// The generator with `cfg`'s point grids on any [`Pipeline`].
+pub(crate) fn run_pipeline<P: Pipeline>(
+    p: &P,
+    img: &RgbImage,
+    cfg: &AmgConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<MaskRecord>> {
     cfg.validate()?;
     let sides = layer_grid_sides(
         cfg.points_per_side,
@@ -192,7 +251,7 @@ pub fn generate_with_progress<S: MaskSource>(
         cfg.crop_n_points_downscale_factor,
     );
     let grids: Vec<Vec<[f64; 2]>> = sides.iter().map(|&n| point_grid(n)).collect();
-    generate_on_grids(src, img, cfg, &grids, progress)
+    generate_on_grids(p, img, cfg, &grids, progress)
 }
 
 /// [`generate`] with explicit point grids, the official `point_grids` argument: grid `i`
@@ -233,12 +292,12 @@ pub fn generate_with_point_grids<S: MaskSource>(
              the limit is {MAX_PROMPTS_PER_IMAGE}"
         ))
     })?;
-    generate_on_grids(src, img, cfg, grids, &mut |_| {})
+    generate_on_grids(&Host(src), img, cfg, grids, &mut |_| {})
 }
 
 /// The generator proper, once the grids of every crop layer are known and checked.
-fn generate_on_grids<S: MaskSource>(
-    src: &S,
+fn generate_on_grids<P: Pipeline>(
+    src: &P,
     img: &RgbImage,
     cfg: &AmgConfig,
     grids: &[Vec<[f64; 2]>],
@@ -276,10 +335,11 @@ fn generate_on_grids<S: MaskSource>(
             .iter()
             .map(|c| 1.0 / (((c.crop[2] - c.crop[0]) * (c.crop[3] - c.crop[1])) as f32))
             .collect();
-        data = take(data, &nms(&boxes, &scores, cfg.crop_nms_thresh));
+        data = take(data, &src.nms(&boxes, &scores, cfg.crop_nms_thresh)?);
     }
     if cfg.min_mask_region_area > 0 {
         data = postprocess_small_regions(
+            src,
             data,
             cfg.min_mask_region_area as f64,
             cfg.box_nms_thresh.max(cfg.crop_nms_thresh),
@@ -324,8 +384,8 @@ fn crop_image(img: &RgbImage, crop: [usize; 4]) -> RgbImage {
 
 /// `_process_crop`: embed the crop, decode its grid in batches, NMS, un-crop. `report`
 /// gets (batches done, batches) at the start and after each batch.
-fn process_crop<S: MaskSource>(
-    src: &S,
+fn process_crop<P: Pipeline>(
+    src: &P,
     img: &RgbImage,
     crop: [usize; 4],
     grid: &[[f64; 2]],
@@ -342,26 +402,23 @@ fn process_crop<S: MaskSource>(
     let im = cropped.as_ref().unwrap_or(img);
     let state = src.crop(im)?;
     let (ch, cw) = (im.height, im.width);
+    let frame = BatchFrame {
+        crop_size: (ch, cw),
+        crop,
+        orig: (img.height, img.width),
+    };
     let points: Vec<[f64; 2]> = grid
         .iter()
         .map(|p| [p[0] * cw as f64, p[1] * ch as f64])
         .collect();
     let mut data = Vec::new();
     for (b, batch) in points.chunks(cfg.points_per_batch).enumerate() {
-        data.extend(process_batch(
-            src,
-            &state,
-            batch,
-            (ch, cw),
-            crop,
-            (img.height, img.width),
-            cfg,
-        )?);
+        data.extend(src.batch(&state, batch, &frame, cfg)?);
         report(b + 1, batches);
     }
     let boxes: Vec<[f32; 4]> = data.iter().map(|c| box_f32(c.bbox)).collect();
     let scores: Vec<f32> = data.iter().map(|c| c.iou).collect();
-    let mut data = take(data, &nms(&boxes, &scores, cfg.box_nms_thresh));
+    let mut data = take(data, &src.nms(&boxes, &scores, cfg.box_nms_thresh)?);
     let (dx, dy) = (crop[0] as i64, crop[1] as i64);
     for c in &mut data {
         c.bbox = [
@@ -381,11 +438,10 @@ fn process_batch<S: MaskSource>(
     src: &S,
     state: &S::Crop,
     points: &[[f64; 2]],
-    (ch, cw): (usize, usize),
-    crop: [usize; 4],
-    orig: (usize, usize),
+    frame: &BatchFrame,
     cfg: &AmgConfig,
 ) -> Result<Vec<Cand>> {
+    let ((ch, cw), crop, orig) = (frame.crop_size, frame.crop, frame.orig);
     let outs = src.batch_above(state, points, cfg.pred_iou_thresh)?;
     // (point index, mask index) of every mask passing the IoU filter, in official order.
     let mut jobs = Vec::new();
@@ -449,7 +505,12 @@ fn clean_mask(rle: &Rle, min_area: f64) -> Result<(Vec<bool>, bool)> {
 /// `postprocess_small_regions`: fill small holes, drop small islands, then NMS preferring
 /// unchanged masks (score 1) over changed ones (score 0). To keep one full-size mask per
 /// thread rather than one per record, the kept changed masks are recomputed after NMS.
-fn postprocess_small_regions(data: Vec<Cand>, min_area: f64, thresh: f64) -> Result<Vec<Cand>> {
+fn postprocess_small_regions<P: Pipeline>(
+    src: &P,
+    data: Vec<Cand>,
+    min_area: f64,
+    thresh: f64,
+) -> Result<Vec<Cand>> {
     if data.is_empty() {
         return Ok(data);
     }
@@ -462,7 +523,7 @@ fn postprocess_small_regions(data: Vec<Cand>, min_area: f64, thresh: f64) -> Res
         .collect::<Result<_>>()?;
     let boxes: Vec<[f32; 4]> = fixed.iter().map(|f| box_f32(f.1)).collect();
     let scores: Vec<f32> = fixed.iter().map(|f| if f.0 { 0.0 } else { 1.0 }).collect();
-    let keep = nms(&boxes, &scores, thresh);
+    let keep = src.nms(&boxes, &scores, thresh)?;
     let mut data = take(data, &keep);
     data.par_iter_mut()
         .zip(keep.par_iter())

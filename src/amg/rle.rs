@@ -58,6 +58,27 @@ impl RunBuilder {
     }
 }
 
+/// A crop mask of `len` values (`need` expected) fits at `(x0, y0)` in an `h x w` image
+/// whose pixel count fits the u32 counts.
+fn check_crop(
+    len: usize,
+    need: usize,
+    ch: usize,
+    cw: usize,
+    (x0, y0): (usize, usize),
+    h: usize,
+    w: usize,
+) -> Result<()> {
+    if len != need || x0 + cw > w || y0 + ch > h || (h as u64) * (w as u64) > u32::MAX as u64 {
+        return Err(Error::Shape {
+            name: "RLE crop mask (len, crop h, w, image h, w)".into(),
+            expected: vec![need, ch, cw, h, w],
+            got: vec![len, y0 + ch, x0 + cw, h, w],
+        });
+    }
+    Ok(())
+}
+
 impl Rle {
     /// Encodes a row-major `h x w` mask.
     pub fn from_mask(mask: &[bool], h: usize, w: usize) -> Result<Rle> {
@@ -75,29 +96,52 @@ impl Rle {
         h: usize,
         w: usize,
     ) -> Result<Rle> {
-        let (x0, y0) = origin;
-        if crop.len() != ch * cw
-            || x0 + cw > w
-            || y0 + ch > h
-            || (h as u64) * (w as u64) > u32::MAX as u64
-        {
-            return Err(Error::Shape {
-                name: "RLE crop mask (len, crop h, w, image h, w)".into(),
-                expected: vec![ch * cw, ch, cw, h, w],
-                got: vec![crop.len(), y0 + ch, x0 + cw, h, w],
-            });
-        }
+        check_crop(crop.len(), ch * cw, ch, cw, origin, h, w)?;
+        Ok(Self::encode_crop(ch, cw, origin, h, w, |y, x| {
+            crop[y * cw + x]
+        }))
+    }
+
+    /// [`Rle::from_crop`] of a bit-packed crop mask as the device packs it: pixel `x` of row
+    /// `y` is bit `x % 32` of word `y * words_per_row + x / 32`.
+    pub fn from_packed_crop(
+        bits: &[u32],
+        words_per_row: usize,
+        (ch, cw): (usize, usize),
+        origin: (usize, usize),
+        h: usize,
+        w: usize,
+    ) -> Result<Rle> {
+        let words = if words_per_row * 32 >= cw {
+            ch * words_per_row
+        } else {
+            usize::MAX
+        };
+        check_crop(bits.len(), words, ch, cw, origin, h, w)?;
+        Ok(Self::encode_crop(ch, cw, origin, h, w, |y, x| {
+            bits[y * words_per_row + x / 32] >> (x % 32) & 1 == 1
+        }))
+    }
+
+    fn encode_crop(
+        ch: usize,
+        cw: usize,
+        (x0, y0): (usize, usize),
+        h: usize,
+        w: usize,
+        pixel: impl Fn(usize, usize) -> bool,
+    ) -> Rle {
         let mut b = RunBuilder::new();
         b.push(false, x0 * h);
         for x in 0..cw {
             b.push(false, y0);
             for y in 0..ch {
-                b.push(crop[y * cw + x], 1);
+                b.push(pixel(y, x), 1);
             }
             b.push(false, h - y0 - ch);
         }
         b.push(false, (w - x0 - cw) * h);
-        Ok(b.finish(h, w))
+        b.finish(h, w)
     }
 
     /// `area_from_rle`: the sum of the one-runs.

@@ -72,19 +72,7 @@ impl MaskSource for Sam {
         points: &[[f64; 2]],
         iou_thresh: f64,
     ) -> Result<Vec<DecoderOutput>> {
-        let (ch, cw) = crop.emb.original_size;
-        let side = self.config.encoder.img_size;
-        let (nh, nw) = resize_shape(ch, cw, side);
-        let (sx, sy) = (nw as f64 / cw as f64, nh as f64 / ch as f64);
-        let q: Vec<[f32; 2]> = points
-            .iter()
-            .map(|p| {
-                [
-                    amg_coord(p[0], sx, side as f64),
-                    amg_coord(p[1], sy, side as f64),
-                ]
-            })
-            .collect();
+        let q = input_points(points, crop.emb.original_size, self.config.encoder.img_size);
         // Exactly `process_batch`'s filter, negated: a mask is read unless
         // `thresh > 0 && iou <= thresh`.
         let read = |v: &f32| {
@@ -114,6 +102,26 @@ impl MaskSource for Sam {
             .ok_or_else(|| Error::Unsupported(format!("mask {m} of point {i} was not computed")))?;
         frame.postprocess(low, 1, crop.emb.input_size, crop.emb.original_size)
     }
+}
+
+/// Grid points of a crop of size (h, w), in its pixel frame, as the prompt encoder gets them
+/// in the `side`-pixel input frame (see [`amg_coord`]).
+pub(crate) fn input_points(
+    points: &[[f64; 2]],
+    (ch, cw): (usize, usize),
+    side: usize,
+) -> Vec<[f32; 2]> {
+    let (nh, nw) = resize_shape(ch, cw, side);
+    let (sx, sy) = (nw as f64 / cw as f64, nh as f64 / ch as f64);
+    points
+        .iter()
+        .map(|p| {
+            [
+                amg_coord(p[0], sx, side as f64),
+                amg_coord(p[1], sy, side as f64),
+            ]
+        })
+        .collect()
 }
 
 /// The f32 x whose `(x + 0.5) / 1024` in f32 equals the official f64 pipeline's

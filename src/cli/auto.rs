@@ -8,8 +8,9 @@ mod job;
 use super::common::{resolve_device, CliError, Context, Device};
 use clap::{Args, ValueEnum};
 use job::{count, dest_for, Params, PARAMS_FILE};
-use samrt::amg::generator::{generate_with_progress, AmgConfig, Progress};
+use samrt::amg::generator::{AmgConfig, Progress};
 use samrt::amg::output::{write_outputs, OutputMode};
+use samrt::amg::AutoGenerator;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,8 +72,10 @@ pub struct AutoArgs {
     /// samrt_auto_params.json and, after failures, failures.txt.
     #[arg(long, visible_alias = "output", value_name = "DIR")]
     out: PathBuf,
-    /// Where the image encoder runs: auto (CUDA when a usable GPU exists, else the CPU),
-    /// cpu or cuda.
+    /// Where the model runs: auto (CUDA when a usable GPU exists, else the CPU), cpu or
+    /// cuda. On CUDA the image encoder, the mask decoder and everything per mask run there
+    /// (post-processing, stability, packing, box NMS); RLE and small-region removal stay on
+    /// the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
     /// Run the model at this input size in pixels (a multiple of 16) instead of its
@@ -363,6 +366,16 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&a.out)
         .map_err(|e| CliError::msg(format!("creating --out {}: {e}", a.out.display())))?;
     let sam = super::common::load_model(&a.model, device, a.image_size)?;
+    let generator = AutoGenerator::open(&sam, &a.model, device)
+        .context(|| "opening the mask decoder for automatic masks".to_string())?;
+    if device != samrt::ComputeDevice::Cpu {
+        eprintln!(
+            "samrt: automatic masks: mask decoder on {} for the point batches, with \
+             post-processing, stability, packing and box NMS there; RLE and small-region \
+             removal on the CPU",
+            generator.description()
+        );
+    }
     if a.force {
         // Old outputs go before the new record is written: an interrupted forced run then
         // resumes without mixing outputs of the old parameters into the new ones.
@@ -380,7 +393,7 @@ pub fn run(a: AutoArgs) -> Result<(), CliError> {
     for (k, p) in todo.iter().enumerate() {
         let res = (|| -> samrt::Result<usize> {
             let img = samrt::io::image::load_image(p)?;
-            let recs = generate_with_progress(&sam, &img, &cfg, &mut progress_printer(p))?;
+            let recs = generator.generate(&img, &cfg, &mut progress_printer(p))?;
             write_outputs(&dest_for(&a.out, p, mode), &recs, mode)?;
             Ok(recs.len())
         })();

@@ -18,6 +18,19 @@ pub fn gpu_or_skip(test: &str) -> Option<GpuContext> {
     }
 }
 
+/// Whether a CUDA device is usable, without opening a context (for tests that go through the
+/// library or the CLI); otherwise says the test skips, or fails as [`gpu_or_skip`] does.
+pub fn cuda_or_skip(test: &str) -> bool {
+    match samrt::cuda::cuda_available() {
+        Ok(_) => true,
+        Err(e) if require_gpu() => panic!("{test}: SAMRT_REQUIRE_GPU=1 but no usable GPU: {e}"),
+        Err(e) => {
+            println!("skipping {test}: no CUDA device: {e}");
+            false
+        }
+    }
+}
+
 pub fn require_gpu() -> bool {
     std::env::var("SAMRT_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }

@@ -2,6 +2,7 @@
 //! tools/make_fixtures.py (official segment_anything on a random-weight model).
 #![allow(dead_code)]
 
+pub mod amg;
 pub mod checkpoint;
 #[cfg(feature = "cuda")]
 pub mod gpu;

@@ -1,0 +1,67 @@
+//! The automatic mask generator on the device a model was loaded for: the CPU generator, or
+//! [`super::device::DeviceAmg`] on CUDA. The one place where the `cuda` feature decides what
+//! `auto --device cuda` means, so the CLI has no feature branches.
+
+use std::path::Path;
+
+use crate::amg::generator::{generate_with_progress, AmgConfig, Progress};
+use crate::amg::record::MaskRecord;
+use crate::error::Result;
+use crate::io::image::rgb::RgbImage;
+use crate::sam::backend::ComputeDevice;
+use crate::sam::predictor::Sam;
+
+/// `SamAutomaticMaskGenerator` on some device.
+pub enum AutoGenerator<'a> {
+    Cpu(&'a Sam),
+    #[cfg(feature = "cuda")]
+    Cuda(super::device::DeviceAmg<'a>),
+}
+
+impl<'a> AutoGenerator<'a> {
+    /// The generator for `sam` (loaded from `model`) on `device`: on CUDA the prompt encoder
+    /// and mask decoder are built from `model` again beside `sam`'s image encoder.
+    pub fn open(sam: &'a Sam, model: &Path, device: ComputeDevice) -> Result<Self> {
+        match device {
+            ComputeDevice::Cpu => Ok(AutoGenerator::Cpu(sam)),
+            ComputeDevice::Cuda(ordinal) => cuda(sam, model, ordinal),
+        }
+    }
+
+    /// Where the decoder and the per-mask work run, in words.
+    pub fn description(&self) -> String {
+        match self {
+            AutoGenerator::Cpu(_) => "CPU".into(),
+            #[cfg(feature = "cuda")]
+            AutoGenerator::Cuda(d) => d.description(),
+        }
+    }
+
+    pub fn generate(
+        &self,
+        img: &RgbImage,
+        cfg: &AmgConfig,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<MaskRecord>> {
+        match self {
+            AutoGenerator::Cpu(sam) => generate_with_progress(*sam, img, cfg, progress),
+            #[cfg(feature = "cuda")]
+            AutoGenerator::Cuda(d) => d.generate(img, cfg, progress),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda<'a>(sam: &'a Sam, model: &Path, ordinal: usize) -> Result<AutoGenerator<'a>> {
+    let (ck, _) = crate::io::checkpoint::cache::open_model(model)?;
+    Ok(AutoGenerator::Cuda(super::device::DeviceAmg::new(
+        sam, &ck, ordinal,
+    )?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda<'a>(_: &'a Sam, _: &Path, _: usize) -> Result<AutoGenerator<'a>> {
+    Err(crate::error::Error::Unsupported(
+        "this samrt was built without the `cuda` feature".into(),
+    ))
+}
