@@ -542,7 +542,7 @@ pub fn postprocess_masks(
 
 /// PyTorch's intra-op thread count that [`MaskFrame::postprocess`] reproduces (any count
 /// above one picks the same kernels).
-const TORCH_THREADS: usize = 2;
+pub const TORCH_THREADS: usize = 2;
 
 /// [`MaskFrame::postprocess_with`] in the official 256 -> 1024 frame.
 pub fn postprocess_masks_with(

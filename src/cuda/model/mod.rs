@@ -1,5 +1,5 @@
 //! SAM's modules as schedules of named CUDA ops, and the fp16 storage numerics they need.
-//! Host-only apart from `encoder_exec` and `mask_decoder_exec`, which bind the schedules to a
+//! Host-only apart from `encoder_exec`, `mask_decoder_exec` and `mask_predict`, which bind the schedules to a
 //! device.
 
 pub mod decoder_weights;
@@ -9,4 +9,6 @@ pub mod encoder_exec;
 pub mod mask_decoder;
 #[cfg(feature = "cuda")]
 pub mod mask_decoder_exec;
+#[cfg(feature = "cuda")]
+pub mod mask_predict;
 pub mod scales;

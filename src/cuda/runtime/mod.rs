@@ -5,3 +5,4 @@ pub mod context;
 pub mod executor;
 pub mod view;
 pub mod weights;
+pub mod resident;
