@@ -377,6 +377,7 @@ impl Model {
             features: data.to_vec(),
             original_size,
             input_size,
+            device: None,
         }))
     }
 

@@ -13,6 +13,7 @@
 //! values and image->token queries are computed once and shared by every prompt (batch
 //! stride 0 in the attention kernels).
 
+use crate::cpu::ops::prompt_encoder::KIND_NOT_A_POINT;
 use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
@@ -515,7 +516,8 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     let side = d.low_res();
     // External: the decoder's embedding slot, bound once, so that every captured bucket
     // reads whichever embedding the slot holds without a copy into each arena.
-    let embedding = b.gr.buffer("embedding", DType::F32, dim * hw, Role::External);
+    let embedding =
+        b.gr.buffer("embedding", DType::F32, dim * hw, Role::External);
     let coords =
         b.gr.buffer("coords", DType::F32, batch * sparse * 2, Role::Input);
     let kinds =
@@ -675,6 +677,32 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
 pub struct DevicePrompt<'a> {
     pub tokens: Vec<([f32; 2], i32)>,
     pub mask: Option<&'a [f32]>,
+}
+
+/// A [`DevicePrompt`] that owns its mask input, for callers that build prompts (benchmarks,
+/// profiles) rather than borrow them.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedPrompt {
+    pub tokens: Vec<([f32; 2], i32)>,
+    pub mask: Option<Vec<f32>>,
+}
+
+impl OwnedPrompt {
+    /// One foreground point at `xy` (input frame), as `sparse_tokens` encodes it: the
+    /// point (kind = label 1 + 1), then the padding point.
+    pub fn point(xy: [f32; 2]) -> OwnedPrompt {
+        OwnedPrompt {
+            tokens: vec![(xy, 1 + 1), ([0.0, 0.0], KIND_NOT_A_POINT)],
+            mask: None,
+        }
+    }
+
+    pub fn as_view(&self) -> DevicePrompt<'_> {
+        DevicePrompt {
+            tokens: self.tokens.clone(),
+            mask: self.mask.as_deref(),
+        }
+    }
 }
 
 /// Every mask token's output for one prompt: logits `[masks, S, S]` and IoU `[masks]`.

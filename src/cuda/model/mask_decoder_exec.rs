@@ -19,7 +19,9 @@ use super::decoder_weights::prepare_weights;
 use super::mask_decoder::{
     build_graph, plan_batches, DecodedMasks, DecoderDims, DecoderIo, DecoderKey, DevicePrompt,
 };
+use super::schedule_profile::profile_bound;
 use crate::cuda::ops::postprocess::PostScratch;
+use crate::cuda::profile::report::KernelProfile;
 use crate::cuda::runtime::context::{guarded, GpuContext};
 use crate::cuda::runtime::executor::{Bound, Executor};
 use crate::cuda::runtime::resident::Resident;
@@ -305,6 +307,44 @@ impl CudaDecoder {
         drop(_g);
         drop(slot);
         r
+    }
+}
+
+impl CudaDecoder {
+    /// Wall time of whole [`CudaDecoder::decode_device`] calls on `embedding` (one warm-up
+    /// first), the outputs left on the device and the stream synchronised: ms per call.
+    /// Host work (packing prompts, copying them in) is included.
+    pub fn time_decode(
+        &self,
+        embedding: &Resident,
+        prompts: &[DevicePrompt],
+        iters: usize,
+    ) -> Result<Vec<f64>> {
+        let run = || {
+            self.decode_device(EmbeddingInput::Device(embedding), prompts, |_| Ok(()))?;
+            self.gpu().synchronize(self.gpu().stream())
+        };
+        run()?;
+        (0..iters.max(1))
+            .map(|_| {
+                let t = std::time::Instant::now();
+                run()?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect()
+    }
+
+    /// Every kernel of one decoder run of `prompts` (one shape, at most one bucket) with
+    /// its time and floor (`schedule_profile::profile_bound`).
+    pub fn profile(
+        &self,
+        embedding: &[f32],
+        prompts: &[DevicePrompt],
+        iters: usize,
+    ) -> Result<KernelProfile> {
+        self.with_schedule(EmbeddingInput::Host(embedding), prompts, |ex, st| {
+            profile_bound(ex, st, iters)
+        })
     }
 }
 

@@ -69,7 +69,9 @@ impl CudaDecoder {
             for (k, &i) in b.indices.iter().enumerate() {
                 let r = requested_masks(multimask[i], nm);
                 let mut low_res = vec![0f32; r.len() * plane];
-                let src = b.low_res.window((k * nm + r.start) * plane, r.len() * plane);
+                let src = b
+                    .low_res
+                    .window((k * nm + r.start) * plane, r.len() * plane);
                 guarded("copying masks to the host", || {
                     b.stream.memcpy_dtoh(&src, &mut low_res)
                 })?;

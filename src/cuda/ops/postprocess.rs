@@ -146,7 +146,9 @@ impl PostScratch {
         let fp = self.floats.ptr(gpu, stream, n)?;
         let ib = self.ints.get(gpu, stream, n)?;
         let mut iv = ib.slice_mut(base..n);
-        guarded("copying resize tables", || stream.memcpy_htod(&ints, &mut iv))?;
+        guarded("copying resize tables", || {
+            stream.memcpy_htod(&ints, &mut iv)
+        })?;
         let fb = self.floats.get(gpu, stream, n)?;
         let mut fv = fb.slice_mut(base..n);
         guarded("copying resize tables", || {
@@ -164,7 +166,6 @@ impl PostScratch {
             ],
         ))
     }
-
 }
 
 /// [`threshold_pack_into`] on the first `masks` planes `[h, w]` of the last
@@ -179,7 +180,9 @@ pub fn threshold_pack_logits(
     let out = std::mem::take(&mut scratch.out);
     let r = match &out.0 {
         Some(logits) => threshold_pack_into(gpu, stream, logits, masks, (h, w), scratch),
-        None => Err(Error::Cuda("post-processing scratch holds no logits".into())),
+        None => Err(Error::Cuda(
+            "post-processing scratch holds no logits".into(),
+        )),
     };
     scratch.out = out;
     r
@@ -222,7 +225,10 @@ fn resize(
         )?;
         ((h[0], h[1], h[2], h[3]), (w[0], w[1], w[2], w[3]))
     };
-    let (rs, ps) = (as_i32("row stride", src.row_stride)?, src.plane_stride as i64);
+    let (rs, ps) = (
+        as_i32("row stride", src.row_stride)?,
+        src.plane_stride as i64,
+    );
     let (kh, kw) = (as_i32("rows", keep_h)?, as_i32("columns", keep_w)?);
     let (sp, pl) = (src.ptr, src.planes);
     match kernel {
@@ -289,7 +295,10 @@ pub fn postprocess_into(
             return Err(Error::Shape {
                 name: "post-processing plane list".into(),
                 expected: vec![masks, available],
-                got: vec![p.len(), p.iter().map(|&k| k.max(0) as usize).max().unwrap_or(0)],
+                got: vec![
+                    p.len(),
+                    p.iter().map(|&k| k.max(0) as usize).max().unwrap_or(0),
+                ],
             });
         }
     } else {
@@ -421,7 +430,9 @@ pub fn threshold_pack_into(
         .collect();
     let boxes = scratch.boxes.get(gpu, stream, 4 * masks)?;
     let mut bv = boxes.slice_mut(0..4 * masks);
-    guarded("initialising mask boxes", || stream.memcpy_htod(&init, &mut bv))?;
+    guarded("initialising mask boxes", || {
+        stream.memcpy_htod(&init, &mut bv)
+    })?;
     let (xp, _x) = boxes.device_ptr(stream);
     let f = gpu.function("mask_threshold_pack")?;
     let (lp, _l) = logits.device_ptr(stream);
@@ -451,11 +462,7 @@ pub fn download_packed(
     (h, w): (usize, usize),
 ) -> Result<PackedMasks> {
     let words = w.div_ceil(32);
-    fn first<T: DeviceRepr>(
-        stream: &Arc<CudaStream>,
-        b: &Grow<T>,
-        n: usize,
-    ) -> Result<Vec<T>> {
+    fn first<T: DeviceRepr>(stream: &Arc<CudaStream>, b: &Grow<T>, n: usize) -> Result<Vec<T>> {
         match &b.0 {
             Some(b) if b.len() >= n => {
                 guarded("device-to-host copy", || stream.clone_dtoh(&b.slice(0..n)))
