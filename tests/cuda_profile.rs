@@ -116,19 +116,7 @@ mod device {
         if !cuda_or_skip("json_schema_and_every_kernel_above_its_floor") {
             return;
         }
-        let model = tiny_safetensors().to_str().unwrap();
-        let args = [
-            "--device",
-            "cuda",
-            "--model",
-            model,
-            "--image-size",
-            "256",
-            "--batch",
-            "2",
-            "--component",
-            "encoder",
-        ];
+        let args = tiny_at_256(&["--batch", "2", "--component", "encoder"]);
         check_profile(&args, schedule(), "batch 2");
     }
 
@@ -139,20 +127,15 @@ mod device {
         if !cuda_or_skip("decoder_json_schema_and_every_kernel_above_its_floor") {
             return;
         }
-        let model = tiny_safetensors().to_str().unwrap();
-        let args = [
-            "--device",
-            "cuda",
-            "--model",
-            model,
-            "--image-size",
-            "256",
-            "--prompts",
-            "3",
-            "--component",
-            "decoder",
-        ];
+        let args = tiny_at_256(&["--prompts", "3", "--component", "decoder"]);
         check_profile(&args, decoder_schedule(), "bucket 4");
+    }
+
+    /// `samrt profile` arguments for the tiny model at 256 px on the device, then `rest`.
+    fn tiny_at_256<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+        let model = tiny_safetensors().to_str().unwrap();
+        let head = ["--device", "cuda", "--model", model, "--image-size", "256"];
+        [&head[..], rest].concat()
     }
 
     /// Runs `samrt profile args` as JSON and as a table and checks both against `nodes`

@@ -442,7 +442,7 @@ fn decoder_rows(
     })?;
     rows.push(("decoder".into(), 1, m, p));
     let n = a.prompts;
-    let (_, prompts) = super::profile::decoder_inputs(sam, n);
+    let (_, prompts) = decoder_inputs(sam, n);
     let views: Vec<_> = prompts.iter().map(|p| p.as_view()).collect();
     let t = dec
         .time_decode(&emb.features, &views, a.iters)
@@ -450,4 +450,28 @@ fn decoder_rows(
     let (m, p) = median_p90(t);
     rows.push(("decoder_batch".into(), n, m, p));
     Ok(())
+}
+
+/// A deterministic embedding of a trained model's scale and `n` single-point prompts on a
+/// grid over the input frame: the decoder's kernels and counters do not depend on values.
+pub(super) fn decoder_inputs(
+    sam: &samrt::Sam,
+    n: usize,
+) -> (Vec<f32>, Vec<samrt::cuda::model::mask_decoder::OwnedPrompt>) {
+    let len: usize = sam.embedding_shape().iter().product();
+    let features = (0..len)
+        .map(|i| (((i * 2_654_435_761usize) >> 11) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let size = sam.config.encoder.img_size as f32;
+    let side = (n as f64).sqrt().ceil() as usize;
+    let prompts = (0..n)
+        .map(|i| {
+            let xy = [
+                ((i % side) as f32 + 0.5) / side as f32 * size,
+                ((i / side) as f32 + 0.5) / side as f32 * size,
+            ];
+            samrt::cuda::model::mask_decoder::OwnedPrompt::point(xy)
+        })
+        .collect();
+    (features, prompts)
 }

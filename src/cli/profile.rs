@@ -4,7 +4,7 @@
 //! total and the floor. On a GPU the times are CUDA events; on vgpu
 //! they are the H100 model's, from vgpu's counters (docs/kernels.md, "The H100 model").
 
-use super::bench::{load_on, synthetic_image};
+use super::bench::{decoder_inputs, load_on, synthetic_image};
 use super::common::{cuda_device, CliError, Device};
 use clap::{Args, ValueEnum};
 use samrt::cuda::profile::report::TimeSource;
@@ -138,30 +138,6 @@ fn decoder_title(model: &str, img_size: usize, prompts: usize) -> String {
          prompt(s) (bucket {})",
         prompts.next_power_of_two()
     )
-}
-
-/// A deterministic embedding of a trained model's scale and `n` single-point prompts on a
-/// grid over the input frame: the decoder's kernels and counters do not depend on values.
-pub(super) fn decoder_inputs(
-    sam: &samrt::Sam,
-    n: usize,
-) -> (Vec<f32>, Vec<samrt::cuda::model::mask_decoder::OwnedPrompt>) {
-    let len: usize = sam.embedding_shape().iter().product();
-    let features = (0..len)
-        .map(|i| ((i * 2_654_435_761usize >> 11) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    let size = sam.config.encoder.img_size as f32;
-    let side = (n as f64).sqrt().ceil() as usize;
-    let prompts = (0..n)
-        .map(|i| {
-            let xy = [
-                ((i % side) as f32 + 0.5) / side as f32 * size,
-                ((i / side) as f32 + 0.5) / side as f32 * size,
-            ];
-            samrt::cuda::model::mask_decoder::OwnedPrompt::point(xy)
-        })
-        .collect();
-    (features, prompts)
 }
 
 fn print_profile(

@@ -127,6 +127,7 @@ type TablePtrs = ([u64; 4], [u64; 4]);
 
 impl PostScratch {
     /// Uploads the row and column tables of one resize (no allocation once warm).
+    #[allow(clippy::too_many_arguments)]
     fn tables(
         &mut self,
         gpu: &GpuContext,
