@@ -236,7 +236,9 @@ impl CudaDecoder {
     /// each bucket a CUDA graph captured once. The buffers are valid only during the call
     /// of `each`; work it enqueues on `stream` runs before the next batch overwrites them,
     /// and copies to the host must complete (synchronise) before it returns. Decodes on one
-    /// decoder are serialised.
+    /// decoder are serialised, so `each` must not decode on this decoder itself (it would
+    /// wait for the lock it runs under); an error from `each` stops the call and is
+    /// returned.
     pub fn decode_device(
         &self,
         embedding: EmbeddingInput<'_>,
