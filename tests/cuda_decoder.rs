@@ -239,9 +239,12 @@ fn assert_same(what: &str, a: &samrt::Prediction, b: &samrt::Prediction) {
     assert_eq!(a.masks, b.masks, "{what}: masks");
 }
 
-/// 68 prompts in one call (buckets 64 + 1 of one shape, and three other shapes) equal 68
-/// single calls bit for bit, and each prediction's masks equal the CPU post-processing of
-/// its low-res logits (the device kernels reproduce PyTorch's bilinear to the bit).
+/// 68 prompts in one call (buckets 64 + 1 of one shape, and three other shapes) equal single
+/// calls bit for bit, and each prediction's masks equal the CPU post-processing of its
+/// low-res logits (the device kernels reproduce PyTorch's bilinear to the bit). Single calls
+/// cost a decoder run each on vgpu (the token side does not shrink with the input size), so
+/// they cover every kind and multimask flag, both ends of the 64 bucket and the bucket of 1,
+/// and every other shape: 24 of the 68.
 #[test]
 fn batch_of_65_equals_single_calls_and_cpu_postprocessing() {
     let Some(sam) = small_decoder() else { return };
@@ -253,8 +256,10 @@ fn batch_of_65_equals_single_calls_and_cpu_postprocessing() {
     let frame = sam.mask_frame();
     let mut cut = 0;
     for (k, (p, b)) in prompts.iter().zip(&batch).enumerate() {
-        let one = sam.predict(&emb, p).unwrap();
-        assert_same(&format!("prompt {k}"), &one, b);
+        if k % 4 == 0 || (1..=3).contains(&k) || k >= 63 {
+            let one = sam.predict(&emb, p).unwrap();
+            assert_same(&format!("prompt {k}"), &one, b);
+        }
         assert_eq!(b.num_masks, if p.multimask { 3 } else { 1 }, "prompt {k}");
         let cpu = frame
             .postprocess_threshold(
@@ -289,7 +294,7 @@ fn resident_embedding_is_reused_without_allocation() {
     let mut dev = host.clone();
     sam.upload_embedding(&mut dev).unwrap();
     assert!(dev.device.is_some());
-    let prompts = mixed_prompts(sam, 5);
+    let prompts = mixed_prompts(sam, 2);
     let want = sam.predict_batch(&host, &prompts).unwrap();
     let got = sam.predict_batch(&dev, &prompts).unwrap();
     for (k, (a, b)) in want.iter().zip(&got).enumerate() {
