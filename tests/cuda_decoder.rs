@@ -87,6 +87,7 @@ fn compare(p: &serde_json::Value, pred: &samrt::Prediction) -> (f64, f64, f32) {
 /// multimask), decoded in one `predict_batch` on the device.
 #[test]
 fn decoder_on_cuda_matches_official_fixtures() {
+    let _g = serial();
     let Some(sam) = cuda_decoder() else { return };
     assert!(sam.decoder_description().starts_with("CUDA device 0"));
     let emb = coffee_embedding();
@@ -110,6 +111,7 @@ fn decoder_on_cuda_matches_official_fixtures() {
 /// batch.
 #[test]
 fn batch_equals_single_calls() {
+    let _g = serial();
     let Some(sam) = cuda_decoder() else { return };
     let emb = coffee_embedding();
     let mk = |x: f64, y: f64, multimask| samrt::Prompt {
@@ -132,7 +134,8 @@ fn batch_equals_single_calls() {
     }
 }
 
-/// The tests below count device allocations process-wide: they run one at a time.
+/// One test at a time: `resident_embedding_is_reused_without_allocation` counts device
+/// allocations process-wide, so no other test may allocate while it runs.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static L: std::sync::Mutex<()> = std::sync::Mutex::new(());
     L.lock().unwrap_or_else(|e| e.into_inner())
@@ -247,8 +250,8 @@ fn assert_same(what: &str, a: &samrt::Prediction, b: &samrt::Prediction) {
 /// and every other shape: 24 of the 68.
 #[test]
 fn batch_of_65_equals_single_calls_and_cpu_postprocessing() {
-    let Some(sam) = small_decoder() else { return };
     let _g = serial();
+    let Some(sam) = small_decoder() else { return };
     let emb = small_embedding(sam, 7);
     let prompts = mixed_prompts(sam, 65);
     let batch = sam.predict_batch(&emb, &prompts).unwrap();
@@ -288,8 +291,8 @@ fn batch_of_65_equals_single_calls_and_cpu_postprocessing() {
 /// made once per bucket and kept.
 #[test]
 fn resident_embedding_is_reused_without_allocation() {
-    let Some(sam) = small_decoder() else { return };
     let _g = serial();
+    let Some(sam) = small_decoder() else { return };
     let host = small_embedding(sam, 11);
     let mut dev = host.clone();
     sam.upload_embedding(&mut dev).unwrap();
@@ -322,12 +325,12 @@ fn resident_embedding_is_reused_without_allocation() {
 /// back they equal `decode`'s, every prompt exactly once.
 #[test]
 fn decode_device_hands_out_every_prompt_once() {
+    let _g = serial();
     use samrt::cuda::model::mask_decoder::DevicePrompt;
     use samrt::cuda::model::mask_decoder_exec::{CudaDecoder, EmbeddingInput};
     if small_decoder().is_none() {
         return;
     }
-    let _g = serial();
     let ck = samrt::io::checkpoint::Checkpoint::open(tiny_safetensors()).unwrap();
     let cfg = samrt::io::config::infer_config(&ck)
         .unwrap()
