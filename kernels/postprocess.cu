@@ -9,13 +9,15 @@
 //
 // Layouts: masks are planes [M, H, W] (row stride and plane stride given, so a crop of the
 // 1024x1024 upsample is read in place). Grid: x = output columns (or 32-pixel words),
-// y = output rows, z = masks.
+// y = output rows, z = masks. The first pass of a resize reads source plane planes[z] when
+// `planes` is not null (the requested masks of a decoder batch, picked in place), else z.
 
 #include <stdint.h>
 
 // Generic kernel, W pass: tmp[m, y, c] = fma(row[i0[c]], l0[c], row[i1[c]] * l1[c]).
 extern "C" __global__ void bilinear_w_f32(const float* __restrict__ src, int row_stride,
-                                          long long plane_stride, int rows,
+                                          long long plane_stride,
+                                          const int* __restrict__ planes, int rows,
                                           const int* __restrict__ i0,
                                           const int* __restrict__ i1,
                                           const float* __restrict__ l0,
@@ -25,7 +27,8 @@ extern "C" __global__ void bilinear_w_f32(const float* __restrict__ src, int row
     const int y = blockIdx.y;
     const int m = blockIdx.z;
     if (c >= out_w) return;
-    const float* row = src + m * plane_stride + (long long)y * row_stride;
+    const long long p = planes ? planes[m] : m;
+    const float* row = src + p * plane_stride + (long long)y * row_stride;
     const float a = row[i0[c]];
     const float b = row[i1[c]];
     tmp[((long long)m * rows + y) * out_w + c] = __fmaf_rn(a, l0[c], __fmul_rn(b, l1[c]));
@@ -52,7 +55,7 @@ extern "C" __global__ void bilinear_h_f32(const float* __restrict__ tmp, int in_
 // fma(x11, w11, fma(x10, w10, fma(x00, w00, x01 * w01))).
 extern "C" __global__ void bilinear_channels_last_f32(
     const float* __restrict__ src, int row_stride, long long plane_stride,
-    const int* __restrict__ hi0, const int* __restrict__ hi1, const float* __restrict__ hl0,
+    const int* __restrict__ planes, const int* __restrict__ hi0, const int* __restrict__ hi1, const float* __restrict__ hl0,
     const float* __restrict__ hl1, int out_h, const int* __restrict__ wi0,
     const int* __restrict__ wi1, const float* __restrict__ wl0, const float* __restrict__ wl1,
     int out_w, float* __restrict__ out) {
@@ -63,8 +66,9 @@ extern "C" __global__ void bilinear_channels_last_f32(
     const float h0 = hl0[r], h1 = hl1[r], w0 = wl0[c], w1 = wl1[c];
     const float w00 = __fmul_rn(h0, w0), w01 = __fmul_rn(h0, w1);
     const float w10 = __fmul_rn(h1, w0), w11 = __fmul_rn(h1, w1);
-    const float* r0 = src + m * plane_stride + (long long)hi0[r] * row_stride;
-    const float* r1 = src + m * plane_stride + (long long)hi1[r] * row_stride;
+    const long long p = planes ? planes[m] : m;
+    const float* r0 = src + p * plane_stride + (long long)hi0[r] * row_stride;
+    const float* r1 = src + p * plane_stride + (long long)hi1[r] * row_stride;
     float s = __fmaf_rn(r0[wi0[c]], w00, __fmul_rn(r0[wi1[c]], w01));
     s = __fmaf_rn(r1[wi0[c]], w10, s);
     out[((long long)m * out_h + r) * out_w + c] = __fmaf_rn(r1[wi1[c]], w11, s);

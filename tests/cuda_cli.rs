@@ -125,14 +125,24 @@ fn small_model_file() -> std::path::PathBuf {
 }
 
 #[test]
-fn bench_on_cuda_times_the_encoder_with_events() {
-    if !cuda_or_skip("bench_on_cuda_times_the_encoder_with_events") {
+fn bench_on_cuda_times_the_encoder_and_decoder() {
+    if !cuda_or_skip("bench_on_cuda_times_the_encoder_and_decoder") {
         return;
     }
     let model = small_model_file();
     let o = Command::new(env!("CARGO_BIN_EXE_samrt"))
         .args([
-            "bench", "--device", "cuda", "--iters", "1", "--batch", "2", "--json", "--model",
+            "bench",
+            "--device",
+            "cuda",
+            "--iters",
+            "1",
+            "--batch",
+            "2",
+            "--prompts",
+            "3",
+            "--json",
+            "--model",
         ])
         .arg(&model)
         .env("SAMRT_CACHE_DIR", scratch("cuda-bench-cache"))
@@ -156,6 +166,12 @@ fn bench_on_cuda_times_the_encoder_with_events() {
         assert_eq!(r["batch"], 2);
         assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["peak_mem_mb"].as_u64().unwrap() > 0, "{r}");
+    }
+    // The decoder: one point end to end, and --prompts single-point prompts (buckets 2 + 1).
+    for (c, n) in [("decoder", 1), ("decoder_batch", 3)] {
+        let r = comp(c).unwrap_or_else(|| panic!("no {c} row in {j}"));
+        assert_eq!(r["batch"], n);
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
 

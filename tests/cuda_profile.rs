@@ -25,16 +25,18 @@ fn refused(o: &Output, what: &str) {
 }
 
 #[test]
-fn the_cpu_and_the_decoder_are_refused_with_a_reason() {
+fn the_cpu_and_bad_sizes_are_refused_with_a_reason() {
     let model = tiny_safetensors().to_str().unwrap();
     refused(
         &profile(&["--device", "cpu", "--model", model]),
         "use --device cuda",
     );
-    refused(
-        &profile(&["--model", model, "--component", "decoder"]),
-        "the mask decoder's kernels are not profiled yet",
-    );
+    for n in ["0", "65"] {
+        refused(
+            &profile(&["--model", model, "--component", "decoder", "--prompts", n]),
+            &format!("--prompts {n}: between 1 and 64"),
+        );
+    }
     refused(&profile(&["--model", model, "--batch", "0"]), "--batch 0");
     let o = profile(&["--model", model, "--component", "gpu"]);
     assert_eq!(o.status.code(), Some(2), "a usage error");
@@ -75,6 +77,26 @@ mod device {
         }
     }
 
+    /// (entry point, op) of each node of the tiny model's decoder at 256 px for 3
+    /// single-point prompts (bucket 4).
+    fn decoder_schedule() -> Vec<(String, &'static str)> {
+        use samrt::cuda::model::mask_decoder::{build_graph, DecoderDims, DecoderKey};
+        let ck = Checkpoint::open(tiny_safetensors()).expect("open the tiny model");
+        let cfg = samrt::io::config::infer_config(&ck)
+            .and_then(|c| c.at_image_size(256))
+            .expect("config at 256");
+        let key = DecoderKey {
+            batch: 4,
+            sparse: 2,
+            mask_input: false,
+        };
+        let (g, _) = build_graph(&DecoderDims::new(&cfg).expect("dims"), key);
+        g.nodes
+            .iter()
+            .map(|n| (n.op.entry_point(), n.op.name()))
+            .collect()
+    }
+
     /// (entry point, op) of each node of the tiny model's encoder at 256 px, batch 2.
     fn schedule() -> Vec<(String, &'static str)> {
         let ck = Checkpoint::open(tiny_safetensors()).expect("open the tiny model");
@@ -94,20 +116,32 @@ mod device {
         if !cuda_or_skip("json_schema_and_every_kernel_above_its_floor") {
             return;
         }
+        let args = tiny_at_256(&["--batch", "2", "--component", "encoder"]);
+        check_profile(&args, schedule(), "batch 2");
+    }
+
+    /// The decoder's kernels: the same schema and floors, one row per entry point of the
+    /// decoder's schedule for the bucket that holds `--prompts`.
+    #[test]
+    fn decoder_json_schema_and_every_kernel_above_its_floor() {
+        if !cuda_or_skip("decoder_json_schema_and_every_kernel_above_its_floor") {
+            return;
+        }
+        let args = tiny_at_256(&["--prompts", "3", "--component", "decoder"]);
+        check_profile(&args, decoder_schedule(), "bucket 4");
+    }
+
+    /// `samrt profile` arguments for the tiny model at 256 px on the device, then `rest`.
+    fn tiny_at_256<'a>(rest: &[&'a str]) -> Vec<&'a str> {
         let model = tiny_safetensors().to_str().unwrap();
-        let args = [
-            "--device",
-            "cuda",
-            "--model",
-            model,
-            "--image-size",
-            "256",
-            "--batch",
-            "2",
-            "--component",
-            "encoder",
-        ];
-        let o = profile(&[&args[..], &["--json"]].concat());
+        let head = ["--device", "cuda", "--model", model, "--image-size", "256"];
+        [&head[..], rest].concat()
+    }
+
+    /// Runs `samrt profile args` as JSON and as a table and checks both against `nodes`
+    /// (the profiled schedule); the table's header contains `header`.
+    fn check_profile(args: &[&str], nodes: Vec<(String, &'static str)>, header: &str) {
+        let o = profile(&[args, &["--json"]].concat());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{err}");
         let j: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
@@ -171,12 +205,13 @@ mod device {
             );
             if on_vgpu {
                 assert!(r["warp_instructions"].as_u64().unwrap() > 0, "{r}");
-                // The GEMMs, the convolution and the attention run on the tensor cores,
-                // the elementwise kernels do not.
+                // The GEMMs, the convolution and the encoder's attention run on the tensor
+                // cores; the elementwise kernels and the decoder's fp32 attention do not.
                 let name = r["name"].as_str().unwrap();
                 let tensor = ["gemm", "conv3x3", "attn"]
                     .iter()
-                    .any(|p| name.starts_with(p));
+                    .any(|p| name.starts_with(p))
+                    && !name.starts_with("attn_decoder");
                 assert_eq!(tensor, r["mma"].as_u64().unwrap() > 0, "{r}");
                 // Every mma is at least an m16n8k8 (2,048 FLOPs).
                 assert!(
@@ -194,7 +229,6 @@ mod device {
         assert!(total >= floor);
         // One row per (entry point, op) of the schedule, in order of first launch, with
         // as many launches as it has nodes.
-        let nodes = schedule();
         assert_eq!(launches as usize, nodes.len());
         let mut want: Vec<(String, &str, u64)> = Vec::new();
         for (e, op) in &nodes {
@@ -216,10 +250,10 @@ mod device {
         assert_eq!(got, want);
 
         // The table: a header, one line per kernel and the total.
-        let o = profile(&args);
+        let o = profile(args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let text = String::from_utf8(o.stdout).unwrap();
-        assert!(text.contains("batch 2"), "{text}");
+        assert!(text.contains(header), "{text}");
         for (name, op, _) in &want {
             assert!(
                 text.lines()

@@ -41,14 +41,19 @@ if command -v compute-sanitizer >/dev/null; then
   done
 fi
 # samrt bench on the GPU: the image encoder (CUDA events around graph replays, each kernel,
-# planned peak device memory) for vit_b/l/h at batch 1 and 8, merged into one results file.
+# planned peak device memory) for vit_b/l/h at batch 1 and 8, and the decoder (one point end
+# to end to the 1500x2250 original; 64 single-point prompts, and 1,024 for vit_b), merged
+# into one results file.
 for m in vit_b vit_l vit_h; do
   for b in 1 8; do
-    gpu-carry/bin/samrt bench --device cuda --model "$m" --batch "$b" --iters 20 --json \
-      > "$OUT/samrt-bench-$m-b$b.json" 2> "$OUT/samrt-bench-$m-b$b.log" \
+    gpu-carry/bin/samrt bench --device cuda --model "$m" --batch "$b" --iters 20 --prompts 64 \
+      --json > "$OUT/samrt-bench-$m-b$b.json" 2> "$OUT/samrt-bench-$m-b$b.log" \
       || { echo "samrt bench $m batch $b: FAILED"; status=1; }
   done
 done
+gpu-carry/bin/samrt bench --device cuda --model vit_b --iters 20 --prompts 1024 --json \
+  > "$OUT/samrt-bench-vit_b-p1024.json" 2> "$OUT/samrt-bench-vit_b-p1024.log" \
+  || { echo "samrt bench vit_b 1024 prompts: FAILED"; status=1; }
 python3 - "$OUT" <<'PY' || status=1
 import glob, json, os, re, sys
 out = sys.argv[1]
@@ -70,6 +75,13 @@ PY
 gpu-carry/bin/samrt profile --device cuda --model vit_b --component encoder --json \
   > "$OUT/samrt-profile-vit_b.json" 2> "$OUT/samrt-profile-vit_b.log" \
   || { echo "samrt profile vit_b: FAILED"; status=1; }
+# The decoder's kernels, measured: one point (bucket 1) and the 64 bucket that 1,024
+# prompts replay 16 times.
+for n in 1 64; do
+  gpu-carry/bin/samrt profile --device cuda --model vit_b --component decoder --prompts "$n" \
+    --json > "$OUT/samrt-profile-decoder-vit_b-p$n.json" 2> "$OUT/samrt-profile-decoder-p$n.log" \
+    || { echo "samrt profile decoder $n prompts: FAILED"; status=1; }
+done
 modelled="$(ls bench/results/*-profile-model-vit_b.json 2>/dev/null | sort | tail -n 1)"
 if [ -s "$OUT/samrt-profile-vit_b.json" ] && [ -n "$modelled" ]; then
   gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr '[:upper:]' '[:lower:]' \
@@ -85,5 +97,9 @@ if [ "${SKIP_TORCH:-0}" != 1 ]; then
   python3 tools/bench_torch.py --device cuda --model-type "${MODEL:-vit_b}" \
     --prompts "${PROMPTS:-1024}" --out "$OUT/torch-baselines.json" 2>&1 | tee "$OUT/bench_torch.log" \
     || status=1
+  # The 64-prompt decoder batch as samrt bench times it (merged into the same file).
+  python3 tools/bench_torch.py --device cuda --model-type "${MODEL:-vit_b}" \
+    --components decoder_batch --prompts 64 --out "$OUT/torch-baselines.json" 2>&1 \
+    | tee -a "$OUT/bench_torch.log" || status=1
 fi
 exit "$status"

@@ -224,12 +224,17 @@ impl Model {
         Ok(embedding.inner.clone())
     }
 
-    fn embedding(&self, inner: ImageEmbedding) -> Embedding {
+    /// Wraps an embedding for Python; with the decoder on a device, host values are copied
+    /// there once here rather than on every predict.
+    fn embedding(&self, mut inner: ImageEmbedding) -> PyResult<Embedding> {
+        if inner.device.is_none() {
+            self.sam.upload_embedding(&mut inner).map_err(to_py)?;
+        }
         let [c, g, _] = self.sam.embedding_shape();
-        Embedding {
+        Ok(Embedding {
             inner: Arc::new(inner),
             shape: (c, g),
-        }
+        })
     }
 }
 
@@ -333,7 +338,7 @@ impl Model {
                 self.sam.embed(&img)
             })
             .map_err(to_py)?;
-        Ok(self.embedding(emb))
+        self.embedding(emb)
     }
 
     /// An embedding from saved features (`[1, C, E, E]` or `[C, E, E]` float32, this model's
@@ -373,11 +378,12 @@ impl Model {
                  {oh}x{ow})"
             )));
         }
-        Ok(self.embedding(ImageEmbedding {
+        self.embedding(ImageEmbedding {
             features: data.to_vec(),
             original_size,
             input_size,
-        }))
+            device: None,
+        })
     }
 
     /// Saves `embedding` as `samrt embed` does (.safetensors or .npy + .json), with this
@@ -395,7 +401,7 @@ impl Model {
             .detach(|| samrt::sam::embedding_file::load(&path))
             .map_err(to_py)?;
         saved.check_model(&self.sam).map_err(to_py)?;
-        Ok(self.embedding(saved.embedding))
+        self.embedding(saved.embedding)
     }
 
     /// `SamPredictor.predict` on `embedding`: `(masks, iou_predictions, low_res_masks)`.

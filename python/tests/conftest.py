@@ -57,6 +57,10 @@ def embedded(sam, manifest, name):
     return _EMBEDDED[name]
 
 
+def prompts_of(manifest, image_name):
+    return [p for p in manifest["prompts"] if p["image"] == image_name]
+
+
 def prompt_kwargs(p):
     """The official predict() arguments of a manifest prompt (float64 coordinates)."""
     kw = {"multimask_output": p["multimask"]}

@@ -4,13 +4,9 @@ in agreement, low-res logits within 1e-2."""
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, embedded, image, packed_masks, prompt_kwargs
+from conftest import FIXTURES, embedded, image, packed_masks, prompt_kwargs, prompts_of
 
 import samrt
-
-
-def prompts_of(manifest, image_name):
-    return [p for p in manifest["prompts"] if p["image"] == image_name]
 
 
 def check_official(p, masks, scores, low_res, tol):

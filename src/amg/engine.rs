@@ -14,8 +14,9 @@ use crate::sam::predictor::Sam;
 /// `SamAutomaticMaskGenerator` on some device.
 pub enum AutoGenerator<'a> {
     Cpu(&'a Sam),
+    /// Boxed: the device generator holds the decoder's executor state, the CPU one a pointer.
     #[cfg(feature = "cuda")]
-    Cuda(super::device::DeviceAmg<'a>),
+    Cuda(Box<super::device::DeviceAmg<'a>>),
 }
 
 impl<'a> AutoGenerator<'a> {
@@ -54,9 +55,9 @@ impl<'a> AutoGenerator<'a> {
 #[cfg(feature = "cuda")]
 fn cuda<'a>(sam: &'a Sam, model: &Path, ordinal: usize) -> Result<AutoGenerator<'a>> {
     let (ck, _) = crate::io::checkpoint::cache::open_model(model)?;
-    Ok(AutoGenerator::Cuda(super::device::DeviceAmg::new(
-        sam, &ck, ordinal,
-    )?))
+    Ok(AutoGenerator::Cuda(Box::new(
+        super::device::DeviceAmg::new(sam, &ck, ordinal)?,
+    )))
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -70,10 +70,14 @@ fn time_ms(
         f()?;
         t.push(s.elapsed().as_secs_f64() * 1e3);
     }
-    t.sort_by(|a, b| a.total_cmp(b));
-    let median = t[t.len() / 2];
+    Ok(median_p90(t))
+}
+
+/// (median, p90) of timings.
+fn median_p90(mut t: Vec<f64>) -> (f64, f64) {
+    t.sort_by(f64::total_cmp);
     let p90 = t[((t.len() as f64 * 0.9).ceil() as usize).clamp(1, t.len()) - 1];
-    Ok((median, p90))
+    (t[t.len() / 2], p90)
 }
 
 /// Peak resident set size of this process in MB (Linux VmHWM), 0 where unknown.
@@ -278,6 +282,7 @@ pub fn run(a: BenchArgs) -> Result<(), CliError> {
         features: features.clone(),
         original_size: orig,
         input_size,
+        device: None,
     };
     let (m, p) = time_ms(a.iters, || {
         std::hint::black_box(sam.predict(&emb, &prompt).map_err(lib)?);
@@ -346,13 +351,8 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
         .device()
         .ok_or_else(|| CliError::msg("the model's image encoder is not on a device"))?;
     let img = synthetic_image()?;
-    let stats = |mut t: Vec<f64>| {
-        t.sort_by(f64::total_cmp);
-        let p90 = t[((t.len() as f64 * 0.9).ceil() as usize).clamp(1, t.len()) - 1];
-        (t[t.len() / 2], p90)
-    };
     let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
-    let (m, p) = stats(enc.time_runs(&img, a.batch, a.iters).map_err(lib)?);
+    let (m, p) = median_p90(enc.time_runs(&img, a.batch, a.iters).map_err(lib)?);
     rows.push(("encoder".into(), a.batch, m, p));
     let imgs = vec![&img; a.batch];
     let (m, p) = time_ms(a.iters, || {
@@ -376,6 +376,7 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
     for (op, ms) in per_op {
         rows.push((format!("encoder.{op}"), a.batch, ms, ms));
     }
+    decoder_rows(&sam, &img, a, &mut rows)?;
     let (wb, ab) = enc
         .planned_bytes(a.batch)
         .ok_or_else(|| CliError::msg("the image encoder's device has no memory plan"))?;
@@ -394,7 +395,7 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
         );
     } else {
         println!(
-            "samrt bench: {model} image encoder on {dev}, batch {}, {} iterations after 1 warm-up (CUDA events)",
+            "samrt bench: {model} image encoder and mask decoder on {dev}, batch {}, {} iterations after 1 warm-up (encoder: CUDA events; decoder: wall clock)",
             a.batch, a.iters
         );
         println!(
@@ -411,4 +412,66 @@ fn run_cuda(a: &BenchArgs, device: samrt::ComputeDevice) -> Result<(), CliError>
         );
     }
     Ok(())
+}
+
+/// The decoder on the device: `decoder`, one point prompt end to end as a user calls it
+/// (`predict` on the resident embedding: prompt encoder, mask decoder, post-processing to
+/// the 1500x2250 original, packed masks back), and `decoder_batch`, `--prompts`
+/// single-point prompts decoded with their low-res logits and scores left on the device
+/// (tools/gpu-run.sh runs 64 and 1,024). Wall clock, host work included.
+fn decoder_rows(
+    sam: &Sam,
+    img: &samrt::io::image::RgbImage,
+    a: &BenchArgs,
+    rows: &mut Vec<(String, usize, f64, f64)>,
+) -> Result<(), CliError> {
+    let lib = |e: samrt::Error| CliError::msg(format!("timing the mask decoder: {e}"));
+    let dec = sam
+        .decoder_backend()
+        .ok_or_else(|| CliError::msg("the model's mask decoder is not on a device"))?;
+    let emb = sam.embed(img).map_err(lib)?;
+    let prompt = Prompt {
+        points: vec![[ORIG_W as f64 / 2.0, ORIG_H as f64 / 3.0]],
+        labels: vec![1],
+        multimask: true,
+        ..Default::default()
+    };
+    let (m, p) = time_ms(a.iters, || {
+        std::hint::black_box(sam.predict(&emb, &prompt).map_err(lib)?);
+        Ok(())
+    })?;
+    rows.push(("decoder".into(), 1, m, p));
+    let n = a.prompts;
+    let (_, prompts) = decoder_inputs(sam, n);
+    let views: Vec<_> = prompts.iter().map(|p| p.as_view()).collect();
+    let t = dec
+        .time_decode(&emb.features, &views, a.iters)
+        .map_err(lib)?;
+    let (m, p) = median_p90(t);
+    rows.push(("decoder_batch".into(), n, m, p));
+    Ok(())
+}
+
+/// A deterministic embedding of a trained model's scale and `n` single-point prompts on a
+/// grid over the input frame: the decoder's kernels and counters do not depend on values.
+pub(super) fn decoder_inputs(
+    sam: &samrt::Sam,
+    n: usize,
+) -> (Vec<f32>, Vec<samrt::cuda::model::mask_decoder::OwnedPrompt>) {
+    let len: usize = sam.embedding_shape().iter().product();
+    let features = (0..len)
+        .map(|i| (((i * 2_654_435_761usize) >> 11) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let size = sam.config.encoder.img_size as f32;
+    let side = (n as f64).sqrt().ceil() as usize;
+    let prompts = (0..n)
+        .map(|i| {
+            let xy = [
+                ((i % side) as f32 + 0.5) / side as f32 * size,
+                ((i / side) as f32 + 0.5) / side as f32 * size,
+            ];
+            samrt::cuda::model::mask_decoder::OwnedPrompt::point(xy)
+        })
+        .collect();
+    (features, prompts)
 }

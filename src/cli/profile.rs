@@ -1,9 +1,10 @@
-//! `samrt profile`: every kernel of one image encode on the device, one row per kernel entry
-//! point (launches summed) with its time, FLOPs, bytes, achieved rate, share of the roofline
-//! and bound, then the total and the floor. On a GPU the times are CUDA events; on vgpu
+//! `samrt profile`: every kernel of one image encode, or of one mask decoder run of
+//! single-point prompts, on the device, one row per kernel entry point (launches summed)
+//! with its time, FLOPs, bytes, achieved rate, share of the roofline and bound, then the
+//! total and the floor. On a GPU the times are CUDA events; on vgpu
 //! they are the H100 model's, from vgpu's counters (docs/kernels.md, "The H100 model").
 
-use super::bench::{load_on, synthetic_image};
+use super::bench::{decoder_inputs, load_on, synthetic_image};
 use super::common::{cuda_device, CliError, Device};
 use clap::{Args, ValueEnum};
 use samrt::cuda::profile::report::TimeSource;
@@ -12,9 +13,9 @@ use samrt::cuda::profile::report::TimeSource;
 pub enum Component {
     /// The image encoder.
     Encoder,
-    /// The mask decoder (not on the device yet: an error).
+    /// The prompt encoder and mask decoder: one run of `--prompts` single-point prompts.
     Decoder,
-    /// Whatever runs on the device: today the image encoder.
+    /// The image encoder, then the decoder (with --json: one object holding both).
     All,
 }
 
@@ -33,6 +34,10 @@ pub struct ProfileArgs {
     /// Images per encode.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Single-point prompts per decoder run (1 to 64, one CUDA graph bucket; more
+    /// prompts run as repeats of the 64 bucket, so its profile is theirs per 64).
+    #[arg(long, default_value_t = 1)]
+    prompts: usize,
     #[arg(long, value_enum, default_value = "all")]
     component: Component,
     /// Timed runs per node on a GPU (the median is reported); vgpu runs each node once,
@@ -54,11 +59,13 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
              --device cuda (a GPU, or vgpu for the modelled H100 times)",
         ));
     }
-    if a.component == Component::Decoder {
-        return Err(CliError::msg(
-            "--component decoder: the mask decoder's kernels are not profiled yet (profile \
-             covers the image encoder); use --component encoder",
-        ));
+    let max_prompts = samrt::cuda::model::mask_decoder::MAX_DECODE_BATCH;
+    if a.prompts == 0 || a.prompts > max_prompts {
+        return Err(CliError::msg(format!(
+            "--prompts {}: between 1 and {max_prompts} (one decoder run; larger calls \
+             repeat the {max_prompts} bucket)",
+            a.prompts
+        )));
     }
     let max_batch = samrt::sam::backend::CUDA_MAX_BATCH;
     if a.batch == 0 || a.batch > max_batch {
@@ -80,21 +87,67 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
         ));
     }
     let device = cuda_device()?;
-    if a.component == Component::All {
-        eprintln!(
-            "samrt: --component all: profiling the image encoder; the mask decoder's kernels \
-             are not profiled yet"
-        );
-    }
     let (sam, model) = load_on(&a.model, device, a.image_size)?;
     let img_size = sam.config.encoder.img_size;
     let img = synthetic_image()?;
-    let lib = |e: samrt::Error| CliError::msg(format!("profiling the image encoder: {e}"));
-    let enc = sam.encoder_backend().map_err(lib)?;
-    let p = enc.profile_kernels(&img, a.batch, a.iters).map_err(lib)?;
+    let enc_profile = || {
+        let lib = |e: samrt::Error| CliError::msg(format!("profiling the image encoder: {e}"));
+        let enc = sam.encoder_backend().map_err(lib)?;
+        enc.profile_kernels(&img, a.batch, a.iters).map_err(lib)
+    };
+    let dec_profile = || {
+        let lib = |e: samrt::Error| CliError::msg(format!("profiling the mask decoder: {e}"));
+        let dec = sam
+            .decoder_backend()
+            .ok_or_else(|| CliError::msg("the mask decoder is not on the device"))?;
+        let (features, prompts) = decoder_inputs(&sam, a.prompts);
+        let views: Vec<_> = prompts.iter().map(|p| p.as_view()).collect();
+        dec.profile_kernels(&features, &views, a.iters).map_err(lib)
+    };
+    match a.component {
+        Component::Encoder => {
+            let p = enc_profile()?;
+            print_profile(&a, &p, || {
+                format!("{model} image encoder at {img_size} px, batch {}", a.batch)
+            });
+        }
+        Component::Decoder => {
+            let p = dec_profile()?;
+            print_profile(&a, &p, || decoder_title(&model, img_size, a.prompts));
+        }
+        Component::All => {
+            let (e, d) = (enc_profile()?, dec_profile()?);
+            if a.json {
+                let j = serde_json::json!({"encoder": e.to_json(), "decoder": d.to_json()});
+                println!("{j}");
+                return Ok(());
+            }
+            print_profile(&a, &e, || {
+                format!("{model} image encoder at {img_size} px, batch {}", a.batch)
+            });
+            println!();
+            print_profile(&a, &d, || decoder_title(&model, img_size, a.prompts));
+        }
+    }
+    Ok(())
+}
+
+fn decoder_title(model: &str, img_size: usize, prompts: usize) -> String {
+    format!(
+        "{model} prompt encoder + mask decoder at {img_size} px, {prompts} single-point \
+         prompt(s) (bucket {})",
+        prompts.next_power_of_two()
+    )
+}
+
+fn print_profile(
+    a: &ProfileArgs,
+    p: &samrt::cuda::profile::report::KernelProfile,
+    title: impl Fn() -> String,
+) {
     if a.json {
         println!("{}", p.to_json());
-        return Ok(());
+        return;
     }
     let source = match p.time_source {
         TimeSource::CudaEvents => format!(
@@ -107,9 +160,9 @@ pub fn run(a: ProfileArgs) -> Result<(), CliError> {
         }
     };
     println!(
-        "samrt profile: {model} image encoder at {img_size} px, batch {}, on {}\ntime: {source}",
-        a.batch, p.device
+        "samrt profile: {}, on {}\ntime: {source}",
+        title(),
+        p.device
     );
     print!("{}", p.table());
-    Ok(())
 }

@@ -173,7 +173,11 @@ fn model_and_embedding(a: &SegmentArgs) -> Result<(samrt::Sam, samrt::ImageEmbed
                 a.model.display()
             )
         })?;
-        return Ok((sam, saved.embedding));
+        // Copied to the device decoder once, not per prompt chunk (nothing on the CPU).
+        let mut emb = saved.embedding;
+        sam.upload_embedding(&mut emb)
+            .context(|| "copying the embedding to the device".to_string())?;
+        return Ok((sam, emb));
     }
     let image = a
         .image

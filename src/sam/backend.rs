@@ -6,7 +6,9 @@
 
 use crate::cpu::model::image_encoder::ImageEncoder;
 use crate::cpu::ops::preprocess_patchify::{preprocess_patchify, resize_longest_side};
-use crate::cuda::model::mask_decoder::{DecodedMasks, DevicePrompt};
+use std::sync::Arc;
+
+use crate::cuda::model::mask_decoder::{DecodedMasks, DevicePrompt, PostFrame, PredictedMasks};
 use crate::cuda::profile::report::KernelProfile;
 use crate::error::{Error, Result};
 use crate::graph::schedule::NodeTime;
@@ -28,6 +30,45 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 /// One image's embedding `[out_chans, grid, grid]` and its resized (h, w) before padding.
 pub type Embedded = (Vec<f32>, (usize, usize));
 
+/// An image embedding held in the memory of the device that made it (the CUDA encoder's,
+/// or [`crate::Sam::upload_embedding`]'s), so that decoding prompts against it moves no
+/// embedding between host and device. Cheap to clone (shared); freed with its last clone.
+#[derive(Clone)]
+pub struct DeviceEmbedding(Arc<dyn std::any::Any + Send + Sync>);
+
+impl DeviceEmbedding {
+    /// Wraps a backend's device buffer.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn new<T: std::any::Any + Send + Sync>(inner: T) -> DeviceEmbedding {
+        DeviceEmbedding(Arc::new(inner))
+    }
+
+    /// The backend's device buffer, when it is of type `T`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for DeviceEmbedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceEmbedding")
+    }
+}
+
+/// The embedding a device decode reads: its host values `[dim, grid, grid]`, and the
+/// same values in device memory when there are any. The device copy is used when it is
+/// the decoder's device context's own; else the host values are copied for the call.
+#[derive(Clone, Copy, Debug)]
+pub struct DecoderEmbedding<'a> {
+    pub host: &'a [f32],
+    pub device: Option<&'a DeviceEmbedding>,
+}
+
+/// One image's embedding as an encoder backend returns it: host values and resized size,
+/// and (on a device) the same values kept in device memory.
+pub type EmbeddedResident = (Embedded, Option<DeviceEmbedding>);
+
 /// What a device backend reports about its device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceSummary {
@@ -47,6 +88,11 @@ pub trait EncoderBackend: Send + Sync {
     fn max_batch(&self) -> usize;
     /// Embeds up to [`EncoderBackend::max_batch`] images (resize, normalise, pad, encode).
     fn embed(&self, images: &[&RgbImage]) -> Result<Vec<Embedded>>;
+    /// [`EncoderBackend::embed`], keeping each embedding in device memory too where the
+    /// encoder runs on a device (the CPU keeps none).
+    fn embed_resident(&self, images: &[&RgbImage]) -> Result<Vec<EmbeddedResident>> {
+        Ok(self.embed(images)?.into_iter().map(|e| (e, None)).collect())
+    }
     /// The f32 encoder, when this backend is the CPU (its blocks are driven directly by
     /// tests and benchmarks).
     fn cpu_encoder(&self) -> Option<&ImageEncoder> {
@@ -85,6 +131,34 @@ pub trait DecoderBackend: Send + Sync {
     fn description(&self) -> String;
     /// Every mask token's output for each prompt against `embedding` (`[dim, grid, grid]`).
     fn decode(&self, embedding: &[f32], prompts: &[DevicePrompt]) -> Result<Vec<DecodedMasks>>;
+    /// `embedding` (`[dim, grid, grid]`) copied to the device once, for any number of
+    /// decodes.
+    fn upload(&self, embedding: &[f32]) -> Result<DeviceEmbedding>;
+    /// Decodes `prompts` and post-processes each one's requested masks (per `multimask`)
+    /// on the device: requested low-res logits, scores and masks at `post.orig_size`.
+    fn predict(
+        &self,
+        embedding: DecoderEmbedding<'_>,
+        prompts: &[DevicePrompt],
+        multimask: &[bool],
+        post: PostFrame,
+    ) -> Result<Vec<PredictedMasks>>;
+    /// Wall time (ms) of decoding `prompts` against `embedding` held on the device, the
+    /// outputs left there, per iteration after a warm-up.
+    fn time_decode(
+        &self,
+        embedding: &[f32],
+        prompts: &[DevicePrompt],
+        iters: usize,
+    ) -> Result<Vec<f64>>;
+    /// Every kernel of one decoder run of `prompts` (one shape, one bucket) with its time,
+    /// counters and floor, as [`EncoderBackend::profile_kernels`].
+    fn profile_kernels(
+        &self,
+        embedding: &[f32],
+        prompts: &[DevicePrompt],
+        iters: usize,
+    ) -> Result<KernelProfile>;
 }
 
 fn not_a_device(what: &str) -> Error {
@@ -186,13 +260,17 @@ mod cuda {
     use std::sync::Arc;
 
     use super::EncoderBackend;
-    use super::{Backends, ComputeDevice, DecoderBackend, DeviceSummary, Embedded};
+    use super::{
+        Backends, ComputeDevice, DecoderBackend, DecoderEmbedding, DeviceEmbedding, DeviceSummary,
+        Embedded, EmbeddedResident,
+    };
     use crate::cuda::model::encoder::MAX_BATCH;
     use crate::cuda::model::encoder_exec::CudaEncoder;
-    use crate::cuda::model::mask_decoder::{DecodedMasks, DevicePrompt};
-    use crate::cuda::model::mask_decoder_exec::CudaDecoder;
+    use crate::cuda::model::mask_decoder::{DecodedMasks, DevicePrompt, PostFrame, PredictedMasks};
+    use crate::cuda::model::mask_decoder_exec::{CudaDecoder, EmbeddingInput};
     use crate::cuda::profile::report::KernelProfile;
     use crate::cuda::runtime::context::{cuda_available, GpuContext};
+    use crate::cuda::runtime::resident::Resident;
     use crate::graph::schedule::NodeTime;
     use crate::io::config::EncoderConfig;
     use crate::io::config::SamConfig;
@@ -245,6 +323,47 @@ mod cuda {
         fn decode(&self, embedding: &[f32], prompts: &[DevicePrompt]) -> Result<Vec<DecodedMasks>> {
             CudaDecoder::decode(self, embedding, prompts)
         }
+
+        fn upload(&self, embedding: &[f32]) -> Result<DeviceEmbedding> {
+            Ok(DeviceEmbedding::new(CudaDecoder::upload(self, embedding)?))
+        }
+
+        fn predict(
+            &self,
+            embedding: DecoderEmbedding<'_>,
+            prompts: &[DevicePrompt],
+            multimask: &[bool],
+            post: PostFrame,
+        ) -> Result<Vec<PredictedMasks>> {
+            let own = embedding
+                .device
+                .and_then(|d| d.get::<Resident>())
+                .filter(|r| r.check_context(self.gpu()).is_ok());
+            let input = match own {
+                Some(r) => EmbeddingInput::Device(r),
+                None => EmbeddingInput::Host(embedding.host),
+            };
+            CudaDecoder::predict(self, input, prompts, multimask, post)
+        }
+
+        fn time_decode(
+            &self,
+            embedding: &[f32],
+            prompts: &[DevicePrompt],
+            iters: usize,
+        ) -> Result<Vec<f64>> {
+            let r = CudaDecoder::upload(self, embedding)?;
+            CudaDecoder::time_decode(self, &r, prompts, iters)
+        }
+
+        fn profile_kernels(
+            &self,
+            embedding: &[f32],
+            prompts: &[DevicePrompt],
+            iters: usize,
+        ) -> Result<KernelProfile> {
+            CudaDecoder::profile(self, embedding, prompts, iters)
+        }
     }
 
     impl EncoderBackend for CudaEncoder {
@@ -258,6 +377,14 @@ mod cuda {
 
         fn embed(&self, images: &[&RgbImage]) -> Result<Vec<Embedded>> {
             self.embed_batch(images)
+        }
+
+        fn embed_resident(&self, images: &[&RgbImage]) -> Result<Vec<EmbeddedResident>> {
+            Ok(self
+                .embed_batch_resident(images)?
+                .into_iter()
+                .map(|(e, r)| (e, Some(DeviceEmbedding::new(r))))
+                .collect())
         }
 
         fn device(&self) -> Option<DeviceSummary> {

@@ -228,6 +228,7 @@ pub fn load(path: &Path) -> Result<SavedEmbedding> {
             features,
             original_size,
             input_size,
+            device: None,
         },
         shape,
         fingerprint,

@@ -8,15 +8,15 @@ use crate::cpu::model::prompt_encoder::PromptEncoder;
 use crate::cpu::ops::postprocess::{mask_stats, MaskFrame, MaskStats};
 use crate::cpu::ops::preprocess_patchify::preprocess;
 use crate::cpu::ops::prompt_encoder::sparse_tokens;
-use crate::cuda::model::mask_decoder::DevicePrompt;
+use crate::cuda::model::mask_decoder::{DevicePrompt, PostFrame};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::cache::load_model;
 use crate::io::config::{infer_config, SamConfig};
 use crate::io::image::resize::transform_coords_f64;
 use crate::io::image::rgb::RgbImage;
 use crate::io::weights::{count_non_finite, WeightSource};
-pub use crate::sam::backend::ComputeDevice;
-use crate::sam::backend::{self, DecoderBackend, EncoderBackend};
+use crate::sam::backend::{self, DecoderBackend, DecoderEmbedding, EncoderBackend};
+pub use crate::sam::backend::{ComputeDevice, DeviceEmbedding};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -63,6 +63,10 @@ pub struct ImageEmbedding {
     pub original_size: (usize, usize),
     /// (h, w) after the longest-side resize to the model's input size, before padding.
     pub input_size: (usize, usize),
+    /// `features` kept in device memory, when the model decodes on a device: set by
+    /// [`Sam::embed`] when the encoder runs there too, or by [`Sam::upload_embedding`];
+    /// `predict` and `predict_batch` then move no embedding to the device. None elsewhere.
+    pub device: Option<DeviceEmbedding>,
 }
 
 /// One prompt, in original-image pixel coordinates (f64, as numpy passes them to the
@@ -340,6 +344,11 @@ impl Sam {
             .map_or_else(|| "CPU".into(), |d| d.description())
     }
 
+    /// The device decoder's backend (timings, kernel profiles); None on the CPU.
+    pub fn decoder_backend(&self) -> Option<&dyn DecoderBackend> {
+        self.device_decoder.as_deref()
+    }
+
     /// The image encoder's backend (its device, timings and memory plan); an error for a
     /// model loaded with [`Sam::load_decoder`].
     pub fn encoder_backend(&self) -> Result<&dyn EncoderBackend> {
@@ -468,17 +477,34 @@ impl Sam {
             return self.encoder().map(|_| Vec::new());
         };
         let mut out = Vec::with_capacity(imgs.len());
+        // A device copy is kept only where a device decoder will read it.
+        let resident = self.device_decoder.is_some();
         for chunk in imgs.chunks(enc.max_batch()) {
-            for (img, (features, input_size)) in chunk.iter().zip(enc.embed(chunk)?) {
+            let embedded = match resident {
+                true => enc.embed_resident(chunk)?,
+                false => enc.embed(chunk)?.into_iter().map(|e| (e, None)).collect(),
+            };
+            for (img, ((features, input_size), device)) in chunk.iter().zip(embedded) {
                 check_output("the image embedding", &features)?;
                 out.push(ImageEmbedding {
                     features,
                     original_size: (img.height, img.width),
                     input_size,
+                    device,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// Copies `emb.features` to the device decoder once (`emb.device`), so that later
+    /// `predict`/`predict_batch` calls on it move no embedding; nothing on the CPU. Checks
+    /// the embedding's shape.
+    pub fn upload_embedding(&self, emb: &mut ImageEmbedding) -> Result<()> {
+        if let Some(dec) = self.device_decoder.as_deref() {
+            emb.device = Some(dec.upload(&emb.features)?);
+        }
+        Ok(())
     }
 
     /// Prompt encoder inputs in the 1024 frame, as `SamPredictor.predict` transforms them.
@@ -518,14 +544,13 @@ impl Sam {
         Ok((pts, bx))
     }
 
-    /// Decodes `prompts` on the device decoder, each sliced per its multimask flag.
-    fn decode_device(
+    /// Checked prompts as the device decoder takes them.
+    fn device_prompts<'a>(
         &self,
-        dec: &dyn DecoderBackend,
         emb: &ImageEmbedding,
-        prompts: &[Prompt],
-    ) -> Result<Vec<DecoderOutput>> {
-        let device_prompts = prompts
+        prompts: &'a [Prompt],
+    ) -> Result<Vec<DevicePrompt<'a>>> {
+        prompts
             .iter()
             .map(|p| {
                 let (pts, bx) = self.input_frame(emb, p)?;
@@ -534,7 +559,54 @@ impl Sam {
                     mask: p.mask_input.as_deref(),
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// `predict_batch` on the device decoder: decoding and post-processing on the device,
+    /// from the embedding's device copy when it has one.
+    fn predict_device(
+        &self,
+        dec: &dyn DecoderBackend,
+        emb: &ImageEmbedding,
+        prompts: &[Prompt],
+    ) -> Result<Vec<Prediction>> {
+        let device_prompts = self.device_prompts(emb, prompts)?;
+        let multimask: Vec<bool> = prompts.iter().map(|p| p.multimask).collect();
+        let input = DecoderEmbedding {
+            host: &emb.features,
+            device: emb.device.as_ref(),
+        };
+        let post = PostFrame {
+            frame: self.mask_frame(),
+            input_size: emb.input_size,
+            orig_size: emb.original_size,
+        };
+        let (height, width) = emb.original_size;
+        dec.predict(input, &device_prompts, &multimask, post)?
+            .into_iter()
+            .map(|o| {
+                check_output("the mask decoder's IoU scores", &o.iou)?;
+                check_output("the mask decoder's low-res mask logits", &o.low_res)?;
+                Ok(Prediction {
+                    num_masks: o.iou.len(),
+                    height,
+                    width,
+                    masks: o.masks,
+                    scores: o.iou,
+                    low_res_logits: o.low_res,
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes `prompts` on the device decoder, each sliced per its multimask flag.
+    fn decode_device(
+        &self,
+        dec: &dyn DecoderBackend,
+        emb: &ImageEmbedding,
+        prompts: &[Prompt],
+    ) -> Result<Vec<DecoderOutput>> {
+        let device_prompts = self.device_prompts(emb, prompts)?;
         let outs = dec.decode(&emb.features, &device_prompts)?;
         Ok(outs
             .into_iter()
@@ -571,6 +643,10 @@ impl Sam {
     }
 
     pub fn predict(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<Prediction> {
+        if let Some(dec) = self.device_decoder.as_deref() {
+            let prompts = std::slice::from_ref(prompt);
+            return Ok(self.predict_device(dec, emb, prompts)?.remove(0));
+        }
         let out = self.decode_one(emb, prompt)?;
         self.finish(emb, out)
     }
@@ -605,8 +681,7 @@ impl Sam {
         prompts: &[Prompt],
     ) -> Result<Vec<Prediction>> {
         if let Some(dec) = self.device_decoder.as_deref() {
-            let outs = self.decode_device(dec, emb, prompts)?;
-            return outs.into_par_iter().map(|o| self.finish(emb, o)).collect();
+            return self.predict_device(dec, emb, prompts);
         }
         let mut encoded: Vec<_> = prompts
             .iter()

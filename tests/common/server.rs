@@ -53,7 +53,11 @@ impl Server {
 
     /// `samrt serve` on `model` and `device` (`cpu`, `cuda`, `auto`) with `extra` flags.
     pub fn start_on(model: &std::path::Path, device: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_samrt"))
+        // option_env: capi/tests include this module, and their package has no samrt binary.
+        let Some(exe) = option_env!("CARGO_BIN_EXE_samrt") else {
+            panic!("Server::start_on: only the samrt crate's tests have the samrt binary");
+        };
+        let mut child = Command::new(exe)
             .args(["serve", "--model", model.to_str().unwrap()])
             .args(["--device", device, "--listen", "127.0.0.1:0"])
             .args(extra)

@@ -167,6 +167,30 @@ fn postprocess_shapes_are_validated() {
     assert!(pp_in(small, 16, (192, 256), (10, 10)).is_ok());
     assert!(pp_in(small, 1, (257, 256), (10, 10)).is_err());
     assert!(pp_in(MaskFrame::new(0, 256), 1, (192, 256), (10, 10)).is_err());
+    // A plane list picks planes of the buffer (one here): in range only, one per mask.
+    use samrt::cuda::ops::postprocess::{postprocess_into, PostScratch};
+    let mut scratch = PostScratch::default();
+    let mut pick = |masks: usize, planes: &[i32]| {
+        let frame = MaskFrame::OFFICIAL;
+        let (input, orig) = ((683, 1024), (10, 10));
+        let list = (masks, Some(planes));
+        postprocess_into(
+            &gpu,
+            &stream,
+            frame,
+            &dev,
+            list,
+            input,
+            orig,
+            2,
+            &mut scratch,
+        )
+    };
+    assert!(pick(1, &[0]).is_ok());
+    assert!(pick(2, &[0, 0]).is_ok());
+    assert!(pick(1, &[1]).is_err());
+    assert!(pick(1, &[-1]).is_err());
+    assert!(pick(2, &[0]).is_err());
 }
 
 #[test]

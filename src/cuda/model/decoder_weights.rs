@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        for batch in [1, 2, 16] {
+        for batch in [1, 2, 16, 64] {
             for sparse in [0, 1, 2, 18, 1026] {
                 for mask_input in [false, true] {
                     let k = DecoderKey {
@@ -123,18 +123,18 @@ mod tests {
             mask: m.then_some(mask.as_slice()),
         };
         let mut prompts = vec![p(2, false), p(3, false), p(2, true)];
-        prompts.extend((0..19).map(|_| p(2, false)));
+        prompts.extend((0..69).map(|_| p(2, false)));
         let plan = plan_batches(&prompts);
         let keys: Vec<(usize, usize, bool, usize)> = plan
             .iter()
             .map(|(k, idx)| (k.batch, k.sparse, k.mask_input, idx.len()))
             .collect();
-        // 20 two-token prompts: 16, then 4 (a batch of 4); the others alone.
+        // 70 two-token prompts: 64, then 6 (in the bucket of 8); the others alone.
         assert_eq!(
             keys,
             vec![
-                (16, 2, false, 16),
-                (4, 2, false, 4),
+                (64, 2, false, 64),
+                (8, 2, false, 6),
                 (1, 3, false, 1),
                 (1, 2, true, 1)
             ]

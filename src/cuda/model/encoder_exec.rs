@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use super::encoder::{build_graph, EncoderIo, MAX_BATCH};
 use super::scales::{prepare_weights, EncoderScales};
+use super::schedule_profile::profile_bound;
 use crate::cpu::ops::preprocess_patchify::PatchGeom;
 use crate::cuda::ops::preprocess_patchify::pack_images;
-use crate::cuda::profile::report::{KernelProfile, TimeSource};
-use crate::cuda::profile::vgpu::{is_vgpu, Recording};
+use crate::cuda::profile::report::KernelProfile;
 use crate::cuda::runtime::context::{guarded, GpuContext};
 use crate::cuda::runtime::executor::{Bound, Executor};
+use crate::cuda::runtime::resident::Resident;
 use crate::cuda::runtime::weights::DeviceWeights;
-use crate::graph::cost::node_cost;
-use crate::graph::ops::{Op, OpDesc};
+use crate::graph::ops::Op;
 use crate::graph::schedule::NodeTime;
 use crate::io::config::EncoderConfig;
 use crate::io::image::resize::{resize_bilinear_pillow, resize_shape};
@@ -155,26 +155,59 @@ impl CudaEncoder {
     /// Resizes each image exactly as Pillow does (the CPU path's resize), runs the encoder
     /// on the device for the whole batch, and returns each embedding.
     pub fn embed_batch(&self, images: &[&RgbImage]) -> Result<Vec<EncodedImage>> {
+        Ok(self
+            .embed_impl(images, false)?
+            .into_iter()
+            .map(|e| e.0)
+            .collect())
+    }
+
+    /// [`CudaEncoder::embed_batch`], each embedding also copied on the device into memory
+    /// of its own (no host round trip) for the decoder to read.
+    pub fn embed_batch_resident(
+        &self,
+        images: &[&RgbImage],
+    ) -> Result<Vec<(EncodedImage, Resident)>> {
+        let out = self.embed_impl(images, true)?;
+        Ok(out
+            .into_iter()
+            .filter_map(|(e, r)| r.map(|r| (e, r)))
+            .collect())
+    }
+
+    fn embed_impl(
+        &self,
+        images: &[&RgbImage],
+        keep: bool,
+    ) -> Result<Vec<(EncodedImage, Option<Resident>)>> {
         let batch = images.len();
         let (resized, pixels, sizes) = self.pack(images)?;
         let io = self.io(batch);
-        let host = self.exec.with(batch, |ex, st| {
+        let (host, resident) = self.exec.with(batch, |ex, st| {
             Self::upload(ex, st, &io, &pixels, &sizes)?;
             ex.run(st)?;
             let stream = ex.gpu().stream();
             let emb = ex.view::<f32>(st, io.embedding)?;
-            let mut host = vec![0f32; st.graph().get(io.embedding).len];
+            let per = st.graph().get(io.embedding).len / batch;
+            let resident = (0..batch)
+                .map(|b| {
+                    keep.then(|| Resident::copy_of(ex.gpu(), &emb.window(b * per, per)))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut host = vec![0f32; per * batch];
             guarded("copying the embedding to the host", || {
                 stream.memcpy_dtoh(&emb, &mut host)
             })?;
             ex.gpu().synchronize(stream)?;
-            Ok(host)
+            Ok((host, resident))
         })?;
         let per = host.len() / batch;
         Ok(host
             .chunks(per)
             .zip(&resized)
-            .map(|(e, r)| (e.to_vec(), (r.height, r.width)))
+            .zip(resident)
+            .map(|((e, r), d)| ((e.to_vec(), (r.height, r.width)), d))
             .collect())
     }
 
@@ -195,53 +228,15 @@ impl CudaEncoder {
         self.exec.with(batch, |ex, st| ex.time_nodes(st, iters))
     }
 
-    /// Every kernel of one encode of `batch` copies of `img`, with its time and floor. On
-    /// vgpu the nodes run once each, eagerly, while vgpu records their counters, and the
-    /// H100 model times them; on a GPU each node's time is the median of `iters` eager
-    /// runs between CUDA events, its FLOPs and bytes the graph's nominal ones.
+    /// Every kernel of one encode of `batch` copies of `img`, with its time and floor
+    /// (`schedule_profile::profile_bound`).
     pub fn profile(&self, img: &RgbImage, batch: usize, iters: usize) -> Result<KernelProfile> {
-        let info = self.gpu().info();
-        if !is_vgpu(&info.name) {
-            let times = self.time_nodes(img, batch, iters)?;
-            let mut p = KernelProfile::new(info.name.clone(), TimeSource::CudaEvents);
-            self.exec.with(batch, |_, st| {
-                let g = st.graph();
-                for (node, t) in g.nodes.iter().zip(&times) {
-                    let c = node_cost(g, node);
-                    p.add_measured(&t.entry_point, t.op, t.median_ms * 1e-3, c);
-                }
-                Ok(())
-            })?;
-            return Ok(p);
-        }
         let imgs: Vec<&RgbImage> = vec![img; batch];
         let (_, pixels, sizes) = self.pack(&imgs)?;
         let io = self.io(batch);
-        let mut p = KernelProfile::new(info.name.clone(), TimeSource::Model);
         self.exec.with(batch, |ex, st| {
             Self::upload(ex, st, &io, &pixels, &sizes)?;
-            ex.gpu().synchronize(ex.gpu().stream())?;
-            let mut rec = Recording::start()?;
-            let g = st.graph();
-            ex.run_each_node(st, |k| {
-                let node = &g.nodes[k];
-                let launches = rec.take()?;
-                if launches.is_empty() {
-                    return Err(Error::Cuda(format!(
-                        "{} ({}): vgpu recorded no launch in {}; is this vgpu older than \
-                         its VGPU_PROFILE_FILE support?",
-                        node.label,
-                        node.op.entry_point(),
-                        rec.path().display()
-                    )));
-                }
-                let c = node_cost(g, node);
-                for l in launches {
-                    p.add_modelled(&l.kernel, node.op.name(), &l.launch, c);
-                }
-                Ok(())
-            })
-        })?;
-        Ok(p)
+            profile_bound(ex, st, iters)
+        })
     }
 }

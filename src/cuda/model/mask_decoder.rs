@@ -13,6 +13,7 @@
 //! values and image->token queries are computed once and shared by every prompt (batch
 //! stride 0 in the attention kernels).
 
+use crate::cpu::ops::prompt_encoder::KIND_NOT_A_POINT;
 use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
@@ -30,8 +31,11 @@ const T: &str = "mask_decoder.transformer";
 const LN_EPS: f32 = 1e-5;
 /// LayerNorm2d's eps (the output upscaling).
 const LN2D_EPS: f32 = 1e-6;
-/// Most prompts one run decodes (an arena and a captured graph per shape).
-pub const MAX_DECODE_BATCH: usize = 16;
+/// Most prompts one run decodes (an arena and a captured graph per shape). Larger calls
+/// run in chunks of this size; smaller remainders at the power-of-two batch that holds
+/// them, so the buckets are 1, 2, 4, ..., 64. No kernel's tiles or splits depend on the
+/// batch, so a prompt's result does not depend on its bucket.
+pub const MAX_DECODE_BATCH: usize = 64;
 
 /// Derived tensors the schedule reads besides the official ones.
 pub(crate) const OUTPUT_TOKENS: &str = "mask_decoder.output_tokens";
@@ -127,7 +131,8 @@ impl DecoderKey {
 /// Buffers the caller fills before a run and reads after it.
 #[derive(Clone, Copy, Debug)]
 pub struct DecoderIo {
-    /// fp32 `[dim, grid, grid]`: the image embedding.
+    /// fp32 `[dim, grid, grid]`: the image embedding, an external buffer (the decoder's
+    /// embedding slot).
     pub embedding: BufId,
     /// fp32 `[batch * sparse, 2]` and i32 `[batch * sparse]`: token coordinates in the input
     /// frame and kinds (`cuda::ops::prompt_encoder::prompt_tokens`).
@@ -509,7 +514,10 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
         t,
     };
     let side = d.low_res();
-    let embedding = b.gr.buffer("embedding", DType::F32, dim * hw, Role::Input);
+    // External: the decoder's embedding slot, bound once, so that every captured bucket
+    // reads whichever embedding the slot holds without a copy into each arena.
+    let embedding =
+        b.gr.buffer("embedding", DType::F32, dim * hw, Role::External);
     let coords =
         b.gr.buffer("coords", DType::F32, batch * sparse * 2, Role::Input);
     let kinds =
@@ -671,11 +679,65 @@ pub struct DevicePrompt<'a> {
     pub mask: Option<&'a [f32]>,
 }
 
+/// A [`DevicePrompt`] that owns its mask input, for callers that build prompts (benchmarks,
+/// profiles) rather than borrow them.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedPrompt {
+    pub tokens: Vec<([f32; 2], i32)>,
+    pub mask: Option<Vec<f32>>,
+}
+
+impl OwnedPrompt {
+    /// One foreground point at `xy` (input frame), as `sparse_tokens` encodes it: the
+    /// point (kind = label 1 + 1), then the padding point.
+    pub fn point(xy: [f32; 2]) -> OwnedPrompt {
+        OwnedPrompt {
+            tokens: vec![(xy, 1 + 1), ([0.0, 0.0], KIND_NOT_A_POINT)],
+            mask: None,
+        }
+    }
+
+    pub fn as_view(&self) -> DevicePrompt<'_> {
+        DevicePrompt {
+            tokens: self.tokens.clone(),
+            mask: self.mask.as_deref(),
+        }
+    }
+}
+
 /// Every mask token's output for one prompt: logits `[masks, S, S]` and IoU `[masks]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodedMasks {
     pub low_res: Vec<f32>,
     pub iou: Vec<f32>,
+}
+
+/// Where `predict` maps masks: the model's frame, the resized input size and the original
+/// size of the image (h, w).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostFrame {
+    pub frame: crate::cpu::ops::postprocess::MaskFrame,
+    pub input_size: (usize, usize),
+    pub orig_size: (usize, usize),
+}
+
+/// One prompt's requested masks (the three multimask outputs, or the single one): low-res
+/// logits `[n, S, S]`, IoU `[n]` and the thresholded masks `[n, H, W]` at the original size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictedMasks {
+    pub low_res: Vec<f32>,
+    pub iou: Vec<f32>,
+    pub masks: Vec<bool>,
+}
+
+/// The mask tokens a prompt's prediction keeps, as the official predictor slices them:
+/// the multimask outputs 1.., or the single-mask output 0.
+pub fn requested_masks(multimask: bool, masks: usize) -> std::ops::Range<usize> {
+    if multimask {
+        1..masks
+    } else {
+        0..1.min(masks)
+    }
 }
 
 /// The batches `prompts` are decoded in: prompts that share a schedule (token count and

@@ -1,6 +1,6 @@
 //! SAM's modules as schedules of named CUDA ops, and the fp16 storage numerics they need.
-//! Host-only apart from `encoder_exec` and `mask_decoder_exec`, which bind the schedules to a
-//! device.
+//! Host-only apart from `encoder_exec`, `mask_decoder_exec`, `mask_predict` and
+//! `schedule_profile`, which bind the schedules to a device.
 
 pub mod decoder_weights;
 pub mod encoder;
@@ -9,4 +9,8 @@ pub mod encoder_exec;
 pub mod mask_decoder;
 #[cfg(feature = "cuda")]
 pub mod mask_decoder_exec;
+#[cfg(feature = "cuda")]
+pub mod mask_predict;
 pub mod scales;
+#[cfg(feature = "cuda")]
+pub mod schedule_profile;

@@ -3,12 +3,16 @@
 //! and PyTorch, then threshold, LSB-first bit-packing, area and box, so only packed masks
 //! come back to the host.
 //!
-//! Scratch buffers are allocated per call for now; the inference context's arena will own
-//! them once the CUDA model path exists.
+//! The `*_into` launchers work in a [`PostScratch`], device buffers grown on first need
+//! and kept, so a caller that post-processes batch after batch (the decoder's `predict`)
+//! allocates nothing once warm; the plain launchers are the same kernels over a fresh
+//! scratch.
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 
 use crate::cpu::ops::postprocess::{
     bilinear_tables, torch_kernel_for, MaskFrame, MaskStats, TorchBilinearKernel,
@@ -38,13 +42,18 @@ pub struct PackedMasks {
 impl PackedMasks {
     /// Mask `m` as booleans, row-major.
     pub fn mask(&self, m: usize) -> Vec<bool> {
+        let mut out = Vec::with_capacity(self.h * self.w);
+        self.unpack_into(m, &mut out);
+        out
+    }
+
+    /// Appends mask `m`'s booleans, row-major, to `out`.
+    pub fn unpack_into(&self, m: usize, out: &mut Vec<bool>) {
         let plane = self.h * self.words_per_row;
         let words = &self.bits[m * plane..(m + 1) * plane];
-        let mut out = Vec::with_capacity(self.h * self.w);
         for row in words.chunks(self.words_per_row) {
             out.extend((0..self.w).map(|x| row[x / 32] >> (x % 32) & 1 == 1));
         }
-        out
     }
 }
 
@@ -61,112 +70,304 @@ fn grid(cols: usize, rows: usize, masks: usize, threads: usize) -> Result<Launch
     })
 }
 
-struct Tables {
-    i0: CudaSlice<i32>,
-    i1: CudaSlice<i32>,
-    l0: CudaSlice<f32>,
-    l1: CudaSlice<f32>,
+/// A device buffer that only grows: reallocated (counted) when a pass needs more than it
+/// holds, else reused.
+struct Grow<T>(Option<CudaSlice<T>>);
+
+impl<T: DeviceRepr + ValidAsZeroBits> Grow<T> {
+    fn get(
+        &mut self,
+        gpu: &GpuContext,
+        stream: &Arc<CudaStream>,
+        len: usize,
+    ) -> Result<&mut CudaSlice<T>> {
+        if self.0.as_ref().is_none_or(|b| b.len() < len) {
+            self.0 = None;
+            let b = gpu.alloc_zeros::<T>(stream, len, "allocating post-processing scratch")?;
+            self.0 = Some(b);
+        }
+        Ok(self.0.as_mut().expect("allocated above"))
+    }
+
+    fn ptr(&mut self, gpu: &GpuContext, stream: &Arc<CudaStream>, len: usize) -> Result<u64> {
+        let b = self.get(gpu, stream, len)?;
+        let (p, _g) = b.device_ptr(stream);
+        Ok(p)
+    }
 }
 
-fn tables(
+impl<T> Default for Grow<T> {
+    fn default() -> Self {
+        Grow(None)
+    }
+}
+
+/// The device buffers of post-processing passes, grown on demand and kept between them.
+#[derive(Default)]
+pub struct PostScratch {
+    /// Index tables, then the plane list.
+    ints: Grow<i32>,
+    /// Weight tables.
+    floats: Grow<f32>,
+    /// The upsampled, cropped planes `[masks, ih, iw]`.
+    up: Grow<f32>,
+    /// The generic kernel's W pass.
+    tmp: Grow<f32>,
+    /// Logits at the original size `[masks, H, W]`.
+    out: Grow<f32>,
+    bits: Grow<u32>,
+    area: Grow<u64>,
+    boxes: Grow<i32>,
+    counts: Grow<u64>,
+}
+
+/// A resize's host tables, uploaded into the scratch: (h tables, w tables) as device
+/// pointers `[i0, i1, l0, l1]`.
+type TablePtrs = ([u64; 4], [u64; 4]);
+
+impl PostScratch {
+    /// Uploads the row and column tables of one resize (no allocation once warm).
+    #[allow(clippy::too_many_arguments)]
+    fn tables(
+        &mut self,
+        gpu: &GpuContext,
+        stream: &Arc<CudaStream>,
+        (in_h, in_w): (usize, usize),
+        (out_h, out_w): (usize, usize),
+        (keep_h, keep_w): (usize, usize),
+        kernel: TorchBilinearKernel,
+        base: usize,
+    ) -> Result<TablePtrs> {
+        let th = bilinear_tables(in_h, out_h, kernel, keep_h);
+        let tw = bilinear_tables(in_w, out_w, kernel, keep_w);
+        let ints: Vec<i32> = [th.0, th.1, tw.0, tw.1].concat();
+        let floats: Vec<f32> = [th.2, th.3, tw.2, tw.3].concat();
+        let n = base + ints.len();
+        let ip = self.ints.ptr(gpu, stream, n)?;
+        let fp = self.floats.ptr(gpu, stream, n)?;
+        let ib = self.ints.get(gpu, stream, n)?;
+        let mut iv = ib.slice_mut(base..n);
+        guarded("copying resize tables", || {
+            stream.memcpy_htod(&ints, &mut iv)
+        })?;
+        let fb = self.floats.get(gpu, stream, n)?;
+        let mut fv = fb.slice_mut(base..n);
+        guarded("copying resize tables", || {
+            stream.memcpy_htod(&floats, &mut fv)
+        })?;
+        let at = |p: u64, k: usize, sz: usize| p + ((base + k) * sz) as u64;
+        let (h, w) = (keep_h, keep_w);
+        Ok((
+            [at(ip, 0, 4), at(ip, h, 4), at(fp, 0, 4), at(fp, h, 4)],
+            [
+                at(ip, 2 * h, 4),
+                at(ip, 2 * h + w, 4),
+                at(fp, 2 * h, 4),
+                at(fp, 2 * h + w, 4),
+            ],
+        ))
+    }
+}
+
+/// [`threshold_pack_into`] on the first `masks` planes `[h, w]` of the last
+/// [`postprocess_into`]'s logits, which stay in `scratch`.
+pub fn threshold_pack_logits(
+    gpu: &GpuContext,
     stream: &Arc<CudaStream>,
-    in_size: usize,
-    out_size: usize,
-    kernel: TorchBilinearKernel,
-    keep: usize,
-) -> Result<Tables> {
-    let (i0, i1, l0, l1) = bilinear_tables(in_size, out_size, kernel, keep);
-    let up_i = |v: &Vec<i32>| guarded("host-to-device copy", || stream.clone_htod(v));
-    let up_f = |v: &Vec<f32>| guarded("host-to-device copy", || stream.clone_htod(v));
-    Ok(Tables {
-        i0: up_i(&i0)?,
-        i1: up_i(&i1)?,
-        l0: up_f(&l0)?,
-        l1: up_f(&l1)?,
-    })
+    masks: usize,
+    (h, w): (usize, usize),
+    scratch: &mut PostScratch,
+) -> Result<()> {
+    let out = std::mem::take(&mut scratch.out);
+    let r = match &out.0 {
+        Some(logits) => threshold_pack_into(gpu, stream, logits, masks, (h, w), scratch),
+        None => Err(Error::Cuda(
+            "post-processing scratch holds no logits".into(),
+        )),
+    };
+    scratch.out = out;
+    r
 }
 
-/// Bilinear from the top-left `in_h x in_w` window of planes `src` (`row_stride`,
-/// `plane_stride` in elements) to the first `keep_h x keep_w` outputs of an
-/// `out_h x out_w` resize. Returns `[masks, keep_h, keep_w]`.
+/// Where a resize reads: device address, row and plane strides (in elements), and the
+/// optional device plane list (0: none).
+struct Src {
+    ptr: u64,
+    row_stride: usize,
+    plane_stride: usize,
+    planes: u64,
+}
+
+/// Bilinear from the top-left `in_h x in_w` window of planes `src` to the first
+/// `keep_h x keep_w` outputs of an `out_h x out_w` resize, written as `[masks, keep_h,
+/// keep_w]` at `out`.
 #[allow(clippy::too_many_arguments)]
 fn resize(
     gpu: &GpuContext,
     stream: &Arc<CudaStream>,
-    src: &CudaSlice<f32>,
-    (row_stride, plane_stride): (usize, usize),
+    src: &Src,
     masks: usize,
     (in_h, in_w): (usize, usize),
-    (out_h, out_w): (usize, usize),
+    out_size: (usize, usize),
     (keep_h, keep_w): (usize, usize),
     kernel: TorchBilinearKernel,
-) -> Result<CudaSlice<f32>> {
-    check_len(
-        "postprocess input",
-        src.len(),
-        (masks - 1) * plane_stride + (in_h - 1) * row_stride + in_w,
-    )?;
-    let th = tables(stream, in_h, out_h, kernel, keep_h)?;
-    let tw = tables(stream, in_w, out_w, kernel, keep_w)?;
-    let mut out = gpu.zeros_f32(stream, masks * keep_h * keep_w)?;
-    let (rs, ps) = (as_i32("row stride", row_stride)?, plane_stride as i64);
+    (t, tables_base): (&mut PostScratch, usize),
+    out: u64,
+) -> Result<()> {
+    let ((hi0, hi1, hl0, hl1), (wi0, wi1, wl0, wl1)) = {
+        let (h, w) = t.tables(
+            gpu,
+            stream,
+            (in_h, in_w),
+            out_size,
+            (keep_h, keep_w),
+            kernel,
+            tables_base,
+        )?;
+        ((h[0], h[1], h[2], h[3]), (w[0], w[1], w[2], w[3]))
+    };
+    let (rs, ps) = (
+        as_i32("row stride", src.row_stride)?,
+        src.plane_stride as i64,
+    );
     let (kh, kw) = (as_i32("rows", keep_h)?, as_i32("columns", keep_w)?);
-    let (sp, _s) = src.device_ptr(stream);
-    let (hi0, _a) = th.i0.device_ptr(stream);
-    let (hi1, _b) = th.i1.device_ptr(stream);
-    let (hl0, _c) = th.l0.device_ptr(stream);
-    let (hl1, _d) = th.l1.device_ptr(stream);
-    let (wi0, _e) = tw.i0.device_ptr(stream);
-    let (wi1, _f) = tw.i1.device_ptr(stream);
-    let (wl0, _g) = tw.l0.device_ptr(stream);
-    let (wl1, _h) = tw.l1.device_ptr(stream);
+    let (sp, pl) = (src.ptr, src.planes);
     match kernel {
         TorchBilinearKernel::ChannelsLast => {
             let f = gpu.function("bilinear_channels_last_f32")?;
-            let (op, _o) = out.device_ptr_mut(stream);
             let mut b = stream.launch_builder(f);
-            b.arg(&sp).arg(&rs).arg(&ps);
+            b.arg(&sp).arg(&rs).arg(&ps).arg(&pl);
             b.arg(&hi0).arg(&hi1).arg(&hl0).arg(&hl1).arg(&kh);
-            b.arg(&wi0).arg(&wi1).arg(&wl0).arg(&wl1).arg(&kw).arg(&op);
+            b.arg(&wi0).arg(&wi1).arg(&wl0).arg(&wl1).arg(&kw).arg(&out);
             let cfg = grid(keep_w, keep_h, masks, PP_THREADS)?;
             // SAFETY: arguments match the kernel signature; the tables hold keep_h / keep_w
-            // entries whose indices are < in_h / in_w, src was checked to cover every
-            // (mask, row, column) they address, and out holds masks*keep_h*keep_w values.
+            // entries whose indices are < in_h / in_w, the caller checked src covers every
+            // (plane, row, column) they address, and out holds masks*keep_h*keep_w values.
             guarded("bilinear_channels_last_f32", || {
                 unsafe { b.launch(cfg) }.map(|_| ())
             })?;
         }
         TorchBilinearKernel::Generic => {
-            let mut tmp = gpu.zeros_f32(stream, masks * in_h * keep_w)?;
+            let tp = t.tmp.ptr(gpu, stream, masks * in_h * keep_w)?;
             let ih = as_i32("input rows", in_h)?;
             {
                 let f = gpu.function("bilinear_w_f32")?;
-                let (tp, _t) = tmp.device_ptr_mut(stream);
                 let mut b = stream.launch_builder(f);
-                b.arg(&sp).arg(&rs).arg(&ps).arg(&ih);
+                b.arg(&sp).arg(&rs).arg(&ps).arg(&pl).arg(&ih);
                 b.arg(&wi0).arg(&wi1).arg(&wl0).arg(&wl1).arg(&kw).arg(&tp);
                 let cfg = grid(keep_w, in_h, masks, PP_THREADS)?;
                 // SAFETY: as above; tmp holds masks*in_h*keep_w values.
                 guarded("bilinear_w_f32", || unsafe { b.launch(cfg) }.map(|_| ()))?;
             }
             let f = gpu.function("bilinear_h_f32")?;
-            let (tp, _t) = tmp.device_ptr(stream);
-            let (op, _o) = out.device_ptr_mut(stream);
             let mut b = stream.launch_builder(f);
             b.arg(&tp).arg(&ih);
-            b.arg(&hi0)
-                .arg(&hi1)
-                .arg(&hl0)
-                .arg(&hl1)
-                .arg(&kh)
-                .arg(&kw)
-                .arg(&op);
+            b.arg(&hi0).arg(&hi1).arg(&hl0).arg(&hl1);
+            b.arg(&kh).arg(&kw).arg(&out);
             let cfg = grid(keep_w, keep_h, masks, PP_THREADS)?;
             // SAFETY: the row tables index rows < in_h of tmp; out holds masks*keep_h*keep_w.
             guarded("bilinear_h_f32", || unsafe { b.launch(cfg) }.map(|_| ()))?;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// `Sam.postprocess_masks` into `scratch` (read it with [`PostScratch::logits`]): planes
+/// `[*, s, s]` of `low_res` (s = `frame.low_res`), either the first `masks` or, with
+/// `planes`, the listed ones in that order, to logits `[masks, H, W]` at `orig_size`,
+/// bit-identical to [`MaskFrame::postprocess_with`] with the same `torch_threads`.
+#[allow(clippy::too_many_arguments)]
+pub fn postprocess_into(
+    gpu: &GpuContext,
+    stream: &Arc<CudaStream>,
+    frame: MaskFrame,
+    low_res: &dyn DevicePtr<f32>,
+    (masks, planes): (usize, Option<&[i32]>),
+    input_size: (usize, usize),
+    orig_size: (usize, usize),
+    torch_threads: usize,
+    scratch: &mut PostScratch,
+) -> Result<()> {
+    let plane = frame.plane();
+    gpu.check_stream(stream)?;
+    let available = low_res.len() / plane.max(1);
+    if let Some(p) = planes {
+        if p.len() != masks || p.iter().any(|&k| k < 0 || k as usize >= available) {
+            return Err(Error::Shape {
+                name: "post-processing plane list".into(),
+                expected: vec![masks, available],
+                got: vec![
+                    p.len(),
+                    p.iter().map(|&k| k.max(0) as usize).max().unwrap_or(0),
+                ],
+            });
+        }
+    } else {
+        check_len("low_res masks", low_res.len(), masks * plane)?;
+    }
+    // The launch reads planes of a possibly longer buffer.
+    frame.check_args(masks * plane, masks, input_size, orig_size)?;
+    let (ih, iw) = input_size;
+    let (oh, ow) = orig_size;
+    let (s, img) = (frame.low_res, frame.img_size);
+    let k1 = torch_kernel_for(masks, img, img, torch_threads);
+    let k2 = torch_kernel_for(masks, oh, ow, torch_threads);
+    // The plane list goes first in `ints`, both resizes' tables after it; sized for all
+    // of them up front, so nothing is reallocated under a pending launch.
+    let base = planes.map_or(0, <[i32]>::len);
+    let need = base + 2 * (ih + iw + oh + ow);
+    scratch.floats.get(gpu, stream, need)?;
+    let plane_ptr = match planes {
+        Some(p) => {
+            let buf = scratch.ints.get(gpu, stream, need)?;
+            let mut v = buf.slice_mut(0..p.len());
+            guarded("copying the plane list", || stream.memcpy_htod(p, &mut v))?;
+            let (ptr, _g) = buf.device_ptr(stream);
+            ptr
+        }
+        None => 0,
+    };
+    let (lp, _l) = low_res.device_ptr(stream);
+    let up = scratch.up.ptr(gpu, stream, masks * ih * iw)?;
+    let src = Src {
+        ptr: lp,
+        row_stride: s,
+        plane_stride: plane,
+        planes: plane_ptr,
+    };
+    resize(
+        gpu,
+        stream,
+        &src,
+        masks,
+        (s, s),
+        (img, img),
+        (ih, iw),
+        k1,
+        (scratch, base),
+        up,
+    )?;
+    let out = scratch.out.ptr(gpu, stream, masks * oh * ow)?;
+    let src = Src {
+        ptr: up,
+        row_stride: iw,
+        plane_stride: ih * iw,
+        planes: 0,
+    };
+    // After the first resize's tables: both stay valid until the stream has run them.
+    let base2 = base + 2 * (ih + iw);
+    resize(
+        gpu,
+        stream,
+        &src,
+        masks,
+        (ih, iw),
+        (oh, ow),
+        (oh, ow),
+        k2,
+        (scratch, base2),
+        out,
+    )
 }
 
 /// `Sam.postprocess_masks` on `masks` low-res planes `[masks, s, s]` in `frame` (s =
@@ -183,49 +384,34 @@ pub fn postprocess_masks(
     orig_size: (usize, usize),
     torch_threads: usize,
 ) -> Result<CudaSlice<f32>> {
-    let plane = frame.plane();
-    // The launch reads `masks` planes of a possibly longer buffer.
-    frame.check_args(masks * plane, masks, input_size, orig_size)?;
-    let (ih, iw) = input_size;
-    let (oh, ow) = orig_size;
-    gpu.check_stream(stream)?;
-    check_len("low_res masks", low_res.len(), masks * plane)?;
-    let (s, img) = (frame.low_res, frame.img_size);
-    let k1 = torch_kernel_for(masks, img, img, torch_threads);
-    let k2 = torch_kernel_for(masks, oh, ow, torch_threads);
-    let up = resize(
+    let mut scratch = PostScratch::default();
+    postprocess_into(
         gpu,
         stream,
+        frame,
         low_res,
-        (s, plane),
-        masks,
-        (s, s),
-        (img, img),
-        (ih, iw),
-        k1,
+        (masks, None),
+        input_size,
+        orig_size,
+        torch_threads,
+        &mut scratch,
     )?;
-    resize(
-        gpu,
-        stream,
-        &up,
-        (iw, ih * iw),
-        masks,
-        (ih, iw),
-        (oh, ow),
-        (oh, ow),
-        k2,
-    )
+    scratch
+        .out
+        .0
+        .ok_or_else(|| Error::Cuda("post-processing wrote no logits".into()))
 }
 
-/// `logits > 0` for `masks` planes `[h, w]`, packed, with area and box per mask; copies
-/// only the bits and the statistics back (waits for the stream).
-pub fn threshold_pack(
+/// `logits > 0` for `masks` planes `[h, w]`, packed, with area and box per mask, into
+/// `scratch`; [`download_packed`] copies them back.
+pub fn threshold_pack_into(
     gpu: &GpuContext,
     stream: &Arc<CudaStream>,
-    logits: &CudaSlice<f32>,
+    logits: &dyn DevicePtr<f32>,
     masks: usize,
     (h, w): (usize, usize),
-) -> Result<PackedMasks> {
+    scratch: &mut PostScratch,
+) -> Result<()> {
     if masks == 0 || h == 0 || w == 0 {
         return Err(Error::Shape {
             name: "threshold masks, h, w".into(),
@@ -236,19 +422,21 @@ pub fn threshold_pack(
     gpu.check_stream(stream)?;
     check_len("mask logits", logits.len(), masks * h * w)?;
     let words = w.div_ceil(32);
-    let mut bits = guarded("device allocation", || {
-        stream.alloc_zeros::<u32>(masks * h * words)
-    })?;
-    let mut area = guarded("device allocation", || stream.alloc_zeros::<u64>(masks))?;
+    let bp = scratch.bits.ptr(gpu, stream, masks * h * words)?;
+    let area = scratch.area.get(gpu, stream, masks)?;
+    guarded("clearing mask areas", || stream.memset_zeros(area))?;
+    let (ap, _a) = area.device_ptr(stream);
     let init: Vec<i32> = (0..masks)
         .flat_map(|_| [i32::MAX, i32::MAX, -1, -1])
         .collect();
-    let mut boxes = guarded("host-to-device copy", || stream.clone_htod(&init))?;
+    let boxes = scratch.boxes.get(gpu, stream, 4 * masks)?;
+    let mut bv = boxes.slice_mut(0..4 * masks);
+    guarded("initialising mask boxes", || {
+        stream.memcpy_htod(&init, &mut bv)
+    })?;
+    let (xp, _x) = boxes.device_ptr(stream);
     let f = gpu.function("mask_threshold_pack")?;
     let (lp, _l) = logits.device_ptr(stream);
-    let (bp, _b) = bits.device_ptr_mut(stream);
-    let (ap, _a) = area.device_ptr_mut(stream);
-    let (xp, _x) = boxes.device_ptr_mut(stream);
     let (hh, ww, wd) = (as_i32("h", h)?, as_i32("w", w)?, as_i32("words", words)?);
     let mut b = stream.launch_builder(f);
     b.arg(&lp)
@@ -263,11 +451,31 @@ pub fn threshold_pack(
     // area masks, boxes 4*masks; threads past `words` only join the warp reduction.
     guarded("mask_threshold_pack", || {
         unsafe { b.launch(cfg) }.map(|_| ())
-    })?;
-    drop((_l, _b, _a, _x));
-    let bits = guarded("device-to-host copy", || stream.clone_dtoh(&bits))?;
-    let area = guarded("device-to-host copy", || stream.clone_dtoh(&area))?;
-    let boxes = guarded("device-to-host copy", || stream.clone_dtoh(&boxes))?;
+    })
+}
+
+/// The first `masks` of a [`threshold_pack_into`]'s results, copied to the host (waits
+/// for the stream): only the bits and the statistics travel.
+pub fn download_packed(
+    stream: &Arc<CudaStream>,
+    scratch: &PostScratch,
+    masks: usize,
+    (h, w): (usize, usize),
+) -> Result<PackedMasks> {
+    let words = w.div_ceil(32);
+    fn first<T: DeviceRepr>(stream: &Arc<CudaStream>, b: &Grow<T>, n: usize) -> Result<Vec<T>> {
+        match &b.0 {
+            Some(b) if b.len() >= n => {
+                guarded("device-to-host copy", || stream.clone_dtoh(&b.slice(0..n)))
+            }
+            _ => Err(Error::Cuda(
+                "post-processing scratch holds no packed masks".into(),
+            )),
+        }
+    }
+    let bits = first(stream, &scratch.bits, masks * h * words)?;
+    let area = first(stream, &scratch.area, masks)?;
+    let boxes = first(stream, &scratch.boxes, 4 * masks)?;
     let stats = area
         .iter()
         .zip(boxes.chunks(4))
@@ -292,6 +500,20 @@ pub fn threshold_pack(
     })
 }
 
+/// `logits > 0` for `masks` planes `[h, w]`, packed, with area and box per mask; copies
+/// only the bits and the statistics back (waits for the stream).
+pub fn threshold_pack(
+    gpu: &GpuContext,
+    stream: &Arc<CudaStream>,
+    logits: &CudaSlice<f32>,
+    masks: usize,
+    (h, w): (usize, usize),
+) -> Result<PackedMasks> {
+    let mut scratch = PostScratch::default();
+    threshold_pack_into(gpu, stream, logits, masks, (h, w), &mut scratch)?;
+    download_packed(stream, &scratch, masks, (h, w))
+}
+
 /// Blocks per mask for the stability counts (each thread strides over the plane).
 pub const STAB_BLOCKS: usize = 64;
 
@@ -305,6 +527,27 @@ pub fn stability_scores(
     plane: usize,
     offset: f32,
 ) -> Result<Vec<f32>> {
+    stability_scores_with(
+        gpu,
+        stream,
+        logits,
+        masks,
+        plane,
+        offset,
+        &mut PostScratch::default(),
+    )
+}
+
+/// [`stability_scores`] counting in `scratch` (no allocation once warm).
+pub fn stability_scores_with(
+    gpu: &GpuContext,
+    stream: &Arc<CudaStream>,
+    logits: &dyn DevicePtr<f32>,
+    masks: usize,
+    plane: usize,
+    offset: f32,
+    scratch: &mut PostScratch,
+) -> Result<Vec<f32>> {
     if masks == 0 || plane == 0 || !offset.is_finite() {
         return Err(Error::Shape {
             name: "stability masks, plane (and a finite offset)".into(),
@@ -314,10 +557,11 @@ pub fn stability_scores(
     }
     gpu.check_stream(stream)?;
     check_len("mask logits", logits.len(), masks * plane)?;
-    let mut counts = guarded("device allocation", || stream.alloc_zeros::<u64>(2 * masks))?;
+    let counts = scratch.counts.get(gpu, stream, 2 * masks)?;
+    guarded("clearing stability counts", || stream.memset_zeros(counts))?;
     let f = gpu.function("mask_stability_counts")?;
     let (lp, _l) = logits.device_ptr(stream);
-    let (cp, _c) = counts.device_ptr_mut(stream);
+    let (cp, _c) = counts.device_ptr(stream);
     let pl = plane as i64;
     let mut b = stream.launch_builder(f);
     b.arg(&lp).arg(&pl).arg(&offset).arg(&cp);
@@ -327,7 +571,9 @@ pub fn stability_scores(
         unsafe { b.launch(cfg) }.map(|_| ())
     })?;
     drop((_l, _c));
-    let counts = guarded("device-to-host copy", || stream.clone_dtoh(&counts))?;
+    let counts = guarded("device-to-host copy", || {
+        stream.clone_dtoh(&counts.slice(0..2 * masks))
+    })?;
     // Counts of one plane fit u32 (< 2^31 pixels); the official divides int32 counts as f32.
     Ok(counts
         .chunks(2)

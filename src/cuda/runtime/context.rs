@@ -9,10 +9,13 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use crate::{Error, Result};
@@ -54,6 +57,18 @@ pub fn embedded_kernels() -> impl Iterator<Item = (&'static str, &'static [&'sta
 pub fn cuda_available() -> Result<DeviceInfo> {
     let ctx = open_context(0)?;
     query_info(&ctx, 0)
+}
+
+/// Device allocations made through [`GpuContext::alloc_zeros`] (and so by the executor's
+/// arenas and the decoder's resident embeddings and scratch) since the process started: the
+/// steady-state tests read it before and after a run to show that warm runs allocate
+/// nothing.
+static DEVICE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many device allocations the runtime has made in this process (see
+/// [`GpuContext::alloc_zeros`]).
+pub fn device_allocations() -> usize {
+    DEVICE_ALLOCATIONS.load(Ordering::Relaxed)
 }
 
 /// One device, one default stream and every kernel of the embedded modules.
@@ -171,11 +186,23 @@ impl GpuContext {
     }
 
     pub fn zeros_f16(&self, stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<u16>> {
-        guarded("device allocation", || stream.alloc_zeros::<u16>(len))
+        self.alloc_zeros(stream, len, "device allocation")
     }
 
     pub fn zeros_f32(&self, stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<f32>> {
-        guarded("device allocation", || stream.alloc_zeros::<f32>(len))
+        self.alloc_zeros(stream, len, "device allocation")
+    }
+
+    /// `len` zeroed elements on `stream` (at least one: a zero-byte allocation is an
+    /// error in the driver), counted in [`device_allocations`]; `what` names it in errors.
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        stream: &Arc<CudaStream>,
+        len: usize,
+        what: &str,
+    ) -> Result<CudaSlice<T>> {
+        DEVICE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        guarded(what, || stream.alloc_zeros::<T>(len.max(1)))
     }
 
     pub fn synchronize(&self, stream: &CudaStream) -> Result<()> {

@@ -3,5 +3,6 @@
 
 pub mod context;
 pub mod executor;
+pub mod resident;
 pub mod view;
 pub mod weights;

@@ -34,6 +34,22 @@ impl<T> DevView<T> {
     pub fn ptr(&self) -> CUdeviceptr {
         self.ptr
     }
+
+    /// The first `len` elements (all of them when `len` is larger).
+    pub fn prefix(&self, len: usize) -> DevView<T> {
+        self.window(0, len)
+    }
+
+    /// Elements `[start, start + len)`, clamped to the view.
+    pub fn window(&self, start: usize, len: usize) -> DevView<T> {
+        let start = start.min(self.len);
+        DevView {
+            ptr: self.ptr + (start * std::mem::size_of::<T>()) as CUdeviceptr,
+            len: len.min(self.len - start),
+            stream: Arc::clone(&self.stream),
+            _t: PhantomData,
+        }
+    }
 }
 
 impl<T> DeviceSlice<T> for DevView<T> {
