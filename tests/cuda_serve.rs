@@ -6,7 +6,7 @@
 #![cfg(feature = "cuda")]
 
 mod common;
-use common::server::Server;
+use common::server::{masks_json, Server};
 use common::*;
 use serde_json::{json, Value};
 
@@ -23,17 +23,7 @@ fn cuda_or_skip(test: &str) -> bool {
 
 /// The library's answer for `p` on `sam`, in the server's JSON.
 fn library_masks(sam: &samrt::Sam, emb: &samrt::ImageEmbedding, p: &samrt::Prompt) -> Value {
-    let pred = sam.predict(emb, p).unwrap();
-    let masks: Vec<Value> = (0..pred.num_masks)
-        .map(|i| {
-            let s = pred.stats(i).unwrap();
-            let rle =
-                samrt::amg::rle::Rle::from_mask(pred.mask(i), pred.height, pred.width).unwrap();
-            json!({"score": pred.scores[i], "area": s.area, "bbox": s.bbox,
-                   "rle": {"size": [pred.height, pred.width], "counts": rle.coco_string()}})
-        })
-        .collect();
-    json!({ "masks": masks })
+    masks_json(&sam.predict(emb, p).unwrap())
 }
 
 #[test]

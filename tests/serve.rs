@@ -3,7 +3,7 @@
 //! cache under 200 images, shutdown with a request in flight, and batched == lone.
 
 mod common;
-use common::server::{head, read_response, Server};
+use common::server::{head, masks_json, read_response, Server};
 use common::*;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -74,16 +74,7 @@ fn library_masks(emb: &samrt::ImageEmbedding, p: &samrt::Prompt) -> Value {
         .predict_independent(emb, std::slice::from_ref(p))
         .unwrap()
         .remove(0);
-    let masks: Vec<Value> = (0..pred.num_masks)
-        .map(|i| {
-            let s = pred.stats(i).unwrap();
-            let rle =
-                samrt::amg::rle::Rle::from_mask(pred.mask(i), pred.height, pred.width).unwrap();
-            json!({"score": pred.scores[i], "area": s.area, "bbox": s.bbox,
-                   "rle": {"size": [pred.height, pred.width], "counts": rle.coco_string()}})
-        })
-        .collect();
-    json!({ "masks": masks })
+    masks_json(&pred)
 }
 
 #[test]

@@ -219,3 +219,18 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[nl + 4 + n..];
     }
 }
+
+/// One prompt's entry of a `/v1/segment` answer, as the server writes it for `pred`: every
+/// mask's score, area, bbox and COCO RLE, in the library's order.
+pub fn masks_json(pred: &samrt::Prediction) -> serde_json::Value {
+    let masks: Vec<serde_json::Value> = (0..pred.num_masks)
+        .map(|i| {
+            let s = pred.stats(i).unwrap();
+            let rle =
+                samrt::amg::rle::Rle::from_mask(pred.mask(i), pred.height, pred.width).unwrap();
+            serde_json::json!({"score": pred.scores[i], "area": s.area, "bbox": s.bbox,
+                   "rle": {"size": [pred.height, pred.width], "counts": rle.coco_string()}})
+        })
+        .collect();
+    serde_json::json!({ "masks": masks })
+}
