@@ -5,64 +5,108 @@
 // heads), so the tensor-core GEMM's 128-row tiles would idle and its fp16 operands would
 // round the residual stream; here every operand stays fp32.
 //
-// Tiling: a block computes 16 rows x 64 columns; 256 threads as 16 x 16, thread (ty, tx)
-// owns row ty and columns tx + 16 j (j < 4), so a warp's stores hit 16 consecutive floats.
-// K streams through shared memory 32 at a time (A [16][33], W [64][33]; the +1 pad keeps the
-// column reads of W conflict-free). Accumulation runs in k order with fmaf; the bias is added
-// last, as nn.Linear's addmm does.
+// One launch runs up to TL_MAX_JOBS linears of one shape (blockIdx.z picks the job): an
+// attention's q/k/v projections read the same rows; the IoU head and the hypernetwork MLPs
+// (one per mask token) share their layer shapes. Fewer launches matter more than anything
+// else at one prompt, where each linear is a few microseconds of work.
 //
-// Rows are strided: row m of a starts at a + m * lda (the IoU and hypernetwork heads read one
-// token row per prompt); out row m at out + m * ldo.
+// Few rows, many columns: a warp owns one output column of a TL_ROWS-row tile, and its
+// lanes split K (lane l takes k = l, l + 32, ...: one weight load reads 128 consecutive
+// bytes of the row). The A tile (a + a2) is staged in shared memory TL_KC columns at a time
+// and read by every warp. Shuffles sum the lanes' partials (a reduce-scatter that leaves
+// each row's sum in four lanes). Each output's summation order depends only on K, never on
+// the row count, so a prompt's result is the same in any batch. The bias is added last, as
+// nn.Linear's addmm does.
+#include "common.cuh"
+
+#define TL_MAX_JOBS 8
+
+struct TokenLinearJob {
+    const float* a;
+    const float* a2;
+    const float* w;
+    const float* bias;
+    float* out;
+};
+
+struct TokenLinearParams {
+    TokenLinearJob job[TL_MAX_JOBS];
+    long long lda;
+    long long ldo;
+    int m;
+    int n;
+    int k;
+    int relu;
+    int accumulate;
+    int pad_;
+};
 
 namespace {
-constexpr int TL_BM = 16;
-constexpr int TL_BN = 64;
-constexpr int TL_BK = 32;
+constexpr int TL_ROWS = 8;
+constexpr int TL_WARPS = 8;
+constexpr int TL_KC = TL_WARPS * 32;
+static_assert(TL_ROWS == 8, "the lane reduction scatters 8 rows over lane bits 4..2");
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(256) token_linear_f32(
-    const float* __restrict__ a, const float* __restrict__ a2, long long lda,
-    const float* __restrict__ w, const float* __restrict__ bias, float* __restrict__ out,
-    long long ldo, int M, int N, int K, int relu, int accumulate) {
-    __shared__ float as[TL_BM][TL_BK + 1];
-    __shared__ float ws[TL_BN][TL_BK + 1];
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const int m0 = blockIdx.y * TL_BM, n0 = blockIdx.x * TL_BN;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int k0 = 0; k0 < K; k0 += TL_BK) {
-        for (int i = threadIdx.x; i < TL_BM * TL_BK; i += 256) {
-            const int r = i / TL_BK, c = i % TL_BK;
-            const int m = m0 + r, k = k0 + c;
+extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
+    token_linear_f32(const TokenLinearParams p) {
+    __shared__ float as[TL_ROWS][TL_KC];
+    const TokenLinearJob& j = p.job[blockIdx.z];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int m0 = blockIdx.y * TL_ROWS;
+    const int n = blockIdx.x * TL_WARPS + warp;
+    // A column past N reads row 0 and is never stored.
+    const float* wrow = j.w + (long long)(n < p.n ? n : 0) * p.k;
+    float acc[TL_ROWS];
+#pragma unroll
+    for (int r = 0; r < TL_ROWS; ++r) acc[r] = 0.0f;
+    // Thread t stages column t of the tile's rows (TL_KC == the block's threads); rows past
+    // M and columns past K stage zeros.
+    const int rows = min(TL_ROWS, p.m - m0);
+    const float* arow = j.a + m0 * p.lda + threadIdx.x;
+    const float* a2row = j.a2 ? j.a2 + m0 * p.lda + threadIdx.x : nullptr;
+    for (int k0 = 0; k0 < p.k; k0 += TL_KC) {
+        const int kn = min(TL_KC, p.k - k0);
+        const bool col = threadIdx.x < kn;
+#pragma unroll
+        for (int r = 0; r < TL_ROWS; ++r) {
             float v = 0.0f;
-            if (m < M && k < K) {
-                v = a[m * lda + k];
-                if (a2) v = v + a2[m * lda + k];
+            if (col && r < rows) {
+                const long long at = r * p.lda + k0;
+                v = arow[at];
+                if (a2row) v = v + a2row[at];
             }
-            as[r][c] = v;
-        }
-        for (int i = threadIdx.x; i < TL_BN * TL_BK; i += 256) {
-            const int r = i / TL_BK, c = i % TL_BK;
-            const int n = n0 + r, k = k0 + c;
-            ws[r][c] = (n < N && k < K) ? w[(long long)n * K + k] : 0.0f;
+            as[r][threadIdx.x] = v;
         }
         __syncthreads();
-#pragma unroll 8
-        for (int k = 0; k < TL_BK; ++k) {
-            const float x = as[ty][k];
+        const float* w = wrow + k0;
+        for (int c = lane; c < kn; c += 32) {
+            const float wv = w[c];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[j] = fmaf(x, ws[tx + 16 * j][k], acc[j]);
+            for (int r = 0; r < TL_ROWS; ++r) acc[r] = fmaf(as[r][c], wv, acc[r]);
         }
         __syncthreads();
     }
-    const int m = m0 + ty;
-    if (m >= M) return;
+    // Reduce-scatter over the lanes: at offset 16, 8, 4 a lane keeps the half of its rows
+    // that its lane bit selects and adds its partner's partial of the same rows; then a
+    // butterfly over lane bits 1..0. Row (lane >> 2) & 7 ends in lanes 4r..4r+3, equal.
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const int n = n0 + tx + 16 * j;
-        if (n >= N) continue;
-        float y = acc[j] + (bias ? bias[n] : 0.0f);
-        if (relu && y < 0.0f) y = 0.0f;
-        float* o = out + m * ldo + n;
-        *o = accumulate ? *o + y : y;
+    for (int half = TL_ROWS / 2, off = 16; half > 0; half /= 2, off /= 2) {
+        const bool hi = lane & off;
+#pragma unroll
+        for (int i = 0; i < half; ++i) {
+            const float keep = hi ? acc[half + i] : acc[i];
+            const float send = hi ? acc[i] : acc[half + i];
+            acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+        }
     }
+    float sum = acc[0];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    const int m = m0 + ((lane >> 2) & 7);
+    if ((lane & 3) != 0 || m >= p.m || n >= p.n) return;
+    float y = sum + (j.bias ? j.bias[n] : 0.0f);
+    if (p.relu && y < 0.0f) y = 0.0f;
+    float* o = j.out + m * p.ldo + n;
+    *o = p.accumulate ? *o + y : y;
 }

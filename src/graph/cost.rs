@@ -33,7 +33,7 @@ pub fn op_weights(op: &Op) -> Vec<WeightId> {
         Op::DecoderTokens(d) => vec![d.gauss, d.table, d.prefix],
         Op::MaskDownscaling(m) => vec![m.packed],
         Op::ImageTokens(i) => vec![i.no_mask, i.pe],
-        Op::TokenLinear(t) => vec![t.weight, t.bias],
+        Op::TokenLinear(t) => t.jobs.iter().flat_map(|j| [j.weight, j.bias]).collect(),
         Op::LayerNormPe(l) => [l.gamma, l.beta].into_iter().chain(l.pe).collect(),
         Op::ConvTranspose2x2LnGelu(c) => vec![c.gamma, c.beta],
         Op::AttnDecoder(_) | Op::ConvTranspose2x2Masks(_) => vec![],
@@ -55,7 +55,7 @@ pub fn op_flops(op: &Op) -> u64 {
             let hd = n(a.head_dim());
             n(a.batch) * windows * n(a.heads) * (4 * tokens * tokens * hd + 4 * tokens * side * hd)
         }
-        Op::TokenLinear(t) => 2 * n(t.m) * n(t.n) * n(t.k),
+        Op::TokenLinear(t) => 2 * n(t.m) * n(t.n) * n(t.k) * n(t.jobs.len()),
         Op::AttnDecoder(a) => {
             // q k^T and p v per prompt and head.
             let s = &a.shape;

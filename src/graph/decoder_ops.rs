@@ -113,23 +113,48 @@ pub struct ImageTokens {
     pub dim: usize,
 }
 
-/// fp32 nn.Linear on token rows: `out (+)= act((a + a2) @ w^T + bias)`.
+/// Linears one `token_linear_f32` launch runs (`TL_MAX_JOBS` in kernels/token_linear.cu).
+pub const TL_MAX_JOBS: usize = 8;
+
+/// fp32 nn.Linear on token rows, up to [`TL_MAX_JOBS`] of one shape in one launch:
+/// `out (+)= act((a + a2) @ w^T + bias)` for each job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenLinear {
     pub a: BufId,
-    pub a_offset: usize,
     pub lda: usize,
     pub a2: Option<BufId>,
-    pub weight: WeightId,
-    pub bias: WeightId,
-    pub out: BufId,
-    pub out_offset: usize,
     pub ldo: usize,
     pub m: usize,
     pub n: usize,
     pub k: usize,
     pub relu: bool,
     pub accumulate: bool,
+    pub jobs: Vec<LinearJob>,
+}
+
+impl TokenLinear {
+    /// The buffers the jobs write, each once.
+    pub fn job_outs(&self) -> Vec<BufId> {
+        let mut outs = Vec::new();
+        for j in &self.jobs {
+            if !outs.contains(&j.out) {
+                outs.push(j.out);
+            }
+        }
+        outs
+    }
+}
+
+/// One linear of a [`TokenLinear`]: its first input row in `a` (and `a2`, when it adds the
+/// query PE), its weights, and where its rows go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearJob {
+    pub a_offset: usize,
+    pub with_a2: bool,
+    pub weight: WeightId,
+    pub bias: WeightId,
+    pub out: BufId,
+    pub out_offset: usize,
 }
 
 /// Multi-head attention without bias; q/k/v contiguous `[.., heads * head_dim]` rows.

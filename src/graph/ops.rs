@@ -318,7 +318,7 @@ impl OpDesc for Op {
                 let mut r = vec![l.a];
                 r.extend(l.a2);
                 if l.accumulate {
-                    r.push(l.out);
+                    r.extend(l.job_outs());
                 }
                 r
             }
@@ -341,7 +341,7 @@ impl OpDesc for Op {
             Op::DecoderTokens(t) => vec![t.out],
             Op::MaskDownscaling(m) => vec![m.out],
             Op::ImageTokens(t) => vec![t.out32, t.out16, t.outpe16],
-            Op::TokenLinear(l) => vec![l.out],
+            Op::TokenLinear(l) => l.job_outs(),
             Op::AttnDecoder(a) => vec![a.out],
             Op::LayerNormPe(l) => std::iter::once(l.x)
                 .chain(l.out16)

@@ -32,18 +32,20 @@ pub struct LinearCase {
     pub a2: bool,
     pub relu: bool,
     pub accumulate: bool,
+    /// Linears in the launch: each its own weights, input offset and output; with `a2`,
+    /// every other job adds it (q/k add the PE, v does not).
+    pub jobs: usize,
 }
 
 pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
-    use samrt::cuda::ops::token_linear::{token_linear, TokenLinearShape};
+    use samrt::cuda::ops::token_linear::{token_linear, TokenLinearJob, TokenLinearShape};
     let (m, n, k) = (c.m, c.n, c.k);
+    // Job j reads from offset 5 + 3 j: jobs overlap in a, as the heads' token rows do.
     let (lda, ldo, off) = (k + c.lda_pad, n + 3, 5);
-    let a = rng.vec(off + m * lda, -1.5, 1.5);
+    let a_off = |j: usize| off + 3 * j;
+    let a = rng.vec(a_off(c.jobs) + m * lda, -1.5, 1.5);
     let a2 = rng.vec(a.len(), -1.0, 1.0);
     let s = 1.0 / (k as f32).sqrt();
-    let w = rng.vec(n * k, -s, s);
-    let bias = rng.vec(n, -0.1, 0.1);
-    let out0 = rng.vec(off + m * ldo, -1.0, 1.0);
     let shape = TokenLinearShape {
         m,
         n,
@@ -53,57 +55,76 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
         relu: c.relu,
         accumulate: c.accumulate,
     };
-    let (da, da2, dw, db) = (
-        up32(gpu, &a),
-        up32(gpu, &a2),
-        up32(gpu, &w),
-        up32(gpu, &bias),
-    );
-    let mut dout = up32(gpu, &out0);
-    let a2v = c.a2.then_some(&da2 as &dyn cudarc::driver::DevicePtr<f32>);
-    token_linear(
-        gpu,
-        gpu.stream(),
-        shape,
-        (&da, off),
-        a2v,
-        &dw,
-        Some(&db),
-        (&mut dout, off),
-    )
-    .unwrap();
-    let got = down32(gpu, &dout);
-    let mut want = out0.clone();
-    let a2r = c.a2.then(|| &a2[off..]);
-    let flags = (c.relu, c.accumulate);
-    cpu::token_linear::token_linear(
-        &a[off..],
-        a2r,
-        (m, n, k),
-        (lda, ldo),
-        &w,
-        &bias,
-        flags,
-        &mut want[off..],
-    );
-    // Both sides sum k products of the same f32 inputs in some order: each is within
-    // gamma_(k+1) * sum |x w| (+ |bias|, and the residual add) of the exact value, so they
-    // differ by at most twice that.
-    let mut tol = vec![0.0f32; want.len()];
-    for r in 0..m {
-        for j in 0..n {
-            let mag: f32 = (0..k)
-                .map(|i| {
-                    let x = a[off + r * lda + i] + if c.a2 { a2[off + r * lda + i] } else { 0.0 };
-                    (x * w[j * k + i]).abs()
-                })
-                .sum::<f32>()
-                + bias[j].abs()
-                + out0[off + r * ldo + j].abs();
-            tol[off + r * ldo + j] = 2.0 * (k as f32 + 3.0) * EPS32 * mag;
-        }
+    struct Host {
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        out0: Vec<f32>,
+        with_a2: bool,
     }
-    assert_within("token_linear", &got, &want, &tol);
+    let host: Vec<Host> = (0..c.jobs)
+        .map(|j| Host {
+            w: rng.vec(n * k, -s, s),
+            bias: rng.vec(n, -0.1, 0.1),
+            out0: rng.vec(off + m * ldo, -1.0, 1.0),
+            with_a2: c.a2 && j % 2 == 0,
+        })
+        .collect();
+    let (da, da2) = (up32(gpu, &a), up32(gpu, &a2));
+    let mut dev: Vec<_> = host
+        .iter()
+        .map(|h| (up32(gpu, &h.w), up32(gpu, &h.bias), up32(gpu, &h.out0)))
+        .collect();
+    let mut jobs: Vec<TokenLinearJob<'_>> = dev
+        .iter_mut()
+        .zip(&host)
+        .enumerate()
+        .map(|(j, ((w, b, out), h))| TokenLinearJob {
+            a_offset: a_off(j),
+            with_a2: h.with_a2,
+            weight: &*w,
+            bias: Some(&*b as &dyn cudarc::driver::DevicePtr<f32>),
+            out,
+            out_offset: off,
+        })
+        .collect();
+    let a2v = c.a2.then_some(&da2 as &dyn cudarc::driver::DevicePtr<f32>);
+    token_linear(gpu, gpu.stream(), shape, &da, a2v, &mut jobs).unwrap();
+    drop(jobs);
+    for (j, (h, d)) in host.iter().zip(&dev).enumerate() {
+        let got = down32(gpu, &d.2);
+        let mut want = h.out0.clone();
+        let ao = a_off(j);
+        let a2r = h.with_a2.then(|| &a2[ao..]);
+        let flags = (c.relu, c.accumulate);
+        let dims = (m, n, k);
+        cpu::token_linear::token_linear(
+            &a[ao..],
+            a2r,
+            dims,
+            (lda, ldo),
+            &h.w,
+            &h.bias,
+            flags,
+            &mut want[off..],
+        );
+        // Both sides sum k products of the same f32 inputs in some order: each is within
+        // gamma_(k+1) * sum |x w| (+ |bias|, and the residual add) of the exact value, so
+        // they differ by at most twice that.
+        let mut tol = vec![0.0f32; want.len()];
+        for r in 0..m {
+            for o in 0..n {
+                let x = |i: usize| {
+                    let at = ao + r * lda + i;
+                    a[at] + if h.with_a2 { a2[at] } else { 0.0 }
+                };
+                let mag: f32 = (0..k).map(|i| (x(i) * h.w[o * k + i]).abs()).sum::<f32>()
+                    + h.bias[o].abs()
+                    + h.out0[off + r * ldo + o].abs();
+                tol[off + r * ldo + o] = 2.0 * (k as f32 + 3.0) * EPS32 * mag;
+            }
+        }
+        assert_within(&format!("token_linear job {j}"), &got, &want, &tol);
+    }
 }
 
 pub fn run_attn_decoder(gpu: &GpuContext, rng: &mut Rng, c: AttnDecoderShape) {
@@ -410,7 +431,9 @@ pub fn run_conv_transpose2x2_masks(
 /// short buffers, head dims without a kernel, a PE without its copy, a mismatched kind.
 pub fn run_decoder_validation(gpu: &GpuContext) {
     use samrt::cuda::ops::layer_norm_pe::layer_norm_pe;
-    use samrt::cuda::ops::token_linear::{token_linear, TokenLinearShape};
+    use samrt::cuda::ops::token_linear::{
+        token_linear, TokenLinearJob, TokenLinearShape, TL_MAX_JOBS,
+    };
     let s = gpu.stream();
     let x = gpu.zeros_f32(s, 64 * 64).unwrap();
     let mut out = gpu.zeros_f32(s, 64 * 64).unwrap();
@@ -427,11 +450,42 @@ pub fn run_decoder_validation(gpu: &GpuContext) {
     let bad = TokenLinearShape { lda: 63, ..shape };
     assert!(bad.validate().is_err());
     let short_w = gpu.zeros_f32(s, 63 * 64).unwrap();
-    let r = token_linear(gpu, s, shape, (&x, 0), None, &short_w, None, (&mut out, 0));
+    fn job<'a>(
+        w: &'a CudaSlice<f32>,
+        a_offset: usize,
+        with_a2: bool,
+        out: &'a mut CudaSlice<f32>,
+    ) -> TokenLinearJob<'a> {
+        TokenLinearJob {
+            a_offset,
+            with_a2,
+            weight: w,
+            bias: None,
+            out,
+            out_offset: 0,
+        }
+    }
+    let r = token_linear(
+        gpu,
+        s,
+        shape,
+        &x,
+        None,
+        &mut [job(&short_w, 0, false, &mut out)],
+    );
     assert!(matches!(r, Err(samrt::Error::Cuda(_))), "{r:?}");
     // An offset that runs the last row past the buffer.
-    let r = token_linear(gpu, s, shape, (&x, 1), None, &x, None, (&mut out, 0));
+    let r = token_linear(gpu, s, shape, &x, None, &mut [job(&x, 1, false, &mut out)]);
     assert!(r.is_err());
+    // A job that adds a2 with none bound; no jobs; more jobs than the kernel's table.
+    let r = token_linear(gpu, s, shape, &x, None, &mut [job(&x, 0, true, &mut out)]);
+    assert!(r.is_err());
+    assert!(token_linear(gpu, s, shape, &x, None, &mut []).is_err());
+    let mut outs: Vec<_> = (0..=TL_MAX_JOBS)
+        .map(|_| gpu.zeros_f32(s, 64 * 64).unwrap())
+        .collect();
+    let mut many: Vec<_> = outs.iter_mut().map(|o| job(&x, 0, false, o)).collect();
+    assert!(token_linear(gpu, s, shape, &x, None, &mut many).is_err());
     let attn = AttnDecoderShape {
         kind: AttnDecoderKind::SelfAttn,
         batch: 1,

@@ -193,13 +193,16 @@ op_cases! {
 
     // ---- the mask decoder. Prompt counts 1, 3 and 65; tokens per prompt T = 5 output
     // tokens + sparse: one point (+ pad) 7, 17 points (+ pad) 23, box only 7, mask only 5.
-    // token_linear(m, n, k): fp32 Linear on token rows (16 x 64 tiles, K in steps of 32).
-    token_linear_1x7_qproj_pe: TokenLinear(lin(7, 256, 256).a2()),
+    // token_linear(m, n, k): fp32 Linears on token rows (8 rows x 16 columns a block, K in
+    // steps of 256 across the lanes), several of one shape per launch.
+    token_linear_1x7_qkv_pe: TokenLinear(lin(7, 256, 256).a2().jobs(3)),
     token_linear_3x23_lin1_relu: TokenLinear(lin(3 * 23, 2048, 256).relu()),
     token_linear_65x5_lin2_residual: TokenLinear(lin(65 * 5, 256, 2048).acc()),
-    // The heads: one token row per prompt (row stride 7 tokens), the IoU head's 4 outputs.
+    // The heads: one token row per prompt (row stride 7 tokens), the IoU head's 4 outputs;
+    // the IoU head's and 4 hypernetworks' hidden layers in one launch.
     token_linear_65_heads_strided: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(65, 4, 256) }),
-    token_linear_odd_33x37: TokenLinear(lin(3, 33, 37).a2().acc()),
+    token_linear_3_heads_5_jobs: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(3, 256, 256).relu().jobs(5) }),
+    token_linear_odd_33x37: TokenLinear(lin(3, 33, 37).a2().acc().jobs(2)),
     // attn_decoder(kind, batch, lq, lk, head_dim, q shared, kv shared): 8 heads.
     attn_decoder_self_1x7: AttnDec(attn(SELF, 1, 7, 7, 32, false, false)),
     attn_decoder_self_3x23_17_points: AttnDec(attn(SELF, 3, 23, 23, 32, false, false)),
@@ -248,16 +251,21 @@ fn lin(m: usize, n: usize, k: usize) -> LinearCase {
         a2: false,
         relu: false,
         accumulate: false,
+        jobs: 1,
     }
 }
 
 trait LinearFlags {
+    fn jobs(self, jobs: usize) -> Self;
     fn a2(self) -> Self;
     fn relu(self) -> Self;
     fn acc(self) -> Self;
 }
 
 impl LinearFlags for LinearCase {
+    fn jobs(self, jobs: usize) -> Self {
+        LinearCase { jobs, ..self }
+    }
     fn a2(self) -> Self {
         LinearCase { a2: true, ..self }
     }

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
     AttnDecoder, AttnDecoderKind, AttnDecoderShape, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks,
-    DecoderTokens, ImageTokens, LayerNormPe, MaskDownscaling, TokenLinear, ATTN_DECODER_HEAD_DIMS,
+    DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling, TokenLinear,
+    ATTN_DECODER_HEAD_DIMS, TL_MAX_JOBS,
 };
 use crate::graph::ops::{Gemm, GemmEpilogue, Op};
 use crate::graph::schedule::Graph;
@@ -173,36 +174,38 @@ impl Builder<'_> {
         self.scratch(name, DType::F16, len)
     }
 
-    /// fp32 Linear `{name}` on `m` rows: `out[.., out_off] (+)= act((a + a2) @ w^T + b)`.
-    #[allow(clippy::too_many_arguments)]
-    fn linear(
-        &mut self,
-        name: &str,
-        (a, a_offset, lda, a2): (BufId, usize, usize, Option<BufId>),
-        (out, out_offset, ldo): (BufId, usize, usize),
-        (m, n, k): (usize, usize, usize),
-        relu: bool,
-        accumulate: bool,
-    ) {
-        let weight = self.w(&format!("{name}.weight"), DType::F32, n * k);
-        let bias = self.w(&format!("{name}.bias"), DType::F32, n);
-        let op = TokenLinear {
-            a,
-            a_offset,
-            lda,
-            a2,
-            weight,
-            bias,
-            out,
-            out_offset,
-            ldo,
-            m,
-            n,
-            k,
-            relu,
-            accumulate,
-        };
-        self.gr.add(name, Op::TokenLinear(op));
+    /// fp32 Linears of one shape on rows of `a` (strided `lda`, plus `a2` for the jobs that
+    /// ask for it), one launch per [`TL_MAX_JOBS`]: `out (+)= act(..)`.
+    fn linears(&mut self, a: (BufId, usize, Option<BufId>), g: LinearGroup, jobs: Vec<Job>) {
+        let (a, lda, a2) = a;
+        for chunk in jobs.chunks(TL_MAX_JOBS) {
+            let names: Vec<&str> = chunk.iter().map(|j| j.name.as_str()).collect();
+            let label = group_label(&names);
+            let jobs = chunk
+                .iter()
+                .map(|j| LinearJob {
+                    a_offset: j.a_offset,
+                    with_a2: j.pe,
+                    weight: self.w(&format!("{}.weight", j.name), DType::F32, g.n * g.k),
+                    bias: self.w(&format!("{}.bias", j.name), DType::F32, g.n),
+                    out: j.out,
+                    out_offset: j.out_offset,
+                })
+                .collect();
+            let op = TokenLinear {
+                a,
+                lda,
+                a2,
+                ldo: g.ldo,
+                m: g.m,
+                n: g.n,
+                k: g.k,
+                relu: g.relu,
+                accumulate: g.accumulate,
+                jobs,
+            };
+            self.gr.add(label, Op::TokenLinear(op));
+        }
     }
 
     /// fp32 Linear on every token row (`a` and `out` contiguous).
@@ -215,9 +218,21 @@ impl Builder<'_> {
         nk: (usize, usize),
         acc: bool,
     ) {
-        let rows = self.batch * self.t;
         let (n, k) = nk;
-        self.linear(name, (a, 0, k, a2), (out, 0, n), (rows, n, k), false, acc);
+        let g = self.token_rows(n, k, false, acc);
+        self.linears((a, k, a2), g, vec![Job::new(name, a2.is_some(), out)]);
+    }
+
+    /// The shape of Linears `k -> n` on every token row, contiguous.
+    fn token_rows(&self, n: usize, k: usize, relu: bool, accumulate: bool) -> LinearGroup {
+        LinearGroup {
+            m: self.batch * self.t,
+            n,
+            k,
+            ldo: n,
+            relu,
+            accumulate,
+        }
     }
 
     /// fp16 tensor-core Linear `{name}` on image rows.
@@ -372,9 +387,14 @@ impl Builder<'_> {
         let sa = format!("{p}.self_attn");
         let [q, k, v, a] =
             ["q", "k", "v", "attn"].map(|s| self.f32s(format!("{sa}.{s}"), rows * dim));
-        self.tokens_linear(&format!("{sa}.q_proj"), src, pe, q, (dim, dim), false);
-        self.tokens_linear(&format!("{sa}.k_proj"), src, pe, k, (dim, dim), false);
-        self.tokens_linear(&format!("{sa}.v_proj"), src, None, v, (dim, dim), false);
+        let g = self.token_rows(dim, dim, false, false);
+        let with_pe = pe.is_some();
+        let jobs = vec![
+            Job::new(&format!("{sa}.q_proj"), with_pe, q),
+            Job::new(&format!("{sa}.k_proj"), with_pe, k),
+            Job::new(&format!("{sa}.v_proj"), false, v),
+        ];
+        self.linears((src, dim, pe), g, jobs);
         self.attn(
             &sa,
             AttnDecoderKind::SelfAttn,
@@ -400,15 +420,9 @@ impl Builder<'_> {
         self.norm(&format!("{p}.norm2"), queries, rows, None);
         // MLP (ReLU).
         let h = self.f32s(format!("{p}.mlp"), rows * self.d.mlp);
-        let lin1 = format!("{p}.mlp.lin1");
-        self.linear(
-            &lin1,
-            (queries, 0, dim, None),
-            (h, 0, self.d.mlp),
-            (rows, self.d.mlp, dim),
-            true,
-            false,
-        );
+        let g = self.token_rows(self.d.mlp, dim, true, false);
+        let lin1 = Job::new(&format!("{p}.mlp.lin1"), false, h);
+        self.linears((queries, dim, None), g, vec![lin1]);
         self.tokens_linear(
             &format!("{p}.mlp.lin2"),
             h,
@@ -422,16 +436,13 @@ impl Builder<'_> {
         let it = format!("{p}.cross_attn_image_to_token");
         let (_, imgpe16, sides) = img;
         let k = self.f32s(format!("{it}.k"), rows * c);
-        self.tokens_linear(
-            &format!("{it}.k_proj"),
-            queries,
-            Some(tokens),
-            k,
-            (c, dim),
-            false,
-        );
         let v = self.f32s(format!("{it}.v"), rows * c);
-        self.tokens_linear(&format!("{it}.v_proj"), queries, None, v, (c, dim), false);
+        let g = self.token_rows(c, dim, false, false);
+        let jobs = vec![
+            Job::new(&format!("{it}.k_proj"), true, k),
+            Job::new(&format!("{it}.v_proj"), false, v),
+        ];
+        self.linears((queries, dim, Some(tokens)), g, jobs);
         let q = self.f16s(format!("{it}.q"), sides * hw * c);
         self.image_linear(
             &format!("{it}.q_proj"),
@@ -461,41 +472,133 @@ impl Builder<'_> {
         (n16, npe16, b)
     }
 
-    /// An MLP head on one token row per prompt (row `token` of each), into `out` at
-    /// `out_off` with row stride `ldo`.
-    fn head(
-        &mut self,
-        name: &str,
-        queries: BufId,
-        token: usize,
-        dims: &[usize],
-        (out, out_off, ldo): (BufId, usize, usize),
-    ) {
-        let (b, dim) = (self.batch, self.d.dim);
-        let mut a = (queries, token * dim, self.t * dim);
-        for (l, w) in dims.windows(2).enumerate() {
-            let last = l + 2 == dims.len();
-            let dst = if last {
-                (out, out_off, ldo)
-            } else {
-                (
-                    self.f32s(format!("{name}.layers.{l}.out"), b * w[1]),
-                    0,
-                    w[1],
-                )
-            };
-            let layer = format!("{name}.layers.{l}");
-            self.linear(
-                &layer,
-                (a.0, a.1, a.2, None),
-                dst,
-                (b, w[1], w[0]),
-                !last,
-                false,
-            );
-            a = dst;
+    /// The MLP heads, each on one token row per prompt, layer by layer: a head's layer `l`
+    /// runs in one launch with every other head's layer `l` of the same shape that reads the
+    /// same buffer (the IoU head and the hypernetworks share their hidden layers' shapes), and
+    /// such a launch writes its hidden rows side by side into one buffer, so that the next
+    /// layer groups the same way.
+    fn heads(&mut self, queries: BufId, heads: &[Head]) {
+        let b = self.batch;
+        let depth = heads.iter().map(|h| h.dims.len() - 1).max().unwrap_or(0);
+        // Each head's current input: (buffer, offset, row stride).
+        let mut inputs: Vec<(BufId, usize, usize)> = heads
+            .iter()
+            .map(|h| (queries, h.token * self.d.dim, self.t * self.d.dim))
+            .collect();
+        for l in 0..depth {
+            // Heads with a layer l, grouped by what one launch must share.
+            type Key = (BufId, usize, usize, usize, Option<usize>);
+            let mut groups: Vec<(Key, Vec<usize>)> = Vec::new();
+            for (i, h) in heads.iter().enumerate() {
+                let Some(w) = h.dims.get(l..l + 2) else {
+                    continue;
+                };
+                // Last layers also share their output's row stride.
+                let last = (l + 2 == h.dims.len()).then_some(h.out.2);
+                let key = (inputs[i].0, inputs[i].2, w[1], w[0], last);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((key, vec![i])),
+                }
+            }
+            for ((a, lda, n, k, last_ld), members) in groups {
+                let last = last_ld.is_some();
+                let hidden = (!last).then(|| {
+                    let name = match members[..] {
+                        [one] => format!("{}.layers.{l}.out", heads[one].name),
+                        _ => format!("heads.layers.{l}.out"),
+                    };
+                    self.f32s(name, b * members.len() * n)
+                });
+                let ldo = last_ld.unwrap_or(members.len() * n);
+                let mut jobs = Vec::with_capacity(members.len());
+                for (slot, &i) in members.iter().enumerate() {
+                    let (out, out_offset) = match hidden {
+                        Some(buf) => (buf, slot * n),
+                        None => (heads[i].out.0, heads[i].out.1),
+                    };
+                    jobs.push(Job {
+                        name: format!("{}.layers.{l}", heads[i].name),
+                        a_offset: inputs[i].1,
+                        pe: false,
+                        out,
+                        out_offset,
+                    });
+                    inputs[i] = (out, out_offset, ldo);
+                }
+                let g = LinearGroup {
+                    m: b,
+                    n,
+                    k,
+                    ldo,
+                    relu: !last,
+                    accumulate: false,
+                };
+                self.linears((a, lda, None), g, jobs);
+            }
         }
     }
+}
+
+/// The shape a group of token Linears shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinearGroup {
+    m: usize,
+    n: usize,
+    k: usize,
+    ldo: usize,
+    relu: bool,
+    accumulate: bool,
+}
+
+/// One Linear of a group: its official module name, its first input row, whether its input
+/// adds the query PE, and where its rows go.
+struct Job {
+    name: String,
+    a_offset: usize,
+    pe: bool,
+    out: BufId,
+    out_offset: usize,
+}
+
+impl Job {
+    fn new(name: &str, pe: bool, out: BufId) -> Job {
+        Job {
+            name: name.to_string(),
+            a_offset: 0,
+            pe,
+            out,
+            out_offset: 0,
+        }
+    }
+}
+
+/// An MLP head: its module name, the token row it reads, its layer widths, and where its
+/// last layer writes (buffer, offset, row stride).
+struct Head {
+    name: String,
+    token: usize,
+    dims: Vec<usize>,
+    out: (BufId, usize, usize),
+}
+
+/// A group's node label: the jobs' names after their common module path, joined by `+`
+/// (`...self_attn.q_proj+k_proj+v_proj`).
+fn group_label(names: &[&str]) -> String {
+    let first = names[0];
+    let mut common = first.len();
+    for n in &names[1..] {
+        common = common.min(
+            first
+                .bytes()
+                .zip(n.bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
+    }
+    let cut = first[..common].rfind('.').map_or(0, |i| i + 1);
+    let tails: Vec<&str> = names.iter().map(|n| &n[cut..]).collect();
+    format!("{}{}", &first[..cut], tails.join("+"))
 }
 
 /// The decoder schedule for `key`.
@@ -598,25 +701,21 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     b.norm(&format!("{T}.norm_final_attn"), queries, batch * t, None);
     // Heads: IoU, hypernetworks, output upscaling and the mask product.
     let (nm, hid) = (d.masks, d.iou_hidden);
-    b.head(
-        &format!("{P}.iou_prediction_head"),
-        queries,
-        0,
-        &[dim, hid, hid, nm],
-        (iou, 0, nm),
-    );
     let (c1, c2) = (dim / 4, dim / 8);
     let hyper = b.f32s("hyper_in".into(), batch * nm * c2);
-    for m in 0..nm {
-        let name = format!("{P}.output_hypernetworks_mlps.{m}");
-        b.head(
-            &name,
-            queries,
-            1 + m,
-            &[dim, dim, dim, c2],
-            (hyper, m * c2, nm * c2),
-        );
-    }
+    let mut heads = vec![Head {
+        name: format!("{P}.iou_prediction_head"),
+        token: 0,
+        dims: vec![dim, hid, hid, nm],
+        out: (iou, 0, nm),
+    }];
+    heads.extend((0..nm).map(|m| Head {
+        name: format!("{P}.output_hypernetworks_mlps.{m}"),
+        token: 1 + m,
+        dims: vec![dim, dim, dim, c2],
+        out: (hyper, m * c2, nm * c2),
+    }));
+    b.heads(queries, &heads);
     let u1 = b.f16s("output_upscaling.0".into(), batch * hw * 4 * c1);
     let up0 = format!("{P}.output_upscaling.0.gemm");
     b.image_linear(

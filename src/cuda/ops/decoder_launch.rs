@@ -11,7 +11,7 @@ use super::image_tokens::{image_tokens, ImageTokensOut, ImageTokensShape};
 use super::layer_norm_pe::layer_norm_pe;
 use super::mask_downscaling::mask_downscaling_into;
 use super::prompt_encoder::decoder_tokens;
-use super::token_linear::{token_linear, TokenLinearShape};
+use super::token_linear::{token_linear, TokenLinearJob, TokenLinearShape};
 use crate::cuda::runtime::executor::LaunchCx;
 use crate::graph::decoder_ops::{
     AttnDecoder, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens, ImageTokens,
@@ -83,16 +83,34 @@ pub(super) fn token_linear_op(l: &TokenLinear, cx: &LaunchCx<'_>) -> Result<()> 
         accumulate: l.accumulate,
     };
     let a2 = l.a2.map(|b| cx.buf::<f32>(b)).transpose()?;
-    let bias = cx.weight::<f32>(l.bias)?;
+    // Views first (each job its own, also where jobs share a buffer), then the jobs that
+    // borrow them.
+    let mut views = Vec::with_capacity(l.jobs.len());
+    for j in &l.jobs {
+        let w = cx.weight::<f32>(j.weight)?;
+        let b = cx.weight::<f32>(j.bias)?;
+        views.push((w, b, cx.buf::<f32>(j.out)?));
+    }
+    let mut jobs: Vec<TokenLinearJob<'_>> = l
+        .jobs
+        .iter()
+        .zip(views.iter_mut())
+        .map(|(j, (w, b, out))| TokenLinearJob {
+            a_offset: j.a_offset,
+            with_a2: j.with_a2,
+            weight: &*w,
+            bias: Some(&*b as &dyn DevicePtr<f32>),
+            out,
+            out_offset: j.out_offset,
+        })
+        .collect();
     token_linear(
         cx.gpu,
         cx.stream,
         shape,
-        (&cx.buf::<f32>(l.a)?, l.a_offset),
+        &cx.buf::<f32>(l.a)?,
         a2.as_ref().map(|v| v as &dyn DevicePtr<f32>),
-        &cx.weight::<f32>(l.weight)?,
-        Some(&bias),
-        (&mut cx.buf::<f32>(l.out)?, l.out_offset),
+        &mut jobs,
     )
 }
 

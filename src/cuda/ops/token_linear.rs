@@ -1,17 +1,21 @@
 //! nn.Linear on the mask decoder's prompt tokens in fp32 (`kernels/token_linear.cu`):
-//! `out[m] (+)= act((a[m] + a2[m]) @ w^T + bias)`, rows strided. The decoder's token side
-//! is a few rows per prompt, so fp32 SIMT tiles of 16 rows replace the 128-row fp16
+//! `out[m] (+)= act((a[m] + a2[m]) @ w^T + bias)`, rows strided, for up to
+//! [`TL_MAX_JOBS`] linears of one shape in one launch. The decoder's token side is a few
+//! rows per prompt, so warps that split K over a handful of rows replace the 128-row fp16
 //! tensor-core tiles there, and the residual stream keeps f32 precision.
 
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 
 use crate::cuda::runtime::context::{as_i32, check_len, guarded, GpuContext};
+pub use crate::graph::decoder_ops::TL_MAX_JOBS;
 use crate::{Error, Result};
 
 /// Rows per block.
-pub const TL_BLOCK_M: usize = 16;
-/// Columns per block.
-pub const TL_BLOCK_N: usize = 64;
+pub const TL_BLOCK_M: usize = 8;
+/// Columns per block: 8 warps of one column.
+pub const TL_BLOCK_N: usize = 8;
 pub const TL_THREADS: usize = 256;
 
 /// `m` rows of `k` inputs to `n` outputs; row `r` of `a` (and `a2`) starts `r * lda` past its
@@ -47,12 +51,12 @@ impl TokenLinearShape {
         Ok(())
     }
 
-    fn config(&self) -> LaunchConfig {
+    fn config(&self, jobs: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (
                 self.n.div_ceil(TL_BLOCK_N) as u32,
                 self.m.div_ceil(TL_BLOCK_M) as u32,
-                1,
+                jobs as u32,
             ),
             block_dim: (TL_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
@@ -60,65 +64,124 @@ impl TokenLinearShape {
     }
 }
 
+/// One linear of a launch: where its rows start in the shared input, whether the input
+/// adds `a2`, its weight `[n, k]` (nn.Linear layout) and bias `[n]`, and where it writes.
+pub struct TokenLinearJob<'a> {
+    pub a_offset: usize,
+    pub with_a2: bool,
+    pub weight: &'a dyn DevicePtr<f32>,
+    pub bias: Option<&'a dyn DevicePtr<f32>>,
+    pub out: &'a mut dyn DevicePtrMut<f32>,
+    pub out_offset: usize,
+}
+
+/// Mirrors `struct TokenLinearJob` in kernels/token_linear.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct JobParams {
+    a: u64,
+    a2: u64,
+    w: u64,
+    bias: u64,
+    out: u64,
+}
+
+/// Mirrors `struct TokenLinearParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Params {
+    job: [JobParams; TL_MAX_JOBS],
+    lda: i64,
+    ldo: i64,
+    m: i32,
+    n: i32,
+    k: i32,
+    relu: i32,
+    accumulate: i32,
+    pad_: i32,
+}
+
+// SAFETY: plain-old-data with the C layout of the kernel's parameter struct.
+unsafe impl DeviceRepr for Params {}
+
 /// Elements a strided operand spans from its offset.
 fn span(rows: usize, ld: usize, cols: usize) -> usize {
     (rows - 1) * ld + cols
 }
 
-/// Launches `token_linear_f32`. `a` and `out` are (buffer, element offset); `a2` is read at
-/// `a`'s offset and strides; `w` is `[n, k]` (nn.Linear layout), `bias` `[n]`.
-#[allow(clippy::too_many_arguments)]
+/// Launches `token_linear_f32` for `jobs` (1 to [`TL_MAX_JOBS`]), all reading rows of `a`
+/// (plus `a2` where a job asks for it, at the same offsets and strides).
 pub fn token_linear(
     gpu: &GpuContext,
     stream: &CudaStream,
     shape: TokenLinearShape,
-    a: (&dyn DevicePtr<f32>, usize),
+    a: &dyn DevicePtr<f32>,
     a2: Option<&dyn DevicePtr<f32>>,
-    w: &dyn DevicePtr<f32>,
-    bias: Option<&dyn DevicePtr<f32>>,
-    out: (&mut dyn DevicePtrMut<f32>, usize),
+    jobs: &mut [TokenLinearJob<'_>],
 ) -> Result<()> {
     shape.validate()?;
+    if jobs.is_empty() || jobs.len() > TL_MAX_JOBS {
+        return Err(Error::Unsupported(format!(
+            "token_linear runs 1 to {TL_MAX_JOBS} linears per launch, not {}",
+            jobs.len()
+        )));
+    }
     gpu.check_stream(stream)?;
+    let config = shape.config(jobs.len());
     let TokenLinearShape {
         m, n, k, lda, ldo, ..
     } = shape;
-    let (a, a_off) = a;
-    let (out, o_off) = out;
-    check_len("token_linear a", a.len(), a_off + span(m, lda, k))?;
-    if let Some(a2) = a2 {
-        check_len("token_linear a2", a2.len(), a_off + span(m, lda, k))?;
-    }
-    check_len("token_linear weight", w.len(), n * k)?;
-    if let Some(b) = bias {
-        check_len("token_linear bias", b.len(), n)?;
-    }
-    check_len("token_linear output", out.len(), o_off + span(m, ldo, n))?;
-    let f = gpu.function("token_linear_f32")?;
     let (ap, _a) = a.device_ptr(stream);
     let a2p = a2.map(|x| x.device_ptr(stream));
-    let (wp, _w) = w.device_ptr(stream);
-    let bp = bias.map(|x| x.device_ptr(stream));
-    let (op, _o) = out.device_ptr_mut(stream);
-    let ap = ap + 4 * a_off as u64;
-    let a2p = a2p.as_ref().map_or(0, |(p, _)| p + 4 * a_off as u64);
-    let bp = bp.as_ref().map_or(0, |(p, _)| *p);
-    let op = op + 4 * o_off as u64;
-    let (lda, ldo) = (lda as i64, ldo as i64);
-    let (mm, nn, kk) = (as_i32("m", m)?, as_i32("n", n)?, as_i32("k", k)?);
-    let (relu, acc) = (shape.relu as i32, shape.accumulate as i32);
+    let mut params = Params {
+        lda: lda as i64,
+        ldo: ldo as i64,
+        m: as_i32("m", m)?,
+        n: as_i32("n", n)?,
+        k: as_i32("k", k)?,
+        relu: shape.relu as i32,
+        accumulate: shape.accumulate as i32,
+        ..Params::default()
+    };
+    let mut guards = Vec::with_capacity(3 * jobs.len());
+    for (slot, job) in params.job.iter_mut().zip(jobs.iter_mut()) {
+        check_len("token_linear a", a.len(), job.a_offset + span(m, lda, k))?;
+        slot.a = ap + 4 * job.a_offset as u64;
+        if job.with_a2 {
+            let (p, len) = a2
+                .map(|x| (a2p.as_ref().map_or(0, |g| g.0), x.len()))
+                .ok_or_else(|| {
+                    Error::Unsupported("a token_linear job adds a2, but none is bound".into())
+                })?;
+            check_len("token_linear a2", len, job.a_offset + span(m, lda, k))?;
+            slot.a2 = p + 4 * job.a_offset as u64;
+        }
+        check_len("token_linear weight", job.weight.len(), n * k)?;
+        let (wp, g) = job.weight.device_ptr(stream);
+        slot.w = wp;
+        guards.push(g);
+        if let Some(b) = job.bias {
+            check_len("token_linear bias", b.len(), n)?;
+            let (bp, g) = b.device_ptr(stream);
+            slot.bias = bp;
+            guards.push(g);
+        }
+        let o_len = job.out.len();
+        check_len(
+            "token_linear output",
+            o_len,
+            job.out_offset + span(m, ldo, n),
+        )?;
+        let (op, g) = job.out.device_ptr_mut(stream);
+        slot.out = op + 4 * job.out_offset as u64;
+        guards.push(g);
+    }
+    let f = gpu.function("token_linear_f32")?;
     let mut b = stream.launch_builder(f);
-    b.arg(&ap)
-        .arg(&a2p)
-        .arg(&lda)
-        .arg(&wp)
-        .arg(&bp)
-        .arg(&op)
-        .arg(&ldo);
-    b.arg(&mm).arg(&nn).arg(&kk).arg(&relu).arg(&acc);
-    // SAFETY: argument types match the kernel; every row the kernel touches lies inside the
-    // lengths checked above (a null a2 / bias is skipped in-kernel).
+    b.arg(&params);
+    // SAFETY: the parameter struct matches the kernel's; every row a job touches lies inside
+    // the lengths checked above (a null a2 / bias is skipped in-kernel).
     guarded("token_linear_f32", || {
-        unsafe { b.launch(shape.config()) }.map(|_| ())
+        unsafe { b.launch(config) }.map(|_| ())
     })
 }
