@@ -20,8 +20,8 @@ pub enum AutoGenerator<'a> {
 }
 
 impl<'a> AutoGenerator<'a> {
-    /// The generator for `sam` (loaded from `model`) on `device`: on CUDA the prompt encoder
-    /// and mask decoder are built from `model` again beside `sam`'s image encoder.
+    /// The generator for `sam` (loaded from `model`) on `device`: on CUDA it uses `sam`'s
+    /// device decoder when that is on the same device, or builds one from `model`.
     pub fn open(sam: &'a Sam, model: &Path, device: ComputeDevice) -> Result<Self> {
         match device {
             ComputeDevice::Cpu => Ok(AutoGenerator::Cpu(sam)),
@@ -54,10 +54,15 @@ impl<'a> AutoGenerator<'a> {
 
 #[cfg(feature = "cuda")]
 fn cuda<'a>(sam: &'a Sam, model: &Path, ordinal: usize) -> Result<AutoGenerator<'a>> {
-    let (ck, _) = crate::io::checkpoint::cache::open_model(model)?;
-    Ok(AutoGenerator::Cuda(Box::new(
-        super::device::DeviceAmg::new(sam, &ck, ordinal)?,
-    )))
+    use super::device::DeviceAmg;
+    let amg = match DeviceAmg::sharing(sam, ordinal) {
+        Some(amg) => amg,
+        None => {
+            let (ck, _) = crate::io::checkpoint::cache::open_model(model)?;
+            DeviceAmg::new(sam, &ck, ordinal)?
+        }
+    };
+    Ok(AutoGenerator::Cuda(Box::new(amg)))
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -134,6 +134,12 @@ pub trait DecoderBackend: Send + Sync {
     /// `embedding` (`[dim, grid, grid]`) copied to the device once, for any number of
     /// decodes.
     fn upload(&self, embedding: &[f32]) -> Result<DeviceEmbedding>;
+    /// The CUDA decoder behind this backend, for device pipelines that take each batch's
+    /// outputs where they were decoded (the automatic mask generator).
+    #[cfg(feature = "cuda")]
+    fn cuda_decoder(&self) -> Option<&crate::cuda::model::mask_decoder_exec::CudaDecoder> {
+        None
+    }
     /// Decodes `prompts` and post-processes each one's requested masks (per `multimask`)
     /// on the device: requested low-res logits, scores and masks at `post.orig_size`.
     fn predict(
@@ -326,6 +332,10 @@ mod cuda {
 
         fn upload(&self, embedding: &[f32]) -> Result<DeviceEmbedding> {
             Ok(DeviceEmbedding::new(CudaDecoder::upload(self, embedding)?))
+        }
+
+        fn cuda_decoder(&self) -> Option<&CudaDecoder> {
+            Some(self)
         }
 
         fn predict(

@@ -63,6 +63,71 @@ pub fn run_postprocess(
         let stats = cpu::mask_stats(&mask, orig.0, orig.1).unwrap();
         assert_eq!(packed.stats[k], stats, "mask {k} area / box");
     }
+    scratch_path(gpu, (frame, &dev, m, input, orig, threads), &want);
+}
+
+/// The path the device generator takes: listed planes (in reverse order) post-processed in
+/// a kept scratch, their stability counted there, and the packed bits of every other one
+/// downloaded; each equals the CPU's result for its plane.
+/// A post-processing case: frame, device low-res planes, count, input and original size,
+/// torch threads.
+type PostCase<'a> = (
+    samrt::cpu::ops::postprocess::MaskFrame,
+    &'a cudarc::driver::CudaSlice<f32>,
+    usize,
+    (usize, usize),
+    (usize, usize),
+    usize,
+);
+
+fn scratch_path(
+    gpu: &GpuContext,
+    (frame, dev, m, input, orig, threads): PostCase<'_>,
+    want: &[f32],
+) {
+    use samrt::cpu::ops::postprocess as cpu;
+    use samrt::cuda::ops::postprocess::{
+        download_packed_planes, postprocess_into, stability_scores_logits, threshold_pack_logits,
+        PostScratch,
+    };
+    let s = gpu.stream();
+    let plane = orig.0 * orig.1;
+    let list: Vec<i32> = (0..m as i32).rev().collect();
+    let mut scratch = PostScratch::default();
+    postprocess_into(
+        gpu,
+        s,
+        frame,
+        dev,
+        (m, Some(&list)),
+        input,
+        orig,
+        threads,
+        &mut scratch,
+    )
+    .unwrap();
+    let stab = stability_scores_logits(gpu, s, m, plane, 1.0, &mut scratch).unwrap();
+    threshold_pack_logits(gpu, s, m, orig, &mut scratch).unwrap();
+    let keep: Vec<usize> = (0..m).step_by(2).collect();
+    let packed = download_packed_planes(s, &scratch, m, &keep, orig).unwrap();
+    assert_eq!(packed.stats.len(), keep.len());
+    for (j, &k) in keep.iter().enumerate() {
+        let src = list[k] as usize;
+        let logits = &want[src * plane..(src + 1) * plane];
+        let st = samrt::amg::geometry::stability_score(logits, 1.0);
+        assert_eq!(
+            stab[k].to_bits(),
+            st.to_bits(),
+            "listed plane {k} stability"
+        );
+        let mask = cpu::threshold(logits);
+        assert_eq!(packed.mask(j), mask, "listed plane {k} bits");
+        let stats = cpu::mask_stats(&mask, orig.0, orig.1).unwrap();
+        assert_eq!(packed.stats[j], stats, "listed plane {k} area / box");
+    }
+    // Planes out of order or past the count are refused.
+    assert!(download_packed_planes(s, &scratch, m, &[m], orig).is_err());
+    assert!(download_packed_planes(s, &scratch, m, &[1, 0], orig).is_err());
 }
 
 // ---------------------------------------------------------------- prompt encoder, AMG

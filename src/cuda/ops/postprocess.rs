@@ -189,6 +189,30 @@ pub fn threshold_pack_logits(
     r
 }
 
+/// [`stability_scores_with`] on the first `masks` planes of `plane` values of the last
+/// [`postprocess_into`]'s logits, which stay in `scratch`.
+pub fn stability_scores_logits(
+    gpu: &GpuContext,
+    stream: &Arc<CudaStream>,
+    masks: usize,
+    plane: usize,
+    offset: f32,
+    scratch: &mut PostScratch,
+) -> Result<Vec<f32>> {
+    let out = std::mem::take(&mut scratch.out);
+    let r = match &out.0 {
+        Some(logits) => {
+            let view = logits.slice(0..(masks * plane).min(logits.len()));
+            stability_scores_with(gpu, stream, &view, masks, plane, offset, scratch)
+        }
+        None => Err(Error::Cuda(
+            "post-processing scratch holds no logits".into(),
+        )),
+    };
+    scratch.out = out;
+    r
+}
+
 /// Where a resize reads: device address, row and plane strides (in elements), and the
 /// optional device plane list (0: none).
 struct Src {
@@ -463,20 +487,37 @@ pub fn download_packed(
     (h, w): (usize, usize),
 ) -> Result<PackedMasks> {
     let words = w.div_ceil(32);
-    fn first<T: DeviceRepr>(stream: &Arc<CudaStream>, b: &Grow<T>, n: usize) -> Result<Vec<T>> {
-        match &b.0 {
-            Some(b) if b.len() >= n => {
-                guarded("device-to-host copy", || stream.clone_dtoh(&b.slice(0..n)))
-            }
-            _ => Err(Error::Cuda(
-                "post-processing scratch holds no packed masks".into(),
-            )),
-        }
-    }
     let bits = first(stream, &scratch.bits, masks * h * words)?;
+    Ok(PackedMasks {
+        h,
+        w,
+        words_per_row: words,
+        bits,
+        stats: download_stats(stream, scratch, masks)?,
+    })
+}
+
+/// The first `n` elements of a scratch buffer, copied to the host.
+fn first<T: DeviceRepr>(stream: &Arc<CudaStream>, b: &Grow<T>, n: usize) -> Result<Vec<T>> {
+    match &b.0 {
+        Some(b) if b.len() >= n => {
+            guarded("device-to-host copy", || stream.clone_dtoh(&b.slice(0..n)))
+        }
+        _ => Err(Error::Cuda(
+            "post-processing scratch holds no packed masks".into(),
+        )),
+    }
+}
+
+/// Area and box of the first `masks` packed planes.
+fn download_stats(
+    stream: &Arc<CudaStream>,
+    scratch: &PostScratch,
+    masks: usize,
+) -> Result<Vec<MaskStats>> {
     let area = first(stream, &scratch.area, masks)?;
     let boxes = first(stream, &scratch.boxes, 4 * masks)?;
-    let stats = area
+    Ok(area
         .iter()
         .zip(boxes.chunks(4))
         .map(|(&a, b)| {
@@ -490,13 +531,58 @@ pub fn download_packed(
                 }
             }
         })
-        .collect();
+        .collect())
+}
+
+/// Planes `keep` (ascending, each below `masks`) of a [`threshold_pack_into`]'s `masks`
+/// results, copied to the host in that order (waits for the stream): the bits of the other
+/// planes stay on the device.
+pub fn download_packed_planes(
+    stream: &Arc<CudaStream>,
+    scratch: &PostScratch,
+    masks: usize,
+    keep: &[usize],
+    (h, w): (usize, usize),
+) -> Result<PackedMasks> {
+    if keep.windows(2).any(|p| p[0] >= p[1]) || keep.last().is_some_and(|&k| k >= masks) {
+        return Err(Error::Shape {
+            name: "packed planes to download (ascending, below the count)".into(),
+            expected: vec![masks],
+            got: keep.to_vec(),
+        });
+    }
+    if keep.len() == masks {
+        return download_packed(stream, scratch, masks, (h, w));
+    }
+    let words = w.div_ceil(32);
+    let plane = h * words;
+    let bits_dev = match &scratch.bits.0 {
+        Some(b) if b.len() >= masks * plane => b,
+        _ => {
+            return Err(Error::Cuda(
+                "post-processing scratch holds no packed masks".into(),
+            ))
+        }
+    };
+    // Runs of consecutive planes travel in one copy each.
+    let mut bits = Vec::with_capacity(keep.len() * plane);
+    let mut i = 0;
+    while i < keep.len() {
+        let mut j = i + 1;
+        while j < keep.len() && keep[j] == keep[j - 1] + 1 {
+            j += 1;
+        }
+        let run = bits_dev.slice(keep[i] * plane..(keep[j - 1] + 1) * plane);
+        bits.extend(guarded("device-to-host copy", || stream.clone_dtoh(&run))?);
+        i = j;
+    }
+    let all = download_stats(stream, scratch, masks)?;
     Ok(PackedMasks {
         h,
         w,
         words_per_row: words,
         bits,
-        stats,
+        stats: keep.iter().map(|&k| all[k]).collect(),
     })
 }
 
