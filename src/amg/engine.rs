@@ -29,6 +29,23 @@ impl<'a> AutoGenerator<'a> {
         }
     }
 
+    /// The generator where `sam`'s own mask decoder runs: on its CUDA decoder when it has
+    /// one (nothing is loaded again), else on the CPU. For long-lived callers (the server)
+    /// that keep one model.
+    pub fn on_model(sam: &'a Sam) -> Self {
+        #[cfg(feature = "cuda")]
+        {
+            let ordinal = sam
+                .decoder_backend()
+                .and_then(|b| b.cuda_decoder())
+                .map(|d| d.gpu().info().ordinal);
+            if let Some(amg) = ordinal.and_then(|o| super::device::DeviceAmg::sharing(sam, o)) {
+                return AutoGenerator::Cuda(Box::new(amg));
+            }
+        }
+        AutoGenerator::Cpu(sam)
+    }
+
     /// Where the decoder and the per-mask work run, in words.
     pub fn description(&self) -> String {
         match self {

@@ -100,7 +100,8 @@ pub async fn auto(app: &Arc<App>, req: Request<Body>) -> Result<Response, ApiErr
         let img = samrt::io::image::decode_image(&data, "the posted image")
             .map_err(ApiError::from_lib)?;
         drop(data);
-        let recs = samrt::amg::generator::generate(&sam, &img, &cfg);
+        // On the model's device decoder when it has one, as `samrt auto --device cuda`.
+        let recs = samrt::amg::AutoGenerator::on_model(&sam).generate(&img, &cfg, &mut |_| {});
         super::state::release_freed_memory();
         let recs = recs.map_err(ApiError::from_lib)?;
         Ok::<Vec<Value>, ApiError>(recs.iter().map(|r| record_json(r, coco)).collect())
