@@ -29,8 +29,19 @@ struct TokenLinearJob {
     float* out;
 };
 
+// The LayerNorm of the input rows (optional): the decoder's post-norms (norm1..3 and the
+// final one) run here, on the rows each block stages, instead of in a launch of their own.
+struct TokenLinearNorm {
+    const float* gamma;  // null: no LayerNorm
+    const float* beta;
+    float* out;  // the normalised rows (job 0's, row stride lda), written by blocks x = 0; or null
+    float eps;
+    int pad_;
+};
+
 struct TokenLinearParams {
     TokenLinearJob job[TL_MAX_JOBS];
+    TokenLinearNorm norm;
     long long lda;
     long long ldo;
     int m;
@@ -47,6 +58,42 @@ constexpr int TL_WARPS = 8;
 constexpr int TL_KC = TL_WARPS * 32;
 static_assert(TL_ROWS == 8, "the lane reduction scatters 8 rows over lane bits 4..2");
 }  // namespace
+
+// LayerNorm of the staged rows in place, as layer_norm_pe_f32 computes it (a warp per
+// row: lane sums over columns lane, lane + 32, ..., then the butterfly; mean, then the
+// variance of the centred values), so the normalised rows are bit-identical to that kernel's.
+// Blocks with blockIdx.x == 0 of job 0 store them; then the PE is added for the product.
+SAMRT_DEVICE void normalise_rows(const TokenLinearParams& p, float (*as)[TL_KC], int rows,
+                                 int m0, const float* a2row) {
+    __shared__ float stats[TL_ROWS][2];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (warp < rows) {
+        const float* xr = as[warp];
+        float sum = 0.0f;
+        for (int c = lane; c < p.k; c += 32) sum += xr[c];
+        const float mean = samrt::warp_sum(sum) / p.k;
+        float sq = 0.0f;
+        for (int c = lane; c < p.k; c += 32) {
+            const float d = xr[c] - mean;
+            sq = fmaf(d, d, sq);
+        }
+        const float var = samrt::warp_sum(sq) / p.k;
+        if (lane == 0) {
+            stats[warp][0] = mean;
+            stats[warp][1] = 1.0f / sqrtf(var + p.norm.eps);
+        }
+    }
+    __syncthreads();
+    const int c = threadIdx.x;
+    if (c >= p.k) return;
+    const bool store = p.norm.out && blockIdx.x == 0 && blockIdx.z == 0;
+    const float g = p.norm.gamma[c], b = p.norm.beta[c];
+    for (int r = 0; r < rows; ++r) {
+        const float y = (as[r][c] - stats[r][0]) * stats[r][1] * g + b;
+        if (store) p.norm.out[(m0 + r) * p.lda + c] = y;
+        as[r][c] = a2row ? y + a2row[r * p.lda] : y;
+    }
+}
 
 extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
     token_linear_f32(const TokenLinearParams p) {
@@ -65,6 +112,7 @@ extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
     const int rows = min(TL_ROWS, p.m - m0);
     const float* arow = j.a + m0 * p.lda + threadIdx.x;
     const float* a2row = j.a2 ? j.a2 + m0 * p.lda + threadIdx.x : nullptr;
+    const bool norm = p.norm.gamma != nullptr;  // the launcher ensures K <= TL_KC then
     for (int k0 = 0; k0 < p.k; k0 += TL_KC) {
         const int kn = min(TL_KC, p.k - k0);
         const bool col = threadIdx.x < kn;
@@ -74,11 +122,15 @@ extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
             if (col && r < rows) {
                 const long long at = r * p.lda + k0;
                 v = arow[at];
-                if (a2row) v = v + a2row[at];
+                if (a2row && !norm) v = v + a2row[at];
             }
             as[r][threadIdx.x] = v;
         }
         __syncthreads();
+        if (norm) {
+            normalise_rows(p, as, rows, m0, a2row);
+            __syncthreads();
+        }
         const float* w = wrow + k0;
         for (int c = lane; c < kn; c += 32) {
             const float wv = w[c];

@@ -33,7 +33,12 @@ pub fn op_weights(op: &Op) -> Vec<WeightId> {
         Op::DecoderTokens(d) => vec![d.gauss, d.table, d.prefix],
         Op::MaskDownscaling(m) => vec![m.packed],
         Op::ImageTokens(i) => vec![i.no_mask, i.pe],
-        Op::TokenLinear(t) => t.jobs.iter().flat_map(|j| [j.weight, j.bias]).collect(),
+        Op::TokenLinear(t) => t
+            .jobs
+            .iter()
+            .flat_map(|j| [j.weight, j.bias])
+            .chain(t.norm.iter().flat_map(|n| [n.gamma, n.beta]))
+            .collect(),
         Op::LayerNormPe(l) => [l.gamma, l.beta].into_iter().chain(l.pe).collect(),
         Op::ConvTranspose2x2LnGelu(c) => vec![c.gamma, c.beta],
         Op::AttnDecoder(_) | Op::ConvTranspose2x2Masks(_) => vec![],

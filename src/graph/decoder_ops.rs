@@ -129,13 +129,26 @@ pub struct TokenLinear {
     pub k: usize,
     pub relu: bool,
     pub accumulate: bool,
+    /// A LayerNorm of the input rows first (the post-norm before this Linear).
+    pub norm: Option<TokenNorm>,
     pub jobs: Vec<LinearJob>,
+}
+
+/// The LayerNorm a [`TokenLinear`] applies to its input rows: its weights, and the buffer
+/// that receives the first job's normalised rows (the residual stream from here on), if
+/// any reads them later.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenNorm {
+    pub gamma: WeightId,
+    pub beta: WeightId,
+    pub eps: f32,
+    pub out: Option<BufId>,
 }
 
 impl TokenLinear {
     /// The buffers the jobs write, each once.
     pub fn job_outs(&self) -> Vec<BufId> {
-        let mut outs = Vec::new();
+        let mut outs: Vec<BufId> = self.norm.iter().flat_map(|n| n.out).collect();
         for j in &self.jobs {
             if !outs.contains(&j.out) {
                 outs.push(j.out);

@@ -318,7 +318,7 @@ impl OpDesc for Op {
                 let mut r = vec![l.a];
                 r.extend(l.a2);
                 if l.accumulate {
-                    r.extend(l.job_outs());
+                    r.extend(l.jobs.iter().map(|j| j.out));
                 }
                 r
             }

@@ -35,10 +35,14 @@ pub struct LinearCase {
     /// Linears in the launch: each its own weights, input offset and output; with `a2`,
     /// every other job adds it (q/k add the PE, v does not).
     pub jobs: usize,
+    /// A LayerNorm of the input rows first (the fused post-norm), its rows written back.
+    pub norm: bool,
 }
 
 pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
-    use samrt::cuda::ops::token_linear::{token_linear, TokenLinearJob, TokenLinearShape};
+    use samrt::cuda::ops::token_linear::{
+        token_linear, TokenLinearJob, TokenLinearShape, TokenNorm,
+    };
     let (m, n, k) = (c.m, c.n, c.k);
     // Job j reads from offset 5 + 3 j: jobs overlap in a, as the heads' token rows do.
     let (lda, ldo, off) = (k + c.lda_pad, n + 3, 5);
@@ -70,6 +74,10 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
         })
         .collect();
     let (da, da2) = (up32(gpu, &a), up32(gpu, &a2));
+    let gamma = rng.vec(k, 0.5, 1.5);
+    let beta = rng.vec(k, -0.2, 0.2);
+    let (dg, dbeta) = (up32(gpu, &gamma), up32(gpu, &beta));
+    let mut dnorm = up32(gpu, &vec![0.0f32; a.len()]);
     let mut dev: Vec<_> = host
         .iter()
         .map(|h| (up32(gpu, &h.w), up32(gpu, &h.bias), up32(gpu, &h.out0)))
@@ -88,17 +96,53 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
         })
         .collect();
     let a2v = c.a2.then_some(&da2 as &dyn cudarc::driver::DevicePtr<f32>);
-    token_linear(gpu, gpu.stream(), shape, &da, a2v, &mut jobs).unwrap();
+    let norm = c.norm.then_some(TokenNorm {
+        gamma: &dg,
+        beta: &dbeta,
+        eps: 1e-5,
+        out: Some(&mut dnorm),
+    });
+    token_linear(gpu, gpu.stream(), shape, &da, a2v, norm, &mut jobs).unwrap();
     drop(jobs);
+    // The input rows as the reference sees them: each job's rows LayerNorm'ed on the CPU
+    // (fp32, two passes, as layer_norm_pe), at their places in a copy of `a`.
+    let normed = |off: usize| -> Vec<f32> {
+        let mut x = a.clone();
+        if c.norm {
+            for r in 0..m {
+                let row = &mut x[off + r * lda..off + r * lda + k];
+                cpu::layer_norm_pe::layer_norm_pe(row, k, (&gamma, &beta, 1e-5), None);
+            }
+        }
+        x
+    };
+    if c.norm {
+        // Job 0's normalised rows, written back (the residual stream from there on):
+        // within 2e-6 of the CPU's, as layer_norm_pe's own op rows.
+        let got = down32(gpu, &dnorm);
+        let want = normed(a_off(0));
+        let rows: Vec<usize> = (0..m)
+            .flat_map(|r| (0..k).map(move |i| a_off(0) + r * lda + i))
+            .collect();
+        let pick = |v: &[f32]| rows.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        assert_close(
+            "token_linear norm rows",
+            &pick(&got),
+            &pick(&want),
+            2e-6,
+            2e-6,
+        );
+    }
     for (j, (h, d)) in host.iter().zip(&dev).enumerate() {
         let got = down32(gpu, &d.2);
         let mut want = h.out0.clone();
         let ao = a_off(j);
+        let x_all = normed(ao);
         let a2r = h.with_a2.then(|| &a2[ao..]);
         let flags = (c.relu, c.accumulate);
         let dims = (m, n, k);
         cpu::token_linear::token_linear(
-            &a[ao..],
+            &x_all[ao..],
             a2r,
             dims,
             (lda, ldo),
@@ -109,18 +153,27 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
         );
         // Both sides sum k products of the same f32 inputs in some order: each is within
         // gamma_(k+1) * sum |x w| (+ |bias|, and the residual add) of the exact value, so
-        // they differ by at most twice that.
+        // they differ by at most twice that. With the LayerNorm, the inputs themselves
+        // differ by up to 2e-6 (1 + |x|) (its op rows' bound), times sum |w|.
         let mut tol = vec![0.0f32; want.len()];
         for r in 0..m {
             for o in 0..n {
                 let x = |i: usize| {
                     let at = ao + r * lda + i;
-                    a[at] + if h.with_a2 { a2[at] } else { 0.0 }
+                    x_all[at] + if h.with_a2 { a2[at] } else { 0.0 }
                 };
-                let mag: f32 = (0..k).map(|i| (x(i) * h.w[o * k + i]).abs()).sum::<f32>()
+                let w = &h.w[o * k..(o + 1) * k];
+                let mag: f32 = (0..k).map(|i| (x(i) * w[i]).abs()).sum::<f32>()
                     + h.bias[o].abs()
                     + h.out0[off + r * ldo + o].abs();
-                tol[off + r * ldo + o] = 2.0 * (k as f32 + 3.0) * EPS32 * mag;
+                let ln: f32 = if c.norm {
+                    (0..k)
+                        .map(|i| 2e-6 * (1.0 + x_all[ao + r * lda + i].abs()) * w[i].abs())
+                        .sum()
+                } else {
+                    0.0
+                };
+                tol[off + r * ldo + o] = 2.0 * (k as f32 + 3.0) * EPS32 * mag + ln;
             }
         }
         assert_within(&format!("token_linear job {j}"), &got, &want, &tol);
@@ -432,7 +485,7 @@ pub fn run_conv_transpose2x2_masks(
 pub fn run_decoder_validation(gpu: &GpuContext) {
     use samrt::cuda::ops::layer_norm_pe::layer_norm_pe;
     use samrt::cuda::ops::token_linear::{
-        token_linear, TokenLinearJob, TokenLinearShape, TL_MAX_JOBS,
+        token_linear, TokenLinearJob, TokenLinearShape, TokenNorm, TL_MAX_JOBS,
     };
     let s = gpu.stream();
     let x = gpu.zeros_f32(s, 64 * 64).unwrap();
@@ -465,27 +518,47 @@ pub fn run_decoder_validation(gpu: &GpuContext) {
             out_offset: 0,
         }
     }
-    let r = token_linear(
-        gpu,
-        s,
-        shape,
-        &x,
-        None,
-        &mut [job(&short_w, 0, false, &mut out)],
-    );
+    let call = |shape, norm, jobs: &mut [TokenLinearJob<'_>]| {
+        token_linear(gpu, s, shape, &x, None, norm, jobs)
+    };
+    let r = call(shape, None, &mut [job(&short_w, 0, false, &mut out)]);
     assert!(matches!(r, Err(samrt::Error::Cuda(_))), "{r:?}");
     // An offset that runs the last row past the buffer.
-    let r = token_linear(gpu, s, shape, &x, None, &mut [job(&x, 1, false, &mut out)]);
+    let r = call(shape, None, &mut [job(&x, 1, false, &mut out)]);
     assert!(r.is_err());
     // A job that adds a2 with none bound; no jobs; more jobs than the kernel's table.
-    let r = token_linear(gpu, s, shape, &x, None, &mut [job(&x, 0, true, &mut out)]);
+    let r = call(shape, None, &mut [job(&x, 0, true, &mut out)]);
     assert!(r.is_err());
-    assert!(token_linear(gpu, s, shape, &x, None, &mut []).is_err());
+    assert!(call(shape, None, &mut []).is_err());
+    // A LayerNorm wider than a block's row, and a short gamma.
+    let wide = TokenLinearShape {
+        k: 320,
+        lda: 320,
+        m: 8,
+        ..shape
+    };
+    let g = gpu.zeros_f32(s, 320).unwrap();
+    let ln = |gamma| TokenNorm {
+        gamma,
+        beta: &g,
+        eps: 1e-5,
+        out: None,
+    };
+    let w320 = gpu.zeros_f32(s, 64 * 320).unwrap();
+    let r = call(wide, Some(ln(&g)), &mut [job(&w320, 0, false, &mut out)]);
+    assert!(matches!(r, Err(samrt::Error::Unsupported(_))), "{r:?}");
+    let short_g = gpu.zeros_f32(s, 63).unwrap();
+    let r = call(
+        shape,
+        Some(ln(&short_g)),
+        &mut [job(&x, 0, false, &mut out)],
+    );
+    assert!(r.is_err());
     let mut outs: Vec<_> = (0..=TL_MAX_JOBS)
         .map(|_| gpu.zeros_f32(s, 64 * 64).unwrap())
         .collect();
     let mut many: Vec<_> = outs.iter_mut().map(|o| job(&x, 0, false, o)).collect();
-    assert!(token_linear(gpu, s, shape, &x, None, &mut many).is_err());
+    assert!(call(shape, None, &mut many).is_err());
     let attn = AttnDecoderShape {
         kind: AttnDecoderKind::SelfAttn,
         batch: 1,

@@ -203,6 +203,11 @@ op_cases! {
     token_linear_65_heads_strided: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(65, 4, 256) }),
     token_linear_3_heads_5_jobs: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(3, 256, 256).relu().jobs(5) }),
     token_linear_odd_33x37: TokenLinear(lin(3, 33, 37).a2().acc().jobs(2)),
+    // With the post-norm fused (rows LayerNorm'ed as staged, then the PE added): q/k/v at
+    // 3 prompts, the heads after the final norm, an odd width.
+    token_linear_3x7_qkv_norm_pe: TokenLinear(lin(3 * 7, 256, 256).a2().jobs(3).norm()),
+    token_linear_65_heads_norm: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(65, 256, 256).relu().jobs(5).norm() }),
+    token_linear_odd_norm_9x37: TokenLinear(lin(9, 40, 37).a2().jobs(2).norm()),
     // attn_decoder(kind, batch, lq, lk, head_dim, q shared, kv shared): 8 heads.
     attn_decoder_self_1x7: AttnDec(attn(SELF, 1, 7, 7, 32, false, false)),
     attn_decoder_self_3x23_17_points: AttnDec(attn(SELF, 3, 23, 23, 32, false, false)),
@@ -252,11 +257,13 @@ fn lin(m: usize, n: usize, k: usize) -> LinearCase {
         relu: false,
         accumulate: false,
         jobs: 1,
+        norm: false,
     }
 }
 
 trait LinearFlags {
     fn jobs(self, jobs: usize) -> Self;
+    fn norm(self) -> Self;
     fn a2(self) -> Self;
     fn relu(self) -> Self;
     fn acc(self) -> Self;
@@ -265,6 +272,9 @@ trait LinearFlags {
 impl LinearFlags for LinearCase {
     fn jobs(self, jobs: usize) -> Self {
         LinearCase { jobs, ..self }
+    }
+    fn norm(self) -> Self {
+        LinearCase { norm: true, ..self }
     }
     fn a2(self) -> Self {
         LinearCase { a2: true, ..self }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
     AttnDecoder, AttnDecoderKind, AttnDecoderShape, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks,
-    DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling, TokenLinear,
+    DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling, TokenLinear, TokenNorm,
     ATTN_DECODER_HEAD_DIMS, TL_MAX_JOBS,
 };
 use crate::graph::ops::{Gemm, GemmEpilogue, Op};
@@ -152,6 +152,13 @@ struct Builder<'a> {
     batch: usize,
     /// Tokens per prompt.
     t: usize,
+    /// The token residual stream's two buffers: a LayerNorm fused into a Linear writes the
+    /// normalised rows into the other one, which becomes the stream.
+    stream: [BufId; 2],
+    cur: usize,
+    /// A post-norm not applied yet: the next Linear that reads the stream runs it on its
+    /// input rows (`token_linear`'s fused LayerNorm), so it costs no launch of its own.
+    pending: Option<String>,
 }
 
 impl Builder<'_> {
@@ -174,11 +181,56 @@ impl Builder<'_> {
         self.scratch(name, DType::F16, len)
     }
 
+    /// The token residual stream.
+    fn queries(&self) -> BufId {
+        self.stream[self.cur]
+    }
+
+    /// Post-norm `name` of the stream, left for the next Linear that reads it.
+    fn post_norm(&mut self, name: &str) {
+        assert!(self.pending.is_none(), "two post-norms in a row");
+        self.pending = Some(name.to_string());
+    }
+
+    /// The stream as the next Linear reads it, with the pending post-norm that Linear must
+    /// apply; when `keep`, its normalised rows become the stream (later residual adds go
+    /// there).
+    fn take_norm(&mut self, keep: bool) -> (BufId, Option<TokenNorm>) {
+        let src = self.queries();
+        let Some(name) = self.pending.take() else {
+            return (src, None);
+        };
+        let dim = self.d.dim;
+        let out = keep.then(|| {
+            self.cur = 1 - self.cur;
+            self.queries()
+        });
+        let norm = TokenNorm {
+            gamma: self.w(&format!("{name}.weight"), DType::F32, dim),
+            beta: self.w(&format!("{name}.bias"), DType::F32, dim),
+            eps: LN_EPS,
+            out,
+        };
+        (src, Some(norm))
+    }
+
     /// fp32 Linears of one shape on rows of `a` (strided `lda`, plus `a2` for the jobs that
-    /// ask for it), one launch per [`TL_MAX_JOBS`]: `out (+)= act(..)`.
-    fn linears(&mut self, a: (BufId, usize, Option<BufId>), g: LinearGroup, jobs: Vec<Job>) {
+    /// ask for it, after `norm` when given), one launch per [`TL_MAX_JOBS`]:
+    /// `out (+)= act(..)`.
+    fn linears(
+        &mut self,
+        a: (BufId, usize, Option<BufId>),
+        g: LinearGroup,
+        norm: Option<TokenNorm>,
+        jobs: Vec<Job>,
+    ) {
         let (a, lda, a2) = a;
-        for chunk in jobs.chunks(TL_MAX_JOBS) {
+        for (i, chunk) in jobs.chunks(TL_MAX_JOBS).enumerate() {
+            // Every launch normalises its rows; the first keeps them.
+            let norm = norm.clone().map(|n| TokenNorm {
+                out: n.out.filter(|_| i == 0),
+                ..n
+            });
             let names: Vec<&str> = chunk.iter().map(|j| j.name.as_str()).collect();
             let label = group_label(&names);
             let jobs = chunk
@@ -202,6 +254,7 @@ impl Builder<'_> {
                 k: g.k,
                 relu: g.relu,
                 accumulate: g.accumulate,
+                norm,
                 jobs,
             };
             self.gr.add(label, Op::TokenLinear(op));
@@ -220,7 +273,7 @@ impl Builder<'_> {
     ) {
         let (n, k) = nk;
         let g = self.token_rows(n, k, false, acc);
-        self.linears((a, k, a2), g, vec![Job::new(name, a2.is_some(), out)]);
+        self.linears((a, k, a2), g, None, vec![Job::new(name, a2.is_some(), out)]);
     }
 
     /// The shape of Linears `k -> n` on every token row, contiguous.
@@ -310,27 +363,18 @@ impl Builder<'_> {
         self.gr.add(label, Op::AttnDecoder(op));
     }
 
-    /// Token->image cross attention `{name}` of the queries (PE added) on the image side
-    /// (`sides` of them), residual added into `queries`.
-    fn token_to_image(
-        &mut self,
-        name: &str,
-        (queries, tokens): (BufId, BufId),
-        img: (BufId, BufId, usize),
-    ) {
+    /// Token->image cross attention `{name}` of the queries (PE `tokens` added) on the image
+    /// side (`sides` of them), residual added into the stream.
+    fn token_to_image(&mut self, name: &str, tokens: BufId, img: (BufId, BufId, usize)) {
         let (dim, hw) = (self.d.dim, self.d.hw());
         let c = dim / 2;
         let (img16, imgpe16, sides) = img;
         let rows = self.batch * self.t;
         let q = self.f32s(format!("{name}.q"), rows * c);
-        self.tokens_linear(
-            &format!("{name}.q_proj"),
-            queries,
-            Some(tokens),
-            q,
-            (c, dim),
-            false,
-        );
+        let (src, norm) = self.take_norm(true);
+        let g = self.token_rows(c, dim, false, false);
+        let q_proj = Job::new(&format!("{name}.q_proj"), true, q);
+        self.linears((src, dim, Some(tokens)), g, norm, vec![q_proj]);
         let k = self.f16s(format!("{name}.k"), sides * hw * c);
         let gemm = (sides * hw, c, dim);
         self.image_linear(
@@ -357,6 +401,7 @@ impl Builder<'_> {
             (self.t, hw, c),
             shared,
         );
+        let queries = self.queries();
         self.tokens_linear(
             &format!("{name}.out_proj"),
             a,
@@ -371,7 +416,7 @@ impl Builder<'_> {
     fn layer(
         &mut self,
         i: usize,
-        (queries, tokens, keys): (BufId, BufId, BufId),
+        (tokens, keys): (BufId, BufId),
         img: (BufId, BufId, usize),
     ) -> (BufId, BufId, usize) {
         let (dim, hw, b) = (self.d.dim, self.d.hw(), self.batch);
@@ -379,10 +424,11 @@ impl Builder<'_> {
         let rows = b * self.t;
         let p = format!("{T}.layers.{i}");
         // Self attention: layer 0 replaces the queries (no PE, no residual).
-        let (src, pe) = if i == 0 {
-            (tokens, None)
+        let (src, pe, norm) = if i == 0 {
+            (tokens, None, None)
         } else {
-            (queries, Some(tokens))
+            let (src, norm) = self.take_norm(true);
+            (src, Some(tokens), norm)
         };
         let sa = format!("{p}.self_attn");
         let [q, k, v, a] =
@@ -394,7 +440,7 @@ impl Builder<'_> {
             Job::new(&format!("{sa}.k_proj"), with_pe, k),
             Job::new(&format!("{sa}.v_proj"), false, v),
         ];
-        self.linears((src, dim, pe), g, jobs);
+        self.linears((src, dim, pe), g, norm, jobs);
         self.attn(
             &sa,
             AttnDecoderKind::SelfAttn,
@@ -402,6 +448,7 @@ impl Builder<'_> {
             (self.t, self.t, dim),
             (false, false),
         );
+        let queries = self.queries();
         self.tokens_linear(
             &format!("{sa}.out_proj"),
             a,
@@ -410,19 +457,17 @@ impl Builder<'_> {
             (dim, dim),
             i > 0,
         );
-        self.norm(&format!("{p}.norm1"), queries, rows, None);
+        self.post_norm(&format!("{p}.norm1"));
         // Tokens attend to the image.
-        self.token_to_image(
-            &format!("{p}.cross_attn_token_to_image"),
-            (queries, tokens),
-            img,
-        );
-        self.norm(&format!("{p}.norm2"), queries, rows, None);
+        self.token_to_image(&format!("{p}.cross_attn_token_to_image"), tokens, img);
+        self.post_norm(&format!("{p}.norm2"));
         // MLP (ReLU).
         let h = self.f32s(format!("{p}.mlp"), rows * self.d.mlp);
         let g = self.token_rows(self.d.mlp, dim, true, false);
         let lin1 = Job::new(&format!("{p}.mlp.lin1"), false, h);
-        self.linears((queries, dim, None), g, vec![lin1]);
+        let (src, norm) = self.take_norm(true);
+        self.linears((src, dim, None), g, norm, vec![lin1]);
+        let queries = self.queries();
         self.tokens_linear(
             &format!("{p}.mlp.lin2"),
             h,
@@ -431,7 +476,7 @@ impl Builder<'_> {
             (dim, self.d.mlp),
             true,
         );
-        self.norm(&format!("{p}.norm3"), queries, rows, None);
+        self.post_norm(&format!("{p}.norm3"));
         // The image attends to the tokens: new queries, the image side from before.
         let it = format!("{p}.cross_attn_image_to_token");
         let (_, imgpe16, sides) = img;
@@ -442,7 +487,8 @@ impl Builder<'_> {
             Job::new(&format!("{it}.k_proj"), true, k),
             Job::new(&format!("{it}.v_proj"), false, v),
         ];
-        self.linears((queries, dim, Some(tokens)), g, jobs);
+        let (src, norm) = self.take_norm(true);
+        self.linears((src, dim, Some(tokens)), g, norm, jobs);
         let q = self.f16s(format!("{it}.q"), sides * hw * c);
         self.image_linear(
             &format!("{it}.q_proj"),
@@ -477,8 +523,11 @@ impl Builder<'_> {
     /// same buffer (the IoU head and the hypernetworks share their hidden layers' shapes), and
     /// such a launch writes its hidden rows side by side into one buffer, so that the next
     /// layer groups the same way.
-    fn heads(&mut self, queries: BufId, heads: &[Head]) {
+    fn heads(&mut self, heads: &[Head]) {
         let b = self.batch;
+        // The final post-norm runs in each launch that reads the stream; nothing reads
+        // the normalised stream after the heads.
+        let (queries, norm) = self.take_norm(false);
         let depth = heads.iter().map(|h| h.dims.len() - 1).max().unwrap_or(0);
         // Each head's current input: (buffer, offset, row stride).
         let mut inputs: Vec<(BufId, usize, usize)> = heads
@@ -534,7 +583,8 @@ impl Builder<'_> {
                     relu: !last,
                     accumulate: false,
                 };
-                self.linears((a, lda, None), g, jobs);
+                let norm = norm.clone().filter(|_| a == queries);
+                self.linears((a, lda, None), g, norm, jobs);
             }
         }
     }
@@ -610,11 +660,17 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     } = key;
     let (dim, hw, prefix) = (d.dim, d.hw(), d.prefix());
     let t = prefix + sparse;
+    let mut gr = Graph::default();
+    let stream = ["queries", "queries_normed"]
+        .map(|n| gr.buffer(n, DType::F32, batch * t * dim, Role::Intermediate));
     let mut b = Builder {
-        gr: Graph::default(),
+        gr,
         d,
         batch,
         t,
+        stream,
+        cur: 0,
+        pending: None,
     };
     let side = d.low_res();
     // External: the decoder's embedding slot, bound once, so that every captured bucket
@@ -688,17 +744,12 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     };
     b.gr.add("image_tokens", Op::ImageTokens(op));
     // The two-way transformer.
-    let queries = b.f32s("queries".into(), batch * t * dim);
     let mut img = (img16, imgpe16, sides);
     for i in 0..d.depth {
-        img = b.layer(i, (queries, tokens, keys), img);
+        img = b.layer(i, (tokens, keys), img);
     }
-    b.token_to_image(
-        &format!("{T}.final_attn_token_to_image"),
-        (queries, tokens),
-        img,
-    );
-    b.norm(&format!("{T}.norm_final_attn"), queries, batch * t, None);
+    b.token_to_image(&format!("{T}.final_attn_token_to_image"), tokens, img);
+    b.post_norm(&format!("{T}.norm_final_attn"));
     // Heads: IoU, hypernetworks, output upscaling and the mask product.
     let (nm, hid) = (d.masks, d.iou_hidden);
     let (c1, c2) = (dim / 4, dim / 8);
@@ -715,7 +766,7 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
         dims: vec![dim, dim, dim, c2],
         out: (hyper, m * c2, nm * c2),
     }));
-    b.heads(queries, &heads);
+    b.heads(&heads);
     let u1 = b.f16s("output_upscaling.0".into(), batch * hw * 4 * c1);
     let up0 = format!("{P}.output_upscaling.0.gemm");
     b.image_linear(

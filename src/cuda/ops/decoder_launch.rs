@@ -2,7 +2,7 @@
 //! each reads its buffers and weights from the launch context and calls its family's
 //! launcher.
 
-use cudarc::driver::DevicePtr;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::attn_decoder::AttnDecoderKind;
 use super::attn_decoder::{attn_decoder_i2t, attn_decoder_self, attn_decoder_t2i};
@@ -11,7 +11,7 @@ use super::image_tokens::{image_tokens, ImageTokensOut, ImageTokensShape};
 use super::layer_norm_pe::layer_norm_pe;
 use super::mask_downscaling::mask_downscaling_into;
 use super::prompt_encoder::decoder_tokens;
-use super::token_linear::{token_linear, TokenLinearJob, TokenLinearShape};
+use super::token_linear::{token_linear, TokenLinearJob, TokenLinearShape, TokenNorm};
 use crate::cuda::runtime::executor::LaunchCx;
 use crate::graph::decoder_ops::{
     AttnDecoder, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens, ImageTokens,
@@ -104,12 +104,29 @@ pub(super) fn token_linear_op(l: &TokenLinear, cx: &LaunchCx<'_>) -> Result<()> 
             out_offset: j.out_offset,
         })
         .collect();
+    let norm_views = match &l.norm {
+        Some(n) => Some((
+            cx.weight::<f32>(n.gamma)?,
+            cx.weight::<f32>(n.beta)?,
+            n.out.map(|b| cx.buf::<f32>(b)).transpose()?,
+            n.eps,
+        )),
+        None => None,
+    };
+    let mut norm_views = norm_views;
+    let norm = norm_views.as_mut().map(|(g, b, out, eps)| TokenNorm {
+        gamma: &*g,
+        beta: &*b,
+        eps: *eps,
+        out: out.as_mut().map(|o| o as &mut dyn DevicePtrMut<f32>),
+    });
     token_linear(
         cx.gpu,
         cx.stream,
         shape,
         &cx.buf::<f32>(l.a)?,
         a2.as_ref().map(|v| v as &dyn DevicePtr<f32>),
+        norm,
         &mut jobs,
     )
 }

@@ -86,11 +86,23 @@ struct JobParams {
     out: u64,
 }
 
+/// Mirrors `struct TokenLinearNorm`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct NormParams {
+    gamma: u64,
+    beta: u64,
+    out: u64,
+    eps: f32,
+    pad_: i32,
+}
+
 /// Mirrors `struct TokenLinearParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 struct Params {
     job: [JobParams; TL_MAX_JOBS],
+    norm: NormParams,
     lda: i64,
     ldo: i64,
     m: i32,
@@ -103,6 +115,20 @@ struct Params {
 
 // SAFETY: plain-old-data with the C layout of the kernel's parameter struct.
 unsafe impl DeviceRepr for Params {}
+
+/// A LayerNorm of the input rows before the product (the decoder's post-norms): `gamma`,
+/// `beta` `[k]`, and where the normalised rows of the first job go (row stride `lda`, from
+/// its `a_offset`), if anywhere. The PE (`a2`) is added after it. Needs `k <= TL_KC` (256):
+/// a block holds whole rows.
+pub struct TokenNorm<'a> {
+    pub gamma: &'a dyn DevicePtr<f32>,
+    pub beta: &'a dyn DevicePtr<f32>,
+    pub eps: f32,
+    pub out: Option<&'a mut dyn DevicePtrMut<f32>>,
+}
+
+/// Widest row a fused LayerNorm takes (`TL_KC` in the kernel: one row per block stage).
+pub const TL_NORM_MAX_K: usize = 256;
 
 /// Elements a strided operand spans from its offset.
 fn span(rows: usize, ld: usize, cols: usize) -> usize {
@@ -117,9 +143,16 @@ pub fn token_linear(
     shape: TokenLinearShape,
     a: &dyn DevicePtr<f32>,
     a2: Option<&dyn DevicePtr<f32>>,
+    norm: Option<TokenNorm<'_>>,
     jobs: &mut [TokenLinearJob<'_>],
 ) -> Result<()> {
     shape.validate()?;
+    if norm.is_some() && shape.k > TL_NORM_MAX_K {
+        return Err(Error::Unsupported(format!(
+            "token_linear's LayerNorm takes rows of at most {TL_NORM_MAX_K}, not {}",
+            shape.k
+        )));
+    }
     if jobs.is_empty() || jobs.len() > TL_MAX_JOBS {
         return Err(Error::Unsupported(format!(
             "token_linear runs 1 to {TL_MAX_JOBS} linears per launch, not {}",
@@ -143,7 +176,8 @@ pub fn token_linear(
         accumulate: shape.accumulate as i32,
         ..Params::default()
     };
-    let mut guards = Vec::with_capacity(3 * jobs.len());
+    let first_off = jobs[0].a_offset;
+    let mut guards = Vec::with_capacity(3 * jobs.len() + 3);
     for (slot, job) in params.job.iter_mut().zip(jobs.iter_mut()) {
         check_len("token_linear a", a.len(), job.a_offset + span(m, lda, k))?;
         slot.a = ap + 4 * job.a_offset as u64;
@@ -175,6 +209,29 @@ pub fn token_linear(
         let (op, g) = job.out.device_ptr_mut(stream);
         slot.out = op + 4 * job.out_offset as u64;
         guards.push(g);
+    }
+    if let Some(nm) = norm {
+        check_len("token_linear norm gamma", nm.gamma.len(), k)?;
+        check_len("token_linear norm beta", nm.beta.len(), k)?;
+        let (gp, g) = nm.gamma.device_ptr(stream);
+        let (bp, b) = nm.beta.device_ptr(stream);
+        guards.extend([g, b]);
+        params.norm = NormParams {
+            gamma: gp,
+            beta: bp,
+            eps: nm.eps,
+            ..NormParams::default()
+        };
+        if let Some(out) = nm.out {
+            check_len(
+                "token_linear norm output",
+                out.len(),
+                first_off + span(m, lda, k),
+            )?;
+            let (op, g) = out.device_ptr_mut(stream);
+            params.norm.out = op + 4 * first_off as u64;
+            guards.push(g);
+        }
     }
     let f = gpu.function("token_linear_f32")?;
     let mut b = stream.launch_builder(f);
