@@ -9,7 +9,8 @@ use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use rayon::prelude::*;
-use samrt::amg::generator::{self as amg, AmgConfig};
+use samrt::amg::generator::AmgConfig;
+use samrt::amg::AutoGenerator;
 use samrt::amg::MaskRecord;
 use samrt::io::image::from_rgb;
 
@@ -140,7 +141,9 @@ pub fn generate<'py>(
     let recs = py
         .detach(|| {
             let img = from_rgb(w, h, pixels.to_vec())?;
-            amg::generate_with_point_grids(sam, &img, &cfg, &grids)
+            // Where the model's decoder runs: its CUDA decoder when loaded with
+            // device="cuda", as `samrt auto --device cuda`.
+            AutoGenerator::on_model(sam).generate_with_point_grids(&img, &cfg, &grids)
         })
         .map_err(to_py)?;
     let bytes = recs.len() as u128 * (h * w) as u128;

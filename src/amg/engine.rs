@@ -55,6 +55,22 @@ impl<'a> AutoGenerator<'a> {
         }
     }
 
+    /// [`super::generator::generate_with_point_grids`] (the official `point_grids`) on this device.
+    pub fn generate_with_point_grids(
+        &self,
+        img: &RgbImage,
+        cfg: &AmgConfig,
+        grids: &[Vec<[f64; 2]>],
+    ) -> Result<Vec<MaskRecord>> {
+        match self {
+            AutoGenerator::Cpu(sam) => {
+                super::generator::generate_with_point_grids(*sam, img, cfg, grids)
+            }
+            #[cfg(feature = "cuda")]
+            AutoGenerator::Cuda(d) => d.generate_with_point_grids(img, cfg, grids),
+        }
+    }
+
     pub fn generate(
         &self,
         img: &RgbImage,

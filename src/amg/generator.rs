@@ -264,6 +264,16 @@ pub fn generate_with_point_grids<S: MaskSource>(
     cfg: &AmgConfig,
     grids: &[Vec<[f64; 2]>],
 ) -> Result<Vec<MaskRecord>> {
+    run_pipeline_on_grids(&Host(src), img, cfg, grids)
+}
+
+/// [`generate_with_point_grids`] on any [`Pipeline`].
+pub(crate) fn run_pipeline_on_grids<P: Pipeline>(
+    p: &P,
+    img: &RgbImage,
+    cfg: &AmgConfig,
+    grids: &[Vec<[f64; 2]>],
+) -> Result<Vec<MaskRecord>> {
     cfg.validate_settings()?;
     let layers = cfg.crop_n_layers + 1;
     if grids.len() < layers {
@@ -292,7 +302,7 @@ pub fn generate_with_point_grids<S: MaskSource>(
              the limit is {MAX_PROMPTS_PER_IMAGE}"
         ))
     })?;
-    generate_on_grids(&Host(src), img, cfg, grids, &mut |_| {})
+    generate_on_grids(p, img, cfg, grids, &mut |_| {})
 }
 
 /// The generator proper, once the grids of every crop layer are known and checked.
