@@ -18,9 +18,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaStream;
 
-use crate::amg::generator::{
-    run_pipeline, run_pipeline_on_grids, AmgConfig, BatchFrame, Cand, Pipeline, Progress,
-};
+use crate::amg::generator::{run_pipeline, AmgConfig, BatchFrame, Cand, Pipeline, Progress};
 use crate::amg::geometry::near_crop_edge;
 use crate::amg::record::MaskRecord;
 use crate::amg::rle::Rle;
@@ -100,17 +98,6 @@ impl<'a> DeviceAmg<'a> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<MaskRecord>> {
         run_pipeline(self, img, cfg, progress)
-    }
-
-    /// `generate` with the official `point_grids`, as
-    /// [`super::generator::generate_with_point_grids`].
-    pub fn generate_with_point_grids(
-        &self,
-        img: &RgbImage,
-        cfg: &AmgConfig,
-        grids: &[Vec<[f64; 2]>],
-    ) -> Result<Vec<MaskRecord>> {
-        run_pipeline_on_grids(self, img, cfg, grids)
     }
 
     fn dec(&self) -> &CudaDecoder {

@@ -67,7 +67,9 @@ impl<'a> AutoGenerator<'a> {
                 super::generator::generate_with_point_grids(*sam, img, cfg, grids)
             }
             #[cfg(feature = "cuda")]
-            AutoGenerator::Cuda(d) => d.generate_with_point_grids(img, cfg, grids),
+            AutoGenerator::Cuda(d) => {
+                super::generator::run_pipeline_on_grids(&**d, img, cfg, grids)
+            }
         }
     }
 
