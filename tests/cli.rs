@@ -576,7 +576,9 @@ fn graph_of_the_tiny_model_matches_the_snapshot() {
     assert!(out.contains("nodes: 36\n"));
     // The mask decoder's schedule follows, for one-point prompts.
     assert!(out.contains("graph: mask_decoder, batch 1, one point per prompt"));
-    assert!(out.contains("attn_decoder         attn_decoder_t2i_d16_f32"));
+    // 4096 image keys: token->image split over them, then merged.
+    assert!(out.contains("attn_decoder         attn_decoder_t2i_split_d16_f32"));
+    assert!(out.contains("attn_decoder         attn_decoder_combine_d16_f32"));
     assert!(out.contains("conv_transpose2x2_masks conv_transpose2x2_masks_f32"));
 }
 

@@ -41,7 +41,7 @@ pub fn op_weights(op: &Op) -> Vec<WeightId> {
             .collect(),
         Op::LayerNormPe(l) => [l.gamma, l.beta].into_iter().chain(l.pe).collect(),
         Op::ConvTranspose2x2LnGelu(c) => vec![c.gamma, c.beta],
-        Op::AttnDecoder(_) | Op::ConvTranspose2x2Masks(_) => vec![],
+        Op::AttnDecoder(_) | Op::AttnDecoderCombine(_) | Op::ConvTranspose2x2Masks(_) => vec![],
     }
 }
 
@@ -84,7 +84,8 @@ pub fn op_flops(op: &Op) -> u64 {
         | Op::DecoderTokens(_)
         | Op::ImageTokens(_)
         | Op::LayerNormPe(_)
-        | Op::ConvTranspose2x2LnGelu(_) => 0,
+        | Op::ConvTranspose2x2LnGelu(_)
+        | Op::AttnDecoderCombine(_) => 0,
     }
 }
 

@@ -12,6 +12,10 @@ pub enum AttnDecoderKind {
     SelfAttn,
     /// Prompt tokens to the image: fp32 q, fp16 k/v (image-side GEMM outputs), fp32 output.
     TokenToImage,
+    /// Token->image split over the keys ([`t2i_chunks`] chunks): writes each chunk's
+    /// softmax state to fp32 scratch ([`AttnDecoderShape::partial_len`]), which an
+    /// [`AttnDecoderCombine`] merges into the output.
+    TokenToImageSplit,
     /// The image to prompt tokens: fp16 q, fp32 k/v, fp16 output (the out_proj GEMM's A).
     ImageToToken,
 }
@@ -23,7 +27,7 @@ impl AttnDecoderKind {
     /// Threads that share one (prompt, query, head): a warp splits the image's keys.
     pub fn lanes(self) -> usize {
         match self {
-            AttnDecoderKind::TokenToImage => 32,
+            AttnDecoderKind::TokenToImage | AttnDecoderKind::TokenToImageSplit => 32,
             AttnDecoderKind::SelfAttn | AttnDecoderKind::ImageToToken => 1,
         }
     }
@@ -33,10 +37,40 @@ impl AttnDecoderKind {
         let (v, t) = match self {
             AttnDecoderKind::SelfAttn => ("self", "f32"),
             AttnDecoderKind::TokenToImage => ("t2i", "f32"),
+            AttnDecoderKind::TokenToImageSplit => ("t2i_split", "f32"),
             AttnDecoderKind::ImageToToken => ("i2t", "f16"),
         };
         format!("attn_decoder_{v}_d{head_dim}_{t}")
     }
+
+    /// The token->image kernel for `lk` image keys: split over the keys where that makes
+    /// more than one chunk. A function of `lk` alone, never of the batch, so that a prompt
+    /// decodes bit-identically in any batch.
+    pub fn token_to_image(lk: usize) -> Self {
+        if t2i_chunks(lk) > 1 {
+            AttnDecoderKind::TokenToImageSplit
+        } else {
+            AttnDecoderKind::TokenToImage
+        }
+    }
+}
+
+/// Keys per chunk the split aims at: 4 per lane of a warp, so that a lane's own keys
+/// still outweigh the warp's shuffle merge.
+pub const T2I_CHUNK_KEYS: usize = 128;
+/// At most this many chunks: 4096 keys (a 1024 px image) make 32, which gives one point
+/// (7 tokens, 8 heads) 448 blocks of 4 warps, over 3 per SM of an H100.
+pub const T2I_MAX_CHUNKS: usize = 32;
+
+/// Key chunks of the split token->image attention over `lk` keys, each of
+/// `ceil(lk / chunks)` keys (the last may be shorter or empty).
+pub fn t2i_chunks(lk: usize) -> usize {
+    lk.div_ceil(T2I_CHUNK_KEYS).clamp(1, T2I_MAX_CHUNKS)
+}
+
+/// `attn_decoder_combine_d{head_dim}_f32`: the split's second pass.
+pub fn attn_decoder_combine_entry(head_dim: usize) -> String {
+    format!("attn_decoder_combine_d{head_dim}_f32")
 }
 
 /// q `[batch or 1, lq, heads*head_dim]`, k and v `[batch or 1, lk, heads*head_dim]`, out
@@ -57,6 +91,12 @@ impl AttnDecoderShape {
     /// `heads * head_dim`: the width of every q, k, v and output row.
     pub fn width(&self) -> usize {
         self.heads * self.head_dim
+    }
+
+    /// fp32 scratch of the split: per (prompt, query, head, chunk) the max, the sum and
+    /// `head_dim` accumulators.
+    pub fn partial_len(&self) -> usize {
+        self.batch * self.lq * self.heads * t2i_chunks(self.lk) * (self.head_dim + 2)
     }
 }
 
@@ -180,6 +220,15 @@ pub struct AttnDecoder {
     pub shape: AttnDecoderShape,
 }
 
+/// The split token->image attention's second pass: `partial` (what the
+/// [`AttnDecoderKind::TokenToImageSplit`] pass wrote) merged chunk by chunk into `out`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttnDecoderCombine {
+    pub partial: BufId,
+    pub out: BufId,
+    pub shape: AttnDecoderShape,
+}
+
 /// In-place fp32 LayerNorm of rows with optional fp16 copies (plain and plus PE).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerNormPe {
@@ -224,4 +273,25 @@ pub struct ConvTranspose2x2Masks {
     pub grid: usize,
     pub channels: usize,
     pub masks: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_to_image_splits_large_images_into_whole_chunks() {
+        // 1024 px (64x64 keys): 32 chunks of 128; 128 px (8x8): one chunk, unsplit.
+        assert_eq!(t2i_chunks(4096), 32);
+        let kind = AttnDecoderKind::token_to_image;
+        assert_eq!(kind(4096), AttnDecoderKind::TokenToImageSplit);
+        assert_eq!(kind(64), AttnDecoderKind::TokenToImage);
+        assert_eq!(kind(128), AttnDecoderKind::TokenToImage);
+        assert_eq!(kind(129), AttnDecoderKind::TokenToImageSplit);
+        // No split leaves a chunk without keys.
+        for lk in 1..20_000 {
+            let c = t2i_chunks(lk);
+            assert!((c - 1) * lk.div_ceil(c) < lk, "lk {lk}: {c} chunks");
+        }
+    }
 }

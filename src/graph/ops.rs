@@ -12,8 +12,8 @@
 
 use crate::graph::buffer::BufId;
 use crate::graph::decoder_ops::{
-    AttnDecoder, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens, ImageTokens,
-    LayerNormPe, MaskDownscaling, TokenLinear,
+    attn_decoder_combine_entry, AttnDecoder, AttnDecoderCombine, ConvTranspose2x2LnGelu,
+    ConvTranspose2x2Masks, DecoderTokens, ImageTokens, LayerNormPe, MaskDownscaling, TokenLinear,
 };
 use crate::graph::weights::WeightId;
 
@@ -247,6 +247,7 @@ pub enum Op {
     ImageTokens(ImageTokens),
     TokenLinear(TokenLinear),
     AttnDecoder(AttnDecoder),
+    AttnDecoderCombine(AttnDecoderCombine),
     LayerNormPe(LayerNormPe),
     ConvTranspose2x2LnGelu(ConvTranspose2x2LnGelu),
     ConvTranspose2x2Masks(ConvTranspose2x2Masks),
@@ -266,7 +267,7 @@ impl OpDesc for Op {
             Op::MaskDownscaling(_) => "mask_downscaling",
             Op::ImageTokens(_) => "image_tokens",
             Op::TokenLinear(_) => "token_linear",
-            Op::AttnDecoder(_) => "attn_decoder",
+            Op::AttnDecoder(_) | Op::AttnDecoderCombine(_) => "attn_decoder",
             Op::LayerNormPe(_) => "layer_norm_pe",
             Op::ConvTranspose2x2LnGelu(_) => "conv_transpose2x2_ln_gelu",
             Op::ConvTranspose2x2Masks(_) => "conv_transpose2x2_masks",
@@ -289,6 +290,7 @@ impl OpDesc for Op {
             Op::ImageTokens(_) => "image_tokens_f32".into(),
             Op::TokenLinear(_) => "token_linear_f32".into(),
             Op::AttnDecoder(a) => a.shape.kind.entry_point(a.shape.head_dim),
+            Op::AttnDecoderCombine(c) => attn_decoder_combine_entry(c.shape.head_dim),
             Op::LayerNormPe(_) => "layer_norm_pe_f32".into(),
             Op::ConvTranspose2x2LnGelu(_) => "conv_transpose2x2_ln_gelu_f16".into(),
             Op::ConvTranspose2x2Masks(_) => "conv_transpose2x2_masks_f32".into(),
@@ -323,6 +325,7 @@ impl OpDesc for Op {
                 r
             }
             Op::AttnDecoder(a) => vec![a.q, a.k, a.v],
+            Op::AttnDecoderCombine(c) => vec![c.partial],
             Op::LayerNormPe(l) => vec![l.x],
             Op::ConvTranspose2x2LnGelu(c) => vec![c.u],
             Op::ConvTranspose2x2Masks(c) => vec![c.u, c.hyper],
@@ -343,6 +346,7 @@ impl OpDesc for Op {
             Op::ImageTokens(t) => vec![t.out32, t.out16, t.outpe16],
             Op::TokenLinear(l) => l.job_outs(),
             Op::AttnDecoder(a) => vec![a.out],
+            Op::AttnDecoderCombine(c) => vec![c.out],
             Op::LayerNormPe(l) => std::iter::once(l.x)
                 .chain(l.out16)
                 .chain(l.outpe16)

@@ -197,7 +197,7 @@ pub fn run_attn_decoder(gpu: &GpuContext, rng: &mut Rng, c: AttnDecoderShape) {
             ad::attn_decoder_self(gpu, s, shape, &dq, &dk, &dv, &mut o).unwrap();
             down32(gpu, &o)
         }
-        AttnDecoderKind::TokenToImage => {
+        AttnDecoderKind::TokenToImage | AttnDecoderKind::TokenToImageSplit => {
             (k, v) = (round_f16(&k), round_f16(&v));
             let mut o = gpu.zeros_f32(s, out_len).unwrap();
             let dq = up32(gpu, &q);
@@ -205,7 +205,15 @@ pub fn run_attn_decoder(gpu: &GpuContext, rng: &mut Rng, c: AttnDecoderShape) {
                 gpu.upload_f16(s, &k).unwrap(),
                 gpu.upload_f16(s, &v).unwrap(),
             );
-            ad::attn_decoder_t2i(gpu, s, shape, &dq, &dk, &dv, &mut o).unwrap();
+            if c.kind == AttnDecoderKind::TokenToImage {
+                ad::attn_decoder_t2i(gpu, s, shape, &dq, &dk, &dv, &mut o).unwrap();
+            } else {
+                // Both passes, through a scratch of NaNs: a chunk state the first pass
+                // failed to write poisons its output.
+                let mut part = up32(gpu, &vec![f32::NAN; shape.partial_len()]);
+                ad::attn_decoder_t2i(gpu, s, shape, &dq, &dk, &dv, &mut part).unwrap();
+                ad::attn_decoder_combine(gpu, s, shape, &part, &mut o).unwrap();
+            }
             down32(gpu, &o)
         }
         AttnDecoderKind::ImageToToken => {
@@ -225,9 +233,9 @@ pub fn run_attn_decoder(gpu: &GpuContext, rng: &mut Rng, c: AttnDecoderShape) {
         (c.heads, c.head_dim),
         (c.q_shared, c.kv_shared),
     );
-    // fp32 softmax and weighted sums in another order (online softmax, lanes merged) with
-    // |v| <= 2: a few ulp of the O(1) outputs, ~1e-6; the fp16 output adds its rounding
-    // (2^-11 relative).
+    // fp32 softmax and weighted sums in another order (online softmax, lanes and chunks
+    // merged) with |v| <= 2: a few ulp of the O(1) outputs, ~1e-6; the fp16 output adds its
+    // rounding (2^-11 relative).
     let rtol = if c.kind == AttnDecoderKind::ImageToToken {
         1.0 / 2048.0
     } else {
@@ -581,6 +589,17 @@ pub fn run_decoder_validation(gpu: &GpuContext) {
         r.is_err(),
         "a t2i shape through the self-attention launcher"
     );
+    // The split's combine: only for a split shape, and only with its whole scratch.
+    let r = ad::attn_decoder_combine(gpu, s, t2i, &x, &mut out);
+    assert!(r.is_err(), "a combine of an unsplit shape");
+    let split = AttnDecoderShape {
+        kind: AttnDecoderKind::TokenToImageSplit,
+        lk: 300,
+        ..t2i
+    };
+    let short = gpu.zeros_f32(s, split.partial_len() - 1).unwrap();
+    let r = ad::attn_decoder_combine(gpu, s, split, &short, &mut out);
+    assert!(matches!(r, Err(samrt::Error::Cuda(_))), "{r:?}");
     let (g, b) = (gpu.zeros_f32(s, 64).unwrap(), gpu.zeros_f32(s, 64).unwrap());
     let mut xm = gpu.zeros_f32(s, 64 * 64).unwrap();
     let copies: samrt::cuda::ops::layer_norm_pe::LnPeCopies = (None, None);

@@ -217,6 +217,13 @@ op_cases! {
     attn_decoder_t2i_3x7_4096: AttnDec(attn(T2I, 3, 7, 4096, 16, false, false)),
     attn_decoder_t2i_65x7_shared_1000: AttnDec(attn(T2I, 65, 7, 1000, 16, false, true)),
     attn_decoder_t2i_1x23_hd32: AttnDec(attn(T2I, 1, 23, 333, 32, false, false)),
+    // Token to image split over the keys (t2i_chunks(lk) chunks of ceil(lk / chunks) keys,
+    // then the combine pass): 4100 keys make 32 chunks of 129 (the last of 101; neither a
+    // multiple of the 32 lanes), a shared side of 1000 keys (8 chunks of 125) for 65
+    // prompts at hd 32, and 333 keys (3 chunks of 111) at hd 64.
+    attn_decoder_t2i_split_1x7_4100: AttnDec(attn(T2IS, 1, 7, 4100, 16, false, false)),
+    attn_decoder_t2i_split_65x7_shared_1000_hd32: AttnDec(attn(T2IS, 65, 7, 1000, 32, false, true)),
+    attn_decoder_t2i_split_3x23_333_hd64: AttnDec(attn(T2IS, 3, 23, 333, 64, false, false)),
     // Image to token: a shared image side (layer 0) and per-prompt queries.
     attn_decoder_i2t_3x4100x7_shared: AttnDec(attn(I2T, 3, 4100, 7, 16, true, false)),
     attn_decoder_i2t_65x256x5: AttnDec(attn(I2T, 65, 256, 5, 16, false, false)),
@@ -292,6 +299,7 @@ impl LinearFlags for LinearCase {
 
 const SELF: AttnDecoderKind = AttnDecoderKind::SelfAttn;
 const T2I: AttnDecoderKind = AttnDecoderKind::TokenToImage;
+const T2IS: AttnDecoderKind = AttnDecoderKind::TokenToImageSplit;
 const I2T: AttnDecoderKind = AttnDecoderKind::ImageToToken;
 
 #[allow(clippy::too_many_arguments)]

@@ -17,9 +17,9 @@ use crate::cpu::ops::prompt_encoder::KIND_NOT_A_POINT;
 use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
-    AttnDecoder, AttnDecoderKind, AttnDecoderShape, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks,
-    DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling, TokenLinear, TokenNorm,
-    ATTN_DECODER_HEAD_DIMS, TL_MAX_JOBS,
+    AttnDecoder, AttnDecoderCombine, AttnDecoderKind, AttnDecoderShape, ConvTranspose2x2LnGelu,
+    ConvTranspose2x2Masks, DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling,
+    TokenLinear, TokenNorm, ATTN_DECODER_HEAD_DIMS, TL_MAX_JOBS,
 };
 use crate::graph::ops::{Gemm, GemmEpilogue, Op};
 use crate::graph::schedule::Graph;
@@ -353,14 +353,34 @@ impl Builder<'_> {
             q_shared: shared.0,
             kv_shared: shared.1,
         };
+        if kind != AttnDecoderKind::TokenToImageSplit {
+            let op = AttnDecoder {
+                q,
+                k,
+                v,
+                out,
+                shape,
+            };
+            self.gr.add(label, Op::AttnDecoder(op));
+            return;
+        }
+        // Split over the keys: the chunks' softmax states go through planned scratch.
+        let partial = self.f32s(format!("{label}.partial"), shape.partial_len());
         let op = AttnDecoder {
             q,
             k,
             v,
-            out,
+            out: partial,
             shape,
         };
         self.gr.add(label, Op::AttnDecoder(op));
+        let combine = AttnDecoderCombine {
+            partial,
+            out,
+            shape,
+        };
+        let label = format!("{label}.combine");
+        self.gr.add(&label, Op::AttnDecoderCombine(combine));
     }
 
     /// Token->image cross attention `{name}` of the queries (PE `tokens` added) on the image
@@ -394,13 +414,8 @@ impl Builder<'_> {
         );
         let a = self.f32s(format!("{name}.attn"), rows * c);
         let shared = (false, sides == 1);
-        self.attn(
-            name,
-            AttnDecoderKind::TokenToImage,
-            (q, k, v, a),
-            (self.t, hw, c),
-            shared,
-        );
+        let kind = AttnDecoderKind::token_to_image(hw);
+        self.attn(name, kind, (q, k, v, a), (self.t, hw, c), shared);
         let queries = self.queries();
         self.tokens_linear(
             &format!("{name}.out_proj"),

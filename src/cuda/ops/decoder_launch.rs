@@ -5,7 +5,9 @@
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::attn_decoder::AttnDecoderKind;
-use super::attn_decoder::{attn_decoder_i2t, attn_decoder_self, attn_decoder_t2i};
+use super::attn_decoder::{
+    attn_decoder_combine, attn_decoder_i2t, attn_decoder_self, attn_decoder_t2i,
+};
 use super::conv_transpose2x2::{conv_transpose2x2_ln_gelu, conv_transpose2x2_masks};
 use super::image_tokens::{image_tokens, ImageTokensOut, ImageTokensShape};
 use super::layer_norm_pe::layer_norm_pe;
@@ -14,8 +16,8 @@ use super::prompt_encoder::decoder_tokens;
 use super::token_linear::{token_linear, TokenLinearJob, TokenLinearShape, TokenNorm};
 use crate::cuda::runtime::executor::LaunchCx;
 use crate::graph::decoder_ops::{
-    AttnDecoder, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens, ImageTokens,
-    LayerNormPe, MaskDownscaling, TokenLinear,
+    AttnDecoder, AttnDecoderCombine, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens,
+    ImageTokens, LayerNormPe, MaskDownscaling, TokenLinear,
 };
 use crate::Result;
 
@@ -143,7 +145,8 @@ pub(super) fn attn_decoder_op(a: &AttnDecoder, cx: &LaunchCx<'_>) -> Result<()> 
             &cx.buf::<f32>(a.v)?,
             &mut cx.buf::<f32>(a.out)?,
         ),
-        AttnDecoderKind::TokenToImage => attn_decoder_t2i(
+        // The split writes its scratch: the op's `out`, a node of its own merges it.
+        AttnDecoderKind::TokenToImage | AttnDecoderKind::TokenToImageSplit => attn_decoder_t2i(
             g,
             s,
             shape,
@@ -162,6 +165,16 @@ pub(super) fn attn_decoder_op(a: &AttnDecoder, cx: &LaunchCx<'_>) -> Result<()> 
             &mut cx.buf::<u16>(a.out)?,
         ),
     }
+}
+
+pub(super) fn attn_decoder_combine_op(c: &AttnDecoderCombine, cx: &LaunchCx<'_>) -> Result<()> {
+    attn_decoder_combine(
+        cx.gpu,
+        cx.stream,
+        c.shape,
+        &cx.buf::<f32>(c.partial)?,
+        &mut cx.buf::<f32>(c.out)?,
+    )
 }
 
 pub(super) fn layer_norm_pe_op(l: &LayerNormPe, cx: &LaunchCx<'_>) -> Result<()> {

@@ -195,6 +195,7 @@ impl Launch for Op {
             Op::ImageTokens(t) => decoder_launch::image_tokens_op(t, cx),
             Op::TokenLinear(l) => decoder_launch::token_linear_op(l, cx),
             Op::AttnDecoder(a) => decoder_launch::attn_decoder_op(a, cx),
+            Op::AttnDecoderCombine(c) => decoder_launch::attn_decoder_combine_op(c, cx),
             Op::LayerNormPe(l) => decoder_launch::layer_norm_pe_op(l, cx),
             Op::ConvTranspose2x2LnGelu(c) => decoder_launch::ct_ln_gelu_op(c, cx),
             Op::ConvTranspose2x2Masks(c) => decoder_launch::ct_masks_op(c, cx),
