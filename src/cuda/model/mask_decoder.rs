@@ -4,7 +4,7 @@
 //! input (all with a mask input, or none). Labels name the official modules.
 //!
 //! Numerics: the prompt-token side (a few rows per prompt) runs in fp32 (`token_linear`,
-//! `attn_decoder`, `layer_norm_pe`); the image side (4096 tokens per prompt) runs its
+//! which also runs the post-norms on the rows it reads, and `attn_decoder`); the image side (4096 tokens per prompt) runs its
 //! projections and the output upscaling on the fp16 tensor-core `gemm` with fp32
 //! accumulation, while the image tokens' residual stream stays fp32. Nothing is folded: the
 //! per-prompt image-side projections are plain GEMMs. What does not depend on the prompt
@@ -12,6 +12,10 @@
 //! load), and without mask inputs layer 0's image tokens and their token->image keys and
 //! values and image->token queries are computed once and shared by every prompt (batch
 //! stride 0 in the attention kernels).
+//!
+//! Launch count decides one prompt's latency (docs/kernels.md, "Token side"), so same-shape
+//! token Linears share a launch (`Builder::linears`) and a post-norm is left pending
+//! (`Builder::post_norm`) for the next Linear that reads the token stream to apply.
 
 use crate::cpu::ops::prompt_encoder::KIND_NOT_A_POINT;
 use crate::error::{Error, Result};
