@@ -4,7 +4,8 @@
 // official `flatten(2).permute(0, 2, 1)`. Writes the fp32 residual stream of each of the
 // `batch` prompts (the S = 1 image side copied to every prompt) and, once per image side,
 // the fp16 GEMM operands: the tokens, and the tokens plus the dense positional encoding
-// pe [hw, dim].
+// pe [hw, dim]. A null output is skipped: the decoder's per-image prep writes only the fp16
+// operands, its decode schedules only the fp32 stream.
 //
 // A 32 x 32 tile goes through shared memory so that both the channel-first reads and the
 // token-major writes are coalesced; block 32 x 8.
@@ -33,8 +34,9 @@ extern "C" __global__ void __launch_bounds__(256) image_tokens_f32(
         const float v = tile[tx][r];
         const long long at = (long long)j * dim + c;
         const long long plane = (long long)hw * dim;
-        out16[s * plane + at] = __float2half_rn(v);
-        outpe16[s * plane + at] = __float2half_rn(v + pe[at]);
+        if (out16) out16[s * plane + at] = __float2half_rn(v);
+        if (outpe16) outpe16[s * plane + at] = __float2half_rn(v + pe[at]);
+        if (!out32) continue;
         if (sides == batch) {
             out32[s * plane + at] = v;
         } else {

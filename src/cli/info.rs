@@ -93,8 +93,12 @@ fn print_decoder_graph(
     cfg: &samrt::io::config::SamConfig,
     batch: usize,
 ) -> Result<(), CliError> {
-    use samrt::cuda::model::decoder_weights::plan_decoder;
+    use samrt::cuda::model::decoder_weights::{plan_decoder, plan_decoder_image};
     use samrt::cuda::model::mask_decoder::{DecoderKey, MAX_DECODE_BATCH};
+    let prep =
+        plan_decoder_image(ck, cfg).context(|| "planning the CUDA mask decoder".to_string())?;
+    println!("graph: mask_decoder image prep, once per image, arch sm_80");
+    print!("{}", prep.describe());
     let key = DecoderKey {
         batch: batch.min(MAX_DECODE_BATCH).next_power_of_two(),
         sparse: 2,

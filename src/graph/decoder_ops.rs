@@ -141,11 +141,11 @@ pub struct ImageTokens {
     pub no_mask: WeightId,
     /// fp32 `[hw, dim]`.
     pub pe: WeightId,
-    /// fp32 `[batch, hw, dim]`.
-    pub out32: BufId,
-    /// fp16 `[sides, hw, dim]`: the tokens, and the tokens plus PE.
-    pub out16: BufId,
-    pub outpe16: BufId,
+    /// fp32 `[batch, hw, dim]`, when written.
+    pub out32: Option<BufId>,
+    /// fp16 `[sides, hw, dim]`: the tokens, and the tokens plus PE, when written.
+    pub out16: Option<BufId>,
+    pub outpe16: Option<BufId>,
     /// 1 (one image side shared by every prompt) or `batch`.
     pub sides: usize,
     pub batch: usize,

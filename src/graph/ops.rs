@@ -343,7 +343,12 @@ impl OpDesc for Op {
             Op::Conv3x3(c) => vec![c.out],
             Op::DecoderTokens(t) => vec![t.out],
             Op::MaskDownscaling(m) => vec![m.out],
-            Op::ImageTokens(t) => vec![t.out32, t.out16, t.outpe16],
+            Op::ImageTokens(t) => t
+                .out32
+                .into_iter()
+                .chain(t.out16)
+                .chain(t.outpe16)
+                .collect(),
             Op::TokenLinear(l) => l.job_outs(),
             Op::AttnDecoder(a) => vec![a.out],
             Op::AttnDecoderCombine(c) => vec![c.out],

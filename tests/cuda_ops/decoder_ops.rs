@@ -324,9 +324,9 @@ pub fn run_image_tokens(gpu: &GpuContext, rng: &mut Rng, sides: usize, batch: us
         dim,
     };
     let out = ImageTokensOut {
-        tokens: &mut o32,
-        tokens16: &mut o16,
-        tokens_pe16: &mut ope,
+        tokens: Some(&mut o32),
+        tokens16: Some(&mut o16),
+        tokens_pe16: Some(&mut ope),
     };
     let dref = dd
         .as_ref()
@@ -346,6 +346,34 @@ pub fn run_image_tokens(gpu: &GpuContext, rng: &mut Rng, sides: usize, batch: us
         .map(|(i, v)| v + pe[i % plane])
         .collect();
     assert_eq!(gpu.download_f16(s, &ope).unwrap(), round_f16(&plus));
+    // The outputs are optional (the decoder's per-image prep writes only the fp16 pair, its
+    // decodes only the fp32 stream): each alone writes what it wrote with the others.
+    let mut a32 = gpu.zeros_f32(s, batch * hw * dim).unwrap();
+    let only32 = ImageTokensOut {
+        tokens: Some(&mut a32),
+        tokens16: None,
+        tokens_pe16: None,
+    };
+    image_tokens(gpu, s, shape, &de, dref, &dn, &dp, only32).unwrap();
+    assert_eq!(down32(gpu, &a32), want32, "image_tokens fp32 alone");
+    let (mut a16, mut ape) = (
+        gpu.zeros_f16(s, sides * hw * dim).unwrap(),
+        gpu.zeros_f16(s, sides * hw * dim).unwrap(),
+    );
+    let only16 = ImageTokensOut {
+        tokens: None,
+        tokens16: Some(&mut a16),
+        tokens_pe16: Some(&mut ape),
+    };
+    image_tokens(gpu, s, shape, &de, dref, &dn, &dp, only16).unwrap();
+    assert_eq!(gpu.download_f16(s, &a16).unwrap(), round_f16(&want));
+    assert_eq!(gpu.download_f16(s, &ape).unwrap(), round_f16(&plus));
+    let none = ImageTokensOut {
+        tokens: None,
+        tokens16: None,
+        tokens_pe16: None,
+    };
+    assert!(image_tokens(gpu, s, shape, &de, dref, &dn, &dp, none).is_err());
 }
 
 /// `prompts` prompts of `points` points each (labels 0/1), with a box or not; 0 points and

@@ -6,6 +6,7 @@
 use crate::cpu::model::prompt_encoder::PromptEncoder;
 use crate::cpu::ops::conv_transpose2x2::gemm_layout;
 use crate::cpu::ops::layer_norm::transpose;
+use crate::cuda::model::decoder_image::build_image_graph;
 use crate::cuda::model::encoder::EncoderPlan;
 use crate::cuda::model::mask_decoder::{
     build_graph, DecoderDims, DecoderKey, DENSE_PE, GAUSS, MASK_PACKED, NO_MASK, OUTPUT_TOKENS, P,
@@ -86,6 +87,14 @@ pub fn plan_decoder(w: &dyn WeightSource, cfg: &SamConfig, key: DecoderKey) -> R
     EncoderPlan::new(build_graph(&d, key).0, &tensors)
 }
 
+/// The decoder's per-image prep schedule (layer 0's image side, run when the embedding
+/// slot takes a new image) with its plan and weight bytes (host-only: `samrt info --graph`).
+pub fn plan_decoder_image(w: &dyn WeightSource, cfg: &SamConfig) -> Result<EncoderPlan> {
+    let d = DecoderDims::new(cfg)?;
+    let tensors = prepare_weights(w, cfg)?;
+    EncoderPlan::new(build_image_graph(&d).0, &tensors)
+}
+
 /// Host-side tests of the decoder schedule: keys, batching, the weights it reads.
 #[cfg(test)]
 mod tests {
@@ -159,19 +168,30 @@ mod tests {
             let (g, io) = build_graph(&d, key);
             g.weights.check(&tensors).unwrap();
             assert_eq!(io.masks.is_some(), mask_input);
-            // Without mask inputs layer 0's image side is computed once for both prompts.
-            let first_kproj = g
-                .nodes
-                .iter()
-                .find(|n| {
-                    n.label
-                        .ends_with("layers.0.cross_attn_token_to_image.k_proj")
-                })
-                .unwrap();
-            let Op::Gemm(gm) = &first_kproj.op else {
-                panic!("k_proj is a gemm")
+            // With mask inputs layer 0's image side is every prompt's own; without, it comes
+            // from the per-image prep (computed once for every prompt and decode).
+            let kproj = |g: &crate::graph::schedule::Graph<Op>| {
+                g.nodes
+                    .iter()
+                    .find(|n| {
+                        n.label
+                            .ends_with("layers.0.cross_attn_token_to_image.k_proj")
+                    })
+                    .map(|n| match &n.op {
+                        Op::Gemm(gm) => gm.m,
+                        _ => panic!("k_proj is a gemm"),
+                    })
             };
-            assert_eq!(gm.m, if mask_input { 2 } else { 1 } * d.hw());
+            assert_eq!(io.layer0.is_some(), !mask_input);
+            if mask_input {
+                assert_eq!(kproj(&g), Some(2 * d.hw()));
+            } else {
+                assert_eq!(kproj(&g), None);
+                let (prep, pio) = build_image_graph(&d);
+                prep.weights.check(&tensors).unwrap();
+                assert_eq!(kproj(&prep), Some(d.hw()));
+                assert_eq!(pio.layer0.buffers().len(), 3);
+            }
             assert_eq!(g.get(io.low_res).len, 2 * 4 * 256 * 256);
             assert!(g.nodes.iter().all(|n| !n.op.entry_point().is_empty()));
         }

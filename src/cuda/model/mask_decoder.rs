@@ -8,15 +8,20 @@
 //! projections and the output upscaling on the fp16 tensor-core `gemm` with fp32
 //! accumulation, while the image tokens' residual stream stays fp32. Nothing is folded: the
 //! per-prompt image-side projections are plain GEMMs. What does not depend on the prompt
-//! is done once per run: the dense positional encoding is a weight (computed on the host at
-//! load), and without mask inputs layer 0's image tokens and their token->image keys and
-//! values and image->token queries are computed once and shared by every prompt (batch
-//! stride 0 in the attention kernels).
+//! is not redone per prompt: the dense positional encoding is a weight (computed on the host
+//! at load), and without mask inputs layer 0's image tokens and their token->image keys and
+//! values and image->token queries are computed once per image by the per-image prep
+//! (`decoder_image::build_image_graph`, run when the decoder's embedding slot takes a new
+//! image) and
+//! shared by every prompt and every decode on that image (batch stride 0 in the attention
+//! kernels). With mask inputs the dense prompt differs per prompt, so each prompt has its
+//! own layer-0 image side.
 //!
 //! Launch count decides one prompt's latency (docs/kernels.md, "Token side"), so same-shape
 //! token Linears share a launch (`Builder::linears`) and a post-norm is left pending
 //! (`Builder::post_norm`) for the next Linear that reads the token stream to apply.
 
+use super::token_groups::{group_label, Head, Job, LinearGroup};
 use crate::cpu::ops::prompt_encoder::KIND_NOT_A_POINT;
 use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
@@ -31,7 +36,7 @@ use crate::graph::weights::WeightId;
 use crate::io::config::SamConfig;
 
 pub(crate) const P: &str = "mask_decoder";
-const T: &str = "mask_decoder.transformer";
+pub(crate) const T: &str = "mask_decoder.transformer";
 /// nn.LayerNorm's default eps (the transformer's norms).
 const LN_EPS: f32 = 1e-5;
 /// LayerNorm2d's eps (the output upscaling).
@@ -148,6 +153,36 @@ pub struct DecoderIo {
     /// fp32 `[batch, masks, 4 grid, 4 grid]` and `[batch, masks]`: every mask token's output.
     pub low_res: BufId,
     pub iou: BufId,
+    /// Without mask inputs: layer 0's image side, external buffers that the decoder's
+    /// per-image prep (`decoder_image::build_image_graph`) fills when its embedding slot
+    /// changes.
+    pub layer0: Option<Layer0Side>,
+}
+
+/// Layer 0's image-side projections, fp16 `[hw, dim / 2]` each: token->image's keys and
+/// values and image->token's queries. They depend on the image alone (without a mask input
+/// the dense prompt is the same for every prompt), so the decoder computes them once per
+/// image, not once per decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layer0Side {
+    pub t2i_k: BufId,
+    pub t2i_v: BufId,
+    pub i2t_q: BufId,
+}
+
+impl Layer0Side {
+    /// The buffers in the order the decoder lays them out in its one allocation.
+    pub fn buffers(&self) -> [BufId; 3] {
+        [self.t2i_k, self.t2i_v, self.i2t_q]
+    }
+}
+
+/// The image side a layer reads: fp16 image tokens and tokens + PE of `sides` images (1:
+/// shared by every prompt, or one per prompt), or layer 0's projections precomputed.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Tokens(BufId, BufId, usize),
+    Layer0(Layer0Side),
 }
 
 struct Builder<'a> {
@@ -298,23 +333,10 @@ impl Builder<'_> {
         name: &str,
         a: BufId,
         out: BufId,
-        (m, n, k): (usize, usize, usize),
+        mnk: (usize, usize, usize),
         epilogue: GemmEpilogue,
     ) {
-        let gemm = Gemm {
-            a,
-            weight: self.w(&format!("{name}.weight"), DType::F16, n * k),
-            bias: Some(self.w(&format!("{name}.bias"), DType::F32, n)),
-            out,
-            epilogue,
-            m,
-            n,
-            k,
-            in_scale: 1.0,
-            out_scale: 1.0,
-            row_scale: None,
-        };
-        self.gr.add(name, Op::Gemm(gemm));
+        image_gemm(&mut self.gr, name, (a, out), mnk, epilogue);
     }
 
     fn norm(&mut self, name: &str, x: BufId, rows: usize, copies: Option<(BufId, BufId)>) {
@@ -388,34 +410,40 @@ impl Builder<'_> {
     }
 
     /// Token->image cross attention `{name}` of the queries (PE `tokens` added) on the image
-    /// side (`sides` of them), residual added into the stream.
-    fn token_to_image(&mut self, name: &str, tokens: BufId, img: (BufId, BufId, usize)) {
+    /// side (`sides` of them; its keys and values precomputed in `pre`, if given), residual
+    /// added into the stream.
+    fn token_to_image(&mut self, name: &str, tokens: BufId, img: Side) {
         let (dim, hw) = (self.d.dim, self.d.hw());
         let c = dim / 2;
-        let (img16, imgpe16, sides) = img;
         let rows = self.batch * self.t;
         let q = self.f32s(format!("{name}.q"), rows * c);
         let (src, norm) = self.take_norm(true);
         let g = self.token_rows(c, dim, false, false);
         let q_proj = Job::new(&format!("{name}.q_proj"), true, q);
         self.linears((src, dim, Some(tokens)), g, norm, vec![q_proj]);
-        let k = self.f16s(format!("{name}.k"), sides * hw * c);
-        let gemm = (sides * hw, c, dim);
-        self.image_linear(
-            &format!("{name}.k_proj"),
-            imgpe16,
-            k,
-            gemm,
-            GemmEpilogue::Bias,
-        );
-        let v = self.f16s(format!("{name}.v"), sides * hw * c);
-        self.image_linear(
-            &format!("{name}.v_proj"),
-            img16,
-            v,
-            gemm,
-            GemmEpilogue::Bias,
-        );
+        let (k, v, sides) = match img {
+            Side::Layer0(l) => (l.t2i_k, l.t2i_v, 1),
+            Side::Tokens(img16, imgpe16, sides) => {
+                let k = self.f16s(format!("{name}.k"), sides * hw * c);
+                let gemm = (sides * hw, c, dim);
+                self.image_linear(
+                    &format!("{name}.k_proj"),
+                    imgpe16,
+                    k,
+                    gemm,
+                    GemmEpilogue::Bias,
+                );
+                let v = self.f16s(format!("{name}.v"), sides * hw * c);
+                self.image_linear(
+                    &format!("{name}.v_proj"),
+                    img16,
+                    v,
+                    gemm,
+                    GemmEpilogue::Bias,
+                );
+                (k, v, sides)
+            }
+        };
         let a = self.f32s(format!("{name}.attn"), rows * c);
         let shared = (false, sides == 1);
         let kind = AttnDecoderKind::token_to_image(hw);
@@ -432,12 +460,7 @@ impl Builder<'_> {
     }
 
     /// Layer `i` of the two-way transformer; returns the image side after it.
-    fn layer(
-        &mut self,
-        i: usize,
-        (tokens, keys): (BufId, BufId),
-        img: (BufId, BufId, usize),
-    ) -> (BufId, BufId, usize) {
+    fn layer(&mut self, i: usize, (tokens, keys): (BufId, BufId), img: Side) -> Side {
         let (dim, hw, b) = (self.d.dim, self.d.hw(), self.batch);
         let c = dim / 2;
         let rows = b * self.t;
@@ -498,7 +521,7 @@ impl Builder<'_> {
         self.post_norm(&format!("{p}.norm3"));
         // The image attends to the tokens: new queries, the image side from before.
         let it = format!("{p}.cross_attn_image_to_token");
-        let (_, imgpe16, sides) = img;
+
         let k = self.f32s(format!("{it}.k"), rows * c);
         let v = self.f32s(format!("{it}.v"), rows * c);
         let g = self.token_rows(c, dim, false, false);
@@ -508,14 +531,20 @@ impl Builder<'_> {
         ];
         let (src, norm) = self.take_norm(true);
         self.linears((src, dim, Some(tokens)), g, norm, jobs);
-        let q = self.f16s(format!("{it}.q"), sides * hw * c);
-        self.image_linear(
-            &format!("{it}.q_proj"),
-            imgpe16,
-            q,
-            (sides * hw, c, dim),
-            GemmEpilogue::Bias,
-        );
+        let (q, sides) = match img {
+            Side::Layer0(l) => (l.i2t_q, 1),
+            Side::Tokens(_, imgpe16, sides) => {
+                let q = self.f16s(format!("{it}.q"), sides * hw * c);
+                self.image_linear(
+                    &format!("{it}.q_proj"),
+                    imgpe16,
+                    q,
+                    (sides * hw, c, dim),
+                    GemmEpilogue::Bias,
+                );
+                (q, sides)
+            }
+        };
         let a = self.f16s(format!("{it}.attn"), b * hw * c);
         self.attn(
             &it,
@@ -534,7 +563,7 @@ impl Builder<'_> {
         let n16 = self.f16s(format!("{p}.keys"), b * hw * dim);
         let npe16 = self.f16s(format!("{p}.keys_pe"), b * hw * dim);
         self.norm(&format!("{p}.norm4"), keys, b * hw, Some((n16, npe16)));
-        (n16, npe16, b)
+        Side::Tokens(n16, npe16, b)
     }
 
     /// The MLP heads, each on one token row per prompt, layer by layer: a head's layer `l`
@@ -607,67 +636,6 @@ impl Builder<'_> {
             }
         }
     }
-}
-
-/// The shape a group of token Linears shares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct LinearGroup {
-    m: usize,
-    n: usize,
-    k: usize,
-    ldo: usize,
-    relu: bool,
-    accumulate: bool,
-}
-
-/// One Linear of a group: its official module name, its first input row, whether its input
-/// adds the query PE, and where its rows go.
-struct Job {
-    name: String,
-    a_offset: usize,
-    pe: bool,
-    out: BufId,
-    out_offset: usize,
-}
-
-impl Job {
-    fn new(name: &str, pe: bool, out: BufId) -> Job {
-        Job {
-            name: name.to_string(),
-            a_offset: 0,
-            pe,
-            out,
-            out_offset: 0,
-        }
-    }
-}
-
-/// An MLP head: its module name, the token row it reads, its layer widths, and where its
-/// last layer writes (buffer, offset, row stride).
-struct Head {
-    name: String,
-    token: usize,
-    dims: Vec<usize>,
-    out: (BufId, usize, usize),
-}
-
-/// A group's node label: the jobs' names after their common module path, joined by `+`
-/// (`...self_attn.q_proj+k_proj+v_proj`).
-fn group_label(names: &[&str]) -> String {
-    let first = names[0];
-    let mut common = first.len();
-    for n in &names[1..] {
-        common = common.min(
-            first
-                .bytes()
-                .zip(n.bytes())
-                .take_while(|(a, b)| a == b)
-                .count(),
-        );
-    }
-    let cut = first[..common].rfind('.').map_or(0, |i| i + 1);
-    let tails: Vec<&str> = names.iter().map(|n| &n[cut..]).collect();
-    format!("{}{}", &first[..cut], tails.join("+"))
 }
 
 /// The decoder schedule for `key`.
@@ -746,16 +714,29 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     });
     let sides = if mask_input { batch } else { 1 };
     let keys = b.f32s("keys".into(), batch * hw * dim);
-    let img16 = b.f16s("image_tokens".into(), sides * hw * dim);
-    let imgpe16 = b.f16s("image_tokens_pe".into(), sides * hw * dim);
+    // Without mask inputs layer 0's image side comes from the per-image prep, and the fp16
+    // image tokens are not needed here (with at least one layer: layer 0 reads them).
+    let layer0 = (!mask_input && d.depth > 0).then(|| layer0_externals(&mut b.gr, d));
+    let mut img = match layer0 {
+        Some(l) => Side::Layer0(l),
+        None => Side::Tokens(
+            b.f16s("image_tokens".into(), sides * hw * dim),
+            b.f16s("image_tokens_pe".into(), sides * hw * dim),
+            sides,
+        ),
+    };
+    let copies = match img {
+        Side::Tokens(t16, tpe16, _) => Some((t16, tpe16)),
+        Side::Layer0(_) => None,
+    };
     let op = ImageTokens {
         embedding,
         dense,
         no_mask: b.w(NO_MASK, DType::F32, dim),
         pe: b.w(DENSE_PE, DType::F32, hw * dim),
-        out32: keys,
-        out16: img16,
-        outpe16: imgpe16,
+        out32: Some(keys),
+        out16: copies.map(|c| c.0),
+        outpe16: copies.map(|c| c.1),
         sides,
         batch,
         hw,
@@ -763,7 +744,6 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     };
     b.gr.add("image_tokens", Op::ImageTokens(op));
     // The two-way transformer.
-    let mut img = (img16, imgpe16, sides);
     for i in 0..d.depth {
         img = b.layer(i, (tokens, keys), img);
     }
@@ -788,9 +768,13 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
     b.heads(&heads);
     let u1 = b.f16s("output_upscaling.0".into(), batch * hw * 4 * c1);
     let up0 = format!("{P}.output_upscaling.0.gemm");
+    // After at least one layer the image side is every prompt's own tokens.
+    let Side::Tokens(up_in, ..) = img else {
+        unreachable!("layer 0's precomputed side only exists with a layer after it")
+    };
     b.image_linear(
         &up0,
-        img.0,
+        up_in,
         u1,
         (batch * hw, 4 * c1, dim),
         GemmEpilogue::Bias,
@@ -836,8 +820,49 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
         masks,
         low_res,
         iou,
+        layer0,
     };
     (b.gr, io)
+}
+
+/// Layer 0's image-side buffers as externals of `gr`.
+pub(crate) fn layer0_externals(gr: &mut Graph<Op>, d: &DecoderDims) -> Layer0Side {
+    let len = d.hw() * d.dim / 2;
+    let [t2i_k, t2i_v, i2t_q] = [
+        "layers.0.cross_attn_token_to_image.k",
+        "layers.0.cross_attn_token_to_image.v",
+        "layers.0.cross_attn_image_to_token.q",
+    ]
+    .map(|n| gr.buffer(n, DType::F16, len, Role::External));
+    Layer0Side {
+        t2i_k,
+        t2i_v,
+        i2t_q,
+    }
+}
+
+/// fp16 tensor-core Linear `{name}` on image rows: `out = a @ w^T + b` (+ epilogue).
+pub(crate) fn image_gemm(
+    gr: &mut Graph<Op>,
+    name: &str,
+    (a, out): (BufId, BufId),
+    (m, n, k): (usize, usize, usize),
+    epilogue: GemmEpilogue,
+) {
+    let gemm = Gemm {
+        a,
+        weight: gr.weights.id(format!("{name}.weight"), DType::F16, n * k),
+        bias: Some(gr.weights.id(format!("{name}.bias"), DType::F32, n)),
+        out,
+        epilogue,
+        m,
+        n,
+        k,
+        in_scale: 1.0,
+        out_scale: 1.0,
+        row_scale: None,
+    };
+    gr.add(name, Op::Gemm(gemm));
 }
 
 /// One prompt for the device decoder: its sparse tokens (input-frame coordinates and kinds,

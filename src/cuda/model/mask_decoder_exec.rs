@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
+use super::decoder_image::{build_image_graph, IMAGE_PREP_KEY};
 use super::decoder_weights::prepare_weights;
 use super::mask_decoder::{
     build_graph, plan_batches, DecodedMasks, DecoderDims, DecoderIo, DecoderKey, DevicePrompt,
+    Layer0Side,
 };
 use super::schedule_profile::profile_bound;
 use crate::cuda::ops::postprocess::PostScratch;
@@ -27,6 +29,7 @@ use crate::cuda::runtime::executor::{Bound, Executor};
 use crate::cuda::runtime::resident::Resident;
 use crate::cuda::runtime::view::DevView;
 use crate::cuda::runtime::weights::DeviceWeights;
+use crate::graph::buffer::BufId;
 use crate::graph::ops::Op;
 use crate::io::config::SamConfig;
 use crate::io::weights::WeightSource;
@@ -64,11 +67,43 @@ pub struct DecodedBatch<'a> {
     pub stream: &'a Arc<CudaStream>,
 }
 
-/// The embedding slot: bound as every schedule's external embedding buffer.
+/// The embedding slot: bound as every schedule's external embedding buffer, with what the
+/// per-image prep derives from it (layer 0's image side, read by every schedule without
+/// mask inputs).
 struct Slot {
     buf: CudaSlice<f32>,
+    /// fp16 `[3, hw, dim / 2]`: [`Layer0Side::buffers`] in order.
+    layer0: CudaSlice<u16>,
     /// The [`Resident::id`] whose values the slot holds (None: host values, or nothing).
     holds: Option<u64>,
+}
+
+impl Slot {
+    /// Binds the slot's buffers as `st`'s externals: the embedding, and layer 0's side when
+    /// the schedule reads it.
+    ///
+    /// # Safety
+    /// `st` must only run while the slot is locked (its buffers are the decoder's, alive
+    /// as long as every state, and written only under that lock).
+    unsafe fn bind(
+        &self,
+        ex: &Executor<Op>,
+        st: &mut Bound<Op>,
+        embedding: BufId,
+        layer0: Option<Layer0Side>,
+    ) -> Result<()> {
+        let stream = ex.gpu().stream();
+        let (p, _g) = self.buf.device_ptr(stream);
+        ex.bind_external(st, embedding, p, self.buf.len())?;
+        if let Some(l) = layer0 {
+            let (base, _g) = self.layer0.device_ptr(stream);
+            let each = self.layer0.len() / 3;
+            for (k, b) in l.buffers().into_iter().enumerate() {
+                ex.bind_external(st, b, base + (2 * k * each) as u64, each)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The mask decoder on one device.
@@ -93,12 +128,26 @@ impl CudaDecoder {
             dims.dim * dims.hw(),
             "allocating the decoder's embedding slot",
         )?;
+        let layer0 = gpu.alloc_zeros::<u16>(
+            gpu.stream(),
+            3 * dims.hw() * (dims.dim / 2),
+            "allocating the decoder's layer-0 image side",
+        )?;
         let d = dims.clone();
-        let build = Box::new(move |key: usize| Ok(build_graph(&d, DecoderKey::unpack(key)).0));
+        let build = Box::new(move |key: usize| {
+            Ok(match key {
+                IMAGE_PREP_KEY => build_image_graph(&d).0,
+                _ => build_graph(&d, DecoderKey::unpack(key)).0,
+            })
+        });
         Ok(CudaDecoder {
             exec: Executor::new("mask decoder", gpu, weights, build),
             dims,
-            slot: Mutex::new(Slot { buf, holds: None }),
+            slot: Mutex::new(Slot {
+                buf,
+                layer0,
+                holds: None,
+            }),
             post: Mutex::new(PostScratch::default()),
         })
     }
@@ -173,6 +222,7 @@ impl CudaDecoder {
                 guarded("copying the embedding to the device", || {
                     stream.memcpy_htod(h, &mut slot.buf)
                 })?;
+                self.prep(&slot)?;
             }
             EmbeddingInput::Device(r) => {
                 self.check_embedding_len(r.len())?;
@@ -182,11 +232,23 @@ impl CudaDecoder {
                     guarded("copying the embedding on the device", || {
                         stream.memcpy_dtod(r.slice(), &mut slot.buf)
                     })?;
+                    self.prep(&slot)?;
                     slot.holds = Some(r.id());
                 }
             }
         }
         Ok(slot)
+    }
+
+    /// The per-image prep on the slot's new embedding: layer 0's image side, once per
+    /// image instead of once per decode (`mask_decoder::build_image_graph`).
+    fn prep(&self, slot: &Slot) -> Result<()> {
+        self.exec.with(IMAGE_PREP_KEY, |ex, st| {
+            let io = build_image_graph(&self.dims).1;
+            // SAFETY: called under the slot lock, which every run of a state holds.
+            unsafe { slot.bind(ex, st, io.embedding, Some(io.layer0))? };
+            ex.run(st)
+        })
     }
 
     /// Decodes `prompts` against `embedding` (`[dim, grid, grid]`), every mask token's
@@ -247,19 +309,14 @@ impl CudaDecoder {
     ) -> Result<()> {
         self.check_prompts(prompts)?;
         let slot = self.fill_slot(embedding)?;
-        let (slot_ptr, slot_len) = {
-            let (p, _g) = slot.buf.device_ptr(self.gpu().stream());
-            (p, slot.buf.len())
-        };
         for (key, idx) in plan_batches(prompts) {
             let members: Vec<&DevicePrompt> = idx.iter().map(|&i| &prompts[i]).collect();
             let (coords, kinds, masks) = pack(key, &members);
             self.exec.with(key.pack(), |ex, st| {
                 let io = build_graph(&self.dims, key).1;
-                // SAFETY: the slot is this executor's device memory of the embedding's
-                // length, owned by the decoder (it outlives every state) and written only
-                // under the slot lock, which is held while any schedule runs.
-                unsafe { ex.bind_external(st, io.embedding, slot_ptr, slot_len)? };
+                // SAFETY: the slot is locked for the whole call; its buffers are the
+                // decoder's (they outlive every state) and written only under that lock.
+                unsafe { slot.bind(ex, st, io.embedding, io.layer0)? };
                 upload(ex, st, &io, &coords, &kinds, &masks)?;
                 ex.run(st)?;
                 let low_res = ex.view::<f32>(st, io.low_res)?;
@@ -296,17 +353,15 @@ impl CudaDecoder {
             ));
         };
         let slot = self.fill_slot(embedding)?;
-        let (p, _g) = slot.buf.device_ptr(self.gpu().stream());
         let members: Vec<&DevicePrompt> = idx.iter().map(|&i| &prompts[i]).collect();
         let (coords, kinds, masks) = pack(*key, &members);
         let r = self.exec.with(key.pack(), |ex, st| {
             let io = build_graph(&self.dims, *key).1;
             // SAFETY: as in `decode_device`.
-            unsafe { ex.bind_external(st, io.embedding, p, slot.buf.len())? };
+            unsafe { slot.bind(ex, st, io.embedding, io.layer0)? };
             upload(ex, st, &io, &coords, &kinds, &masks)?;
             f(ex, st)
         });
-        drop(_g);
         drop(slot);
         r
     }

@@ -2,6 +2,7 @@
 //! Host-only apart from `encoder_exec`, `mask_decoder_exec`, `mask_predict` and
 //! `schedule_profile`, which bind the schedules to a device.
 
+pub mod decoder_image;
 pub mod decoder_weights;
 pub mod encoder;
 #[cfg(feature = "cuda")]
@@ -14,3 +15,4 @@ pub mod mask_predict;
 pub mod scales;
 #[cfg(feature = "cuda")]
 pub mod schedule_profile;
+mod token_groups;

@@ -57,10 +57,13 @@ pub(super) fn image_tokens_op(t: &ImageTokens, cx: &LaunchCx<'_>) -> Result<()> 
         hw: t.hw,
         dim: t.dim,
     };
+    let mut o32 = t.out32.map(|b| cx.buf::<f32>(b)).transpose()?;
+    let mut o16 = t.out16.map(|b| cx.buf::<u16>(b)).transpose()?;
+    let mut ope16 = t.outpe16.map(|b| cx.buf::<u16>(b)).transpose()?;
     let out = ImageTokensOut {
-        tokens: &mut cx.buf::<f32>(t.out32)?,
-        tokens16: &mut cx.buf::<u16>(t.out16)?,
-        tokens_pe16: &mut cx.buf::<u16>(t.outpe16)?,
+        tokens: o32.as_mut().map(|v| v as &mut dyn DevicePtrMut<f32>),
+        tokens16: o16.as_mut().map(|v| v as &mut dyn DevicePtrMut<u16>),
+        tokens_pe16: ope16.as_mut().map(|v| v as &mut dyn DevicePtrMut<u16>),
     };
     image_tokens(
         cx.gpu,

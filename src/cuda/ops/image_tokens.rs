@@ -19,11 +19,12 @@ pub struct ImageTokensShape {
     pub dim: usize,
 }
 
-/// The outputs: fp32 `[batch, hw, dim]`, fp16 `[sides, hw, dim]` twice (plain, plus PE).
+/// The outputs, each optional (at least one): fp32 `[batch, hw, dim]`, fp16 `[sides, hw,
+/// dim]` twice (plain, plus PE).
 pub struct ImageTokensOut<'a> {
-    pub tokens: &'a mut dyn DevicePtrMut<f32>,
-    pub tokens16: &'a mut dyn DevicePtrMut<u16>,
-    pub tokens_pe16: &'a mut dyn DevicePtrMut<u16>,
+    pub tokens: Option<&'a mut dyn DevicePtrMut<f32>>,
+    pub tokens16: Option<&'a mut dyn DevicePtrMut<u16>>,
+    pub tokens_pe16: Option<&'a mut dyn DevicePtrMut<u16>>,
 }
 
 /// `emb` `[dim, hw]`, `dense` `[sides, dim, hw]` or None for `no_mask` `[dim]` broadcast,
@@ -56,26 +57,39 @@ pub fn image_tokens(
     }
     check_len("image_tokens no_mask", no_mask.len(), dim)?;
     check_len("image_tokens pe", pe.len(), plane)?;
-    check_len("image_tokens output", out.tokens.len(), batch * plane)?;
-    check_len(
-        "image_tokens fp16 output",
-        out.tokens16.len(),
-        sides * plane,
-    )?;
-    check_len(
-        "image_tokens fp16 + PE",
-        out.tokens_pe16.len(),
-        sides * plane,
-    )?;
+    if out.tokens.is_none() && out.tokens16.is_none() && out.tokens_pe16.is_none() {
+        return Err(Error::Unsupported("image_tokens with no output".into()));
+    }
+    if let Some(t) = &out.tokens {
+        check_len("image_tokens output", t.len(), batch * plane)?;
+    }
+    for (what, o) in [
+        ("image_tokens fp16 output", &out.tokens16),
+        ("image_tokens fp16 + PE", &out.tokens_pe16),
+    ] {
+        if let Some(o) = o {
+            check_len(what, o.len(), sides * plane)?;
+        }
+    }
     let f = gpu.function("image_tokens_f32")?;
     let (ep, _e) = emb.device_ptr(stream);
     let dp = dense.map(|d| d.device_ptr(stream));
     let dp = dp.as_ref().map_or(0, |(p, _)| *p);
     let (np, _n) = no_mask.device_ptr(stream);
     let (pp, _p) = pe.device_ptr(stream);
-    let (o32, _o1) = out.tokens.device_ptr_mut(stream);
-    let (o16, _o2) = out.tokens16.device_ptr_mut(stream);
-    let (op16, _o3) = out.tokens_pe16.device_ptr_mut(stream);
+    let ImageTokensOut {
+        tokens,
+        tokens16,
+        tokens_pe16,
+    } = out;
+    let o32 = tokens.map(|t| t.device_ptr_mut(stream));
+    let o16 = tokens16.map(|t| t.device_ptr_mut(stream));
+    let op16 = tokens_pe16.map(|t| t.device_ptr_mut(stream));
+    let (o32, o16, op16) = (
+        o32.as_ref().map_or(0, |p| p.0),
+        o16.as_ref().map_or(0, |p| p.0),
+        op16.as_ref().map_or(0, |p| p.0),
+    );
     let (s, b, h, d) = (
         as_i32("sides", sides)?,
         as_i32("batch", batch)?,
@@ -103,6 +117,6 @@ pub fn image_tokens(
         shared_mem_bytes: 0,
     };
     // SAFETY: argument types match the kernel; every index is below the lengths checked
-    // above (a null dense pointer selects no_mask in-kernel).
+    // above (a null dense pointer selects no_mask in-kernel; null outputs are skipped).
     guarded("image_tokens_f32", || unsafe { l.launch(cfg) }.map(|_| ()))
 }
