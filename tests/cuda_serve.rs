@@ -6,7 +6,7 @@
 #![cfg(feature = "cuda")]
 
 mod common;
-use common::server::{masks_json, Server};
+use common::server::{check_auto, masks_json, Server};
 use common::*;
 use serde_json::{json, Value};
 
@@ -102,29 +102,13 @@ fn serve_on_cuda_answers_what_the_library_computes_there() {
         t.elapsed().as_secs_f64()
     );
     // /v1/auto runs on the device generator: the records `samrt auto --device cuda` writes.
-    let q = "points_per_side=2&pred_iou_thresh=0&stability_score_thresh=0&points_per_batch=4";
-    let r = s.request("POST", &format!("/v1/auto?{q}"), &data);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let cfg = samrt::amg::generator::AmgConfig {
-        points_per_side: 2,
-        pred_iou_thresh: 0.0,
-        stability_score_thresh: 0.0,
-        points_per_batch: 4,
-        ..Default::default()
-    };
     let gen = samrt::amg::AutoGenerator::on_model(&sam);
     assert!(
         gen.description().starts_with("CUDA"),
         "{}",
         gen.description()
     );
-    let recs = gen.generate(&img, &cfg, &mut |_| {}).unwrap();
-    assert!(!recs.is_empty());
-    let want: Vec<Value> = recs
-        .iter()
-        .map(|r| samrt::amg::output::record_json(r, true))
-        .collect();
-    assert_eq!(r.json(), Value::Array(want));
+    check_auto(&s, &data, (&gen, &img), (2, 4));
     assert!(s.terminate().success());
 }
 

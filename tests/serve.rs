@@ -3,7 +3,7 @@
 //! cache under 200 images, shutdown with a request in flight, and batched == lone.
 
 mod common;
-use common::server::{head, masks_json, read_response, Server};
+use common::server::{check_auto, head, masks_json, read_response, Server};
 use common::*;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -191,23 +191,8 @@ fn routes_answer_what_the_library_computes() {
     assert_eq!(v["prompts"][1], v["prompts"][0]);
 
     // /v1/auto: the records `samrt auto` writes, with COCO RLE.
-    let q = "points_per_side=4&pred_iou_thresh=0&stability_score_thresh=0&points_per_batch=8";
-    let r = s.request("POST", &format!("/v1/auto?{q}"), &data);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let cfg = samrt::amg::generator::AmgConfig {
-        points_per_side: 4,
-        pred_iou_thresh: 0.0,
-        stability_score_thresh: 0.0,
-        points_per_batch: 8,
-        ..Default::default()
-    };
-    let recs = samrt::amg::generator::generate(tiny_model(), &img, &cfg).unwrap();
-    assert!(!recs.is_empty());
-    let want: Vec<Value> = recs
-        .iter()
-        .map(|r| samrt::amg::output::record_json(r, true))
-        .collect();
-    assert_eq!(r.json(), Value::Array(want));
+    let gen = samrt::amg::AutoGenerator::Cpu(tiny_model());
+    check_auto(&s, &data, (&gen, &img), (4, 8));
 
     // The page and the metrics.
     let page = s.get("/");

@@ -234,3 +234,34 @@ pub fn masks_json(pred: &samrt::Prediction) -> serde_json::Value {
         .collect();
     serde_json::json!({ "masks": masks })
 }
+
+/// Posts `data` to `/v1/auto` with thresholds 0 (every mask kept), `points_per_side` and
+/// `points_per_batch`, and checks the answer is the records `gen` computes for `img` with the
+/// same options, as `samrt auto` writes them (COCO RLE).
+pub fn check_auto(
+    s: &Server,
+    data: &[u8],
+    (gen, img): (&samrt::amg::AutoGenerator, &samrt::io::image::RgbImage),
+    (points_per_side, points_per_batch): (usize, usize),
+) {
+    let q = format!(
+        "points_per_side={points_per_side}&pred_iou_thresh=0&stability_score_thresh=0\
+         &points_per_batch={points_per_batch}"
+    );
+    let r = s.request("POST", &format!("/v1/auto?{q}"), data);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cfg = samrt::amg::generator::AmgConfig {
+        points_per_side,
+        pred_iou_thresh: 0.0,
+        stability_score_thresh: 0.0,
+        points_per_batch,
+        ..Default::default()
+    };
+    let recs = gen.generate(img, &cfg, &mut |_| {}).unwrap();
+    assert!(!recs.is_empty());
+    let want: Vec<serde_json::Value> = recs
+        .iter()
+        .map(|r| samrt::amg::output::record_json(r, true))
+        .collect();
+    assert_eq!(r.json(), serde_json::Value::Array(want));
+}
