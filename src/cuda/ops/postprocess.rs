@@ -178,9 +178,20 @@ pub fn threshold_pack_logits(
     (h, w): (usize, usize),
     scratch: &mut PostScratch,
 ) -> Result<()> {
+    with_logits(scratch, |logits, scratch| {
+        threshold_pack_into(gpu, stream, logits, masks, (h, w), scratch)
+    })
+}
+
+/// Runs `f` on the last [`postprocess_into`]'s logits, held in `scratch`, with the rest of
+/// the scratch (the logits are taken out for the call and put back).
+fn with_logits<R>(
+    scratch: &mut PostScratch,
+    f: impl FnOnce(&CudaSlice<f32>, &mut PostScratch) -> Result<R>,
+) -> Result<R> {
     let out = std::mem::take(&mut scratch.out);
     let r = match &out.0 {
-        Some(logits) => threshold_pack_into(gpu, stream, logits, masks, (h, w), scratch),
+        Some(logits) => f(logits, scratch),
         None => Err(Error::Cuda(
             "post-processing scratch holds no logits".into(),
         )),
@@ -199,18 +210,10 @@ pub fn stability_scores_logits(
     offset: f32,
     scratch: &mut PostScratch,
 ) -> Result<Vec<f32>> {
-    let out = std::mem::take(&mut scratch.out);
-    let r = match &out.0 {
-        Some(logits) => {
-            let view = logits.slice(0..(masks * plane).min(logits.len()));
-            stability_scores_with(gpu, stream, &view, masks, plane, offset, scratch)
-        }
-        None => Err(Error::Cuda(
-            "post-processing scratch holds no logits".into(),
-        )),
-    };
-    scratch.out = out;
-    r
+    with_logits(scratch, |logits, scratch| {
+        let view = logits.slice(0..(masks * plane).min(logits.len()));
+        stability_scores_with(gpu, stream, &view, masks, plane, offset, scratch)
+    })
 }
 
 /// Where a resize reads: device address, row and plane strides (in elements), and the
