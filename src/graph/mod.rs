@@ -20,6 +20,7 @@ pub mod buffer;
 pub mod cost;
 pub mod decoder_ops;
 pub mod describe;
+pub mod fold_ops;
 pub mod ops;
 pub mod planner;
 pub mod schedule;
