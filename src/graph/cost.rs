@@ -5,6 +5,7 @@
 //! FLOPs and bytes it reports.
 
 use crate::graph::buffer::BufId;
+use crate::graph::fold_ops::{AttnFoldI2t, AttnFoldT2i};
 use crate::graph::ops::{Op, OpDesc};
 use crate::graph::schedule::{Graph, Node};
 use crate::graph::weights::WeightId;
@@ -41,7 +42,12 @@ pub fn op_weights(op: &Op) -> Vec<WeightId> {
             .collect(),
         Op::LayerNormPe(l) => [l.gamma, l.beta].into_iter().chain(l.pe).collect(),
         Op::ConvTranspose2x2LnGelu(c) => vec![c.gamma, c.beta],
-        Op::AttnDecoder(_) | Op::AttnDecoderCombine(_) | Op::ConvTranspose2x2Masks(_) => vec![],
+        Op::AttnFoldI2t(a) => vec![a.bias],
+        Op::AttnDecoder(_)
+        | Op::AttnDecoderCombine(_)
+        | Op::AttnFoldT2i(_)
+        | Op::AttnFoldT2iCombine(_)
+        | Op::ConvTranspose2x2Masks(_) => vec![],
     }
 }
 
@@ -66,6 +72,11 @@ pub fn op_flops(op: &Op) -> u64 {
             let s = &a.shape;
             n(s.batch) * n(s.heads) * 4 * n(s.lq) * n(s.lk) * n(s.head_dim)
         }
+        // Two products of `rows x hw x dim` per prompt: the folded logits and p @ values.
+        Op::AttnFoldT2i(AttnFoldT2i { shape: s, .. })
+        | Op::AttnFoldI2t(AttnFoldI2t { shape: s, .. }) => {
+            4 * n(s.batch) * n(s.rows()) * n(s.hw) * n(s.dim)
+        }
         Op::ConvTranspose2x2Masks(c) => {
             // The hypernetwork product over the upscaled (2 grid)^2 pixels; the scatter
             // itself is data movement.
@@ -85,7 +96,8 @@ pub fn op_flops(op: &Op) -> u64 {
         | Op::ImageTokens(_)
         | Op::LayerNormPe(_)
         | Op::ConvTranspose2x2LnGelu(_)
-        | Op::AttnDecoderCombine(_) => 0,
+        | Op::AttnDecoderCombine(_)
+        | Op::AttnFoldT2iCombine(_) => 0,
     }
 }
 

@@ -126,6 +126,21 @@ pub struct AttnFoldI2t {
     pub shape: AttnFoldShape,
 }
 
+/// `attn_fold_t2i_d{dim}_f16`: the token->image fold's first pass.
+pub fn attn_fold_t2i_entry(dim: usize) -> String {
+    format!("attn_fold_t2i_d{dim}_f16")
+}
+
+/// `attn_fold_t2i_combine_d{dim}_f32`: the token->image fold's merge of the chunks.
+pub fn attn_fold_t2i_combine_entry(dim: usize) -> String {
+    format!("attn_fold_t2i_combine_d{dim}_f32")
+}
+
+/// `attn_fold_i2t_d{dim}_f16`: the image->token fold.
+pub fn attn_fold_i2t_entry(dim: usize) -> String {
+    format!("attn_fold_i2t_d{dim}_f16")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,10 @@ use crate::graph::decoder_ops::{
     attn_decoder_combine_entry, AttnDecoder, AttnDecoderCombine, ConvTranspose2x2LnGelu,
     ConvTranspose2x2Masks, DecoderTokens, ImageTokens, LayerNormPe, MaskDownscaling, TokenLinear,
 };
+use crate::graph::fold_ops::{
+    attn_fold_i2t_entry, attn_fold_t2i_combine_entry, attn_fold_t2i_entry, AttnFoldI2t,
+    AttnFoldT2i, AttnFoldT2iCombine,
+};
 use crate::graph::weights::WeightId;
 
 /// What the planner, the executor and `samrt info --graph` need to know of an op.
@@ -248,6 +252,9 @@ pub enum Op {
     TokenLinear(TokenLinear),
     AttnDecoder(AttnDecoder),
     AttnDecoderCombine(AttnDecoderCombine),
+    AttnFoldT2i(AttnFoldT2i),
+    AttnFoldT2iCombine(AttnFoldT2iCombine),
+    AttnFoldI2t(AttnFoldI2t),
     LayerNormPe(LayerNormPe),
     ConvTranspose2x2LnGelu(ConvTranspose2x2LnGelu),
     ConvTranspose2x2Masks(ConvTranspose2x2Masks),
@@ -268,6 +275,8 @@ impl OpDesc for Op {
             Op::ImageTokens(_) => "image_tokens",
             Op::TokenLinear(_) => "token_linear",
             Op::AttnDecoder(_) | Op::AttnDecoderCombine(_) => "attn_decoder",
+            Op::AttnFoldT2i(_) | Op::AttnFoldT2iCombine(_) => "attn_fold_t2i",
+            Op::AttnFoldI2t(_) => "attn_fold_i2t",
             Op::LayerNormPe(_) => "layer_norm_pe",
             Op::ConvTranspose2x2LnGelu(_) => "conv_transpose2x2_ln_gelu",
             Op::ConvTranspose2x2Masks(_) => "conv_transpose2x2_masks",
@@ -291,6 +300,9 @@ impl OpDesc for Op {
             Op::TokenLinear(_) => "token_linear_f32".into(),
             Op::AttnDecoder(a) => a.shape.kind.entry_point(a.shape.head_dim),
             Op::AttnDecoderCombine(c) => attn_decoder_combine_entry(c.shape.head_dim),
+            Op::AttnFoldT2i(a) => attn_fold_t2i_entry(a.shape.dim),
+            Op::AttnFoldT2iCombine(c) => attn_fold_t2i_combine_entry(c.shape.dim),
+            Op::AttnFoldI2t(a) => attn_fold_i2t_entry(a.shape.dim),
             Op::LayerNormPe(_) => "layer_norm_pe_f32".into(),
             Op::ConvTranspose2x2LnGelu(_) => "conv_transpose2x2_ln_gelu_f16".into(),
             Op::ConvTranspose2x2Masks(_) => "conv_transpose2x2_masks_f32".into(),
@@ -326,6 +338,9 @@ impl OpDesc for Op {
             }
             Op::AttnDecoder(a) => vec![a.q, a.k, a.v],
             Op::AttnDecoderCombine(c) => vec![c.partial],
+            Op::AttnFoldT2i(a) => vec![a.qf, a.xpe, a.x],
+            Op::AttnFoldT2iCombine(c) => vec![c.partial],
+            Op::AttnFoldI2t(a) => vec![a.xpe, a.kf, a.cb, a.vf, a.keys],
             Op::LayerNormPe(l) => vec![l.x],
             Op::ConvTranspose2x2LnGelu(c) => vec![c.u],
             Op::ConvTranspose2x2Masks(c) => vec![c.u, c.hyper],
@@ -352,6 +367,9 @@ impl OpDesc for Op {
             Op::TokenLinear(l) => l.job_outs(),
             Op::AttnDecoder(a) => vec![a.out],
             Op::AttnDecoderCombine(c) => vec![c.out],
+            Op::AttnFoldT2i(a) => vec![a.partial],
+            Op::AttnFoldT2iCombine(c) => vec![c.y],
+            Op::AttnFoldI2t(a) => vec![a.keys],
             Op::LayerNormPe(l) => std::iter::once(l.x)
                 .chain(l.out16)
                 .chain(l.outpe16)

@@ -6,6 +6,7 @@
 use crate::cpu::model::prompt_encoder::PromptEncoder;
 use crate::cpu::ops::conv_transpose2x2::gemm_layout;
 use crate::cpu::ops::layer_norm::transpose;
+use crate::cuda::model::decoder_fold::fold_tensor;
 use crate::cuda::model::decoder_image::build_image_graph;
 use crate::cuda::model::encoder::EncoderPlan;
 use crate::cuda::model::mask_decoder::{
@@ -14,7 +15,8 @@ use crate::cuda::model::mask_decoder::{
 };
 use crate::error::{Error, Result};
 use crate::graph::buffer::DType;
-use crate::graph::weights::HostTensor;
+use crate::graph::fold_ops::FOLD_I2T_MAX_TOKENS;
+use crate::graph::weights::{HostTensor, WeightRef};
 use crate::io::config::SamConfig;
 use crate::io::weights::WeightSource;
 
@@ -24,13 +26,7 @@ use crate::io::weights::WeightSource;
 pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<HostTensor>> {
     let d = DecoderDims::new(cfg)?;
     let pe = PromptEncoder::load(w, cfg)?;
-    // A schedule with mask inputs reads every weight any schedule reads.
-    let key = DecoderKey {
-        batch: 1,
-        sparse: 1,
-        mask_input: true,
-    };
-    let (graph, _) = build_graph(&d, key);
+    let entries = read_by_any_schedule(&d);
     let (dim, hw) = (d.dim, d.hw());
     let (gauss, table, _) = pe.sparse_tables();
     let official = |name: &str| -> Result<Vec<f32>> {
@@ -45,8 +41,8 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
         Ok(gemm_layout(&wt, &bs, cin, cout))
     };
     let (up0, up3) = (upscaling(0, dim, dim / 4)?, upscaling(3, dim / 4, dim / 8)?);
-    let mut out = Vec::with_capacity(graph.weights.entries.len());
-    for e in &graph.weights.entries {
+    let mut out = Vec::with_capacity(entries.len());
+    for e in &entries {
         let values = match e.name.as_str() {
             OUTPUT_TOKENS => {
                 let mut v = official(&format!("{P}.iou_token.weight"))?;
@@ -62,7 +58,10 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
             n if n == format!("{P}.output_upscaling.0.gemm.bias") => up0.1.clone(),
             n if n == format!("{P}.output_upscaling.3.gemm.weight") => up3.0.clone(),
             n if n == format!("{P}.output_upscaling.3.gemm.bias") => up3.1.clone(),
-            n => official(n)?,
+            n => match fold_tensor(n, (dim, d.heads), &official) {
+                Some(derived) => derived?,
+                None => official(n)?,
+            },
         };
         if values.len() != e.len {
             return Err(Error::Shape {
@@ -77,6 +76,30 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
         });
     }
     Ok(out)
+}
+
+/// Every weight some decoder schedule reads, once each: with mask inputs (layer 0 per
+/// prompt, folded), without (layer 0 from the per-image prep, unfolded), with more tokens
+/// than image->token folds, and the per-image prep itself.
+fn read_by_any_schedule(d: &DecoderDims) -> Vec<WeightRef> {
+    let key = |sparse, mask_input| DecoderKey {
+        batch: 1,
+        sparse,
+        mask_input,
+    };
+    let wide = FOLD_I2T_MAX_TOKENS + 1 - d.prefix().min(FOLD_I2T_MAX_TOKENS);
+    let mut graphs: Vec<_> = [key(1, true), key(1, false), key(wide, false)]
+        .into_iter()
+        .map(|k| build_graph(d, k).0.weights)
+        .collect();
+    graphs.push(build_image_graph(d).0.weights);
+    let mut entries: Vec<WeightRef> = Vec::new();
+    for e in graphs.into_iter().flat_map(|w| w.entries) {
+        if !entries.iter().any(|x| x.name == e.name) {
+            entries.push(e);
+        }
+    }
+    entries
 }
 
 /// The decoder's schedule for `key` with its plan and weight bytes (host-only: `samrt info
@@ -183,8 +206,26 @@ mod tests {
                     })
             };
             assert_eq!(io.layer0.is_some(), !mask_input);
+            // The per-prompt image sides fold (no image-side projection GEMM): layer 0's
+            // with mask inputs, layer 1's and the final attention always.
+            let folded = |g: &crate::graph::schedule::Graph<Op>, attn: &str| {
+                let node = g.nodes.iter().find(|n| n.label.ends_with(attn));
+                node.map(|n| matches!(n.op, Op::AttnFoldT2i(_) | Op::AttnFoldI2t(_)))
+            };
+            for attn in [
+                "layers.1.cross_attn_token_to_image",
+                "layers.1.cross_attn_image_to_token",
+                "final_attn_token_to_image",
+            ] {
+                assert_eq!(folded(&g, attn), Some(true), "{attn}");
+            }
+            let l0 = folded(&g, "layers.0.cross_attn_token_to_image");
+            assert_eq!(l0, Some(mask_input));
+            assert!(!g.nodes.iter().any(|n| n
+                .label
+                .ends_with("layers.1.cross_attn_image_to_token.out_proj")));
             if mask_input {
-                assert_eq!(kproj(&g), Some(2 * d.hw()));
+                assert_eq!(kproj(&g), None);
             } else {
                 assert_eq!(kproj(&g), None);
                 let (prep, pio) = build_image_graph(&d);
@@ -193,6 +234,16 @@ mod tests {
                 assert_eq!(pio.layer0.buffers().len(), 3);
             }
             assert_eq!(g.get(io.low_res).len, 2 * 4 * 256 * 256);
+            // More tokens than image->token folds: it runs unfolded, on the same weights.
+            let wide = DecoderKey {
+                sparse: FOLD_I2T_MAX_TOKENS,
+                ..key
+            };
+            let (gw, _) = build_graph(&d, wide);
+            gw.weights.check(&tensors).unwrap();
+            let i2t = folded(&gw, "layers.1.cross_attn_image_to_token");
+            assert_eq!(i2t, Some(false));
+            assert_eq!(folded(&gw, "final_attn_token_to_image"), Some(true));
             assert!(g.nodes.iter().all(|n| !n.op.entry_point().is_empty()));
         }
     }

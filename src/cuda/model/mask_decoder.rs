@@ -6,9 +6,13 @@
 //! Numerics: the prompt-token side (a few rows per prompt) runs in fp32 (`token_linear`,
 //! which also runs the post-norms on the rows it reads, and `attn_decoder`); the image side (4096 tokens per prompt) runs its
 //! projections and the output upscaling on the fp16 tensor-core `gemm` with fp32
-//! accumulation, while the image tokens' residual stream stays fp32. Nothing is folded: the
-//! per-prompt image-side projections are plain GEMMs. What does not depend on the prompt
-//! is not redone per prompt: the dense positional encoding is a weight (computed on the host
+//! accumulation, while the image tokens' residual stream stays fp32. Where a prompt has its
+//! own image side (every layer after 0, and layer 0 with mask inputs) the cross attentions
+//! are folded as the CPU's `cpu/ops/folded_attention.rs` folds them (`graph::fold_ops`):
+//! the image-side projections are reassociated onto the few token rows (token Linears with
+//! weights derived at load, `decoder_fold`), and one fused kernel per attention runs the
+//! logits, softmax and product over the image rows, so no per-prompt image-side GEMM runs
+//! in the transformer. What does not depend on the prompt is not redone per prompt: the dense positional encoding is a weight (computed on the host
 //! at load), and without mask inputs layer 0's image tokens and their token->image keys and
 //! values and image->token queries are computed once per image by the per-image prep
 //! (`decoder_image::build_image_graph`, run when the decoder's embedding slot takes a new
@@ -21,8 +25,11 @@
 //! token Linears share a launch (`Builder::linears`) and a post-norm is left pending
 //! (`Builder::post_norm`) for the next Linear that reads the token stream to apply.
 
+pub use super::decoder_prompts::{
+    plan_batches, requested_masks, DecodedMasks, DecoderKey, DevicePrompt, OwnedPrompt, PostFrame,
+    PredictedMasks, MAX_DECODE_BATCH,
+};
 use super::token_groups::{group_label, Head, Job, LinearGroup};
-use crate::cpu::ops::prompt_encoder::KIND_NOT_A_POINT;
 use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
@@ -30,6 +37,7 @@ use crate::graph::decoder_ops::{
     ConvTranspose2x2Masks, DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling,
     TokenLinear, TokenNorm, ATTN_DECODER_HEAD_DIMS, TL_MAX_JOBS,
 };
+use crate::graph::fold_ops::{AttnFoldI2t, AttnFoldShape, AttnFoldT2i, AttnFoldT2iCombine};
 use crate::graph::ops::{Gemm, GemmEpilogue, Op};
 use crate::graph::schedule::Graph;
 use crate::graph::weights::WeightId;
@@ -41,11 +49,6 @@ pub(crate) const T: &str = "mask_decoder.transformer";
 const LN_EPS: f32 = 1e-5;
 /// LayerNorm2d's eps (the output upscaling).
 const LN2D_EPS: f32 = 1e-6;
-/// Most prompts one run decodes (an arena and a captured graph per shape). Larger calls
-/// run in chunks of this size; smaller remainders at the power-of-two batch that holds
-/// them, so the buckets are 1, 2, 4, ..., 64. No kernel's tiles or splits depend on the
-/// batch, so a prompt's result does not depend on its bucket.
-pub const MAX_DECODE_BATCH: usize = 64;
 
 /// Derived tensors the schedule reads besides the official ones.
 pub(crate) const OUTPUT_TOKENS: &str = "mask_decoder.output_tokens";
@@ -112,29 +115,6 @@ impl DecoderDims {
     /// Side of the low-res masks and mask inputs.
     pub fn low_res(&self) -> usize {
         4 * self.grid
-    }
-}
-
-/// What one schedule decodes: `batch` prompts of `sparse` tokens each, with or without mask
-/// inputs. Packed into the executor's shape key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DecoderKey {
-    pub batch: usize,
-    pub sparse: usize,
-    pub mask_input: bool,
-}
-
-impl DecoderKey {
-    pub fn pack(self) -> usize {
-        (self.sparse << 16) | (self.batch << 1) | self.mask_input as usize
-    }
-
-    pub fn unpack(key: usize) -> Self {
-        DecoderKey {
-            batch: (key >> 1) & 0x7fff,
-            sparse: key >> 16,
-            mask_input: key & 1 == 1,
-        }
     }
 }
 
@@ -413,6 +393,12 @@ impl Builder<'_> {
     /// side (`sides` of them; its keys and values precomputed in `pre`, if given), residual
     /// added into the stream.
     fn token_to_image(&mut self, name: &str, tokens: BufId, img: Side) {
+        if let Side::Tokens(img16, imgpe16, sides) = img {
+            let shape = self.fold_shape(sides);
+            if shape.t2i_fits() {
+                return self.token_to_image_folded(name, tokens, (img16, imgpe16), shape);
+            }
+        }
         let (dim, hw) = (self.d.dim, self.d.hw());
         let c = dim / 2;
         let rows = self.batch * self.t;
@@ -457,6 +443,134 @@ impl Builder<'_> {
             (dim, c),
             true,
         );
+    }
+
+    /// The folded attentions' shape on `sides` image sides (1: shared by every prompt).
+    fn fold_shape(&self, sides: usize) -> AttnFoldShape {
+        AttnFoldShape {
+            batch: self.batch,
+            tokens: self.t,
+            heads: self.d.heads,
+            hw: self.d.hw(),
+            dim: self.d.dim,
+            head_dim: self.d.dim / 2 / self.d.heads,
+            image_shared: sides == 1,
+        }
+    }
+
+    /// Token->image folded (`graph::fold_ops`): per head `q'_h = (q_proj(x + pe))_h Wk_h`,
+    /// one token Linear per head with the product `Wq_h^T Wk_h` as its weight; the
+    /// attention over the fp16 image rows (+ PE for the logits) into `y`; then value and
+    /// output projections as one Linear on each token's `heads * dim` row (weight
+    /// `[Wo_h Wv_h]_h`, bias `Wo bv + bo`, softmax rows summing to one), residual added.
+    fn token_to_image_folded(
+        &mut self,
+        name: &str,
+        tokens: BufId,
+        (img16, imgpe16): (BufId, BufId),
+        shape: AttnFoldShape,
+    ) {
+        let (dim, heads) = (self.d.dim, self.d.heads);
+        let rows = self.batch * self.t;
+        let qf = self.f32s(format!("{name}.q_folded"), shape.folded_len());
+        let (src, norm) = self.take_norm(true);
+        let g = LinearGroup {
+            m: rows,
+            n: dim,
+            k: dim,
+            ldo: heads * dim,
+            relu: false,
+            accumulate: false,
+        };
+        let jobs = (0..heads)
+            .map(|h| Job {
+                out_offset: h * dim,
+                ..Job::new(&fold_job(name, "q", Some(h)), true, qf)
+            })
+            .collect();
+        self.linears((src, dim, Some(tokens)), g, norm, jobs);
+        let partial = self.f32s(format!("{name}.partial"), shape.partial_len());
+        let op = AttnFoldT2i {
+            qf,
+            xpe: imgpe16,
+            x: img16,
+            partial,
+            shape,
+        };
+        self.gr.add(name, Op::AttnFoldT2i(op));
+        let y = self.f32s(format!("{name}.y_folded"), shape.folded_len());
+        let op = AttnFoldT2iCombine { partial, y, shape };
+        self.gr
+            .add(format!("{name}.combine"), Op::AttnFoldT2iCombine(op));
+        let g = LinearGroup {
+            m: rows,
+            n: dim,
+            k: heads * dim,
+            ldo: dim,
+            relu: false,
+            accumulate: true,
+        };
+        let out = Job::new(&fold_job(name, "out", None), false, self.queries());
+        self.linears((y, heads * dim, None), g, None, vec![out]);
+    }
+
+    /// Image->token folded into the image stream `keys` (`graph::fold_ops`): per head
+    /// `k'_h = Wq_h^T k_h` and `v''_h = Wo_h v_h` as token Linears on the normed queries
+    /// (weights `Wq_h^T Wk_h`, `Wo_h Wv_h`), the logit bias `bq_h . k_h` as one more, then
+    /// one kernel for the logits, the softmax over each head's tokens, the product and the
+    /// residual add. Replaces the image-side q_proj and out_proj GEMMs.
+    fn image_to_token_folded(
+        &mut self,
+        it: &str,
+        tokens: BufId,
+        keys: BufId,
+        xpe: BufId,
+        shape: AttnFoldShape,
+    ) {
+        let (dim, heads) = (self.d.dim, self.d.heads);
+        let rows = self.batch * self.t;
+        let kf = self.f32s(format!("{it}.k_folded"), shape.folded_len());
+        let vf = self.f32s(format!("{it}.v_folded"), shape.folded_len());
+        let cb = self.f32s(format!("{it}.logit_bias"), rows * heads);
+        let (src, norm) = self.take_norm(true);
+        let g = LinearGroup {
+            m: rows,
+            n: dim,
+            k: dim,
+            ldo: heads * dim,
+            relu: false,
+            accumulate: false,
+        };
+        let mut jobs: Vec<Job> = Vec::with_capacity(2 * heads);
+        for (part, pe, out) in [("k", true, kf), ("v", false, vf)] {
+            jobs.extend((0..heads).map(|h| Job {
+                out_offset: h * dim,
+                ..Job::new(&fold_job(it, part, Some(h)), pe, out)
+            }));
+        }
+        self.linears((src, dim, Some(tokens)), g, norm.clone(), jobs);
+        // The same normalised rows again; the first launch stored them already.
+        let norm = norm.map(|n| TokenNorm { out: None, ..n });
+        let g = LinearGroup {
+            m: rows,
+            n: heads,
+            k: dim,
+            ldo: heads,
+            relu: false,
+            accumulate: false,
+        };
+        let logit_bias = Job::new(&fold_job(it, "logit_bias", None), true, cb);
+        self.linears((src, dim, Some(tokens)), g, norm, vec![logit_bias]);
+        let op = AttnFoldI2t {
+            xpe,
+            kf,
+            cb,
+            vf,
+            bias: self.w(&format!("{it}.out_proj.bias"), DType::F32, dim),
+            keys,
+            shape,
+        };
+        self.gr.add(it, Op::AttnFoldI2t(op));
     }
 
     /// Layer `i` of the two-way transformer; returns the image side after it.
@@ -522,6 +636,13 @@ impl Builder<'_> {
         // The image attends to the tokens: new queries, the image side from before.
         let it = format!("{p}.cross_attn_image_to_token");
 
+        if let Side::Tokens(_, imgpe16, sides) = img {
+            let shape = self.fold_shape(sides);
+            if shape.i2t_fits() {
+                self.image_to_token_folded(&it, tokens, keys, imgpe16, shape);
+                return self.layer_end(&p, keys);
+            }
+        }
         let k = self.f32s(format!("{it}.k"), rows * c);
         let v = self.f32s(format!("{it}.v"), rows * c);
         let g = self.token_rows(c, dim, false, false);
@@ -560,6 +681,12 @@ impl Builder<'_> {
             (b * hw, dim, c),
             GemmEpilogue::BiasResidual,
         );
+        self.layer_end(&p, keys)
+    }
+
+    /// norm4 on the image stream, with the fp16 copies the next layer reads.
+    fn layer_end(&mut self, p: &str, keys: BufId) -> Side {
+        let (dim, hw, b) = (self.d.dim, self.d.hw(), self.batch);
         let n16 = self.f16s(format!("{p}.keys"), b * hw * dim);
         let npe16 = self.f16s(format!("{p}.keys_pe"), b * hw * dim);
         self.norm(&format!("{p}.norm4"), keys, b * hw, Some((n16, npe16)));
@@ -865,100 +992,12 @@ pub(crate) fn image_gemm(
     gr.add(name, Op::Gemm(gemm));
 }
 
-/// One prompt for the device decoder: its sparse tokens (input-frame coordinates and kinds,
-/// `cpu::ops::prompt_encoder::sparse_tokens`) and its mask input, if any.
-#[derive(Clone, Debug, Default)]
-pub struct DevicePrompt<'a> {
-    pub tokens: Vec<([f32; 2], i32)>,
-    pub mask: Option<&'a [f32]>,
-}
-
-/// A [`DevicePrompt`] that owns its mask input, for callers that build prompts (benchmarks,
-/// profiles) rather than borrow them.
-#[derive(Clone, Debug, Default)]
-pub struct OwnedPrompt {
-    pub tokens: Vec<([f32; 2], i32)>,
-    pub mask: Option<Vec<f32>>,
-}
-
-impl OwnedPrompt {
-    /// One foreground point at `xy` (input frame), as `sparse_tokens` encodes it: the
-    /// point (kind = label 1 + 1), then the padding point.
-    pub fn point(xy: [f32; 2]) -> OwnedPrompt {
-        OwnedPrompt {
-            tokens: vec![(xy, 1 + 1), ([0.0, 0.0], KIND_NOT_A_POINT)],
-            mask: None,
-        }
+/// A folded token Linear's module name under attention `attn`: `{attn}.fold.{part}` or
+/// `{attn}.fold.{part}.{head}`. Its weights (`.weight`, `.bias`) are derived at load
+/// (`decoder_fold::fold_tensor`).
+pub(crate) fn fold_job(attn: &str, part: &str, head: Option<usize>) -> String {
+    match head {
+        Some(h) => format!("{attn}.fold.{part}.{h}"),
+        None => format!("{attn}.fold.{part}"),
     }
-
-    pub fn as_view(&self) -> DevicePrompt<'_> {
-        DevicePrompt {
-            tokens: self.tokens.clone(),
-            mask: self.mask.as_deref(),
-        }
-    }
-}
-
-/// Every mask token's output for one prompt: logits `[masks, S, S]` and IoU `[masks]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DecodedMasks {
-    pub low_res: Vec<f32>,
-    pub iou: Vec<f32>,
-}
-
-/// Where `predict` maps masks: the model's frame, the resized input size and the original
-/// size of the image (h, w).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PostFrame {
-    pub frame: crate::cpu::ops::postprocess::MaskFrame,
-    pub input_size: (usize, usize),
-    pub orig_size: (usize, usize),
-}
-
-/// One prompt's requested masks (the three multimask outputs, or the single one): low-res
-/// logits `[n, S, S]`, IoU `[n]` and the thresholded masks `[n, H, W]` at the original size.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PredictedMasks {
-    pub low_res: Vec<f32>,
-    pub iou: Vec<f32>,
-    pub masks: Vec<bool>,
-}
-
-/// The mask tokens a prompt's prediction keeps, as the official predictor slices them:
-/// the multimask outputs 1.., or the single-mask output 0.
-pub fn requested_masks(multimask: bool, masks: usize) -> std::ops::Range<usize> {
-    if multimask {
-        1..masks
-    } else {
-        0..1.min(masks)
-    }
-}
-
-/// The batches `prompts` are decoded in: prompts that share a schedule (token count and
-/// whether they carry a mask input), in chunks of at most [`MAX_DECODE_BATCH`], each run at
-/// the power-of-two batch that holds it so that few schedules serve every request.
-pub fn plan_batches(prompts: &[DevicePrompt]) -> Vec<(DecoderKey, Vec<usize>)> {
-    let mut groups: Vec<((usize, bool), Vec<usize>)> = Vec::new();
-    for (i, p) in prompts.iter().enumerate() {
-        let k = (p.tokens.len(), p.mask.is_some());
-        match groups.iter_mut().find(|g| g.0 == k) {
-            Some(g) => g.1.push(i),
-            None => groups.push((k, vec![i])),
-        }
-    }
-    groups
-        .into_iter()
-        .flat_map(|((sparse, mask_input), idx)| {
-            idx.chunks(MAX_DECODE_BATCH)
-                .map(|c| {
-                    let key = DecoderKey {
-                        batch: c.len().next_power_of_two(),
-                        sparse,
-                        mask_input,
-                    };
-                    (key, c.to_vec())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }

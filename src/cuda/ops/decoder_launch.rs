@@ -8,6 +8,8 @@ use super::attn_decoder::AttnDecoderKind;
 use super::attn_decoder::{
     attn_decoder_combine, attn_decoder_i2t, attn_decoder_self, attn_decoder_t2i,
 };
+use super::attn_fold_i2t::attn_fold_i2t;
+use super::attn_fold_t2i::{attn_fold_t2i, attn_fold_t2i_combine};
 use super::conv_transpose2x2::{conv_transpose2x2_ln_gelu, conv_transpose2x2_masks};
 use super::image_tokens::{image_tokens, ImageTokensOut, ImageTokensShape};
 use super::layer_norm_pe::layer_norm_pe;
@@ -19,6 +21,7 @@ use crate::graph::decoder_ops::{
     AttnDecoder, AttnDecoderCombine, ConvTranspose2x2LnGelu, ConvTranspose2x2Masks, DecoderTokens,
     ImageTokens, LayerNormPe, MaskDownscaling, TokenLinear,
 };
+use crate::graph::fold_ops::{AttnFoldI2t, AttnFoldT2i, AttnFoldT2iCombine};
 use crate::Result;
 
 pub(super) fn decoder_tokens_op(t: &DecoderTokens, cx: &LaunchCx<'_>) -> Result<()> {
@@ -177,6 +180,42 @@ pub(super) fn attn_decoder_combine_op(c: &AttnDecoderCombine, cx: &LaunchCx<'_>)
         c.shape,
         &cx.buf::<f32>(c.partial)?,
         &mut cx.buf::<f32>(c.out)?,
+    )
+}
+
+pub(super) fn attn_fold_t2i_op(a: &AttnFoldT2i, cx: &LaunchCx<'_>) -> Result<()> {
+    attn_fold_t2i(
+        cx.gpu,
+        cx.stream,
+        a.shape,
+        &cx.buf::<f32>(a.qf)?,
+        &cx.buf::<u16>(a.xpe)?,
+        &cx.buf::<u16>(a.x)?,
+        &mut cx.buf::<f32>(a.partial)?,
+    )
+}
+
+pub(super) fn attn_fold_t2i_combine_op(c: &AttnFoldT2iCombine, cx: &LaunchCx<'_>) -> Result<()> {
+    attn_fold_t2i_combine(
+        cx.gpu,
+        cx.stream,
+        c.shape,
+        &cx.buf::<f32>(c.partial)?,
+        &mut cx.buf::<f32>(c.y)?,
+    )
+}
+
+pub(super) fn attn_fold_i2t_op(a: &AttnFoldI2t, cx: &LaunchCx<'_>) -> Result<()> {
+    attn_fold_i2t(
+        cx.gpu,
+        cx.stream,
+        a.shape,
+        &cx.buf::<u16>(a.xpe)?,
+        &cx.buf::<f32>(a.kf)?,
+        &cx.buf::<f32>(a.cb)?,
+        &cx.buf::<f32>(a.vf)?,
+        &cx.weight::<f32>(a.bias)?,
+        &mut cx.buf::<f32>(a.keys)?,
     )
 }
 
