@@ -35,6 +35,16 @@ pub fn fold_chunks(hw: usize) -> usize {
     hw.div_ceil(FOLD_CHUNK_KEYS).clamp(1, FOLD_MAX_CHUNKS)
 }
 
+/// Pass 1's kernel for image token width `dim` (one of [`FOLD_DIMS`]).
+pub fn attn_fold_t2i_entry(dim: usize) -> String {
+    format!("attn_fold_t2i_d{dim}_f16")
+}
+
+/// Pass 2's kernel (the chunks' merge) for image token width `dim`.
+pub fn attn_fold_t2i_combine_entry(dim: usize) -> String {
+    format!("attn_fold_t2i_combine_d{dim}_f32")
+}
+
 /// The shape of one folded attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnFoldShape {

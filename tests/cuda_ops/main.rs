@@ -20,6 +20,7 @@
 #![cfg(feature = "cuda")]
 
 mod attention;
+mod attn_fold_t2i;
 #[path = "../common/mod.rs"]
 mod common;
 mod decoder_ops;
@@ -35,6 +36,7 @@ mod validation;
 use common::gpu::{gpu_or_skip, Rng};
 
 use attention::QkvStorage::{self, Plain, ScaledQ, ScaledQkv};
+use attn_fold_t2i::fold;
 use cudarc::driver::CudaSlice;
 use decoder_ops::LinearCase;
 use gemm::{halved, norows, overflow, plain, rows, ScaleCase};
@@ -228,6 +230,17 @@ op_cases! {
     attn_decoder_i2t_3x4100x7_shared: AttnDec(attn(I2T, 3, 4100, 7, 16, true, false)),
     attn_decoder_i2t_65x256x5: AttnDec(attn(I2T, 65, 256, 5, 16, false, false)),
     attn_decoder_i2t_1x100x23_hd64: AttnDec(attn(I2T, 1, 100, 23, 64, false, false)),
+    // attn_fold_t2i(batch, tokens, heads, hw, dim, image shared): folded token->image
+    // attention, split into fold_chunks(hw) chunks of image rows, then combined. One point at
+    // 64x64 (56 rows in one 64-row tile, 16 chunks of 256); 17 points for 3 prompts (184
+    // rows: the third tile ragged) over 1000 rows (4 chunks of 250, the last 32-row tile of
+    // each 26), own and shared image sides, each prompt also run alone (bit-identical); dim
+    // 128 over 37 rows (one chunk, a 5-row tile); one chunk of 64 rows.
+    attn_fold_t2i_1x7x8_4096_d256: FoldT2i(fold(1, 7, 8, 4096, 256, false)),
+    attn_fold_t2i_3x23x8_1000_d256: FoldT2i(fold(3, 23, 8, 1000, 256, false)),
+    attn_fold_t2i_3x23x8_1000_d256_shared: FoldT2i(fold(3, 23, 8, 1000, 256, true)),
+    attn_fold_t2i_2x3x4_37_d128: FoldT2i(fold(2, 3, 4, 37, 128, false)),
+    attn_fold_t2i_1x7x8_64_d256: FoldT2i(fold(1, 7, 8, 64, 256, false)),
     // layer_norm_pe(rows, dim, pe rows): token rows (no PE), image rows with the PE cycling.
     layer_norm_pe_65x7_tokens: LayerNormPe { rows: 65 * 7, dim: 256, pe_rows: 65 * 7 },
     layer_norm_pe_3x300_image: LayerNormPe { rows: 3 * 300, dim: 256, pe_rows: 300 },
@@ -376,6 +389,7 @@ enum Case {
     Nms(&'static [usize]),
     TokenLinear(LinearCase),
     AttnDec(AttnDecoderShape),
+    FoldT2i(samrt::cuda::ops::attn_fold_t2i::AttnFoldShape),
     LayerNormPe {
         rows: usize,
         dim: usize,
@@ -518,6 +532,7 @@ fn run(test: &str, case: Case) {
         Nms(sizes) => mask_ops::run_nms(g, r, sizes),
         TokenLinear(c) => decoder_ops::run_token_linear(g, r, c),
         AttnDec(c) => decoder_ops::run_attn_decoder(g, r, c),
+        FoldT2i(c) => attn_fold_t2i::run_attn_fold_t2i(g, r, c),
         LayerNormPe { rows, dim, pe_rows } => {
             decoder_ops::run_layer_norm_pe(g, r, rows, dim, pe_rows)
         }

@@ -1,0 +1,277 @@
+// The mask decoder's folded token->image attention (src/cuda/ops/attn_fold_t2i.rs), split
+// over the image rows flash-decoding style:
+//   y[b, r] = softmax_j(scale * qf[b, r] . xpe[b', j]) @ x[b', j]
+// for every folded row r = (token, head) of prompt b (rows = tokens * heads, row width D =
+// the image token width 128 or 256), b' = 0 for a shared image side, else b.
+//
+// Pass 1 (attn_fold_t2i_d{D}_f16): a block takes 64 folded rows of one prompt (4 warps, 16
+// rows each; rows past `rows` are zero queries whose state is never stored) and one chunk of
+// `chunk_len` image rows. Its Q' tile is converted from fp32 to fp16 into shared memory
+// once; the chunk's xpe and x rows stream through a double-buffered cp.async ring of FBN-row
+// tiles, S = Q' Xpe^T and O += P X run on the tensor cores (mma.sync m16n8k16, fp32
+// accumulators) with the softmax online in registers (FlashAttention-2). Image rows past the
+// chunk's end are zero-filled and get a -inf logit. The chunk's unnormalised state goes to
+// `partial` [batch, rows, chunks, D + 2] fp32 as (m, l, acc[0..D)): m the running max in
+// log2 units of the scaled logit (scale * log2(e) folded into one FFMA before exp2), l the
+// sum of the probabilities exactly as rounded to fp16 for the PV product (so that numerator
+// and denominator weigh the same p), acc the D accumulators.
+//
+// Pass 2 (attn_fold_t2i_combine_d{D}_f32): a warp per (prompt, folded row) merges the
+// row's chunks in chunk order against their exact max; the order depends only on the chunk
+// count (a function of hw), never on the batch, and no atomics are involved, so a prompt's
+// output is bit-identical in any batch.
+//
+// Shared rows are padded by 8 halves (D + 8 halves = an odd number of 16-byte chunks), which
+// keeps every ldmatrix phase (8 rows, one chunk) and the cp.async stores bank-conflict free.
+#include "common.cuh"
+
+// Mirrored field for field by `FoldT2iParams` in src/cuda/ops/attn_fold_t2i.rs.
+struct FoldT2iParams {
+    const float* qf;      // [batch, rows, D] fp32
+    const __half* xpe;    // [1 or batch, hw, D] fp16
+    const __half* x;      // [1 or batch, hw, D] fp16
+    float* partial;       // [batch, rows, chunks, D + 2] fp32
+    float* y;             // combine: [batch, rows, D] fp32
+    long long image_batch;  // elements between prompts' image sides (0: shared)
+    int batch;
+    int rows;
+    int hw;
+    int chunks;
+    int chunk_len;  // ceil(hw / chunks)
+    float sl2;      // scale * log2(e)
+};
+
+namespace {
+
+constexpr int FBM = 64;  // folded rows per block
+constexpr int FBN = 32;  // image rows per streamed tile
+constexpr int FWARPS = 4;
+constexpr int FTHREADS = FWARPS * 32;
+
+template <int D>
+struct FoldTile {
+    static constexpr int LDS = D + 8;  // halves per shared row
+    static constexpr int CH = D / 8;   // 16-byte chunks per row
+    static constexpr int TILE = FBN * LDS;
+    static constexpr int KS = D / 16;  // k16 steps of Q' Xpe^T, d-tile pairs of P X
+    static constexpr int NT = FBN / 8; // score n-tiles per tile
+    // Dynamic shared memory, as the launcher computes it (`smem_bytes`): the Q' tile, two
+    // xpe and two x stages, fp16.
+    static constexpr int SMEM = (FBM * LDS + 4 * TILE) * 2;
+    static_assert(SMEM <= 160 * 1024, "one block must fit an sm_80 SM's shared memory");
+};
+
+template <int D>
+SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
+    using T = FoldTile<D>;
+    constexpr int LDS = T::LDS, CH = T::CH, KS = T::KS, NT = T::NT;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    __half* s_q = reinterpret_cast<__half*>(smem_raw);
+    __half* s_k = s_q + FBM * LDS;     // xpe, 2 stages
+    __half* s_v = s_k + 2 * T::TILE;   // x, 2 stages
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int g = lane >> 2;
+    const int t4 = lane & 3;
+    const int r0 = blockIdx.x * FBM;
+    const int chunk = blockIdx.y;
+    const int b = blockIdx.z;
+    const int begin = chunk * p.chunk_len;
+    const int end = min(begin + p.chunk_len, p.hw);
+    const __half* kb = p.xpe + b * p.image_batch;
+    const __half* vb = p.x + b * p.image_batch;
+
+    auto load_tile = [&](int tile, int stage) {
+        __half* dk = s_k + stage * T::TILE;
+        __half* dv = s_v + stage * T::TILE;
+        for (int c = tid; c < FBN * CH; c += FTHREADS) {
+            const int r = c / CH, ch = c % CH;
+            const int n = begin + tile * FBN + r;
+            const bool ok = n < end;
+            const long long off = static_cast<long long>(ok ? n : 0) * D + ch * 8;
+            samrt::cp_async_16(samrt::smem_addr(dk + r * LDS + ch * 8), kb + off, ok);
+            samrt::cp_async_16(samrt::smem_addr(dv + r * LDS + ch * 8), vb + off, ok);
+        }
+    };
+    load_tile(0, 0);
+    samrt::cp_async_commit();
+
+    // ---- Q' tile, fp32 -> fp16 (rounded to nearest), rows past `rows` zero ----
+    {
+        const float* qb = p.qf + (static_cast<long long>(b) * p.rows + r0) * D;
+        constexpr int C4 = D / 4;
+        for (int c = tid; c < FBM * C4; c += FTHREADS) {
+            const int r = c / C4, c4 = c % C4;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (r0 + r < p.rows) v = *reinterpret_cast<const float4*>(qb + r * D + c4 * 4);
+            uint2 h;
+            h.x = samrt::pack_half2(v.x, v.y);
+            h.y = samrt::pack_half2(v.z, v.w);
+            *reinterpret_cast<uint2*>(s_q + r * LDS + c4 * 4) = h;
+        }
+    }
+
+    const int r_lo = warp * 16 + g;  // block-local rows of this thread's fragments
+    const uint32_t q_addr = samrt::smem_addr(s_q + (warp * 16 + (lane & 15)) * LDS + (lane >> 4) * 8);
+
+    float o[2 * KS][4];
+#pragma unroll
+    for (int i = 0; i < 2 * KS; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY};  // log2 units
+    float l_run[2] = {0.0f, 0.0f};            // this thread's columns only, summed at the end
+
+    const int ntiles = (end - begin + FBN - 1) / FBN;
+    for (int kt = 0; kt < ntiles; ++kt) {
+        samrt::cp_async_wait<0>();
+        __syncthreads();  // tile kt (and Q') visible; stage (kt + 1) & 1 is free
+        if (kt + 1 < ntiles) load_tile(kt + 1, (kt + 1) & 1);
+        samrt::cp_async_commit();
+        const uint32_t k_addr = samrt::smem_addr(s_k + (kt & 1) * T::TILE);
+        const uint32_t v_addr = samrt::smem_addr(s_v + (kt & 1) * T::TILE);
+
+        // ---- s = (0 or -inf past the chunk) + Q' Xpe^T ----
+        float s[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const bool in = begin + kt * FBN + nt * 8 + 2 * t4 + j < end;
+                s[nt][j] = in ? 0.0f : -INFINITY;
+                s[nt][2 + j] = s[nt][j];
+            }
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+            uint32_t a[4];
+            samrt::ldmatrix_x4(a[0], a[1], a[2], a[3], q_addr + ks * 32);
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                // (rows 0-7, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 0-7), (rows 8-15, k 8-15)
+                const int r = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int col = ks * 16 + ((lane >> 3) & 1) * 8;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4(b0, b1, b2, b3, k_addr + (r * LDS + col) * 2);
+                samrt::mma_16816(s[2 * np], a, b0, b1);
+                samrt::mma_16816(s[2 * np + 1], a, b2, b3);
+            }
+        }
+
+        // ---- online softmax in log2 units; a row is spread over the 4 lanes of a quad ----
+        uint32_t ph[NT][2];  // P as fp16 pairs: (row g, cols 2t4..), (row g + 8, cols 2t4..)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            // Every tile holds at least one image row of the chunk, so mx is finite.
+            const float m_new = fmaxf(m_run[i], mx * p.sl2);
+            const float corr = exp2f(m_run[i] - m_new);  // 0 on the first tile
+            m_run[i] = m_new;
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const float e0 = exp2f(fmaf(s[nt][2 * i], p.sl2, -m_new));
+                const float e1 = exp2f(fmaf(s[nt][2 * i + 1], p.sl2, -m_new));
+                const __half2 h = __floats2half2_rn(e0, e1);
+                const float2 f = __half22float2(h);
+                sum += f.x + f.y;
+                ph[nt][i] = *reinterpret_cast<const uint32_t*>(&h);
+            }
+            l_run[i] = l_run[i] * corr + sum;
+#pragma unroll
+            for (int d = 0; d < 2 * KS; ++d) {
+                o[d][2 * i] *= corr;
+                o[d][2 * i + 1] *= corr;
+            }
+        }
+
+        // ---- O += P X: the score C-fragments re-used as fp16 A-fragments ----
+#pragma unroll
+        for (int kk = 0; kk < FBN / 16; ++kk) {
+            const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0],
+                                   ph[2 * kk + 1][1]};
+#pragma unroll
+            for (int dp = 0; dp < KS; ++dp) {
+                // Transposed (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15),
+                // (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
+                const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                const int col = dp * 16 + (lane >> 4) * 8;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4_trans(b0, b1, b2, b3, v_addr + (r * LDS + col) * 2);
+                samrt::mma_16816(o[2 * dp], a, b0, b1);
+                samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
+            }
+        }
+    }
+    samrt::cp_async_wait<0>();
+
+    // ---- the chunk's state: (m, l, acc) per folded row ----
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float l = l_run[i];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const int r = r0 + r_lo + 8 * i;
+        if (r >= p.rows) continue;
+        float* dst = p.partial +
+                     ((static_cast<long long>(b) * p.rows + r) * p.chunks + chunk) * (D + 2);
+        if (t4 == 0) {
+            dst[0] = m_run[i];
+            dst[1] = l;
+        }
+#pragma unroll
+        for (int d = 0; d < 2 * KS; ++d) {
+            dst[2 + d * 8 + 2 * t4] = o[d][2 * i];
+            dst[2 + d * 8 + 2 * t4 + 1] = o[d][2 * i + 1];
+        }
+    }
+}
+
+// Pass 2: warp w of the grid is folded row w of [batch * rows]; lane k holds columns k,
+// k + 32, ... Every lane reads all the row's chunk maxima (at most FOLD_MAX_CHUNKS) itself,
+// then sums the chunks in chunk order.
+template <int D>
+SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
+    constexpr int PER = D / 32;
+    const long long w = static_cast<long long>(blockIdx.x) * FWARPS + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (w >= static_cast<long long>(p.batch) * p.rows) return;  // whole warps leave together
+    const float* part = p.partial + w * p.chunks * (D + 2);
+    float mx = -INFINITY;
+    for (int c = 0; c < p.chunks; ++c) mx = fmaxf(mx, part[c * (D + 2)]);
+    float l = 0.0f, acc[PER];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) acc[k] = 0.0f;
+    for (int c = 0; c < p.chunks; ++c) {
+        const float* st = part + c * (D + 2);
+        const float e = exp2f(st[0] - mx);
+        l = fmaf(st[1], e, l);
+#pragma unroll
+        for (int k = 0; k < PER; ++k) acc[k] = fmaf(st[2 + lane + 32 * k], e, acc[k]);
+    }
+    const float inv = 1.0f / l;
+    float* y = p.y + w * D;
+#pragma unroll
+    for (int k = 0; k < PER; ++k) y[lane + 32 * k] = acc[k] * inv;
+}
+
+}  // namespace
+
+// One block per SM at D = 256 (99 KiB of shared memory), two at D = 128 (51 KiB).
+#define SAMRT_FOLD_T2I(D)                                                                   \
+    extern "C" __global__ void __launch_bounds__(FTHREADS) attn_fold_t2i_d##D##_f16(         \
+        const FoldT2iParams p) {                                                            \
+        fold_t2i<D>(p);                                                                     \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(FTHREADS) attn_fold_t2i_combine_d##D##_f32( \
+        const FoldT2iParams p) {                                                            \
+        fold_t2i_combine<D>(p);                                                             \
+    }
+
+SAMRT_FOLD_T2I(128)
+SAMRT_FOLD_T2I(256)
