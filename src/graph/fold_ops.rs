@@ -89,6 +89,11 @@ impl AttnFoldShape {
     }
 }
 
+/// The image->token folded kernel for image width `dim` (one of [`FOLD_DIMS`]).
+pub fn attn_fold_i2t_entry(dim: usize) -> String {
+    format!("attn_fold_i2t_d{dim}_f16")
+}
+
 /// Token->image folded, pass 1 (`attn_fold_t2i_f16`): each chunk's softmax state of
 /// `q'` (fp32) over `xpe`, `x` (fp16) into `partial`.
 #[derive(Clone, Debug, PartialEq)]
