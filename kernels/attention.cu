@@ -359,15 +359,9 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-            for (int np = 0; np < 4; ++np) {
-                // (keys 0-7, c 0-7), (keys 0-7, c 8-15), (keys 8-15, c 0-7), (keys 8-15, c 8-15)
-                const int r = np * 16 + (lane & 7) + ((lane >> 4) << 3);
-                const int col = ks * 16 + ((lane >> 3) & 1) * 8;
-                uint32_t b0, b1, b2, b3;
-                samrt::ldmatrix_x4(b0, b1, b2, b3, k_addr + (r * LDS + col) * 2);
-                samrt::mma_16816(s[2 * np], qf[ks], b0, b1);
-                samrt::mma_16816(s[2 * np + 1], qf[ks], b2, b3);
-            }
+            for (int np = 0; np < 4; ++np)
+                samrt::mma_qk_16keys(s[2 * np], s[2 * np + 1], qf[ks], k_addr, np * 16, ks * 16,
+                                     LDS, lane);
 
         // ---- online softmax; each row is spread over the 4 lanes of a quad ----
 #pragma unroll
@@ -402,25 +396,8 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 
         // ---- O += P V: the score C-fragments are re-used as fp16 A-fragments ----
 #pragma unroll
-        for (int kk = 0; kk < ABN / 16; ++kk) {
-            const uint32_t a[4] = {
-                samrt::pack_half2(s[2 * kk][0], s[2 * kk][1]),
-                samrt::pack_half2(s[2 * kk][2], s[2 * kk][3]),
-                samrt::pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                samrt::pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]),
-            };
-#pragma unroll
-            for (int dp = 0; dp < KS; ++dp) {
-                // Transposed loads of (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7,
-                // d 8-15), (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
-                const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                const int col = dp * 16 + (lane >> 4) * 8;
-                uint32_t b0, b1, b2, b3;
-                samrt::ldmatrix_x4_trans(b0, b1, b2, b3, v_addr + (r * LDS + col) * 2);
-                samrt::mma_16816(o[2 * dp], a, b0, b1);
-                samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
-            }
-        }
+        for (int kk = 0; kk < ABN / 16; ++kk)
+            samrt::mma_pv_16keys<KS>(o, s[2 * kk], s[2 * kk + 1], v_addr, kk * 16, LDS, lane);
     }
     samrt::cp_async_wait<0>();
 

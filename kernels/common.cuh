@@ -68,6 +68,42 @@ SAMRT_DEVICE uint32_t pack_half2(float lo, float hi) {
     return *reinterpret_cast<uint32_t*>(&h);
 }
 
+// Attention building blocks on one warp's 16 query rows (fragments as in mma_16816), over
+// row-major fp16 tiles in shared memory with `lds` halves per row.
+// s0, s1 (keys row0..+7, row0+8..+15) += the 16 x 16 query fragment `a` times those keys'
+// columns col0..col0 + 15.
+SAMRT_DEVICE void mma_qk_16keys(float (&s0)[4], float (&s1)[4], const uint32_t (&a)[4],
+                                uint32_t k_addr, int row0, int col0, int lds, int lane) {
+    // (keys 0-7, c 0-7), (keys 0-7, c 8-15), (keys 8-15, c 0-7), (keys 8-15, c 8-15)
+    const int r = row0 + (lane & 7) + ((lane >> 4) << 3);
+    const int col = col0 + ((lane >> 3) & 1) * 8;
+    uint32_t b0, b1, b2, b3;
+    ldmatrix_x4(b0, b1, b2, b3, k_addr + (r * lds + col) * 2);
+    mma_16816(s0, a, b0, b1);
+    mma_16816(s1, a, b2, b3);
+}
+
+// O (16 x 16 DP) += P V over the 16 keys row0..row0 + 15: the probability C fragments p0
+// (keys 0-7) and p1 (keys 8-15) re-used as fp16 A fragments.
+template <int DP>
+SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
+                                const float (&p1)[4], uint32_t v_addr, int row0, int lds,
+                                int lane) {
+    const uint32_t a[4] = {pack_half2(p0[0], p0[1]), pack_half2(p0[2], p0[3]),
+                           pack_half2(p1[0], p1[1]), pack_half2(p1[2], p1[3])};
+#pragma unroll
+    for (int dp = 0; dp < DP; ++dp) {
+        // Transposed loads of (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15),
+        // (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
+        const int r = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        const int col = dp * 16 + (lane >> 4) * 8;
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(b0, b1, b2, b3, v_addr + (r * lds + col) * 2);
+        mma_16816(o[2 * dp], a, b0, b1);
+        mma_16816(o[2 * dp + 1], a, b2, b3);
+    }
+}
+
 SAMRT_DEVICE float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -99,6 +99,11 @@ impl AttnFoldShape {
     }
 }
 
+/// The image->token folded kernel for image width `dim` (one of [`FOLD_DIMS`]).
+pub fn attn_fold_i2t_entry(dim: usize) -> String {
+    format!("attn_fold_i2t_d{dim}_f16")
+}
+
 /// Token->image folded, pass 1 (`attn_fold_t2i_f16`): each chunk's softmax state of
 /// `q'` (fp32) over `xpe`, `x` (fp16) into `partial`.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,21 +139,6 @@ pub struct AttnFoldI2t {
     /// fp32 `[batch, hw, dim]`, updated in place.
     pub keys: BufId,
     pub shape: AttnFoldShape,
-}
-
-/// `attn_fold_t2i_d{dim}_f16`: the token->image fold's first pass.
-pub fn attn_fold_t2i_entry(dim: usize) -> String {
-    format!("attn_fold_t2i_d{dim}_f16")
-}
-
-/// `attn_fold_t2i_combine_d{dim}_f32`: the token->image fold's merge of the chunks.
-pub fn attn_fold_t2i_combine_entry(dim: usize) -> String {
-    format!("attn_fold_t2i_combine_d{dim}_f32")
-}
-
-/// `attn_fold_i2t_d{dim}_f16`: the image->token fold.
-pub fn attn_fold_i2t_entry(dim: usize) -> String {
-    format!("attn_fold_i2t_d{dim}_f16")
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 #![cfg(feature = "cuda")]
 
 mod attention;
+mod attn_fold_i2t;
 mod attn_fold_t2i;
 #[path = "../common/mod.rs"]
 mod common;
@@ -48,6 +49,7 @@ use samrt::cuda::ops::gemm::{Conv3x3Shape, GemmShape};
 use samrt::cuda::ops::preprocess_patchify::PatchGeom;
 use samrt::cuda::ops::residual_init::ResidualInitShape;
 use samrt::cuda::GpuContext;
+use samrt::graph::fold_ops::AttnFoldShape;
 
 /// `name: case,` rows -> `#[test] fn name() { run("name", case) }`.
 macro_rules! op_cases {
@@ -241,6 +243,18 @@ op_cases! {
     attn_fold_t2i_3x23x8_1000_d256_shared: FoldT2i(fold(3, 23, 8, 1000, 256, true)),
     attn_fold_t2i_2x3x4_37_d128: FoldT2i(fold(2, 3, 4, 37, 128, false)),
     attn_fold_t2i_1x7x8_64_d256: FoldT2i(fold(1, 7, 8, 64, 256, false)),
+    // attn_fold_i2t::case(batch, tokens, heads, hw, dim, image shared): image->token folded,
+    // 64-row tiles. One point at 1024 px; 17 points (23 tokens: two 16-token k-steps) over a
+    // ragged last tile (1000 = 15 x 64 + 40), shared and per prompt, each prompt also alone
+    // (bit-identical); the most tokens (32); one token; dim 128 with 16 tokens (one full
+    // k-step) at head_dim 32; dim 128, 4 heads, 5 tokens, 37 rows (one part-filled tile).
+    attn_fold_i2t_1x7_8h_4096_d256: FoldI2t(attn_fold_i2t::case(1, 7, 8, 4096, 256, false)),
+    attn_fold_i2t_3x23_1000_shared: FoldI2t(attn_fold_i2t::case(3, 23, 8, 1000, 256, true)),
+    attn_fold_i2t_3x23_1000_dense: FoldI2t(attn_fold_i2t::case(3, 23, 8, 1000, 256, false)),
+    attn_fold_i2t_2x32_max_tokens: FoldI2t(attn_fold_i2t::case(2, 32, 8, 300, 256, false)),
+    attn_fold_i2t_2x1_token: FoldI2t(attn_fold_i2t::case(2, 1, 8, 200, 256, true)),
+    attn_fold_i2t_d128_2x16_hd32: FoldI2t(AttnFoldShape { head_dim: 32, ..attn_fold_i2t::case(2, 16, 2, 130, 128, false) }),
+    attn_fold_i2t_d128_4h_5t_37: FoldI2t(attn_fold_i2t::case(1, 5, 4, 37, 128, false)),
     // layer_norm_pe(rows, dim, pe rows): token rows (no PE), image rows with the PE cycling.
     layer_norm_pe_65x7_tokens: LayerNormPe { rows: 65 * 7, dim: 256, pe_rows: 65 * 7 },
     layer_norm_pe_3x300_image: LayerNormPe { rows: 3 * 300, dim: 256, pe_rows: 300 },
@@ -390,6 +404,7 @@ enum Case {
     TokenLinear(LinearCase),
     AttnDec(AttnDecoderShape),
     FoldT2i(samrt::cuda::ops::attn_fold_t2i::AttnFoldShape),
+    FoldI2t(AttnFoldShape),
     LayerNormPe {
         rows: usize,
         dim: usize,
@@ -533,6 +548,7 @@ fn run(test: &str, case: Case) {
         TokenLinear(c) => decoder_ops::run_token_linear(g, r, c),
         AttnDec(c) => decoder_ops::run_attn_decoder(g, r, c),
         FoldT2i(c) => attn_fold_t2i::run_attn_fold_t2i(g, r, c),
+        FoldI2t(c) => attn_fold_i2t::run_attn_fold_i2t(g, r, c),
         LayerNormPe { rows, dim, pe_rows } => {
             decoder_ops::run_layer_norm_pe(g, r, rows, dim, pe_rows)
         }

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod attn_decoder;
+pub mod attn_fold_i2t;
 pub mod attn_fold_t2i;
 pub mod conv2d;
 pub mod conv_transpose2d;

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod attn_decoder;
+pub mod attn_fold_i2t;
 pub mod attn_fold_t2i;
 pub mod cast_rows;
 pub mod conv_transpose2x2;
