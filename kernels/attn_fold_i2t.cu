@@ -6,27 +6,31 @@
 // The image side's q projection is folded into kf and out_proj into vf, so both products
 // have the image width DIM (128 or 256) as k or n and each head only `tokens` columns.
 //
-// Block: 4 warps, 64 image rows (16 per warp) of one prompt; grid (row tiles, prompts), so
-// a prompt's arithmetic never depends on the batch. The xpe tile is copied once into shared
-// memory (cp.async). Per head h the block holds kf_h and vf_h as fp16 [TP][DIM + 8]
-// (TP = 16 or 32 token rows, rows past `tokens` zero): the fp32 rows of head h + 1 stream
-// by cp.async into an fp32 staging area while head h computes, and are converted to fp16
-// between heads (the fp16 rounding of the folded rows is this kernel's input quantisation).
-// S_h = Xpe Kf_h^T (16 x 8 NT per warp, k = DIM; NT = 1, 2 or 4 n-tiles for up to 8, 16
-// or 32 tokens) on mma.sync; the scores are initialised with cb (padded columns -inf), the
-// softmax over the head's tokens completes in registers (quad shuffles, exp2f with scale *
-// log2 e folded in), normalised P_h becomes fp16 A fragments and O += P_h Vf_h (16 x DIM per
-// warp) accumulates in fp32 across heads, starting from out_proj's bias. Epilogue: keys += O,
-// fp32 read-modify-write from the accumulator fragments (each quad covers one 32-byte
-// sector of a row). Rows of DIM + 8 halves (an odd number of 16-byte chunks) keep every
-// ldmatrix phase conflict-free; the fp32 staging is read one float4 per lane, a warp within
-// one row.
+// Block: 8 warps, 64 image rows of one prompt; grid (row tiles, prompts), so a prompt's
+// arithmetic never depends on the batch. A pair of warps (w, w + 4) owns 16 rows: each sums
+// half of S's k range and one half of O's DIM columns, so that a batch-1 image (64 blocks)
+// still runs 8 warps per SM and O takes DIM / 4 registers a thread. The xpe tile is copied
+// once into shared memory (cp.async). Per head h the block holds kf_h and vf_h as fp16
+// [TP][DIM + 8] (TP = 16 or 32 token rows, rows past `tokens` zero): the fp32 rows of head
+// h + 1 stream by cp.async into an fp32 staging area while head h computes, and are
+// converted to fp16 between heads (the fp16 rounding of the folded rows is this kernel's
+// input quantisation).
+// S_h = Xpe Kf_h^T (16 x 8 NT per pair, k = DIM; NT = 1, 2 or 4 n-tiles for up to 8, 16
+// or 32 tokens) on mma.sync: the first warp of a pair starts from cb (padded columns
+// -inf), each adds its partner's partial through shared memory (a 64-thread named
+// barrier), and both complete the same softmax over the head's tokens in registers (quad
+// shuffles, exp2f with scale * log2 e folded in). Normalised P_h becomes fp16 A fragments
+// and O += P_h Vf_h (16 x DIM / 2 per warp) accumulates in fp32 across heads, starting from
+// out_proj's bias. Epilogue: keys += O, fp32 read-modify-write from the accumulator
+// fragments (each quad covers one 32-byte sector of a row). Rows of DIM + 8 halves (an odd
+// number of 16-byte chunks) keep every ldmatrix phase conflict-free; the fp32 staging is
+// read one float4 per lane, a warp within one row; the partial scores one float4 per lane.
 #include "common.cuh"
 
 namespace {
 
 constexpr int FBM = 64;  // image rows per block
-constexpr int FWARPS = 4;
+constexpr int FWARPS = 8;  // a pair of warps per 16 rows, one per half of DIM
 constexpr int FTHREADS = FWARPS * 32;
 
 }  // namespace
@@ -58,17 +62,21 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
     constexpr int LDS = DIM + 8;   // halves per shared row
     constexpr int CH = DIM / 8;    // 16-byte fp16 chunks per row
     constexpr int C4 = DIM / 4;    // float4 per fp32 row
-    constexpr int KS = DIM / 16;   // k16 steps of S, and d-tile pairs of O
+    constexpr int KS = DIM / 16;   // k16 steps of S (KS / 2 per warp), d-tile pairs of O
+    constexpr int HD = DIM / 2;    // the O columns (and S's k range) of one warp
     static_assert(C4 % 32 == 0 && FTHREADS % C4 == 0, "a warp's float4 run stays in one row");
     extern __shared__ __align__(128) unsigned char smem_raw[];
     __half* s_x = reinterpret_cast<__half*>(smem_raw);  // [FBM][LDS]
     __half* s_k = s_x + FBM * LDS;                       // [TP][LDS]
     __half* s_v = s_k + TP * LDS;                        // [TP][LDS]
-    float* s_raw = reinterpret_cast<float*>(s_v + TP * LDS);  // [2][tokens][DIM]
+    float* s_part = reinterpret_cast<float*>(s_v + TP * LDS);  // [FWARPS][NT][32][4]
+    float* s_raw = s_part + FWARPS * NT * 32 * 4;                 // [2][tokens][DIM]
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
+    const int rw = warp & 3;     // rows rw * 16 .. + 15
+    const int half = warp >> 2;  // O columns and S's k range half * HD .. + HD - 1
     const int g = lane >> 2;
     const int t4 = lane & 3;
     const int j0 = blockIdx.x * FBM;
@@ -125,10 +133,11 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
     }
 
     // O starts at out_proj's bias (the CPU's order too: bias, then the heads' sums).
-    float o[2 * KS][4];
+    float o[KS][4];
 #pragma unroll
-    for (int d = 0; d < 2 * KS; ++d) {
-        const float2 bi = __ldg(reinterpret_cast<const float2*>(p.bias + d * 8 + 2 * t4));
+    for (int d = 0; d < KS; ++d) {
+        const float2 bi =
+            __ldg(reinterpret_cast<const float2*>(p.bias + half * HD + d * 8 + 2 * t4));
         o[d][0] = o[d][2] = bi.x;
         o[d][1] = o[d][3] = bi.y;
     }
@@ -161,22 +170,25 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
         if (h + 1 < heads) stage(h + 1);
         samrt::cp_async_commit();
 
-    // ---- S = cb (padded columns -inf), then S += Xpe Kf_h^T ----
+        // ---- S = cb (padded columns -inf) + Xpe Kf_h^T: each warp of a pair sums half of
+        // the k range (the first starting from cb), then adds its partner's half ----
         float s[NT][4];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
                 const int t = nt * 8 + 2 * t4 + j;
-                const float c = t < tokens ? __ldg(cbb + t * heads + h) : -INFINITY;
+                float c = -INFINITY;
+                if (t < tokens) c = half ? 0.0f : __ldg(cbb + t * heads + h);
                 s[nt][j] = c;
                 s[nt][2 + j] = c;
             }
 #pragma unroll
-        for (int ks = 0; ks < KS; ++ks) {
+        for (int k2 = 0; k2 < KS / 2; ++k2) {
+            const int ks = half * (KS / 2) + k2;
             uint32_t a[4];
             {
-                const int r = warp * 16 + (lane & 15);
+                const int r = rw * 16 + (lane & 15);
                 const int col = ks * 16 + (lane >> 4) * 8;
                 samrt::ldmatrix_x4(a[0], a[1], a[2], a[3], x_addr + (r * LDS + col) * 2);
             }
@@ -188,6 +200,23 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
                     samrt::mma_qk_16keys(s[2 * np], s[2 * np + 1], a, k_addr, np * 16, ks * 16,
                                          LDS, lane);
             }
+        }
+
+        // Both warps of a pair form own + partner, the same bits (fp32 addition commutes).
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+            *reinterpret_cast<float4*>(s_part + ((warp * NT + nt) * 32 + lane) * 4) =
+                make_float4(s[nt][0], s[nt][1], s[nt][2], s[nt][3]);
+        // Named barrier 1 + rw: the pair's 64 threads (barrier 0 is __syncthreads).
+        asm volatile("bar.sync %0, 64;\n" ::"r"(1 + rw) : "memory");
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const float4 q =
+                *reinterpret_cast<const float4*>(s_part + (((warp ^ 4) * NT + nt) * 32 + lane) * 4);
+            s[nt][0] += q.x;
+            s[nt][1] += q.y;
+            s[nt][2] += q.z;
+            s[nt][3] += q.w;
         }
 
         // ---- softmax over the head's tokens; a row is spread over the 4 lanes of a quad ----
@@ -221,11 +250,12 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
         // ---- O += P_h Vf_h: the score C fragments re-used as fp16 A fragments ----
         if constexpr (NT == 1) {
             const float none[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // tokens 8-15: zero V rows
-            samrt::mma_pv_16keys<KS>(o, s[0], none, v_addr, 0, LDS, lane);
+            samrt::mma_pv_16keys<KS / 2>(o, s[0], none, v_addr + half * HD * 2, 0, LDS, lane);
         } else {
 #pragma unroll
             for (int kk = 0; kk < NT / 2; ++kk)
-                samrt::mma_pv_16keys<KS>(o, s[2 * kk], s[2 * kk + 1], v_addr, kk * 16, LDS, lane);
+                samrt::mma_pv_16keys<KS / 2>(o, s[2 * kk], s[2 * kk + 1], v_addr + half * HD * 2,
+                                             kk * 16, LDS, lane);
         }
     }
     samrt::cp_async_wait<0>();
@@ -234,11 +264,11 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
     float* kb = p.keys + static_cast<long long>(b) * hw * DIM;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const int j = j0 + warp * 16 + g + 8 * i;
+        const int j = j0 + rw * 16 + g + 8 * i;
         if (j >= hw) continue;
-        float* row = kb + static_cast<long long>(j) * DIM;
+        float* row = kb + static_cast<long long>(j) * DIM + half * HD;
 #pragma unroll
-        for (int d = 0; d < 2 * KS; ++d) {
+        for (int d = 0; d < KS; ++d) {
             float2* dst = reinterpret_cast<float2*>(row + d * 8 + 2 * t4);
             float2 k = *dst;
             k.x += o[d][2 * i];
