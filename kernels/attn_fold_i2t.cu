@@ -98,6 +98,18 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
     }
     samrt::cp_async_commit();
 
+    // The warp's part of keys (16 rows x HD floats) towards L2 now, so that the epilogue's
+    // read-modify-write after the heads waits on L2 rather than DRAM.
+    float* kb = p.keys + static_cast<long long>(b) * hw * DIM;
+    {
+        constexpr int LINES = HD * 4 / 128;  // 128-byte lines per row part
+        for (int i = lane; i < 16 * LINES; i += 32) {
+            const int j = j0 + rw * 16 + i / LINES;
+            const float* a = kb + static_cast<long long>(j) * DIM + half * HD + (i % LINES) * 32;
+            if (j < hw) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
+        }
+    }
+
     // Each thread copies and converts one float4 column c4 of every RPP-th token row.
     constexpr int RPP = FTHREADS / C4;
     const int c4 = tid % C4;
@@ -261,7 +273,6 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
     samrt::cp_async_wait<0>();
 
     // ---- keys += O (bias included) ----
-    float* kb = p.keys + static_cast<long long>(b) * hw * DIM;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int j = j0 + rw * 16 + g + 8 * i;
