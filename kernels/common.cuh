@@ -41,6 +41,14 @@ SAMRT_DEVICE void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t
                  : "memory");
 }
 
+// Two 8x8 b16 matrices; lanes 0-15 supply the row addresses (of matrix lane / 8).
+SAMRT_DEVICE void ldmatrix_x2(uint32_t& r0, uint32_t& r1, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                 : "=r"(r0), "=r"(r1)
+                 : "r"(addr)
+                 : "memory");
+}
+
 SAMRT_DEVICE void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
                                     uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -81,6 +89,17 @@ SAMRT_DEVICE void mma_qk_16keys(float (&s0)[4], float (&s1)[4], const uint32_t (
     ldmatrix_x4(b0, b1, b2, b3, k_addr + (r * lds + col) * 2);
     mma_16816(s0, a, b0, b1);
     mma_16816(s1, a, b2, b3);
+}
+
+// s0 (keys row0..row0 + 7) += `a` times those keys' columns col0..col0 + 15.
+SAMRT_DEVICE void mma_qk_8keys(float (&s0)[4], const uint32_t (&a)[4], uint32_t k_addr, int row0,
+                               int col0, int lds, int lane) {
+    // (keys 0-7, c 0-7), (keys 0-7, c 8-15)
+    const int r = row0 + (lane & 7);
+    const int col = col0 + ((lane >> 3) & 1) * 8;
+    uint32_t b0, b1;
+    ldmatrix_x2(b0, b1, k_addr + (r * lds + col) * 2);
+    mma_16816(s0, a, b0, b1);
 }
 
 // O (16 x 16 DP) += P V over the 16 keys row0..row0 + 15: the probability C fragments p0

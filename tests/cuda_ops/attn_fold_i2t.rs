@@ -166,3 +166,83 @@ pub fn run_attn_fold_i2t(gpu: &GpuContext, rng: &mut Rng, shape: AttnFoldShape) 
         }
     }
 }
+
+/// What the launcher rejects with an error before any launch: shapes the kernel does not
+/// take, each buffer one element short, and a misaligned kf (cp.async reads 16 bytes).
+#[test]
+fn attn_fold_i2t_rejects_bad_shapes_and_buffers() {
+    use samrt::Error;
+    let test = "attn_fold_i2t_rejects_bad_shapes_and_buffers";
+    let Some(gpu) = super::common::gpu::gpu_or_skip(test) else {
+        return;
+    };
+    let s = gpu.stream();
+    let shape = case(2, 7, 8, 100, 256, false);
+    let rows = shape.batch * shape.rows();
+    let xpe = gpu.zeros_f16(s, shape.image_len()).unwrap();
+    let kf = gpu.zeros_f32(s, shape.folded_len() + 1).unwrap();
+    let vf = gpu.zeros_f32(s, shape.folded_len()).unwrap();
+    let cb = gpu.zeros_f32(s, rows).unwrap();
+    let bias = gpu.zeros_f32(s, shape.dim).unwrap();
+    let mut keys = gpu
+        .zeros_f32(s, shape.batch * shape.hw * shape.dim)
+        .unwrap();
+    attn_fold_i2t(&gpu, s, shape, &xpe, &kf, &cb, &vf, &bias, &mut keys).unwrap();
+    for bad in [
+        AttnFoldShape {
+            tokens: 33,
+            ..shape
+        },
+        AttnFoldShape { dim: 192, ..shape },
+        AttnFoldShape { batch: 0, ..shape },
+        AttnFoldShape {
+            head_dim: 0,
+            ..shape
+        },
+    ] {
+        let r = attn_fold_i2t(&gpu, s, bad, &xpe, &kf, &cb, &vf, &bias, &mut keys);
+        assert!(matches!(r, Err(Error::Unsupported(_))), "{bad:?}: {r:?}");
+    }
+    let short = |r: samrt::Result<()>, what: &str| match r {
+        Err(Error::Cuda(m)) => assert!(m.contains(what), "{what}: {m}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    let (x1, c1, v1, b1) = (
+        xpe.slice(1..),
+        cb.slice(1..),
+        vf.slice(1..),
+        bias.slice(1..),
+    );
+    let k1 = kf.slice(2..);
+    short(
+        attn_fold_i2t(&gpu, s, shape, &x1, &kf, &cb, &vf, &bias, &mut keys),
+        "xpe",
+    );
+    short(
+        attn_fold_i2t(&gpu, s, shape, &xpe, &k1, &cb, &vf, &bias, &mut keys),
+        "kf",
+    );
+    short(
+        attn_fold_i2t(&gpu, s, shape, &xpe, &kf, &c1, &vf, &bias, &mut keys),
+        "cb",
+    );
+    short(
+        attn_fold_i2t(&gpu, s, shape, &xpe, &kf, &cb, &v1, &bias, &mut keys),
+        "vf",
+    );
+    short(
+        attn_fold_i2t(&gpu, s, shape, &xpe, &kf, &cb, &vf, &b1, &mut keys),
+        "bias",
+    );
+    let mut keys1 = keys.slice_mut(1..);
+    short(
+        attn_fold_i2t(&gpu, s, shape, &xpe, &kf, &cb, &vf, &bias, &mut keys1),
+        "keys",
+    );
+    // One element in: long enough, 4 bytes off the 16-byte alignment.
+    let kf_off = kf.slice(1..);
+    short(
+        attn_fold_i2t(&gpu, s, shape, &xpe, &kf_off, &cb, &vf, &bias, &mut keys),
+        "aligned",
+    );
+}

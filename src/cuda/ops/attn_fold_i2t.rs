@@ -12,8 +12,9 @@ pub use crate::graph::fold_ops::attn_fold_i2t_entry;
 use crate::graph::fold_ops::{AttnFoldShape, FOLD_DIMS, FOLD_I2T_MAX_TOKENS};
 use crate::{Error, Result};
 
-pub const ATTN_FOLD_I2T_THREADS: usize = 128;
-/// Image rows per block (16 per warp).
+/// Eight warps: a pair per 16 image rows, each warp one half of `dim`.
+pub const ATTN_FOLD_I2T_THREADS: usize = 256;
+/// Image rows per block.
 pub const ATTN_FOLD_I2T_ROWS: usize = 64;
 /// Most blocks along the grid's y axis (one per prompt).
 const MAX_GRID_Y: usize = 65_535;
@@ -40,20 +41,25 @@ struct FoldI2tParams {
 // SAFETY: plain-old-data with the C layout of the kernel's parameter struct.
 unsafe impl DeviceRepr for FoldI2tParams {}
 
-/// Token rows the kernel pads a head to: one or two 16-row mma k-steps.
-fn padded_tokens(tokens: usize) -> usize {
-    if tokens <= 16 {
-        16
-    } else {
-        32
+/// The kernel's 8-token score tiles for `tokens`: 1, 2 or 4 (its three variants).
+fn score_tiles(tokens: usize) -> usize {
+    match tokens {
+        0..=8 => 1,
+        9..=16 => 2,
+        _ => 4,
     }
 }
 
 /// Dynamic shared memory of one block: the fp16 xpe tile and one head's fp16 kf and vf
-/// (rows of `dim + 8` halves), then the fp32 staging of the next head's kf and vf rows.
+/// (rows of `dim + 8` halves, token rows padded to 16 or 32), every warp's partial scores
+/// (fp32 fragments), then the fp32 staging of the next head's kf and vf rows.
 pub fn attn_fold_i2t_smem_bytes(shape: &AttnFoldShape) -> usize {
     let lds = shape.dim + 8;
-    (ATTN_FOLD_I2T_ROWS + 2 * padded_tokens(shape.tokens)) * lds * 2
+    let nt = score_tiles(shape.tokens);
+    let padded = (nt * 8).max(16);
+    let warps = ATTN_FOLD_I2T_THREADS / 32;
+    (ATTN_FOLD_I2T_ROWS + 2 * padded) * lds * 2
+        + warps * nt * 32 * 4 * 4
         + 2 * shape.tokens * shape.dim * 4
 }
 
@@ -197,8 +203,9 @@ mod tests {
 
     #[test]
     fn shared_memory_fits_an_a100_at_the_largest_shape() {
-        // 64 x 264 + 2 x 32 x 264 halves, then 2 x 32 x 256 floats: 133,120 bytes.
-        assert_eq!(attn_fold_i2t_smem_bytes(&shape(32, 256)), 133_120);
+        // 64 x 264 + 2 x 32 x 264 halves, 8 warps x 4 tiles x 32 lanes x 4 floats, then
+        // 2 x 32 x 256 floats: 149,504 bytes.
+        assert_eq!(attn_fold_i2t_smem_bytes(&shape(32, 256)), 149_504);
         assert!(attn_fold_i2t_smem_bytes(&shape(32, 256)) <= 163 * 1024);
     }
 }
