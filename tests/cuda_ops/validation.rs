@@ -94,6 +94,34 @@ fn embedded_ptx_lists_every_launcher_kernel() {
     ] {
         assert!(names.contains(&k), "{k} missing from {names:?}");
     }
+    // Every kernel a decoder schedule names (folded and unfolded cross attentions, with
+    // and without mask inputs, and the per-image prep), for both folded widths.
+    use samrt::cuda::model::decoder_image::build_image_graph;
+    use samrt::cuda::model::mask_decoder::{build_graph, DecoderDims, DecoderKey};
+    use samrt::graph::OpDesc;
+    for (dim, heads) in [(256, 8), (128, 4)] {
+        let mut cfg = samrt::io::config::SamConfig::by_name("vit_b").unwrap();
+        (cfg.prompt_embed_dim, cfg.transformer_heads) = (dim, heads);
+        cfg.encoder.out_chans = dim;
+        let d = DecoderDims::new(&cfg).unwrap();
+        let mut graphs = vec![build_image_graph(&d).0];
+        for (sparse, mask_input) in [(2, false), (2, true), (40, false)] {
+            let key = DecoderKey {
+                batch: 2,
+                sparse,
+                mask_input,
+            };
+            graphs.push(build_graph(&d, key).0);
+        }
+        for n in graphs.iter().flat_map(|g| g.nodes.iter()) {
+            let e = n.op.entry_point();
+            assert!(
+                names.contains(&e.as_str()),
+                "{e} ({}) is not embedded",
+                n.label
+            );
+        }
+    }
 }
 
 #[test]
