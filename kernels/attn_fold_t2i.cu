@@ -11,10 +11,13 @@
 // tiles, S = Q' Xpe^T and O += P X run on the tensor cores (mma.sync m16n8k16, fp32
 // accumulators) with the softmax online in registers (FlashAttention-2). Image rows past the
 // chunk's end are zero-filled and get a -inf logit. The chunk's unnormalised state goes to
-// `partial` [batch, rows, chunks, D + 2] fp32 as (m, l, acc[0..D)): m the running max in
+// `partial` [batch, rows, chunks, D + 2] fp32 as (m, l, acc[0..D)): m the reference max in
 // log2 units of the scaled logit (scale * log2(e) folded into one FFMA before exp2), l the
-// sum of the probabilities exactly as rounded to fp16 for the PV product (so that numerator
-// and denominator weigh the same p), acc the D accumulators.
+// sum of the weights exp2(logit - m) exactly as rounded to fp16 for the PV product (so that
+// numerator and denominator weigh the same p), acc the D accumulators. m is the chunk's
+// running max raised lazily (only when a tile's max passes it by MAX_SLACK = 8), so weights
+// stay <= 256 and most tiles skip rescaling O (the FlashAttention-3 trick); m <= the true max
+// keeps the largest weight >= 1.
 //
 // Pass 2 (attn_fold_t2i_combine_d{D}_f32): a warp per (prompt, folded row) merges the
 // row's chunks in chunk order against their exact max; the order depends only on the chunk
@@ -47,6 +50,8 @@ constexpr int FBM = 64;  // folded rows per block
 constexpr int FBN = 32;  // image rows per streamed tile
 constexpr int FWARPS = 4;
 constexpr int FTHREADS = FWARPS * 32;
+// log2 units a tile's max may exceed the running reference max before it is raised.
+constexpr float MAX_SLACK = 8.0f;
 
 template <int D>
 struct FoldTile {
@@ -83,16 +88,24 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
     const __half* kb = p.xpe + b * p.image_batch;
     const __half* vb = p.x + b * p.image_batch;
 
+    // Each thread copies one fixed 16-byte column chunk `ch` of rows r_ld, r_ld + RSTEP, ...
+    // of a tile; only the tile's base moves.
+    constexpr int RSTEP = FTHREADS / CH;
+    const int ch = tid % CH, r_ld = tid / CH;
+    const long long src0 = static_cast<long long>(begin + r_ld) * D + ch * 8;
+    const uint32_t dk0 = samrt::smem_addr(s_k + r_ld * LDS + ch * 8);
+    const uint32_t dv0 = samrt::smem_addr(s_v + r_ld * LDS + ch * 8);
     auto load_tile = [&](int tile, int stage) {
-        __half* dk = s_k + stage * T::TILE;
-        __half* dv = s_v + stage * T::TILE;
-        for (int c = tid; c < FBN * CH; c += FTHREADS) {
-            const int r = c / CH, ch = c % CH;
-            const int n = begin + tile * FBN + r;
-            const bool ok = n < end;
-            const long long off = static_cast<long long>(ok ? n : 0) * D + ch * 8;
-            samrt::cp_async_16(samrt::smem_addr(dk + r * LDS + ch * 8), kb + off, ok);
-            samrt::cp_async_16(samrt::smem_addr(dv + r * LDS + ch * 8), vb + off, ok);
+        const int rem = end - begin - tile * FBN - r_ld;  // rows of this thread still inside
+        const __half* k = kb + src0 + static_cast<long long>(tile) * FBN * D;
+        const __half* v = vb + src0 + static_cast<long long>(tile) * FBN * D;
+        const uint32_t so = stage * T::TILE * 2;
+#pragma unroll
+        for (int i = 0; i < FBN / RSTEP; ++i) {
+            const bool ok = i * RSTEP < rem;
+            const uint32_t d = so + i * RSTEP * LDS * 2;
+            samrt::cp_async_16(dk0 + d, ok ? k + i * RSTEP * D : kb, ok);
+            samrt::cp_async_16(dv0 + d, ok ? v + i * RSTEP * D : vb, ok);
         }
     };
     load_tile(0, 0);
@@ -100,20 +113,31 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
 
     // ---- Q' tile, fp32 -> fp16 (rounded to nearest), rows past `rows` zero ----
     {
-        const float* qb = p.qf + (static_cast<long long>(b) * p.rows + r0) * D;
-        constexpr int C4 = D / 4;
-        for (int c = tid; c < FBM * C4; c += FTHREADS) {
-            const int r = c / C4, c4 = c % C4;
+        constexpr int C4 = D / 4, QSTEP = FTHREADS / C4;
+        const int c4 = tid % C4, rq = tid / C4;
+        const float* qb = p.qf + (static_cast<long long>(b) * p.rows + r0 + rq) * D + c4 * 4;
+        const int qrem = p.rows - r0 - rq;
+#pragma unroll 4
+        for (int i = 0; i < FBM / QSTEP; ++i) {
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (r0 + r < p.rows) v = *reinterpret_cast<const float4*>(qb + r * D + c4 * 4);
+            if (i * QSTEP < qrem) v = *reinterpret_cast<const float4*>(qb + i * QSTEP * D);
             uint2 h;
             h.x = samrt::pack_half2(v.x, v.y);
             h.y = samrt::pack_half2(v.z, v.w);
-            *reinterpret_cast<uint2*>(s_q + r * LDS + c4 * 4) = h;
+            *reinterpret_cast<uint2*>(s_q + (rq + i * QSTEP) * LDS + c4 * 4) = h;
         }
     }
 
     const int r_lo = warp * 16 + g;  // block-local rows of this thread's fragments
+    // Each lane's ldmatrix row address within a tile; the loops below add constants.
+    // xpe, for the B operand of S: (rows 0-7, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 0-7),
+    // (rows 8-15, k 8-15) of each 16-row, 16-column block.
+    const uint32_t k_lane = samrt::smem_addr(
+        s_k + ((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8);
+    // x, transposed for the B operand of P X: (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys
+    // 0-7, d 8-15), (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
+    const uint32_t v_lane = samrt::smem_addr(
+        s_v + ((lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8);
     const uint32_t q_addr = samrt::smem_addr(s_q + (warp * 16 + (lane & 15)) * LDS + (lane >> 4) * 8);
 
     float o[2 * KS][4];
@@ -130,17 +154,17 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
         __syncthreads();  // tile kt (and Q') visible; stage (kt + 1) & 1 is free
         if (kt + 1 < ntiles) load_tile(kt + 1, (kt + 1) & 1);
         samrt::cp_async_commit();
-        const uint32_t k_addr = samrt::smem_addr(s_k + (kt & 1) * T::TILE);
-        const uint32_t v_addr = samrt::smem_addr(s_v + (kt & 1) * T::TILE);
+        const uint32_t k_addr = k_lane + (kt & 1) * T::TILE * 2;
+        const uint32_t v_addr = v_lane + (kt & 1) * T::TILE * 2;
 
         // ---- s = (0 or -inf past the chunk) + Q' Xpe^T ----
         float s[NT][4];
+        const int rem = end - begin - kt * FBN - 2 * t4;  // image rows left from column 2 t4
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
-                const bool in = begin + kt * FBN + nt * 8 + 2 * t4 + j < end;
-                s[nt][j] = in ? 0.0f : -INFINITY;
+                s[nt][j] = nt * 8 + j < rem ? 0.0f : -INFINITY;
                 s[nt][2 + j] = s[nt][j];
             }
 #pragma unroll
@@ -149,11 +173,8 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
             samrt::ldmatrix_x4(a[0], a[1], a[2], a[3], q_addr + ks * 32);
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
-                // (rows 0-7, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 0-7), (rows 8-15, k 8-15)
-                const int r = np * 16 + (lane & 7) + ((lane >> 4) << 3);
-                const int col = ks * 16 + ((lane >> 3) & 1) * 8;
                 uint32_t b0, b1, b2, b3;
-                samrt::ldmatrix_x4(b0, b1, b2, b3, k_addr + (r * LDS + col) * 2);
+                samrt::ldmatrix_x4(b0, b1, b2, b3, k_addr + (np * 16 * LDS + ks * 16) * 2);
                 samrt::mma_16816(s[2 * np], a, b0, b1);
                 samrt::mma_16816(s[2 * np + 1], a, b2, b3);
             }
@@ -161,6 +182,7 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
 
         // ---- online softmax in log2 units; a row is spread over the 4 lanes of a quad ----
         uint32_t ph[NT][2];  // P as fp16 pairs: (row g, cols 2t4..), (row g + 8, cols 2t4..)
+        float corr[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             float mx = -INFINITY;
@@ -168,9 +190,12 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
             for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            // Every tile holds at least one image row of the chunk, so mx is finite.
-            const float m_new = fmaxf(m_run[i], mx * p.sl2);
-            const float corr = exp2f(m_run[i] - m_new);  // 0 on the first tile
+            // Every tile holds at least one image row of the chunk, so mx is finite. The
+            // reference max is raised only past MAX_SLACK: weights stay <= 2^MAX_SLACK (fp16
+            // holds them), and corr is exactly 1 on most tiles after the first.
+            const float mt = mx * p.sl2;
+            const float m_new = mt > m_run[i] + MAX_SLACK ? mt : m_run[i];
+            corr[i] = exp2f(m_run[i] - m_new);  // 0 on the first tile, 1 if the max held
             m_run[i] = m_new;
             float sum = 0.0f;
 #pragma unroll
@@ -182,11 +207,17 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
                 sum += f.x + f.y;
                 ph[nt][i] = *reinterpret_cast<const uint32_t*>(&h);
             }
-            l_run[i] = l_run[i] * corr + sum;
+            l_run[i] = l_run[i] * corr[i] + sum;
+        }
+        // Rescaling by exactly 1 changes no bit: the warp skips it when no row's reference
+        // max moved.
+        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
             for (int d = 0; d < 2 * KS; ++d) {
-                o[d][2 * i] *= corr;
-                o[d][2 * i + 1] *= corr;
+                o[d][0] *= corr[0];
+                o[d][1] *= corr[0];
+                o[d][2] *= corr[1];
+                o[d][3] *= corr[1];
             }
         }
 
@@ -197,12 +228,8 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
                                    ph[2 * kk + 1][1]};
 #pragma unroll
             for (int dp = 0; dp < KS; ++dp) {
-                // Transposed (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15),
-                // (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
-                const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                const int col = dp * 16 + (lane >> 4) * 8;
                 uint32_t b0, b1, b2, b3;
-                samrt::ldmatrix_x4_trans(b0, b1, b2, b3, v_addr + (r * LDS + col) * 2);
+                samrt::ldmatrix_x4_trans(b0, b1, b2, b3, v_addr + (kk * 16 * LDS + dp * 16) * 2);
                 samrt::mma_16816(o[2 * dp], a, b0, b1);
                 samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
             }

@@ -153,6 +153,13 @@ pub fn run_attn_fold_t2i(gpu: &GpuContext, rng: &mut Rng, shape: AttnFoldShape) 
     let (tol, direct) = bound(shape, &q16, &xpe, &x);
     // Both f64 sums rounded once to f32: within an ulp or two.
     assert_close("attn_fold_t2i reference", &want, &direct, 1e-7, 1e-6);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .zip(&tol)
+        .map(|((g, w), t)| (g - w).abs() / t)
+        .fold(0.0f32, f32::max);
+    println!("attn_fold_t2i: max |err| / bound = {worst:.3}");
     assert_within("attn_fold_t2i", &got, &want, &tol);
 
     // Each prompt alone (batch 1, its own or the shared image side) gives the same bits.
