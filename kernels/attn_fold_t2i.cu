@@ -7,8 +7,8 @@
 // Pass 1 (attn_fold_t2i_d{D}_f16): a block takes 64 folded rows of one prompt (4 warps, 16
 // rows each; rows past `rows` are zero queries whose state is never stored) and one chunk of
 // `chunk_len` image rows. Its Q' tile is converted from fp32 to fp16 into shared memory
-// once; the chunk's xpe and x rows stream through a double-buffered cp.async ring of FBN-row
-// tiles, S = Q' Xpe^T and O += P X run on the tensor cores (mma.sync m16n8k16, fp32
+// once; the chunk's xpe and x rows stream through a double-buffered cp.async ring of
+// FBN-row tiles, S = Q' Xpe^T and O += P X run on the tensor cores (mma.sync m16n8k16, fp32
 // accumulators) with the softmax online in registers (FlashAttention-2). Image rows past the
 // chunk's end are zero-filled and get a -inf logit. The chunk's unnormalised state goes to
 // `partial` [batch, rows, chunks, D + 2] fp32 as (m, l, acc[0..D)): m the reference max in
@@ -49,6 +49,10 @@ namespace {
 constexpr int FBM = 64;  // folded rows per block
 constexpr int FBN = 32;  // image rows per streamed tile
 constexpr int FWARPS = 4;
+// Tiles in the cp.async ring: FSTAGES - 1 in flight while one is computed. Two suffice: a
+// warp's work on one tile (~700 instructions) outlasts a tile's load, and more stages would
+// cost D = 256 its second block per SM.
+constexpr int FSTAGES = 2;
 constexpr int FTHREADS = FWARPS * 32;
 // log2 units a tile's max may exceed the running reference max before it is raised.
 constexpr float MAX_SLACK = 8.0f;
@@ -60,10 +64,10 @@ struct FoldTile {
     static constexpr int TILE = FBN * LDS;
     static constexpr int KS = D / 16;  // k16 steps of Q' Xpe^T, d-tile pairs of P X
     static constexpr int NT = FBN / 8; // score n-tiles per tile
-    // Dynamic shared memory, as the launcher computes it (`smem_bytes`): the Q' tile, two
-    // xpe and two x stages, fp16.
-    static constexpr int SMEM = (FBM * LDS + 4 * TILE) * 2;
-    static_assert(SMEM <= 160 * 1024, "one block must fit an sm_80 SM's shared memory");
+    // Dynamic shared memory, as the launcher computes it (`smem_bytes`): the Q' tile, then
+    // FSTAGES xpe and FSTAGES x tiles, fp16.
+    static constexpr int SMEM = (FBM * LDS + 2 * FSTAGES * TILE) * 2;
+    static_assert(SMEM <= 160 * 1024, "a block must fit an sm_80 SM's shared memory");
 };
 
 template <int D>
@@ -72,8 +76,8 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
     constexpr int LDS = T::LDS, CH = T::CH, KS = T::KS, NT = T::NT;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     __half* s_q = reinterpret_cast<__half*>(smem_raw);
-    __half* s_k = s_q + FBM * LDS;     // xpe, 2 stages
-    __half* s_v = s_k + 2 * T::TILE;   // x, 2 stages
+    __half* s_k = s_q + FBM * LDS;           // xpe, FSTAGES tiles
+    __half* s_v = s_k + FSTAGES * T::TILE;   // x, FSTAGES tiles
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -108,8 +112,12 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
             samrt::cp_async_16(dv0 + d, ok ? v + i * RSTEP * D : vb, ok);
         }
     };
-    load_tile(0, 0);
-    samrt::cp_async_commit();
+    // Prologue: tiles 0 .. FSTAGES - 2 in flight (a group per tile, empty past the chunk).
+#pragma unroll
+    for (int t = 0; t < FSTAGES - 1; ++t) {
+        if (t * FBN < end - begin) load_tile(t, t);
+        samrt::cp_async_commit();
+    }
 
     // ---- Q' tile, fp32 -> fp16 (rounded to nearest), rows past `rows` zero ----
     {
@@ -149,13 +157,19 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
     float l_run[2] = {0.0f, 0.0f};            // this thread's columns only, summed at the end
 
     const int ntiles = (end - begin + FBN - 1) / FBN;
+    int stage = 0, ld_stage = FSTAGES - 1;  // stages of tile kt and of tile kt + FSTAGES - 1
     for (int kt = 0; kt < ntiles; ++kt) {
-        samrt::cp_async_wait<0>();
-        __syncthreads();  // tile kt (and Q') visible; stage (kt + 1) & 1 is free
-        if (kt + 1 < ntiles) load_tile(kt + 1, (kt + 1) & 1);
+        samrt::cp_async_wait<FSTAGES - 2>();  // tile kt's group (and all before) landed
+        // Tile kt (and Q') visible to every warp; every warp is done with tile kt - 1, whose
+        // stage the load below refills.
+        __syncthreads();
+        const int ahead = kt + FSTAGES - 1;
+        if (ahead < ntiles) load_tile(ahead, ld_stage);
         samrt::cp_async_commit();
-        const uint32_t k_addr = k_lane + (kt & 1) * T::TILE * 2;
-        const uint32_t v_addr = v_lane + (kt & 1) * T::TILE * 2;
+        ld_stage = ld_stage == FSTAGES - 1 ? 0 : ld_stage + 1;
+        const uint32_t k_addr = k_lane + stage * T::TILE * 2;
+        const uint32_t v_addr = v_lane + stage * T::TILE * 2;
+        stage = stage == FSTAGES - 1 ? 0 : stage + 1;
 
         // ---- s = (0 or -inf past the chunk) + Q' Xpe^T ----
         float s[NT][4];
@@ -289,7 +303,7 @@ SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
 
 }  // namespace
 
-// One block per SM at D = 256 (99 KiB of shared memory), two at D = 128 (51 KiB).
+// Shared memory: 99 KiB a block at D = 256 (two blocks per H100 SM), 51 KiB at D = 128.
 #define SAMRT_FOLD_T2I(D)                                                                   \
     extern "C" __global__ void __launch_bounds__(FTHREADS) attn_fold_t2i_d##D##_f16(         \
         const FoldT2iParams p) {                                                            \
