@@ -19,7 +19,7 @@
 // stay <= 256 and most tiles skip rescaling O (the FlashAttention-3 trick); m <= the true max
 // keeps the largest weight >= 1.
 //
-// Pass 2 (attn_fold_t2i_combine_d{D}_f32): a warp per (prompt, folded row) merges the
+// Pass 2 (attn_fold_t2i_combine_d{D}_f32): a block per (prompt, folded row) merges the
 // row's chunks in chunk order against their exact max; the order depends only on the chunk
 // count (a function of hw), never on the batch, and no atomics are involved, so a prompt's
 // output is bit-identical in any batch.
@@ -273,15 +273,16 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
     }
 }
 
-// Pass 2: warp w of the grid is folded row w of [batch * rows]; lane k holds columns k,
-// k + 32, ... Every lane reads all the row's chunk maxima (at most FOLD_MAX_CHUNKS) itself,
-// then sums the chunks in chunk order.
+// Pass 2: block w of the grid is folded row w of [batch * rows]; thread k holds columns k,
+// k + FTHREADS, ... (a block per row, so that one prompt's few rows still spread over many
+// SMs). Every thread reads all the row's chunk maxima (at most FOLD_MAX_CHUNKS; the same
+// addresses across the block) itself, then sums the chunks in chunk order.
 template <int D>
 SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
-    constexpr int PER = D / 32;
-    const long long w = static_cast<long long>(blockIdx.x) * FWARPS + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (w >= static_cast<long long>(p.batch) * p.rows) return;  // whole warps leave together
+    constexpr int PER = D / FTHREADS;
+    static_assert(PER * FTHREADS == D, "a whole number of columns per thread");
+    const long long w = blockIdx.x;
+    const int tid = threadIdx.x;
     const float* part = p.partial + w * p.chunks * (D + 2);
     float mx = -INFINITY;
     for (int c = 0; c < p.chunks; ++c) mx = fmaxf(mx, part[c * (D + 2)]);
@@ -293,12 +294,12 @@ SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
         const float e = exp2f(st[0] - mx);
         l = fmaf(st[1], e, l);
 #pragma unroll
-        for (int k = 0; k < PER; ++k) acc[k] = fmaf(st[2 + lane + 32 * k], e, acc[k]);
+        for (int k = 0; k < PER; ++k) acc[k] = fmaf(st[2 + tid + FTHREADS * k], e, acc[k]);
     }
     const float inv = 1.0f / l;
     float* y = p.y + w * D;
 #pragma unroll
-    for (int k = 0; k < PER; ++k) y[lane + 32 * k] = acc[k] * inv;
+    for (int k = 0; k < PER; ++k) y[tid + FTHREADS * k] = acc[k] * inv;
 }
 
 }  // namespace

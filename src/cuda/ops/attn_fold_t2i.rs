@@ -23,8 +23,6 @@ pub const FOLD_T2I_BLOCK_KEYS: usize = 32;
 /// Tiles in the cp.async ring (double buffering).
 pub const FOLD_T2I_STAGES: usize = 2;
 pub const FOLD_T2I_THREADS: usize = 128;
-/// Folded rows per combine block: a warp per row.
-const COMBINE_ROWS: usize = FOLD_T2I_THREADS / 32;
 /// CUDA's limit on grid dimensions y and z.
 const GRID_YZ_MAX: usize = 65_535;
 
@@ -70,7 +68,7 @@ fn validate(s: &AttnFoldShape) -> Result<()> {
     as_i32("attn_fold_t2i hw", s.hw + s.hw.div_ceil(fold_chunks(s.hw)))?;
     as_i32("attn_fold_t2i batch * rows", s.batch * s.rows())?;
     let row_blocks = s.rows().div_ceil(FOLD_T2I_BLOCK_ROWS);
-    let combine_blocks = (s.batch * s.rows()).div_ceil(COMBINE_ROWS);
+    let combine_blocks = s.batch * s.rows(); // a block per folded row
     if s.batch > GRID_YZ_MAX || row_blocks.max(combine_blocks) > i32::MAX as usize {
         return Err(Error::Unsupported(format!("attn_fold_t2i grid for {s:?}")));
     }
@@ -176,11 +174,7 @@ pub fn attn_fold_t2i_combine(
     let f = gpu.function(&name)?;
     let p = params(&shape, [0, 0, 0, pp, yp]);
     let config = LaunchConfig {
-        grid_dim: (
-            (shape.batch * shape.rows()).div_ceil(COMBINE_ROWS) as u32,
-            1,
-            1,
-        ),
+        grid_dim: ((shape.batch * shape.rows()) as u32, 1, 1),
         block_dim: (FOLD_T2I_THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     };
