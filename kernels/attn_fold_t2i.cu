@@ -4,11 +4,14 @@
 // for every folded row r = (token, head) of prompt b (rows = tokens * heads, row width D =
 // the image token width 128 or 256), b' = 0 for a shared image side, else b.
 //
-// Pass 1 (attn_fold_t2i_d{D}_f16): a block takes 64 folded rows of one prompt (4 warps, 16
-// rows each; rows past `rows` are zero queries whose state is never stored) and one chunk of
-// `chunk_len` image rows. Its Q' tile is converted from fp32 to fp16 into shared memory
-// once; the chunk's xpe and x rows stream through a double-buffered cp.async ring of
-// FBN-row tiles, S = Q' Xpe^T and O += P X run on the tensor cores (mma.sync m16n8k16, fp32
+// Pass 1 (attn_fold_t2i_d{D}_f16): a block takes 64 folded rows of one prompt (rows past
+// `rows` are zero queries whose state is never stored) and one chunk of `chunk_len` image
+// rows. Its Q' tile is converted from fp32 to fp16 into shared memory once; the chunk's xpe
+// and x rows stream through a double-buffered cp.async ring of FBN-row tiles. Two groups of
+// 4 warps (a warp per 16 folded rows) split every tile: group g takes its image rows
+// [16 g, 16 g + 16), so a prompt's few blocks run twice the warps, each with half the
+// dependent instructions; the groups' states merge through shared memory at the end, in a
+// fixed order. S = Q' Xpe^T and O += P X run on the tensor cores (mma.sync m16n8k16, fp32
 // accumulators) with the softmax online in registers (FlashAttention-2). Image rows past the
 // chunk's end are zero-filled and get a -inf logit. The chunk's unnormalised state goes to
 // `partial` [batch, rows, chunks, D + 2] fp32 as (m, l, acc[0..D)): m the reference max in
@@ -48,12 +51,16 @@ namespace {
 
 constexpr int FBM = 64;  // folded rows per block
 constexpr int FBN = 32;  // image rows per streamed tile
-constexpr int FWARPS = 4;
+constexpr int FGROUP = 16;  // of which each warp group takes one half
+// Two groups of 4 warps (16 folded rows each) split every tile's image rows: twice the
+// warps per prompt, each with half the dependent instructions per chunk.
+constexpr int FWARPS = 8;
 // Tiles in the cp.async ring: FSTAGES - 1 in flight while one is computed. Two suffice: a
-// warp's work on one tile (~700 instructions) outlasts a tile's load, and more stages would
-// cost D = 256 its second block per SM.
+// warp's work on its half of a tile (~480 instructions) outlasts a tile's load; a third
+// stage would only add 33 KiB of shared memory at D = 256.
 constexpr int FSTAGES = 2;
 constexpr int FTHREADS = FWARPS * 32;
+constexpr int CTHREADS = 128;  // combine
 // log2 units a tile's max may exceed the running reference max before it is raised.
 constexpr float MAX_SLACK = 8.0f;
 
@@ -63,11 +70,14 @@ struct FoldTile {
     static constexpr int CH = D / 8;   // 16-byte chunks per row
     static constexpr int TILE = FBN * LDS;
     static constexpr int KS = D / 16;  // k16 steps of Q' Xpe^T, d-tile pairs of P X
-    static constexpr int NT = FBN / 8; // score n-tiles per tile
+    static constexpr int NT = FGROUP / 8;  // score n-tiles per group tile
+    static constexpr int LDO = D + 8;  // floats per row of group 1's O, staged for the merge
     // Dynamic shared memory, as the launcher computes it (`smem_bytes`): the Q' tile, then
     // FSTAGES xpe and FSTAGES x tiles, fp16.
     static constexpr int SMEM = (FBM * LDS + 2 * FSTAGES * TILE) * 2;
     static_assert(SMEM <= 160 * 1024, "a block must fit an sm_80 SM's shared memory");
+    static_assert(FBM * LDO * 4 <= 2 * FSTAGES * TILE * 2, "the merge reuses the ring");
+    static_assert(FBM * 2 * 4 <= FBM * LDS * 2, "and the Q' tile for (m, l)");
 };
 
 template <int D>
@@ -82,6 +92,8 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
+    const int grp = warp >> 2;  // warp group: image rows [grp * 16, grp * 16 + 16) of a tile
+    const int wq = warp & 3;    // folded rows [wq * 16, wq * 16 + 16) of the block
     const int g = lane >> 2;
     const int t4 = lane & 3;
     const int r0 = blockIdx.x * FBM;
@@ -136,17 +148,17 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
         }
     }
 
-    const int r_lo = warp * 16 + g;  // block-local rows of this thread's fragments
+    const int r_lo = wq * 16 + g;  // block-local rows of this thread's fragments
     // Each lane's ldmatrix row address within a tile; the loops below add constants.
     // xpe, for the B operand of S: (rows 0-7, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 0-7),
     // (rows 8-15, k 8-15) of each 16-row, 16-column block.
     const uint32_t k_lane = samrt::smem_addr(
-        s_k + ((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8);
+        s_k + (grp * FGROUP + (lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8);
     // x, transposed for the B operand of P X: (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys
     // 0-7, d 8-15), (keys 8-15, d 8-15): b0, b1 of d-tile 2dp, then of 2dp + 1.
     const uint32_t v_lane = samrt::smem_addr(
-        s_v + ((lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8);
-    const uint32_t q_addr = samrt::smem_addr(s_q + (warp * 16 + (lane & 15)) * LDS + (lane >> 4) * 8);
+        s_v + (grp * FGROUP + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8);
+    const uint32_t q_addr = samrt::smem_addr(s_q + (wq * 16 + (lane & 15)) * LDS + (lane >> 4) * 8);
 
     float o[2 * KS][4];
 #pragma unroll
@@ -170,10 +182,14 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
         const uint32_t k_addr = k_lane + stage * T::TILE * 2;
         const uint32_t v_addr = v_lane + stage * T::TILE * 2;
         stage = stage == FSTAGES - 1 ? 0 : stage + 1;
+        // Image rows of the chunk left from this group's half of the tile: none past the
+        // chunk's end (the last tile's second half, or a chunk of at most 16 rows).
+        const int left = end - begin - kt * FBN - grp * FGROUP;
+        if (left <= 0) continue;  // warp-uniform; the barrier above is the loop's only one
 
         // ---- s = (0 or -inf past the chunk) + Q' Xpe^T ----
         float s[NT][4];
-        const int rem = end - begin - kt * FBN - 2 * t4;  // image rows left from column 2 t4
+        const int rem = left - 2 * t4;  // image rows left from column 2 t4
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -204,7 +220,7 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
             for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            // Every tile holds at least one image row of the chunk, so mx is finite. The
+            // Every group tile computed holds an image row of the chunk: mx is finite. The
             // reference max is raised only past MAX_SLACK: weights stay <= 2^MAX_SLACK (fp16
             // holds them), and corr is exactly 1 on most tiles after the first.
             const float mt = mx * p.sl2;
@@ -237,7 +253,7 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
 
         // ---- O += P X: the score C-fragments re-used as fp16 A-fragments ----
 #pragma unroll
-        for (int kk = 0; kk < FBN / 16; ++kk) {
+        for (int kk = 0; kk < FGROUP / 16; ++kk) {
             const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0],
                                    ph[2 * kk + 1][1]};
 #pragma unroll
@@ -251,36 +267,67 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
     }
     samrt::cp_async_wait<0>();
 
-    // ---- the chunk's state: (m, l, acc) per folded row ----
+    // ---- merge the groups: group 1 stages (m, l, O) in the ring, group 0 merges ----
+    float l_sum[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         float l = l_run[i];
         l += __shfl_xor_sync(0xffffffffu, l, 1);
         l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const int r = r0 + r_lo + 8 * i;
+        l_sum[i] = l;
+    }
+    __syncthreads();  // every warp is done with the ring and the Q' tile
+    float* s_o = reinterpret_cast<float*>(s_k);  // [FBM][LDO]: group 1's O
+    float* s_ml = reinterpret_cast<float*>(s_q); // [FBM][2]: group 1's (m, l)
+    if (grp == 1) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int r = r_lo + 8 * i;
+            if (t4 == 0) {
+                s_ml[2 * r] = m_run[i];
+                s_ml[2 * r + 1] = l_sum[i];
+            }
+#pragma unroll
+            for (int d = 0; d < 2 * KS; ++d)
+                *reinterpret_cast<float2*>(s_o + r * T::LDO + d * 8 + 2 * t4) =
+                    make_float2(o[d][2 * i], o[d][2 * i + 1]);
+        }
+    }
+    __syncthreads();
+    if (grp == 1) return;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int rl = r_lo + 8 * i;
+        const int r = r0 + rl;
         if (r >= p.rows) continue;
+        // Group 0 always saw the chunk's first image row: its m is finite; group 1's is
+        // -inf when its halves held none (then its weight is 0).
+        const float m1 = s_ml[2 * rl];
+        const float m = fmaxf(m_run[i], m1);
+        const float a0 = exp2f(m_run[i] - m), a1 = exp2f(m1 - m);
         float* dst = p.partial +
                      ((static_cast<long long>(b) * p.rows + r) * p.chunks + chunk) * (D + 2);
         if (t4 == 0) {
-            dst[0] = m_run[i];
-            dst[1] = l;
+            dst[0] = m;
+            dst[1] = l_sum[i] * a0 + s_ml[2 * rl + 1] * a1;
         }
 #pragma unroll
         for (int d = 0; d < 2 * KS; ++d) {
-            dst[2 + d * 8 + 2 * t4] = o[d][2 * i];
-            dst[2 + d * 8 + 2 * t4 + 1] = o[d][2 * i + 1];
+            const float2 o1 = *reinterpret_cast<const float2*>(s_o + rl * T::LDO + d * 8 + 2 * t4);
+            dst[2 + d * 8 + 2 * t4] = o[d][2 * i] * a0 + o1.x * a1;
+            dst[2 + d * 8 + 2 * t4 + 1] = o[d][2 * i + 1] * a0 + o1.y * a1;
         }
     }
 }
 
 // Pass 2: block w of the grid is folded row w of [batch * rows]; thread k holds columns k,
-// k + FTHREADS, ... (a block per row, so that one prompt's few rows still spread over many
+// k + CTHREADS, ... (a block per row, so that one prompt's few rows still spread over many
 // SMs). Every thread reads all the row's chunk maxima (at most FOLD_MAX_CHUNKS; the same
 // addresses across the block) itself, then sums the chunks in chunk order.
 template <int D>
 SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
-    constexpr int PER = D / FTHREADS;
-    static_assert(PER * FTHREADS == D, "a whole number of columns per thread");
+    constexpr int PER = D / CTHREADS;
+    static_assert(PER * CTHREADS == D, "a whole number of columns per thread");
     const long long w = blockIdx.x;
     const int tid = threadIdx.x;
     const float* part = p.partial + w * p.chunks * (D + 2);
@@ -294,23 +341,23 @@ SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
         const float e = exp2f(st[0] - mx);
         l = fmaf(st[1], e, l);
 #pragma unroll
-        for (int k = 0; k < PER; ++k) acc[k] = fmaf(st[2 + tid + FTHREADS * k], e, acc[k]);
+        for (int k = 0; k < PER; ++k) acc[k] = fmaf(st[2 + tid + CTHREADS * k], e, acc[k]);
     }
     const float inv = 1.0f / l;
     float* y = p.y + w * D;
 #pragma unroll
-    for (int k = 0; k < PER; ++k) y[tid + FTHREADS * k] = acc[k] * inv;
+    for (int k = 0; k < PER; ++k) y[tid + CTHREADS * k] = acc[k] * inv;
 }
 
 }  // namespace
 
-// Shared memory: 99 KiB a block at D = 256 (two blocks per H100 SM), 51 KiB at D = 128.
+// Shared memory: 99 KiB a block at D = 256, 51 KiB at D = 128.
 #define SAMRT_FOLD_T2I(D)                                                                   \
     extern "C" __global__ void __launch_bounds__(FTHREADS) attn_fold_t2i_d##D##_f16(         \
         const FoldT2iParams p) {                                                            \
         fold_t2i<D>(p);                                                                     \
     }                                                                                       \
-    extern "C" __global__ void __launch_bounds__(FTHREADS) attn_fold_t2i_combine_d##D##_f32( \
+    extern "C" __global__ void __launch_bounds__(CTHREADS) attn_fold_t2i_combine_d##D##_f32( \
         const FoldT2iParams p) {                                                            \
         fold_t2i_combine<D>(p);                                                             \
     }

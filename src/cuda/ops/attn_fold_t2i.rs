@@ -16,13 +16,16 @@ pub use crate::graph::fold_ops::{
 };
 use crate::{Error, Result};
 
-/// Folded rows per pass-1 block (4 warps x 16 rows of one prompt).
+/// Folded rows per pass-1 block (4 warps x 16 rows of one prompt, twice: two warp groups
+/// split each tile's image rows).
 pub const FOLD_T2I_BLOCK_ROWS: usize = 64;
 /// Image rows per streamed tile.
 pub const FOLD_T2I_BLOCK_KEYS: usize = 32;
 /// Tiles in the cp.async ring (double buffering).
 pub const FOLD_T2I_STAGES: usize = 2;
-pub const FOLD_T2I_THREADS: usize = 128;
+pub const FOLD_T2I_THREADS: usize = 256;
+/// Threads of a combine block (one folded row).
+pub const FOLD_T2I_COMBINE_THREADS: usize = 128;
 /// CUDA's limit on grid dimensions y and z.
 const GRID_YZ_MAX: usize = 65_535;
 
@@ -175,7 +178,7 @@ pub fn attn_fold_t2i_combine(
     let p = params(&shape, [0, 0, 0, pp, yp]);
     let config = LaunchConfig {
         grid_dim: ((shape.batch * shape.rows()) as u32, 1, 1),
-        block_dim: (FOLD_T2I_THREADS as u32, 1, 1),
+        block_dim: (FOLD_T2I_COMBINE_THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut b = stream.launch_builder(f);
