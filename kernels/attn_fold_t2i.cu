@@ -160,6 +160,12 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
         s_v + (grp * FGROUP + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8);
     const uint32_t q_addr = samrt::smem_addr(s_q + (wq * 16 + (lane & 15)) * LDS + (lane >> 4) * 8);
 
+    // At D = 128 this warp's Q' fragments stay in registers (32 a thread); at D = 256 they
+    // are re-read from shared memory for every tile (O already takes 128 registers a
+    // thread; keeping half of Q' too took 240 and modelled 2 % faster).
+    constexpr int QREG = D <= 128 ? KS : 0;
+    uint32_t qreg[QREG > 0 ? QREG : 1][4];
+    bool q_loaded = false;
     float o[2 * KS][4];
 #pragma unroll
     for (int i = 0; i < 2 * KS; ++i)
@@ -187,6 +193,13 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
         const int left = end - begin - kt * FBN - grp * FGROUP;
         if (left <= 0) continue;  // warp-uniform; the barrier above is the loop's only one
 
+        if (!q_loaded) {  // after the loop's first barrier: the Q' tile is in place
+#pragma unroll
+            for (int ks = 0; ks < QREG; ++ks)
+                samrt::ldmatrix_x4(qreg[ks][0], qreg[ks][1], qreg[ks][2], qreg[ks][3],
+                                   q_addr + ks * 32);
+            q_loaded = true;
+        }
         // ---- s = (0 or -inf past the chunk) + Q' Xpe^T ----
         float s[NT][4];
         const int rem = left - 2 * t4;  // image rows left from column 2 t4
@@ -200,7 +213,12 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) {
             uint32_t a[4];
-            samrt::ldmatrix_x4(a[0], a[1], a[2], a[3], q_addr + ks * 32);
+            if (ks < QREG) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) a[e] = qreg[ks < QREG ? ks : 0][e];
+            } else {
+                samrt::ldmatrix_x4(a[0], a[1], a[2], a[3], q_addr + ks * 32);
+            }
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
                 uint32_t b0, b1, b2, b3;
