@@ -23,7 +23,7 @@
 // keeps the largest weight >= 1.
 //
 // Pass 2 (attn_fold_t2i_combine_d{D}_f32): a block per (prompt, folded row) merges the
-// row's chunks in chunk order against their exact max; the order depends only on the chunk
+// row's chunks in chunk order against their largest max; the order depends only on the chunk
 // count (a function of hw), never on the batch, and no atomics are involved, so a prompt's
 // output is bit-identical in any batch.
 //
