@@ -236,8 +236,10 @@ op_cases! {
     // attention, split into fold_chunks(hw) chunks of image rows, then combined. One point at
     // 64x64 (56 rows in one 64-row tile, 16 chunks of 256); 17 points for 3 prompts (184
     // rows: the third tile ragged) over 1000 rows (4 chunks of 250, the last 32-row tile of
-    // each 26), own and shared image sides, each prompt also run alone (bit-identical); dim
-    // 128 over 37 rows (one chunk, a 5-row tile); one chunk of 64 rows.
+    // each 26: the second warp group's half 10), own and shared image sides, each prompt
+    // also run alone (bit-identical); dim 128 over 37 rows (one chunk, a 5-row tile); one
+    // chunk of 64 rows; 10 image rows (pass 1's second warp group sees none: its empty state
+    // merges with weight 0).
     attn_fold_t2i_1x7x8_4096_d256: FoldT2i(fold(1, 7, 8, 4096, 256, false)),
     attn_fold_t2i_3x23x8_1000_d256: FoldT2i(fold(3, 23, 8, 1000, 256, false)),
     attn_fold_t2i_3x23x8_1000_d256_shared: FoldT2i(fold(3, 23, 8, 1000, 256, true)),
@@ -255,6 +257,7 @@ op_cases! {
     attn_fold_i2t_2x1_token: FoldI2t(attn_fold_i2t::case(2, 1, 8, 200, 256, true)),
     attn_fold_i2t_d128_2x16_hd32: FoldI2t(AttnFoldShape { head_dim: 32, ..attn_fold_i2t::case(2, 16, 2, 130, 128, false) }),
     attn_fold_i2t_d128_4h_5t_37: FoldI2t(attn_fold_i2t::case(1, 5, 4, 37, 128, false)),
+    attn_fold_t2i_2x5x8_10_d128_shared: FoldT2i(fold(2, 5, 8, 10, 128, true)),
     // layer_norm_pe(rows, dim, pe rows): token rows (no PE), image rows with the PE cycling.
     layer_norm_pe_65x7_tokens: LayerNormPe { rows: 65 * 7, dim: 256, pe_rows: 65 * 7 },
     layer_norm_pe_3x300_image: LayerNormPe { rows: 3 * 300, dim: 256, pe_rows: 300 },

@@ -16,13 +16,16 @@ pub use crate::graph::fold_ops::{
 };
 use crate::{Error, Result};
 
-/// Folded rows per pass-1 block (4 warps x 16 rows of one prompt).
+/// Folded rows per pass-1 block (4 warps x 16 rows of one prompt, twice: two warp groups
+/// split each tile's image rows).
 pub const FOLD_T2I_BLOCK_ROWS: usize = 64;
-/// Image rows per streamed (double-buffered) tile.
+/// Image rows per streamed tile.
 pub const FOLD_T2I_BLOCK_KEYS: usize = 32;
-pub const FOLD_T2I_THREADS: usize = 128;
-/// Folded rows per combine block: a warp per row.
-const COMBINE_ROWS: usize = FOLD_T2I_THREADS / 32;
+/// Tiles in the cp.async ring (double buffering).
+pub const FOLD_T2I_STAGES: usize = 2;
+pub const FOLD_T2I_THREADS: usize = 256;
+/// Threads of a combine block (one folded row).
+pub const FOLD_T2I_COMBINE_THREADS: usize = 128;
 /// CUDA's limit on grid dimensions y and z.
 const GRID_YZ_MAX: usize = 65_535;
 
@@ -47,10 +50,10 @@ struct FoldT2iParams {
 // SAFETY: plain-old-data with the C layout of the kernel's parameter struct.
 unsafe impl DeviceRepr for FoldT2iParams {}
 
-/// Dynamic shared memory of a pass-1 block: the fp16 Q' tile, two xpe and two x stages,
-/// rows padded by 8 halves. Mirrors `FoldTile::SMEM` in the kernel.
+/// Dynamic shared memory of a pass-1 block: the fp16 Q' tile and the ring's xpe and x
+/// tiles, rows padded by 8 halves. Mirrors `FoldTile::SMEM` in the kernel.
 pub fn smem_bytes(dim: usize) -> usize {
-    (FOLD_T2I_BLOCK_ROWS + 4 * FOLD_T2I_BLOCK_KEYS) * (dim + 8) * 2
+    (FOLD_T2I_BLOCK_ROWS + 2 * FOLD_T2I_STAGES * FOLD_T2I_BLOCK_KEYS) * (dim + 8) * 2
 }
 
 /// Rejects what the kernels cannot do; runs without a GPU.
@@ -64,10 +67,11 @@ fn validate(s: &AttnFoldShape) -> Result<()> {
         return Err(Error::Unsupported(format!("attn_fold_t2i with {s:?}")));
     }
     as_i32("attn_fold_t2i rows", s.rows())?;
-    as_i32("attn_fold_t2i hw", s.hw)?;
+    // The kernel's chunk end, `chunk * chunk_len + chunk_len`, may pass hw by a chunk.
+    as_i32("attn_fold_t2i hw", s.hw + s.hw.div_ceil(fold_chunks(s.hw)))?;
     as_i32("attn_fold_t2i batch * rows", s.batch * s.rows())?;
     let row_blocks = s.rows().div_ceil(FOLD_T2I_BLOCK_ROWS);
-    let combine_blocks = (s.batch * s.rows()).div_ceil(COMBINE_ROWS);
+    let combine_blocks = s.batch * s.rows(); // a block per folded row
     if s.batch > GRID_YZ_MAX || row_blocks.max(combine_blocks) > i32::MAX as usize {
         return Err(Error::Unsupported(format!("attn_fold_t2i grid for {s:?}")));
     }
@@ -173,12 +177,8 @@ pub fn attn_fold_t2i_combine(
     let f = gpu.function(&name)?;
     let p = params(&shape, [0, 0, 0, pp, yp]);
     let config = LaunchConfig {
-        grid_dim: (
-            (shape.batch * shape.rows()).div_ceil(COMBINE_ROWS) as u32,
-            1,
-            1,
-        ),
-        block_dim: (FOLD_T2I_THREADS as u32, 1, 1),
+        grid_dim: ((shape.batch * shape.rows()) as u32, 1, 1),
+        block_dim: (FOLD_T2I_COMBINE_THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut b = stream.launch_builder(f);
