@@ -186,6 +186,16 @@ fn derive(
     })
 }
 
+/// A folded token Linear's module name under attention `attn`: `{attn}.fold.{part}` or
+/// `{attn}.fold.{part}.{head}`. Its weights (`.weight`, `.bias`) are derived at load
+/// ([`fold_tensor`]).
+pub(crate) fn fold_job(attn: &str, part: &str, head: Option<usize>) -> String {
+    match head {
+        Some(h) => format!("{attn}.fold.{part}.{h}"),
+        None => format!("{attn}.fold.{part}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

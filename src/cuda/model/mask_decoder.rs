@@ -25,23 +25,24 @@
 //! token Linears share a launch (`Builder::linears`) and a post-norm is left pending
 //! (`Builder::post_norm`) for the next Linear that reads the token stream to apply.
 
+pub(crate) use super::decoder_dims::{image_gemm, layer0_externals};
+pub use super::decoder_dims::{DecoderDims, Layer0Side};
+use super::decoder_fold::fold_job;
 pub use super::decoder_prompts::{
     plan_batches, requested_masks, DecodedMasks, DecoderKey, DevicePrompt, OwnedPrompt, PostFrame,
     PredictedMasks, MAX_DECODE_BATCH,
 };
 use super::token_groups::{group_label, Head, Job, LinearGroup};
-use crate::error::{Error, Result};
 use crate::graph::buffer::{BufId, DType, Role};
 use crate::graph::decoder_ops::{
     AttnDecoder, AttnDecoderCombine, AttnDecoderKind, AttnDecoderShape, ConvTranspose2x2LnGelu,
     ConvTranspose2x2Masks, DecoderTokens, ImageTokens, LayerNormPe, LinearJob, MaskDownscaling,
-    TokenLinear, TokenNorm, ATTN_DECODER_HEAD_DIMS, TL_MAX_JOBS,
+    TokenLinear, TokenNorm, TL_MAX_JOBS,
 };
 use crate::graph::fold_ops::{AttnFoldI2t, AttnFoldShape, AttnFoldT2i, AttnFoldT2iCombine};
-use crate::graph::ops::{Gemm, GemmEpilogue, Op};
+use crate::graph::ops::{GemmEpilogue, Op};
 use crate::graph::schedule::Graph;
 use crate::graph::weights::WeightId;
-use crate::io::config::SamConfig;
 
 pub(crate) const P: &str = "mask_decoder";
 pub(crate) const T: &str = "mask_decoder.transformer";
@@ -57,66 +58,6 @@ pub(crate) const SPARSE_TABLE: &str = "prompt_encoder.sparse_table";
 pub(crate) const NO_MASK: &str = "prompt_encoder.no_mask_embed.weight";
 pub(crate) const MASK_PACKED: &str = "prompt_encoder.mask_downscaling.packed";
 pub(crate) const DENSE_PE: &str = "prompt_encoder.dense_pe.token_major";
-
-/// The decoder's dimensions, from the model configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DecoderDims {
-    pub dim: usize,
-    pub heads: usize,
-    pub depth: usize,
-    pub mlp: usize,
-    pub masks: usize,
-    pub iou_hidden: usize,
-    pub grid: usize,
-    pub input_size: usize,
-}
-
-impl DecoderDims {
-    /// The dimensions, refused where no kernel fits them.
-    pub fn new(cfg: &SamConfig) -> Result<Self> {
-        let d = DecoderDims {
-            dim: cfg.prompt_embed_dim,
-            heads: cfg.transformer_heads,
-            depth: cfg.transformer_depth,
-            mlp: cfg.transformer_mlp_dim,
-            masks: cfg.num_mask_tokens,
-            iou_hidden: cfg.iou_head_hidden_dim,
-            grid: cfg.encoder.grid(),
-            input_size: cfg.encoder.img_size,
-        };
-        let fits = cfg.mask_in_chans == 16
-            && d.heads > 0
-            && d.dim.is_multiple_of(16 * d.heads)
-            && ATTN_DECODER_HEAD_DIMS.contains(&(d.dim / d.heads))
-            && ATTN_DECODER_HEAD_DIMS.contains(&(d.dim / 2 / d.heads))
-            && d.depth > 0
-            && d.masks > 0
-            && d.grid > 0;
-        if !fits {
-            return Err(Error::Unsupported(format!(
-                "the CUDA mask decoder needs a width divisible by 16 x heads with head dims in \
-                 {ATTN_DECODER_HEAD_DIMS:?}, 16 mask channels and at least one layer; this \
-                 model has width {}, {} heads, {} mask channels, {} layers",
-                d.dim, d.heads, cfg.mask_in_chans, d.depth
-            )));
-        }
-        Ok(d)
-    }
-
-    pub fn hw(&self) -> usize {
-        self.grid * self.grid
-    }
-
-    /// Rows before the sparse tokens: the IoU token and the mask tokens.
-    pub fn prefix(&self) -> usize {
-        1 + self.masks
-    }
-
-    /// Side of the low-res masks and mask inputs.
-    pub fn low_res(&self) -> usize {
-        4 * self.grid
-    }
-}
 
 /// Buffers the caller fills before a run and reads after it.
 #[derive(Clone, Copy, Debug)]
@@ -137,24 +78,6 @@ pub struct DecoderIo {
     /// per-image prep (`decoder_image::build_image_graph`) fills when its embedding slot
     /// changes.
     pub layer0: Option<Layer0Side>,
-}
-
-/// Layer 0's image-side projections, fp16 `[hw, dim / 2]` each: token->image's keys and
-/// values and image->token's queries. They depend on the image alone (without a mask input
-/// the dense prompt is the same for every prompt), so the decoder computes them once per
-/// image, not once per decode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layer0Side {
-    pub t2i_k: BufId,
-    pub t2i_v: BufId,
-    pub i2t_q: BufId,
-}
-
-impl Layer0Side {
-    /// The buffers in the order the decoder lays them out in its one allocation.
-    pub fn buffers(&self) -> [BufId; 3] {
-        [self.t2i_k, self.t2i_v, self.i2t_q]
-    }
 }
 
 /// The image side a layer reads: fp16 image tokens and tokens + PE of `sides` images (1:
@@ -950,54 +873,4 @@ pub fn build_graph(d: &DecoderDims, key: DecoderKey) -> (Graph<Op>, DecoderIo) {
         layer0,
     };
     (b.gr, io)
-}
-
-/// Layer 0's image-side buffers as externals of `gr`.
-pub(crate) fn layer0_externals(gr: &mut Graph<Op>, d: &DecoderDims) -> Layer0Side {
-    let len = d.hw() * d.dim / 2;
-    let [t2i_k, t2i_v, i2t_q] = [
-        "layers.0.cross_attn_token_to_image.k",
-        "layers.0.cross_attn_token_to_image.v",
-        "layers.0.cross_attn_image_to_token.q",
-    ]
-    .map(|n| gr.buffer(n, DType::F16, len, Role::External));
-    Layer0Side {
-        t2i_k,
-        t2i_v,
-        i2t_q,
-    }
-}
-
-/// fp16 tensor-core Linear `{name}` on image rows: `out = a @ w^T + b` (+ epilogue).
-pub(crate) fn image_gemm(
-    gr: &mut Graph<Op>,
-    name: &str,
-    (a, out): (BufId, BufId),
-    (m, n, k): (usize, usize, usize),
-    epilogue: GemmEpilogue,
-) {
-    let gemm = Gemm {
-        a,
-        weight: gr.weights.id(format!("{name}.weight"), DType::F16, n * k),
-        bias: Some(gr.weights.id(format!("{name}.bias"), DType::F32, n)),
-        out,
-        epilogue,
-        m,
-        n,
-        k,
-        in_scale: 1.0,
-        out_scale: 1.0,
-        row_scale: None,
-    };
-    gr.add(name, Op::Gemm(gemm));
-}
-
-/// A folded token Linear's module name under attention `attn`: `{attn}.fold.{part}` or
-/// `{attn}.fold.{part}.{head}`. Its weights (`.weight`, `.bias`) are derived at load
-/// (`decoder_fold::fold_tensor`).
-pub(crate) fn fold_job(attn: &str, part: &str, head: Option<usize>) -> String {
-    match head {
-        Some(h) => format!("{attn}.fold.{part}.{h}"),
-        None => format!("{attn}.fold.{part}"),
-    }
 }

@@ -2,6 +2,7 @@
 //! Host-only apart from `encoder_exec`, `mask_decoder_exec`, `mask_predict` and
 //! `schedule_profile`, which bind the schedules to a device.
 
+pub mod decoder_dims;
 pub mod decoder_fold;
 pub mod decoder_image;
 pub mod decoder_prompts;
