@@ -299,7 +299,7 @@ SAMRT_DEVICE void fold_i2t_any(const FoldI2tParams& p) {
 }  // namespace
 
 #define SAMRT_FOLD_I2T(DIM)                                                        \
-    extern "C" __global__ void __launch_bounds__(FTHREADS, 2)                       \
+    extern "C" __global__ void __launch_bounds__(FTHREADS, 1)                       \
         attn_fold_i2t_d##DIM##_f16(const FoldI2tParams p) {                         \
         fold_i2t_any<DIM>(p);                                                       \
     }

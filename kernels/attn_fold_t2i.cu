@@ -371,7 +371,7 @@ SAMRT_DEVICE void fold_t2i_combine(const FoldT2iParams& p) {
 
 // Shared memory: 99 KiB a block at D = 256, 51 KiB at D = 128.
 #define SAMRT_FOLD_T2I(D)                                                                   \
-    extern "C" __global__ void __launch_bounds__(FTHREADS) attn_fold_t2i_d##D##_f16(         \
+    extern "C" __global__ void __launch_bounds__(FTHREADS, 1) attn_fold_t2i_d##D##_f16(         \
         const FoldT2iParams p) {                                                            \
         fold_t2i<D>(p);                                                                     \
     }                                                                                       \
