@@ -205,13 +205,15 @@ mod device {
             );
             if on_vgpu {
                 assert!(r["warp_instructions"].as_u64().unwrap() > 0, "{r}");
-                // The GEMMs, the convolution and the encoder's attention run on the tensor
-                // cores; the elementwise kernels and the decoder's fp32 attention do not.
+                // The GEMMs, the convolution, the encoder's attention and the decoder's
+                // folded attentions run on the tensor cores; the elementwise kernels, the
+                // decoder's fp32 attention and the folded split's merge pass do not.
                 let name = r["name"].as_str().unwrap();
                 let tensor = ["gemm", "conv3x3", "attn"]
                     .iter()
                     .any(|p| name.starts_with(p))
-                    && !name.starts_with("attn_decoder");
+                    && !name.starts_with("attn_decoder")
+                    && !name.starts_with("attn_fold_t2i_combine");
                 assert_eq!(tensor, r["mma"].as_u64().unwrap() > 0, "{r}");
                 // Every mma is at least an m16n8k8 (2,048 FLOPs).
                 assert!(
