@@ -142,6 +142,25 @@ struct TokenMap {
     }
 };
 
+// The max of accumulator row half i (0: row g, 1: row g + 8) over its 4-lane quad.
+template <int NT>
+SAMRT_DEVICE float quad_row_max(const float (&s)[NT][4], int i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+}
+
+template <int NT>
+SAMRT_DEVICE void scale_row(float (&o)[NT][4], int i, float c) {
+#pragma unroll
+    for (int d = 0; d < NT; ++d) {
+        o[d][2 * i] *= c;
+        o[d][2 * i + 1] *= c;
+    }
+}
+
 template <int HD, int SC, bool RELPOS>
 SAMRT_DEVICE void attention(const AttnParams& p) {
     using T = Tile<HD>;
@@ -205,9 +224,50 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     }
     samrt::cp_async_commit();
 
+    // S == 64 with the window inside the grid (always so for global attention): key tile kt
+    // is key row wy*64 + kt, 64 consecutive tokens, so each thread copies the same chunks of
+    // every tile and only the row base moves. Offsets are computed once here; a tile then
+    // costs one address add per chunk instead of the per-chunk token map. k_ld == v_ld (the
+    // launcher passes the qkv row stride for both).
+    constexpr bool ROWS = RELPOS && SC == ABN;
+    constexpr int NKV = ROWS ? ABN * CH / ATHREADS : 1;  // chunks per thread: 4 (hd 64), 5 (hd 80)
+    static_assert(!ROWS || (ABN * CH) % ATHREADS == 0, "whole chunks per thread");
+    bool rows_whole = false;
+    const __half* kv_row0 = nullptr;
+    long long kv_step = 0, kv_v = 0;
+    int kv_goff[NKV];
+    uint32_t kv_soff[NKV];
+    if constexpr (ROWS) {
+        rows_whole = (map.wy + 1) * ABN <= p.grid && (map.wx + 1) * ABN <= p.grid;
+        kv_row0 = kb + (static_cast<long long>(map.b * p.grid + map.wy * ABN) * p.grid +
+                        map.wx * ABN) * p.k_ld;
+        kv_step = static_cast<long long>(p.grid) * p.k_ld;
+        kv_v = vb - kb;
+#pragma unroll
+        for (int i = 0; i < NKV; ++i) {
+            const int c = tid + i * ATHREADS;
+            const int r = c / CH, ch = c % CH;
+            kv_goff[i] = r * p.k_ld + ch * 8;
+            kv_soff[i] = (r * LDS + ch * 8) * 2;
+        }
+    }
+
     auto load_kv = [&](int tile, int stage) {
         __half* dk = s_k + stage * T::TILE;
         __half* dv = s_v + stage * T::TILE;
+        if constexpr (ROWS) {
+            if (rows_whole) {
+                const __half* src = kv_row0 + tile * kv_step;
+                const uint32_t ak = samrt::smem_addr(dk), av = samrt::smem_addr(dv);
+#pragma unroll
+                for (int i = 0; i < NKV; ++i) {
+                    const __half* g = src + kv_goff[i];
+                    samrt::cp_async_16(ak + kv_soff[i], g, true);
+                    samrt::cp_async_16(av + kv_soff[i], g + kv_v, true);
+                }
+                return;
+            }
+        }
         for (int c = tid; c < ABN * CH; c += ATHREADS) {
             const int r = c / CH, ch = c % CH;
             const int n = tile * ABN + r;
@@ -330,13 +390,26 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 
         // ---- s = bias / scale (or 0 / -inf), then s += Q K^T ----
         float s[8][4];
-        if constexpr (RELPOS && SC == ABN) {
-            const float h_lo = s_relh[r_lo * LDR + kt];
-            const float h_hi = s_relh[r_hi * LDR + kt];
+        if constexpr (ROWS) {
+            // s = rel_w + Q K^T (rel_w is the first mma's C operand); the tile's rel_h, one
+            // scalar per row, is added in the softmax (max(s) + h, and inside the exponent's
+            // fma), which saves an add per score and a subtract per exponent.
+            const int kr = (lane & 7) + ((lane >> 4) << 3);
+            const uint32_t kl = k_addr + (kr * LDS + ((lane >> 3) & 1) * 8) * 2;
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
+            for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) s[nt][e] = relw_reg[nt][e] + ((e >> 1) ? h_hi : h_lo);
+                for (int np = 0; np < 4; ++np) {
+                    uint32_t b0, b1, b2, b3;
+                    samrt::ldmatrix_x4(b0, b1, b2, b3, kl + (np * 16 * LDS + ks * 16) * 2);
+                    if (ks == 0) {
+                        samrt::mma_16816_c(s[2 * np], qf[0], b0, b1, relw_reg[2 * np]);
+                        samrt::mma_16816_c(s[2 * np + 1], qf[0], b2, b3, relw_reg[2 * np + 1]);
+                    } else {
+                        samrt::mma_16816(s[2 * np], qf[ks], b0, b1);
+                        samrt::mma_16816(s[2 * np + 1], qf[ks], b2, b3);
+                    }
+                }
         } else {
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt)
@@ -356,41 +429,58 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
                     }
                 }
         }
+        if constexpr (!ROWS) {
 #pragma unroll
-        for (int ks = 0; ks < KS; ++ks)
+            for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-            for (int np = 0; np < 4; ++np)
-                samrt::mma_qk_16keys(s[2 * np], s[2 * np + 1], qf[ks], k_addr, np * 16, ks * 16,
-                                     LDS, lane);
+                for (int np = 0; np < 4; ++np)
+                    samrt::mma_qk_16keys(s[2 * np], s[2 * np + 1], qf[ks], k_addr, np * 16,
+                                         ks * 16, LDS, lane);
+        }
 
         // ---- online softmax; each row is spread over the 4 lanes of a quad ----
+        if constexpr (ROWS) {
+            const float hb[2] = {s_relh[r_lo * LDR + kt], s_relh[r_hi * LDR + kt]};
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float mx = -INFINITY;
+            for (int i = 0; i < 2; ++i) {
+                const float mx = quad_row_max(s, i);
+                // Rounding is monotone, so max(s) + h is exactly max(s + h).
+                const float m_new = fmaxf(m_run[i], mx + hb[i]);
+                const float corr = exp2f((m_run[i] - m_new) * sl2);
+                m_run[i] = m_new;
+                const float nb = (hb[i] - m_new) * sl2;  // every key is real: m_new is finite
+                float sum = 0.0f;
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
-                mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[i], mx);
-            // A row with no finite logit yet keeps m = -inf; subtracting 0 keeps exp2 at 0.
-            const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-            const float corr = exp2f((m_run[i] - m_use) * sl2);
-            m_run[i] = m_new;
-            float sum = 0.0f;
+                for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
+                    for (int j = 0; j < 2; ++j) {
+                        const float e = exp2f(fmaf(s[nt][2 * i + j], sl2, nb));
+                        s[nt][2 * i + j] = e;
+                        sum += e;
+                    }
+                l_run[i] = l_run[i] * corr + sum;
+                scale_row(o, i, corr);
+            }
+        } else {
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    const float e = exp2f((s[nt][2 * i + j] - m_use) * sl2);
-                    s[nt][2 * i + j] = e;
-                    sum += e;
-                }
-            l_run[i] = l_run[i] * corr + sum;
+            for (int i = 0; i < 2; ++i) {
+                const float mx = quad_row_max(s, i);
+                const float m_new = fmaxf(m_run[i], mx);
+                // A row with no finite logit yet keeps m = -inf; subtracting 0 keeps exp2 at 0.
+                const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+                const float corr = exp2f((m_run[i] - m_use) * sl2);
+                m_run[i] = m_new;
+                float sum = 0.0f;
 #pragma unroll
-            for (int d = 0; d < 2 * KS; ++d) {
-                o[d][2 * i] *= corr;
-                o[d][2 * i + 1] *= corr;
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) {
+                        const float e = exp2f((s[nt][2 * i + j] - m_use) * sl2);
+                        s[nt][2 * i + j] = e;
+                        sum += e;
+                    }
+                l_run[i] = l_run[i] * corr + sum;
+                scale_row(o, i, corr);
             }
         }
 
