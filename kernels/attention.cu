@@ -233,21 +233,20 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     constexpr int NKV = ROWS ? ABN * CH / ATHREADS : 1;  // chunks per thread: 4 (hd 64), 5 (hd 80)
     static_assert(!ROWS || (ABN * CH) % ATHREADS == 0, "whole chunks per thread");
     bool rows_whole = false;
-    const __half* kv_row0 = nullptr;
-    long long kv_step = 0, kv_v = 0;
-    int kv_goff[NKV];
+    long long kv_step = 0, kv_v = 0;  // bytes: key row to key row, k to v
+    const char* kv_src[NKV];          // tile 0's chunk of each copy
     uint32_t kv_soff[NKV];
     if constexpr (ROWS) {
         rows_whole = (map.wy + 1) * ABN <= p.grid && (map.wx + 1) * ABN <= p.grid;
-        kv_row0 = kb + (static_cast<long long>(map.b * p.grid + map.wy * ABN) * p.grid +
-                        map.wx * ABN) * p.k_ld;
-        kv_step = static_cast<long long>(p.grid) * p.k_ld;
-        kv_v = vb - kb;
+        const __half* row0 = kb + (static_cast<long long>(map.b * p.grid + map.wy * ABN) *
+                                       p.grid + map.wx * ABN) * p.k_ld;
+        kv_step = static_cast<long long>(p.grid) * p.k_ld * 2;
+        kv_v = (vb - kb) * 2;
 #pragma unroll
         for (int i = 0; i < NKV; ++i) {
             const int c = tid + i * ATHREADS;
             const int r = c / CH, ch = c % CH;
-            kv_goff[i] = r * p.k_ld + ch * 8;
+            kv_src[i] = reinterpret_cast<const char*>(row0 + r * p.k_ld + ch * 8);
             kv_soff[i] = (r * LDS + ch * 8) * 2;
         }
     }
@@ -257,11 +256,11 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         __half* dv = s_v + stage * T::TILE;
         if constexpr (ROWS) {
             if (rows_whole) {
-                const __half* src = kv_row0 + tile * kv_step;
+                const long long off = tile * kv_step;
                 const uint32_t ak = samrt::smem_addr(dk), av = samrt::smem_addr(dv);
 #pragma unroll
                 for (int i = 0; i < NKV; ++i) {
-                    const __half* g = src + kv_goff[i];
+                    const char* g = kv_src[i] + off;
                     samrt::cp_async_16(ak + kv_soff[i], g, true);
                     samrt::cp_async_16(av + kv_soff[i], g + kv_v, true);
                 }
@@ -376,6 +375,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY};
     float l_run[2] = {0.0f, 0.0f};
+    float l_mma[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};  // S == 64: l of row g in [0], g + 8 in [2]
     // logit = scale * q_scale * s, in log2 units for exp2 (k and v are used as stored).
     const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
 
@@ -441,25 +441,41 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         // ---- online softmax; each row is spread over the 4 lanes of a quad ----
         if constexpr (ROWS) {
             const float hb[2] = {s_relh[r_lo * LDR + kt], s_relh[r_hi * LDR + kt]};
+            float corr[2];
+            bool grew = false;
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
                 const float mx = quad_row_max(s, i);
                 // Rounding is monotone, so max(s) + h is exactly max(s + h).
                 const float m_new = fmaxf(m_run[i], mx + hb[i]);
-                const float corr = exp2f((m_run[i] - m_new) * sl2);
+                grew |= m_new != m_run[i];
+                corr[i] = exp2f((m_run[i] - m_new) * sl2);
                 m_run[i] = m_new;
                 const float nb = (hb[i] - m_new) * sl2;  // every key is real: m_new is finite
-                float sum = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-                    for (int j = 0; j < 2; ++j) {
-                        const float e = exp2f(fmaf(s[nt][2 * i + j], sl2, nb));
-                        s[nt][2 * i + j] = e;
-                        sum += e;
-                    }
-                l_run[i] = l_run[i] * corr + sum;
-                scale_row(o, i, corr);
+                    for (int j = 0; j < 2; ++j)
+                        s[nt][2 * i + j] = exp2f(fmaf(s[nt][2 * i + j], sl2, nb));
+            }
+            // An unchanged max has corr = 1: O and l are rescaled only when a row's max grew
+            // (a warp-uniform branch, taken on a handful of the 64 tiles).
+            if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    scale_row(o, i, corr[i]);
+                    scale_row(l_mma, i, corr[i]);
+                }
+            }
+            // O += P V, and l += P 1 on the tensor cores (the row sums of the fp16 P that
+            // the numerator uses, over the whole quad: no shuffles at the end).
+            const uint32_t ones = 0x3c003c00u;  // half2(1, 1)
+#pragma unroll
+            for (int kk = 0; kk < ABN / 16; ++kk) {
+                uint32_t a[4];
+                samrt::pack_p(a, s[2 * kk], s[2 * kk + 1]);
+                samrt::mma_pv_16keys_a<KS>(o, a, v_addr, kk * 16, LDS, lane);
+                samrt::mma_16816(l_mma[0], a, ones, ones);
             }
         } else {
 #pragma unroll
@@ -485,9 +501,12 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         }
 
         // ---- O += P V: the score C-fragments are re-used as fp16 A-fragments ----
+        if constexpr (!ROWS) {
 #pragma unroll
-        for (int kk = 0; kk < ABN / 16; ++kk)
-            samrt::mma_pv_16keys<KS>(o, s[2 * kk], s[2 * kk + 1], v_addr, kk * 16, LDS, lane);
+            for (int kk = 0; kk < ABN / 16; ++kk)
+                samrt::mma_pv_16keys<KS>(o, s[2 * kk], s[2 * kk + 1], v_addr, kk * 16, LDS,
+                                         lane);
+        }
     }
     samrt::cp_async_wait<0>();
 
@@ -495,8 +514,12 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         float l = l_run[i];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if constexpr (ROWS) {
+            l = l_mma[0][2 * i];
+        } else {
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+        }
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         const long long row = map.row(q0 + (i ? r_hi : r_lo));
         if (row < 0) continue;

@@ -117,11 +117,8 @@ SAMRT_DEVICE void mma_qk_8keys(float (&s0)[4], const uint32_t (&a)[4], uint32_t 
 // O (16 x 16 DP) += P V over the 16 keys row0..row0 + 15: the probability C fragments p0
 // (keys 0-7) and p1 (keys 8-15) re-used as fp16 A fragments.
 template <int DP>
-SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
-                                const float (&p1)[4], uint32_t v_addr, int row0, int lds,
-                                int lane) {
-    const uint32_t a[4] = {pack_half2(p0[0], p0[1]), pack_half2(p0[2], p0[3]),
-                           pack_half2(p1[0], p1[1]), pack_half2(p1[2], p1[3])};
+SAMRT_DEVICE void mma_pv_16keys_a(float (&o)[2 * DP][4], const uint32_t (&a)[4], uint32_t v_addr,
+                                  int row0, int lds, int lane) {
 #pragma unroll
     for (int dp = 0; dp < DP; ++dp) {
         // Transposed loads of (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15),
@@ -133,6 +130,24 @@ SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
         mma_16816(o[2 * dp], a, b0, b1);
         mma_16816(o[2 * dp + 1], a, b2, b3);
     }
+}
+
+// The probability C fragments p0 (keys 0-7) and p1 (keys 8-15) as one fp16 A fragment.
+SAMRT_DEVICE void pack_p(uint32_t (&a)[4], const float (&p0)[4], const float (&p1)[4]) {
+    a[0] = pack_half2(p0[0], p0[1]);
+    a[1] = pack_half2(p0[2], p0[3]);
+    a[2] = pack_half2(p1[0], p1[1]);
+    a[3] = pack_half2(p1[2], p1[3]);
+}
+
+// mma_pv_16keys_a on the probabilities as computed (fp32 C fragments).
+template <int DP>
+SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
+                                const float (&p1)[4], uint32_t v_addr, int row0, int lds,
+                                int lane) {
+    uint32_t a[4];
+    pack_p(a, p0, p1);
+    mma_pv_16keys_a<DP>(o, a, v_addr, row0, lds, lane);
 }
 
 SAMRT_DEVICE float warp_sum(float v) {
