@@ -330,8 +330,17 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         for (int tab = 0; tab < 2; ++tab) {
             const __half* table = tab ? p.rel_w : p.rel_h;
             float* dst = tab ? s_relw : s_relh;
+            int nt0 = 0, nt1 = NT;
+            if constexpr (ROWS) {
+                // A block's 64 queries are one query row of the window (qy = q0 / 64), a
+                // warp's 16 have qx = 16 * warp + 0..15: only table rows qy..qy + 63 (rel_h)
+                // and 16 * warp..16 * warp + 78 (rel_w) land in a key's column.
+                const int lo = tab ? 16 * warp : q0 / ABN;
+                nt0 = lo / 8;
+                nt1 = (lo + (tab ? 15 : 0) + ABN - 1) / 8 + 1;
+            }
 #pragma unroll 1
-            for (int nt = 0; nt < NT; ++nt) {
+            for (int nt = nt0; nt < nt1; ++nt) {
                 float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 const int c = nt * 8 + g;  // table row feeding B column g
                 const bool cv = c < 2 * S - 1;
