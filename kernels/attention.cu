@@ -403,22 +403,24 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
             // s = rel_w + Q K^T (rel_w is the first mma's C operand); the tile's rel_h, one
             // scalar per row, is added in the softmax (max(s) + h, and inside the exponent's
             // fma), which saves an add per score and a subtract per exponent.
+            // ldmatrix as in mma_qk_16keys, the (key, column) offsets as immediates.
             const int kr = (lane & 7) + ((lane >> 4) << 3);
             const uint32_t kl = k_addr + (kr * LDS + ((lane >> 3) & 1) * 8) * 2;
-#pragma unroll
-            for (int ks = 0; ks < KS; ++ks)
-#pragma unroll
-                for (int np = 0; np < 4; ++np) {
+            samrt::static_for<0, KS>([&](auto ks_) {
+                constexpr int ks = decltype(ks_)::value;
+                samrt::static_for<0, 4>([&](auto np_) {
+                    constexpr int np = decltype(np_)::value;
                     uint32_t b0, b1, b2, b3;
-                    samrt::ldmatrix_x4(b0, b1, b2, b3, kl + (np * 16 * LDS + ks * 16) * 2);
-                    if (ks == 0) {
+                    samrt::ldmatrix_x4_at<(np * 16 * LDS + ks * 16) * 2>(b0, b1, b2, b3, kl);
+                    if constexpr (ks == 0) {
                         samrt::mma_16816_c(s[2 * np], qf[0], b0, b1, relw_reg[2 * np]);
                         samrt::mma_16816_c(s[2 * np + 1], qf[0], b2, b3, relw_reg[2 * np + 1]);
                     } else {
                         samrt::mma_16816(s[2 * np], qf[ks], b0, b1);
                         samrt::mma_16816(s[2 * np + 1], qf[ks], b2, b3);
                     }
-                }
+                });
+            });
         } else {
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt)
@@ -478,14 +480,24 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
             }
             // O += P V, and l += P 1 on the tensor cores (the row sums of the fp16 P that
             // the numerator uses, over the whole quad: no shuffles at the end).
+            // V fragments as in mma_pv_16keys, the (key, d) offsets as immediates.
             const uint32_t ones = 0x3c003c00u;  // half2(1, 1)
-#pragma unroll
-            for (int kk = 0; kk < ABN / 16; ++kk) {
+            const int vr = (lane & 7) + ((lane >> 3) & 1) * 8;
+            const uint32_t vl = v_addr + (vr * LDS + (lane >> 4) * 8) * 2;
+            samrt::static_for<0, ABN / 16>([&](auto kk_) {
+                constexpr int kk = decltype(kk_)::value;
                 uint32_t a[4];
                 samrt::pack_p(a, s[2 * kk], s[2 * kk + 1]);
-                samrt::mma_pv_16keys_a<KS>(o, a, v_addr, kk * 16, LDS, lane);
+                samrt::static_for<0, KS>([&](auto dp_) {
+                    constexpr int dp = decltype(dp_)::value;
+                    uint32_t b0, b1, b2, b3;
+                    samrt::ldmatrix_x4_trans_at<(kk * 16 * LDS + dp * 16) * 2>(b0, b1, b2, b3,
+                                                                                vl);
+                    samrt::mma_16816(o[2 * dp], a, b0, b1);
+                    samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
+                });
                 samrt::mma_16816(l_mma[0], a, ones, ones);
-            }
+            });
         } else {
 #pragma unroll
             for (int i = 0; i < 2; ++i) {

@@ -41,6 +41,35 @@ SAMRT_DEVICE void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t
                  : "memory");
 }
 
+// ldmatrix_x4 / ldmatrix_x4_trans at addr + OFF bytes, the offset an immediate of the
+// instruction rather than an add before it.
+#define SAMRT_LDMATRIX_X4_AT(NAME, OP)                                                     \
+    template <int OFF>                                                                     \
+    SAMRT_DEVICE void NAME(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,         \
+                           uint32_t addr) {                                                \
+        asm volatile(OP " {%0, %1, %2, %3}, [%4+%5];\n"                                   \
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)                              \
+                     : "r"(addr), "n"(OFF)                                                 \
+                     : "memory");                                                          \
+    }
+SAMRT_LDMATRIX_X4_AT(ldmatrix_x4_at, "ldmatrix.sync.aligned.m8n8.x4.shared.b16")
+SAMRT_LDMATRIX_X4_AT(ldmatrix_x4_trans_at, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16")
+#undef SAMRT_LDMATRIX_X4_AT
+
+// Calls f(Int<I>{}) for I = B..E-1: a loop whose index is a constant expression (for
+// immediates such as ldmatrix_x4_at's offset).
+template <int I>
+struct Int {
+    static constexpr int value = I;
+};
+template <int B, int E, class F>
+SAMRT_DEVICE void static_for(F&& f) {
+    if constexpr (B < E) {
+        f(Int<B>{});
+        static_for<B + 1, E>(f);
+    }
+}
+
 // Two 8x8 b16 matrices; lanes 0-15 supply the row addresses (of matrix lane / 8).
 SAMRT_DEVICE void ldmatrix_x2(uint32_t& r0, uint32_t& r1, uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
