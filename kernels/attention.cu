@@ -142,6 +142,25 @@ struct TokenMap {
     }
 };
 
+// The max of accumulator row half i (0: row g, 1: row g + 8) over its 4-lane quad.
+template <int NT>
+SAMRT_DEVICE float quad_row_max(const float (&s)[NT][4], int i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+}
+
+template <int NT>
+SAMRT_DEVICE void scale_row(float (&o)[NT][4], int i, float c) {
+#pragma unroll
+    for (int d = 0; d < NT; ++d) {
+        o[d][2 * i] *= c;
+        o[d][2 * i + 1] *= c;
+    }
+}
+
 template <int HD, int SC, bool RELPOS>
 SAMRT_DEVICE void attention(const AttnParams& p) {
     using T = Tile<HD>;
@@ -205,9 +224,58 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     }
     samrt::cp_async_commit();
 
+    // S == 64 with the window inside the grid (always so for global attention): key tile kt
+    // is key row wy*64 + kt, 64 consecutive tokens, so each thread copies the same chunks of
+    // every tile and only the row base moves. Offsets are computed once here; a tile then
+    // costs one address add per chunk instead of the per-chunk token map. k_ld == v_ld (the
+    // launcher passes the qkv row stride for both).
+    constexpr bool ROWS = RELPOS && SC == ABN;
+    constexpr int NKV = ROWS ? ABN * CH / ATHREADS : 1;  // chunks per thread: 4 (hd 64), 5 (hd 80)
+    static_assert(!ROWS || (ABN * CH) % ATHREADS == 0, "whole chunks per thread");
+    bool rows_whole = false;
+    long long kv_step = 0, kv_v = 0;  // bytes: key row to key row, k to v
+    const char* kv_src[NKV];          // tile 0's chunk of each copy
+    uint32_t kv_soff[NKV];
+    if constexpr (ROWS) {
+        rows_whole = (map.wy + 1) * ABN <= p.grid && (map.wx + 1) * ABN <= p.grid;
+        const __half* row0 = kb + (static_cast<long long>(map.b * p.grid + map.wy * ABN) *
+                                       p.grid + map.wx * ABN) * p.k_ld;
+        kv_step = static_cast<long long>(p.grid) * p.k_ld * 2;
+        kv_v = (vb - kb) * 2;
+        // Copy c of a tile: 8 lanes (one shared-memory phase) take chunk pairs (a 32 B
+        // sector each) of 4 rows of one parity within a group of 8 rows. Rows are 9 (hd 64)
+        // or 11 (hd 80) 16 B units apart, odd, so rows 0, 2, 4, 6 (or 1, 3, 5, 7) start in 4
+        // distinct even units mod 8 and the 8 chunks hit all 8 bank groups; copying 32
+        // consecutive chunks instead puts a row boundary inside a phase (hd 80: 0.48
+        // conflicts per shared request).
+#pragma unroll
+        for (int i = 0; i < NKV; ++i) {
+            const int c = tid + i * ATHREADS;
+            const int ph = c >> 3, q = c & 7;  // phase of the tile; CH phases per 8 rows
+            const int rem = ph % CH;
+            const int r = (ph / CH) * 8 + 2 * (q >> 1) + rem / (CH / 2);
+            const int ch = 2 * (rem % (CH / 2)) + (q & 1);
+            kv_src[i] = reinterpret_cast<const char*>(row0 + r * p.k_ld + ch * 8);
+            kv_soff[i] = (r * LDS + ch * 8) * 2;
+        }
+    }
+
     auto load_kv = [&](int tile, int stage) {
         __half* dk = s_k + stage * T::TILE;
         __half* dv = s_v + stage * T::TILE;
+        if constexpr (ROWS) {
+            if (rows_whole) {
+                const long long off = tile * kv_step;
+                const uint32_t ak = samrt::smem_addr(dk), av = samrt::smem_addr(dv);
+#pragma unroll
+                for (int i = 0; i < NKV; ++i) {
+                    const char* g = kv_src[i] + off;
+                    samrt::cp_async_16(ak + kv_soff[i], g, true);
+                    samrt::cp_async_16(av + kv_soff[i], g + kv_v, true);
+                }
+                return;
+            }
+        }
         for (int c = tid; c < ABN * CH; c += ATHREADS) {
             const int r = c / CH, ch = c % CH;
             const int n = tile * ABN + r;
@@ -271,8 +339,17 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         for (int tab = 0; tab < 2; ++tab) {
             const __half* table = tab ? p.rel_w : p.rel_h;
             float* dst = tab ? s_relw : s_relh;
+            int nt0 = 0, nt1 = NT;
+            if constexpr (ROWS) {
+                // A block's 64 queries are one query row of the window (qy = q0 / 64), a
+                // warp's 16 have qx = 16 * warp + 0..15: only table rows qy..qy + 63 (rel_h)
+                // and 16 * warp..16 * warp + 78 (rel_w) land in a key's column.
+                const int lo = tab ? 16 * warp : q0 / ABN;
+                nt0 = lo / 8;
+                nt1 = (lo + (tab ? 15 : 0) + ABN - 1) / 8 + 1;
+            }
 #pragma unroll 1
-            for (int nt = 0; nt < NT; ++nt) {
+            for (int nt = nt0; nt < nt1; ++nt) {
                 float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 const int c = nt * 8 + g;  // table row feeding B column g
                 const bool cv = c < 2 * S - 1;
@@ -316,6 +393,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
     float m_run[2] = {-INFINITY, -INFINITY};
     float l_run[2] = {0.0f, 0.0f};
+    float l_mma[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};  // S == 64: l of row g in [0], g + 8 in [2]
     // logit = scale * q_scale * s, in log2 units for exp2 (k and v are used as stored).
     const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
 
@@ -330,13 +408,28 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 
         // ---- s = bias / scale (or 0 / -inf), then s += Q K^T ----
         float s[8][4];
-        if constexpr (RELPOS && SC == ABN) {
-            const float h_lo = s_relh[r_lo * LDR + kt];
-            const float h_hi = s_relh[r_hi * LDR + kt];
-#pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[nt][e] = relw_reg[nt][e] + ((e >> 1) ? h_hi : h_lo);
+        if constexpr (ROWS) {
+            // s = rel_w + Q K^T (rel_w is the first mma's C operand); the tile's rel_h, one
+            // scalar per row, is added in the softmax (max(s) + h, and inside the exponent's
+            // fma), which saves an add per score and a subtract per exponent.
+            // ldmatrix as in mma_qk_16keys, the (key, column) offsets as immediates.
+            const int kr = (lane & 7) + ((lane >> 4) << 3);
+            const uint32_t kl = k_addr + (kr * LDS + ((lane >> 3) & 1) * 8) * 2;
+            samrt::static_for<0, KS>([&](auto ks_) {
+                constexpr int ks = decltype(ks_)::value;
+                samrt::static_for<0, 4>([&](auto np_) {
+                    constexpr int np = decltype(np_)::value;
+                    uint32_t b0, b1, b2, b3;
+                    samrt::ldmatrix_x4_at<(np * 16 * LDS + ks * 16) * 2>(b0, b1, b2, b3, kl);
+                    if constexpr (ks == 0) {
+                        samrt::mma_16816_c(s[2 * np], qf[0], b0, b1, relw_reg[2 * np]);
+                        samrt::mma_16816_c(s[2 * np + 1], qf[0], b2, b3, relw_reg[2 * np + 1]);
+                    } else {
+                        samrt::mma_16816(s[2 * np], qf[ks], b0, b1);
+                        samrt::mma_16816(s[2 * np + 1], qf[ks], b2, b3);
+                    }
+                });
+            });
         } else {
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt)
@@ -356,48 +449,94 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
                     }
                 }
         }
+        if constexpr (!ROWS) {
 #pragma unroll
-        for (int ks = 0; ks < KS; ++ks)
+            for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
-            for (int np = 0; np < 4; ++np)
-                samrt::mma_qk_16keys(s[2 * np], s[2 * np + 1], qf[ks], k_addr, np * 16, ks * 16,
-                                     LDS, lane);
+                for (int np = 0; np < 4; ++np)
+                    samrt::mma_qk_16keys(s[2 * np], s[2 * np + 1], qf[ks], k_addr, np * 16,
+                                         ks * 16, LDS, lane);
+        }
 
         // ---- online softmax; each row is spread over the 4 lanes of a quad ----
+        if constexpr (ROWS) {
+            const float hb[2] = {s_relh[r_lo * LDR + kt], s_relh[r_hi * LDR + kt]};
+            float corr[2];
+            bool grew = false;
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float mx = -INFINITY;
+            for (int i = 0; i < 2; ++i) {
+                const float mx = quad_row_max(s, i);
+                // Rounding is monotone, so max(s) + h is exactly max(s + h).
+                const float m_new = fmaxf(m_run[i], mx + hb[i]);
+                grew |= m_new != m_run[i];
+                corr[i] = exp2f((m_run[i] - m_new) * sl2);
+                m_run[i] = m_new;
+                const float nb = (hb[i] - m_new) * sl2;  // every key is real: m_new is finite
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
-                mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[i], mx);
-            // A row with no finite logit yet keeps m = -inf; subtracting 0 keeps exp2 at 0.
-            const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-            const float corr = exp2f((m_run[i] - m_use) * sl2);
-            m_run[i] = m_new;
-            float sum = 0.0f;
+                for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
+                    for (int j = 0; j < 2; ++j)
+                        s[nt][2 * i + j] = exp2f(fmaf(s[nt][2 * i + j], sl2, nb));
+            }
+            // An unchanged max has corr = 1: O and l are rescaled only when a row's max grew
+            // (a warp-uniform branch, taken on a handful of the 64 tiles).
+            if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-                for (int j = 0; j < 2; ++j) {
-                    const float e = exp2f((s[nt][2 * i + j] - m_use) * sl2);
-                    s[nt][2 * i + j] = e;
-                    sum += e;
+                for (int i = 0; i < 2; ++i) {
+                    scale_row(o, i, corr[i]);
+                    scale_row(l_mma, i, corr[i]);
                 }
-            l_run[i] = l_run[i] * corr + sum;
+            }
+            // O += P V, and l += P 1 on the tensor cores (the row sums of the fp16 P that
+            // the numerator uses, over the whole quad: no shuffles at the end).
+            // V fragments as in mma_pv_16keys, the (key, d) offsets as immediates.
+            const uint32_t ones = 0x3c003c00u;  // half2(1, 1)
+            const int vr = (lane & 7) + ((lane >> 3) & 1) * 8;
+            const uint32_t vl = v_addr + (vr * LDS + (lane >> 4) * 8) * 2;
+            samrt::static_for<0, ABN / 16>([&](auto kk_) {
+                constexpr int kk = decltype(kk_)::value;
+                uint32_t a[4];
+                samrt::pack_p(a, s[2 * kk], s[2 * kk + 1]);
+                samrt::static_for<0, KS>([&](auto dp_) {
+                    constexpr int dp = decltype(dp_)::value;
+                    uint32_t b0, b1, b2, b3;
+                    samrt::ldmatrix_x4_trans_at<(kk * 16 * LDS + dp * 16) * 2>(b0, b1, b2, b3,
+                                                                                vl);
+                    samrt::mma_16816(o[2 * dp], a, b0, b1);
+                    samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
+                });
+                samrt::mma_16816(l_mma[0], a, ones, ones);
+            });
+        } else {
 #pragma unroll
-            for (int d = 0; d < 2 * KS; ++d) {
-                o[d][2 * i] *= corr;
-                o[d][2 * i + 1] *= corr;
+            for (int i = 0; i < 2; ++i) {
+                const float mx = quad_row_max(s, i);
+                const float m_new = fmaxf(m_run[i], mx);
+                // A row with no finite logit yet keeps m = -inf; subtracting 0 keeps exp2 at 0.
+                const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+                const float corr = exp2f((m_run[i] - m_use) * sl2);
+                m_run[i] = m_new;
+                float sum = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) {
+                        const float e = exp2f((s[nt][2 * i + j] - m_use) * sl2);
+                        s[nt][2 * i + j] = e;
+                        sum += e;
+                    }
+                l_run[i] = l_run[i] * corr + sum;
+                scale_row(o, i, corr);
             }
         }
 
         // ---- O += P V: the score C-fragments are re-used as fp16 A-fragments ----
+        if constexpr (!ROWS) {
 #pragma unroll
-        for (int kk = 0; kk < ABN / 16; ++kk)
-            samrt::mma_pv_16keys<KS>(o, s[2 * kk], s[2 * kk + 1], v_addr, kk * 16, LDS, lane);
+            for (int kk = 0; kk < ABN / 16; ++kk)
+                samrt::mma_pv_16keys<KS>(o, s[2 * kk], s[2 * kk + 1], v_addr, kk * 16, LDS,
+                                         lane);
+        }
     }
     samrt::cp_async_wait<0>();
 
@@ -405,8 +544,12 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         float l = l_run[i];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if constexpr (ROWS) {
+            l = l_mma[0][2 * i];
+        } else {
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+        }
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         const long long row = map.row(q0 + (i ? r_hi : r_lo));
         if (row < 0) continue;

@@ -41,6 +41,35 @@ SAMRT_DEVICE void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t
                  : "memory");
 }
 
+// ldmatrix_x4 / ldmatrix_x4_trans at addr + OFF bytes, the offset an immediate of the
+// instruction rather than an add before it.
+#define SAMRT_LDMATRIX_X4_AT(NAME, OP)                                                     \
+    template <int OFF>                                                                     \
+    SAMRT_DEVICE void NAME(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,         \
+                           uint32_t addr) {                                                \
+        asm volatile(OP " {%0, %1, %2, %3}, [%4+%5];\n"                                   \
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)                              \
+                     : "r"(addr), "n"(OFF)                                                 \
+                     : "memory");                                                          \
+    }
+SAMRT_LDMATRIX_X4_AT(ldmatrix_x4_at, "ldmatrix.sync.aligned.m8n8.x4.shared.b16")
+SAMRT_LDMATRIX_X4_AT(ldmatrix_x4_trans_at, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16")
+#undef SAMRT_LDMATRIX_X4_AT
+
+// Calls f(Int<I>{}) for I = B..E-1: a loop whose index is a constant expression (for
+// immediates such as ldmatrix_x4_at's offset).
+template <int I>
+struct Int {
+    static constexpr int value = I;
+};
+template <int B, int E, class F>
+SAMRT_DEVICE void static_for(F&& f) {
+    if constexpr (B < E) {
+        f(Int<B>{});
+        static_for<B + 1, E>(f);
+    }
+}
+
 // Two 8x8 b16 matrices; lanes 0-15 supply the row addresses (of matrix lane / 8).
 SAMRT_DEVICE void ldmatrix_x2(uint32_t& r0, uint32_t& r1, uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
@@ -68,6 +97,18 @@ SAMRT_DEVICE void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, 
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D = A * B + C for one m16n8k16 tile with C in separate registers (a loop-invariant
+// initial value, e.g. a bias held in registers, costs no copies).
+SAMRT_DEVICE void mma_16816_c(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                              const float (&c)[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%10, %11, %12, %13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
+          "f"(c[2]), "f"(c[3]));
 }
 
 // Two floats to a packed half2, `lo` in the low 16 bits (the lower k / column index).
@@ -105,11 +146,8 @@ SAMRT_DEVICE void mma_qk_8keys(float (&s0)[4], const uint32_t (&a)[4], uint32_t 
 // O (16 x 16 DP) += P V over the 16 keys row0..row0 + 15: the probability C fragments p0
 // (keys 0-7) and p1 (keys 8-15) re-used as fp16 A fragments.
 template <int DP>
-SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
-                                const float (&p1)[4], uint32_t v_addr, int row0, int lds,
-                                int lane) {
-    const uint32_t a[4] = {pack_half2(p0[0], p0[1]), pack_half2(p0[2], p0[3]),
-                           pack_half2(p1[0], p1[1]), pack_half2(p1[2], p1[3])};
+SAMRT_DEVICE void mma_pv_16keys_a(float (&o)[2 * DP][4], const uint32_t (&a)[4], uint32_t v_addr,
+                                  int row0, int lds, int lane) {
 #pragma unroll
     for (int dp = 0; dp < DP; ++dp) {
         // Transposed loads of (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15),
@@ -121,6 +159,24 @@ SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
         mma_16816(o[2 * dp], a, b0, b1);
         mma_16816(o[2 * dp + 1], a, b2, b3);
     }
+}
+
+// The probability C fragments p0 (keys 0-7) and p1 (keys 8-15) as one fp16 A fragment.
+SAMRT_DEVICE void pack_p(uint32_t (&a)[4], const float (&p0)[4], const float (&p1)[4]) {
+    a[0] = pack_half2(p0[0], p0[1]);
+    a[1] = pack_half2(p0[2], p0[3]);
+    a[2] = pack_half2(p1[0], p1[1]);
+    a[3] = pack_half2(p1[2], p1[3]);
+}
+
+// mma_pv_16keys_a on the probabilities as computed (fp32 C fragments).
+template <int DP>
+SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
+                                const float (&p1)[4], uint32_t v_addr, int row0, int lds,
+                                int lane) {
+    uint32_t a[4];
+    pack_p(a, p0, p1);
+    mma_pv_16keys_a<DP>(o, a, v_addr, row0, lds, lane);
 }
 
 SAMRT_DEVICE float warp_sum(float v) {

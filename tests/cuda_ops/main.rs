@@ -121,6 +121,9 @@ op_cases! {
     // its 196 tokens padding).
     attn_relpos_grid20_window8: relpos(2, 20, 160, 2, 8, ScaledQ(0.5)),
     attn_relpos_grid5_window14: relpos(2, 5, 64, 1, 14, ScaledQ(0.5)),
+    // The s64 kernel on a padded window (64 over 40: 2496 of its 4096 tokens padding), the
+    // key-row loader's per-token fallback.
+    attn_relpos_grid40_window64: relpos(1, 40, 64, 1, 64, ScaledQkv(0.25)),
 
     // ---- plain_attn(batch, heads, head_dim, lq, lk): the decoder's attention
     attn_plain_hd16_7x4096: plain_attn(2, 8, 16, 7, 4096), // token to image
