@@ -261,6 +261,10 @@ op_cases! {
     attn_fold_i2t_d128_2x16_hd32: FoldI2t(AttnFoldShape { head_dim: 32, ..attn_fold_i2t::case(2, 16, 2, 130, 128, false) }),
     attn_fold_i2t_d128_4h_5t_37: FoldI2t(attn_fold_i2t::case(1, 5, 4, 37, 128, false)),
     attn_fold_t2i_2x5x8_10_d128_shared: FoldT2i(fold(2, 5, 8, 10, 128, true)),
+    // 65 prompts (the 64 bucket's chunk plus one): box only (4 + 2 tokens) for token->image,
+    // mask input only (4 + 1 pad token) for image->token, each prompt also alone.
+    attn_fold_t2i_65x6x8_64_box_only: FoldT2i(fold(65, 6, 8, 64, 256, false)),
+    attn_fold_i2t_65x5_64_mask_only: FoldI2t(attn_fold_i2t::case(65, 5, 8, 64, 256, false)),
     // layer_norm_pe(rows, dim, pe rows): token rows (no PE), image rows with the PE cycling.
     layer_norm_pe_65x7_tokens: LayerNormPe { rows: 65 * 7, dim: 256, pe_rows: 65 * 7 },
     layer_norm_pe_3x300_image: LayerNormPe { rows: 3 * 300, dim: 256, pe_rows: 300 },
