@@ -82,6 +82,24 @@ impl AttnFoldShape {
         self.t2i_fits() && self.tokens <= FOLD_I2T_MAX_TOKENS
     }
 
+    /// Whether folding does less work than the unfolded attention, per prompt and per
+    /// cross attention (both directions cost the same). Folded: two token-side products
+    /// with per-head `[dim, dim]` weights (`2 * tokens * heads * dim^2` multiply-adds) and
+    /// the kernel's two passes over the image rows (`2 * tokens * heads * hw * dim`).
+    /// Unfolded: two image-side projections (`2 * hw * dim * c`, `c = heads * head_dim`),
+    /// two token-side ones (`2 * tokens * dim * c`) and the attention (`2 * tokens * hw * c`).
+    /// With SAM's widths a one-point prompt folds from about 180 image rows up (so at
+    /// 1024 px, not at 128 px), and a prompt of 18 tokens or more never folds. A function
+    /// of the tokens and the widths, never of the batch, so a prompt decodes
+    /// bit-identically in any batch.
+    pub fn pays(&self) -> bool {
+        let (t, h, hw, d) = (self.tokens, self.heads, self.hw, self.dim);
+        let c = self.heads * self.head_dim;
+        let folded = 2 * t * h * d * (d + hw);
+        let unfolded = 2 * hw * d * c + 2 * t * c * (d + hw);
+        folded < unfolded
+    }
+
     /// fp32 scratch of the token->image split: per (prompt, folded row, chunk) the max,
     /// the sum and `dim` accumulators, `[batch, rows, chunks, dim + 2]`.
     pub fn partial_len(&self) -> usize {
@@ -154,5 +172,34 @@ mod tests {
             let c = fold_chunks(hw);
             assert!((c - 1) * hw.div_ceil(c) < hw, "hw {hw}: {c} chunks");
         }
+    }
+
+    fn sam(tokens: usize, hw: usize) -> AttnFoldShape {
+        AttnFoldShape {
+            batch: 3,
+            tokens,
+            heads: 8,
+            hw,
+            dim: 256,
+            head_dim: 16,
+            image_shared: false,
+        }
+    }
+
+    #[test]
+    fn folding_pays_for_few_tokens_on_large_images_only() {
+        // One point (7 tokens): unfolded at 128 px (8x8) and 192 px, folded at 256 px up.
+        assert!(!sam(7, 64).pays());
+        assert!(!sam(7, 144).pays());
+        assert!(sam(7, 256).pays());
+        assert!(sam(7, 4096).pays());
+        // 16 tokens still fold at 1024 px, 17 do not, and 18 never do.
+        assert!(sam(16, 4096).pays());
+        assert!(!sam(17, 4096).pays());
+        assert!(!sam(18, 1 << 20).pays());
+        // The batch never enters the choice.
+        let mut s = sam(7, 4096);
+        s.batch = 1;
+        assert!(s.pays());
     }
 }

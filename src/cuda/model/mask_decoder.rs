@@ -12,7 +12,9 @@
 //! the image-side projections are reassociated onto the few token rows (token Linears with
 //! weights derived at load, `decoder_fold`), and one fused kernel per attention runs the
 //! logits, softmax and product over the image rows, so no per-prompt image-side GEMM runs
-//! in the transformer. What does not depend on the prompt is not redone per prompt: the dense positional encoding is a weight (computed on the host
+//! in the transformer. They fold only where that is less work (`AttnFoldShape::pays`: few
+//! tokens on a large image, e.g. one point at 1024 px but not at 128 px); elsewhere the
+//! image side is projected per prompt as the official module does. What does not depend on the prompt is not redone per prompt: the dense positional encoding is a weight (computed on the host
 //! at load), and without mask inputs layer 0's image tokens and their token->image keys and
 //! values and image->token queries are computed once per image by the per-image prep
 //! (`decoder_image::build_image_graph`, run when the decoder's embedding slot takes a new
@@ -318,7 +320,7 @@ impl Builder<'_> {
     fn token_to_image(&mut self, name: &str, tokens: BufId, img: Side) {
         if let Side::Tokens(img16, imgpe16, sides) = img {
             let shape = self.fold_shape(sides);
-            if shape.t2i_fits() {
+            if shape.t2i_fits() && shape.pays() {
                 return self.token_to_image_folded(name, tokens, (img16, imgpe16), shape);
             }
         }
@@ -561,7 +563,7 @@ impl Builder<'_> {
 
         if let Side::Tokens(_, imgpe16, sides) = img {
             let shape = self.fold_shape(sides);
-            if shape.i2t_fits() {
+            if shape.i2t_fits() && shape.pays() {
                 self.image_to_token_folded(&it, tokens, keys, imgpe16, shape);
                 return self.layer_end(&p, keys);
             }
