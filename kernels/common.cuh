@@ -179,6 +179,15 @@ SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
     mma_pv_16keys_a<DP>(o, a, v_addr, row0, lds, lane);
 }
 
+// __shfl_xor_sync on a float whose register stays an f32 register: through the intrinsic,
+// NVVM may retype a whole chain of float accumulators to b32 and put a mov on either side
+// of every FMA (free after ptxas, but counted by vgpu and its model).
+SAMRT_DEVICE float shfl_xor_f32(float v, int lane_mask) {
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(lane_mask));
+    return r;
+}
+
 SAMRT_DEVICE float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

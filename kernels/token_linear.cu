@@ -10,13 +10,16 @@
 // (one per mask token) share their layer shapes. Fewer launches matter more than anything
 // else at one prompt, where each linear is a few microseconds of work.
 //
-// Few rows, many columns: a warp owns one output column of a TL_ROWS-row tile, and its
-// lanes split K (lane l takes k = l, l + 32, ...: one weight load reads 128 consecutive
-// bytes of the row). The A tile (a + a2) is staged in shared memory TL_KC columns at a time
-// and read by every warp. Shuffles sum the lanes' partials (a reduce-scatter that leaves
-// each row's sum in four lanes). Each output's summation order depends only on K, never on
-// the row count, so a prompt's result is the same in any batch. The bias is added last, as
-// nn.Linear's addmm does.
+// Few rows, many columns: a warp owns TL_COLS output columns of a TL_ROWS-row tile, and its
+// lanes split K. Where K is a multiple of 4 and the weight 16 B aligned (every decoder
+// weight), lane l takes k = 4l..4l+3, 4l+128..4l+131, ...: one float4 load per column and
+// one float4 shared read per row feed 4 x TL_COLS FMAs, and a warp's weight load reads 512
+// consecutive bytes. Otherwise lane l takes k = l, l + 32, .... The A tile (a + a2) is
+// staged in shared memory TL_KC columns at a time and read by every warp. Shuffles sum the
+// lanes' partials (a reduce-scatter that leaves one output in each lane). Each output's
+// summation order depends only on K and the weight's alignment, never on the row count, so
+// a prompt's result is the same in any batch. The bias is added last, as nn.Linear's addmm
+// does.
 #include "common.cuh"
 
 #define TL_MAX_JOBS 8
@@ -56,7 +59,11 @@ namespace {
 constexpr int TL_ROWS = 8;
 constexpr int TL_WARPS = 8;
 constexpr int TL_KC = TL_WARPS * 32;
-static_assert(TL_ROWS == 8, "the lane reduction scatters 8 rows over lane bits 4..2");
+// float4s of the A tile each thread stages.
+constexpr int TL_STAGE4 = TL_ROWS * TL_KC / 4 / (TL_WARPS * 32);
+static_assert(TL_STAGE4 * TL_WARPS * 32 * 4 == TL_ROWS * TL_KC, "whole float4s per thread");
+
+SAMRT_DEVICE bool aligned16(const float* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 }  // namespace
 
 // LayerNorm of the staged rows in place, as layer_norm_pe_f32 computes it (a warp per
@@ -95,70 +102,146 @@ SAMRT_DEVICE void normalise_rows(const TokenLinearParams& p, float (*as)[TL_KC],
     }
 }
 
-extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
-    token_linear_f32(const TokenLinearParams p) {
-    __shared__ float as[TL_ROWS][TL_KC];
+// TL_COLS output columns per warp: each A value read from shared memory feeds TL_COLS FMAs.
+template <int TL_COLS>
+SAMRT_DEVICE void token_linear_body(const TokenLinearParams& p) {
+    // Outputs per warp, and lanes that hold each one after the reduce-scatter.
+    constexpr int NV = TL_ROWS * TL_COLS, SPREAD = 32 / NV;
+    static_assert(NV * SPREAD == 32, "whole lanes per output");
+    __shared__ __align__(16) float as[TL_ROWS][TL_KC];
     const TokenLinearJob& j = p.job[blockIdx.z];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int m0 = blockIdx.y * TL_ROWS;
-    const int n = blockIdx.x * TL_WARPS + warp;
-    // A column past N reads row 0 and is never stored.
-    const float* wrow = j.w + (long long)(n < p.n ? n : 0) * p.k;
-    float acc[TL_ROWS];
+    // The warp's TL_COLS output columns; a column past N reads row 0 and is never stored.
+    const int n0 = (blockIdx.x * TL_WARPS + warp) * TL_COLS;
+    const float* wrow[TL_COLS];
 #pragma unroll
-    for (int r = 0; r < TL_ROWS; ++r) acc[r] = 0.0f;
+    for (int q = 0; q < TL_COLS; ++q)
+        wrow[q] = j.w + (long long)(n0 + q < p.n ? n0 + q : 0) * p.k;
+    float acc[TL_ROWS * TL_COLS];  // [row][column]
+#pragma unroll
+    for (int i = 0; i < TL_ROWS * TL_COLS; ++i) acc[i] = 0.0f;
     // Thread t stages column t of the tile's rows (TL_KC == the block's threads); rows past
     // M and columns past K stage zeros.
     const int rows = min(TL_ROWS, p.m - m0);
     const float* arow = j.a + m0 * p.lda + threadIdx.x;
     const float* a2row = j.a2 ? j.a2 + m0 * p.lda + threadIdx.x : nullptr;
     const bool norm = p.norm.gamma != nullptr;  // the launcher ensures K <= TL_KC then
+    // Whole 16 B weight pieces: a lane reads 4 consecutive k per load (a quarter of the
+    // instructions per FMA of the scalar loop). The same for every launch of a weight, so
+    // a prompt's result still does not depend on its batch.
+    const bool vec4 = (p.k & 3) == 0 && aligned16(j.w);
+    // Rows in whole 16 B pieces too (every decoder launch): a thread stages two float4s.
+    const bool a4 = vec4 && (p.lda & 3) == 0 && aligned16(j.a) && (!j.a2 || aligned16(j.a2));
     for (int k0 = 0; k0 < p.k; k0 += TL_KC) {
         const int kn = min(TL_KC, p.k - k0);
-        const bool col = threadIdx.x < kn;
+        if (a4) {
 #pragma unroll
-        for (int r = 0; r < TL_ROWS; ++r) {
-            float v = 0.0f;
-            if (col && r < rows) {
-                const long long at = r * p.lda + k0;
-                v = arow[at];
-                if (a2row && !norm) v = v + a2row[at];
+            for (int i = 0; i < TL_STAGE4; ++i) {
+                const int at4 = threadIdx.x + i * TL_WARPS * 32;
+                const int r = at4 / (TL_KC / 4), c = at4 % (TL_KC / 4) * 4;
+                float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (r < rows && c < kn) {
+                    const long long at = (long long)(m0 + r) * p.lda + k0 + c;
+                    v = *reinterpret_cast<const float4*>(j.a + at);
+                    if (j.a2 && !norm) {
+                        const float4 e = *reinterpret_cast<const float4*>(j.a2 + at);
+                        v = make_float4(v.x + e.x, v.y + e.y, v.z + e.z, v.w + e.w);
+                    }
+                }
+                *reinterpret_cast<float4*>(&as[r][c]) = v;
             }
-            as[r][threadIdx.x] = v;
+        } else {
+            const bool col = threadIdx.x < kn;
+#pragma unroll
+            for (int r = 0; r < TL_ROWS; ++r) {
+                float v = 0.0f;
+                if (col && r < rows) {
+                    const long long at = r * p.lda + k0;
+                    v = arow[at];
+                    if (a2row && !norm) v = v + a2row[at];
+                }
+                as[r][threadIdx.x] = v;
+            }
         }
         __syncthreads();
         if (norm) {
             normalise_rows(p, as, rows, m0, a2row);
             __syncthreads();
         }
-        const float* w = wrow + k0;
-        for (int c = lane; c < kn; c += 32) {
-            const float wv = w[c];
+        if (vec4) {
+            for (int c = 4 * lane; c < kn; c += 128) {
+                float4 wv[TL_COLS];
 #pragma unroll
-            for (int r = 0; r < TL_ROWS; ++r) acc[r] = fmaf(as[r][c], wv, acc[r]);
+                for (int q = 0; q < TL_COLS; ++q)
+                    wv[q] = *reinterpret_cast<const float4*>(wrow[q] + k0 + c);
+#pragma unroll
+                for (int r = 0; r < TL_ROWS; ++r) {
+                    const float4 av = *reinterpret_cast<const float4*>(&as[r][c]);
+#pragma unroll
+                    for (int q = 0; q < TL_COLS; ++q) {
+                        float& a = acc[r * TL_COLS + q];
+                        a = fmaf(av.x, wv[q].x, a);
+                        a = fmaf(av.y, wv[q].y, a);
+                        a = fmaf(av.z, wv[q].z, a);
+                        a = fmaf(av.w, wv[q].w, a);
+                    }
+                }
+            }
+        } else {
+            for (int c = lane; c < kn; c += 32) {
+                float wv[TL_COLS];
+#pragma unroll
+                for (int q = 0; q < TL_COLS; ++q) wv[q] = wrow[q][k0 + c];
+#pragma unroll
+                for (int r = 0; r < TL_ROWS; ++r) {
+                    const float av = as[r][c];
+#pragma unroll
+                    for (int q = 0; q < TL_COLS; ++q)
+                        acc[r * TL_COLS + q] = fmaf(av, wv[q], acc[r * TL_COLS + q]);
+                }
+            }
         }
         __syncthreads();
     }
-    // Reduce-scatter over the lanes: at offset 16, 8, 4 a lane keeps the half of its rows
-    // that its lane bit selects and adds its partner's partial of the same rows; then a
-    // butterfly over lane bits 1..0. Row (lane >> 2) & 7 ends in lanes 4r..4r+3, equal.
+    // Reduce-scatter over the lanes: at offset 16, 8, ... down to SPREAD a lane keeps the
+    // half of its partials that its lane bit selects and adds its partner's partial of the
+    // same outputs; then a butterfly over the lower lane bits. Lane l ends with output
+    // l / SPREAD = (row, column) = (l / SPREAD / TL_COLS, l / SPREAD % TL_COLS), summed over
+    // the lanes in a tree over lane bits 4..0: the same tree for any TL_COLS, so both
+    // variants give the same bits.
+    samrt::static_for<0, 5>([&](auto level) {
+        constexpr int off = 16 >> decltype(level)::value;
+        if constexpr (off >= SPREAD) {
+            constexpr int half = off / SPREAD;
+            const bool hi = lane & off;
 #pragma unroll
-    for (int half = TL_ROWS / 2, off = 16; half > 0; half /= 2, off /= 2) {
-        const bool hi = lane & off;
-#pragma unroll
-        for (int i = 0; i < half; ++i) {
-            const float keep = hi ? acc[half + i] : acc[i];
-            const float send = hi ? acc[i] : acc[half + i];
-            acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+            for (int i = 0; i < half; ++i) {
+                const float keep = hi ? acc[half + i] : acc[i];
+                const float send = hi ? acc[i] : acc[half + i];
+                acc[i] = keep + samrt::shfl_xor_f32(send, off);
+            }
+        } else {
+            acc[0] += samrt::shfl_xor_f32(acc[0], off);
         }
-    }
-    float sum = acc[0];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    const int m = m0 + ((lane >> 2) & 7);
-    if ((lane & 3) != 0 || m >= p.m || n >= p.n) return;
-    float y = sum + (j.bias ? j.bias[n] : 0.0f);
+    });
+    const int at = lane / SPREAD;
+    const int m = m0 + at / TL_COLS, n = n0 + at % TL_COLS;
+    if (lane % SPREAD != 0 || m >= p.m || n >= p.n) return;
+    float y = acc[0] + (j.bias ? j.bias[n] : 0.0f);
     if (p.relu && y < 0.0f) y = 0.0f;
     float* o = j.out + m * p.ldo + n;
     *o = p.accumulate ? *o + y : y;
+}
+
+// One output column per warp (more blocks: few rows) and four (fewer instructions per FMA:
+// many rows); src/graph/decoder_ops.rs `TokenLinearVariant::select` picks one per launch.
+extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
+    token_linear_c1_f32(const TokenLinearParams p) {
+    token_linear_body<1>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(TL_WARPS * 32)
+    token_linear_c4_f32(const TokenLinearParams p) {
+    token_linear_body<4>(p);
 }

@@ -153,8 +153,53 @@ pub struct ImageTokens {
     pub dim: usize,
 }
 
-/// Linears one `token_linear_f32` launch runs (`TL_MAX_JOBS` in kernels/token_linear.cu).
+/// Linears one `token_linear` launch runs (`TL_MAX_JOBS` in kernels/token_linear.cu).
 pub const TL_MAX_JOBS: usize = 8;
+
+/// Blocks a `token_linear` launch needs before four columns per warp pay: two 8-warp
+/// blocks on each of an H100's 132 SMs, the occupancy its issue rate needs.
+const TL_FILL_BLOCKS: usize = 2 * 132;
+
+/// Output columns per warp of `token_linear` (kernels/token_linear.cu). One column makes the
+/// most blocks, which a few rows (one prompt) need to spread over the SMs; four columns
+/// read each staged input value for four outputs, a third of the instructions per output
+/// when many rows fill the machine anyway. Both sum every output in the same order, so the
+/// choice (which depends on the row count, hence the batch) changes no bit of the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenLinearVariant {
+    Cols1,
+    Cols4,
+}
+
+impl TokenLinearVariant {
+    /// The variant for `jobs` Linears of `m` rows and `n` outputs in one launch.
+    pub fn select(m: usize, n: usize, jobs: usize) -> Self {
+        let blocks = n.div_ceil(Self::Cols4.block_n()) * m.div_ceil(TL_BLOCK_M) * jobs;
+        if blocks >= TL_FILL_BLOCKS {
+            Self::Cols4
+        } else {
+            Self::Cols1
+        }
+    }
+
+    /// Output columns per block (8 warps).
+    pub fn block_n(self) -> usize {
+        match self {
+            Self::Cols1 => 8,
+            Self::Cols4 => 32,
+        }
+    }
+
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Self::Cols1 => "token_linear_c1_f32",
+            Self::Cols4 => "token_linear_c4_f32",
+        }
+    }
+}
+
+/// Rows per `token_linear` block.
+pub const TL_BLOCK_M: usize = 8;
 
 /// fp32 nn.Linear on token rows, up to [`TL_MAX_JOBS`] of one shape in one launch:
 /// `out (+)= act((a + a2) @ w^T + bias)` for each job.
@@ -186,6 +231,10 @@ pub struct TokenNorm {
 }
 
 impl TokenLinear {
+    pub fn variant(&self) -> TokenLinearVariant {
+        TokenLinearVariant::select(self.m, self.n, self.jobs.len())
+    }
+
     /// The buffers the jobs write, each once.
     pub fn job_outs(&self) -> Vec<BufId> {
         let mut outs: Vec<BufId> = self.norm.iter().flat_map(|n| n.out).collect();

@@ -297,7 +297,7 @@ impl OpDesc for Op {
             Op::DecoderTokens(_) => "decoder_tokens_f32".into(),
             Op::MaskDownscaling(_) => "mask_downscaling_f32".into(),
             Op::ImageTokens(_) => "image_tokens_f32".into(),
-            Op::TokenLinear(_) => "token_linear_f32".into(),
+            Op::TokenLinear(l) => l.variant().entry_point().into(),
             Op::AttnDecoder(a) => a.shape.kind.entry_point(a.shape.head_dim),
             Op::AttnDecoderCombine(c) => attn_decoder_combine_entry(c.shape.head_dim),
             Op::AttnFoldT2i(a) => attn_fold_t2i_entry(a.shape.dim),

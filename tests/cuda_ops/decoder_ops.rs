@@ -37,16 +37,21 @@ pub struct LinearCase {
     pub jobs: usize,
     /// A LayerNorm of the input rows first (the fused post-norm), its rows written back.
     pub norm: bool,
+    /// Input rows off 16 B alignment (the kernel's scalar staging); else aligned as the
+    /// decoder's are (float4 staging, when K and the row stride are multiples of 4).
+    pub misaligned: bool,
 }
 
 pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
     use samrt::cuda::ops::token_linear::{
-        token_linear, TokenLinearJob, TokenLinearShape, TokenNorm,
+        token_linear, token_linear_with, TokenLinearJob, TokenLinearShape, TokenLinearVariant,
+        TokenNorm,
     };
     let (m, n, k) = (c.m, c.n, c.k);
-    // Job j reads from offset 5 + 3 j: jobs overlap in a, as the heads' token rows do.
-    let (lda, ldo, off) = (k + c.lda_pad, n + 3, 5);
-    let a_off = |j: usize| off + 3 * j;
+    // Job j reads from offset off + step j: jobs overlap in a, as the heads' token rows do.
+    let (off, step) = if c.misaligned { (5, 3) } else { (8, 4) };
+    let (lda, ldo) = (k + c.lda_pad, n + 3);
+    let a_off = |j: usize| off + step * j;
     let a = rng.vec(a_off(c.jobs) + m * lda, -1.5, 1.5);
     let a2 = rng.vec(a.len(), -1.0, 1.0);
     let s = 1.0 / (k as f32).sqrt();
@@ -133,6 +138,7 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
             2e-6,
         );
     }
+    let mut firsts = Vec::new();
     for (j, (h, d)) in host.iter().zip(&dev).enumerate() {
         let got = down32(gpu, &d.2);
         let mut want = h.out0.clone();
@@ -177,6 +183,51 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
             }
         }
         assert_within(&format!("token_linear job {j}"), &got, &want, &tol);
+        firsts.push(got);
+    }
+    // The other variant (columns per warp) gives the same bits: it sums in the same order.
+    let other = match TokenLinearVariant::select(m, n, c.jobs) {
+        TokenLinearVariant::Cols1 => TokenLinearVariant::Cols4,
+        TokenLinearVariant::Cols4 => TokenLinearVariant::Cols1,
+    };
+    let mut outs2: Vec<_> = host.iter().map(|h| up32(gpu, &h.out0)).collect();
+    let mut dnorm2 = up32(gpu, &vec![0.0f32; a.len()]);
+    let mut jobs2: Vec<TokenLinearJob<'_>> = outs2
+        .iter_mut()
+        .zip(&dev)
+        .zip(&host)
+        .enumerate()
+        .map(|(j, ((out, (w, b, _)), h))| TokenLinearJob {
+            a_offset: a_off(j),
+            with_a2: h.with_a2,
+            weight: w,
+            bias: Some(b as &dyn cudarc::driver::DevicePtr<f32>),
+            out,
+            out_offset: off,
+        })
+        .collect();
+    let norm2 = c.norm.then_some(TokenNorm {
+        gamma: &dg,
+        beta: &dbeta,
+        eps: 1e-5,
+        out: Some(&mut dnorm2),
+    });
+    token_linear_with(gpu, gpu.stream(), other, shape, &da, a2v, norm2, &mut jobs2).unwrap();
+    drop(jobs2);
+    for (j, (first, out)) in firsts.iter().zip(&outs2).enumerate() {
+        let again = down32(gpu, out);
+        let same = first
+            .iter()
+            .zip(&again)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "token_linear job {j}: {other:?} differs from the selected variant"
+        );
+    }
+    if c.norm {
+        let same = down32(gpu, &dnorm) == down32(gpu, &dnorm2);
+        assert!(same, "token_linear norm rows: {other:?} differs");
     }
 }
 

@@ -200,16 +200,21 @@ op_cases! {
 
     // ---- the mask decoder. Prompt counts 1, 3 and 65; tokens per prompt T = 5 output
     // tokens + sparse: one point (+ pad) 7, 17 points (+ pad) 23, box only 7, mask only 5.
-    // token_linear(m, n, k): fp32 Linears on token rows (8 rows x 16 columns a block, K in
-    // steps of 256 across the lanes), several of one shape per launch.
+    // token_linear(m, n, k): fp32 Linears on token rows (8 rows x 8 or 32 columns a block, K
+    // in steps of 256 across the lanes), several of one shape per launch. Rows and weights are
+    // 16 B aligned as in the decoder (float4 path) unless misaligned or K is odd (scalar).
     token_linear_1x7_qkv_pe: TokenLinear(lin(7, 256, 256).a2().jobs(3)),
     token_linear_3x23_lin1_relu: TokenLinear(lin(3 * 23, 2048, 256).relu()),
     token_linear_65x5_lin2_residual: TokenLinear(lin(65 * 5, 256, 2048).acc()),
     // The heads: one token row per prompt (row stride 7 tokens), the IoU head's 4 outputs;
     // the IoU head's and 4 hypernetworks' hidden layers in one launch.
     token_linear_65_heads_strided: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(65, 4, 256) }),
-    token_linear_3_heads_5_jobs: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(3, 256, 256).relu().jobs(5) }),
+    token_linear_3_heads_5_jobs_misaligned: TokenLinear(LinearCase { lda_pad: 6 * 256, ..lin(3, 256, 256).relu().jobs(5).misaligned() }),
     token_linear_odd_33x37: TokenLinear(lin(3, 33, 37).a2().acc().jobs(2)),
+    // Enough blocks for four columns per warp (TokenLinearVariant::select): odd K (scalar
+    // loop), and rows off 16 B (scalar staging, float4 weights).
+    token_linear_odd_c4_300x260x37: TokenLinear(lin(300, 260, 37).a2().relu()),
+    token_linear_c4_325x256_misaligned: TokenLinear(lin(65 * 5, 256, 256).a2().acc().misaligned()),
     // With the post-norm fused (rows LayerNorm'ed as staged, then the PE added): q/k/v at
     // 3 prompts, the heads after the final norm, an odd width.
     token_linear_3x7_qkv_norm_pe: TokenLinear(lin(3 * 7, 256, 256).a2().jobs(3).norm()),
@@ -302,6 +307,7 @@ fn lin(m: usize, n: usize, k: usize) -> LinearCase {
         accumulate: false,
         jobs: 1,
         norm: false,
+        misaligned: false,
     }
 }
 
@@ -311,6 +317,7 @@ trait LinearFlags {
     fn a2(self) -> Self;
     fn relu(self) -> Self;
     fn acc(self) -> Self;
+    fn misaligned(self) -> Self;
 }
 
 impl LinearFlags for LinearCase {
@@ -329,6 +336,12 @@ impl LinearFlags for LinearCase {
     fn acc(self) -> Self {
         LinearCase {
             accumulate: true,
+            ..self
+        }
+    }
+    fn misaligned(self) -> Self {
+        LinearCase {
+            misaligned: true,
             ..self
         }
     }

@@ -12,10 +12,7 @@ use crate::cuda::runtime::context::{as_i32, check_len, guarded, GpuContext};
 pub use crate::graph::decoder_ops::TL_MAX_JOBS;
 use crate::{Error, Result};
 
-/// Rows per block.
-pub const TL_BLOCK_M: usize = 8;
-/// Columns per block: 8 warps of one column.
-pub const TL_BLOCK_N: usize = 8;
+pub use crate::graph::decoder_ops::{TokenLinearVariant, TL_BLOCK_M};
 pub const TL_THREADS: usize = 256;
 
 /// `m` rows of `k` inputs to `n` outputs; row `r` of `a` (and `a2`) starts `r * lda` past its
@@ -51,10 +48,10 @@ impl TokenLinearShape {
         Ok(())
     }
 
-    fn config(&self, jobs: usize) -> LaunchConfig {
+    fn config(&self, jobs: usize, v: TokenLinearVariant) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (
-                self.n.div_ceil(TL_BLOCK_N) as u32,
+                self.n.div_ceil(v.block_n()) as u32,
                 self.m.div_ceil(TL_BLOCK_M) as u32,
                 jobs as u32,
             ),
@@ -135,11 +132,27 @@ fn span(rows: usize, ld: usize, cols: usize) -> usize {
     (rows - 1) * ld + cols
 }
 
-/// Launches `token_linear_f32` for `jobs` (1 to [`TL_MAX_JOBS`]), all reading rows of `a`
+/// Launches `token_linear` (the [`TokenLinearVariant`] its shape selects) for `jobs` (1 to [`TL_MAX_JOBS`]), all reading rows of `a`
 /// (plus `a2` where a job asks for it, at the same offsets and strides).
 pub fn token_linear(
     gpu: &GpuContext,
     stream: &CudaStream,
+    shape: TokenLinearShape,
+    a: &dyn DevicePtr<f32>,
+    a2: Option<&dyn DevicePtr<f32>>,
+    norm: Option<TokenNorm<'_>>,
+    jobs: &mut [TokenLinearJob<'_>],
+) -> Result<()> {
+    let variant = TokenLinearVariant::select(shape.m, shape.n, jobs.len());
+    token_linear_with(gpu, stream, variant, shape, a, a2, norm, jobs)
+}
+
+/// [`token_linear`] with the variant given (the tests check that both give the same bits).
+#[allow(clippy::too_many_arguments)]
+pub fn token_linear_with(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    variant: TokenLinearVariant,
     shape: TokenLinearShape,
     a: &dyn DevicePtr<f32>,
     a2: Option<&dyn DevicePtr<f32>>,
@@ -160,7 +173,7 @@ pub fn token_linear(
         )));
     }
     gpu.check_stream(stream)?;
-    let config = shape.config(jobs.len());
+    let config = shape.config(jobs.len(), variant);
     let TokenLinearShape {
         m, n, k, lda, ldo, ..
     } = shape;
@@ -233,12 +246,12 @@ pub fn token_linear(
             guards.push(g);
         }
     }
-    let f = gpu.function("token_linear_f32")?;
+    let f = gpu.function(variant.entry_point())?;
     let mut b = stream.launch_builder(f);
     b.arg(&params);
     // SAFETY: the parameter struct matches the kernel's; every row a job touches lies inside
     // the lengths checked above (a null a2 / bias is skipped in-kernel).
-    guarded("token_linear_f32", || {
+    guarded(variant.entry_point(), || {
         unsafe { b.launch(config) }.map(|_| ())
     })
 }
