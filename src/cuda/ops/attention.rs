@@ -75,6 +75,24 @@ pub fn rel_ld(s: usize) -> usize {
     ((s + 3) & !7) + 4
 }
 
+/// The S = 14 kernel (`attn_relpos_s14_*`): one block of 14 warps per (window, head),
+/// warp w owning the window's query column w.
+pub const WIN14_THREADS: usize = 448;
+/// Its key slots: 14 key rows of 16 (2 masked), and staged rel-pos table rows (27 used).
+const WIN14_KEYS: usize = 224;
+const WIN14_TABLE_ROWS: usize = 32;
+/// Floats per row of a warp's `Q Rh^T` product (16 rows per warp).
+const WIN14_PRODUCT_LD: usize = 40;
+
+/// Shared memory of an S = 14 block: K and V of the whole window and the two staged
+/// tables (rows padded by 8 halves), the fp16 k/v bias row for padding tokens, and per
+/// warp its `Q Rh^T` rows (fp32). Mirrors the layout in `attention_win14`.
+fn win14_smem_bytes(head_dim: usize) -> usize {
+    (2 * WIN14_KEYS + 2 * WIN14_TABLE_ROWS) * (head_dim + 8) * 2
+        + 2 * head_dim * 2
+        + 14 * 16 * WIN14_PRODUCT_LD * 4
+}
+
 /// Shared memory of one block: Q tile, two K and two V stages (rows padded by 8 halves), and
 /// for rel-pos the fp32 `rel_h`, `rel_w` tables `[64][rel_ld(S)]`.
 fn smem_bytes(head_dim: usize, rel_side: Option<usize>) -> usize {
@@ -168,11 +186,21 @@ impl AttnRelposShape {
     }
 
     pub fn smem_bytes(&self) -> usize {
-        smem_bytes(self.head_dim(), Some(self.window))
+        match self.variant() {
+            AttnRelposVariant::Side14 => win14_smem_bytes(self.head_dim()),
+            _ => smem_bytes(self.head_dim(), Some(self.window)),
+        }
     }
 
     pub fn config(&self) -> LaunchConfig {
         let wps = self.windows_per_side();
+        if self.variant() == AttnRelposVariant::Side14 {
+            return LaunchConfig {
+                grid_dim: (1, self.heads as u32, (self.batch * wps * wps) as u32),
+                block_dim: (WIN14_THREADS as u32, 1, 1),
+                shared_mem_bytes: self.smem_bytes() as u32,
+            };
+        }
         LaunchConfig {
             grid_dim: (
                 (self.window * self.window).div_ceil(ATTN_BLOCK_Q) as u32,
@@ -254,8 +282,9 @@ pub fn attn_relpos(
     let (o, _o) = out.device_ptr_mut(stream);
     check_align("attention qkv", qkv, 16)?;
     check_align("attention qkv bias", bias, 4)?;
-    check_align("attention rel_pos_h", rh, 4)?;
-    check_align("attention rel_pos_w", rw, 4)?;
+    // 16 B: the S = 14 kernel stages the tables with cp.async.
+    check_align("attention rel_pos_h", rh, 16)?;
+    check_align("attention rel_pos_w", rw, 16)?;
     check_align("attention output", o, 4)?;
 
     let (d64, ld) = (d as u64, as_i32("qkv row stride", 3 * d)?);
