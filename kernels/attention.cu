@@ -641,42 +641,27 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
         samrt::cp_async_16(samrt::smem_addr((tab ? s_rw : s_rh) + r * LDS + ch * 8),
                            ok ? t + r * HD + ch * 8 : t, ok);
     }
-    // ---- the padding tokens' K and V rows: the qkv bias in fp16 (windows past the grid) ----
-    const bool padded = y0 + WS > grid || x0 + WS > grid;
-    if (padded) {
-        for (int i = tid; i < HD; i += WTHREADS) {
-            const float* bias = i < HD / 2 ? p.k_bias : p.v_bias;
-            const int f = head * HD + 2 * (i % (HD / 2));
-            reinterpret_cast<uint32_t*>(s_bias)[i] = samrt::pack_half2(bias[f], bias[f + 1]);
-        }
-        __syncthreads();
-    }
-    // ---- K and V, once per window: slot ky * 16 + kx ----
+    // ---- K and V, once per window: slot ky * 16 + kx. Every lane issues the same cp.async
+    // (masked slots and padding tokens zero-filled), so that each 8-lane phase keeps the
+    // conflict-free pattern of group8_chunk.
 #pragma unroll
     for (int i = 0; i < WKEYS * CH / WTHREADS; ++i) {
         int r, ch;
         group8_chunk<CH>(tid + i * WTHREADS, r, ch);
         const int ky = r >> 4, kx = r & 15;
         const uint32_t off = (r * LDS + ch * 8) * 2;
-        const uint32_t ak = samrt::smem_addr(s_k) + off, av = samrt::smem_addr(s_v) + off;
         const int row = kx < WS ? token(ky, kx) : -1;
-        if (row >= 0) {
-            const __half* src = kb + static_cast<long long>(row) * p.k_ld + ch * 8;
-            samrt::cp_async_16(ak, src, true);
-            samrt::cp_async_16(av, src + kv_v, true);
-        } else {
-            // Masked slots get zeros (finite, their probabilities are 0), padding the bias.
-            uint4 kk = make_uint4(0, 0, 0, 0), vv = kk;
-            if (kx < WS) {
-                kk = *reinterpret_cast<const uint4*>(s_bias + ch * 8);
-                vv = *reinterpret_cast<const uint4*>(s_bias + HD + ch * 8);
-            }
-            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(ak), "r"(kk.x),
-                         "r"(kk.y), "r"(kk.z), "r"(kk.w)
-                         : "memory");
-            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(av), "r"(vv.x),
-                         "r"(vv.y), "r"(vv.z), "r"(vv.w)
-                         : "memory");
+        const __half* src = row >= 0 ? kb + static_cast<long long>(row) * p.k_ld + ch * 8 : kb;
+        samrt::cp_async_16(samrt::smem_addr(s_k) + off, src, row >= 0);
+        samrt::cp_async_16(samrt::smem_addr(s_v) + off, src + kv_v, row >= 0);
+    }
+    // ---- a window past the grid: its padding tokens' K and V rows are the qkv bias ----
+    const bool padded = y0 + WS > grid || x0 + WS > grid;
+    if (padded) {
+        for (int i = tid; i < HD; i += WTHREADS) {
+            const float* bias = i < HD / 2 ? p.k_bias : p.v_bias;
+            const int f = head * HD + 2 * (i % (HD / 2));
+            reinterpret_cast<uint32_t*>(s_bias)[i] = samrt::pack_half2(bias[f], bias[f + 1]);
         }
     }
     samrt::cp_async_commit();
@@ -700,6 +685,30 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     }
     samrt::cp_async_wait<0>();
     __syncthreads();
+    if (padded) {
+        // Blocks of 8 aligned key slots that hold padding tokens: both blocks of the key
+        // rows ly >= ny, the blocks reaching past column nx of the others. An 8-lane phase
+        // takes one chunk of one block's 8 slots (8 bank groups, the rows being an odd
+        // number of 16 B units apart) and every lane writes: the bias for a padding token
+        // (or a masked slot, where it is harmless), else the value already there.
+        const int ny = min(WS, grid - y0), nx = min(WS, grid - x0);
+        const int full = (WS - ny) * 2, per_row = nx >= 8 ? 1 : 2;
+        const int blocks = full + ny * per_row;
+        for (int c = tid; c < blocks * CH * 8; c += WTHREADS) {
+            const int bi = c / (CH * 8), ch = (c / 8) % CH, sl = c % 8;
+            const int ly = bi < full ? ny + bi / 2 : (bi - full) / per_row;
+            const int lx = 8 * (bi < full ? bi % 2 : 2 - per_row + (bi - full) % per_row) + sl;
+            const bool pad = ly >= ny || lx >= nx;
+            const int off = (ly * WSLOT + lx) * LDS + ch * 8;
+            const uint4 kk = *reinterpret_cast<const uint4*>(s_k + off);
+            const uint4 vv = *reinterpret_cast<const uint4*>(s_v + off);
+            const uint4 kb16 = *reinterpret_cast<const uint4*>(s_bias + ch * 8);
+            const uint4 vb16 = *reinterpret_cast<const uint4*>(s_bias + HD + ch * 8);
+            *reinterpret_cast<uint4*>(s_k + off) = pad ? kb16 : kk;
+            *reinterpret_cast<uint4*>(s_v + off) = pad ? vb16 : vv;
+        }
+        __syncthreads();
+    }
 
     const float inv_scale = 1.0f / p.scale;
     // Lane's row (key) of the x4 ldmatrix: matrices (0-7, c 0-7), (0-7, c 8-15), (8-15, ..).
@@ -750,8 +759,10 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
         for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
             for (int i = 0; i < 2; ++i)
-                *reinterpret_cast<float2*>(th + (g + 8 * i) * WLDT + nt * 8 + 2 * t4) =
-                    make_float2(acc[nt][2 * i] * inv_scale, acc[nt][2 * i + 1] * inv_scale);
+                asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(samrt::smem_addr(
+                                 th + (g + 8 * i) * WLDT + nt * 8 + 2 * t4)),
+                             "f"(acc[nt][2 * i] * inv_scale), "f"(acc[nt][2 * i + 1] * inv_scale)
+                             : "memory");
     }
     __syncwarp();
     // rel_h of row m and key row ky: th[m][m + 13 - ky]; a quad reads one word, the 8 rows
