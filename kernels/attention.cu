@@ -29,7 +29,8 @@
 // * attn_plain_d{HD}_f16 -- plain softmax(q k^T * scale) v for the mask decoder (HD 16/32,
 //   any Lq, Lk), reading separate q, k, v with row and batch strides.
 //
-// Each block: 4 warps, 64 queries (16 per warp), keys streamed in tiles of 64 through a
+// attn_relpos_s14 is its own kernel (`attention_win14`, one block per window and head; see
+// there). Every other block: 4 warps, 64 queries (16 per warp), keys streamed in tiles of 64 through a
 // double-buffered cp.async ring. Rows are padded by 8 halves (HD + 8 halves = an odd number
 // of 16 B chunks), which makes every ldmatrix phase (8 rows, one chunk) bank-conflict free
 // for HD = 16, 32, 64 and 80. Keys past the sequence end are zero-filled and get a -inf bias.
