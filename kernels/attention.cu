@@ -585,6 +585,8 @@ constexpr int WTHREADS = WWARPS * 32;   // 448
 constexpr int WTROWS = 32;              // staged table rows: 2 * 14 - 1 = 27, the rest zero
 constexpr int WLDT = 40;                // floats per row of a warp's Q Rh^T (8 mod 32)
 constexpr int WCT = 2;                  // key rows per online-softmax step
+constexpr int WKEYS_FIRST = 8;          // key rows in the first K/V commit group
+static_assert(WKEYS_FIRST % WCT == 0, "the second group starts at a step");
 
 // Copy c of a region of rows (groups of 8) with CH 16-byte chunks each: 8 lanes (one shared
 // phase) take chunk pairs of 4 rows of one parity within a group of 8 (see the S = 64
@@ -644,11 +646,16 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     }
     // ---- K and V, once per window: slot ky * 16 + kx. Every lane issues the same cp.async
     // (masked slots and padding tokens zero-filled), so that each 8-lane phase keeps the
-    // conflict-free pattern of group8_chunk.
+    // conflict-free pattern of group8_chunk. Two commit groups: key rows 0..7 (with the
+    // tables), then 8..13, so that a window inside the grid starts on the first half while
+    // the second is in flight (a block holds its SM alone: nothing else hides the load).
+    constexpr int HALF = WKEYS_FIRST * WSLOT * CH;  // chunks of key rows 0..7
 #pragma unroll
     for (int i = 0; i < WKEYS * CH / WTHREADS; ++i) {
+        const int c = tid + i * WTHREADS;
+        if (i > 0 && c >= HALF && c - WTHREADS < HALF) samrt::cp_async_commit();
         int r, ch;
-        group8_chunk<CH>(tid + i * WTHREADS, r, ch);
+        group8_chunk<CH>(c, r, ch);
         const int ky = r >> 4, kx = r & 15;
         const uint32_t off = (r * LDS + ch * 8) * 2;
         const int row = kx < WS ? token(ky, kx) : -1;
@@ -684,7 +691,9 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
             qf[ks][2 + i] = qrow[i] >= 0 ? __ldg(s32 + 4) : 0u;
         }
     }
-    samrt::cp_async_wait<0>();
+    // The padding fix-up below rewrites slots of any key row: a padded window waits for all.
+    if (padded) samrt::cp_async_wait<0>();
+    else samrt::cp_async_wait<1>();
     __syncthreads();
     if (padded) {
         // Blocks of 8 aligned key slots that hold padding tokens: both blocks of the key
@@ -785,6 +794,12 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
 
     samrt::static_for<0, WS / WCT>([&](auto step_) {
         constexpr int ky0 = decltype(step_)::value * WCT;
+        if constexpr (ky0 == WKEYS_FIRST) {
+            if (!padded) {  // key rows 8..13 (block-uniform)
+                samrt::cp_async_wait<0>();
+                __syncthreads();
+            }
+        }
         // ---- s = rel_w + Q K^T over WCT key rows ----
         float s[2 * WCT][4];
         float hb[WCT][2];
