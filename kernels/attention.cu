@@ -580,8 +580,9 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 constexpr int WS = 14;                  // window side
 constexpr int WSLOT = 16;               // key slots per key row
 constexpr int WKEYS = WS * WSLOT;       // 224
-constexpr int WWARPS = WS;              // one warp per query column
-constexpr int WTHREADS = WWARPS * 32;   // 448
+constexpr int WWARPS = 7;               // one warp per query column, 7 columns per block
+constexpr int WSPLIT = WS / WWARPS;     // blocks per (window, head)
+constexpr int WTHREADS = WWARPS * 32;   // 224
 constexpr int WTROWS = 32;              // staged table rows: 2 * 14 - 1 = 27, the rest zero
 constexpr int WLDT = 40;                // floats per row of a warp's Q Rh^T (8 mod 32)
 constexpr int WCT = 2;                  // key rows per online-softmax step
@@ -616,6 +617,7 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
+    const int qx = blockIdx.x * WWARPS + warp;  // this warp's query column
     const int g = lane >> 2;
     const int t4 = lane & 3;
     const int head = blockIdx.y;
@@ -678,7 +680,7 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     uint32_t qf[KS][4];
     int qrow[2];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) qrow[i] = g + 8 * i < WS ? token(g + 8 * i, warp) : -1;
+    for (int i = 0; i < 2; ++i) qrow[i] = g + 8 * i < WS ? token(g + 8 * i, qx) : -1;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const __half* src =
@@ -730,7 +732,7 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     {
         // kx = 14, 15 read rows 31, 30 (zero) at qx = 0, whatever the result: it is masked.
         const uint32_t a =
-            samrt::smem_addr(s_rw) + ((((WS - 1 + warp - kr) & (WTROWS - 1)) * LDS) + kc) * 2;
+            samrt::smem_addr(s_rw) + ((((WS - 1 + qx - kr) & (WTROWS - 1)) * LDS) + kc) * 2;
         samrt::static_for<0, KS>([&](auto ks_) {
             constexpr int ks = decltype(ks_)::value;
             uint32_t b0, b1, b2, b3;
@@ -904,7 +906,7 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
 
 // One block of 14 warps per (window, head); at ~144 registers that is one block per SM.
 #define SAMRT_ATTN_WIN14(NAME, HD)                                                           \
-    extern "C" __global__ void __launch_bounds__(WTHREADS, 1) NAME(const AttnParams p) { \
+    extern "C" __global__ void __launch_bounds__(WTHREADS, 2) NAME(const AttnParams p) { \
         attention_win14<HD>(p);                                                              \
     }
 SAMRT_ATTN_WIN14(attn_relpos_s14_d64_f16, 64)

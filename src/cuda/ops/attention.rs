@@ -77,9 +77,10 @@ pub fn rel_ld(s: usize) -> usize {
     ((s + 3) & !7) + 4
 }
 
-/// The S = 14 kernel (`attn_relpos_s14_*`): one block of 14 warps per (window, head),
-/// warp w owning the window's query column w.
-pub const WIN14_THREADS: usize = 448;
+/// The S = 14 kernel (`attn_relpos_s14_*`): two blocks of 7 warps per (window, head), warp
+/// w of block x owning the window's query column 7x + w.
+pub const WIN14_THREADS: usize = 224;
+const WIN14_SPLIT: u32 = 2;
 /// Its key slots: 14 key rows of 16 (2 masked), and staged rel-pos table rows (27 used).
 const WIN14_KEYS: usize = 224;
 const WIN14_TABLE_ROWS: usize = 32;
@@ -92,7 +93,7 @@ const WIN14_PRODUCT_LD: usize = 40;
 fn win14_smem_bytes(head_dim: usize) -> usize {
     (2 * WIN14_KEYS + 2 * WIN14_TABLE_ROWS) * (head_dim + 8) * 2
         + 2 * head_dim * 2
-        + 14 * 16 * WIN14_PRODUCT_LD * 4
+        + (WIN14_THREADS / 32) * 16 * WIN14_PRODUCT_LD * 4
 }
 
 /// Shared memory of one block: Q tile, two K and two V stages (rows padded by 8 halves), and
@@ -198,7 +199,11 @@ impl AttnRelposShape {
         let wps = self.windows_per_side();
         if self.variant() == AttnRelposVariant::Side14 {
             return LaunchConfig {
-                grid_dim: (1, self.heads as u32, (self.batch * wps * wps) as u32),
+                grid_dim: (
+                    WIN14_SPLIT,
+                    self.heads as u32,
+                    (self.batch * wps * wps) as u32,
+                ),
                 block_dim: (WIN14_THREADS as u32, 1, 1),
                 shared_mem_bytes: self.smem_bytes() as u32,
             };
