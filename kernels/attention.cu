@@ -646,24 +646,47 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
         samrt::cp_async_16(samrt::smem_addr((tab ? s_rw : s_rh) + r * LDS + ch * 8),
                            ok ? t + r * HD + ch * 8 : t, ok);
     }
-    // ---- K and V, once per window: slot ky * 16 + kx. Every lane issues the same cp.async
-    // (masked slots and padding tokens zero-filled), so that each 8-lane phase keeps the
-    // conflict-free pattern of group8_chunk. Two commit groups: key rows 0..7 (with the
-    // tables), then 8..13, so that a window inside the grid starts on the first half while
-    // the second is in flight (a block holds its SM alone: nothing else hides the load).
-    constexpr int HALF = WKEYS_FIRST * WSLOT * CH;  // chunks of key rows 0..7
+    // ---- K and V, once per window: slot ky * 16 + kx, in groups of 8 slots (half a key
+    // row), group q by warp q % WWARPS. Every lane issues the same cp.async (masked slots
+    // and padding tokens zero-filled), so that each 8-lane phase keeps the conflict-free
+    // pattern of group8_chunk; a lane's slot-in-group and chunk are the same for every
+    // group, so a group costs a row-base computation and the copies. Two commit groups:
+    // key rows 0..7 (with the tables), then 8..13, so that a window inside the grid starts
+    // on the first half while the second is in flight.
+    {
+        constexpr int PER_GROUP = 8 * CH;                   // chunks of 8 slots
+        constexpr int LANE_ITERS = (PER_GROUP + 31) / 32;  // 2 (hd 64) or 3 (hd 80)
+        int sl[LANE_ITERS], ch[LANE_ITERS];
+        uint32_t soff[LANE_ITERS];
 #pragma unroll
-    for (int i = 0; i < WKEYS * CH / WTHREADS; ++i) {
-        const int c = tid + i * WTHREADS;
-        if (i > 0 && c >= HALF && c - WTHREADS < HALF) samrt::cp_async_commit();
-        int r, ch;
-        group8_chunk<CH>(c, r, ch);
-        const int ky = r >> 4, kx = r & 15;
-        const uint32_t off = (r * LDS + ch * 8) * 2;
-        const int row = kx < WS ? token(ky, kx) : -1;
-        const __half* src = row >= 0 ? kb + static_cast<long long>(row) * p.k_ld + ch * 8 : kb;
-        samrt::cp_async_16(samrt::smem_addr(s_k) + off, src, row >= 0);
-        samrt::cp_async_16(samrt::smem_addr(s_v) + off, src + kv_v, row >= 0);
+        for (int h = 0; h < LANE_ITERS; ++h) {
+            group8_chunk<CH>(lane + 32 * h, sl[h], ch[h]);
+            soff[h] = (sl[h] * LDS + ch[h] * 8) * 2;
+        }
+        const uint32_t ak = samrt::smem_addr(s_k), av = samrt::smem_addr(s_v);
+        constexpr int GROUPS = WKEYS / 8;  // 28
+#pragma unroll
+        for (int i = 0; i < (GROUPS + WWARPS - 1) / WWARPS; ++i) {
+            const int q = warp + i * WWARPS;  // warp-uniform
+            if (q >= GROUPS) break;
+            if (i > 0 && q >= 2 * WKEYS_FIRST && q - WWARPS < 2 * WKEYS_FIRST)
+                samrt::cp_async_commit();
+            const int ky = q >> 1, kx0 = (q & 1) * 8;
+            const int y = y0 + ky;
+            const __half* rowk =
+                kb + (static_cast<long long>(b * grid + min(y, grid - 1)) * grid + x0) * p.k_ld;
+#pragma unroll
+            for (int h = 0; h < LANE_ITERS; ++h) {
+                if (PER_GROUP % 32 != 0 && h == LANE_ITERS - 1 && lane + 32 * h >= PER_GROUP)
+                    break;
+                const int kx = kx0 + sl[h];
+                const bool ok = y < grid && kx < WS && x0 + kx < grid;
+                const __half* src = ok ? rowk + kx * p.k_ld + ch[h] * 8 : kb;
+                const uint32_t off = q * 8 * LDS * 2 + soff[h];
+                samrt::cp_async_16(ak + off, src, ok);
+                samrt::cp_async_16(av + off, src + kv_v, ok);
+            }
+        }
     }
     // ---- a window past the grid: its padding tokens' K and V rows are the qkv bias ----
     const bool padded = y0 + WS > grid || x0 + WS > grid;
