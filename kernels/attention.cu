@@ -29,11 +29,12 @@
 // * attn_plain_d{HD}_f16 -- plain softmax(q k^T * scale) v for the mask decoder (HD 16/32,
 //   any Lq, Lk), reading separate q, k, v with row and batch strides.
 //
-// attn_relpos_s14 is its own kernel (`attention_win14`, one block per window and head; see
-// there). Every other block: 4 warps, 64 queries (16 per warp), keys streamed in tiles of 64 through a
-// double-buffered cp.async ring. Rows are padded by 8 halves (HD + 8 halves = an odd number
-// of 16 B chunks), which makes every ldmatrix phase (8 rows, one chunk) bank-conflict free
-// for HD = 16, 32, 64 and 80. Keys past the sequence end are zero-filled and get a -inf bias.
+// attn_relpos_s14 is its own kernel (`attention_win14`, two blocks per window and head;
+// see there). Every other block: 4 warps, 64 queries (16 per warp), keys streamed in tiles
+// of 64 through a double-buffered cp.async ring. Rows are padded by 8 halves (HD + 8
+// halves = an odd number of 16 B chunks), which makes every ldmatrix phase (8 rows, one
+// chunk) bank-conflict free for HD = 16, 32, 64 and 80. Keys past the sequence end are
+// zero-filled and get a -inf bias.
 #include "common.cuh"
 
 namespace {
@@ -564,9 +565,11 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
 
 // ---- attn_relpos_s14: SAM's 14 x 14 windows, one block per (window, head) ----
 //
-// One block holds a window's 196 queries and keys, so K and V are read from global memory
-// once per (window, head) and the softmax makes one pass over them. Warp w owns query
-// column qx = w (its 16 rows are qy = 0..15, 14 and 15 zero padding); key slots are key rows
+// A block holds a window's 196 keys and half its queries (two blocks per (window, head):
+// finer waves than one of 14 warps, and two blocks per SM), so K and V are read from global
+// memory twice per (window, head) and the softmax makes one pass over them. Warp w of block
+// x owns query column qx = 7x + w (its 16 rows are qy = 0..15, 14 and 15 zero padding); key
+// slots are key rows
 // of 16 (kx = 0..13 real, 14 and 15 masked), so one 16-key tile is one key row ky. Then
 // * rel_w[q][kx] = <q, Rw[qx - kx + 13]> has the same table row for all of a warp's rows:
 //   it is one mma per 8 keys with a reversed slice of the table as B (ldmatrix takes a row
@@ -927,7 +930,7 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
         attention<HD, S, RELPOS>(p);                                                       \
     }
 
-// One block of 14 warps per (window, head); at ~144 registers that is one block per SM.
+// Two blocks of 7 warps per (window, head), two blocks per SM (~128 registers each).
 #define SAMRT_ATTN_WIN14(NAME, HD)                                                           \
     extern "C" __global__ void __launch_bounds__(WTHREADS, 2) NAME(const AttnParams p) { \
         attention_win14<HD>(p);                                                              \
