@@ -29,10 +29,12 @@
 // * attn_plain_d{HD}_f16 -- plain softmax(q k^T * scale) v for the mask decoder (HD 16/32,
 //   any Lq, Lk), reading separate q, k, v with row and batch strides.
 //
-// Each block: 4 warps, 64 queries (16 per warp), keys streamed in tiles of 64 through a
-// double-buffered cp.async ring. Rows are padded by 8 halves (HD + 8 halves = an odd number
-// of 16 B chunks), which makes every ldmatrix phase (8 rows, one chunk) bank-conflict free
-// for HD = 16, 32, 64 and 80. Keys past the sequence end are zero-filled and get a -inf bias.
+// attn_relpos_s14 is its own kernel (`attention_win14`, two blocks per window and head;
+// see there). Every other block: 4 warps, 64 queries (16 per warp), keys streamed in tiles
+// of 64 through a double-buffered cp.async ring. Rows are padded by 8 halves (HD + 8
+// halves = an odd number of 16 B chunks), which makes every ldmatrix phase (8 rows, one
+// chunk) bank-conflict free for HD = 16, 32, 64 and 80. Keys past the sequence end are
+// zero-filled and get a -inf bias.
 #include "common.cuh"
 
 namespace {
@@ -561,6 +563,362 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     }
 }
 
+// ---- attn_relpos_s14: SAM's 14 x 14 windows, one block per (window, head) ----
+//
+// A block holds a window's 196 keys and half its queries (two blocks per (window, head):
+// finer waves than one of 14 warps, and two blocks per SM), so K and V are read from global
+// memory twice per (window, head) and the softmax makes one pass over them. Warp w of block
+// x owns query column qx = 7x + w (its 16 rows are qy = 0..15, 14 and 15 zero padding); key
+// slots are key rows
+// of 16 (kx = 0..13 real, 14 and 15 masked), so one 16-key tile is one key row ky. Then
+// * rel_w[q][kx] = <q, Rw[qx - kx + 13]> has the same table row for all of a warp's rows:
+//   it is one mma per 8 keys with a reversed slice of the table as B (ldmatrix takes a row
+//   address per lane), lands in the C-fragment layout and stays in registers, as the first
+//   QK^T mma's C operand, with -inf for the masked slots;
+// * rel_h[q][ky] = <q, Rh[qy - ky + 13]> is one scalar per row and tile: Q Rh^T is written
+//   once per warp to shared memory and read back (2 loads per tile) into the softmax, as in
+//   the S = 64 variant (max(s) + h, and inside the exponent's fma).
+// The rel-pos tables are staged once per block with cp.async; a padded token's K and V rows
+// (Linear(0) = the qkv bias) are copied from one fp16 bias row staged in shared memory.
+constexpr int WS = 14;                  // window side
+constexpr int WSLOT = 16;               // key slots per key row
+constexpr int WKEYS = WS * WSLOT;       // 224
+constexpr int WWARPS = 7;               // one warp per query column, 7 columns per block
+constexpr int WSPLIT = WS / WWARPS;     // blocks per (window, head)
+constexpr int WTHREADS = WWARPS * 32;   // 224
+constexpr int WTROWS = 32;              // staged table rows: 2 * 14 - 1 = 27, the rest zero
+constexpr int WLDT = 40;                // floats per row of a warp's Q Rh^T (8 mod 32)
+constexpr int WCT = 2;                  // key rows per online-softmax step
+constexpr int WKEYS_FIRST = 8;          // key rows in the first K/V commit group
+static_assert(WKEYS_FIRST % WCT == 0, "the second group starts at a step");
+
+// Copy c of a region of rows (groups of 8) with CH 16-byte chunks each: 8 lanes (one shared
+// phase) take chunk pairs of 4 rows of one parity within a group of 8 (see the S = 64
+// loader), so that every phase hits all 8 bank groups at hd 64 and 80.
+template <int CH>
+SAMRT_DEVICE void group8_chunk(int c, int& r, int& ch) {
+    const int ph = c >> 3, q = c & 7;
+    const int rem = ph % CH;
+    r = (ph / CH) * 8 + 2 * (q >> 1) + rem / (CH / 2);
+    ch = 2 * (rem % (CH / 2)) + (q & 1);
+}
+
+template <int HD>
+SAMRT_DEVICE void attention_win14(const AttnParams& p) {
+    constexpr int LDS = HD + 8;
+    constexpr int CH = HD / 8;
+    constexpr int KS = HD / 16;
+    static_assert((WKEYS * CH) % WTHREADS == 0, "whole K/V chunks per thread");
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    __half* s_k = reinterpret_cast<__half*>(smem_raw);  // [WKEYS][LDS]
+    __half* s_v = s_k + WKEYS * LDS;                      // [WKEYS][LDS]
+    __half* s_rh = s_v + WKEYS * LDS;                     // [WTROWS][LDS]
+    __half* s_rw = s_rh + WTROWS * LDS;                   // [WTROWS][LDS]
+    __half* s_bias = s_rw + WTROWS * LDS;                 // k then v bias, [2][HD]
+    float* s_th = reinterpret_cast<float*>(s_bias + 2 * HD);  // [WWARPS][16][WLDT]
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int qx = blockIdx.x * WWARPS + warp;  // this warp's query column
+    const int g = lane >> 2;
+    const int t4 = lane & 3;
+    const int head = blockIdx.y;
+    const int wps = p.windows_per_side;
+    const int win = blockIdx.z % (wps * wps);
+    const int b = blockIdx.z / (wps * wps);
+    const int y0 = (win / wps) * WS, x0 = (win % wps) * WS;
+    const int grid = p.grid;
+    const __half* kb = p.k + head * HD;
+    const long long kv_v = p.v - p.k;  // k_ld == v_ld: the qkv row stride
+    // The token of window position (ly, lx), or -1 past the grid (tokens fit in an int:
+    // the launcher checks).
+    auto token = [&](int ly, int lx) -> int {
+        const int y = y0 + ly, x = x0 + lx;
+        if (y >= grid || x >= grid) return -1;
+        return (b * grid + y) * grid + x;
+    };
+
+    // ---- rel-pos tables (rows past 2S - 1 zero) ----
+    for (int c = tid; c < 2 * WTROWS * CH; c += WTHREADS) {
+        const int tab = c / (WTROWS * CH);
+        int r, ch;
+        group8_chunk<CH>(c % (WTROWS * CH), r, ch);
+        const __half* t = tab ? p.rel_w : p.rel_h;
+        const bool ok = r < 2 * WS - 1;
+        samrt::cp_async_16(samrt::smem_addr((tab ? s_rw : s_rh) + r * LDS + ch * 8),
+                           ok ? t + r * HD + ch * 8 : t, ok);
+    }
+    // ---- K and V, once per window: slot ky * 16 + kx, in groups of 8 slots (half a key
+    // row), group q by warp q % WWARPS. Every lane issues the same cp.async (masked slots
+    // and padding tokens zero-filled), so that each 8-lane phase keeps the conflict-free
+    // pattern of group8_chunk; a lane's slot-in-group and chunk are the same for every
+    // group, so a group costs a row-base computation and the copies. Two commit groups:
+    // key rows 0..7 (with the tables), then 8..13, so that a window inside the grid starts
+    // on the first half while the second is in flight.
+    {
+        constexpr int PER_GROUP = 8 * CH;                   // chunks of 8 slots
+        constexpr int LANE_ITERS = (PER_GROUP + 31) / 32;  // 2 (hd 64) or 3 (hd 80)
+        int sl[LANE_ITERS], ch[LANE_ITERS];
+        uint32_t soff[LANE_ITERS];
+#pragma unroll
+        for (int h = 0; h < LANE_ITERS; ++h) {
+            group8_chunk<CH>(lane + 32 * h, sl[h], ch[h]);
+            soff[h] = (sl[h] * LDS + ch[h] * 8) * 2;
+        }
+        const uint32_t ak = samrt::smem_addr(s_k), av = samrt::smem_addr(s_v);
+        constexpr int GROUPS = WKEYS / 8;  // 28
+#pragma unroll
+        for (int i = 0; i < (GROUPS + WWARPS - 1) / WWARPS; ++i) {
+            const int q = warp + i * WWARPS;  // warp-uniform
+            if (q >= GROUPS) break;
+            if (i > 0 && q >= 2 * WKEYS_FIRST && q - WWARPS < 2 * WKEYS_FIRST)
+                samrt::cp_async_commit();
+            const int ky = q >> 1, kx0 = (q & 1) * 8;
+            const int y = y0 + ky;
+            const __half* rowk =
+                kb + (static_cast<long long>(b * grid + min(y, grid - 1)) * grid + x0) * p.k_ld;
+#pragma unroll
+            for (int h = 0; h < LANE_ITERS; ++h) {
+                if (PER_GROUP % 32 != 0 && h == LANE_ITERS - 1 && lane + 32 * h >= PER_GROUP)
+                    break;
+                const int kx = kx0 + sl[h];
+                const bool ok = y < grid && kx < WS && x0 + kx < grid;
+                const __half* src = ok ? rowk + kx * p.k_ld + ch[h] * 8 : kb;
+                const uint32_t off = q * 8 * LDS * 2 + soff[h];
+                samrt::cp_async_16(ak + off, src, ok);
+                samrt::cp_async_16(av + off, src + kv_v, ok);
+            }
+        }
+    }
+    // ---- a window past the grid: its padding tokens' K and V rows are the qkv bias ----
+    const bool padded = y0 + WS > grid || x0 + WS > grid;
+    if (padded) {
+        for (int i = tid; i < HD; i += WTHREADS) {
+            const float* bias = i < HD / 2 ? p.k_bias : p.v_bias;
+            const int f = head * HD + 2 * (i % (HD / 2));
+            reinterpret_cast<uint32_t*>(s_bias)[i] = samrt::pack_half2(bias[f], bias[f + 1]);
+        }
+    }
+    samrt::cp_async_commit();
+
+    // ---- this warp's queries, straight into A fragments: rows qy = g, g + 8, qx = warp ----
+    uint32_t qf[KS][4];
+    int qrow[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) qrow[i] = g + 8 * i < WS ? token(g + 8 * i, qx) : -1;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const __half* src =
+            p.q + head * HD + (qrow[i] >= 0 ? static_cast<long long>(qrow[i]) * p.q_ld : 0) +
+            2 * t4;
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+            const unsigned int* s32 = reinterpret_cast<const unsigned int*>(src + ks * 16);
+            qf[ks][i] = qrow[i] >= 0 ? __ldg(s32) : 0u;
+            qf[ks][2 + i] = qrow[i] >= 0 ? __ldg(s32 + 4) : 0u;
+        }
+    }
+    // The padding fix-up below rewrites slots of any key row: a padded window waits for all.
+    if (padded) samrt::cp_async_wait<0>();
+    else samrt::cp_async_wait<1>();
+    __syncthreads();
+    if (padded) {
+        // Blocks of 8 aligned key slots that hold padding tokens: both blocks of the key
+        // rows ly >= ny, the blocks reaching past column nx of the others. An 8-lane phase
+        // takes one chunk of one block's 8 slots (8 bank groups, the rows being an odd
+        // number of 16 B units apart) and every lane writes: the bias for a padding token
+        // (or a masked slot, where it is harmless), else the value already there.
+        const int ny = min(WS, grid - y0), nx = min(WS, grid - x0);
+        const int full = (WS - ny) * 2, per_row = nx >= 8 ? 1 : 2;
+        const int blocks = full + ny * per_row;
+        for (int c = tid; c < blocks * CH * 8; c += WTHREADS) {
+            const int bi = c / (CH * 8), ch = (c / 8) % CH, sl = c % 8;
+            const int ly = bi < full ? ny + bi / 2 : (bi - full) / per_row;
+            const int lx = 8 * (bi < full ? bi % 2 : 2 - per_row + (bi - full) % per_row) + sl;
+            const bool pad = ly >= ny || lx >= nx;
+            const int off = (ly * WSLOT + lx) * LDS + ch * 8;
+            const uint4 kk = *reinterpret_cast<const uint4*>(s_k + off);
+            const uint4 vv = *reinterpret_cast<const uint4*>(s_v + off);
+            const uint4 kb16 = *reinterpret_cast<const uint4*>(s_bias + ch * 8);
+            const uint4 vb16 = *reinterpret_cast<const uint4*>(s_bias + HD + ch * 8);
+            *reinterpret_cast<uint4*>(s_k + off) = pad ? kb16 : kk;
+            *reinterpret_cast<uint4*>(s_v + off) = pad ? vb16 : vv;
+        }
+        __syncthreads();
+    }
+
+    const float inv_scale = 1.0f / p.scale;
+    // Lane's row (key) of the x4 ldmatrix: matrices (0-7, c 0-7), (0-7, c 8-15), (8-15, ..).
+    const int kr = (lane & 7) + ((lane >> 4) << 3);
+    const int kc = ((lane >> 3) & 1) * 8;
+
+    // ---- rel_w in registers: B column kx = table row 13 + qx - kx (masked slots: -inf) ----
+    float relw[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    {
+        // kx = 14, 15 read rows 31, 30 (zero) at qx = 0, whatever the result: it is masked.
+        const uint32_t a =
+            samrt::smem_addr(s_rw) + ((((WS - 1 + qx - kr) & (WTROWS - 1)) * LDS) + kc) * 2;
+        samrt::static_for<0, KS>([&](auto ks_) {
+            constexpr int ks = decltype(ks_)::value;
+            uint32_t b0, b1, b2, b3;
+            samrt::ldmatrix_x4_at<ks * 16 * 2>(b0, b1, b2, b3, a);
+            samrt::mma_16816(relw[0], qf[ks], b0, b1);
+            samrt::mma_16816(relw[1], qf[ks], b2, b3);
+        });
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                relw[nt][e] = nt == 1 && t4 == 3 ? -INFINITY : relw[nt][e] * inv_scale;
+    }
+    // ---- Q Rh^T ([16 rows][32 table rows], / scale) into this warp's shared rows ----
+    float* th = s_th + warp * 16 * WLDT;
+    {
+        float acc[4][4];
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+        const uint32_t a = samrt::smem_addr(s_rh) + (kr * LDS + kc) * 2;
+        samrt::static_for<0, 2>([&](auto np_) {
+            constexpr int np = decltype(np_)::value;
+            samrt::static_for<0, KS>([&](auto ks_) {
+                constexpr int ks = decltype(ks_)::value;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4_at<(np * 16 * LDS + ks * 16) * 2>(b0, b1, b2, b3, a);
+                samrt::mma_16816(acc[2 * np], qf[ks], b0, b1);
+                samrt::mma_16816(acc[2 * np + 1], qf[ks], b2, b3);
+            });
+        });
+        // float2 stores: 16 lanes (one phase) cover rows g..g+3 x 8 columns, rows 8 mod 32
+        // banks apart: conflict-free.
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+                asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(samrt::smem_addr(
+                                 th + (g + 8 * i) * WLDT + nt * 8 + 2 * t4)),
+                             "f"(acc[nt][2 * i] * inv_scale), "f"(acc[nt][2 * i + 1] * inv_scale)
+                             : "memory");
+    }
+    __syncwarp();
+    // rel_h of row m and key row ky: th[m][m + 13 - ky]; a quad reads one word, the 8 rows
+    // of a load are 41 words apart: 8 distinct banks.
+    const float* hrow = th + g * (WLDT + 1) + WS - 1;  // row g + 8: 8 * (WLDT + 1) further
+
+    float o[2 * KS][4];
+#pragma unroll
+    for (int i = 0; i < 2 * KS; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[i][e] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY};
+    float l_mma[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // l of row g in [0], g + 8 in [2]
+    const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
+    const uint32_t kl = samrt::smem_addr(s_k) + (kr * LDS + kc) * 2;
+    const int vr = (lane & 7) + ((lane >> 3) & 1) * 8;
+    const uint32_t vl = samrt::smem_addr(s_v) + (vr * LDS + (lane >> 4) * 8) * 2;
+    const uint32_t ones = 0x3c003c00u;  // half2(1, 1)
+
+    samrt::static_for<0, WS / WCT>([&](auto step_) {
+        constexpr int ky0 = decltype(step_)::value * WCT;
+        if constexpr (ky0 == WKEYS_FIRST) {
+            if (!padded) {  // key rows 8..13 (block-uniform)
+                samrt::cp_async_wait<0>();
+                __syncthreads();
+            }
+        }
+        // ---- s = rel_w + Q K^T over WCT key rows ----
+        float s[2 * WCT][4];
+        float hb[WCT][2];
+        samrt::static_for<0, WCT>([&](auto t_) {
+            constexpr int t = decltype(t_)::value;
+            constexpr int ky = ky0 + t;
+            samrt::static_for<0, KS>([&](auto ks_) {
+                constexpr int ks = decltype(ks_)::value;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4_at<(ky * WSLOT * LDS + ks * 16) * 2>(b0, b1, b2, b3, kl);
+                if constexpr (ks == 0) {
+                    samrt::mma_16816_c(s[2 * t], qf[0], b0, b1, relw[0]);
+                    samrt::mma_16816_c(s[2 * t + 1], qf[0], b2, b3, relw[1]);
+                } else {
+                    samrt::mma_16816(s[2 * t], qf[ks], b0, b1);
+                    samrt::mma_16816(s[2 * t + 1], qf[ks], b2, b3);
+                }
+            });
+            hb[t][0] = hrow[-ky];
+            hb[t][1] = hrow[8 * (WLDT + 1) - ky];
+        });
+        // ---- online softmax (each key row's rel_h enters through its max and exponent) ----
+        float corr[2];
+        bool grew = false;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int t = 0; t < WCT; ++t) {
+                const float a = fmaxf(fmaxf(s[2 * t][2 * i], s[2 * t][2 * i + 1]),
+                                      fmaxf(s[2 * t + 1][2 * i], s[2 * t + 1][2 * i + 1]));
+                // Rounding is monotone, so max(s) + h is exactly max(s + h).
+                mx = fmaxf(mx, a + hb[t][i]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[i], mx);  // finite: 14 real keys per key row
+            grew |= m_new != m_run[i];
+            corr[i] = exp2f((m_run[i] - m_new) * sl2);
+            m_run[i] = m_new;
+#pragma unroll
+            for (int t = 0; t < WCT; ++t) {
+                const float nb = (hb[t][i] - m_new) * sl2;
+#pragma unroll
+                for (int n = 0; n < 2; ++n)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j)
+                        s[2 * t + n][2 * i + j] = exp2f(fmaf(s[2 * t + n][2 * i + j], sl2, nb));
+            }
+        }
+        // O and l are rescaled only when some row's max grew (else the factor is exactly 1).
+        if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                scale_row(o, i, corr[i]);
+                l_mma[2 * i] *= corr[i];
+                l_mma[2 * i + 1] *= corr[i];
+            }
+        }
+        // ---- O += P V, l += P 1 ----
+        samrt::static_for<0, WCT>([&](auto t_) {
+            constexpr int t = decltype(t_)::value;
+            constexpr int ky = ky0 + t;
+            uint32_t a[4];
+            samrt::pack_p(a, s[2 * t], s[2 * t + 1]);
+            samrt::static_for<0, KS>([&](auto dp_) {
+                constexpr int dp = decltype(dp_)::value;
+                uint32_t b0, b1, b2, b3;
+                samrt::ldmatrix_x4_trans_at<(ky * WSLOT * LDS + dp * 16) * 2>(b0, b1, b2, b3,
+                                                                               vl);
+                samrt::mma_16816(o[2 * dp], a, b0, b1);
+                samrt::mma_16816(o[2 * dp + 1], a, b2, b3);
+            });
+            samrt::mma_16816(l_mma, a, ones, ones);
+        });
+    });
+
+    // ---- normalise and store (rows 14, 15 and tokens past the grid are not stored) ----
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (qrow[i] < 0) continue;
+        const float l = l_mma[2 * i];
+        const float inv = 1.0f / l;  // l >= 1: the row max's own term is exp2(0) = 1
+        __half* dst = p.o + head * HD + static_cast<long long>(qrow[i]) * p.o_ld;
+#pragma unroll
+        for (int d = 0; d < 2 * KS; ++d)
+            *reinterpret_cast<uint32_t*>(dst + d * 8 + 2 * t4) =
+                samrt::pack_half2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+    }
+}
+
 }  // namespace
 
 // Two blocks per SM is the occupancy target (89 KiB shared memory each at S = 64, hd 80; the
@@ -572,8 +930,13 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         attention<HD, S, RELPOS>(p);                                                       \
     }
 
-SAMRT_ATTN(attn_relpos_s14_d64_f16, 64, 14, true)
-SAMRT_ATTN(attn_relpos_s14_d80_f16, 80, 14, true)
+// Two blocks of 7 warps per (window, head), two blocks per SM (~128 registers each).
+#define SAMRT_ATTN_WIN14(NAME, HD)                                                           \
+    extern "C" __global__ void __launch_bounds__(WTHREADS, 2) NAME(const AttnParams p) { \
+        attention_win14<HD>(p);                                                              \
+    }
+SAMRT_ATTN_WIN14(attn_relpos_s14_d64_f16, 64)
+SAMRT_ATTN_WIN14(attn_relpos_s14_d80_f16, 80)
 SAMRT_ATTN(attn_relpos_s64_d64_f16, 64, 64, true)
 SAMRT_ATTN(attn_relpos_s64_d80_f16, 80, 64, true)
 SAMRT_ATTN(attn_relpos_any_d64_f16, 64, 0, true)

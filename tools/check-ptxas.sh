@@ -23,6 +23,12 @@ trap 'rm -rf "$work"' EXIT
 dyn_smem() {
     case "$1" in
         gemm_* | conv3x3_*) echo 65536 ;;
+        attn_relpos_s14_d*_f16)
+            # attention.rs `win14_smem_bytes`: K, V (224 rows) and 2 tables (32 rows) of
+            # hd + 8 halves, the k/v bias row, 7 warps x 16 x 40 fp32.
+            local hd
+            hd="$(sed -E 's/.*_d([0-9]+)_f16/\1/' <<<"$1")"
+            echo $(( 2 * 256 * (hd + 8) * 2 + 4 * hd + 7 * 16 * 40 * 4 )) ;;
         attn_relpos_*_d*_f16 | attn_plain_d*_f16)
             # rel tables: 2 x [64][S rounded up to 4 mod 8] fp32 (attention.rs `rel_ld`); the
             # run-time-S `any` variants shown at S = 64.

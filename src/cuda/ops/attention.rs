@@ -4,7 +4,8 @@
 //! position bias computed in-kernel, windowed (S x S windows over the grid padded up to a
 //! multiple of S, the padding folded into the indexing) or global (S = grid, any grid). It
 //! reads the packed qkv GEMM output, optionally stored with q scaled (`q_scale`), and writes
-//! the head-merged result for the proj GEMM. The kernel variant is chosen by
+//! the head-merged result for the proj GEMM; SAM's 14 x 14 windows run one block per
+//! (window, head) with K/V read once. The kernel variant is chosen by
 //! [`AttnRelposShape::variant`]. [`attn_plain`] is the mask decoder's bias-free
 //! attention.
 
@@ -15,7 +16,8 @@ use cudarc::driver::{
 use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, GpuContext};
 use crate::{Error, Result};
 
-/// Queries per block (4 warps x 16 rows).
+/// Queries per block (4 warps x 16 rows) of every kernel but `attn_relpos_s14_*`, which
+/// holds a whole window per block ([`WIN14_THREADS`]).
 pub const ATTN_BLOCK_Q: usize = 64;
 /// Keys per pipelined tile.
 pub const ATTN_BLOCK_K: usize = 64;
@@ -73,6 +75,25 @@ unsafe impl DeviceRepr for AttnParams {}
 /// every S. Mirrors `Side::ld` in kernels/attention.cu.
 pub fn rel_ld(s: usize) -> usize {
     ((s + 3) & !7) + 4
+}
+
+/// The S = 14 kernel (`attn_relpos_s14_*`): two blocks of 7 warps per (window, head), warp
+/// w of block x owning the window's query column 7x + w.
+pub const WIN14_THREADS: usize = 224;
+const WIN14_SPLIT: u32 = 2;
+/// Its key slots: 14 key rows of 16 (2 masked), and staged rel-pos table rows (27 used).
+const WIN14_KEYS: usize = 224;
+const WIN14_TABLE_ROWS: usize = 32;
+/// Floats per row of a warp's `Q Rh^T` product (16 rows per warp).
+const WIN14_PRODUCT_LD: usize = 40;
+
+/// Shared memory of an S = 14 block: K and V of the whole window and the two staged
+/// tables (rows padded by 8 halves), the fp16 k/v bias row for padding tokens, and per
+/// warp its `Q Rh^T` rows (fp32). Mirrors the layout in `attention_win14`.
+fn win14_smem_bytes(head_dim: usize) -> usize {
+    (2 * WIN14_KEYS + 2 * WIN14_TABLE_ROWS) * (head_dim + 8) * 2
+        + 2 * head_dim * 2
+        + (WIN14_THREADS / 32) * 16 * WIN14_PRODUCT_LD * 4
 }
 
 /// Shared memory of one block: Q tile, two K and two V stages (rows padded by 8 halves), and
@@ -168,11 +189,25 @@ impl AttnRelposShape {
     }
 
     pub fn smem_bytes(&self) -> usize {
-        smem_bytes(self.head_dim(), Some(self.window))
+        match self.variant() {
+            AttnRelposVariant::Side14 => win14_smem_bytes(self.head_dim()),
+            _ => smem_bytes(self.head_dim(), Some(self.window)),
+        }
     }
 
     pub fn config(&self) -> LaunchConfig {
         let wps = self.windows_per_side();
+        if self.variant() == AttnRelposVariant::Side14 {
+            return LaunchConfig {
+                grid_dim: (
+                    WIN14_SPLIT,
+                    self.heads as u32,
+                    (self.batch * wps * wps) as u32,
+                ),
+                block_dim: (WIN14_THREADS as u32, 1, 1),
+                shared_mem_bytes: self.smem_bytes() as u32,
+            };
+        }
         LaunchConfig {
             grid_dim: (
                 (self.window * self.window).div_ceil(ATTN_BLOCK_Q) as u32,
@@ -254,8 +289,9 @@ pub fn attn_relpos(
     let (o, _o) = out.device_ptr_mut(stream);
     check_align("attention qkv", qkv, 16)?;
     check_align("attention qkv bias", bias, 4)?;
-    check_align("attention rel_pos_h", rh, 4)?;
-    check_align("attention rel_pos_w", rw, 4)?;
+    // 16 B: the S = 14 kernel stages the tables with cp.async.
+    check_align("attention rel_pos_h", rh, 16)?;
+    check_align("attention rel_pos_w", rw, 16)?;
     check_align("attention output", o, 4)?;
 
     let (d64, ld) = (d as u64, as_i32("qkv row stride", 3 * d)?);
