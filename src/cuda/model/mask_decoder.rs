@@ -232,6 +232,26 @@ impl Builder<'_> {
         }
     }
 
+    /// The folded per-head token Linears `dim -> dim`, head `h` writing columns
+    /// `h * dim..` of each `[heads * dim]` row (`graph::fold_ops` layout).
+    fn per_head_rows(&self) -> LinearGroup {
+        let dim = self.d.dim;
+        LinearGroup {
+            ldo: self.d.heads * dim,
+            ..self.token_rows(dim, dim, false, false)
+        }
+    }
+
+    /// One job per head of the folded weight `{attn}.fold.{part}.{h}` into `out`.
+    fn per_head_jobs(&self, attn: &str, part: &str, pe: bool, out: BufId) -> Vec<Job> {
+        (0..self.d.heads)
+            .map(|h| Job {
+                out_offset: h * self.d.dim,
+                ..Job::new(&fold_job(attn, part, Some(h)), pe, out)
+            })
+            .collect()
+    }
+
     /// fp16 tensor-core Linear `{name}` on image rows.
     fn image_linear(
         &mut self,
@@ -399,20 +419,8 @@ impl Builder<'_> {
         let rows = self.batch * self.t;
         let qf = self.f32s(format!("{name}.q_folded"), shape.folded_len());
         let (src, norm) = self.take_norm(true);
-        let g = LinearGroup {
-            m: rows,
-            n: dim,
-            k: dim,
-            ldo: heads * dim,
-            relu: false,
-            accumulate: false,
-        };
-        let jobs = (0..heads)
-            .map(|h| Job {
-                out_offset: h * dim,
-                ..Job::new(&fold_job(name, "q", Some(h)), true, qf)
-            })
-            .collect();
+        let g = self.per_head_rows();
+        let jobs = self.per_head_jobs(name, "q", true, qf);
         self.linears((src, dim, Some(tokens)), g, norm, jobs);
         let partial = self.f32s(format!("{name}.partial"), shape.partial_len());
         let op = AttnFoldT2i {
@@ -458,21 +466,9 @@ impl Builder<'_> {
         let vf = self.f32s(format!("{it}.v_folded"), shape.folded_len());
         let cb = self.f32s(format!("{it}.logit_bias"), rows * heads);
         let (src, norm) = self.take_norm(true);
-        let g = LinearGroup {
-            m: rows,
-            n: dim,
-            k: dim,
-            ldo: heads * dim,
-            relu: false,
-            accumulate: false,
-        };
-        let mut jobs: Vec<Job> = Vec::with_capacity(2 * heads);
-        for (part, pe, out) in [("k", true, kf), ("v", false, vf)] {
-            jobs.extend((0..heads).map(|h| Job {
-                out_offset: h * dim,
-                ..Job::new(&fold_job(it, part, Some(h)), pe, out)
-            }));
-        }
+        let g = self.per_head_rows();
+        let mut jobs = self.per_head_jobs(it, "k", true, kf);
+        jobs.extend(self.per_head_jobs(it, "v", false, vf));
         self.linears((src, dim, Some(tokens)), g, norm.clone(), jobs);
         // The same normalised rows again; the first launch stored them already.
         let norm = norm.map(|n| TokenNorm { out: None, ..n });
