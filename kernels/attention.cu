@@ -144,16 +144,6 @@ struct TokenMap {
     }
 };
 
-// The max of accumulator row half i (0: row g, 1: row g + 8) over its 4-lane quad.
-template <int NT>
-SAMRT_DEVICE float quad_row_max(const float (&s)[NT][4], int i) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-}
-
 template <int NT>
 SAMRT_DEVICE void scale_row(float (&o)[NT][4], int i, float c) {
 #pragma unroll
@@ -467,7 +457,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
             bool grew = false;
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                const float mx = quad_row_max(s, i);
+                const float mx = samrt::quad_row_max(s, i);
                 // Rounding is monotone, so max(s) + h is exactly max(s + h).
                 const float m_new = fmaxf(m_run[i], mx + hb[i]);
                 grew |= m_new != m_run[i];
@@ -512,7 +502,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         } else {
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                const float mx = quad_row_max(s, i);
+                const float mx = samrt::quad_row_max(s, i);
                 const float m_new = fmaxf(m_run[i], mx);
                 // A row with no finite logit yet keeps m = -inf; subtracting 0 keeps exp2 at 0.
                 const float m_use = m_new == -INFINITY ? 0.0f : m_new;
@@ -549,8 +539,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         if constexpr (ROWS) {
             l = l_mma[0][2 * i];
         } else {
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            l = samrt::quad_sum(l);
         }
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         const long long row = map.row(q0 + (i ? r_hi : r_lo));
@@ -862,8 +851,7 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
                 // Rounding is monotone, so max(s) + h is exactly max(s + h).
                 mx = fmaxf(mx, a + hb[t][i]);
             }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            mx = samrt::quad_max(mx);
             const float m_new = fmaxf(m_run[i], mx);  // finite: 14 real keys per key row
             grew |= m_new != m_run[i];
             corr[i] = exp2f((m_run[i] - m_new) * sl2);

@@ -234,11 +234,7 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
         // ---- softmax over the head's tokens; a row is spread over the 4 lanes of a quad ----
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mx = samrt::quad_row_max(s, i);
             // Token 0 always exists, so mx is finite and padded columns give exp2(-inf) = 0.
             float sum = 0.0f;
 #pragma unroll
@@ -249,8 +245,7 @@ SAMRT_DEVICE void fold_i2t(const FoldI2tParams& p) {
                     s[nt][2 * i + j] = e;
                     sum += e;
                 }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            sum = samrt::quad_sum(sum);
             const float inv = 1.0f / sum;
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {

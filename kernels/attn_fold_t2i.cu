@@ -233,11 +233,7 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
         float corr[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mx = samrt::quad_row_max(s, i);
             // Every group tile computed holds an image row of the chunk: mx is finite. The
             // reference max is raised only past MAX_SLACK: weights stay <= 2^MAX_SLACK (fp16
             // holds them), and corr is exactly 1 on most tiles after the first.
@@ -290,8 +286,7 @@ SAMRT_DEVICE void fold_t2i(const FoldT2iParams& p) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         float l = l_run[i];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        l = samrt::quad_sum(l);
         l_sum[i] = l;
     }
     __syncthreads();  // every warp is done with the ring and the Q' tile

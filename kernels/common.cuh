@@ -179,6 +179,27 @@ SAMRT_DEVICE void mma_pv_16keys(float (&o)[2 * DP][4], const float (&p0)[4],
     mma_pv_16keys_a<DP>(o, a, v_addr, row0, lds, lane);
 }
 
+// The max and the sum over a 4-lane quad: the lanes that hold one row of an mma
+// accumulator tile (m16n8: lanes 4g..4g+3 hold rows g and g + 8).
+SAMRT_DEVICE float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+SAMRT_DEVICE float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// The max of accumulator row half i (0: row g, 1: row g + 8) of NT n8 tiles over its quad.
+template <int NT>
+SAMRT_DEVICE float quad_row_max(const float (&s)[NT][4], int i) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+    return quad_max(mx);
+}
+
 // __shfl_xor_sync on a float whose register stays an f32 register: through the intrinsic,
 // NVVM may retype a whole chain of float accumulators to b32 and put a mov on either side
 // of every FMA (free after ptxas, but counted by vgpu and its model).
