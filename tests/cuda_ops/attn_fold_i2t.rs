@@ -11,6 +11,7 @@ use samrt::cuda::GpuContext;
 use samrt::graph::fold_ops::AttnFoldShape;
 
 use super::common::gpu::{assert_within, round_f16, Rng};
+use super::refs::{assert_each_prompt_alone, normal};
 
 /// A table row: `batch` prompts of `tokens` tokens, `heads` heads, `hw` image rows of width
 /// `dim`; head_dim 16 (the decoder's 128 / 8, scale 1/4).
@@ -31,17 +32,6 @@ pub fn case(
         head_dim: 16,
         image_shared,
     }
-}
-
-/// N(0, std^2) by Box-Muller.
-fn normal(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let u = 1.0 - rng.uniform(0.0, 1.0); // (0, 1]
-            let v = rng.uniform(0.0, std::f32::consts::TAU);
-            std * (-2.0 * u.ln()).sqrt() * v.cos()
-        })
-        .collect()
 }
 
 struct Inputs {
@@ -139,8 +129,8 @@ pub fn run_attn_fold_i2t(gpu: &GpuContext, rng: &mut Rng, shape: AttnFoldShape) 
     if b > 1 {
         // Each prompt alone (its own image side, or the shared one) gives the same bits.
         let per = |v: &[f32], n: usize, i: usize| v[i * n..(i + 1) * n].to_vec();
-        for i in 0..b {
-            let one = AttnFoldShape { batch: 1, ..shape };
+        let one = AttnFoldShape { batch: 1, ..shape };
+        let alone = |i: usize| {
             let xi = Inputs {
                 xpe: if shape.image_shared {
                     x.xpe.clone()
@@ -153,17 +143,9 @@ pub fn run_attn_fold_i2t(gpu: &GpuContext, rng: &mut Rng, shape: AttnFoldShape) 
                 bias: x.bias.clone(),
                 keys: per(&x.keys, hw * d, i),
             };
-            let alone = launch(gpu, one, &xi);
-            let batched = &got[i * hw * d..(i + 1) * hw * d];
-            let same = alone
-                .iter()
-                .zip(batched)
-                .all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(
-                same,
-                "attn_fold_i2t: prompt {i} differs alone and in a batch of {b}"
-            );
-        }
+            launch(gpu, one, &xi)
+        };
+        assert_each_prompt_alone("attn_fold_i2t", b, &got, hw * d, alone);
     }
 }
 

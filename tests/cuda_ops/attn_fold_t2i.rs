@@ -10,6 +10,7 @@ use samrt::cuda::GpuContext;
 use samrt::Error;
 
 use super::common::gpu::{assert_close, assert_within, gpu_or_skip, round_f16, Rng};
+use super::refs::{assert_each_prompt_alone, normal};
 
 /// A row's shape: `heads` of the unfolded attention over an internal width of 128 (SAM's
 /// decoder: 8 heads of 16), so `scale = 1 / sqrt(128 / heads)`.
@@ -30,17 +31,6 @@ pub fn fold(
         head_dim: 128 / heads,
         image_shared,
     }
-}
-
-/// N(0, 1) by Box-Muller.
-fn normal(rng: &mut Rng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let u = rng.uniform(1e-7, 1.0) as f64;
-            let v = rng.uniform(0.0, 1.0) as f64;
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-        })
-        .collect()
 }
 
 /// Both passes through a scratch of NaNs (a chunk state pass 1 failed to write poisons its
@@ -131,9 +121,9 @@ pub fn run_attn_fold_t2i(gpu: &GpuContext, rng: &mut Rng, shape: AttnFoldShape) 
     // Image rows ~ N(0, 1) (xpe and x independent, so swapping them cannot pass); folded
     // rows ~ N(0, sigma) with sigma giving logits of std 1-3 after `scale`, as trained
     // models' are: scale * sigma * sqrt(dim) = 1..3.
-    let xpe = round_f16(&normal(rng, sides * shape.hw * dim));
-    let x = round_f16(&normal(rng, sides * shape.hw * dim));
-    let mut qf = normal(rng, shape.folded_len());
+    let xpe = round_f16(&normal(rng, sides * shape.hw * dim, 1.0));
+    let x = round_f16(&normal(rng, sides * shape.hw * dim, 1.0));
+    let mut qf = normal(rng, shape.folded_len(), 1.0);
     for row in qf.chunks_exact_mut(dim) {
         let sigma = rng.uniform(1.0, 3.0) / (shape.scale() * (dim as f32).sqrt());
         row.iter_mut().for_each(|v| *v *= sigma);
@@ -167,25 +157,12 @@ pub fn run_attn_fold_t2i(gpu: &GpuContext, rng: &mut Rng, shape: AttnFoldShape) 
     if shape.batch > 1 {
         let one = AttnFoldShape { batch: 1, ..shape };
         let img = shape.hw * dim;
-        for b in 0..shape.batch {
+        let alone = |b: usize| {
             let side = if shape.image_shared { 0 } else { b * img };
-            let y1 = run_gpu(
-                gpu,
-                one,
-                &qf[b * rows * dim..(b + 1) * rows * dim],
-                &xpe[side..side + img],
-                &x[side..side + img],
-            );
-            let batched = &got[b * rows * dim..(b + 1) * rows * dim];
-            let same = y1
-                .iter()
-                .zip(batched)
-                .all(|(a, c)| a.to_bits() == c.to_bits());
-            assert!(
-                same,
-                "attn_fold_t2i: prompt {b} alone differs from the batch"
-            );
-        }
+            let q = &qf[b * rows * dim..(b + 1) * rows * dim];
+            run_gpu(gpu, one, q, &xpe[side..side + img], &x[side..side + img])
+        };
+        assert_each_prompt_alone("attn_fold_t2i", shape.batch, &got, rows * dim, alone);
     }
 }
 

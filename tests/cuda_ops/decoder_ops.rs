@@ -11,6 +11,7 @@ use samrt::cuda::ops::gemm::{gemm, Epilogue, GemmScales, GemmShape};
 use samrt::cuda::GpuContext;
 
 use super::common::gpu::{assert_close, assert_within, round_f16, Rng};
+use super::refs::same_bits;
 
 const EPS32: f32 = f32::EPSILON / 2.0;
 
@@ -215,18 +216,14 @@ pub fn run_token_linear(gpu: &GpuContext, rng: &mut Rng, c: LinearCase) {
     token_linear_with(gpu, gpu.stream(), other, shape, &da, a2v, norm2, &mut jobs2).unwrap();
     drop(jobs2);
     for (j, (first, out)) in firsts.iter().zip(&outs2).enumerate() {
-        let again = down32(gpu, out);
-        let same = first
-            .iter()
-            .zip(&again)
-            .all(|(x, y)| x.to_bits() == y.to_bits());
+        let same = same_bits(first, &down32(gpu, out));
         assert!(
             same,
             "token_linear job {j}: {other:?} differs from the selected variant"
         );
     }
     if c.norm {
-        let same = down32(gpu, &dnorm) == down32(gpu, &dnorm2);
+        let same = same_bits(&down32(gpu, &dnorm), &down32(gpu, &dnorm2));
         assert!(same, "token_linear norm rows: {other:?} differs");
     }
 }

@@ -368,3 +368,38 @@ fn attn_plain_reference_matches_direct_loops() {
         }
     }
 }
+
+// ---------------------------------------------------------------- shared by the op runners
+
+/// N(0, std^2) by Box-Muller.
+pub fn normal(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u = 1.0 - rng.uniform(0.0, 1.0); // (0, 1]
+            let v = rng.uniform(0.0, std::f32::consts::TAU);
+            std * (-2.0 * u.ln()).sqrt() * v.cos()
+        })
+        .collect()
+}
+
+/// Whether `a` and `b` hold the same bits.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Each of `batch` prompts run alone (`alone(i)`: its `per` outputs) gives the bits it got
+/// in the batch (`got`, prompt-major).
+pub fn assert_each_prompt_alone(
+    op: &str,
+    batch: usize,
+    got: &[f32],
+    per: usize,
+    alone: impl Fn(usize) -> Vec<f32>,
+) {
+    for i in 0..batch {
+        assert!(
+            same_bits(&alone(i), &got[i * per..(i + 1) * per]),
+            "{op}: prompt {i} alone differs from the batch of {batch}"
+        );
+    }
+}
