@@ -41,6 +41,17 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
         Ok(gemm_layout(&wt, &bs, cin, cout))
     };
     let (up0, up3) = (upscaling(0, dim, dim / 4)?, upscaling(3, dim / 4, dim / 8)?);
+    // The folded tensors of one attention (2 x heads + 4 of them) all derive from its four
+    // projections: read each official tensor once.
+    let read = std::cell::RefCell::new(std::collections::HashMap::<String, Vec<f32>>::new());
+    let projection = |name: &str| -> Result<Vec<f32>> {
+        if let Some(v) = read.borrow().get(name) {
+            return Ok(v.clone());
+        }
+        let v = official(name)?;
+        read.borrow_mut().insert(name.to_string(), v.clone());
+        Ok(v)
+    };
     let mut out = Vec::with_capacity(entries.len());
     for e in &entries {
         let values = match e.name.as_str() {
@@ -58,7 +69,7 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
             n if n == format!("{P}.output_upscaling.0.gemm.bias") => up0.1.clone(),
             n if n == format!("{P}.output_upscaling.3.gemm.weight") => up3.0.clone(),
             n if n == format!("{P}.output_upscaling.3.gemm.bias") => up3.1.clone(),
-            n => match fold_tensor(n, (dim, d.heads), &official) {
+            n => match fold_tensor(n, (dim, d.heads), &projection) {
                 Some(derived) => derived?,
                 None => official(n)?,
             },
