@@ -1,18 +1,26 @@
 // Tensor-core GEMM for nn.Linear: C[M, N] = A[M, K] @ W[N, K]^T (+ epilogue), fp16 operands,
 // fp32 accumulation, mma.sync.m16n8k16 (sm_80+, runs unchanged on sm_90). The same main loop
-// also runs a 3x3 convolution as an implicit GEMM (conv3x3_f16, below).
+// also runs a 3x3 convolution as an implicit GEMM (conv3x3_f16_*, below).
 //
-// Tiling: 128x128 block tile, BK = 32, 8 warps as 2 (M) x 4 (N), 64x32 per warp
-// (4 m16 x 4 n8 mma tiles, 64 fp32 accumulators per thread). Operands stream through a
-// 4-stage cp.async ring in shared memory (16 KiB per stage); fragments come from ldmatrix.
-// Both A and W are K-contiguous, which is exactly the row.col operand order of mma.sync, so
-// no transposition is needed anywhere.
+// Tiling (docs/kernels.md, "GEMM", says why): BK = 64, a 3-stage cp.async ring in shared
+// memory, one barrier per stage (four k16 steps), fragments from ldmatrix. Three block
+// tiles, each entry point suffixed with its tile; the host picks one per layer shape
+// (GemmTile::select in src/graph/ops.rs) so that the grid fills the 132 SMs of an H100:
+//   _128x256: 8 warps as 2 (M) x 4 (N), 64x64 per warp (4 m16 x 8 n8 mma tiles, 128 fp32
+//             accumulators per thread), 144 KiB shared;
+//   _128x192: 6 warps as 2 x 3, 64x64 per warp, 120 KiB shared;
+//   _64x128:  4 warps as 2 x 2, 32x64 per warp, 72 KiB shared (narrow N, the neck).
+// A 64x64 warp tile reads 8 ldmatrix.x4 (32 wavefronts) per 32 mma, half the shared traffic
+// per FLOP of a 64x32 tile. Both A and W are K-contiguous, which is exactly the row.col
+// operand order of mma.sync, so no transposition is needed anywhere. The tile does not
+// change any output's summation order (every thread sums its k16 steps in k order), so all
+// variants give bit-identical results.
 //
-// Shared layout: each stage holds a [128][32] fp16 tile for A and one for W. A row is 64 B =
-// four 16 B chunks; chunk c of row r is stored at chunk c ^ ((r >> 1) & 3). ldmatrix reads
-// eight consecutive rows at one logical chunk; with the swizzle those eight 16 B pieces land
-// in eight distinct 16 B bank groups of a 128 B line, so neither ldmatrix nor the cp.async
-// writes conflict.
+// Shared layout: each stage holds a [BM][64] fp16 tile for A, then a [BN][64] one for W. A
+// row is 128 B = eight 16 B chunks; chunk c of row r is stored at chunk c ^ (r & 7). ldmatrix
+// reads eight consecutive rows at one logical chunk, and eight consecutive threads copy the
+// eight chunks of one row: with the swizzle both land in eight distinct 16 B bank groups, so
+// neither ldmatrix nor the cp.async writes conflict.
 //
 // Bounds: M and N arbitrary (rows outside are zero-filled on load and skipped on store);
 // K must be a multiple of 8 (a 16 B chunk is entirely inside or outside K) and N even (the
@@ -24,63 +32,146 @@
 //     y[m][n] = acc[m][n] * in_scale * (row_scale ? row_scale[m] : 1) + (bias ? bias[n] : 0)
 // so that an A row stored divided by row_scale[m] (or a whole A stored divided by in_scale)
 // to fit in fp16 is undone before the bias. bias == nullptr (nn.Conv2d(bias=False)) means 0.
-// The null test of row_scale happens once per thread before the store loop (8 row factors
+// The null test of row_scale happens once per thread before the store loop (row factors
 // kept in registers), so the per-element cost is one FMA whether or not it is given.
 // Epilogues (one instantiation each, so no runtime branch in the store loop):
-//   gemm_bias_f16          out_f16 = f16(out_scale * y)
-//   gemm_bias_gelu_f16     out_f16 = f16(out_scale * gelu_erf(y))
-//   gemm_bias_residual_f16 resid_f32[m][n] += y   (in place; fp32 cannot overflow here, so
-//                                                  out_scale is ignored; the launcher
-//                                                  insists on out_scale == 1)
+//   gemm_bias_f16_*          out_f16 = f16(out_scale * y)
+//   gemm_bias_gelu_f16_*     out_f16 = f16(out_scale * gelu(y))  (erf to 1.5e-7, gelu_as)
+//   gemm_bias_residual_f16_* resid_f32[m][n] += y   (in place; fp32 cannot overflow here,
+//                                                    so out_scale is ignored; the launcher
+//                                                    insists on out_scale == 1)
 // out_scale lets a consumer receive y pre-divided (e.g. by 2^4) when |y| may exceed 65504.
 //
-// Implicit-GEMM 3x3 convolution (conv3x3_f16): nn.Conv2d(Cin, Cout, 3, padding=1), stride 1,
-// on an NHWC fp16 input [B][H][W][Cin] to an NHWC fp16 output [B][H][W][Cout] (= [M][N] with
-// M = B*H*W, N = Cout, K = 9*Cin). Row m is the output pixel (b, y, x) and column
+// Implicit-GEMM 3x3 convolution (conv3x3_f16_*): nn.Conv2d(Cin, Cout, 3, padding=1), stride
+// 1, on an NHWC fp16 input [B][H][W][Cin] to an NHWC fp16 output [B][H][W][Cout] (= [M][N]
+// with M = B*H*W, N = Cout, K = 9*Cin). Row m is the output pixel (b, y, x) and column
 // k = (ky*3 + kx)*Cin + c of A is in[b][y+ky-1][x+kx-1][c]: the A-tile loader gathers those
 // 16 B pieces (Cin % 8 == 0, so a piece never straddles two taps) straight from the input,
 // zero-filling (cp.async src-size 0) taps that fall outside the image; there is no im2col
 // buffer. The weight must therefore be [Cout][ky][kx][Cin] (K-contiguous per output channel);
 // the host permutes PyTorch's [Cout][Cin][3][3] once at upload (conv3x3_weight_layout in
-// src/cuda/ops/gemm.rs). Scales, bias and out_scale behave exactly as in gemm_bias_f16.
+// src/cpu/ops/gemm.rs). Scales, bias and out_scale behave exactly as in gemm_bias_f16_*.
 #include "common.cuh"
 
 namespace {
 
-constexpr int BM = 128;
-constexpr int BN = 128;
-constexpr int BK = 32;
-constexpr int STAGES = 4;
-constexpr int THREADS = 256;
-constexpr int TILE_HALVES = BM * BK;  // BM == BN, so A and W tiles have the same size
-constexpr int STAGE_HALVES = 2 * TILE_HALVES;
-// 16 B chunks per tile that each thread copies. Chunk slot i of thread t is row
-// (t >> 2) + i * ROW_STEP, chunk t & 3 (the same slots in every stage).
-constexpr int SLOTS = (BM * BK / 8) / THREADS;
-constexpr int ROW_STEP = THREADS / (BK / 8);
+constexpr int BK = 64;      // fp16 per tile row: 128 B = 8 chunks of 16 B
+constexpr int CHUNKS = BK / 8;
+constexpr int STAGES = 3;
 
 enum Epilogue { EPI_BIAS = 0, EPI_BIAS_GELU = 1, EPI_BIAS_RESIDUAL = 2 };
 
-// Offset in halves of (row, 16 B chunk) inside a swizzled [128][32] tile.
-SAMRT_DEVICE int swz(int row, int chunk) { return row * BK + ((chunk ^ ((row >> 1) & 3)) << 3); }
+// GELU, 0.5 x (1 + erf(x / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26:
+// erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2), t = 1 / (1 + p z), z >= 0, absolute
+// error <= 1.5e-7. That is 300x below the fp16 rounding of the stored output (2^-11
+// relative), at about half the instructions of erff, which dominated the epilogue. With
+// q = (1 - erf(|x| / sqrt 2)) / 2, gelu(x) = x (1 - q) for x >= 0 and x q below, i.e.
+// max(x, 0) - |x| q.
+SAMRT_DEVICE float gelu_as(float x) {
+    const float ax = fabsf(x);
+    const float t = __frcp_rn(fmaf(0.3275911f * 0.70710678118654752f, ax, 1.0f));
+    // The A&S coefficients halved (q carries the 1/2).
+    float poly = fmaf(0.5307027145f, t, -0.7265760135f);
+    poly = fmaf(poly, t, 0.7107068705f);
+    poly = fmaf(poly, t, -0.142248368f);
+    poly = fmaf(poly, t, 0.127414796f);
+    // exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2).
+    const float q = poly * t * exp2f(ax * ax * -0.72134752044448170f);
+    return fmaf(-ax, q, fmaxf(x, 0.0f));
+}
 
-// A loader of a dense row-major [M][K] matrix.
-struct DenseA {
-    const __half* a;
-    int M, K;
+// Byte offset of (row, 16 B chunk) inside a swizzled [rows][64] fp16 tile.
+SAMRT_DEVICE uint32_t swz(int row, int chunk) {
+    return static_cast<uint32_t>(row * (BK * 2) + ((chunk ^ (row & 7)) << 4));
+}
 
-    SAMRT_DEVICE void init(int) {}
+// A whole 16 B global->shared copy to dst + OFF bytes (the offset an immediate): the fast
+// path of a tile whose rows and k range are all inside the matrix.
+template <int OFF>
+SAMRT_DEVICE void cp_async_16_full(uint32_t dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0+%2], [%1], 16;\n" ::"r"(dst), "l"(src), "n"(OFF)
+                 : "memory");
+}
 
-    SAMRT_DEVICE void load(uint32_t sa, int m0, int k0) {
-        const int chunk = threadIdx.x & 3;
-        const int k = k0 + chunk * 8;
-#pragma unroll
-        for (int i = 0; i < SLOTS; ++i) {
-            const int row = (threadIdx.x >> 2) + i * ROW_STEP;
-            const bool v = k < K && (m0 + row) < M;
-            const __half* p = v ? a + static_cast<size_t>(m0 + row) * K + k : a;
-            samrt::cp_async_16(sa + swz(row, chunk) * 2, p, v);
+// Copies `ROWS` rows of the [rows][K] matrix at row0 (this thread's chunk of its first row,
+// k = 0) to the swizzled tile at `tile`, for stage k0. Thread t copies chunk t % 8 of rows
+// t / 8 + i * ROW_STEP; ROW_STEP is a multiple of 8, so the swizzle term row & 7 is the
+// thread's own and slot i's destination is an immediate past the thread's first. When every
+// row and k is inside (`inside`, block-uniform) that is an add and a cp.async per slot;
+// otherwise each slot tests its row bit in `ok` and k, and zero-fills what is outside.
+template <int ROWS, int ROW_STEP>
+SAMRT_DEVICE void load_rows(uint32_t tile, const __half* base, const __half* row0, unsigned ok,
+                            int K, int k0, bool inside) {
+    constexpr int SLOTS = (ROWS + ROW_STEP - 1) / ROW_STEP;
+    const int chunk = threadIdx.x % CHUNKS;
+    const int r = threadIdx.x / CHUNKS;
+    const uint32_t dst = tile + swz(r, chunk);
+    const size_t step = static_cast<size_t>(ROW_STEP) * K;
+    const __half* p = row0 + k0;
+    // Only the last slot can hold rows past the tile (ROWS % ROW_STEP != 0).
+    const bool last = ROWS % ROW_STEP == 0 || r + (SLOTS - 1) * ROW_STEP < ROWS;
+    if (inside) {
+        samrt::static_for<0, SLOTS>([&](auto ii) {
+            constexpr int i = decltype(ii)::value;
+            if (i < SLOTS - 1 || last) cp_async_16_full<i * ROW_STEP * BK * 2>(dst, p);
+            p += step;
+        });
+        return;
+    }
+    const bool kin = k0 + chunk * 8 < K;
+    samrt::static_for<0, SLOTS>([&](auto ii) {
+        constexpr int i = decltype(ii)::value;
+        if (i < SLOTS - 1 || last) {
+            const bool v = kin && ((ok >> i) & 1u);
+            samrt::cp_async_16(dst + i * ROW_STEP * BK * 2, v ? p : base, v);
         }
+        p += step;
+    });
+}
+
+// Block tile: WM x WN warps, each MI m16 x NI n8 mma tiles (a (16 MI) x (8 NI) warp tile).
+template <int WM_, int WN_, int MI_, int NI_>
+struct Tile {
+    static constexpr int WM = WM_, WN = WN_, MI = MI_, NI = NI_;
+    static constexpr int THREADS = WM * WN * 32;
+    static constexpr int BM = WM * MI * 16;
+    static constexpr int BN = WN * NI * 8;
+    static constexpr int A_BYTES = BM * BK * 2;
+    static constexpr int STAGE_BYTES = (BM + BN) * BK * 2;
+    // Rows one pass of the block's threads copies (8 threads per row, one 16 B chunk each).
+    static constexpr int ROW_STEP = THREADS / CHUNKS;
+    static constexpr int A_SLOTS = (BM + ROW_STEP - 1) / ROW_STEP;
+    static constexpr int W_SLOTS = (BN + ROW_STEP - 1) / ROW_STEP;
+    static_assert(NI % 2 == 0, "B fragments come in n16 pairs");
+    static_assert(A_SLOTS <= 32 && W_SLOTS <= 32, "row masks are 32-bit");
+};
+
+// A loader of ROWS rows of a dense row-major [rows][K] matrix (A with ROWS = BM, or the
+// weight with ROWS = BN): thread t copies chunk t % 8 of rows t / 8 + i * ROW_STEP. Row
+// validity is fixed per slot (a bit mask); the per-stage k test only matters in the last,
+// ragged stage.
+template <class T, int ROWS>
+struct DenseRows {
+    const __half* a;
+    int rows, K;
+    const __half* row0;  // this thread's chunk in its first row, at k = 0
+    unsigned ok;         // bit i: slot i's row is inside `rows` (and inside the tile)
+    bool all;            // every row of the block's tile is inside `rows`
+
+    SAMRT_DEVICE void init(int r0) {
+        const int r = threadIdx.x / CHUNKS;
+        ok = 0;
+        all = r0 + ROWS <= rows;
+#pragma unroll
+        for (int i = 0; i < (ROWS + T::ROW_STEP - 1) / T::ROW_STEP; ++i) {
+            const int row = r + i * T::ROW_STEP;
+            if (row < ROWS && r0 + row < rows) ok |= 1u << i;
+        }
+        row0 = a + static_cast<size_t>(r0 + r) * K + (threadIdx.x % CHUNKS) * 8;
+    }
+
+    SAMRT_DEVICE void load(uint32_t s, int k0) {
+        load_rows<ROWS, T::ROW_STEP>(s, a, row0, ok, K, k0, all && k0 + BK <= K);
     }
 };
 
@@ -89,20 +180,24 @@ struct DenseA {
 // thread's position (tap, c, off) is advanced by BK after every load instead of being
 // re-derived with divisions. Per slot and stage this costs a bit test, an address FMA and the
 // cp.async, like the dense loader.
+template <class T>
 struct Conv3x3A {
     const __half* x;
     int M, H, W, Cin;
-    unsigned inside[SLOTS];  // bit t: tap t of the slot's output pixel is inside the image
-                             // (0 past M, so that row loads nothing)
-    int tap;                 // ky * 3 + kx of this thread's chunk in the next stage; >= 9 past K
-    int c;                   // its channel within the tap
-    int off;                 // its input offset from the output pixel's: ((ky-1)*W + kx-1)*Cin + c
+    unsigned inside[T::A_SLOTS];  // bit t: tap t of the slot's output pixel is inside the
+                                  // image (0 past M or the tile, so that row loads nothing)
+    int tap;                      // ky * 3 + kx of this thread's chunk in the next stage
+    int c;                        // its channel within the tap
+    int off;  // its input offset from the output pixel's: ((ky-1)*W + kx-1)*Cin + c
+    int m0;
 
-    SAMRT_DEVICE void init(int m0) {
+    SAMRT_DEVICE void init(int m0_) {
+        m0 = m0_;
         const int hw = H * W;
 #pragma unroll
-        for (int i = 0; i < SLOTS; ++i) {
-            const int m = m0 + (threadIdx.x >> 2) + i * ROW_STEP;
+        for (int i = 0; i < T::A_SLOTS; ++i) {
+            const int row = threadIdx.x / CHUNKS + i * T::ROW_STEP;
+            const int m = m0 + row;
             const int p = m % hw;
             const int y = p / W;
             const int xx = p - y * W;
@@ -116,20 +211,21 @@ struct Conv3x3A {
                     if (iy < static_cast<unsigned>(H) && ix < static_cast<unsigned>(W))
                         bits |= 1u << (ky * 3 + kx);
                 }
-            inside[i] = m < M ? bits : 0u;
+            inside[i] = (m < M && row < T::BM) ? bits : 0u;
         }
-        const int k = (threadIdx.x & 3) * 8;
+        const int k = (threadIdx.x % CHUNKS) * 8;
         tap = k / Cin;
         c = k - tap * Cin;
         off = ((tap / 3 - 1) * W + (tap % 3 - 1)) * Cin + c;
     }
 
-    SAMRT_DEVICE void load(uint32_t sa, int m0, int) {
-        const int chunk = threadIdx.x & 3;
+    SAMRT_DEVICE void load(uint32_t sa, int) {
+        const int chunk = threadIdx.x % CHUNKS;
 #pragma unroll
-        for (int i = 0; i < SLOTS; ++i) {
-            const int row = (threadIdx.x >> 2) + i * ROW_STEP;
-            // tap < 9 + BK / Cin <= 13 here, and bits 9.. are clear, so taps past K read
+        for (int i = 0; i < T::A_SLOTS; ++i) {
+            const int row = threadIdx.x / CHUNKS + i * T::ROW_STEP;
+            if (i == T::A_SLOTS - 1 && T::BM % T::ROW_STEP != 0 && row >= T::BM) break;
+            // tap < 9 + BK / Cin <= 17 here, and bits 9.. are clear, so taps past K read
             // nothing.
             const bool v = (inside[i] >> tap) & 1u;
             // Same image, so the neighbour pixel is (m + (ky-1)*W + kx-1) in the flat index;
@@ -138,7 +234,7 @@ struct Conv3x3A {
             const unsigned e = static_cast<unsigned>(m0 + row) * static_cast<unsigned>(Cin) +
                                static_cast<unsigned>(off);
             const __half* p = v ? x + e : x;
-            samrt::cp_async_16(sa + swz(row, chunk) * 2, p, v);
+            samrt::cp_async_16(sa + swz(row, chunk), p, v);
         }
         // Next stage: k += BK. Moving to the next tap in the same kernel row leaves `off`
         // unchanged (the pixel to the right is the next Cin elements); moving down a kernel
@@ -153,196 +249,223 @@ struct Conv3x3A {
     }
 };
 
-template <class ALoader>
-SAMRT_DEVICE void load_stage(__half* stage, ALoader& al, const __half* __restrict__ w, int m0,
-                             int n0, int k0, int N, int K) {
-    al.load(samrt::smem_addr(stage), m0, k0);
-    const uint32_t sw = samrt::smem_addr(stage + TILE_HALVES);
-    const int chunk = threadIdx.x & 3;
-    const int k = k0 + chunk * 8;
-#pragma unroll
-    for (int i = 0; i < SLOTS; ++i) {
-        const int row = (threadIdx.x >> 2) + i * ROW_STEP;
-        const bool v = k < K && (n0 + row) < N;
-        const __half* p = v ? w + static_cast<size_t>(n0 + row) * K + k : w;
-        samrt::cp_async_16(sw + swz(row, chunk) * 2, p, v);
-    }
-}
-
-template <int EPI, class ALoader>
+template <class T, int EPI, class ALoader>
 SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
                             const float* __restrict__ bias, const float* __restrict__ row_scale,
                             float in_scale, float out_scale, void* __restrict__ out, int M,
                             int N, int K) {
+    constexpr int MI = T::MI, NI = T::NI;
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    __half* smem = reinterpret_cast<__half*>(smem_raw);
+    const uint32_t smem = samrt::smem_addr(smem_raw);
 
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
-    const int wm = warp >> 2;  // 0..1: 64-row half of the block tile
-    const int wn = warp & 3;   // 0..3: 32-column quarter
-    const int m0 = blockIdx.y * BM;
-    const int n0 = blockIdx.x * BN;
+    const int wm = warp / T::WN;
+    const int wn = warp % T::WN;
+    const int m0 = blockIdx.y * T::BM;
+    const int n0 = blockIdx.x * T::BN;
     const int ktiles = (K + BK - 1) / BK;
 
-    float acc[4][4][4];
+    float acc[MI][NI][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < MI; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < NI; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
+    DenseRows<T, T::BN> wl{w, N, K, nullptr, 0, false};
     al.init(m0);
+    wl.init(n0);
     // Prologue: STAGES - 1 tiles in flight. A group is committed even when empty so that
     // "group i holds tile i" stays true and the wait count below is a constant.
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < ktiles) load_stage(smem + s * STAGE_HALVES, al, w, m0, n0, s * BK, N, K);
+        if (s < ktiles) {
+            al.load(smem + s * T::STAGE_BYTES, s * BK);
+            wl.load(smem + s * T::STAGE_BYTES + T::A_BYTES, s * BK);
+        }
         samrt::cp_async_commit();
     }
 
+    // ldmatrix row addresses. A: matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7),
+    // (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3, so lane l reads row l % 16 at chunk
+    // 2 kk + l / 16. W: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
+    // (n 8-15, k 8-15) = b0, b1 of an n8 tile, then of the next. Every warp row base is a
+    // multiple of 8, so the swizzle term row & 7 is lane & 7; the per-kk chunk offsets are
+    // fixed per lane and the per-mi / per-nj steps are immediates of the ldmatrix.
+    const uint32_t a_lane = static_cast<uint32_t>((wm * MI * 16 + (lane & 15)) * (BK * 2));
+    const uint32_t w_lane = static_cast<uint32_t>(
+        T::A_BYTES + (wn * NI * 8 + (lane & 7) + ((lane >> 4) << 3)) * (BK * 2));
+    uint32_t a_kk[BK / 16], w_kk[BK / 16];
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+        a_kk[kk] = static_cast<uint32_t>(((kk * 2 + (lane >> 4)) ^ (lane & 7)) << 4);
+        w_kk[kk] = static_cast<uint32_t>(((kk * 2 + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
+    }
+
+    int stage = 0;
+    int pf_stage = STAGES - 1;
     for (int kt = 0; kt < ktiles; ++kt) {
-        // Tile kt has landed for this thread; the barrier makes it visible to all and also
-        // guarantees every warp has finished reading stage (kt - 1) % STAGES, which the
-        // prefetch below overwrites.
+        // Tile kt has landed for this thread; the one barrier per stage makes it visible to
+        // all and also guarantees every warp has finished reading stage (kt - 1) % STAGES,
+        // which the prefetch below overwrites.
         samrt::cp_async_wait<STAGES - 2>();
         __syncthreads();
         const int pf = kt + STAGES - 1;
-        if (pf < ktiles)
-            load_stage(smem + (pf % STAGES) * STAGE_HALVES, al, w, m0, n0, pf * BK, N, K);
+        if (pf < ktiles) {
+            const uint32_t ps = smem + pf_stage * T::STAGE_BYTES;
+            al.load(ps, pf * BK);
+            wl.load(ps + T::A_BYTES, pf * BK);
+        }
         samrt::cp_async_commit();
 
-        const __half* sa = smem + (kt % STAGES) * STAGE_HALVES;
-        const __half* sw = sa + TILE_HALVES;
-        const uint32_t sa_addr = samrt::smem_addr(sa);
-        const uint32_t sw_addr = samrt::smem_addr(sw);
+        const uint32_t sbase = smem + stage * T::STAGE_BYTES;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
-            uint32_t af[4][4];
+            uint32_t af[MI][4];
+            uint32_t bf[NI][2];
+            const uint32_t pa = sbase + a_lane + a_kk[kk];
+            const uint32_t pw = sbase + w_lane + w_kk[kk];
+            samrt::static_for<0, MI>([&](auto mi) {
+                constexpr int i = decltype(mi)::value;
+                samrt::ldmatrix_x4_at<i * 16 * BK * 2>(af[i][0], af[i][1], af[i][2], af[i][3],
+                                                        pa);
+            });
+            samrt::static_for<0, NI / 2>([&](auto nj) {
+                constexpr int j = decltype(nj)::value;
+                samrt::ldmatrix_x4_at<j * 16 * BK * 2>(bf[2 * j][0], bf[2 * j][1],
+                                                        bf[2 * j + 1][0], bf[2 * j + 1][1], pw);
+            });
 #pragma unroll
-            for (int mi = 0; mi < 4; ++mi) {
-                // Matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15),
-                // (rows 8-15, k 8-15): exactly a0..a3.
-                const int row = wm * 64 + mi * 16 + (lane & 15);
-                const int chunk = kk * 2 + (lane >> 4);
-                samrt::ldmatrix_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
-                                   sa_addr + swz(row, chunk) * 2);
-            }
-            uint32_t bf[4][2];
+            for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-            for (int nj = 0; nj < 2; ++nj) {
-                // Matrices = (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15):
-                // b0, b1 of n-tile 2nj, then b0, b1 of n-tile 2nj + 1.
-                const int row = wn * 32 + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
-                const int chunk = kk * 2 + ((lane >> 3) & 1);
-                samrt::ldmatrix_x4(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0],
-                                   bf[2 * nj + 1][1], sw_addr + swz(row, chunk) * 2);
-            }
-#pragma unroll
-            for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < 4; ++ni)
+                for (int ni = 0; ni < NI; ++ni)
                     samrt::mma_16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
         }
+        stage = stage == STAGES - 1 ? 0 : stage + 1;
+        pf_stage = pf_stage == STAGES - 1 ? 0 : pf_stage + 1;
     }
     // Drain the (empty) trailing groups so no cp.async is outstanding at exit.
     samrt::cp_async_wait<0>();
 
     const int g = lane >> 2;
     const int t = lane & 3;
-    // in_scale * row_scale[row] for the 8 rows this thread stores: one uniform branch here,
-    // a plain FMA per element below.
-    float rs[4][2];
+    const int wrow = m0 + wm * MI * 16;
+    const int wcol = n0 + wn * NI * 8;
+    // in_scale * row_scale[row] for the 2 MI rows this thread stores: one uniform branch
+    // here, a plain FMA per element below.
+    float rs[MI][2];
     if (row_scale != nullptr) {
 #pragma unroll
-        for (int mi = 0; mi < 4; ++mi)
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const int row = m0 + wm * 64 + mi * 16 + g + h * 8;
+                const int row = wrow + mi * 16 + g + h * 8;
                 rs[mi][h] = row < M ? in_scale * row_scale[row] : 0.0f;
             }
     } else {
 #pragma unroll
-        for (int mi = 0; mi < 4; ++mi)
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
             for (int h = 0; h < 2; ++h) rs[mi][h] = in_scale;
     }
+    // Stores the thread's outputs; CHECKED tests rows against M and columns against N (N is
+    // even, so col < N implies col + 1 < N). A block wholly inside the matrix takes the
+    // unchecked instance, where each column pair is an immediate offset from its row. The
+    // bias pair is re-read per row (an L1 hit): holding all NI pairs in registers spills the
+    // GELU instances.
+    const float* bias_t = bias + wcol + 2 * t;
+    auto store = [&](auto checked) {
+        constexpr bool CHECKED = decltype(checked)::value != 0;
 #pragma unroll
-    for (int ni = 0; ni < 4; ++ni) {
-        const int col = n0 + wn * 32 + ni * 8 + 2 * t;
-        if (col >= N) continue;  // N is even, so col < N implies col + 1 < N
-        const float2 b = bias != nullptr ? *reinterpret_cast<const float2*>(bias + col)
-                                         : make_float2(0.0f, 0.0f);
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi) {
+        for (int mi = 0; mi < MI; ++mi) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const int row = m0 + wm * 64 + mi * 16 + g + h * 8;
-                if (row >= M) continue;
-                float v0 = fmaf(acc[mi][ni][2 * h], rs[mi][h], b.x);
-                float v1 = fmaf(acc[mi][ni][2 * h + 1], rs[mi][h], b.y);
-                const size_t off = static_cast<size_t>(row) * N + col;
-                if constexpr (EPI == EPI_BIAS_RESIDUAL) {
-                    float2* p = reinterpret_cast<float2*>(static_cast<float*>(out) + off);
-                    float2 r = *p;
-                    r.x += v0;
-                    r.y += v1;
-                    *p = r;
-                } else {
-                    if constexpr (EPI == EPI_BIAS_GELU) {
-                        v0 = samrt::gelu_erf(v0);
-                        v1 = samrt::gelu_erf(v1);
+                const int row = wrow + mi * 16 + g + h * 8;
+                if (CHECKED && row >= M) continue;
+                const size_t base = static_cast<size_t>(row) * N + wcol + 2 * t;
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) {
+                    if (CHECKED && wcol + ni * 8 + 2 * t >= N) continue;
+                    const float2 b = bias != nullptr
+                                         ? *reinterpret_cast<const float2*>(bias_t + ni * 8)
+                                         : make_float2(0.0f, 0.0f);
+                    float v0 = fmaf(acc[mi][ni][2 * h], rs[mi][h], b.x);
+                    float v1 = fmaf(acc[mi][ni][2 * h + 1], rs[mi][h], b.y);
+                    const size_t off = base + ni * 8;
+                    if constexpr (EPI == EPI_BIAS_RESIDUAL) {
+                        float2* p = reinterpret_cast<float2*>(static_cast<float*>(out) + off);
+                        float2 r = *p;
+                        r.x += v0;
+                        r.y += v1;
+                        *p = r;
+                    } else {
+                        if constexpr (EPI == EPI_BIAS_GELU) {
+                            v0 = gelu_as(v0);
+                            v1 = gelu_as(v1);
+                        }
+                        *reinterpret_cast<uint32_t*>(static_cast<__half*>(out) + off) =
+                            samrt::pack_half2(v0 * out_scale, v1 * out_scale);
                     }
-                    *reinterpret_cast<uint32_t*>(static_cast<__half*>(out) + off) =
-                        samrt::pack_half2(v0 * out_scale, v1 * out_scale);
                 }
             }
         }
-    }
+    };
+    if (m0 + T::BM <= M && n0 + T::BN <= N)
+        store(samrt::Int<0>{});
+    else
+        store(samrt::Int<1>{});
 }
 
-}  // namespace
+// The variants (src/graph/ops.rs `GemmTile` picks one per layer shape): 64x64 warp tiles
+// where the grid allows, 32x64 for the narrow 64x128 tile.
+using Tile128x256 = Tile<2, 4, 4, 8>;
+using Tile128x192 = Tile<2, 3, 4, 8>;
+using Tile64x128 = Tile<2, 2, 2, 8>;
 
-// Two blocks per SM: 64 KiB shared memory and <= 128 registers per thread each.
-#define SAMRT_GEMM_BOUNDS __launch_bounds__(THREADS, 2)
+}  // namespace
 
 // (bias, row_scale, in_scale, out_scale), shared by every entry point; see the top comment.
 #define SAMRT_GEMM_SCALES                                                               \
     const float *__restrict__ bias, const float *__restrict__ row_scale, float in_scale, \
         float out_scale
 
-extern "C" __global__ void SAMRT_GEMM_BOUNDS gemm_bias_f16(const __half* __restrict__ a,
-                                                           const __half* __restrict__ w,
-                                                           SAMRT_GEMM_SCALES,
-                                                           __half* __restrict__ out, int M,
-                                                           int N, int K) {
-    gemm_tile<EPI_BIAS>(DenseA{a, M, K}, w, bias, row_scale, in_scale, out_scale, out, M, N, K);
-}
+// One block per SM is what the register file allows with 64x64 warp tiles (128 fp32
+// accumulators per thread), so no minimum-blocks hint that would cap registers.
+#define SAMRT_GEMM_ENTRIES(T, SUFFIX)                                                         \
+    extern "C" __global__ void __launch_bounds__(T::THREADS, 1)                               \
+        gemm_bias_f16_##SUFFIX(const __half* __restrict__ a, const __half* __restrict__ w,    \
+                               SAMRT_GEMM_SCALES, __half* __restrict__ out, int M, int N,     \
+                               int K) {                                                       \
+        gemm_tile<T, EPI_BIAS>(DenseRows<T, T::BM>{a, M, K, nullptr, 0, false}, w, bias, row_scale, in_scale, \
+                               out_scale, out, M, N, K);                                      \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(T::THREADS, 1)                               \
+        gemm_bias_gelu_f16_##SUFFIX(const __half* __restrict__ a,                             \
+                                    const __half* __restrict__ w, SAMRT_GEMM_SCALES,          \
+                                    __half* __restrict__ out, int M, int N, int K) {          \
+        gemm_tile<T, EPI_BIAS_GELU>(DenseRows<T, T::BM>{a, M, K, nullptr, 0, false}, w, bias, row_scale,      \
+                                    in_scale, out_scale, out, M, N, K);                       \
+    }                                                                                         \
+    extern "C" __global__ void __launch_bounds__(T::THREADS, 1)                               \
+        gemm_bias_residual_f16_##SUFFIX(const __half* __restrict__ a,                         \
+                                        const __half* __restrict__ w, SAMRT_GEMM_SCALES,      \
+                                        float* __restrict__ residual, int M, int N, int K) {  \
+        gemm_tile<T, EPI_BIAS_RESIDUAL>(DenseRows<T, T::BM>{a, M, K, nullptr, 0, false}, w, bias, row_scale,  \
+                                        in_scale, out_scale, residual, M, N, K);              \
+    }                                                                                         \
+    /* in [batch][H][W][Cin], w [Cout][3][3][Cin], out [batch][H][W][Cout]; Cin % 8 == 0, */ \
+    /* Cout even. */                                                                          \
+    extern "C" __global__ void __launch_bounds__(T::THREADS, 1)                               \
+        conv3x3_f16_##SUFFIX(const __half* __restrict__ in, const __half* __restrict__ w,     \
+                             SAMRT_GEMM_SCALES, __half* __restrict__ out, int batch, int H,   \
+                             int W, int Cin, int Cout) {                                      \
+        const int M = batch * H * W;                                                          \
+        gemm_tile<T, EPI_BIAS>(Conv3x3A<T>{in, M, H, W, Cin, {}, 0, 0, 0, 0}, w, bias,       \
+                               row_scale, in_scale, out_scale, out, M, Cout, 9 * Cin);        \
+    }
 
-extern "C" __global__ void SAMRT_GEMM_BOUNDS gemm_bias_gelu_f16(const __half* __restrict__ a,
-                                                                const __half* __restrict__ w,
-                                                                SAMRT_GEMM_SCALES,
-                                                                __half* __restrict__ out, int M,
-                                                                int N, int K) {
-    gemm_tile<EPI_BIAS_GELU>(DenseA{a, M, K}, w, bias, row_scale, in_scale, out_scale, out, M,
-                             N, K);
-}
-
-extern "C" __global__ void SAMRT_GEMM_BOUNDS gemm_bias_residual_f16(
-    const __half* __restrict__ a, const __half* __restrict__ w, SAMRT_GEMM_SCALES,
-    float* __restrict__ residual, int M, int N, int K) {
-    gemm_tile<EPI_BIAS_RESIDUAL>(DenseA{a, M, K}, w, bias, row_scale, in_scale, out_scale,
-                                 residual, M, N, K);
-}
-
-// in [batch][H][W][Cin], w [Cout][3][3][Cin], out [batch][H][W][Cout]; Cin % 8 == 0, Cout even.
-extern "C" __global__ void SAMRT_GEMM_BOUNDS conv3x3_f16(const __half* __restrict__ in,
-                                                         const __half* __restrict__ w,
-                                                         SAMRT_GEMM_SCALES,
-                                                         __half* __restrict__ out, int batch,
-                                                         int H, int W, int Cin, int Cout) {
-    const int M = batch * H * W;
-    gemm_tile<EPI_BIAS>(Conv3x3A{in, M, H, W, Cin, {}, 0, 0, 0}, w, bias, row_scale, in_scale,
-                        out_scale, out, M, Cout, 9 * Cin);
-}
+SAMRT_GEMM_ENTRIES(Tile128x256, 128x256)
+SAMRT_GEMM_ENTRIES(Tile128x192, 128x192)
+SAMRT_GEMM_ENTRIES(Tile64x128, 64x128)

@@ -21,6 +21,7 @@ pub mod cost;
 pub mod decoder_ops;
 pub mod describe;
 pub mod fold_ops;
+pub mod gemm_tile;
 pub mod ops;
 pub mod planner;
 pub mod schedule;

@@ -1,7 +1,7 @@
 //! The op vocabulary of the CUDA schedules: one variant per kernel family, with typed
 //! parameters that name their buffers and weights, and the one function per family that
 //! picks the kernel entry point. An op's name is its entry point without the dtype and
-//! variant suffix (`gemm_bias_gelu` launches `gemm_bias_gelu_f16`, `attn_relpos` launches
+//! variant suffix (`gemm_bias_gelu` launches `gemm_bias_gelu_f16_128x256`, `attn_relpos` launches
 //! `attn_relpos_s14_d64_f16`). A kernel family has one file name in `kernels/`, `cuda/ops/`
 //! and `cpu/ops/` (the gemm epilogues and conv3x3 share `gemm`); `cast_rows`, an fp16 storage
 //! op the f32 CPU model never performs, has its host reference with the other fp16 numerics
@@ -19,6 +19,7 @@ use crate::graph::fold_ops::{
     attn_fold_i2t_entry, attn_fold_t2i_combine_entry, attn_fold_t2i_entry, AttnFoldI2t,
     AttnFoldT2i, AttnFoldT2iCombine,
 };
+use crate::graph::gemm_tile::GemmTile;
 use crate::graph::weights::WeightId;
 
 /// What the planner, the executor and `samrt info --graph` need to know of an op.
@@ -52,14 +53,15 @@ impl GemmEpilogue {
         }
     }
 
-    /// The kernel entry point of this epilogue.
-    pub fn entry_point(self) -> &'static str {
-        match self {
-            GemmEpilogue::Bias => "gemm_bias_f16",
-            GemmEpilogue::BiasGelu => "gemm_bias_gelu_f16",
-            GemmEpilogue::BiasResidual => "gemm_bias_residual_f16",
-        }
+    /// The kernel entry point of this epilogue on block tile `tile`.
+    pub fn entry_point(self, tile: GemmTile) -> String {
+        format!("{}_f16_{}", self.name(), tile.suffix())
     }
+}
+
+/// The entry point of the implicit-GEMM 3x3 convolution on block tile `tile`.
+pub fn conv3x3_entry(tile: GemmTile) -> String {
+    format!("conv3x3_f16_{}", tile.suffix())
 }
 
 /// The dtype a LayerNorm reads.
@@ -287,13 +289,13 @@ impl OpDesc for Op {
         match self {
             Op::PreprocessPatchify(_) => "preprocess_patchify_f16".into(),
             Op::ResidualInit(_) => "residual_init_f32".into(),
-            Op::Gemm(g) => g.epilogue.entry_point().into(),
+            Op::Gemm(g) => g.epilogue.entry_point(GemmTile::select(g.n)),
             Op::LayerNorm(l) => layer_norm_entry(l.input, l.output)
                 .unwrap_or("(no kernel)")
                 .into(),
             Op::AttnRelpos(a) => AttnRelposVariant::for_side(a.window).entry_point(a.head_dim()),
             Op::CastRows(_) => "cast_rows_f16".into(),
-            Op::Conv3x3(_) => "conv3x3_f16".into(),
+            Op::Conv3x3(c) => conv3x3_entry(GemmTile::select(c.cout)),
             Op::DecoderTokens(_) => "decoder_tokens_f32".into(),
             Op::MaskDownscaling(_) => "mask_downscaling_f32".into(),
             Op::ImageTokens(_) => "image_tokens_f32".into(),

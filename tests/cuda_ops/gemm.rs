@@ -21,7 +21,7 @@ use crate::common::gpu::{assert_close, round_f16, Rng};
 use crate::refs::{ref_conv3x3, ref_epilogue, Epi, Epi::*};
 use samrt::cpu::ops::gemm::{conv3x3_weight_layout, linear, Par};
 use samrt::cuda::ops::gemm::{
-    conv3x3 as gpu_conv3x3, gemm as gpu_gemm, Conv3x3Shape, Epilogue, GemmScales, GemmShape,
+    conv3x3_tiled, gemm_tiled, Conv3x3Shape, Epilogue, GemmScales, GemmShape, GemmTile,
 };
 use samrt::cuda::GpuContext;
 
@@ -195,8 +195,15 @@ fn assert_close_rows(
     }
 }
 
-pub fn run_gemm(gpu: &GpuContext, rng: &mut Rng, test: &str, shape: GemmShape, c: ScaleCase) {
+pub fn run_gemm(
+    gpu: &GpuContext,
+    rng: &mut Rng,
+    test: &str,
+    (shape, tile): (GemmShape, Option<GemmTile>),
+    c: ScaleCase,
+) {
     let GemmShape { m, n, k } = shape;
+    let tile = tile.unwrap_or(GemmTile::select(n));
     let s = gpu.stream();
     let ins = scale_inputs(rng, c, m, n, m * k, n * k);
     let (a, w) = (&ins[0], &ins[1]);
@@ -205,12 +212,19 @@ pub fn run_gemm(gpu: &GpuContext, rng: &mut Rng, test: &str, shape: GemmShape, c
     let ad = gpu.upload_f16(s, a).unwrap();
     let wd = gpu.upload_f16(s, w).unwrap();
     let got = run_epilogue(gpu, c, &ins, |b, sc, e| {
-        gpu_gemm(gpu, s, &ad, &wd, b, shape, sc, e).unwrap()
+        gemm_tiled(gpu, s, (&ad, &wd), b, shape, sc, e, tile).unwrap()
     });
     assert_close_rows(test, &got, &want, n, &factor, c);
 }
 
-pub fn run_conv3x3(gpu: &GpuContext, rng: &mut Rng, test: &str, sh: Conv3x3Shape, c: ScaleCase) {
+pub fn run_conv3x3(
+    gpu: &GpuContext,
+    rng: &mut Rng,
+    test: &str,
+    (sh, tile): (Conv3x3Shape, Option<GemmTile>),
+    c: ScaleCase,
+) {
+    let tile = tile.unwrap_or(GemmTile::select(sh.cout));
     let s = gpu.stream();
     let m = sh.batch * sh.h * sh.w;
     let ins = scale_inputs(rng, c, m, sh.cout, m * sh.cin, sh.cout * sh.cin * 9);
@@ -222,7 +236,7 @@ pub fn run_conv3x3(gpu: &GpuContext, rng: &mut Rng, test: &str, sh: Conv3x3Shape
         .upload_f16(s, &conv3x3_weight_layout(w_official, sh.cout, sh.cin))
         .unwrap();
     let got = run_epilogue(gpu, c, &ins, |b, sc, e| match e {
-        Epilogue::Bias(out) => gpu_conv3x3(gpu, s, &xd, &wd, b, sh, sc, out).unwrap(),
+        Epilogue::Bias(out) => conv3x3_tiled(gpu, s, (&xd, &wd), b, sh, sc, out, tile).unwrap(),
         _ => unreachable!("conv3x3 has the fp16 bias epilogue only"),
     });
     assert_close_rows(test, &got, &want, sh.cout, &factor, c);

@@ -28,6 +28,7 @@ mod decoder_ops;
 mod encoder_glue;
 mod executor;
 mod gemm;
+mod gemm_model;
 mod layer_norm;
 mod mask_ops;
 mod refs;
@@ -45,7 +46,7 @@ use refs::Epi::{Bias, Gelu, Residual};
 use samrt::cpu::ops::postprocess::MaskFrame;
 use samrt::cuda::ops::attention::{AttnPlainShape, AttnRelposShape};
 use samrt::cuda::ops::attn_decoder::{AttnDecoderKind, AttnDecoderShape};
-use samrt::cuda::ops::gemm::{Conv3x3Shape, GemmShape};
+use samrt::cuda::ops::gemm::{Conv3x3Shape, GemmShape, GemmTile};
 use samrt::cuda::ops::preprocess_patchify::PatchGeom;
 use samrt::cuda::ops::residual_init::ResidualInitShape;
 use samrt::cuda::GpuContext;
@@ -59,8 +60,8 @@ macro_rules! op_cases {
 }
 
 op_cases! {
-    // ---- gemm(m, n, k, epilogue): the tensor-core GEMM, tiles 128 x 128 x 32 (BK)
-    // M not a multiple of 128, N and K multiples of 8 but not of the 128/32 tiles.
+    // ---- gemm(m, n, k, epilogue): the tensor-core GEMM on GemmTile::select's tile for n
+    // (BK 64). M not a multiple of 128, N and K multiples of 8 but not of the tiles.
     gemm_bias_4100x776x776: gemm(4100, 776, 776, plain(Bias)),
     gemm_bias_1x2x8: gemm(1, 2, 8, plain(Bias)),
     gemm_bias_gelu_4097x3080x768: gemm(4097, 3080, 768, plain(Gelu)),
@@ -81,6 +82,14 @@ op_cases! {
     gemm_overflow_bias_136x130x136: gemm(136, 130, 136, overflow(Bias, 1.0 / 16.0, 2)),
     gemm_overflow_gelu_136x130x136: gemm(136, 130, 136, overflow(Gelu, 1.0 / 16.0, 2)),
     gemm_overflow_residual_136x130x136: gemm(136, 130, 136, overflow(Residual, 1.0, 2)),
+    // Each block tile on its own, whatever select picks: M and N ragged in both tile
+    // directions (3 x 3 tiles, the last of each partial), K = 200 or 136 = whole BK stages
+    // plus an 8-wide tail.
+    gemm_tile_128x256_gelu_300x520x200: gemm_on(GemmTile::T128x256, 300, 520, 200, plain(Gelu)),
+    gemm_tile_128x192_residual_300x394x136:
+        gemm_on(GemmTile::T128x192, 300, 394, 136, rows(Residual, 0.5, 1.0)),
+    gemm_tile_64x128_bias_150x266x200:
+        gemm_on(GemmTile::T64x128, 150, 266, 200, rows(Bias, 0.5, 2.0)),
 
     // ---- conv3x3(batch, h, w, cin, cout, epilogue): implicit GEMM, K = 9 cin
     // `plain`: bias, no scales; `halved`: no bias, row scales, in_scale 1/2, out_scale 1/4.
@@ -99,6 +108,12 @@ op_cases! {
     // K = 144: acc ~ 81 (up to 144), times 2048 * row_scale (1 or 2): |y| up to ~6e5; over
     // 1/4 of the outputs would overflow fp16 without out_scale 2^-4.
     conv3x3_overflow_b2_7x9_16to32: conv3x3(2, 7, 9, 16, 32, overflow(Bias, 1.0 / 16.0, 4)),
+    // The wide tiles, which select gives no conv of SAM: M = 162 over two M tiles with an
+    // image boundary inside the first, Cout over one N tile, Cin 24 (taps straddle stages).
+    conv3x3_tile_128x256_b2_9x9_24to260:
+        conv3x3_tile(Some(GemmTile::T128x256), [2, 9, 9, 24, 260], halved()),
+    conv3x3_tile_128x192_b2_9x9_16to200:
+        conv3x3_tile(Some(GemmTile::T128x192), [2, 9, 9, 16, 200], plain(Bias)),
 
     // ---- relpos(batch, grid, dim, heads, window, qkv storage): encoder attention with the
     // decomposed relative position; head_dim = dim / heads. vit_b/l/h shapes (grid 64):
@@ -377,8 +392,9 @@ fn attn(
 /// One row of the table.
 #[derive(Clone, Copy, Debug)]
 enum Case {
-    Gemm(GemmShape, ScaleCase),
-    Conv3x3(Conv3x3Shape, ScaleCase),
+    /// The tile is `GemmTile::select`'s when `None`.
+    Gemm(GemmShape, Option<GemmTile>, ScaleCase),
+    Conv3x3(Conv3x3Shape, Option<GemmTile>, ScaleCase),
     AttnRelpos(AttnRelposShape, QkvStorage),
     AttnPlain(AttnPlainShape),
     LayerNorm {
@@ -459,20 +475,31 @@ enum Case {
 use Case::*;
 
 fn gemm(m: usize, n: usize, k: usize, c: ScaleCase) -> Case {
-    Gemm(GemmShape { m, n, k }, c)
+    Gemm(GemmShape { m, n, k }, None, c)
+}
+
+/// `gemm` on block tile `t`, whatever `GemmTile::select` would pick.
+fn gemm_on(t: GemmTile, m: usize, n: usize, k: usize, c: ScaleCase) -> Case {
+    Gemm(GemmShape { m, n, k }, Some(t), c)
 }
 
 fn conv3x3(batch: usize, h: usize, w: usize, cin: usize, cout: usize, c: ScaleCase) -> Case {
-    Conv3x3(
-        Conv3x3Shape {
-            batch,
-            h,
-            w,
-            cin,
-            cout,
-        },
-        c,
-    )
+    conv3x3_tile(None, [batch, h, w, cin, cout], c)
+}
+
+fn conv3x3_tile(
+    tile: Option<GemmTile>,
+    [batch, h, w, cin, cout]: [usize; 5],
+    c: ScaleCase,
+) -> Case {
+    let shape = Conv3x3Shape {
+        batch,
+        h,
+        w,
+        cin,
+        cout,
+    };
+    Conv3x3(shape, tile, c)
 }
 
 fn relpos(
@@ -531,8 +558,8 @@ fn run(test: &str, case: Case) {
     println!("{test}: {case:?}");
     let (g, r) = (&gpu, &mut rng);
     match case {
-        Gemm(shape, c) => gemm::run_gemm(g, r, test, shape, c),
-        Conv3x3(shape, c) => gemm::run_conv3x3(g, r, test, shape, c),
+        Gemm(shape, tile, c) => gemm::run_gemm(g, r, test, (shape, tile), c),
+        Conv3x3(shape, tile, c) => gemm::run_conv3x3(g, r, test, (shape, tile), c),
         AttnRelpos(shape, storage) => attention::run_attn_relpos(g, r, test, shape, storage),
         AttnPlain(shape) => attention::run_attn_plain(g, r, test, shape),
         LayerNorm {

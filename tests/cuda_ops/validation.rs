@@ -70,10 +70,6 @@ fn embedded_ptx_lists_every_launcher_kernel() {
     for k in [
         "layer_norm_f16",
         "layer_norm_f32_f16",
-        "gemm_bias_f16",
-        "gemm_bias_gelu_f16",
-        "gemm_bias_residual_f16",
-        "conv3x3_f16",
         "attn_relpos_s14_d64_f16",
         "attn_relpos_s14_d80_f16",
         "attn_relpos_s64_d64_f16",
@@ -93,6 +89,23 @@ fn embedded_ptx_lists_every_launcher_kernel() {
         "mask_downscaling_f32",
     ] {
         assert!(names.contains(&k), "{k} missing from {names:?}");
+    }
+    // Every GEMM epilogue and the conv on every block tile.
+    use samrt::cuda::ops::gemm::GemmTile;
+    use samrt::graph::ops::{conv3x3_entry, GemmEpilogue};
+    for t in GemmTile::ALL {
+        let epis = [
+            GemmEpilogue::Bias,
+            GemmEpilogue::BiasGelu,
+            GemmEpilogue::BiasResidual,
+        ];
+        for k in epis
+            .map(|e| e.entry_point(t))
+            .into_iter()
+            .chain([conv3x3_entry(t)])
+        {
+            assert!(names.contains(&k.as_str()), "{k} missing from {names:?}");
+        }
     }
     // Every kernel a decoder schedule names (folded and unfolded cross attentions, with
     // and without mask inputs, and the per-image prep), for both folded widths.

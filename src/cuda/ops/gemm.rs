@@ -13,16 +13,12 @@ use cudarc::driver::{
 };
 
 use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, GpuContext};
-use crate::graph::ops::GemmEpilogue;
+use crate::graph::ops::{conv3x3_entry, GemmEpilogue};
 use crate::{Error, Result};
 
-pub const GEMM_BLOCK_M: usize = 128;
-pub const GEMM_BLOCK_N: usize = 128;
-pub const GEMM_BLOCK_K: usize = 32;
-pub const GEMM_STAGES: usize = 4;
-pub const GEMM_THREADS: usize = 256;
-/// Dynamic shared memory: `GEMM_STAGES` stages of one A and one W tile of fp16.
-pub const GEMM_SMEM_BYTES: usize = GEMM_STAGES * 2 * GEMM_BLOCK_M * GEMM_BLOCK_K * 2;
+pub use crate::graph::gemm_tile::{GemmTile, GEMM_BLOCK_K, GEMM_STAGES};
+/// The smallest BM of any tile: the grid's y limit is checked against it.
+const GEMM_MIN_BLOCK_M: usize = 64;
 /// K is loaded in 16-byte chunks that must lie wholly inside or outside the matrix.
 pub const GEMM_K_MULTIPLE: usize = 8;
 /// The epilogue stores column pairs.
@@ -52,8 +48,8 @@ impl Epilogue<'_> {
         }
     }
 
-    pub fn kernel_name(&self) -> &'static str {
-        self.kind().entry_point()
+    pub fn kernel_name(&self, tile: GemmTile) -> String {
+        self.kind().entry_point(tile)
     }
 }
 
@@ -142,7 +138,7 @@ impl GemmShape {
         as_i32("gemm m", m)?;
         as_i32("gemm n", n)?;
         as_i32("gemm k", k)?;
-        if m.div_ceil(GEMM_BLOCK_M) > 65535 {
+        if m.div_ceil(GEMM_MIN_BLOCK_M) > 65535 {
             return Err(Error::Unsupported(format!(
                 "gemm m={m} exceeds the grid's y limit"
             )));
@@ -150,15 +146,16 @@ impl GemmShape {
         Ok(())
     }
 
-    pub fn config(&self) -> LaunchConfig {
+    /// The launch of block tile `tile`: one block per (BN columns, BM rows).
+    pub fn config(&self, tile: GemmTile) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (
-                self.n.div_ceil(GEMM_BLOCK_N) as u32,
-                self.m.div_ceil(GEMM_BLOCK_M) as u32,
+                self.n.div_ceil(tile.block_n()) as u32,
+                self.m.div_ceil(tile.block_m()) as u32,
                 1,
             ),
-            block_dim: (GEMM_THREADS as u32, 1, 1),
-            shared_mem_bytes: GEMM_SMEM_BYTES as u32,
+            block_dim: (tile.threads() as u32, 1, 1),
+            shared_mem_bytes: tile.smem_bytes() as u32,
         }
     }
 
@@ -170,7 +167,8 @@ impl GemmShape {
 
 /// nn.Linear on the tensor cores: `a` is `[m, k]`, `w` the `[n, k]` weight (out, in),
 /// `bias` `[n]` fp32 or `None` (zero), all row-major and contiguous; `scales` as in
-/// [`GemmScales`] (`GemmScales::default()` for the plain product).
+/// [`GemmScales`] (`GemmScales::default()` for the plain product). The block tile is
+/// [`GemmTile::select`]'s for `n`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     gpu: &GpuContext,
@@ -182,12 +180,28 @@ pub fn gemm(
     scales: GemmScales<'_>,
     epilogue: Epilogue<'_>,
 ) -> Result<()> {
+    let tile = GemmTile::select(shape.n);
+    gemm_tiled(gpu, stream, (a, w), bias, shape, scales, epilogue, tile)
+}
+
+/// [`gemm`] on a given block tile (every tile gives the same bits; the op rows run each).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tiled(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    (a, w): (&dyn DevicePtr<u16>, &dyn DevicePtr<u16>),
+    bias: Option<&dyn DevicePtr<f32>>,
+    shape: GemmShape,
+    scales: GemmScales<'_>,
+    epilogue: Epilogue<'_>,
+    tile: GemmTile,
+) -> Result<()> {
     shape.validate()?;
     scales.validate(!matches!(epilogue, Epilogue::BiasResidual(_)))?;
     let GemmShape { m, n, k } = shape;
     check_len("gemm a", a.len(), m * k)?;
     check_len("gemm w", w.len(), n * k)?;
-    let name = epilogue.kernel_name();
+    let name = epilogue.kernel_name(tile);
     let (ap, _a) = a.device_ptr(stream);
     let (wp, _w) = w.device_ptr(stream);
     check_align("gemm a", ap, 16)?;
@@ -210,14 +224,14 @@ pub fn gemm(
     launch(
         gpu,
         stream,
-        name,
+        &name,
         [ap, wp],
         bias,
         &scales,
         (m, n),
         op,
         &dims,
-        shape.config(),
+        (shape.config(tile), tile),
     )
 }
 
@@ -292,7 +306,8 @@ impl Conv3x3Shape {
 /// buffer): `input` `[batch, h, w, cin]` fp16 (NHWC, the token-major map), `weight` fp16 in
 /// the `[cout][3][3][cin]` layout of [`conv3x3_weight_layout`](crate::cpu::ops::gemm::conv3x3_weight_layout), `bias` `[cout]` fp32 or
 /// `None`, `out` `[batch, h, w, cout]` fp16 = `f16(out_scale * y)` with `y` as in
-/// [`GemmScales`] (`row_scale` indexed by output pixel).
+/// [`GemmScales`] (`row_scale` indexed by output pixel). The block tile is
+/// [`GemmTile::select`]'s for `cout`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3(
     gpu: &GpuContext,
@@ -303,6 +318,22 @@ pub fn conv3x3(
     shape: Conv3x3Shape,
     scales: GemmScales<'_>,
     out: &mut dyn DevicePtrMut<u16>,
+) -> Result<()> {
+    let tile = GemmTile::select(shape.cout);
+    conv3x3_tiled(gpu, stream, (input, weight), bias, shape, scales, out, tile)
+}
+
+/// [`conv3x3`] on a given block tile.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3_tiled(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    (input, weight): (&dyn DevicePtr<u16>, &dyn DevicePtr<u16>),
+    bias: Option<&dyn DevicePtr<f32>>,
+    shape: Conv3x3Shape,
+    scales: GemmScales<'_>,
+    out: &mut dyn DevicePtrMut<u16>,
+    tile: GemmTile,
 ) -> Result<()> {
     shape.validate()?;
     scales.validate(true)?;
@@ -320,14 +351,14 @@ pub fn conv3x3(
     launch(
         gpu,
         stream,
-        "conv3x3_f16",
+        &conv3x3_entry(tile),
         [ip, wp],
         bias,
         &scales,
         (g.m, g.n),
         op,
         &dims,
-        g.config(),
+        (g.config(tile), tile),
     )
 }
 
@@ -338,19 +369,20 @@ pub fn conv3x3(
 fn launch(
     gpu: &GpuContext,
     stream: &CudaStream,
-    name: &'static str,
+    name: &str,
     [ap, wp]: [CUdeviceptr; 2],
     bias: Option<&dyn DevicePtr<f32>>,
     scales: &GemmScales<'_>,
     (m, n): (usize, usize),
     op: CUdeviceptr,
     dims: &[i32],
-    config: LaunchConfig,
+    (config, tile): (LaunchConfig, GemmTile),
 ) -> Result<()> {
     gpu.check_stream(stream)?;
-    if GEMM_SMEM_BYTES > gpu.info().max_shared_per_block {
+    let smem = tile.smem_bytes();
+    if smem > gpu.info().max_shared_per_block {
         return Err(Error::Unsupported(format!(
-            "{name} needs {GEMM_SMEM_BYTES} B of shared memory per block, the device allows {}",
+            "{name} needs {smem} B of shared memory per block, the device allows {}",
             gpu.info().max_shared_per_block
         )));
     }
