@@ -1,7 +1,8 @@
 // Row-wise LayerNorm: y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * gamma + beta, biased
 // variance, fp32 statistics, fp32 gamma/beta.
 //
-// One warp owns one row. The row is held in registers (up to LN_MAX_CHUNKS chunks of 8 per
+// One warp owns one row at a time (LN_ROWS_PER_WARP rows in turn; gamma and beta are staged
+// in shared memory once per block of 16 rows). The row is held in registers (up to LN_MAX_CHUNKS chunks of 8 per
 // lane, so D <= 2048) and normalised with the exact two-pass formula: the mean first, then
 // the mean of squared deviations, matching PyTorch's result closer than a one-pass
 // sum/sum-of-squares, which cancels badly when |mean| >> std (the residual stream late in the
@@ -26,7 +27,8 @@
 
 namespace {
 
-constexpr int LN_WARPS = 4;       // rows per block (token-major variants)
+constexpr int LN_WARPS = 4;          // warps per block
+constexpr int LN_ROWS_PER_WARP = 4;  // token-major variants: 16 rows per block
 constexpr int LN_MAX_CHUNKS = 8;  // 8 chunks * 8 elements * 32 lanes = 2048 columns
 constexpr int CF_TOKENS = 32;     // tokens per block of the channel-first variant
 constexpr int CF_COLS = 256;      // columns staged per pass of the channel-first variant
@@ -88,28 +90,40 @@ SAMRT_DEVICE void row_moments(const TIn* xr, int dim, int lane, float eps,
     rstd = 1.0f / sqrtf(var + eps);
 }
 
+// Where column `col` (a multiple of 4) of gamma / beta sits in shared memory: lane l of chunk
+// c reads columns (c * 32 + l) * 8 .. + 8 as two float4 halves, stored half-major
+// ([c][half][lane][4]), so that each half is one contiguous 512 B read by the warp.
+SAMRT_DEVICE int gb_slot(int col) {
+    const int c = col >> 8, lane = (col >> 3) & 31, half = (col >> 2) & 1;
+    return ((c * 2 + half) * 32 + lane) * 4;
+}
+
+SAMRT_DEVICE void load8_gb(const float* s, int col, float (&v)[8]) {
+    const float4 a = *reinterpret_cast<const float4*>(s + gb_slot(col));
+    const float4 b = *reinterpret_cast<const float4*>(s + gb_slot(col + 4));
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
+// One row: its moments, then y = (x - mean) * rstd * gamma + beta in fp16.
 template <typename TIn>
-SAMRT_DEVICE void layer_norm_rows(const TIn* __restrict__ x, const float* __restrict__ gamma,
-                                  const float* __restrict__ beta, __half* __restrict__ y,
-                                  int rows, int dim, float eps,
-                                  const float* __restrict__ row_scale, float in_scale) {
-    const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
-    if (row >= rows) return;  // whole warp leaves together: no shuffle below is split
+SAMRT_DEVICE void layer_norm_row(const TIn* __restrict__ x, const float* s_gamma,
+                                 const float* s_beta, __half* __restrict__ y, int row, int dim,
+                                 int lane, float eps) {
     const TIn* xr = x + static_cast<size_t>(row) * dim;
     __half* yr = y + static_cast<size_t>(row) * dim;
 
     float v[LN_MAX_CHUNKS][8];
     float mean, rstd;
-    row_moments(xr, dim, lane, scaled_eps(eps, row_scale, in_scale, row), v, mean, rstd);
+    row_moments(xr, dim, lane, eps, v, mean, rstd);
 
 #pragma unroll
     for (int c = 0; c < LN_MAX_CHUNKS; ++c) {
         const int col = (c * 32 + lane) * 8;
         if (col < dim) {
             float g[8], b[8];
-            load8(gamma + col, g);
-            load8(beta + col, b);
+            load8_gb(s_gamma, col, g);
+            load8_gb(s_beta, col, b);
             uint4 out;
             uint32_t* o = reinterpret_cast<uint32_t*>(&out);
 #pragma unroll
@@ -120,6 +134,31 @@ SAMRT_DEVICE void layer_norm_rows(const TIn* __restrict__ x, const float* __rest
             }
             *reinterpret_cast<uint4*>(yr + col) = out;
         }
+    }
+}
+
+template <typename TIn>
+SAMRT_DEVICE void layer_norm_rows(const TIn* __restrict__ x, const float* __restrict__ gamma,
+                                  const float* __restrict__ beta, __half* __restrict__ y,
+                                  int rows, int dim, float eps,
+                                  const float* __restrict__ row_scale, float in_scale) {
+    // gamma and beta once per block into shared memory: read per row from global memory
+    // they moved twice the row's own bytes (L2 serves them, but they are traffic).
+    __shared__ __align__(16) float s_gamma[LN_MAX_CHUNKS * 32 * 8];
+    __shared__ __align__(16) float s_beta[LN_MAX_CHUNKS * 32 * 8];
+    for (int col = threadIdx.x * 4; col < dim; col += LN_WARPS * 32 * 4) {
+        const int at = gb_slot(col);
+        *reinterpret_cast<float4*>(s_gamma + at) = *reinterpret_cast<const float4*>(gamma + col);
+        *reinterpret_cast<float4*>(s_beta + at) = *reinterpret_cast<const float4*>(beta + col);
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    for (int i = 0; i < LN_ROWS_PER_WARP; ++i) {
+        // Consecutive warps take consecutive rows.
+        const int row = (blockIdx.x * LN_ROWS_PER_WARP + i) * LN_WARPS + (threadIdx.x >> 5);
+        if (row >= rows) return;  // whole warp leaves together: no shuffle below is split
+        layer_norm_row(x, s_gamma, s_beta, y, row, dim, lane,
+                       scaled_eps(eps, row_scale, in_scale, row));
     }
 }
 

@@ -9,9 +9,11 @@ use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, Gpu
 use crate::graph::ops::{layer_norm_entry, LnIn, LnOut};
 use crate::{Error, Result};
 
-/// Rows per block: one warp per row.
-pub const LN_ROWS_PER_BLOCK: usize = 4;
-pub const LN_THREADS: usize = LN_ROWS_PER_BLOCK * 32;
+/// Rows per block of the token-major variants: 4 warps of 4 rows each, so that a block's
+/// one copy of gamma and beta in shared memory serves 16 rows.
+pub const LN_ROWS_PER_BLOCK: usize = 16;
+/// 4 warps.
+pub const LN_THREADS: usize = 128;
 /// The kernel keeps a row in registers: 8 chunks of 8 values per lane.
 pub const LN_MAX_DIM: usize = 2048;
 /// Row length granularity: rows are read and written in 16-byte vectors.
