@@ -71,7 +71,7 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
             n if n == format!("{P}.output_upscaling.3.gemm.bias") => up3.1.clone(),
             n => match fold_tensor(n, (dim, d.heads), &projection) {
                 Some(derived) => derived?,
-                None => official(n)?,
+                None => projection(n)?,
             },
         };
         if values.len() != e.len {
@@ -90,8 +90,9 @@ pub fn prepare_weights(w: &dyn WeightSource, cfg: &SamConfig) -> Result<Vec<Host
 }
 
 /// Every weight some decoder schedule reads, once each: with mask inputs (layer 0 per
-/// prompt, folded), without (layer 0 from the per-image prep, unfolded), with more tokens
-/// than image->token folds, and the per-image prep itself.
+/// prompt) and without (layer 0 from the per-image prep), each at the fewest tokens (which
+/// fold wherever any prompt does: `AttnFoldShape::pays` only loses with more tokens) and at
+/// more tokens than image->token folds (which run unfolded), and the per-image prep itself.
 fn read_by_any_schedule(d: &DecoderDims) -> Vec<WeightRef> {
     let key = |sparse, mask_input| DecoderKey {
         batch: 1,
@@ -99,7 +100,13 @@ fn read_by_any_schedule(d: &DecoderDims) -> Vec<WeightRef> {
         mask_input,
     };
     let wide = FOLD_I2T_MAX_TOKENS + 1 - d.prefix().min(FOLD_I2T_MAX_TOKENS);
-    let mut graphs: Vec<_> = [key(1, true), key(1, false), key(wide, false)]
+    let keys = [
+        key(0, true),
+        key(1, false),
+        key(wide, false),
+        key(wide, true),
+    ];
+    let mut graphs: Vec<_> = keys
         .into_iter()
         .map(|k| build_graph(d, k).0.weights)
         .collect();
@@ -245,7 +252,8 @@ mod tests {
                 assert_eq!(pio.layer0.buffers().len(), 3);
             }
             assert_eq!(g.get(io.low_res).len, 2 * 4 * 256 * 256);
-            // More tokens than image->token folds: it runs unfolded, on the same weights.
+            // More tokens than image->token folds: it runs unfolded, on the same weights,
+            // and so does token->image (folding that many tokens is more work).
             let wide = DecoderKey {
                 sparse: FOLD_I2T_MAX_TOKENS,
                 ..key
@@ -254,8 +262,38 @@ mod tests {
             gw.weights.check(&tensors).unwrap();
             let i2t = folded(&gw, "layers.1.cross_attn_image_to_token");
             assert_eq!(i2t, Some(false));
-            assert_eq!(folded(&gw, "final_attn_token_to_image"), Some(true));
+            assert_eq!(folded(&gw, "final_attn_token_to_image"), Some(false));
+            // The fewest tokens, and every width in between, read prepared weights too.
+            for sparse in [0, 1, 2, 9, 12, 13, 20] {
+                let k = DecoderKey { sparse, ..key };
+                build_graph(&d, k).0.weights.check(&tensors).unwrap();
+            }
             assert!(g.nodes.iter().all(|n| !n.op.entry_point().is_empty()));
+        }
+    }
+
+    /// At every input size, whether few, some or no prompts fold (192 px: 5 tokens fold, 7
+    /// do not; 128 px: none), every schedule's weights are prepared.
+    #[test]
+    fn every_schedule_at_every_size_reads_prepared_weights() {
+        for size in [128, 192, 256, 1024] {
+            let cfg = vit_b().at_image_size(size).unwrap();
+            let w = random_decoder_weights(&cfg, 3);
+            let tensors = prepare_weights(&w, &cfg).unwrap();
+            let d = DecoderDims::new(&cfg).unwrap();
+            for sparse in [0, 1, 2, 3, 9, 13, 20, 40] {
+                for mask_input in [false, true] {
+                    let k = DecoderKey {
+                        batch: 1,
+                        sparse,
+                        mask_input,
+                    };
+                    let g = build_graph(&d, k).0;
+                    g.weights.check(&tensors).unwrap_or_else(|e| {
+                        panic!("{size} px, {sparse} sparse, mask {mask_input}: {e}")
+                    });
+                }
+            }
         }
     }
 
