@@ -552,7 +552,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     }
 }
 
-// ---- attn_relpos_s14: SAM's 14 x 14 windows, one block per (window, head) ----
+// ---- attn_relpos_s14: SAM's 14 x 14 windows, two blocks per (window, head) ----
 //
 // A block holds a window's 196 keys and half its queries (two blocks per (window, head):
 // finer waves than one of 14 warps, and two blocks per SM), so K and V are read from global
@@ -573,7 +573,8 @@ constexpr int WS = 14;                  // window side
 constexpr int WSLOT = 16;               // key slots per key row
 constexpr int WKEYS = WS * WSLOT;       // 224
 constexpr int WWARPS = 7;               // one warp per query column, 7 columns per block
-constexpr int WSPLIT = WS / WWARPS;     // blocks per (window, head)
+constexpr int WSPLIT = WS / WWARPS;     // blocks per (window, head): WIN14_SPLIT in attention.rs
+static_assert(WSPLIT * WWARPS == WS, "each block owns whole query columns");
 constexpr int WTHREADS = WWARPS * 32;   // 224
 constexpr int WTROWS = 32;              // staged table rows: 2 * 14 - 1 = 27, the rest zero
 constexpr int WLDT = 40;                // floats per row of a warp's Q Rh^T (8 mod 32)

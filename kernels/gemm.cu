@@ -5,13 +5,13 @@
 // Tiling (docs/kernels.md, "GEMM", says why): BK = 64, a 3-stage cp.async ring in shared
 // memory, one barrier per stage (four k16 steps), fragments from ldmatrix. Three block
 // tiles, each entry point suffixed with its tile; the host picks one per layer shape
-// (GemmTile::select in src/graph/ops.rs) so that the grid fills the 132 SMs of an H100:
+// (GemmTile::select in src/graph/gemm_tile.rs) so that the grid fills the 132 SMs of an H100:
 //   _128x256: 8 warps as 2 (M) x 4 (N), 64x64 per warp (4 m16 x 8 n8 mma tiles, 128 fp32
 //             accumulators per thread), 144 KiB shared;
 //   _128x192: 6 warps as 2 x 3, 64x64 per warp, 120 KiB shared;
 //   _64x128:  4 warps as 2 x 2, 32x64 per warp, 72 KiB shared (narrow N, the neck).
-// A 64x64 warp tile reads 8 ldmatrix.x4 (32 wavefronts) per 32 mma, half the shared traffic
-// per FLOP of a 64x32 tile. Both A and W are K-contiguous, which is exactly the row.col
+// A 64x64 warp tile reads 8 ldmatrix.x4 (32 wavefronts) per 32 mma, 1.0 per mma where a 64x32
+// tile read 1.5 (6 per 16): a third less shared traffic per FLOP. Both A and W are K-contiguous, which is exactly the row.col
 // operand order of mma.sync, so no transposition is needed anywhere. The tile does not
 // change any output's summation order (every thread sums its k16 steps in k order), so all
 // variants give bit-identical results.
@@ -63,8 +63,8 @@ enum Epilogue { EPI_BIAS = 0, EPI_BIAS_GELU = 1, EPI_BIAS_RESIDUAL = 2 };
 
 // GELU, 0.5 x (1 + erf(x / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26:
 // erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2), t = 1 / (1 + p z), z >= 0, absolute
-// error <= 1.5e-7. That is 300x below the fp16 rounding of the stored output (2^-11
-// relative), at about half the instructions of erff, which dominated the epilogue. With
+// error <= 1.5e-7 (absolute, so gelu's error is <= |x| 7.5e-8: below the fp16 rounding of
+// the stored output, 2^-11 relative, wherever that output is not tiny), at about half the instructions of erff, which dominated the epilogue. With
 // q = (1 - erf(|x| / sqrt 2)) / 2, gelu(x) = x (1 - q) for x >= 0 and x q below, i.e.
 // max(x, 0) - |x| q.
 SAMRT_DEVICE float gelu_as(float x) {
@@ -418,7 +418,7 @@ SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
         store(samrt::Int<1>{});
 }
 
-// The variants (src/graph/ops.rs `GemmTile` picks one per layer shape): 64x64 warp tiles
+// The variants (src/graph/gemm_tile.rs `GemmTile` picks one per layer shape): 64x64 warp tiles
 // where the grid allows, 32x64 for the narrow 64x128 tile.
 using Tile128x256 = Tile<2, 4, 4, 8>;
 using Tile128x192 = Tile<2, 3, 4, 8>;

@@ -143,7 +143,7 @@ SAMRT_DEVICE void layer_norm_rows(const TIn* __restrict__ x, const float* __rest
                                   int rows, int dim, float eps,
                                   const float* __restrict__ row_scale, float in_scale) {
     // gamma and beta once per block into shared memory: read per row from global memory
-    // they moved twice the row's own bytes (L2 serves them, but they are traffic).
+    // they moved 2x (fp32 rows) or 4x (fp16 rows) the row's own bytes (L2 serves them, but they are traffic).
     __shared__ __align__(16) float s_gamma[LN_MAX_CHUNKS * 32 * 8];
     __shared__ __align__(16) float s_beta[LN_MAX_CHUNKS * 32 * 8];
     for (int col = threadIdx.x * 4; col < dim; col += LN_WARPS * 32 * 4) {

@@ -16,7 +16,8 @@
 // one float4 shared read per row feed 4 x TL_COLS FMAs, and a warp's weight load reads 512
 // consecutive bytes. Otherwise lane l takes k = l, l + 32, .... The A tile (a + a2) is
 // staged in shared memory TL_KC columns at a time and read by every warp. Shuffles sum the
-// lanes' partials (a reduce-scatter that leaves one output in each lane). Each output's
+// lanes' partials (a reduce-scatter that leaves each output in one lane at 4 columns per
+// warp, in four at 1). Each output's
 // summation order depends only on K and the weight's alignment, never on the row count, so
 // a prompt's result is the same in any batch. The bias is added last, as nn.Linear's addmm
 // does.
@@ -121,7 +122,7 @@ SAMRT_DEVICE void token_linear_body(const TokenLinearParams& p) {
     float acc[TL_ROWS * TL_COLS];  // [row][column]
 #pragma unroll
     for (int i = 0; i < TL_ROWS * TL_COLS; ++i) acc[i] = 0.0f;
-    // Thread t stages column t of the tile's rows (TL_KC == the block's threads); rows past
+    // Scalar staging: thread t stages column t of the tile's rows (TL_KC == the block's threads); rows past
     // M and columns past K stage zeros.
     const int rows = min(TL_ROWS, p.m - m0);
     const float* arow = j.a + m0 * p.lda + threadIdx.x;

@@ -416,7 +416,6 @@ impl Builder<'_> {
         shape: AttnFoldShape,
     ) {
         let (dim, heads) = (self.d.dim, self.d.heads);
-        let rows = self.batch * self.t;
         let qf = self.f32s(format!("{name}.q_folded"), shape.folded_len());
         let (src, norm) = self.take_norm(true);
         let g = self.per_head_rows();
@@ -435,14 +434,7 @@ impl Builder<'_> {
         let op = AttnFoldT2iCombine { partial, y, shape };
         self.gr
             .add(format!("{name}.combine"), Op::AttnFoldT2iCombine(op));
-        let g = LinearGroup {
-            m: rows,
-            n: dim,
-            k: heads * dim,
-            ldo: dim,
-            relu: false,
-            accumulate: true,
-        };
+        let g = self.token_rows(dim, heads * dim, false, true);
         let out = Job::new(&fold_job(name, "out", None), false, self.queries());
         self.linears((y, heads * dim, None), g, None, vec![out]);
     }
@@ -472,14 +464,7 @@ impl Builder<'_> {
         self.linears((src, dim, Some(tokens)), g, norm.clone(), jobs);
         // The same normalised rows again; the first launch stored them already.
         let norm = norm.map(|n| TokenNorm { out: None, ..n });
-        let g = LinearGroup {
-            m: rows,
-            n: heads,
-            k: dim,
-            ldo: heads,
-            relu: false,
-            accumulate: false,
-        };
+        let g = self.token_rows(heads, dim, false, false);
         let logit_bias = Job::new(&fold_job(it, "logit_bias", None), true, cb);
         self.linears((src, dim, Some(tokens)), g, norm, vec![logit_bias]);
         let op = AttnFoldI2t {

@@ -4,8 +4,8 @@
 //! position bias computed in-kernel, windowed (S x S windows over the grid padded up to a
 //! multiple of S, the padding folded into the indexing) or global (S = grid, any grid). It
 //! reads the packed qkv GEMM output, optionally stored with q scaled (`q_scale`), and writes
-//! the head-merged result for the proj GEMM; SAM's 14 x 14 windows run one block per
-//! (window, head) with K/V read once. The kernel variant is chosen by
+//! the head-merged result for the proj GEMM; SAM's 14 x 14 windows run two blocks per
+//! (window, head), each holding all 196 keys and half the queries. The kernel variant is chosen by
 //! [`AttnRelposShape::variant`]. [`attn_plain`] is the mask decoder's bias-free
 //! attention.
 
@@ -17,7 +17,7 @@ use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, Gpu
 use crate::{Error, Result};
 
 /// Queries per block (4 warps x 16 rows) of every kernel but `attn_relpos_s14_*`, which
-/// holds a whole window per block ([`WIN14_THREADS`]).
+/// holds all of a window's keys and half its queries per block ([`WIN14_THREADS`]).
 pub const ATTN_BLOCK_Q: usize = 64;
 /// Keys per pipelined tile.
 pub const ATTN_BLOCK_K: usize = 64;

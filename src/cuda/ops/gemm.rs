@@ -23,7 +23,7 @@ const GEMM_MIN_BLOCK_M: usize = 64;
 pub const GEMM_K_MULTIPLE: usize = 8;
 /// The epilogue stores column pairs.
 pub const GEMM_N_MULTIPLE: usize = 2;
-/// `conv3x3_f16` gathers 16-byte chunks of one pixel's channels: Cin must be a multiple.
+/// `conv3x3_f16_*` gathers 16-byte chunks of one pixel's channels: Cin must be a multiple.
 pub const CONV3X3_CIN_MULTIPLE: usize = 8;
 
 /// What happens to `y` (see the module docs) after the K loop; each variant carries its
@@ -260,7 +260,7 @@ impl Conv3x3Shape {
         Ok(GemmShape { m, n: self.cout, k })
     }
 
-    /// Rejects what `conv3x3_f16` cannot do; runs without a GPU.
+    /// Rejects what `conv3x3_f16_*` cannot do; runs without a GPU.
     pub fn validate(&self) -> Result<()> {
         let Conv3x3Shape {
             batch,
@@ -402,7 +402,7 @@ fn launch(
     }
     // SAFETY: (a, w, bias, row_scale, in_scale, out_scale, out, ints...) is the signature of
     // every gemm.cu kernel, with 3 ints (M, N, K) for the gemm_* kernels and 5 (batch, H, W,
-    // Cin, Cout) for conv3x3_f16, as the callers pass. Shapes were validated (multiples,
+    // Cin, Cout) for conv3x3_f16_*, as the callers pass. Shapes were validated (multiples,
     // i32 range) and every buffer checked to hold the elements and alignment the kernel
     // reads and writes; bias and row_scale are null or hold n and m elements.
     guarded(name, || unsafe { b.launch(config) }.map(|_| ()))
