@@ -16,5 +16,7 @@ mod int;
 mod mem;
 #[path = "kernels/mma.rs"]
 mod mma;
+#[path = "kernels/tma.rs"]
+mod tma;
 #[path = "kernels/warp.rs"]
 mod warp;

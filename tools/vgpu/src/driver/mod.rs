@@ -39,6 +39,7 @@
 //!   cuModuleGetGlobal_v2, cuModuleGetLoadingMode, cuFuncGetAttribute, cuFuncSetAttribute,
 //!   cuFuncSetCacheConfig, cuFuncGetName, cuFuncGetModule, cuFuncGetParamInfo, cuFuncIsLoaded,
 //!   cuFuncLoad, cuLaunchKernel, cuLaunchKernelEx, cuLaunchCooperativeKernel
+//! - tensor maps: cuTensorMapEncodeTiled (tiled mode; see `sim::tensor_map`)
 //! - vgpu: `vgpu_allocation_count` (see [`allocation_count`])
 //!
 //! Every other name cudarc declares is a stub returning CUDA_ERROR_NOT_SUPPORTED
@@ -59,6 +60,7 @@ mod memory;
 mod module;
 mod state;
 mod stream;
+mod tensor_map;
 mod unsupported;
 
 pub use capture::*;
@@ -69,6 +71,7 @@ pub use memory::*;
 pub use module::*;
 pub use state::{allocation_count, global_mem, set_sticky_error, vgpu_allocation_count};
 pub use stream::*;
+pub use tensor_map::*;
 pub use unsupported::*;
 
 /// The entry points with a real implementation (the rest of cudarc's names are in
@@ -204,4 +207,5 @@ pub const IMPLEMENTED: &[&str] = &[
     "cuLaunchKernel",
     "cuLaunchKernelEx",
     "cuLaunchCooperativeKernel",
+    "cuTensorMapEncodeTiled",
 ];

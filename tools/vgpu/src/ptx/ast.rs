@@ -77,7 +77,9 @@ pub enum Operand {
         base: AddrBase,
         offset: i64,
     },
-    /// `{%f1, %f2, %f3, %f4}`; elements may also be `_` (sink), kept as `Reg("_")`.
+    /// `{%f1, %f2, %f3, %f4}`; elements may also be `_` (sink), kept as `Reg("_")`. The
+    /// tensor operand `[map, {c0, c1}]` of `cp.async.bulk.tensor` is a two-element `Vec`:
+    /// the address, then the coordinates.
     Vec(Vec<Operand>),
 }
 

@@ -643,6 +643,9 @@ impl<'a> Parser<'a> {
         } else if self.eat(b'-') {
             offset = offset.wrapping_add(self.offset(true)?);
         }
+        if self.eat(b',') {
+            return self.tensor_address(base, offset);
+        }
         let end = self.peek();
         if !self.eat(b']') {
             bail!(
@@ -652,6 +655,21 @@ impl<'a> Parser<'a> {
             );
         }
         Ok(Operand::Addr { base, offset })
+    }
+
+    /// `[map, {c0, c1}]` of the tensor copies, after the comma: `Vec([Addr, Vec(coords)])`.
+    fn tensor_address(&mut self, base: AddrBase, offset: i64) -> PResult<Operand> {
+        let t = self.bump();
+        if t.kind != Kind::Punct(b'{') {
+            return self.found(t, "`{` opening the tensor coordinates");
+        }
+        let coords = self.comma_list(|p| p.operand(false, false))?;
+        self.expect(b'}', "to close the tensor coordinates")?;
+        self.expect(b']', "to close the tensor operand")?;
+        Ok(Operand::Vec(vec![
+            Operand::Addr { base, offset },
+            Operand::Vec(coords),
+        ]))
     }
 
     fn offset(&mut self, neg: bool) -> PResult<i64> {

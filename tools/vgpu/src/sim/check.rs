@@ -29,7 +29,17 @@ use std::collections::HashMap;
 pub const MAX_WARPS: usize = 32;
 
 /// What a warp knows of every warp's releases.
-pub type Clock = [u32; MAX_WARPS];
+pub type Clock = [u32; CLOCK_LEN];
+
+/// Clock entries: one per warp, and one for the async proxy, the bulk-copy engine, whose
+/// writes are published only by the completion of their mbarrier phase.
+pub const CLOCK_LEN: usize = MAX_WARPS + 1;
+/// The async proxy's clock entry, and the thread number its writes carry.
+pub const PROXY: u32 = MAX_WARPS as u32;
+const PROXY_TID: u16 = (MAX_WARPS * 32) as u16;
+
+/// An empty clock.
+pub const ZERO_CLOCK: Clock = [0; CLOCK_LEN];
 
 const NONE: u16 = u16::MAX;
 const WRITTEN: u8 = 1;
@@ -40,6 +50,8 @@ const W_STRONG: u8 = 4;
 const R_WEAK: u8 = 8;
 /// A word whose bytes have their own states (in [`Cells::split`]).
 const SPLIT: u8 = 16;
+/// Written by a bulk copy (TMA) whose mbarrier phase has not completed.
+const ASYNC: u8 = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Byte {
@@ -137,8 +149,8 @@ impl Default for Shadow {
     fn default() -> Self {
         Shadow {
             bytes: Cells::default(),
-            clocks: vec![[0; MAX_WARPS]; MAX_WARPS],
-            epoch: [0; MAX_WARPS],
+            clocks: vec![ZERO_CLOCK; CLOCK_LEN],
+            epoch: ZERO_CLOCK,
             releases: 0,
             released: HashMap::new(),
         }
@@ -176,9 +188,10 @@ impl Shadow {
             self.bytes.split.clear();
         }
         for c in &mut self.clocks[..warps.min(MAX_WARPS)] {
-            *c = [0; MAX_WARPS];
+            *c = ZERO_CLOCK;
         }
-        self.epoch = [0; MAX_WARPS];
+        self.clocks[PROXY as usize] = ZERO_CLOCK;
+        self.epoch = ZERO_CLOCK;
         self.releases = 0;
         if !self.released.is_empty() {
             self.released.clear();
@@ -202,7 +215,7 @@ impl Shadow {
     /// A strong store or atomic of `warp` to word `key`: later strong loads of it acquire.
     pub fn release_at(&mut self, key: u64, warp: u32) {
         let c = self.release(warp);
-        join(self.released.entry(key).or_insert([0; MAX_WARPS]), &c);
+        join(self.released.entry(key).or_insert(ZERO_CLOCK), &c);
     }
 
     /// A strong load or atomic of `warp` from word `key`.
@@ -222,7 +235,7 @@ impl Shadow {
         // Reader-set update of the previous byte: (state before, state after).
         let mut memo = ((u32::MAX, 0u32, 0u8), (0u32, 0u32, 0u8));
         self.bytes.for_each(off, len, |b, k| {
-            if b.flags & (PENDING | WRITTEN) != WRITTEN {
+            if b.flags & (PENDING | ASYNC | WRITTEN) != WRITTEN {
                 return Err(unreadable(b.flags, k));
             }
             if b.writer != NONE && (b.writer, b.w_epoch) != checked {
@@ -265,6 +278,12 @@ impl Shadow {
         // The reader set last found ordered before this write (bytes of one access share it).
         let mut readers_ok = (0u32, 0u32);
         self.bytes.for_each(off, len, |b, k| {
+            if b.flags & ASYNC != 0 {
+                return Err(format!(
+                    "write to shared byte {k:#x} while a bulk copy (cp.async.bulk) is still \
+                     writing it (its mbarrier phase has not completed)"
+                ));
+            }
             if b.writer != NONE && b.writer as u32 != who.tid {
                 let ww = b.writer as u32 / 32;
                 let race = if ww != who.warp {
@@ -289,7 +308,7 @@ impl Shadow {
             readers_ok = (others, b.r_epoch);
             *b = Byte {
                 writer: who.tid as u16,
-                flags: (b.flags & (PENDING | SPLIT)) | WRITTEN | strong,
+                flags: (b.flags & (PENDING | ASYNC | SPLIT)) | WRITTEN | strong,
                 readers: 0,
                 w_epoch: epoch,
                 r_epoch: 0,
@@ -318,6 +337,43 @@ impl Shadow {
         (off..off + len).find(|&k| self.bytes.byte(k).flags & WRITTEN == 0)
     }
 
+    /// A bulk copy (the async proxy) issued by `who` writes `[off, off+len)`: it must not
+    /// overwrite bytes that other warps read or wrote without being ordered before the
+    /// issuing thread, nor bytes another bulk copy is still writing. The writer becomes
+    /// the async proxy at its current epoch, which only the completion of the copy's
+    /// mbarrier phase publishes (`release(PROXY)`), so a thread must have waited on that
+    /// phase to read the bytes; until the phase completes they are unreadable to everyone
+    /// ([`Shadow::async_done`] ends that).
+    pub fn async_write(&mut self, off: usize, len: usize, who: Who) -> Result<(), String> {
+        self.bytes.for_each(off, len, |b, k| {
+            if b.flags & ASYNC != 0 {
+                return Err(format!(
+                    "bulk copy into shared byte {k:#x}, which an earlier bulk copy is still \
+                     writing (its mbarrier phase has not completed)"
+                ));
+            }
+            Ok(())
+        })?;
+        self.write(off, len, who, StoreKind::default())?;
+        let epoch = self.epoch[PROXY as usize];
+        self.bytes.for_each(off, len, |b, _| {
+            b.writer = PROXY_TID;
+            b.w_epoch = epoch;
+            b.w_seq = 0;
+            b.flags |= ASYNC;
+            Ok(())
+        })
+    }
+
+    /// The mbarrier phase of a bulk copy has completed: its bytes may be read.
+    pub fn async_done(&mut self, off: usize, len: usize) {
+        let r = self.bytes.for_each(off, len, |b, _| {
+            b.flags &= !ASYNC;
+            Ok(())
+        });
+        debug_assert!(r.is_ok(), "clearing flags cannot fail");
+    }
+
     pub fn set_pending(&mut self, off: usize, len: usize, pending: bool) {
         let r = self.bytes.for_each(off, len, |b, _| {
             if pending {
@@ -335,7 +391,12 @@ impl Shadow {
 #[cold]
 #[inline(never)]
 fn unreadable(flags: u8, k: usize) -> String {
-    if flags & PENDING != 0 {
+    if flags & ASYNC != 0 {
+        format!(
+            "read of shared byte {k:#x} written by a bulk copy (cp.async.bulk) whose mbarrier \
+             phase has not completed (missing mbarrier wait before the read)"
+        )
+    } else if flags & PENDING != 0 {
         format!(
             "read of shared byte {k:#x} whose cp.async has not completed (missing \
              cp.async.wait_group before the read)"
@@ -350,6 +411,13 @@ fn unreadable(flags: u8, k: usize) -> String {
 #[cold]
 #[inline(never)]
 fn race(kind: &str, k: usize, first: u32, tid: u32) -> String {
+    if first == PROXY_TID as u32 {
+        return format!(
+            "shared byte {k:#x} written by a bulk copy (cp.async.bulk) and accessed ({kind}) by \
+             thread {tid} without an mbarrier wait that observed the copy's phase complete \
+             (missing mbarrier wait before the read)"
+        );
+    }
     let what = match kind {
         "RAW" => format!("written by thread {first} and read by thread {tid}"),
         "WAW" => format!("written by threads {first} and {tid}"),
@@ -448,7 +516,7 @@ mod tests {
 
     /// A block-wide barrier among `warps`.
     fn barrier(s: &mut Shadow, warps: &[u32]) {
-        let mut c = [0; MAX_WARPS];
+        let mut c = ZERO_CLOCK;
         for &w in warps {
             join(&mut c, &s.release(w));
         }

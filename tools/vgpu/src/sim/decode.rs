@@ -6,6 +6,7 @@ use super::program::*;
 use crate::isa::{Rnd, Ty};
 use crate::ptx::{AddrBase, Instr, Operand};
 
+mod async_ops;
 mod atom;
 
 struct D<'c, 'a> {
@@ -753,7 +754,9 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
             if !m.has("async") {
                 return err(line, format!("`{}` is not supported", m.what));
             }
-            if m.has("commit_group") {
+            if m.list.iter().any(|x| x == "bulk") {
+                Op::Async(Box::new(async_ops::bulk(&mut d, &mut m, i)?))
+            } else if m.has("commit_group") {
                 nops(i, 0)?;
                 Op::CpAsyncCommit
             } else if m.has("wait_group") {
@@ -792,10 +795,14 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
                 }
             }
         }
+        "mbarrier" => Op::Async(Box::new(async_ops::mbarrier(&mut d, &mut m, i)?)),
+        "setmaxnreg" => Op::Async(Box::new(async_ops::setmaxnreg(&mut d, &mut m, i)?)),
         "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "pmevent" => {
             m.hints(&[
                 "cta", "gl", "sys", "gpu", "sc", "acq_rel", "global", "L1", "L2", "proxy", "async",
             ]);
+            // `fence.mbarrier_init.release.cluster`: mbarrier state is block-wide here.
+            m.hints(&["mbarrier_init", "release", "cluster"]);
             Op::Nop
         }
         other => {

@@ -147,6 +147,7 @@ pub(crate) fn class_of(op: &Op, ty: Option<Ty>) -> &'static str {
         Op::Mma { .. } => "mma",
         Op::Ldmatrix { .. } => "ldmatrix",
         Op::CpAsync { .. } | Op::CpAsyncCommit | Op::CpAsyncWait { .. } => "cp.async",
+        Op::Async(a) => a.class(),
         Op::Ld { space, .. } | Op::St { space, .. } | Op::Atom { space, .. } => match space {
             MemSpace::Shared => "shared",
             MemSpace::Local => "local",

@@ -27,6 +27,13 @@ pub enum WarpState {
         id: u32,
         pc: u32,
     },
+    /// Parked at the mbarrier wait at `pc` (on the barrier at shared `addr`) until the
+    /// block's mbarriers change from generation `gen` (see `sim::mbarrier`).
+    Mbar {
+        pc: u32,
+        addr: u32,
+        gen: u64,
+    },
     Done,
 }
 
@@ -68,6 +75,10 @@ pub struct Warp {
     pub cp: Vec<CpAsyncLane>,
     /// `bar.red` destination (register, op) while waiting at such a barrier.
     pub red_dst: Option<(u32, RedOp)>,
+    /// The next mbarrier wait that finds nothing complete returns false instead of parking
+    /// (set by `mbarrier::time_out`), and the generation at which that last happened.
+    pub mbar_expire: bool,
+    pub mbar_timed_out: Option<u64>,
 }
 
 impl Warp {
@@ -88,6 +99,8 @@ impl Warp {
             regs: vec![0; nregs * 32],
             cp: vec![CpAsyncLane::default(); 32],
             red_dst: None,
+            mbar_expire: false,
+            mbar_timed_out: None,
         }
     }
 
@@ -188,6 +201,7 @@ pub struct BlockState<'s> {
     pub local: &'s mut [u8],
     pub local_bytes: u32,
     pub counters: &'s mut super::launch::Counters,
+    pub mbars: &'s mut super::mbarrier::Mbarriers,
 }
 
 impl BlockState<'_> {
@@ -350,6 +364,22 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
                 };
                 w.advance();
                 return Ok(Stop::Barrier(arrival));
+            }
+            Op::Async(a) => {
+                if exec != 0 {
+                    let flow = super::mbarrier::execute(env, b, w, a, exec)?;
+                    if let super::mbarrier::Flow::Park(addr) = flow {
+                        let gen = b.mbars.gen;
+                        w.state = WarpState::Mbar {
+                            pc: w.pc,
+                            addr,
+                            gen,
+                        };
+                        return Ok(Stop::Yield);
+                    }
+                }
+                w.advance();
+                continue;
             }
             _ => {}
         }

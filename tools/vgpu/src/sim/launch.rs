@@ -282,6 +282,7 @@ struct Scratch {
     local: Vec<u8>,
     warps: Vec<Warp>,
     barriers: Barriers,
+    mbars: super::mbarrier::Mbarriers,
 }
 
 /// Fill for fresh shared and local memory: real hardware leaves stale data there.
@@ -311,6 +312,7 @@ fn run_block(
         s.warps.push(Warp::new(wi, live, code.regs as usize));
     }
     s.barriers.reset(s.warps.len());
+    s.mbars.reset();
     let mut b = BlockState {
         ctaid,
         block_dim: env.cfg.block,
@@ -322,9 +324,11 @@ fn run_block(
         local: &mut s.local,
         local_bytes,
         counters,
+        mbars: &mut s.mbars,
     };
     let warps = &mut s.warps;
     loop {
+        super::mbarrier::wake(&b, warps);
         let mut ran = false;
         for wi in 0..warps.len() {
             if warps[wi].state != WarpState::Run {
@@ -356,15 +360,20 @@ fn run_block(
             if warps.iter().all(|w| w.state == WarpState::Done) {
                 return Ok(());
             }
+            if super::mbarrier::time_out(&b, warps) {
+                continue;
+            }
+            let mbars = b.mbars.describe();
             return Err(Fault {
                 kind: FaultKind::LaunchFailed,
                 message: format!(
-                    "kernel `{}` block ({},{},{}): barrier deadlock: {}",
+                    "kernel `{}` block ({},{},{}): barrier deadlock: {}{}{mbars}",
                     code.name,
                     ctaid[0],
                     ctaid[1],
                     ctaid[2],
-                    where_warps_are(code, warps)
+                    where_warps_are(code, warps),
+                    if mbars.is_empty() { "" } else { "; " },
                 ),
             });
         }
@@ -385,6 +394,7 @@ fn where_warps_are(code: &KernelCode, warps: &[Warp]) -> String {
                     line(pc)
                 )
             }
+            WarpState::Mbar { .. } => super::mbarrier::where_parked(code, w).unwrap_or_default(),
             _ => format!(
                 "warp {} runs at PTX line {} (lanes {:#010x})",
                 w.id,

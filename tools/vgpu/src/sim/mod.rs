@@ -26,7 +26,8 @@
 //!   expected transaction bytes). Completing a TMA copy decrements the transaction count; a
 //!   warp spinning on `mbarrier.try_wait` becomes a new `WarpState` that the block scheduler
 //!   resumes when the phase flips, exactly as `WarpState::Barrier` is resumed today, and a
-//!   phase that can never flip is reported as the same deadlock error.
+//!   phase that can never flip is reported as the same deadlock error. This is what
+//!   [`mbarrier`] and [`tma`] do (`WarpState::Mbar`, `BlockState::mbars`).
 
 pub mod alu;
 pub mod api;
@@ -36,12 +37,15 @@ pub mod decode_mods;
 pub mod exec;
 pub mod launch;
 pub mod lower;
+pub mod mbarrier;
 pub mod memory;
 pub mod ops;
 pub mod program;
 pub mod regalloc;
 pub mod sync;
 pub mod tensor;
+pub mod tensor_map;
+pub mod tma;
 pub mod vector;
 
 pub use api::*;

@@ -590,7 +590,7 @@ pub fn execute(
             }
         }
         Op::Nop => {}
-        Op::Bra { .. } | Op::Exit | Op::Bar { .. } => {
+        Op::Bra { .. } | Op::Exit | Op::Bar { .. } | Op::Async(_) => {
             unreachable!("control flow is handled by the warp loop")
         }
     }

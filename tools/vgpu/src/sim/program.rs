@@ -379,6 +379,9 @@ pub enum Op {
     },
     /// Fences and hints with no effect in a sequentially consistent simulator.
     Nop,
+    /// mbarrier, bulk copies, setmaxnreg (`sim::mbarrier`); run by the warp loop, since a
+    /// wait may park the warp.
+    Async(Box<super::mbarrier::AsyncOp>),
 }
 
 #[derive(Clone, Debug, PartialEq)]

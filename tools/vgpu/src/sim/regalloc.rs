@@ -165,6 +165,67 @@ fn visit(inst: &mut Inst, f: &mut impl FnMut(&mut u32, Role)) {
             }
         }
         Op::Bra { .. } | Op::Exit | Op::CpAsyncCommit | Op::CpAsyncWait { .. } | Op::Nop => {}
+        Op::Async(a) => async_op(a, f),
+    }
+}
+
+fn async_op(op: &mut super::mbarrier::AsyncOp, f: &mut impl FnMut(&mut u32, Role)) {
+    use super::mbarrier::AsyncOp as A;
+    match op {
+        A::Init { addr: a, count, .. } => {
+            addr(a, f);
+            src(count, f);
+        }
+        A::Inval { addr: a, .. } => addr(a, f),
+        A::Arrive {
+            d,
+            addr: a,
+            count,
+            tx,
+            ..
+        } => {
+            addr(a, f);
+            for s in [count, tx].into_iter().flatten() {
+                src(s, f);
+            }
+            if let Some(d) = d {
+                f(d, Role::Def);
+            }
+        }
+        A::Tx { addr: a, bytes, .. } => {
+            addr(a, f);
+            src(bytes, f);
+        }
+        A::Wait {
+            d, addr: a, arg, ..
+        } => {
+            addr(a, f);
+            src(arg, f);
+            f(d, Role::Def);
+        }
+        A::Tensor {
+            dst,
+            map,
+            coords,
+            mbar,
+        } => {
+            for a in [dst, map, mbar] {
+                addr(a, f);
+            }
+            coords.iter_mut().for_each(|s| src(s, f));
+        }
+        A::Bulk {
+            dst,
+            src: s,
+            size,
+            mbar,
+        } => {
+            for a in [dst, s, mbar] {
+                addr(a, f);
+            }
+            src(size, f);
+        }
+        A::SetMaxNReg { .. } => {}
     }
 }
 

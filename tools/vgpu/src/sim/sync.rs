@@ -16,7 +16,7 @@
 //! `if (tid >= n) return; ... __syncthreads();` is legal (see `exec::retire_parked_at_exit`).
 
 use super::api::{Fault, FaultKind};
-use super::check::{Clock, MAX_WARPS};
+use super::check::{Clock, MAX_WARPS, ZERO_CLOCK};
 use super::exec::{fault_at, first_lane, BlockState, Warp, WarpState};
 use super::launch::Env;
 use super::program::RedOp;
@@ -64,7 +64,7 @@ const IDLE: Bar = Bar {
     popc: 0,
     all: true,
     any: false,
-    clock: [0; MAX_WARPS],
+    clock: ZERO_CLOCK,
 };
 
 pub struct Barriers {

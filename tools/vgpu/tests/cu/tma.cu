@@ -1,0 +1,220 @@
+// Hopper asynchronous copies and transaction barriers, written with the PTX the CUDA
+// headers would emit (inline asm, so the instruction forms under test are explicit).
+#include <cuda.h>
+
+__device__ __forceinline__ unsigned smem(const void *p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void bar_init(unsigned b, unsigned n) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(b), "r"(n));
+}
+__device__ __forceinline__ void fence_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+__device__ __forceinline__ void arrive_tx(unsigned b, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void arrive(unsigned b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(b) : "memory");
+}
+// Thread 0 initialises the barrier for `n` arrivals; the block waits until it has.
+__device__ __forceinline__ unsigned block_barrier(unsigned long long *bar, unsigned n) {
+    unsigned b = smem(bar);
+    if (threadIdx.x == 0) {
+        bar_init(b, n);
+        fence_init();
+    }
+    __syncthreads();
+    return b;
+}
+// nvcc's shape of a blocking wait: try_wait in a loop.
+__device__ __forceinline__ void wait_parity(unsigned b, unsigned parity) {
+    asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 "@!p bra WAIT_%=;\n}" ::"r"(b),
+                 "r"(parity)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_2d(unsigned dst, const CUtensorMap *m, int c0, int c1,
+                                       unsigned b) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+                 "l"(m), "r"(c0), "r"(c1), "r"(b)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_3d(unsigned dst, const CUtensorMap *m, int c0, int c1,
+                                       int c2, unsigned b) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(dst),
+                 "l"(m), "r"(c0), "r"(c1), "r"(c2), "r"(b)
+                 : "memory");
+}
+
+// One box of a rank-2 or rank-3 map at (c0, c1, c2) into a 1024-aligned buffer; the first
+// `bytes` bytes of the buffer are copied out as they lie in shared memory.
+extern "C" __global__ void tma_load(const __grid_constant__ CUtensorMap tm, unsigned char *out,
+                                    int rank, int c0, int c1, int c2, unsigned bytes) {
+    __shared__ alignas(1024) unsigned char buf[16384];
+    __shared__ alignas(8) unsigned long long full;
+    unsigned b = block_barrier(&full, 1);
+    if (threadIdx.x == 0) {
+        arrive_tx(b, bytes);
+        if (rank == 2)
+            tma_2d(smem(buf), &tm, c0, c1, b);
+        else
+            tma_3d(smem(buf), &tm, c0, c1, c2, b);
+    }
+    wait_parity(b, 0);
+    for (unsigned i = threadIdx.x; i < bytes / 4; i += blockDim.x)
+        ((unsigned *)out)[i] = ((const unsigned *)buf)[i];
+}
+
+// A three-stage ring: warp 0 (one elected thread) loads tile t of 8 rows x 32 floats into
+// stage t % 3 and the two consumer warps write it back doubled. `full[s]` completes when the
+// tile has landed (one arrival plus its bytes), `empty[s]` when both consumer warps are done
+// with it (64 arrivals); both are waited on by parity.
+extern "C" __global__ void tma_ring(const __grid_constant__ CUtensorMap tm, float *out,
+                                    int ntiles) {
+    __shared__ alignas(1024) float tile[3][256];
+    __shared__ alignas(8) unsigned long long full[3], empty[3];
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < 3; s++) {
+            bar_init(smem(&full[s]), 1);
+            bar_init(smem(&empty[s]), 64);
+        }
+        fence_init();
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        if (threadIdx.x == 0) {
+            for (int t = 0; t < ntiles; t++) {
+                int s = t % 3;
+                unsigned ph = (t / 3) & 1;
+                wait_parity(smem(&empty[s]), ph ^ 1);
+                arrive_tx(smem(&full[s]), sizeof(tile[0]));
+                tma_2d(smem(tile[s]), &tm, 0, 8 * t, smem(&full[s]));
+            }
+        }
+    } else {
+        unsigned c = threadIdx.x - 32;
+        for (int t = 0; t < ntiles; t++) {
+            int s = t % 3;
+            wait_parity(smem(&full[s]), (t / 3) & 1);
+            for (unsigned i = c; i < 256; i += 64)
+                out[t * 256 + i] = 2.0f * tile[s][i];
+            arrive(smem(&empty[s]));
+        }
+    }
+}
+
+// Token waits: 64 threads arrive on a barrier of count 64, keep the state token and spin on
+// test_wait with it; then parity 0 (the completed phase) tests complete, parity 1 does not.
+extern "C" __global__ void token_wait(unsigned *out) {
+    __shared__ alignas(8) unsigned long long bar;
+    unsigned b = block_barrier(&bar, 64);
+    unsigned long long st;
+    asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 %0, [%1];" : "=l"(st) : "r"(b)
+                 : "memory");
+    unsigned done = 0, spins = 0;
+    while (!done) {
+        asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done)
+                     : "r"(b), "l"(st)
+                     : "memory");
+        spins++;
+    }
+    unsigned p0, p1;
+    asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.acquire.cta.shared::cta.b64 p, "
+                 "[%1], 0;\nselp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(p0)
+                 : "r"(b));
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 1, "
+                 "1000;\nselp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(p1)
+                 : "r"(b));
+    out[threadIdx.x] = p0 | (p1 << 1) | ((spins > 0) << 2);
+    __syncthreads();
+    if (threadIdx.x == 0)
+        asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(b));
+}
+
+// Non-tensor bulk copy of n floats (n * 4 a multiple of 16) completing on an mbarrier.
+extern "C" __global__ void bulk_copy(const float *in, float *out, unsigned n) {
+    __shared__ alignas(128) float buf[1024];
+    __shared__ alignas(8) unsigned long long bar;
+    unsigned b = smem(&bar);
+    if (threadIdx.x == 0) {
+        bar_init(b, 1);
+        fence_init();
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                     " [%0], [%1], %2, [%3];" ::"r"(smem(buf)),
+                     "l"(in), "r"(n * 4), "r"(b)
+                     : "memory");
+        arrive_tx(b, n * 4);
+    }
+    __syncthreads();
+    wait_parity(b, 0);
+    for (unsigned i = threadIdx.x; i < n; i += blockDim.x)
+        out[i] = buf[i];
+}
+
+// ---- deliberately wrong ----------------------------------------------------------------
+
+// One 2D box with `bytes` announced by expect_tx: a mismatch with the box either way is
+// wrong; with `wait_first` 0 the destination is read before the mbarrier wait.
+extern "C" __global__ void one_box(const __grid_constant__ CUtensorMap tm, float *out,
+                                   unsigned bytes, int wait_first) {
+    __shared__ alignas(1024) float buf[256];
+    __shared__ alignas(8) unsigned long long bar;
+    unsigned b = block_barrier(&bar, 1);
+    if (threadIdx.x == 0) {
+        arrive_tx(b, bytes);
+        tma_2d(smem(buf), &tm, 0, 0, b);
+    }
+    __syncthreads();
+    if (wait_first)
+        wait_parity(b, 0);
+    out[threadIdx.x] = buf[threadIdx.x];
+    wait_parity(b, 0);
+}
+
+// A barrier of count 2 that only one thread arrives on: the wait can never complete.
+extern "C" __global__ void never_completes(unsigned *out) {
+    __shared__ alignas(8) unsigned long long bar;
+    unsigned b = block_barrier(&bar, 2);
+    if (threadIdx.x == 0)
+        arrive(b);
+    wait_parity(b, 0);
+    out[threadIdx.x] = 1;
+}
+
+// Arrives on a barrier nobody initialised.
+extern "C" __global__ void uninit_arrive(unsigned *out) {
+    __shared__ alignas(8) unsigned long long bar;
+    arrive(smem(&bar));
+    out[threadIdx.x] = 1;
+}
+
+// Two arrivals at once on a barrier expecting one.
+extern "C" __global__ void arrive_overflow(unsigned *out) {
+    __shared__ alignas(8) unsigned long long bar;
+    unsigned b = smem(&bar);
+    if (threadIdx.x == 0) {
+        bar_init(b, 1);
+        asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], 2;" ::"r"(b) : "memory");
+    }
+    out[threadIdx.x] = 1;
+}
+
+// Producer/consumer warpgroups rebalancing registers, as a warp-specialised GEMM does.
+extern "C" __global__ void __launch_bounds__(256, 1) maxnreg(unsigned *out) {
+    if (threadIdx.x < 128) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        out[threadIdx.x] = 40;
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+        out[threadIdx.x] = 232;
+    }
+}

@@ -1,0 +1,348 @@
+//! Hopper's bulk tensor copies (TMA) and mbarriers, end to end: tensor maps from
+//! `cuTensorMapEncodeTiled`, boxes loaded into shared memory with each swizzle mode, the
+//! out-of-bounds fill, a multi-stage producer/consumer ring on parity waits, token waits,
+//! the plain bulk copy, `setmaxnreg`, and the checks (transaction mismatch, read before the
+//! wait, a phase that never completes, use before init, arrive overflow).
+//!
+//! Expected shared-memory images are built here from the PTX ISA's description of the
+//! tensor copy and its swizzle modes, not from the simulator: the box is laid out dimension
+//! 0 first, packed; with a swizzle of span S bytes (32, 64, 128) the 16-byte chunk `c` of
+//! each 128-byte line `L` of the shared destination is stored at chunk `c ^ (L mod S/16)`
+//! of the same line, so the pattern repeats every S * 8 bytes.
+
+use crate::common::*;
+use cuda::driver::{cuTensorMapEncodeTiled, CUtensorMap, CUDA_SUCCESS};
+use cuda::sim::FaultKind;
+
+const SRC: &str = include_str!("../cu/tma.cu");
+
+fn m() -> std::sync::Arc<cuda::sim::Module> {
+    module("tma", SRC, &["-arch=compute_90a"])
+}
+
+const F16: u32 = 6;
+const F32: u32 = 7;
+
+/// A tensor map for a tensor at `global`; `strides` are the byte strides of dims 1...
+fn encode(dtype: u32, global: u64, dims: &[u64], strides: &[u64], bx: &[u32], swz: u32) -> Vec<u8> {
+    let mut tm = CUtensorMap { opaque: [0; 16] };
+    let es = vec![1u32; dims.len()];
+    let r = unsafe {
+        cuTensorMapEncodeTiled(
+            &mut tm,
+            dtype,
+            dims.len() as u32,
+            global as *mut _,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            bx.as_ptr(),
+            es.as_ptr(),
+            0,
+            swz,
+            2,
+            0,
+        )
+    };
+    assert_eq!(r, CUDA_SUCCESS, "encode {dims:?} {bx:?} swizzle {swz}");
+    tm.opaque.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// One load case: a tensor of `dims` elements of `eb` bytes (element i holds the bytes of
+/// i + 1, so none is zero), rows padded to `pitch` bytes, a box of `bx` at `at`.
+struct Case {
+    dtype: u32,
+    eb: usize,
+    dims: Vec<u64>,
+    pitch: u64,
+    bx: Vec<u32>,
+    at: [i32; 3],
+    /// Swizzle enum value and its span in bytes (0: none).
+    swz: (u32, usize),
+}
+
+/// The expected shared image of the box, from the ISA rules in the module comment.
+fn expected(c: &Case) -> Vec<u8> {
+    let r = c.dims.len();
+    let bx: Vec<usize> = (0..3)
+        .map(|k| *c.bx.get(k).unwrap_or(&1) as usize)
+        .collect();
+    let bytes = bx.iter().product::<usize>() * c.eb;
+    let mut img = vec![0u8; bytes];
+    for i2 in 0..bx[2] {
+        for i1 in 0..bx[1] {
+            for i0 in 0..bx[0] {
+                let g = [
+                    c.at[0] + i0 as i32,
+                    c.at[1] + i1 as i32,
+                    c.at[2] + i2 as i32,
+                ];
+                let inside = (0..r).all(|k| g[k] >= 0 && (g[k] as u64) < c.dims[k]);
+                let val: u32 = if inside {
+                    let idx = g[0] as u64
+                        + c.dims[0] * (g[1] as u64 + c.dims.get(1).unwrap_or(&1) * g[2] as u64);
+                    idx as u32 + 1
+                } else {
+                    0
+                };
+                let lin = ((i2 * bx[1] + i1) * bx[0] + i0) * c.eb;
+                let (line, chunk, within) = (lin / 128, (lin % 128) / 16, lin % 16);
+                let key = if c.swz.1 == 0 {
+                    0
+                } else {
+                    line % (c.swz.1 / 16)
+                };
+                let at = line * 128 + (chunk ^ key) * 16 + within;
+                img[at..at + c.eb].copy_from_slice(&val.to_le_bytes()[..c.eb]);
+            }
+        }
+    }
+    img
+}
+
+fn run(c: &Case) {
+    let d = Dev::new();
+    let (w, h) = (c.dims[0], *c.dims.get(1).unwrap_or(&1));
+    let depth = *c.dims.get(2).unwrap_or(&1);
+    let mut g = vec![0u8; (c.pitch * h * depth) as usize];
+    for z in 0..depth {
+        for y in 0..h {
+            for x in 0..w {
+                let v = (x + w * (y + h * z)) as u32 + 1;
+                let o = (c.pitch * (y + h * z) + x * c.eb as u64) as usize;
+                g[o..o + c.eb].copy_from_slice(&v.to_le_bytes()[..c.eb]);
+            }
+        }
+    }
+    let pg = d.upload(&g);
+    let strides: Vec<u64> = [c.pitch, c.pitch * h][..c.dims.len() - 1].to_vec();
+    let map = encode(c.dtype, pg, &c.dims, &strides, &c.bx, c.swz.0);
+    let want = expected(c);
+    let out = d.alloc::<u8>(want.len());
+    let args = [
+        Arg::Bytes(map),
+        Arg::Ptr(out),
+        Arg::I32(c.dims.len() as i32),
+        Arg::I32(c.at[0]),
+        Arg::I32(c.at[1]),
+        Arg::I32(c.at[2]),
+        Arg::U32(want.len() as u32),
+    ];
+    let p = d.launch(&m(), "tma_load", 1, 128, 0, &args);
+    let got = d.download::<u8>(out, want.len());
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            a, b,
+            "byte {k} of the box (swizzle {:?}, at {:?})",
+            c.swz, c.at
+        );
+    }
+    let inside: usize = want
+        .chunks(c.eb)
+        .filter(|e| e.iter().any(|&x| x != 0))
+        .count();
+    // The copy reads only in-bounds elements; the kernel then reads each byte back once.
+    assert!(p.global_bytes_read >= (inside * c.eb) as u64, "{p:?}");
+}
+
+#[test]
+fn tma_2d_f16_every_swizzle() {
+    // Box rows are exactly the swizzle span (16, 32 or 64 halves); 16 rows, from row 3.
+    for (swz, span) in [(0u32, 0usize), (1, 32), (2, 64), (3, 128)] {
+        let halves = if span == 0 { 40 } else { span / 2 } as u32;
+        run(&Case {
+            dtype: F16,
+            eb: 2,
+            dims: vec![200, 40],
+            pitch: 416,
+            bx: vec![halves, 16],
+            at: [8, 3, 0],
+            swz: (swz, span),
+        });
+    }
+}
+
+#[test]
+fn tma_2d_f32_out_of_bounds_is_zero_filled() {
+    // 128B swizzle, 32 floats x 12 rows starting left of and below the tensor's edges.
+    for at in [[-8, -2, 0], [20, 35, 0], [-40, 0, 0]] {
+        run(&Case {
+            dtype: F32,
+            eb: 4,
+            dims: vec![44, 40],
+            pitch: 192,
+            bx: vec![32, 12],
+            at,
+            swz: (3, 128),
+        });
+    }
+}
+
+#[test]
+fn tma_3d_f32_and_f16_boxes() {
+    run(&Case {
+        dtype: F32,
+        eb: 4,
+        dims: vec![16, 5, 3],
+        pitch: 64,
+        bx: vec![8, 4, 2],
+        at: [4, 2, 1],
+        swz: (1, 32),
+    });
+    run(&Case {
+        dtype: F16,
+        eb: 2,
+        dims: vec![64, 6, 4],
+        pitch: 128,
+        bx: vec![32, 8, 3],
+        at: [0, -1, 2],
+        swz: (2, 64),
+    });
+}
+
+#[test]
+fn three_stage_ring_with_parity_waits() {
+    let d = Dev::new();
+    let ntiles = 10u32;
+    let rows = 8 * ntiles as u64;
+    let v: Vec<f32> = (0..rows * 32).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let pv = d.upload(&v);
+    let map = encode(F32, pv, &[32, rows], &[128], &[32, 8], 0);
+    let out = d.alloc::<f32>(v.len());
+    let args = [Arg::Bytes(map), Arg::Ptr(out), Arg::I32(ntiles as i32)];
+    d.launch(&m(), "tma_ring", 1, 96, 0, &args);
+    let got = d.download::<f32>(out, v.len());
+    for (i, (a, b)) in got.iter().zip(&v).enumerate() {
+        assert_eq!(*a, 2.0 * b, "element {i}");
+    }
+}
+
+#[test]
+fn token_waits_and_parity_of_the_completed_phase() {
+    let d = Dev::new();
+    let out = d.alloc::<u32>(64);
+    d.launch(&m(), "token_wait", 1, 64, 0, &[Arg::Ptr(out)]);
+    // parity 0 complete (bit 0), parity 1 (the current phase) not (bit 1), spun (bit 2).
+    assert_eq!(d.download::<u32>(out, 64), vec![0b101; 64]);
+}
+
+#[test]
+fn plain_bulk_copy_completes_on_the_mbarrier() {
+    let d = Dev::new();
+    let v: Vec<f32> = (0..1000).map(|i| i as f32 + 0.25).collect();
+    let pin = d.upload(&v);
+    let out = d.alloc::<f32>(1000);
+    let p = d.launch(
+        &m(),
+        "bulk_copy",
+        1,
+        128,
+        0,
+        &[Arg::Ptr(pin), Arg::Ptr(out), Arg::U32(1000)],
+    );
+    assert_eq!(d.download::<f32>(out, 1000), v);
+    assert_eq!(p.global_bytes_read, 4000);
+}
+
+#[test]
+fn setmaxnreg_by_whole_warpgroups() {
+    let d = Dev::new();
+    let out = d.alloc::<u32>(256);
+    d.launch(&m(), "maxnreg", 1, 256, 0, &[Arg::Ptr(out)]);
+    let got = d.download::<u32>(out, 256);
+    assert!(got[..128].iter().all(|&x| x == 40) && got[128..].iter().all(|&x| x == 232));
+}
+
+// ---- checks -----------------------------------------------------------------------------
+
+fn f32_map(d: &Dev) -> Vec<u8> {
+    let pv = d.upload(&vec![1.5f32; 32 * 8]);
+    encode(F32, pv, &[32, 8], &[128], &[32, 8], 0)
+}
+
+fn fails(d: &Dev, name: &str, args: &[Arg], threads: u32, needles: &[&str]) {
+    let r = d.try_launch(&m(), name, 1, threads, 0, args);
+    let f = r.expect_err(name);
+    assert_eq!(f.kind, FaultKind::LaunchFailed, "{f}");
+    for n in needles {
+        assert!(f.message.contains(n), "`{n}` not in: {f}");
+    }
+}
+
+/// `one_box` with `bytes` announced; must fail with every string of `needles`.
+fn one_box(map: Option<Vec<u8>>, bytes: u32, wait_first: bool, needles: &[&str]) {
+    let d = Dev::new();
+    let out = d.alloc::<f32>(64);
+    let map = map.unwrap_or_else(|| f32_map(&d));
+    let args = [
+        Arg::Bytes(map),
+        Arg::Ptr(out),
+        Arg::U32(bytes),
+        Arg::I32(wait_first as i32),
+    ];
+    fails(&d, "one_box", &args, 64, needles);
+}
+
+#[test]
+fn expect_tx_smaller_than_the_copy_is_reported() {
+    one_box(
+        None,
+        1008,
+        true,
+        &["16 more bytes than expect_tx announced"],
+    );
+}
+
+#[test]
+fn expect_tx_larger_than_the_copy_is_a_deadlock_naming_the_bytes() {
+    let needles = ["deadlock", "transaction count 16", "announced more bytes"];
+    one_box(None, 1040, true, &needles);
+}
+
+#[test]
+fn reading_the_destination_before_the_wait_is_reported() {
+    one_box(None, 1024, false, &["bulk copy", "missing mbarrier wait"]);
+}
+
+#[test]
+fn a_map_that_was_not_encoded_is_refused() {
+    one_box(Some(vec![0xCD; 128]), 1024, true, &["not a CUtensorMap"]);
+}
+
+#[test]
+fn a_phase_that_never_completes_is_a_deadlock_not_a_hang() {
+    let d = Dev::new();
+    let out = d.alloc::<u32>(64);
+    let t = std::time::Instant::now();
+    fails(
+        &d,
+        "never_completes",
+        &[Arg::Ptr(out)],
+        64,
+        &[
+            "deadlock",
+            "waits on the mbarrier",
+            "1 of 2 arrivals pending",
+        ],
+    );
+    assert!(t.elapsed().as_secs() < 20, "took {:?}", t.elapsed());
+}
+
+#[test]
+fn use_before_init_and_arrive_overflow() {
+    let d = Dev::new();
+    let out = d.alloc::<u32>(32);
+    fails(
+        &d,
+        "uninit_arrive",
+        &[Arg::Ptr(out)],
+        32,
+        &["before mbarrier.init"],
+    );
+    fails(
+        &d,
+        "arrive_overflow",
+        &[Arg::Ptr(out)],
+        32,
+        &["arrive count overflow"],
+    );
+}
