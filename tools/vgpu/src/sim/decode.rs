@@ -801,8 +801,9 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
             m.hints(&[
                 "cta", "gl", "sys", "gpu", "sc", "acq_rel", "global", "L1", "L2", "proxy", "async",
             ]);
-            // `fence.mbarrier_init.release.cluster`: mbarrier state is block-wide here.
-            m.hints(&["mbarrier_init", "release", "cluster"]);
+            // `fence.mbarrier_init.release.cluster`: mbarrier state is block-wide here;
+            // `prefetch.tensormap` only warms a cache.
+            m.hints(&["mbarrier_init", "release", "cluster", "tensormap"]);
             Op::Nop
         }
         other => {

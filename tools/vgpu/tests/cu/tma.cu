@@ -51,19 +51,41 @@ __device__ __forceinline__ void tma_3d(unsigned dst, const CUtensorMap *m, int c
                  : "memory");
 }
 
-// One box of a rank-2 or rank-3 map at (c0, c1, c2) into a 1024-aligned buffer; the first
+__device__ __forceinline__ void tma_1d(unsigned dst, const CUtensorMap *m, int c0, unsigned b) {
+    asm volatile("cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2}], [%3];" ::"r"(dst),
+                 "l"(m), "r"(c0), "r"(b)
+                 : "memory");
+}
+// The CUTLASS spelling: no `.tile`, with an L2 cache-policy operand.
+__device__ __forceinline__ void tma_5d(unsigned dst, const CUtensorMap *m, const int *c,
+                                       unsigned b) {
+    asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 ".L2::cache_hint [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;" ::"r"(dst),
+                 "l"(m), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(c[4]), "r"(b),
+                 "l"(0x1000000000000000ull)
+                 : "memory");
+}
+
+// One box of a rank-1, 2, 3 or 5 map at c[0..rank] into a 1024-aligned buffer; the first
 // `bytes` bytes of the buffer are copied out as they lie in shared memory.
 extern "C" __global__ void tma_load(const __grid_constant__ CUtensorMap tm, unsigned char *out,
-                                    int rank, int c0, int c1, int c2, unsigned bytes) {
+                                    int rank, int c0, int c1, int c2, int c3, int c4,
+                                    unsigned bytes) {
     __shared__ alignas(1024) unsigned char buf[16384];
     __shared__ alignas(8) unsigned long long full;
     unsigned b = block_barrier(&full, 1);
     if (threadIdx.x == 0) {
         arrive_tx(b, bytes);
-        if (rank == 2)
+        int c[5] = {c0, c1, c2, c3, c4};
+        if (rank == 1)
+            tma_1d(smem(buf), &tm, c0, b);
+        else if (rank == 2)
             tma_2d(smem(buf), &tm, c0, c1, b);
-        else
+        else if (rank == 3)
             tma_3d(smem(buf), &tm, c0, c1, c2, b);
+        else
+            tma_5d(smem(buf), &tm, c, b);
     }
     wait_parity(b, 0);
     for (unsigned i = threadIdx.x; i < bytes / 4; i += blockDim.x)
@@ -158,6 +180,46 @@ extern "C" __global__ void bulk_copy(const float *in, float *out, unsigned n) {
     wait_parity(b, 0);
     for (unsigned i = threadIdx.x; i < n; i += blockDim.x)
         out[i] = buf[i];
+}
+
+__device__ __forceinline__ unsigned test_parity(unsigned b, unsigned ph) {
+    unsigned r;
+    asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 "selp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(r)
+                 : "r"(b), "r"(ph)
+                 : "memory");
+    return r;
+}
+
+// Transaction bytes without copies (expect_tx, complete_tx) and arrive_drop, one warp:
+// out[0..2] the parity-0 test before and after the last 32 bytes complete; out[2..4] the
+// parity-0 and parity-1 tests after the second phase of a count-2 barrier that one thread
+// left with arrive_drop.
+extern "C" __global__ void tx_ops(unsigned *out) {
+    __shared__ alignas(8) unsigned long long bar, drop;
+    unsigned b = smem(&bar), d = smem(&drop);
+    if (threadIdx.x == 0) {
+        bar_init(b, 1);
+        bar_init(d, 2);
+        asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], 64;" ::"r"(b));
+        asm volatile("mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [%0], 32;" ::"r"(b));
+        arrive(b);
+        out[0] = test_parity(b, 0);
+        asm volatile("mbarrier.complete_tx.relaxed.cta.shared::cta.b64 [%0], 32;" ::"r"(b));
+        out[1] = test_parity(b, 0);
+    }
+    __syncwarp();
+    if (threadIdx.x == 0)
+        asm volatile("mbarrier.arrive_drop.shared::cta.b64 _, [%0];" ::"r"(d) : "memory");
+    else if (threadIdx.x == 1)
+        arrive(d);
+    __syncwarp();
+    if (threadIdx.x == 1) {
+        arrive(d);
+        out[2] = test_parity(d, 0);
+        out[3] = test_parity(d, 1);
+    }
 }
 
 // ---- deliberately wrong ----------------------------------------------------------------

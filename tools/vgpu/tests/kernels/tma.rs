@@ -55,78 +55,83 @@ struct Case {
     dims: Vec<u64>,
     pitch: u64,
     bx: Vec<u32>,
-    at: [i32; 3],
+    at: Vec<i32>,
     /// Swizzle enum value and its span in bytes (0: none).
     swz: (u32, usize),
 }
 
+/// Coordinates of flat index `i` in a shape, dimension 0 fastest.
+fn coords(mut i: u64, shape: &[u64]) -> Vec<u64> {
+    shape
+        .iter()
+        .map(|&n| {
+            let c = i % n;
+            i /= n;
+            c
+        })
+        .collect()
+}
+
 /// The expected shared image of the box, from the ISA rules in the module comment.
 fn expected(c: &Case) -> Vec<u8> {
-    let r = c.dims.len();
-    let bx: Vec<usize> = (0..3)
-        .map(|k| *c.bx.get(k).unwrap_or(&1) as usize)
-        .collect();
-    let bytes = bx.iter().product::<usize>() * c.eb;
-    let mut img = vec![0u8; bytes];
-    for i2 in 0..bx[2] {
-        for i1 in 0..bx[1] {
-            for i0 in 0..bx[0] {
-                let g = [
-                    c.at[0] + i0 as i32,
-                    c.at[1] + i1 as i32,
-                    c.at[2] + i2 as i32,
-                ];
-                let inside = (0..r).all(|k| g[k] >= 0 && (g[k] as u64) < c.dims[k]);
-                let val: u32 = if inside {
-                    let idx = g[0] as u64
-                        + c.dims[0] * (g[1] as u64 + c.dims.get(1).unwrap_or(&1) * g[2] as u64);
-                    idx as u32 + 1
-                } else {
-                    0
-                };
-                let lin = ((i2 * bx[1] + i1) * bx[0] + i0) * c.eb;
-                let (line, chunk, within) = (lin / 128, (lin % 128) / 16, lin % 16);
-                let key = if c.swz.1 == 0 {
-                    0
-                } else {
-                    line % (c.swz.1 / 16)
-                };
-                let at = line * 128 + (chunk ^ key) * 16 + within;
-                img[at..at + c.eb].copy_from_slice(&val.to_le_bytes()[..c.eb]);
-            }
-        }
+    let shape: Vec<u64> = c.bx.iter().map(|&b| b as u64).collect();
+    let n: u64 = shape.iter().product();
+    let mut img = vec![0u8; n as usize * c.eb];
+    for i in 0..n {
+        let g: Vec<i64> = coords(i, &shape)
+            .iter()
+            .zip(&c.at)
+            .map(|(&k, &a)| a as i64 + k as i64)
+            .collect();
+        let inside = g
+            .iter()
+            .zip(&c.dims)
+            .all(|(&x, &d)| x >= 0 && (x as u64) < d);
+        let val: u32 = if inside {
+            let idx = g
+                .iter()
+                .rev()
+                .zip(c.dims.iter().rev())
+                .fold(0, |acc, (&x, &d)| acc * d + x as u64);
+            idx as u32 + 1
+        } else {
+            0
+        };
+        let lin = i as usize * c.eb;
+        let (line, chunk, within) = (lin / 128, (lin % 128) / 16, lin % 16);
+        let key = if c.swz.1 == 0 {
+            0
+        } else {
+            line % (c.swz.1 / 16)
+        };
+        let at = line * 128 + (chunk ^ key) * 16 + within;
+        img[at..at + c.eb].copy_from_slice(&val.to_le_bytes()[..c.eb]);
     }
     img
 }
 
 fn run(c: &Case) {
     let d = Dev::new();
-    let (w, h) = (c.dims[0], *c.dims.get(1).unwrap_or(&1));
-    let depth = *c.dims.get(2).unwrap_or(&1);
-    let mut g = vec![0u8; (c.pitch * h * depth) as usize];
-    for z in 0..depth {
-        for y in 0..h {
-            for x in 0..w {
-                let v = (x + w * (y + h * z)) as u32 + 1;
-                let o = (c.pitch * (y + h * z) + x * c.eb as u64) as usize;
-                g[o..o + c.eb].copy_from_slice(&v.to_le_bytes()[..c.eb]);
-            }
-        }
+    // Byte strides: dimension 1 is `pitch`, each further one the product of the previous.
+    let mut strides = vec![c.eb as u64, c.pitch];
+    for k in 2..c.dims.len() {
+        strides.push(strides[k - 1] * c.dims[k - 1]);
+    }
+    let r = c.dims.len();
+    let total: u64 = c.dims.iter().product();
+    let mut g = vec![0u8; (strides[r - 1] * c.dims[r - 1]) as usize];
+    for e in 0..total {
+        let x = coords(e, &c.dims);
+        let o = x.iter().zip(&strides).map(|(a, s)| a * s).sum::<u64>() as usize;
+        g[o..o + c.eb].copy_from_slice(&(e as u32 + 1).to_le_bytes()[..c.eb]);
     }
     let pg = d.upload(&g);
-    let strides: Vec<u64> = [c.pitch, c.pitch * h][..c.dims.len() - 1].to_vec();
-    let map = encode(c.dtype, pg, &c.dims, &strides, &c.bx, c.swz.0);
+    let map = encode(c.dtype, pg, &c.dims, &strides[1..r], &c.bx, c.swz.0);
     let want = expected(c);
     let out = d.alloc::<u8>(want.len());
-    let args = [
-        Arg::Bytes(map),
-        Arg::Ptr(out),
-        Arg::I32(c.dims.len() as i32),
-        Arg::I32(c.at[0]),
-        Arg::I32(c.at[1]),
-        Arg::I32(c.at[2]),
-        Arg::U32(want.len() as u32),
-    ];
+    let mut args = vec![Arg::Bytes(map), Arg::Ptr(out), Arg::I32(r as i32)];
+    args.extend((0..5).map(|k| Arg::I32(*c.at.get(k).unwrap_or(&0))));
+    args.push(Arg::U32(want.len() as u32));
     let p = d.launch(&m(), "tma_load", 1, 128, 0, &args);
     let got = d.download::<u8>(out, want.len());
     for (k, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -155,7 +160,7 @@ fn tma_2d_f16_every_swizzle() {
             dims: vec![200, 40],
             pitch: 416,
             bx: vec![halves, 16],
-            at: [8, 3, 0],
+            at: vec![8, 3],
             swz: (swz, span),
         });
     }
@@ -164,7 +169,7 @@ fn tma_2d_f16_every_swizzle() {
 #[test]
 fn tma_2d_f32_out_of_bounds_is_zero_filled() {
     // 128B swizzle, 32 floats x 12 rows starting left of and below the tensor's edges.
-    for at in [[-8, -2, 0], [20, 35, 0], [-40, 0, 0]] {
+    for at in [vec![-8, -2], vec![20, 35], vec![-40, 0]] {
         run(&Case {
             dtype: F32,
             eb: 4,
@@ -185,7 +190,7 @@ fn tma_3d_f32_and_f16_boxes() {
         dims: vec![16, 5, 3],
         pitch: 64,
         bx: vec![8, 4, 2],
-        at: [4, 2, 1],
+        at: vec![4, 2, 1],
         swz: (1, 32),
     });
     run(&Case {
@@ -194,8 +199,30 @@ fn tma_3d_f32_and_f16_boxes() {
         dims: vec![64, 6, 4],
         pitch: 128,
         bx: vec![32, 8, 3],
-        at: [0, -1, 2],
+        at: vec![0, -1, 2],
         swz: (2, 64),
+    });
+}
+
+#[test]
+fn tma_1d_and_5d_boxes() {
+    run(&Case {
+        dtype: F32,
+        eb: 4,
+        dims: vec![100],
+        pitch: 0,
+        bx: vec![64],
+        at: vec![-16],
+        swz: (0, 0),
+    });
+    run(&Case {
+        dtype: F16,
+        eb: 2,
+        dims: vec![24, 3, 2, 2, 3],
+        pitch: 64,
+        bx: vec![16, 2, 2, 2, 2],
+        at: vec![16, 2, 0, -1, 2],
+        swz: (1, 32),
     });
 }
 
@@ -226,6 +253,16 @@ fn token_waits_and_parity_of_the_completed_phase() {
 }
 
 #[test]
+fn expect_tx_complete_tx_and_arrive_drop() {
+    let d = Dev::new();
+    let out = d.alloc::<u32>(4);
+    d.launch(&m(), "tx_ops", 1, 32, 0, &[Arg::Ptr(out)]);
+    // 32 of 64 bytes outstanding: incomplete; then complete. The dropped thread's barrier
+    // completes its second phase with one arrival: parity 0 (phase 2) open, parity 1 done.
+    assert_eq!(d.download::<u32>(out, 4), vec![0, 1, 0, 1]);
+}
+
+#[test]
 fn plain_bulk_copy_completes_on_the_mbarrier() {
     let d = Dev::new();
     let v: Vec<f32> = (0..1000).map(|i| i as f32 + 0.25).collect();
@@ -250,6 +287,37 @@ fn setmaxnreg_by_whole_warpgroups() {
     d.launch(&m(), "maxnreg", 1, 256, 0, &[Arg::Ptr(out)]);
     let got = d.download::<u32>(out, 256);
     assert!(got[..128].iter().all(|&x| x == 40) && got[128..].iter().all(|&x| x == 232));
+    // A block of 96 threads has no complete warpgroup.
+    let f = d
+        .try_launch(&m(), "maxnreg", 1, 96, 0, &[Arg::Ptr(out)])
+        .unwrap_err();
+    assert!(
+        f.message.contains("warpgroup (warps 0..4) is incomplete"),
+        "{f}"
+    );
+}
+
+#[test]
+fn setmaxnreg_counts_are_checked_at_load() {
+    for (n, ok) in [
+        (24, true),
+        (256, true),
+        (20, false),
+        (100, false),
+        (264, false),
+    ] {
+        let ptx = format!(
+            ".version 9.0\n.target sm_90a\n.address_size 64\n.visible .entry k()\n{{\n\
+             setmaxnreg.inc.sync.aligned.u32 {n};\nret;\n}}\n"
+        );
+        match cuda::sim::Module::load(&ptx) {
+            Ok(_) => assert!(ok, "{n} accepted"),
+            Err(f) => {
+                assert!(!ok, "{n}: {f}");
+                assert!(f.message.contains("multiple of 8 in 24..=256"), "{f}");
+            }
+        }
+    }
 }
 
 // ---- checks -----------------------------------------------------------------------------
