@@ -661,7 +661,12 @@ impl<'a> Parser<'a> {
     fn tensor_address(&mut self, base: AddrBase, offset: i64) -> PResult<Operand> {
         let t = self.bump();
         if t.kind != Kind::Punct(b'{') {
-            return self.found(t, "`{` opening the tensor coordinates");
+            bail!(
+                t.line,
+                "unsupported address expression: {} after `,` where `{{` (tensor coordinates) \
+                 was expected",
+                self.show(t)
+            );
         }
         let coords = self.comma_list(|p| p.operand(false, false))?;
         self.expect(b'}', "to close the tensor coordinates")?;
@@ -881,6 +886,8 @@ mod tests {
             ("ld.global.u32 %r3, [1024];", vec![r("%r3"), at("", 1024)]),
             ("cp.async.cg.shared.global [%r89], [%rd3], 16, %r90;", vec![at("%r89", 0), at("%rd3", 0), imm(16), r("%r90")]),
             ("bar.warp.sync -1;", vec![imm(-1)]),
+            ("cp.async.bulk.tensor.2d.shared::cluster.global [%r7], [%rd3, {%r2, %r9}], [%r5];",
+             vec![at("%r7", 0), Operand::Vec(vec![at("%rd3", 0), regs(&["%r2", "%r9"])]), at("%r5", 0)]),
             (mma, vec![regs(&["%f1", "%f2"]), regs(&["%r1"]), regs(&["%r5"]), regs(&["%f3"])]),
         ];
         for (src, want) in cases {

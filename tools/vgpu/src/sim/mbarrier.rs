@@ -147,7 +147,7 @@ impl Mbarriers {
         }
     }
 
-    /// The state of every barrier whose current phase has arrivals or bytes outstanding.
+    /// The state of every mbarrier of the block, for deadlock messages.
     pub fn describe(&self) -> String {
         let mut v: Vec<_> = self.map.iter().collect();
         v.sort_by_key(|(k, _)| **k);

@@ -235,12 +235,31 @@ fn three_stage_ring_with_parity_waits() {
     let pv = d.upload(&v);
     let map = encode(F32, pv, &[32, rows], &[128], &[32, 8], 0);
     let out = d.alloc::<f32>(v.len());
-    let args = [Arg::Bytes(map), Arg::Ptr(out), Arg::I32(ntiles as i32)];
+    let args = [
+        Arg::Bytes(map.clone()),
+        Arg::Ptr(out),
+        Arg::I32(ntiles as i32),
+        Arg::I32(0),
+    ];
     d.launch(&m(), "tma_ring", 1, 96, 0, &args);
     let got = d.download::<f32>(out, v.len());
     for (i, (a, b)) in got.iter().zip(&v).enumerate() {
         assert_eq!(*a, 2.0 * b, "element {i}");
     }
+    // Without the wait on `empty`, tile 3 overwrites stage 0 before anyone waited for tile 0.
+    let args = [
+        Arg::Bytes(map),
+        Arg::Ptr(out),
+        Arg::I32(ntiles as i32),
+        Arg::I32(1),
+    ];
+    fails(
+        &d,
+        "tma_ring",
+        &args,
+        96,
+        &["bulk copy", "(WAW)", "thread 0"],
+    );
 }
 
 #[test]
