@@ -316,6 +316,44 @@ fn setmaxnreg_by_whole_warpgroups() {
     );
 }
 
+/// A one-kernel module around `body`.
+fn load(body: &str) -> Result<std::sync::Arc<cuda::sim::Module>, cuda::sim::Fault> {
+    let ptx = format!(
+        ".version 9.0\n.target sm_90a\n.address_size 64\n.visible .entry k()\n{{\n\
+         .reg .b32 %r<4>;\n.reg .b64 %rd<4>;\n{body}\nret;\n}}\n"
+    );
+    cuda::sim::Module::load(&ptx)
+}
+
+#[test]
+fn async_forms_vgpu_does_not_model_fail_at_load() {
+    let cases = [
+        (
+            "cp.async.bulk.global.shared::cta.bulk_group [%rd1], [%r1], 16;",
+            "global to shared",
+        ),
+        (
+            "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes\
+             .multicast::cluster [%r1], [%rd1, {%r2, %r3}], [%r1], 3;",
+            "multicast",
+        ),
+        (
+            "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes \
+             [%r1], [%rd1, {%r2}], [%r1];",
+            "with 1 coordinates",
+        ),
+        (
+            "mbarrier.arrive.noComplete.shared::cta.b64 %rd2, [%r1], 1;",
+            "noComplete",
+        ),
+        ("mbarrier.pending_count.b64 %r1, %rd1;", "not supported"),
+    ];
+    for (body, needle) in cases {
+        let f = load(body).err().unwrap_or_else(|| panic!("{body} loaded"));
+        assert!(f.message.contains(needle), "{body}: {f}");
+    }
+}
+
 #[test]
 fn setmaxnreg_counts_are_checked_at_load() {
     for (n, ok) in [
@@ -325,11 +363,7 @@ fn setmaxnreg_counts_are_checked_at_load() {
         (100, false),
         (264, false),
     ] {
-        let ptx = format!(
-            ".version 9.0\n.target sm_90a\n.address_size 64\n.visible .entry k()\n{{\n\
-             setmaxnreg.inc.sync.aligned.u32 {n};\nret;\n}}\n"
-        );
-        match cuda::sim::Module::load(&ptx) {
+        match load(&format!("setmaxnreg.inc.sync.aligned.u32 {n};")) {
             Ok(_) => assert!(ok, "{n} accepted"),
             Err(f) => {
                 assert!(!ok, "{n}: {f}");

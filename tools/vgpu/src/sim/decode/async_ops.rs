@@ -121,13 +121,19 @@ pub(super) fn bulk(d: &mut D, m: &mut Mods, i: &Instr) -> LResult<AsyncOp> {
     m.has("bulk");
     let tensor = m.has("tensor");
     let dims = m.any(&["1d", "2d", "3d", "4d", "5d"]);
-    let to_shared = m.has("shared::cluster") && m.has("global");
+    // `.shared::cta` destinations are PTX ISA 8.6's spelling of the same copy. The
+    // destination space comes first.
+    let pos = |x: &str| m.list.iter().position(|y| y == x);
+    let dst = pos("shared::cluster").or(pos("shared::cta"));
+    let to_shared = matches!((dst, pos("global")), (Some(d), Some(g)) if d < g);
+    m.any(&["shared::cluster", "shared::cta"]);
+    m.has("global");
     if !to_shared || !m.has("mbarrier::complete_tx::bytes") {
         return err(
             line,
             format!(
-                "`{}`: vgpu supports bulk copies from global to .shared::cluster completing on \
-                 an mbarrier (mbarrier::complete_tx::bytes)",
+                "`{}`: vgpu supports bulk copies from global to shared memory completing on an \
+                 mbarrier (mbarrier::complete_tx::bytes)",
                 m.what
             ),
         );
