@@ -15,7 +15,9 @@
 //! conservative for mixed named barriers). Within a warp, instructions execute in program
 //! order, so only lanes of one instruction writing different values to one byte are a
 //! hazard there. Bytes targeted by a cp.async whose group has not been waited for are
-//! "pending": reading them is the missing-wait bug.
+//! "pending": reading them is the missing-wait bug. Bytes written by a bulk copy (TMA) have
+//! the async proxy as their writer, an extra clock entry that only the completion of the
+//! copy's mbarrier phase releases, and are unreadable until that phase completes.
 //!
 //! The state is kept per 4-byte word while every access has covered whole words, which is
 //! what nearly all accesses do; the bytes of such a word have had identical histories, so

@@ -36,6 +36,7 @@ use super::exec::{fault, first_lane, BlockState, Warp, WarpState};
 use super::launch::Env;
 use super::memory::{resolve, Loc};
 use super::program::{Addr, KernelCode, MemSpace, Src};
+use super::tma::Copy;
 
 /// The ISA's limit on the expected count and on the transaction count's magnitude.
 const LIMIT: i64 = (1 << 20) - 1;
@@ -419,8 +420,23 @@ pub fn execute(
             arg,
             parity,
         } => return wait(env, b, w, exec, *space, *d, addr, arg, *parity),
-        AsyncOp::Tensor { .. } | AsyncOp::Bulk { .. } => {
-            super::tma::execute(env, b, w, op, exec)?;
+        AsyncOp::Tensor {
+            dst,
+            map,
+            coords,
+            mbar,
+        } => {
+            let op = Copy::Tensor { dst, map, coords };
+            super::tma::execute(env, b, w, &op, mbar, exec)?;
+        }
+        AsyncOp::Bulk {
+            dst,
+            src: s,
+            size,
+            mbar,
+        } => {
+            let op = Copy::Bulk { dst, src: s, size };
+            super::tma::execute(env, b, w, &op, mbar, exec)?;
         }
         AsyncOp::SetMaxNReg { n } => {
             let l = first_lane(exec);
@@ -546,7 +562,8 @@ fn wait(
             b.shadow.acquire(w.id, &c);
         }
     }
-    if done == 0 && !std::mem::take(&mut w.mbar_expire) {
+    let expire = std::mem::take(&mut w.mbar_expire);
+    if done == 0 && !expire {
         return Ok(Flow::Park(first.unwrap_or(0)));
     }
     if done == 0 {

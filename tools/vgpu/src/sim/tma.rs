@@ -14,9 +14,9 @@ use super::alu::src;
 use super::api::{Fault, FaultKind};
 use super::exec::{fault, BlockState, Warp};
 use super::launch::Env;
-use super::mbarrier::{copy_issued, AsyncOp};
+use super::mbarrier::copy_issued;
 use super::memory::{self, resolve, Loc};
-use super::program::{Addr, MemSpace};
+use super::program::{Addr, MemSpace, Src};
 use super::tensor_map::TensorMap;
 
 fn addr_of(w: &Warp, a: &Addr, l: usize) -> u64 {
@@ -154,8 +154,9 @@ fn gather(env: &Env, m: &TensorMap, coords: &[i64]) -> Result<(Vec<u8>, u64), St
     Ok((out, read))
 }
 
-/// Writes `data` to shared memory from `dst`, each 16-byte chunk where `place` puts it,
-/// marks the bytes as written by the async proxy and returns the ranges written.
+/// Writes `data` (a multiple of 16 bytes: box rows and bulk sizes are) to shared memory
+/// from `dst`, each 16-byte chunk where `place` puts it, marks the bytes as written by the
+/// async proxy and returns the ranges written.
 fn land(
     b: &mut BlockState,
     who: super::check::Who,
@@ -184,19 +185,32 @@ fn land(
             _ => ranges.push((t, 16)),
         }
     }
-    if let (Some(last), true) = (ranges.last_mut(), !data.len().is_multiple_of(16)) {
-        last.1 -= 16 - (data.len() % 16) as u32;
-    }
     b.counters.shared_accesses += 1;
     b.counters.shared_wavefronts += data.len().div_ceil(128) as u64;
     Ok(ranges)
 }
 
+/// The copy of an [`AsyncOp::Tensor`] or [`AsyncOp::Bulk`], without its mbarrier.
+pub enum Copy<'a> {
+    Tensor {
+        dst: &'a Addr,
+        map: &'a Addr,
+        coords: &'a [Src],
+    },
+    Bulk {
+        dst: &'a Addr,
+        src: &'a Addr,
+        size: &'a Src,
+    },
+}
+
+/// Each lane of `exec` issues `op`, completing on the mbarrier at `mbar`.
 pub fn execute(
     env: &Env,
     b: &mut BlockState,
     w: &mut Warp,
-    op: &AsyncOp,
+    op: &Copy,
+    mbar: &Addr,
     exec: u32,
 ) -> Result<(), Fault> {
     let fail = |b: &BlockState, w: &Warp, l: usize, msg: String| {
@@ -207,15 +221,10 @@ pub fn execute(
         let l = m.trailing_zeros() as usize;
         m &= m - 1;
         let who = b.who(w, l);
-        let (AsyncOp::Tensor { mbar, .. } | AsyncOp::Bulk { mbar, .. }) = op else {
-            unreachable!("only bulk copies are dispatched here")
-        };
         let off = mbar_off(env, b, w, l, mbar)?;
         b.mbars.check_init(off).map_err(|e| fail(b, w, l, e))?;
         let (bytes, ranges) = match op {
-            AsyncOp::Tensor {
-                dst, map, coords, ..
-            } => {
+            Copy::Tensor { dst, map, coords } => {
                 let raw = read_map(env, b, w, l, addr_of(w, map, l))?;
                 let tm = TensorMap::decode(&raw).map_err(|e| fail(b, w, l, e))?;
                 if coords.len() != tm.rank as usize {
@@ -252,9 +261,7 @@ pub fn execute(
                     land(b, who, d, &data, |a| sw.apply(a)).map_err(|e| fail(b, w, l, e))?;
                 (bytes, ranges)
             }
-            AsyncOp::Bulk {
-                dst, src: s, size, ..
-            } => {
+            Copy::Bulk { dst, src: s, size } => {
                 let n = src(w, b, size, l) & 0xffff_ffff;
                 let sa = addr_of(w, s, l);
                 if n == 0 || !n.is_multiple_of(16) || !sa.is_multiple_of(16) {
@@ -286,7 +293,6 @@ pub fn execute(
                 let ranges = land(b, who, d, &data, |a| a).map_err(|e| fail(b, w, l, e))?;
                 (n, ranges)
             }
-            _ => unreachable!("only bulk copies are dispatched here"),
         };
         copy_issued(b, off, bytes, ranges).map_err(|e| fail(b, w, l, e))?;
     }
@@ -299,7 +305,14 @@ fn mbar_off(env: &Env, b: &BlockState, w: &Warp, l: usize, a: &Addr) -> Result<u
     let x = addr_of(w, a, l) & 0xffff_ffff;
     match resolve(env, b, w, l, MemSpace::Shared, x, 8, true) {
         Ok(Loc::Shared(o)) => Ok(o as u32),
-        Ok(_) => unreachable!("resolved in shared space"),
+        Ok(other) => Err(fault(
+            env,
+            b,
+            w,
+            l,
+            FaultKind::IllegalAddress,
+            format!("bulk copy mbarrier operand resolved to {other:?}, not shared memory"),
+        )),
         Err((k, m)) => Err(fault(
             env,
             b,
