@@ -91,7 +91,7 @@ pub enum AsyncOp {
         mbar: Addr,
     },
     /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n` (n checked at load).
-    SetMaxNReg { n: u32 },
+    SetMaxNReg { inc: bool, n: u32 },
 }
 
 impl AsyncOp {
@@ -132,12 +132,18 @@ struct Mbar {
 pub struct Mbarriers {
     map: HashMap<u32, Mbar>,
     pub gen: u64,
+    /// `setmaxnreg` per warpgroup and ordinal: (inc, count, first warp); and per warp how
+    /// many it has executed.
+    nreg: HashMap<(u32, u32), (bool, u32, u32)>,
+    nreg_count: HashMap<u32, u32>,
 }
 
 impl Mbarriers {
     pub fn reset(&mut self) {
         self.map.clear();
         self.gen = 0;
+        self.nreg.clear();
+        self.nreg_count.clear();
     }
 
     /// Fails with the use-before-init message unless a barrier lives at `off`.
@@ -438,7 +444,7 @@ pub fn execute(
             let op = Copy::Bulk { dst, src: s, size };
             super::tma::execute(env, b, w, &op, mbar, exec)?;
         }
-        AsyncOp::SetMaxNReg { n } => {
+        AsyncOp::SetMaxNReg { inc, n } => {
             let l = first_lane(exec);
             if exec != w.live || w.mask != w.live {
                 return Err(fail(
@@ -468,9 +474,30 @@ pub fn execute(
                     ),
                 ));
             }
+            set_max_nreg(b, w.id, *inc, *n).map_err(|e| fail(b, w, l, e))?;
         }
     }
     Ok(Flow::Next)
+}
+
+/// Registers are not modelled; what is checked is that the warps of a warpgroup agree: the
+/// k-th `setmaxnreg` each of them executes has the same direction and count.
+fn set_max_nreg(b: &mut BlockState, warp: u32, inc: bool, n: u32) -> Result<(), String> {
+    let k = b.mbars.nreg_count.entry(warp).or_insert(0);
+    *k += 1;
+    let key = (warp / 4, *k);
+    let &mut (i0, n0, w0) = b.mbars.nreg.entry(key).or_insert((inc, n, warp));
+    if (i0, n0) != (inc, n) {
+        let dir = |i: bool| if i { "inc" } else { "dec" };
+        return Err(format!(
+            "setmaxnreg.{} {n} in warp {warp} but setmaxnreg.{} {n0} in warp {w0} of the same \
+             warpgroup (number {} of each); the warpgroup must execute it uniformly",
+            dir(inc),
+            dir(i0),
+            key.1
+        ));
+    }
+    Ok(())
 }
 
 fn tx_range(off: u32, tx: i64) -> Result<(), String> {

@@ -272,9 +272,10 @@ extern "C" __global__ void arrive_overflow(unsigned *out) {
     out[threadIdx.x] = 1;
 }
 
-// Producer/consumer warpgroups rebalancing registers, as a warp-specialised GEMM does.
-extern "C" __global__ void __launch_bounds__(256, 1) maxnreg(unsigned *out) {
-    if (threadIdx.x < 128) {
+// Producer/consumer warpgroups rebalancing registers, as a warp-specialised GEMM does; with
+// `split` the first warpgroup is split across the two branches (wrong).
+extern "C" __global__ void __launch_bounds__(256, 1) maxnreg(unsigned *out, unsigned split) {
+    if (threadIdx.x < 128 - split) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
         out[threadIdx.x] = 40;
     } else {

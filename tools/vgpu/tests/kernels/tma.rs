@@ -226,6 +226,32 @@ fn tma_1d_and_5d_boxes() {
     });
 }
 
+/// The tensor-map operand named as the parameter itself (a .param address), in PTX written
+/// by hand: one thread, one box, the second float read back.
+#[test]
+fn tensor_map_operand_can_name_the_parameter() {
+    let ptx = ".version 9.0\n.target sm_90a\n.address_size 64\n\
+        .visible .entry k(.param .align 64 .b8 k_param_0[128], .param .u64 k_param_1)\n{\n\
+        .reg .b32 %r<8>;\n.reg .b64 %rd<4>;\n.reg .pred %p<2>;\n\
+        .shared .align 1024 .b8 buf[1024];\n.shared .align 8 .b64 bar;\n\
+        mov.u32 %r1, bar;\nmov.u32 %r2, buf;\nmov.u32 %r3, 0;\n\
+        mbarrier.init.shared::cta.b64 [%r1], 1;\n\
+        mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 1024;\n\
+        cp.async.bulk.tensor.2d.shared::cta.global.tile.mbarrier::complete_tx::bytes [%r2], \
+        [k_param_0, {%r3, %r3}], [%r1];\n\
+        W: mbarrier.try_wait.parity.shared::cta.b64 %p1, [%r1], 0;\n@!%p1 bra W;\n\
+        ld.shared.u32 %r4, [buf+4];\nld.param.u64 %rd1, [k_param_1];\n\
+        st.global.u32 [%rd1], %r4;\nret;\n}\n";
+    let module = cuda::sim::Module::load(ptx).unwrap_or_else(|f| panic!("{f}"));
+    let d = Dev::new();
+    let v: Vec<u32> = (0..256).map(|i| i * 3 + 1).collect();
+    let pv = d.upload(&v);
+    let out = d.alloc::<u32>(1);
+    let map = encode(F32, pv, &[32, 8], &[128], &[32, 8], 0);
+    d.launch(&module, "k", 1, 1, 0, &[Arg::Bytes(map), Arg::Ptr(out)]);
+    assert_eq!(d.download::<u32>(out, 1), vec![4]);
+}
+
 #[test]
 fn three_stage_ring_with_parity_waits() {
     let d = Dev::new();
@@ -303,17 +329,22 @@ fn plain_bulk_copy_completes_on_the_mbarrier() {
 fn setmaxnreg_by_whole_warpgroups() {
     let d = Dev::new();
     let out = d.alloc::<u32>(256);
-    d.launch(&m(), "maxnreg", 1, 256, 0, &[Arg::Ptr(out)]);
+    d.launch(&m(), "maxnreg", 1, 256, 0, &[Arg::Ptr(out), Arg::U32(0)]);
     let got = d.download::<u32>(out, 256);
     assert!(got[..128].iter().all(|&x| x == 40) && got[128..].iter().all(|&x| x == 232));
     // A block of 96 threads has no complete warpgroup.
     let f = d
-        .try_launch(&m(), "maxnreg", 1, 96, 0, &[Arg::Ptr(out)])
+        .try_launch(&m(), "maxnreg", 1, 96, 0, &[Arg::Ptr(out), Arg::U32(0)])
         .unwrap_err();
     assert!(
         f.message.contains("warpgroup (warps 0..4) is incomplete"),
         "{f}"
     );
+    // Warp 3 of the first warpgroup takes the other branch.
+    let f = d
+        .try_launch(&m(), "maxnreg", 1, 256, 0, &[Arg::Ptr(out), Arg::U32(32)])
+        .unwrap_err();
+    assert!(f.message.contains("same warpgroup"), "{f}");
 }
 
 /// A one-kernel module around `body`.

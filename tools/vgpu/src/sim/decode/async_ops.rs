@@ -209,7 +209,11 @@ pub(super) fn bulk(d: &mut D, m: &mut Mods, i: &Instr) -> LResult<AsyncOp> {
 /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n`: n a multiple of 8 in 24..=256.
 pub(super) fn setmaxnreg(d: &mut D, m: &mut Mods, i: &Instr) -> LResult<AsyncOp> {
     let line = i.line;
-    if m.any(&["inc", "dec"]).is_none() || !m.has("sync") || !m.has("aligned") {
+    let inc = match m.any(&["inc", "dec"]) {
+        Some(d) => d == "inc",
+        None => return err(line, "setmaxnreg needs .inc or .dec"),
+    };
+    if !m.has("sync") || !m.has("aligned") {
         return err(line, "setmaxnreg needs .inc or .dec and .sync.aligned");
     }
     if m.ty()? != Ty::U32 {
@@ -218,7 +222,7 @@ pub(super) fn setmaxnreg(d: &mut D, m: &mut Mods, i: &Instr) -> LResult<AsyncOp>
     nops(i, 1, 1)?;
     match d.src(&i.operands[0], Ty::U32)? {
         Src::Imm(n) if (24..=256).contains(&n) && n % 8 == 0 => {
-            Ok(AsyncOp::SetMaxNReg { n: n as u32 })
+            Ok(AsyncOp::SetMaxNReg { inc, n: n as u32 })
         }
         Src::Imm(n) => err(
             line,
