@@ -18,3 +18,5 @@ mod mem;
 mod mma;
 #[path = "kernels/warp.rs"]
 mod warp;
+#[path = "kernels/wgmma.rs"]
+mod wgmma;

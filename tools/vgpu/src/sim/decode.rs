@@ -7,6 +7,7 @@ use crate::isa::{Rnd, Ty};
 use crate::ptx::{AddrBase, Instr, Operand};
 
 mod atom;
+mod wgmma;
 
 struct D<'c, 'a> {
     cx: &'c mut Ctx<'a>,
@@ -792,6 +793,8 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
                 }
             }
         }
+        "wgmma" => wgmma::decode(&mut d, &mut m, i)?,
+        "fence" if wgmma::fence_proxy_async(&mut m, i)?.is_some() => Op::FenceProxyAsync,
         "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "pmevent" => {
             m.hints(&[
                 "cta", "gl", "sys", "gpu", "sc", "acq_rel", "global", "L1", "L2", "proxy", "async",

@@ -27,6 +27,10 @@ pub enum WarpState {
         id: u32,
         pc: u32,
     },
+    /// Parked at the `wgmma.mma_async` at `pc` until its warpgroup has all arrived.
+    Warpgroup {
+        pc: u32,
+    },
     Done,
 }
 
@@ -68,6 +72,8 @@ pub struct Warp {
     pub cp: Vec<CpAsyncLane>,
     /// `bar.red` destination (register, op) while waiting at such a barrier.
     pub red_dst: Option<(u32, RedOp)>,
+    /// Issued and pending wgmma work (`wgmma`).
+    pub wg: super::wgmma::WarpWgmma,
 }
 
 impl Warp {
@@ -88,6 +94,7 @@ impl Warp {
             regs: vec![0; nregs * 32],
             cp: vec![CpAsyncLane::default(); 32],
             red_dst: None,
+            wg: Default::default(),
         }
     }
 
@@ -169,6 +176,8 @@ pub enum Stop {
     Yield,
     /// At a barrier instruction (waiting or, for `bar.arrive`, not).
     Barrier(Arrival),
+    /// Parked at a `wgmma.mma_async` for the rest of its warpgroup.
+    Warpgroup,
     Done,
 }
 
@@ -283,7 +292,16 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
             None => mask,
             Some((p, neg)) => super::vector::guard(w, p, neg, mask),
         };
+        if exec != 0 {
+            if let Some(k) = &env.code.wgmma {
+                super::wgmma::track(env, b, w, k)?;
+            }
+        }
         match &inst.op {
+            Op::Wgmma(_) if exec != 0 => {
+                super::wgmma::park(env, b, w, exec)?;
+                return Ok(Stop::Warpgroup);
+            }
             Op::Bra { target } => {
                 w.branch(exec, *target, &env.code.reconv);
                 continue;

@@ -39,9 +39,12 @@ pub mod lower;
 pub mod memory;
 pub mod ops;
 pub mod program;
+pub mod proxy;
 pub mod regalloc;
 pub mod sync;
 pub mod tensor;
 pub mod vector;
+pub mod wgmma;
+pub mod wgmma_exec;
 
 pub use api::*;
