@@ -110,3 +110,60 @@ impl Shadow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::{Shadow, StoreKind, Who};
+
+    fn write(s: &mut Shadow, off: usize, tid: u32, seq: u32) {
+        let who = Who {
+            tid,
+            warp: tid / 32,
+            seq,
+        };
+        s.write(off, 16, who, StoreKind::default()).unwrap();
+    }
+
+    /// A block-wide barrier among warps 0 and 1.
+    fn barrier(s: &mut Shadow) {
+        let mut c = s.release(0);
+        for (x, y) in c.iter_mut().zip(&s.release(1)) {
+            *x = (*x).max(*y);
+        }
+        s.acquire(0, &c);
+        s.acquire(1, &c);
+    }
+
+    #[test]
+    fn fence_before_the_barrier_orders_the_write_for_the_async_proxy() {
+        let mut s = Shadow::default();
+        s.reset(256, 2);
+        s.track_async_proxy(true, 256, 64);
+        write(&mut s, 0, 33, 1);
+        // No fence at all.
+        let e = s.async_proxy_read(0, 16, 0).unwrap_err();
+        assert!(e.contains("no fence.proxy.async"), "{e}");
+        // Fence after the barrier: not ordered for another warp, fine for its own.
+        barrier(&mut s);
+        s.proxy_fence(33, 1);
+        let e = s.async_proxy_read(0, 16, 0).unwrap_err();
+        assert!(e.contains("not ordered"), "{e}");
+        s.async_proxy_read(0, 16, 1).unwrap();
+        // A fence, then a barrier: ordered.
+        write(&mut s, 32, 40, 2);
+        s.proxy_fence(40, 1);
+        barrier(&mut s);
+        s.async_proxy_read(32, 16, 0).unwrap();
+        // Bytes never written by the generic proxy need nothing.
+        s.async_proxy_read(64, 16, 0).unwrap();
+    }
+
+    #[test]
+    fn off_means_no_bookkeeping() {
+        let mut s = Shadow::default();
+        s.reset(64, 1);
+        s.track_async_proxy(false, 64, 32);
+        write(&mut s, 0, 1, 1);
+        s.async_proxy_read(0, 16, 0).unwrap();
+    }
+}

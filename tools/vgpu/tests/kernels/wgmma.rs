@@ -519,6 +519,21 @@ fn checks_fire_on_broken_kernels_and_not_on_legal_ones() {
     );
     // Warp 3 skips the wgmma and exits.
     fails(with(LEGAL | 32), "without executing");
+    // Two groups: wait_group 1 completes the first only; the second's accumulators (the
+    // same registers) stay undefined until wait_group 0.
+    let two = Case {
+        chain: true,
+        flags: LEGAL | 2048,
+        ..base
+    };
+    check(two);
+    fails(
+        Case {
+            flags: LEGAL | 2048 | 4096,
+            ..two
+        },
+        "before the wgmma.wait_group",
+    );
     // Registers A: the same legal run passes, the missing fence fails.
     let r = Case::new(64, true, None, (Sw::B64, false));
     check(r);
@@ -537,7 +552,7 @@ fn profile_counts_wgmma_as_mma() {
     let wg = p.warp_instructions.iter().find(|(c, _)| *c == "wgmma");
     assert_eq!(
         wg.map(|x| x.1),
-        Some(4 * 4),
-        "fence, mma, commit, wait per warp: {p:?}"
+        Some(4 * 5),
+        "fence, mma, commit and two waits per warp: {p:?}"
     );
 }
