@@ -349,11 +349,20 @@ pub fn compact(insts: &mut [Inst], nregs: u32) -> u32 {
     if let Some(entry) = live_in.first() {
         entry.for_each(|r| touch(&mut span, r, 0));
     }
-    // A wgmma accumulator is written when its `wgmma.wait_group` completes it, which the
-    // interval of the instruction does not show: it keeps a slot of its own.
+    // A wgmma accumulator is written when its `wgmma.wait_group` completes it, and its A
+    // registers are read until then, which the instruction's interval does not show; the
+    // wgmma checks also name registers by slot. They keep slots of their own.
     for inst in insts.iter() {
         if let Op::Wgmma(x) = &inst.op {
-            for &r in &x.d {
+            let a = match &x.a {
+                WgA::Regs(v) => v.as_slice(),
+                WgA::Desc(_) => &[],
+            };
+            let a = a.iter().filter_map(|s| match *s {
+                Src::Reg(r) => Some(r),
+                _ => None,
+            });
+            for r in x.d.iter().copied().chain(a) {
                 span[r as usize] = (0, n);
             }
         }

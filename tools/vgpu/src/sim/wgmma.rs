@@ -15,14 +15,15 @@
 //! Checks, reported as the sanitizer-style faults of `check`:
 //! - a partial warpgroup, divergent warps, or warps of one warpgroup at different
 //!   `wgmma.mma_async` instructions or exiting while the others wait;
-//! - an accumulator register of an issued but not yet completed wgmma read or written by
-//!   any other instruction (its value is undefined until the `wait_group`);
+//! - an accumulator or A-fragment register of an issued but not yet completed wgmma read
+//!   or written by any other instruction (undefined until the `wait_group`, as the ISA
+//!   says);
 //! - a wgmma whose accumulator or A registers were accessed by other instructions since the
 //!   warp's last `wgmma.fence` (or with no `wgmma.fence` ever executed). Consecutive
 //!   wgmmas on the same accumulators need no fence, as the ISA allows.
 //!
-//! Registers are tracked by slot; accumulators keep a slot of their own (`regalloc`), so a
-//! slot stands for exactly one of them.
+//! Registers are tracked by slot; wgmma operand registers keep a slot of their own
+//! (`regalloc`), so a slot stands for exactly one of them.
 
 use std::collections::VecDeque;
 
@@ -89,6 +90,14 @@ pub struct Pending {
     pub pc: u32,
     pub d: Vec<u32>,
     pub vals: Vec<[u32; 32]>,
+    /// A-fragment registers (A from registers), also off limits until completion.
+    pub a: Vec<u32>,
+}
+
+impl Pending {
+    fn regs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.d.iter().chain(&self.a).copied()
+    }
 }
 
 /// [`WarpWgmma::fence_state`].
@@ -152,15 +161,17 @@ impl WarpWgmma {
 
     pub fn push(&mut self, words: usize, p: Pending) {
         self.ensure(words);
-        for &r in &p.d {
+        for r in p.regs() {
             self.busy[r as usize / 64] |= 1 << (r % 64);
         }
         self.open.push(p);
     }
 
-    /// The wgmma at PTX line of the pending entry that writes `r`.
-    fn writer_pc(&self, r: u32) -> Option<u32> {
-        self.newest_first().find(|p| p.d.contains(&r)).map(|p| p.pc)
+    /// The pending wgmma that uses `r`, and whether as an accumulator.
+    fn user_of(&self, r: u32) -> Option<(u32, bool)> {
+        self.newest_first()
+            .find(|p| p.regs().any(|x| x == r))
+            .map(|p| (p.pc, p.d.contains(&r)))
     }
 
     /// Whether a wgmma on `regs` is ordered after their other accesses by a `wgmma.fence`.
@@ -186,10 +197,13 @@ pub fn track(env: &Env, b: &BlockState, w: &mut Warp, k: &KernelWgmma) -> Result
     w.wg.ensure(k.words);
     for &r in regs.iter() {
         if bit(&w.wg.busy, r) {
-            let line =
-                w.wg.writer_pc(r)
-                    .and_then(|pc| env.code.insts.get(pc as usize))
-                    .map_or(0, |i| i.line);
+            let (pc, acc) = w.wg.user_of(r).unwrap_or((0, true));
+            let line = env.code.insts.get(pc as usize).map_or(0, |i| i.line);
+            let what = if acc {
+                "an accumulator"
+            } else {
+                "an A-fragment"
+            };
             return Err(fault(
                 env,
                 b,
@@ -197,9 +211,9 @@ pub fn track(env: &Env, b: &BlockState, w: &mut Warp, k: &KernelWgmma) -> Result
                 0,
                 FaultKind::LaunchFailed,
                 format!(
-                    "accesses an accumulator register of the wgmma.mma_async at PTX line {line} \
-                     before the wgmma.wait_group that completes it; its value is undefined \
-                     until then (wgmmacheck)"
+                    "accesses {what} register of the wgmma.mma_async at PTX line {line} \
+                     before the wgmma.wait_group that completes it; the register is undefined \
+                     (accumulator) or still being read (A) until then (wgmmacheck)"
                 ),
             ));
         }
@@ -264,7 +278,7 @@ pub fn per_warp(
             if done {
                 let wg = &mut w.wg;
                 wg.busy.iter_mut().for_each(|x| *x = 0);
-                let regs: Vec<u32> = wg.newest_first().flat_map(|p| p.d.clone()).collect();
+                let regs: Vec<u32> = wg.newest_first().flat_map(|p| p.regs()).collect();
                 for r in regs {
                     wg.busy[r as usize / 64] |= 1 << (r % 64);
                 }

@@ -152,19 +152,19 @@ pub fn issue(env: &Env, b: &mut BlockState, g: &mut [Warp], pc: u32) -> Result<(
         unreachable!("parked at a wgmma")
     };
     let words = env.code.wgmma.as_ref().map_or(0, |k| k.words);
+    let a_regs: Vec<u32> = match &x.a {
+        WgA::Regs(v) => v
+            .iter()
+            .filter_map(|s| match s {
+                Src::Reg(r) => Some(*r),
+                _ => None,
+            })
+            .collect(),
+        WgA::Desc(_) => Vec::new(),
+    };
     // Operand registers accessed since the last wgmma.fence.
     for w in g.iter() {
-        let a_regs = match &x.a {
-            WgA::Regs(v) => v.clone(),
-            WgA::Desc(_) => Vec::new(),
-        };
-        let regs =
-            x.d.iter()
-                .copied()
-                .chain(a_regs.iter().filter_map(|s| match s {
-                    Src::Reg(r) => Some(*r),
-                    _ => None,
-                }));
+        let regs = x.d.iter().chain(&a_regs).copied();
         let what = match w.wg.fence_state(regs) {
             Fenced::Yes => continue,
             Fenced::AccessedAt(at) => {
@@ -277,6 +277,7 @@ pub fn issue(env: &Env, b: &mut BlockState, g: &mut [Warp], pc: u32) -> Result<(
                 pc,
                 d: x.d.clone(),
                 vals,
+                a: a_regs.clone(),
             },
         );
     }

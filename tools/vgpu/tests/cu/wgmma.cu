@@ -6,8 +6,8 @@
 // wgmma.fence; 4 store an accumulator before wgmma.wait_group; 8 scale-d; 32 warp 3 skips
 // the wgmma; 64 a second wgmma with descriptors advanced by (dka, dkb) and A registers from
 // the second half of `areg`; 2048 commit the first wgmma as a group of its own; 4096 store
-// an accumulator after wgmma.wait_group 1; bits 8..10 the immediate mode (see MMA_s /
-// MMA_r).
+// an accumulator after wgmma.wait_group 1; 8192 store an A register before the waits;
+// bits 8..10 the immediate mode (see MMA_s / MMA_r).
 typedef unsigned long long u64;
 
 // Accumulator register lists (each N extends the previous) and operand numbers per N.
@@ -144,6 +144,7 @@ __device__ void run(const unsigned short* A, const unsigned* offA, int nA, const
         if (flags & 64) MMA(d, a2, da + dka, db + dkb, 1, mode);
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         if (flags & 4) D[tid * (N / 2)] = d[0];
+        if (flags & 8192) ((unsigned*)D)[tid * (N / 2) + 1] = a[0];
         asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
         if (flags & 4096) D[tid * (N / 2)] = d[0];
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");

@@ -538,6 +538,14 @@ fn checks_fire_on_broken_kernels_and_not_on_legal_ones() {
     let r = Case::new(64, true, None, (Sw::B64, false));
     check(r);
     fails(Case { flags: 1, ..r }, "wgmma.fence");
+    // An A-fragment register read while the wgmma may still be reading it.
+    fails(
+        Case {
+            flags: LEGAL | 8192,
+            ..r
+        },
+        "accesses an A-fragment register",
+    );
 }
 
 #[test]
