@@ -55,6 +55,17 @@ impl Shadow {
         }
     }
 
+    /// Bytes just written through the async proxy (a TMA load landing in shared memory):
+    /// [`Shadow::write`] recorded them as a generic-proxy write, which they are not, so a
+    /// later async-proxy read of them needs no fence. Call after that `write`.
+    pub fn async_proxy_write(&mut self, off: usize, len: usize) {
+        let p = &mut self.proxy;
+        let end = (off + len).div_ceil(4).min(p.words.len());
+        for w in p.words.iter_mut().take(end).skip(off / 4) {
+            *w = (0, 0);
+        }
+    }
+
     /// `fence.proxy.async` by thread `tid` of warp `warp`.
     pub fn proxy_fence(&mut self, tid: u32, warp: u32) {
         let epoch = self.epoch_of(warp);
@@ -154,8 +165,12 @@ mod tests {
         s.proxy_fence(40, 1);
         barrier(&mut s);
         s.async_proxy_read(32, 16, 0).unwrap();
-        // Bytes never written by the generic proxy need nothing.
+        // Bytes never written by the generic proxy need nothing, nor bytes an async-proxy
+        // write (TMA) landed in.
         s.async_proxy_read(64, 16, 0).unwrap();
+        write(&mut s, 96, 1, 3);
+        s.async_proxy_write(96, 16);
+        s.async_proxy_read(96, 16, 1).unwrap();
     }
 
     #[test]
