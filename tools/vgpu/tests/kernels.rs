@@ -20,3 +20,5 @@ mod mma;
 mod tma;
 #[path = "kernels/warp.rs"]
 mod warp;
+#[path = "kernels/wgmma.rs"]
+mod wgmma;

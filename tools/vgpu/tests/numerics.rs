@@ -257,6 +257,80 @@ fn hardware_mma_bf16_f16acc_and_k8_match_the_reference_model() {
 }
 
 /// The A100 profile (blocks of 8 chained through a truncated f32) as a pure function.
+/// wgmma m64n8k16 (A and B K-major, no swizzle: 8x16-byte core matrices, K halves 1 KB
+/// apart) under the hardware model: the same per-output dot product as mma.sync.
+#[test]
+fn hardware_wgmma_matches_the_reference_model() {
+    hw();
+    let mut r = Rng::new(7003);
+    let a: Vec<u16> = (0..64 * 16).map(|_| f16_wide(&mut r)).collect(); // [m][k]
+    let b: Vec<u16> = (0..16 * 8).map(|_| f16_wide(&mut r)).collect(); // [n][k]
+    let c: Vec<f32> = (0..64 * 8).map(|_| f32_wide(&mut r)).collect(); // [m][n]
+    let off = |base: u32, mn: u32, k: u32| {
+        base + (mn / 8) * 128 + (k / 8) * 1024 + (mn % 8) * 16 + (k % 8) * 2
+    };
+    let (a_off, b_off): (Vec<u32>, Vec<u32>) = (
+        (0..64 * 16).map(|i| off(0, i / 16, i % 16)).collect(),
+        (0..8 * 16).map(|i| off(2048, i / 16, i % 16)).collect(),
+    );
+    let desc = |start: u64| (start >> 4) | (1024 >> 4) << 16 | (128 >> 4) << 32;
+    // D fragment (PTX ISA, m64nNk16): thread t, register i: row 16 (t / 32) + (t % 32) / 4
+    // + 8 ((i % 4) / 2), column 8 (i / 4) + 2 (t % 4) + i % 2.
+    let at = |t: u32, i: u32| {
+        (
+            16 * (t / 32) + (t % 32) / 4 + 8 * ((i % 4) / 2),
+            2 * (t % 4) + i % 2,
+        )
+    };
+    let craw: Vec<f32> = (0..512)
+        .map(|x| {
+            let (m, n) = at(x / 4, x % 4);
+            c[(m * 8 + n) as usize]
+        })
+        .collect();
+    let d = Dev::new();
+    let pd = d.alloc::<f32>(512);
+    let m = module("wgmma", include_str!("cu/wgmma.cu"), &["-arch=sm_90a"]);
+    let args = [
+        Arg::Ptr(d.upload(&a)),
+        Arg::Ptr(d.upload(&a_off)),
+        Arg::I32(1024),
+        Arg::Ptr(d.upload(&b)),
+        Arg::Ptr(d.upload(&b_off)),
+        Arg::I32(128),
+        Arg::U64(desc(0)),
+        Arg::U64(desc(2048)),
+        Arg::U64(0),
+        Arg::U64(0),
+        Arg::Ptr(d.upload(&vec![0u32; 1024])),
+        Arg::Ptr(d.upload(&craw)),
+        Arg::Ptr(pd),
+        Arg::I32(1 | 2 | 8),
+    ];
+    d.launch(&m, "wg_f16_n8_s", 1, 128, 8192, &args);
+    let got = d.download::<f32>(pd, 512);
+    let mut differs = 0;
+    for x in 0..512u32 {
+        let (i, j) = at(x / 4, x % 4);
+        let av: Vec<f64> = (0..16)
+            .map(|k| h2f(a[(i * 16 + k) as usize]) as f64)
+            .collect();
+        let bv: Vec<f64> = (0..16)
+            .map(|k| h2f(b[(j * 16 + k) as usize]) as f64)
+            .collect();
+        let cv = c[(i * 8 + j) as usize] as f64;
+        let want = model(&HOPPER, cv, &av, &bv, -14, Acc::F32);
+        let g = got[x as usize];
+        assert_eq!(g as f64, want, "D[{i}][{j}]");
+        let exact: f64 = cv + (0..16).map(|k| av[k] * bv[k]).sum::<f64>();
+        differs += (g != exact as f32) as usize;
+    }
+    assert!(
+        differs > 20,
+        "only {differs} of 512 outputs differ from the exact sum"
+    );
+}
+
 #[test]
 fn ampere_profile_matches_the_reference_model() {
     let mut r = Rng::new(7003);

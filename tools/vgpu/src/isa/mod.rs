@@ -24,5 +24,6 @@ pub mod int;
 pub mod tc;
 pub mod types;
 pub mod warp;
+pub mod wgmma;
 
 pub use types::{CmpOp, IRnd, Rnd, Ty};

@@ -145,6 +145,8 @@ pub struct Shadow {
     /// Clock released into each word by strong stores and atomics, keyed by address
     /// (global) or `SHARED_KEY | offset`.
     released: HashMap<u64, Clock>,
+    /// Generic-proxy writes and `fence.proxy.async` (see `proxy`).
+    pub(crate) proxy: super::proxy::AsyncProxy,
 }
 
 impl Default for Shadow {
@@ -155,6 +157,7 @@ impl Default for Shadow {
             epoch: ZERO_CLOCK,
             releases: 0,
             released: HashMap::new(),
+            proxy: Default::default(),
         }
     }
 }
@@ -207,6 +210,16 @@ impl Shadow {
         self.epoch[w] = self.releases;
         self.clocks[w][w] = self.releases;
         self.clocks[w]
+    }
+
+    /// The epoch of `warp`'s current accesses.
+    pub(crate) fn epoch_of(&self, warp: u32) -> u32 {
+        self.epoch[warp as usize]
+    }
+
+    /// Whether `reader` is ordered after the accesses warp `writer` made in `epoch`.
+    pub(crate) fn knows(&self, reader: u32, writer: u32, epoch: u32) -> bool {
+        self.clocks[reader as usize][writer as usize] > epoch
     }
 
     /// `warp` has synchronised with whatever published `c`.
@@ -317,7 +330,9 @@ impl Shadow {
                 w_seq: who.seq,
             };
             Ok(())
-        })
+        })?;
+        self.proxy.generic_write(off, len, who.tid);
+        Ok(())
     }
 
     /// Atomics: a strong read and write; they never race with each other. Their target

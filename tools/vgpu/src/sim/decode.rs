@@ -8,6 +8,7 @@ use crate::ptx::{AddrBase, Instr, Operand};
 
 mod async_ops;
 mod atom;
+mod wgmma;
 
 struct D<'c, 'a> {
     cx: &'c mut Ctx<'a>,
@@ -797,6 +798,8 @@ pub(crate) fn decode(i: &Instr, cx: &mut Ctx) -> LResult<Inst> {
         }
         "mbarrier" => Op::Async(Box::new(async_ops::mbarrier(&mut d, &mut m, i)?)),
         "setmaxnreg" => Op::Async(Box::new(async_ops::setmaxnreg(&mut d, &mut m, i)?)),
+        "wgmma" => wgmma::decode(&mut d, &mut m, i)?,
+        "fence" if wgmma::fence_proxy_async(&mut m, i)?.is_some() => Op::FenceProxyAsync,
         "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "pmevent" => {
             m.hints(&[
                 "cta", "gl", "sys", "gpu", "sc", "acq_rel", "global", "L1", "L2", "proxy", "async",

@@ -145,6 +145,7 @@ pub(crate) fn special(name: &str) -> Option<Special> {
 pub(crate) fn class_of(op: &Op, ty: Option<Ty>) -> &'static str {
     match op {
         Op::Mma { .. } => "mma",
+        Op::Wgmma(_) | Op::WgmmaFence | Op::WgmmaCommit | Op::WgmmaWait { .. } => "wgmma",
         Op::Ldmatrix { .. } => "ldmatrix",
         Op::CpAsync { .. } | Op::CpAsyncCommit | Op::CpAsyncWait { .. } => "cp.async",
         Op::Async(a) => a.class(),

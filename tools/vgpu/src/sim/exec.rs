@@ -34,6 +34,10 @@ pub enum WarpState {
         addr: u32,
         gen: u64,
     },
+    /// Parked at the `wgmma.mma_async` at `pc` until its warpgroup has all arrived.
+    Warpgroup {
+        pc: u32,
+    },
     Done,
 }
 
@@ -79,6 +83,8 @@ pub struct Warp {
     /// (set by `mbarrier::time_out`), and the generation at which that last happened.
     pub mbar_expire: bool,
     pub mbar_timed_out: Option<u64>,
+    /// Issued and pending wgmma work (`wgmma`).
+    pub wg: super::wgmma::WarpWgmma,
 }
 
 impl Warp {
@@ -101,6 +107,7 @@ impl Warp {
             red_dst: None,
             mbar_expire: false,
             mbar_timed_out: None,
+            wg: Default::default(),
         }
     }
 
@@ -182,6 +189,8 @@ pub enum Stop {
     Yield,
     /// At a barrier instruction (waiting or, for `bar.arrive`, not).
     Barrier(Arrival),
+    /// Parked at a `wgmma.mma_async` for the rest of its warpgroup.
+    Warpgroup,
     Done,
 }
 
@@ -297,7 +306,16 @@ pub fn run_warp(env: &Env, b: &mut BlockState, w: &mut Warp) -> Result<Stop, Fau
             None => mask,
             Some((p, neg)) => super::vector::guard(w, p, neg, mask),
         };
+        if exec != 0 {
+            if let Some(k) = &env.code.wgmma {
+                super::wgmma::track(env, b, w, k)?;
+            }
+        }
         match &inst.op {
+            Op::Wgmma(_) if exec != 0 => {
+                super::wgmma::park(env, b, w, exec)?;
+                return Ok(Stop::Warpgroup);
+            }
             Op::Bra { target } => {
                 w.branch(exec, *target, &env.code.reconv);
                 continue;

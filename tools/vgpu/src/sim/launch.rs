@@ -300,6 +300,8 @@ fn run_block(
     s.shared.clear();
     s.shared.resize(smem, STALE);
     s.shadow.reset(smem, threads.div_ceil(32) as usize);
+    s.shadow
+        .track_async_proxy(code.wgmma.is_some(), smem, threads as usize);
     let local_bytes = code.local_bytes;
     s.local.clear();
     s.local
@@ -338,7 +340,13 @@ fn run_block(
             match run_warp(env, &mut b, &mut warps[wi])? {
                 Stop::Yield => {}
                 Stop::Barrier(a) => s.barriers.arrive(env, &mut b, warps, wi, a)?,
-                Stop::Done => s.barriers.exited(env, &mut b, warps, wi)?,
+                Stop::Warpgroup => super::wgmma::arrive(env, &mut b, warps, wi)?,
+                Stop::Done => {
+                    if code.wgmma.is_some() {
+                        super::wgmma::exited(env, &b, warps, wi)?;
+                    }
+                    s.barriers.exited(env, &mut b, warps, wi)?
+                }
             }
         }
         if let Some(d) = env.deadline {
@@ -387,6 +395,11 @@ fn where_warps_are(code: &KernelCode, warps: &[Warp]) -> String {
         .iter()
         .filter(|w| w.state != WarpState::Done)
         .map(|w| match w.state {
+            WarpState::Warpgroup { pc } => format!(
+                "warp {} waits for its warpgroup at wgmma.mma_async (PTX line {})",
+                w.id,
+                line(pc)
+            ),
             WarpState::Barrier { id, pc } => {
                 format!(
                     "warp {} waits at barrier {id} (PTX line {})",

@@ -320,6 +320,7 @@ fn lower_kernel(
         regs,
         reg_names: cx.reg_names,
         reconv: super::program::reconvergence(&insts),
+        wgmma: super::wgmma::analyse(&insts, regs),
         insts,
     })
 }

@@ -7,18 +7,18 @@
 //! [`alu`] and [`tensor`] give instructions their meaning, [`memory`] and [`check`] are the
 //! sanitizer.
 //!
-//! Room for Hopper's asynchronous machinery (wgmma, TMA, mbarrier), which the sm_90a GEMM
-//! will need, without a rewrite:
-//! - *Instruction table*: every instruction is decoded once into an [`program::Op`] variant
-//!   and executed by one function over the lanes in `exec`; collectives already take the whole
-//!   warp (`tensor::mma`, `tensor::ldmatrix`). A warpgroup instruction (`wgmma.mma_async`) is
-//!   a collective over four consecutive warps: the block scheduler in `launch::run_block`
-//!   already parks warps at barriers and releases them together, and the same mechanism parks
-//!   the four warps of a warpgroup until all have issued the instruction, then runs it once.
+//! Hopper's asynchronous machinery fits this shape without a rewrite:
+//! - *Warpgroup collectives* ([`wgmma`], [`wgmma_exec`]): every instruction is decoded once
+//!   into an [`program::Op`] variant; `wgmma.mma_async` is a collective over four
+//!   consecutive warps. The block scheduler in `launch::run_block` parks each warp that
+//!   reaches it (`exec::WarpState::Warpgroup`), as it parks warps at barriers, and runs the
+//!   operation once when the fourth arrives; its accumulators land at `wgmma.wait_group`.
+//!   [`proxy`] holds the async-proxy shadow state (`fence.proxy.async`), which TMA's reads
+//!   of shared memory can share.
 //! - *Async proxies*: cp.async already models data that lands later (`exec::CpAsyncLane`:
 //!   per-thread open and committed groups, destination bytes marked pending in the shadow
-//!   memory until completion). TMA bulk copies and `wgmma`'s asynchronous accumulator writes
-//!   fit the same shape: a queue of pending operations per issuing thread or warpgroup,
+//!   memory until completion). TMA bulk copies fit the same shape, as `wgmma`'s asynchronous
+//!   accumulator writes do: a queue of pending operations per issuing thread or warpgroup,
 //!   completed at the matching wait (`cp.async.bulk.wait_group`, `wgmma.wait_group`), with the
 //!   shadow's pending bit catching reads that do not wait.
 //! - *Transaction barriers*: an mbarrier is an object in shared memory; it becomes a small
@@ -41,11 +41,14 @@ pub mod mbarrier;
 pub mod memory;
 pub mod ops;
 pub mod program;
+pub mod proxy;
 pub mod regalloc;
 pub mod sync;
 pub mod tensor;
 pub mod tensor_map;
 pub mod tma;
 pub mod vector;
+pub mod wgmma;
+pub mod wgmma_exec;
 
 pub use api::*;

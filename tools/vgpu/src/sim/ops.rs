@@ -589,8 +589,11 @@ pub fn execute(
                 }
             }
         }
+        Op::WgmmaFence | Op::WgmmaCommit | Op::WgmmaWait { .. } | Op::FenceProxyAsync => {
+            super::wgmma::per_warp(env, b, w, &inst.op, exec)?;
+        }
         Op::Nop => {}
-        Op::Bra { .. } | Op::Exit | Op::Bar { .. } | Op::Async(_) => {
+        Op::Bra { .. } | Op::Exit | Op::Bar { .. } | Op::Async(_) | Op::Wgmma(_) => {
             unreachable!("control flow is handled by the warp loop")
         }
     }

@@ -377,11 +377,50 @@ pub enum Op {
         n: u32,
         all: bool,
     },
+    /// `wgmma.mma_async` (see `sim::wgmma`): a collective of the warpgroup.
+    Wgmma(Box<Wgmma>),
+    /// `wgmma.fence.sync.aligned`
+    WgmmaFence,
+    /// `wgmma.commit_group.sync.aligned`
+    WgmmaCommit,
+    /// `wgmma.wait_group.sync.aligned n`
+    WgmmaWait {
+        n: u32,
+    },
+    /// `fence.proxy.async{.space}`: orders the thread's generic-proxy shared writes before
+    /// later async-proxy reads (`sim::proxy`).
+    FenceProxyAsync,
     /// Fences and hints with no effect in a sequentially consistent simulator.
     Nop,
     /// mbarrier, bulk copies, setmaxnreg (`sim::mbarrier`); run by the warp loop, since a
     /// wait may park the warp.
     Async(Box<super::mbarrier::AsyncOp>),
+}
+
+/// The A operand of `wgmma.mma_async`: a matrix descriptor or four registers per thread.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WgA {
+    Desc(Src),
+    Regs(Vec<Src>),
+}
+
+/// `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}` operands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wgmma {
+    pub bf16: bool,
+    pub n: u32,
+    /// N/2 accumulator registers per thread.
+    pub d: Vec<u32>,
+    pub a: WgA,
+    /// B's matrix descriptor.
+    pub b: Src,
+    /// Predicate (or immediate): false computes D = A*B without reading D.
+    pub scale_d: Src,
+    pub neg_a: bool,
+    pub neg_b: bool,
+    /// A M-major / B N-major in shared memory (imm-trans-a / imm-trans-b = 1).
+    pub trans_a: bool,
+    pub trans_b: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -414,6 +453,8 @@ pub struct KernelCode {
     /// Reconvergence point of each instruction (its immediate post-dominator), or
     /// [`NO_RECONV`]; read when a branch diverges.
     pub reconv: Vec<u32>,
+    /// Register tables of the wgmma checks; `None` when the kernel has no wgmma.
+    pub wgmma: Option<Box<super::wgmma::KernelWgmma>>,
 }
 
 /// Paths that only meet at kernel exit (or never, in an endless loop).

@@ -34,6 +34,14 @@ fn addr(a: &mut Addr, f: &mut impl FnMut(&mut u32, Role)) {
     }
 }
 
+/// Every register `inst` reads or writes, as (register, written), uses first.
+pub fn registers_of(inst: &Inst) -> Vec<(u32, bool)> {
+    let mut inst = inst.clone();
+    let mut out = Vec::new();
+    visit(&mut inst, &mut |r, role| out.push((*r, role == Role::Def)));
+    out
+}
+
 /// Calls `f` on every register `inst` reads (uses first) or writes.
 fn visit(inst: &mut Inst, f: &mut impl FnMut(&mut u32, Role)) {
     if let Some((p, _)) = &mut inst.guard {
@@ -164,7 +172,26 @@ fn visit(inst: &mut Inst, f: &mut impl FnMut(&mut u32, Role)) {
                 src(x, f);
             }
         }
-        Op::Bra { .. } | Op::Exit | Op::CpAsyncCommit | Op::CpAsyncWait { .. } | Op::Nop => {}
+        Op::Wgmma(x) => {
+            match &mut x.a {
+                WgA::Desc(s) => src(s, f),
+                WgA::Regs(v) => v.iter_mut().for_each(|s| src(s, f)),
+            }
+            src(&mut x.b, f);
+            src(&mut x.scale_d, f);
+            // Accumulators are read too (scale-d), but `compact` pins them to slots of their
+            // own, so they are visited once, as the renaming pass requires.
+            x.d.iter_mut().for_each(|d| f(d, def));
+        }
+        Op::Bra { .. }
+        | Op::Exit
+        | Op::CpAsyncCommit
+        | Op::CpAsyncWait { .. }
+        | Op::WgmmaFence
+        | Op::WgmmaCommit
+        | Op::WgmmaWait { .. }
+        | Op::FenceProxyAsync
+        | Op::Nop => {}
         Op::Async(a) => async_op(a, f),
     }
 }
@@ -382,6 +409,24 @@ pub fn compact(insts: &mut [Inst], nregs: u32) -> u32 {
     // Registers live into the entry hold their initial zero from the start.
     if let Some(entry) = live_in.first() {
         entry.for_each(|r| touch(&mut span, r, 0));
+    }
+    // A wgmma accumulator is written when its `wgmma.wait_group` completes it, and its A
+    // registers are read until then, which the instruction's interval does not show; the
+    // wgmma checks also name registers by slot. They keep slots of their own.
+    for inst in insts.iter() {
+        if let Op::Wgmma(x) = &inst.op {
+            let a = match &x.a {
+                WgA::Regs(v) => v.as_slice(),
+                WgA::Desc(_) => &[],
+            };
+            let a = a.iter().filter_map(|s| match *s {
+                Src::Reg(r) => Some(r),
+                _ => None,
+            });
+            for r in x.d.iter().copied().chain(a) {
+                span[r as usize] = (0, n);
+            }
+        }
     }
     // Linear scan over intervals in order of start.
     let mut order: Vec<u32> = (0..nregs).filter(|&r| span[r as usize] != NONE).collect();
