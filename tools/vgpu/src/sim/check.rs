@@ -360,7 +360,8 @@ impl Shadow {
     /// the async proxy at its current epoch, which only the completion of the copy's
     /// mbarrier phase publishes (`release(PROXY)`), so a thread must have waited on that
     /// phase to read the bytes; until the phase completes they are unreadable to everyone
-    /// ([`Shadow::async_done`] ends that).
+    /// ([`Shadow::async_done`] ends that). The async proxy wrote them, so a later
+    /// async-proxy read (wgmma) needs no `fence.proxy.async` for them (`sim::proxy`).
     pub fn async_write(&mut self, off: usize, len: usize, who: Who) -> Result<(), String> {
         self.bytes.for_each(off, len, |b, k| {
             if b.flags & ASYNC != 0 {
@@ -379,7 +380,9 @@ impl Shadow {
             b.w_seq = 0;
             b.flags |= ASYNC;
             Ok(())
-        })
+        })?;
+        self.async_proxy_write(off, len);
+        Ok(())
     }
 
     /// The mbarrier phase of a bulk copy has completed: its bytes may be read.

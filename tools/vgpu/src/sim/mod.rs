@@ -12,22 +12,19 @@
 //!   into an [`program::Op`] variant; `wgmma.mma_async` is a collective over four
 //!   consecutive warps. The block scheduler in `launch::run_block` parks each warp that
 //!   reaches it (`exec::WarpState::Warpgroup`), as it parks warps at barriers, and runs the
-//!   operation once when the fourth arrives; its accumulators land at `wgmma.wait_group`.
-//!   [`proxy`] holds the async-proxy shadow state (`fence.proxy.async`), which TMA's reads
-//!   of shared memory can share.
-//! - *Async proxies*: cp.async already models data that lands later (`exec::CpAsyncLane`:
-//!   per-thread open and committed groups, destination bytes marked pending in the shadow
-//!   memory until completion). TMA bulk copies fit the same shape, as `wgmma`'s asynchronous
-//!   accumulator writes do: a queue of pending operations per issuing thread or warpgroup,
-//!   completed at the matching wait (`cp.async.bulk.wait_group`, `wgmma.wait_group`), with the
-//!   shadow's pending bit catching reads that do not wait.
-//! - *Transaction barriers*: an mbarrier is an object in shared memory; it becomes a small
-//!   table in `exec::BlockState` keyed by its shared address (phase, pending arrivals,
-//!   expected transaction bytes). Completing a TMA copy decrements the transaction count; a
-//!   warp spinning on `mbarrier.try_wait` becomes a new `WarpState` that the block scheduler
-//!   resumes when the phase flips, exactly as `WarpState::Barrier` is resumed today, and a
-//!   phase that can never flip is reported as the same deadlock error. This is what
-//!   [`mbarrier`] and [`tma`] do (`WarpState::Mbar`, `BlockState::mbars`).
+//!   operation once when the fourth arrives; its accumulators land at `wgmma.wait_group`,
+//!   a queue of pending work per warp like cp.async's groups.
+//! - *Transaction barriers* ([`mbarrier`]): an mbarrier is an object in shared memory and a
+//!   small table in `exec::BlockState` keyed by its shared address (phase, pending
+//!   arrivals, expected transaction bytes). A warp spinning on `mbarrier.try_wait` is parked
+//!   (`exec::WarpState::Mbar`) and resumed when a barrier changes, as `WarpState::Barrier`
+//!   is, and a phase that can never complete is reported as the same deadlock error.
+//! - *Async proxy*: TMA tile loads and bulk copies ([`tma`], maps from [`tensor_map`]) land
+//!   their data when issued and count their bytes against the mbarrier; the shadow marks the
+//!   bytes as written by the async proxy, unreadable until the phase completes and ordered
+//!   only for warps that waited on it (`check::Shadow::async_write`). [`proxy`] checks the
+//!   other direction: shared memory written through the generic proxy and read by wgmma
+//!   needs a `fence.proxy.async` ordered before the read; bytes a TMA load wrote need none.
 
 pub mod alu;
 pub mod api;

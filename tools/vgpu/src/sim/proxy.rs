@@ -55,9 +55,10 @@ impl Shadow {
         }
     }
 
-    /// Bytes just written through the async proxy (a TMA load landing in shared memory):
-    /// [`Shadow::write`] recorded them as a generic-proxy write, which they are not, so a
-    /// later async-proxy read of them needs no fence. Call after that `write`.
+    /// Bytes just written through the async proxy (a TMA or bulk load landing in shared
+    /// memory): [`Shadow::write`] recorded them as a generic-proxy write, which they are
+    /// not, so a later async-proxy read of them needs no fence. [`Shadow::async_write`]
+    /// calls it after that `write`.
     pub fn async_proxy_write(&mut self, off: usize, len: usize) {
         let p = &mut self.proxy;
         let end = (off + len).div_ceil(4).min(p.words.len());
@@ -82,8 +83,8 @@ impl Shadow {
     /// An async-proxy read of `[off, off+len)` on behalf of warp `reader`: every generic
     /// write to those bytes must have been followed by a `fence.proxy.async` of its writer
     /// that `reader` is ordered after. Call it with the ordinary race check
-    /// ([`Shadow::read`]), which orders the write itself; TMA stores from shared memory
-    /// read through the same proxy and call it the same way.
+    /// ([`Shadow::read`]), which orders the write itself. TMA stores out of shared memory
+    /// would read through the same proxy; vgpu's bulk copies only load into it.
     pub fn async_proxy_read(&self, off: usize, len: usize, reader: u32) -> Result<(), String> {
         let p = &self.proxy;
         if !p.on {
