@@ -283,3 +283,70 @@ extern "C" __global__ void __launch_bounds__(256, 1) maxnreg(unsigned *out, unsi
         out[threadIdx.x] = 232;
     }
 }
+
+// wgmma descriptor of a K-major operand in 128-byte swizzle atoms (8 rows of 128 bytes,
+// 1024 apart): start >> 4 in bits 0-13, the unused LBO as 1, SBO 1024 >> 4 at bit 32, mode
+// 1 (128B) at bit 62.
+__device__ __forceinline__ unsigned long long desc128(unsigned addr) {
+    return (unsigned long long)((addr >> 4) & 0x3fff) | (1ull << 16) | (64ull << 32) |
+           (1ull << 62);
+}
+
+// D (64 x 32, f32) = A (64 x 64 f16, K-major) * B (64 x 32, stored as 32 rows of 64 K) with
+// both operands loaded by TMA in 128B swizzle and read by four chained m64n32k16 wgmmas,
+// the descriptors advancing 32 bytes along the swizzled rows. The loads are async-proxy
+// writes, so no fence.proxy.async is needed. `touch` 1: each thread of the first 64
+// rewrites two bytes of A through the generic proxy after the wait, then a barrier with no
+// proxy fence (wrong); 2: the same with fence.proxy.async before the barrier. D is stored
+// row-major from the ISA's fragment layout.
+extern "C" __global__ void tma_wgmma(const __grid_constant__ CUtensorMap ma,
+                                     const __grid_constant__ CUtensorMap mb, float *out,
+                                     int a_row, int b_k, int touch) {
+    __shared__ alignas(1024) unsigned char sa[64 * 128];
+    __shared__ alignas(1024) unsigned char sb[32 * 128];
+    __shared__ alignas(8) unsigned long long full;
+    unsigned b = block_barrier(&full, 1);
+    if (threadIdx.x == 0) {
+        arrive_tx(b, sizeof sa + sizeof sb);
+        tma_2d(smem(sa), &ma, 0, a_row, b);
+        tma_2d(smem(sb), &mb, b_k, 0, b);
+    }
+    wait_parity(b, 0);
+    if (touch) {
+        if (threadIdx.x < 64) {
+            volatile unsigned short *p = (volatile unsigned short *)(sa + threadIdx.x * 128);
+            *p = *p;
+        }
+        if (touch == 2)
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();
+    }
+    float d[16];
+    // The accumulators are pinned on both sides of the wgmmas (CUTLASS's
+    // warpgroup_fence_operand), or nvcc may initialise them after wgmma.fence.
+    for (int i = 0; i < 16; i++) d[i] = 0.0f;
+    for (int i = 0; i < 16; i++) asm volatile("" : "+f"(d[i])::"memory");
+    unsigned long long da = desc128(smem(sa)), db = desc128(smem(sb));
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+    for (int k = 0; k < 4; k++) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                     "%16, %17, p, 1, 1, 0, 0;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                       "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]),
+                       "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                     : "l"(da + 2 * k), "l"(db + 2 * k), "r"(k));
+    }
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    for (int i = 0; i < 16; i++) asm volatile("" : "+f"(d[i])::"memory");
+    // Warp w holds rows 16w..16w+15; per 8-column block, lane (g, t) = (lane / 4, lane % 4)
+    // holds rows g and g + 8, columns 2t and 2t + 1.
+    unsigned w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int i = 0; i < 16; i++) {
+        unsigned row = 16 * w + lane / 4 + 8 * ((i % 4) / 2);
+        unsigned col = 8 * (i / 4) + 2 * (lane % 4) + i % 2;
+        out[row * 32 + col] = d[i];
+    }
+}

@@ -1,8 +1,9 @@
 //! Hopper's bulk tensor copies (TMA) and mbarriers, end to end: tensor maps from
 //! `cuTensorMapEncodeTiled`, boxes loaded into shared memory with each swizzle mode, the
 //! out-of-bounds fill, a multi-stage producer/consumer ring on parity waits, token waits,
-//! the plain bulk copy, `setmaxnreg`, and the checks (transaction mismatch, read before the
-//! wait, a phase that never completes, use before init, arrive overflow).
+//! the plain bulk copy, `setmaxnreg`, a wgmma reading TMA-loaded operands, and the checks
+//! (transaction mismatch, read before the wait, a phase that never completes, use before
+//! init, arrive overflow).
 //!
 //! Expected shared-memory images are built here from the PTX ISA's description of the
 //! tensor copy and its swizzle modes, not from the simulator: the box is laid out dimension
@@ -402,6 +403,58 @@ fn setmaxnreg_counts_are_checked_at_load() {
             }
         }
     }
+}
+
+/// TMA feeding wgmma, as a Hopper GEMM's mainloop does: A (rows 64..127 of a 128 x 64 f16
+/// matrix) and B (K 64..127 of 32 rows of 128) land in 128B swizzle on one mbarrier, and
+/// the warpgroup multiplies them through 128B-swizzle descriptors with no fence.proxy.async,
+/// which the copies (async-proxy writes) do not need. Bytes rewritten by ordinary stores
+/// after the wait do need it, before the barrier that orders them for the other warps.
+#[test]
+fn tma_load_in_128b_swizzle_feeds_wgmma_without_a_proxy_fence() {
+    let d = Dev::new();
+    let mut rng = Rng::new(90);
+    let mut small = || rng.range(15) as i32 - 7;
+    let av: Vec<i32> = (0..128 * 64).map(|_| small()).collect(); // [m][k]
+    let bv: Vec<i32> = (0..32 * 128).map(|_| small()).collect(); // [n][k]
+    let h = |v: &[i32]| -> Vec<u16> { v.iter().map(|&x| f64_to_h(x as f64, Mode::Rn)).collect() };
+    let (pa, pb) = (d.upload(&h(&av)), d.upload(&h(&bv)));
+    let ma = encode(F16, pa, &[64, 128], &[128], &[64, 64], 3);
+    let mb = encode(F16, pb, &[128, 32], &[256], &[64, 32], 3);
+    // Products of integers in -7..7 summed 64 at a time are exact in f32.
+    let mut want = vec![0f32; 64 * 32];
+    for m in 0..64 {
+        for n in 0..32 {
+            let dot: i32 = (0..64)
+                .map(|k| av[(64 + m) * 64 + k] * bv[n * 128 + 64 + k])
+                .sum();
+            want[m * 32 + n] = dot as f32;
+        }
+    }
+    let out = d.alloc::<f32>(64 * 32);
+    let args = |touch: i32| {
+        vec![
+            Arg::Bytes(ma.clone()),
+            Arg::Bytes(mb.clone()),
+            Arg::Ptr(out),
+            Arg::I32(64),
+            Arg::I32(64),
+            Arg::I32(touch),
+        ]
+    };
+    for touch in [0, 2] {
+        d.write(out, &vec![f32::NAN; 64 * 32]);
+        let p = d.launch(&m(), "tma_wgmma", 1, 128, 0, &args(touch));
+        assert_eq!(d.download::<f32>(out, 64 * 32), want, "touch {touch}");
+        assert_eq!(p.global_bytes_read, 64 * 128 + 32 * 128, "{p:?}");
+    }
+    fails(
+        &d,
+        "tma_wgmma",
+        &args(1),
+        128,
+        &["no fence.proxy.async", "proxycheck"],
+    );
 }
 
 // ---- checks -----------------------------------------------------------------------------
