@@ -46,33 +46,7 @@ constexpr int ATHREADS = AWARPS * 32;
 
 }  // namespace
 
-// Mirrored field for field by `AttnParams` in src/cuda/ops/attention.rs (#[repr(C)]).
-struct AttnParams {
-    const __half* q;
-    const __half* k;
-    const __half* v;
-    __half* o;
-    const float* k_bias;  // relpos only: bias of the k part of qkv, indexed h*HD + c
-    const float* v_bias;  // relpos only: bias of the v part
-    const __half* rel_h;  // relpos only: [2S-1, HD]
-    const __half* rel_w;  // relpos only: [2S-1, HD]
-    long long q_batch;    // plain only: batch strides in elements
-    long long k_batch;
-    long long v_batch;
-    long long o_batch;
-    int q_ld;  // row strides in elements
-    int k_ld;
-    int v_ld;
-    int o_ld;
-    int lq;    // plain only: sequence lengths
-    int lk;
-    int grid;  // relpos only: tokens per image side
-    int windows_per_side;  // relpos only: ceil(grid / S)
-    int side;              // relpos only: S, the side of the attended square (window or grid)
-    float scale;           // softmax scale of <q_scale*q, k> (head_dim^-0.5 unscaled)
-    float q_scale;         // true q = q_scale * stored q (dot product and rel-pos terms)
-    int pad_;
-};
+#include "attn_params.cuh"
 
 namespace {
 
@@ -81,10 +55,14 @@ struct Tile {
     static constexpr int LDS = HD + 8;  // halves per shared row
     static constexpr int CH = HD / 8;   // 16 B chunks per row
     static constexpr int TILE = ABN * LDS;
-    // Dynamic shared memory, as computed by the launcher (attention.rs, `smem_bytes`):
-    // Q tile, two K and two V stages (fp16), then rel_h and rel_w (fp32, [ABM][LDR], LDR =
-    // Side::ld()) for relpos.
-    static_assert(((ABM * LDS + 4 * TILE) * 2) % 16 == 0, "rel tables must stay aligned");
+    // Dynamic shared memory, as computed by the launcher (attention.rs, `smem_bytes`): two
+    // stages of [K][V] (fp16), then for relpos rel_h and (S != 64) rel_w (fp32, [ABM][LDR],
+    // LDR = Side::ld()). Stage 1 is free until the main loop's first barrier, so it first
+    // holds the Q tile (read once into registers) and then, at S = 64, the rel_w scratch
+    // table (read once into registers): 36-45 KiB per block instead of 80-89, four blocks
+    // (16 warps) per SM at hd 64.
+    static_assert(ABM == ABN, "the Q tile takes one K tile's place");
+    static_assert((4 * TILE * 2) % 16 == 0, "rel tables must stay aligned");
 };
 
 // The side S of the attended square: the template constant SC, or (SC == 0) the kernel
@@ -160,14 +138,18 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     constexpr int CH = T::CH;
     constexpr int KS = HD / 16;  // k16 steps of QK^T, and d-tile pairs of PV
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    __half* s_q = reinterpret_cast<__half*>(smem_raw);
-    __half* s_k = s_q + ABM * LDS;     // 2 stages
-    __half* s_v = s_k + 2 * T::TILE;   // 2 stages
+    __half* s_k = reinterpret_cast<__half*>(smem_raw);  // stage st at s_k + 2 * st * TILE
+    __half* s_v = s_k + T::TILE;                         // stage st at s_v + 2 * st * TILE
+    __half* s_q = s_k + 2 * T::TILE;                     // stage 1 until the main loop
     const Side<SC> side(RELPOS ? p.side : 1);
     const int S = side.s();
     const int LDR = side.ld();
-    float* s_relh = reinterpret_cast<float*>(s_v + 2 * T::TILE);  // [ABM][LDR]
-    float* s_relw = s_relh + ABM * LDR;                              // [ABM][LDR]
+    // S == 64 keeps rel_w in registers: its table is scratch in stage 1 (after Q is read).
+    constexpr bool RELW_SCRATCH = RELPOS && SC == ABN;
+    static_assert(!RELW_SCRATCH || ABM * (((SC + 3) & ~7) + 4) * 4 <= 2 * T::TILE * 2,
+                  "the rel_w scratch table fits in stage 1");
+    float* s_relh = reinterpret_cast<float*>(s_k + 4 * T::TILE);  // [ABM][LDR]
+    float* s_relw = RELW_SCRATCH ? reinterpret_cast<float*>(s_q) : s_relh + ABM * LDR;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -183,11 +165,10 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     const __half *qb, *kb, *vb;
     __half* ob;
     if constexpr (RELPOS) {
-        const int wps = p.windows_per_side;
-        const int win = blockIdx.z % (wps * wps);
-        map.b = blockIdx.z / (wps * wps);
-        map.wy = win / wps;
-        map.wx = win % wps;
+        const AttnWindow w(p);
+        map.b = w.b;
+        map.wy = w.wy;
+        map.wx = w.wx;
         map.len = S * S;
         lk = S * S;
         qb = p.q + head * HD;
@@ -226,12 +207,14 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     static_assert(!ROWS || (ABN * CH) % ATHREADS == 0, "whole chunks per thread");
     bool rows_whole = false;
     long long kv_step = 0, kv_v = 0;  // bytes: key row to key row, k to v
-    const char* kv_src[NKV];          // tile 0's chunk of each copy
-    uint32_t kv_soff[NKV];
+    const char* kv_row0 = nullptr;    // tile 0's first key row
+    uint32_t kv_goff[NKV];            // bytes from it to each copy's chunk (32 bits: fewer
+    uint32_t kv_soff[NKV];            // registers, which at S = 64 sets the occupancy)
     if constexpr (ROWS) {
         rows_whole = (map.wy + 1) * ABN <= p.grid && (map.wx + 1) * ABN <= p.grid;
-        const __half* row0 = kb + (static_cast<long long>(map.b * p.grid + map.wy * ABN) *
-                                       p.grid + map.wx * ABN) * p.k_ld;
+        kv_row0 = reinterpret_cast<const char*>(
+            kb + (static_cast<long long>(map.b * p.grid + map.wy * ABN) * p.grid + map.wx * ABN) *
+                     p.k_ld);
         kv_step = static_cast<long long>(p.grid) * p.k_ld * 2;
         kv_v = (vb - kb) * 2;
         // Copy c of a tile: 8 lanes (one shared-memory phase) take chunk pairs (a 32 B
@@ -247,21 +230,21 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
             const int rem = ph % CH;
             const int r = (ph / CH) * 8 + 2 * (q >> 1) + rem / (CH / 2);
             const int ch = 2 * (rem % (CH / 2)) + (q & 1);
-            kv_src[i] = reinterpret_cast<const char*>(row0 + r * p.k_ld + ch * 8);
+            kv_goff[i] = static_cast<uint32_t>((r * p.k_ld + ch * 8) * 2);
             kv_soff[i] = (r * LDS + ch * 8) * 2;
         }
     }
 
     auto load_kv = [&](int tile, int stage) {
-        __half* dk = s_k + stage * T::TILE;
-        __half* dv = s_v + stage * T::TILE;
+        __half* dk = s_k + 2 * stage * T::TILE;
+        __half* dv = s_v + 2 * stage * T::TILE;
         if constexpr (ROWS) {
             if (rows_whole) {
-                const long long off = tile * kv_step;
+                const char* base = kv_row0 + tile * kv_step;
                 const uint32_t ak = samrt::smem_addr(dk), av = samrt::smem_addr(dv);
 #pragma unroll
                 for (int i = 0; i < NKV; ++i) {
-                    const char* g = kv_src[i] + off;
+                    const char* g = base + kv_goff[i];
                     samrt::cp_async_16(ak + kv_soff[i], g, true);
                     samrt::cp_async_16(av + kv_soff[i], g + kv_v, true);
                 }
@@ -309,6 +292,9 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         samrt::ldmatrix_x4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3],
                            samrt::smem_addr(s_q + r * LDS + col));
     }
+    // Every warp has its Q fragments: stage 1 is free for the rel_w scratch table (S == 64)
+    // and, after the main loop's first barrier, for K/V tile 1.
+    if constexpr (RELW_SCRATCH) __syncthreads();
 
     // Rows of this thread's accumulator fragments (block-local).
     const int r_lo = warp * 16 + g;
@@ -345,17 +331,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
                 float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 const int c = nt * 8 + g;  // table row feeding B column g
                 const bool cv = c < 2 * S - 1;
-                const __half* trow = table + (cv ? c : 0) * HD;
-#pragma unroll
-                for (int ks = 0; ks < KS; ++ks) {
-                    const uint32_t b0 =
-                        cv ? __ldg(reinterpret_cast<const unsigned int*>(trow + ks * 16 + 2 * t4))
-                           : 0u;
-                    const uint32_t b1 =
-                        cv ? __ldg(reinterpret_cast<const unsigned int*>(trow + ks * 16 + 8 + 2 * t4))
-                           : 0u;
-                    samrt::mma_16816(acc, qf[ks], b0, b1);
-                }
+                samrt::mma_by_table_rows<KS>(acc, qf, cv ? table + c * HD : nullptr, t4);
                 // acc[e] = <q_row, table[col]>; table row col = coord - key + S - 1.
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
@@ -395,8 +371,8 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
         __syncthreads();  // tile kt visible; everyone is done with stage (kt + 1) & 1
         if (kt + 1 < ktiles) load_kv(kt + 1, (kt + 1) & 1);
         samrt::cp_async_commit();
-        const uint32_t k_addr = samrt::smem_addr(s_k + (kt & 1) * T::TILE);
-        const uint32_t v_addr = samrt::smem_addr(s_v + (kt & 1) * T::TILE);
+        const uint32_t k_addr = samrt::smem_addr(s_k + 2 * (kt & 1) * T::TILE);
+        const uint32_t v_addr = samrt::smem_addr(s_v + 2 * (kt & 1) * T::TILE);
 
         // ---- s = bias / scale (or 0 / -inf), then s += Q K^T ----
         float s[8][4];
@@ -614,10 +590,9 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     const int g = lane >> 2;
     const int t4 = lane & 3;
     const int head = blockIdx.y;
-    const int wps = p.windows_per_side;
-    const int win = blockIdx.z % (wps * wps);
-    const int b = blockIdx.z / (wps * wps);
-    const int y0 = (win / wps) * WS, x0 = (win % wps) * WS;
+    const AttnWindow window(p);
+    const int b = window.b;
+    const int y0 = window.wy * WS, x0 = window.wx * WS;
     const int grid = p.grid;
     const __half* kb = p.k + head * HD;
     const long long kv_v = p.v - p.k;  // k_ld == v_ld: the qkv row stride
@@ -910,10 +885,11 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
 
 }  // namespace
 
-// Two blocks per SM is the occupancy target (89 KiB shared memory each at S = 64, hd 80; the
-// `any` variants need more past S = 64 and get one block per SM there). Naming it also
-// stops ptxas from trading a few registers for spills, which it does at (ATHREADS) alone.
-// S = 0: the side is the kernel argument `side` (the `any` variants).
+// Two blocks per SM is the register target ptxas is held to. Naming a bound also stops
+// ptxas from trading a few registers for spills, which it does at (ATHREADS) alone. S = 64
+// here is hd 80 only (hd 64 has its own kernel, attn_relpos_s64.cu); its 61 KiB of shared
+// memory allow three blocks per SM, registers (~190) two. S = 0: the side is the kernel
+// argument `side` (the `any` variants).
 #define SAMRT_ATTN(NAME, HD, S, RELPOS)                                                    \
     extern "C" __global__ void __launch_bounds__(ATHREADS, 2) NAME(const AttnParams p) { \
         attention<HD, S, RELPOS>(p);                                                       \
@@ -926,7 +902,6 @@ SAMRT_DEVICE void attention_win14(const AttnParams& p) {
     }
 SAMRT_ATTN_WIN14(attn_relpos_s14_d64_f16, 64)
 SAMRT_ATTN_WIN14(attn_relpos_s14_d80_f16, 80)
-SAMRT_ATTN(attn_relpos_s64_d64_f16, 64, 64, true)
 SAMRT_ATTN(attn_relpos_s64_d80_f16, 80, 64, true)
 SAMRT_ATTN(attn_relpos_any_d64_f16, 64, 0, true)
 SAMRT_ATTN(attn_relpos_any_d80_f16, 80, 0, true)

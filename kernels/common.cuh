@@ -161,6 +161,22 @@ SAMRT_DEVICE void mma_pv_16keys_a(float (&o)[2 * DP][4], const uint32_t (&a)[4],
     }
 }
 
+// acc (16 x 8) += a warp's 16 query rows (A fragments qf, KS k16 steps) times table rows as
+// the B columns: this lane's column g is `row` (16 KS halves, read through L1), or zeros
+// where `row` is null (columns past the table). The decomposed rel-pos products.
+template <int KS>
+SAMRT_DEVICE void mma_by_table_rows(float (&acc)[4], const uint32_t (&qf)[KS][4],
+                                    const __half* row, int t4) {
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+        const uint32_t b0 =
+            row ? __ldg(reinterpret_cast<const unsigned int*>(row + ks * 16 + 2 * t4)) : 0u;
+        const uint32_t b1 =
+            row ? __ldg(reinterpret_cast<const unsigned int*>(row + ks * 16 + 8 + 2 * t4)) : 0u;
+        mma_16816(acc, qf[ks], b0, b1);
+    }
+}
+
 // The probability C fragments p0 (keys 0-7) and p1 (keys 8-15) as one fp16 A fragment.
 SAMRT_DEVICE void pack_p(uint32_t (&a)[4], const float (&p0)[4], const float (&p1)[4]) {
     a[0] = pack_half2(p0[0], p0[1]);

@@ -70,14 +70,16 @@ enum Epilogue { EPI_BIAS = 0, EPI_BIAS_GELU = 1, EPI_BIAS_RESIDUAL = 2 };
 SAMRT_DEVICE float gelu_as(float x) {
     const float ax = fabsf(x);
     const float t = __frcp_rn(fmaf(0.3275911f * 0.70710678118654752f, ax, 1.0f));
-    // The A&S coefficients halved (q carries the 1/2).
-    float poly = fmaf(0.5307027145f, t, -0.7265760135f);
-    poly = fmaf(poly, t, 0.7107068705f);
-    poly = fmaf(poly, t, -0.142248368f);
-    poly = fmaf(poly, t, 0.127414796f);
+    // The A&S coefficients halved (q carries the 1/2) and negated: the Horner steps give
+    // exactly -poly (round to nearest is symmetric), so qn = -q and the last fma needs no
+    // negation of |x| (an instruction per element).
+    float poly = fmaf(-0.5307027145f, t, 0.7265760135f);
+    poly = fmaf(poly, t, -0.7107068705f);
+    poly = fmaf(poly, t, 0.142248368f);
+    poly = fmaf(poly, t, -0.127414796f);
     // exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2).
-    const float q = poly * t * exp2f(ax * ax * -0.72134752044448170f);
-    return fmaf(-ax, q, fmaxf(x, 0.0f));
+    const float qn = poly * t * exp2f(ax * ax * -0.72134752044448170f);
+    return fmaf(ax, qn, fmaxf(x, 0.0f));
 }
 
 // Byte offset of (row, 16 B chunk) inside a swizzled [rows][64] fp16 tile.

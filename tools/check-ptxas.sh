@@ -33,15 +33,21 @@ dyn_smem() {
             local hd
             hd="$(sed -E 's/.*_d([0-9]+)_f16/\1/' <<<"$1")"
             echo $(( 2 * 256 * (hd + 8) * 2 + 4 * hd + 7 * 16 * 40 * 4 )) ;;
+        attn_relpos_s64_d64_f16)
+            # attention.rs `s64_smem_bytes`: 2 K/V stages and Q (128 rows) of 72 halves,
+            # [64][72] + [128][4] fp32.
+            echo $(( (4 * 64 + 128) * 72 * 2 + 64 * 72 * 4 + 128 * 4 * 4 )) ;;
         attn_relpos_*_d*_f16 | attn_plain_d*_f16)
-            # rel tables: 2 x [64][S rounded up to 4 mod 8] fp32 (attention.rs `rel_ld`); the
-            # run-time-S `any` variants shown at S = 64.
-            local hd s rel
+            # 2 stages of K and V tiles (Q borrows stage 1), rel tables [64][S rounded up to 4
+            # mod 8] fp32 (attention.rs `rel_ld`): rel_h and rel_w, at S = 64 rel_h alone; the
+            # run-time-S `any` variants shown at S = 63 (two tables).
+            local hd s rel tables
             hd="$(sed -E 's/.*_d([0-9]+)_f16/\1/' <<<"$1")"
-            s="$(sed -nE 's/attn_relpos_s([0-9]+)_.*/\1/p; s/attn_relpos_any_.*/64/p' <<<"$1")"
+            s="$(sed -nE 's/attn_relpos_s([0-9]+)_.*/\1/p; s/attn_relpos_any_.*/63/p' <<<"$1")"
             s="${s:-0}"
-            rel=$(( s > 0 ? (((s + 3) & ~7) + 4) * 2 * 64 * 4 : 0 ))
-            echo $(( (64 * (hd + 8) + 4 * 64 * (hd + 8)) * 2 + rel )) ;;
+            tables=$(( s == 64 ? 1 : 2 ))
+            rel=$(( s > 0 ? (((s + 3) & ~7) + 4) * tables * 64 * 4 : 0 ))
+            echo $(( 4 * 64 * (hd + 8) * 2 + rel )) ;;
         *) echo 0 ;;
     esac
 }

@@ -96,20 +96,22 @@ pub fn layer_norm_entry(input: LnIn, output: LnOut) -> Option<&'static str> {
 pub enum AttnRelposVariant {
     /// `attn_relpos_s14_d*`: S = 14 compile-time (SAM's windows).
     Side14,
-    /// `attn_relpos_s64_d*`: S = 64 compile-time, a key tile is one key row and `rel_w`
-    /// stays in registers (global attention at 1024 px).
+    /// `attn_relpos_s64_d*`: S = 64 compile-time on a grid that is a multiple of 64 (no
+    /// padding tokens): a key tile is one key row and `rel_w` is computed once (global
+    /// attention at 1024 px).
     Side64,
     /// `attn_relpos_any_d*`: S is a kernel argument (other image sizes and windows).
     AnySide,
 }
 
 impl AttnRelposVariant {
-    /// The one place that maps the attended side S to a kernel variant: a compile-time
-    /// instantiation where S has one, else the run-time-S kernel.
-    pub fn for_side(window: usize) -> Self {
+    /// The one place that maps the attended side S (on a `grid`-token side) to a kernel
+    /// variant: a compile-time instantiation where S has one, else the run-time-S kernel.
+    /// S = 64 has one only where the squares tile the grid exactly.
+    pub fn for_side(window: usize, grid: usize) -> Self {
         match window {
             14 => AttnRelposVariant::Side14,
-            64 => AttnRelposVariant::Side64,
+            64 if grid.is_multiple_of(64) => AttnRelposVariant::Side64,
             _ => AttnRelposVariant::AnySide,
         }
     }
@@ -293,7 +295,9 @@ impl OpDesc for Op {
             Op::LayerNorm(l) => layer_norm_entry(l.input, l.output)
                 .unwrap_or("(no kernel)")
                 .into(),
-            Op::AttnRelpos(a) => AttnRelposVariant::for_side(a.window).entry_point(a.head_dim()),
+            Op::AttnRelpos(a) => {
+                AttnRelposVariant::for_side(a.window, a.grid).entry_point(a.head_dim())
+            }
             Op::CastRows(_) => "cast_rows_f16".into(),
             Op::Conv3x3(c) => conv3x3_entry(GemmTile::select(c.cout)),
             Op::DecoderTokens(_) => "decoder_tokens_f32".into(),

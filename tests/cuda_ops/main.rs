@@ -121,6 +121,10 @@ op_cases! {
     attn_relpos_windowed_hd80: relpos(1, 64, 160, 2, 14, Plain),
     attn_relpos_global_hd64: relpos(1, 64, 128, 2, 64, Plain),
     attn_relpos_global_hd80: relpos(1, 64, 160, 2, 64, Plain),
+    // The s64 hd 64 kernel (attn_relpos_s64.cu) at batch 2, and on 2x2 squares of 64 (grid
+    // 128: squares off the origin).
+    attn_relpos_global_b2_hd64: relpos(2, 64, 64, 1, 64, ScaledQ(0.5)),
+    attn_relpos_grid128_window64_hd64: relpos(1, 128, 64, 1, 64, ScaledQkv(0.25)),
     // Other image sizes: img_size 256 -> grid 16, 320 -> 20, 480 -> 30, and a tiny grid 7.
     attn_relpos_global_s16_hd64: relpos(2, 16, 128, 2, 16, ScaledQ(0.25)),
     attn_relpos_global_s20_hd80: relpos(1, 20, 160, 2, 20, ScaledQkv(0.25)),
@@ -136,8 +140,8 @@ op_cases! {
     // its 196 tokens padding).
     attn_relpos_grid20_window8: relpos(2, 20, 160, 2, 8, ScaledQ(0.5)),
     attn_relpos_grid5_window14: relpos(2, 5, 64, 1, 14, ScaledQ(0.5)),
-    // The s64 kernel on a padded window (64 over 40: 2496 of its 4096 tokens padding), the
-    // key-row loader's per-token fallback.
+    // Window 64 on a grid that is not a multiple of 64 takes the run-time-S kernel (64 over
+    // 40: 2496 of its 4096 tokens padding).
     attn_relpos_grid40_window64: relpos(1, 40, 64, 1, 64, ScaledQkv(0.25)),
 
     // ---- plain_attn(batch, heads, head_dim, lq, lk): the decoder's attention

@@ -29,8 +29,8 @@ pub const ENCODER_HEAD_DIMS: [usize; 2] = [64, 80];
 /// runs the run-time-S variant ([`AttnRelposVariant::AnySide`]).
 pub const ENCODER_WINDOWS: [usize; 2] = [14, 64];
 /// Largest side S accepted: the rel-pos tables take `2 * 64 * rel_ld(S) * 4` bytes of shared
-/// memory (130 KiB at 256) next to the Q/K/V tiles (45-55 KiB), which at 256 fits only GPUs
-/// with >= 185 KiB per block (H100/H200); the launch checks the device's limit. (The kernel's
+/// memory (130 KiB at 256) next to the K/V tiles (36-44 KiB), which at 256 fits only GPUs
+/// with >= 175 KiB per block (H100/H200); the launch checks the device's limit. (The kernel's
 /// index arithmetic holds up to S = 1625.)
 pub const ENCODER_MAX_SIDE: usize = 256;
 /// Head dims with a plain instantiation: the decoder's 32 (self-attn) and 16 (cross-attn),
@@ -96,12 +96,30 @@ fn win14_smem_bytes(head_dim: usize) -> usize {
         + (WIN14_THREADS / 32) * 16 * WIN14_PRODUCT_LD * 4
 }
 
-/// Shared memory of one block: Q tile, two K and two V stages (rows padded by 8 halves), and
-/// for rel-pos the fp32 `rel_h`, `rel_w` tables `[64][rel_ld(S)]`.
-fn smem_bytes(head_dim: usize, rel_side: Option<usize>) -> usize {
+/// The head dim whose S = 64 kernel is kernels/attn_relpos_s64.cu (4 warps of 32 queries, 128
+/// per block); hd 80 keeps attention.cu's 16-row schedule, as two m16 tiles of its 80-wide
+/// output do not fit in 255 registers without spilling.
+const S64_HEAD_DIM: usize = 64;
+const S64_BLOCK_Q: usize = 128;
+const S64_THREADS: usize = 128;
+
+/// Shared memory of an attn_relpos_s64.cu block: two stages of K and V tiles and the Q tile
+/// (rows padded by 8 halves), rel_w of each warp's second m16 tile (`[64][72]` fp32) and the
+/// rel_h batch (`[128][4]` fp32). Mirrors `G` in that file.
+fn s64_smem_bytes() -> usize {
+    let lds = S64_HEAD_DIM + 8;
+    (4 * ATTN_BLOCK_K + S64_BLOCK_Q) * lds * 2 + S64_BLOCK_Q / 2 * 72 * 4 + S64_BLOCK_Q * 4 * 4
+}
+
+/// Shared memory of one block: two stages of K and V tiles (rows padded by 8 halves; the Q
+/// tile borrows stage 1 before the main loop), and for rel-pos the fp32 tables
+/// `[64][rel_ld(S)]`: `rel_h` and `rel_w`, or in the S = 64 instantiation `rel_h` alone
+/// (`rel_w` then lives in registers and its table is scratch in stage 1). Mirrors `Tile` in
+/// kernels/attention.cu.
+fn smem_bytes(head_dim: usize, rel_side: Option<usize>, side64: bool) -> usize {
     let tile = ATTN_BLOCK_K * (head_dim + 8);
-    (ATTN_BLOCK_Q * (head_dim + 8) + 4 * tile) * 2
-        + rel_side.map_or(0, |s| 2 * ATTN_BLOCK_Q * rel_ld(s) * 4)
+    let tables = if side64 { 1 } else { 2 };
+    4 * tile * 2 + rel_side.map_or(0, |s| tables * ATTN_BLOCK_Q * rel_ld(s) * 4)
 }
 
 fn check_smem(gpu: &GpuContext, need: usize, what: &str) -> Result<()> {
@@ -144,7 +162,7 @@ impl AttnRelposShape {
     /// The one place that maps a shape to a kernel variant: a compile-time instantiation
     /// when S has one ([`ENCODER_WINDOWS`]), else the run-time-S kernel.
     pub fn variant(&self) -> AttnRelposVariant {
-        AttnRelposVariant::for_side(self.window)
+        AttnRelposVariant::for_side(self.window, self.grid)
     }
 
     /// Rejects what the kernels cannot do; runs without a GPU.
@@ -191,7 +209,12 @@ impl AttnRelposShape {
     pub fn smem_bytes(&self) -> usize {
         match self.variant() {
             AttnRelposVariant::Side14 => win14_smem_bytes(self.head_dim()),
-            _ => smem_bytes(self.head_dim(), Some(self.window)),
+            AttnRelposVariant::Side64 if self.head_dim() == S64_HEAD_DIM => s64_smem_bytes(),
+            v => smem_bytes(
+                self.head_dim(),
+                Some(self.window),
+                v == AttnRelposVariant::Side64,
+            ),
         }
     }
 
@@ -208,13 +231,19 @@ impl AttnRelposShape {
                 shared_mem_bytes: self.smem_bytes() as u32,
             };
         }
+        let (block_q, threads) = match self.variant() {
+            AttnRelposVariant::Side64 if self.head_dim() == S64_HEAD_DIM => {
+                (S64_BLOCK_Q, S64_THREADS)
+            }
+            _ => (ATTN_BLOCK_Q, ATTN_THREADS),
+        };
         LaunchConfig {
             grid_dim: (
-                (self.window * self.window).div_ceil(ATTN_BLOCK_Q) as u32,
+                (self.window * self.window).div_ceil(block_q) as u32,
                 self.heads as u32,
                 (self.batch * wps * wps) as u32,
             ),
-            block_dim: (ATTN_THREADS as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
             shared_mem_bytes: self.smem_bytes() as u32,
         }
     }
@@ -376,7 +405,7 @@ impl AttnPlainShape {
     }
 
     pub fn smem_bytes(&self) -> usize {
-        smem_bytes(self.head_dim, None)
+        smem_bytes(self.head_dim, None, false)
     }
 
     pub fn config(&self) -> LaunchConfig {

@@ -346,3 +346,27 @@ fn driver_copies_and_memsets_write_and_device_copies_carry_holes() {
     assert_eq!(s.first_unwritten(i, d, 256), Some(d));
     assert!(s.written(i, d + 128, 128) && !s.written(i, d + 127, 1));
 }
+
+/// Shared addresses are 32-bit offsets: `[r + imm]` wraps modulo 2^32, as on the chip. NVVM
+/// folds `(x - c) + c` into a register below zero and an immediate (seen in
+/// attn_relpos_s64.cu's rel_w scatter), which must land on x, not past the window.
+#[test]
+fn shared_address_plus_immediate_wraps_at_32_bits() {
+    let text = ".version 8.0\n.target sm_80\n.address_size 64\n\n\
+        .visible .entry wrap(.param .u64 out)\n{\n\
+        \t.reg .b32 %r<4>;\n\t.reg .b64 %rd<3>;\n\
+        \t.shared .align 4 .b8 buf[64];\n\
+        \tmov.u32 %r1, buf;\n\
+        \tsub.s32 %r2, %r1, 2212;\n\
+        \tst.shared.u32 [%r2+2220], 77;\n\
+        \tld.shared.u32 %r3, [%r1+8];\n\
+        \tld.param.u64 %rd1, [out];\n\
+        \tcvta.to.global.u64 %rd2, %rd1;\n\
+        \tst.global.u32 [%rd2], %r3;\n\
+        \tret;\n}\n";
+    let m = std::sync::Arc::new(Module::load(text).unwrap_or_else(|f| panic!("{f}")));
+    let d = Dev::new();
+    let out = d.upload(&[0u32]);
+    d.launch(&m, "wrap", 1, 1, 0, &[Arg::Ptr(out)]);
+    assert_eq!(d.download::<u32>(out, 1), vec![77]);
+}

@@ -107,6 +107,10 @@ fn resolve_as(
                 (MemSpace::Global, addr)
             }
         }
+        // Shared and local addresses are 32-bit offsets: [r + imm] wraps modulo 2^32 as on
+        // the chip (NVVM relies on it, e.g. `(x - 2212) + 2212` folded into an immediate
+        // with x - 2212 below zero).
+        MemSpace::Shared | MemSpace::Local => (space, addr & 0xffff_ffff),
         s => (s, addr),
     };
     let rw = match access {
