@@ -51,85 +51,13 @@
 // buffer. The weight must therefore be [Cout][ky][kx][Cin] (K-contiguous per output channel);
 // the host permutes PyTorch's [Cout][Cin][3][3] once at upload (conv3x3_weight_layout in
 // src/cpu/ops/gemm.rs). Scales, bias and out_scale behave exactly as in gemm_bias_f16_*.
-#include "common.cuh"
+#include "gemm_tile.cuh"
 
 namespace {
 
-constexpr int BK = 64;      // fp16 per tile row: 128 B = 8 chunks of 16 B
-constexpr int CHUNKS = BK / 8;
+using namespace samrt::gemm;
+
 constexpr int STAGES = 3;
-
-enum Epilogue { EPI_BIAS = 0, EPI_BIAS_GELU = 1, EPI_BIAS_RESIDUAL = 2 };
-
-// GELU, 0.5 x (1 + erf(x / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26:
-// erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2), t = 1 / (1 + p z), z >= 0, absolute
-// error <= 1.5e-7 (absolute, so gelu's error is <= |x| 7.5e-8: below the fp16 rounding of
-// the stored output, 2^-11 relative, wherever that output is not tiny), at about half the instructions of erff, which dominated the epilogue. With
-// q = (1 - erf(|x| / sqrt 2)) / 2, gelu(x) = x (1 - q) for x >= 0 and x q below, i.e.
-// max(x, 0) - |x| q.
-SAMRT_DEVICE float gelu_as(float x) {
-    const float ax = fabsf(x);
-    const float t = __frcp_rn(fmaf(0.3275911f * 0.70710678118654752f, ax, 1.0f));
-    // The A&S coefficients halved (q carries the 1/2) and negated: the Horner steps give
-    // exactly -poly (round to nearest is symmetric), so qn = -q and the last fma needs no
-    // negation of |x| (an instruction per element).
-    float poly = fmaf(-0.5307027145f, t, 0.7265760135f);
-    poly = fmaf(poly, t, -0.7107068705f);
-    poly = fmaf(poly, t, 0.142248368f);
-    poly = fmaf(poly, t, -0.127414796f);
-    // exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2).
-    const float qn = poly * t * exp2f(ax * ax * -0.72134752044448170f);
-    return fmaf(ax, qn, fmaxf(x, 0.0f));
-}
-
-// Byte offset of (row, 16 B chunk) inside a swizzled [rows][64] fp16 tile.
-SAMRT_DEVICE uint32_t swz(int row, int chunk) {
-    return static_cast<uint32_t>(row * (BK * 2) + ((chunk ^ (row & 7)) << 4));
-}
-
-// A whole 16 B global->shared copy to dst + OFF bytes (the offset an immediate): the fast
-// path of a tile whose rows and k range are all inside the matrix.
-template <int OFF>
-SAMRT_DEVICE void cp_async_16_full(uint32_t dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0+%2], [%1], 16;\n" ::"r"(dst), "l"(src), "n"(OFF)
-                 : "memory");
-}
-
-// Copies `ROWS` rows of the [rows][K] matrix at row0 (this thread's chunk of its first row,
-// k = 0) to the swizzled tile at `tile`, for stage k0. Thread t copies chunk t % 8 of rows
-// t / 8 + i * ROW_STEP; ROW_STEP is a multiple of 8, so the swizzle term row & 7 is the
-// thread's own and slot i's destination is an immediate past the thread's first. When every
-// row and k is inside (`inside`, block-uniform) that is an add and a cp.async per slot;
-// otherwise each slot tests its row bit in `ok` and k, and zero-fills what is outside.
-template <int ROWS, int ROW_STEP>
-SAMRT_DEVICE void load_rows(uint32_t tile, const __half* base, const __half* row0, unsigned ok,
-                            int K, int k0, bool inside) {
-    constexpr int SLOTS = (ROWS + ROW_STEP - 1) / ROW_STEP;
-    const int chunk = threadIdx.x % CHUNKS;
-    const int r = threadIdx.x / CHUNKS;
-    const uint32_t dst = tile + swz(r, chunk);
-    const size_t step = static_cast<size_t>(ROW_STEP) * K;
-    const __half* p = row0 + k0;
-    // Only the last slot can hold rows past the tile (ROWS % ROW_STEP != 0).
-    const bool last = ROWS % ROW_STEP == 0 || r + (SLOTS - 1) * ROW_STEP < ROWS;
-    if (inside) {
-        samrt::static_for<0, SLOTS>([&](auto ii) {
-            constexpr int i = decltype(ii)::value;
-            if (i < SLOTS - 1 || last) cp_async_16_full<i * ROW_STEP * BK * 2>(dst, p);
-            p += step;
-        });
-        return;
-    }
-    const bool kin = k0 + chunk * 8 < K;
-    samrt::static_for<0, SLOTS>([&](auto ii) {
-        constexpr int i = decltype(ii)::value;
-        if (i < SLOTS - 1 || last) {
-            const bool v = kin && ((ok >> i) & 1u);
-            samrt::cp_async_16(dst + i * ROW_STEP * BK * 2, v ? p : base, v);
-        }
-        p += step;
-    });
-}
 
 // Block tile: WM x WN warps, each MI m16 x NI n8 mma tiles (a (16 MI) x (8 NI) warp tile).
 template <int WM_, int WN_, int MI_, int NI_>
@@ -146,35 +74,6 @@ struct Tile {
     static constexpr int W_SLOTS = (BN + ROW_STEP - 1) / ROW_STEP;
     static_assert(NI % 2 == 0, "B fragments come in n16 pairs");
     static_assert(A_SLOTS <= 32 && W_SLOTS <= 32, "row masks are 32-bit");
-};
-
-// A loader of ROWS rows of a dense row-major [rows][K] matrix (A with ROWS = BM, or the
-// weight with ROWS = BN): thread t copies chunk t % 8 of rows t / 8 + i * ROW_STEP. Row
-// validity is fixed per slot (a bit mask); the per-stage k test only matters in the last,
-// ragged stage.
-template <class T, int ROWS>
-struct DenseRows {
-    const __half* a;
-    int rows, K;
-    const __half* row0;  // this thread's chunk in its first row, at k = 0
-    unsigned ok;         // bit i: slot i's row is inside `rows` (and inside the tile)
-    bool all;            // every row of the block's tile is inside `rows`
-
-    SAMRT_DEVICE void init(int r0) {
-        const int r = threadIdx.x / CHUNKS;
-        ok = 0;
-        all = r0 + ROWS <= rows;
-#pragma unroll
-        for (int i = 0; i < (ROWS + T::ROW_STEP - 1) / T::ROW_STEP; ++i) {
-            const int row = r + i * T::ROW_STEP;
-            if (row < ROWS && r0 + row < rows) ok |= 1u << i;
-        }
-        row0 = a + static_cast<size_t>(r0 + r) * K + (threadIdx.x % CHUNKS) * 8;
-    }
-
-    SAMRT_DEVICE void load(uint32_t s, int k0) {
-        load_rows<ROWS, T::ROW_STEP>(s, a, row0, ok, K, k0, all && k0 + BK <= K);
-    }
 };
 
 // A loader that gathers the implicit im2col matrix of a 3x3, pad 1, stride 1 convolution
@@ -351,73 +250,9 @@ SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
     // Drain the (empty) trailing groups so no cp.async is outstanding at exit.
     samrt::cp_async_wait<0>();
 
-    const int g = lane >> 2;
-    const int t = lane & 3;
-    const int wrow = m0 + wm * MI * 16;
-    const int wcol = n0 + wn * NI * 8;
-    // in_scale * row_scale[row] for the 2 MI rows this thread stores: one uniform branch
-    // here, a plain FMA per element below.
-    float rs[MI][2];
-    if (row_scale != nullptr) {
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = wrow + mi * 16 + g + h * 8;
-                rs[mi][h] = row < M ? in_scale * row_scale[row] : 0.0f;
-            }
-    } else {
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) rs[mi][h] = in_scale;
-    }
-    // Stores the thread's outputs; CHECKED tests rows against M and columns against N (N is
-    // even, so col < N implies col + 1 < N). A block wholly inside the matrix takes the
-    // unchecked instance, where each column pair is an immediate offset from its row. The
-    // bias pair is re-read per row (an L1 hit): holding all NI pairs in registers spills the
-    // GELU instances.
-    const float* bias_t = bias + wcol + 2 * t;
-    auto store = [&](auto checked) {
-        constexpr bool CHECKED = decltype(checked)::value != 0;
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = wrow + mi * 16 + g + h * 8;
-                if (CHECKED && row >= M) continue;
-                const size_t base = static_cast<size_t>(row) * N + wcol + 2 * t;
-#pragma unroll
-                for (int ni = 0; ni < NI; ++ni) {
-                    if (CHECKED && wcol + ni * 8 + 2 * t >= N) continue;
-                    const float2 b = bias != nullptr
-                                         ? *reinterpret_cast<const float2*>(bias_t + ni * 8)
-                                         : make_float2(0.0f, 0.0f);
-                    float v0 = fmaf(acc[mi][ni][2 * h], rs[mi][h], b.x);
-                    float v1 = fmaf(acc[mi][ni][2 * h + 1], rs[mi][h], b.y);
-                    const size_t off = base + ni * 8;
-                    if constexpr (EPI == EPI_BIAS_RESIDUAL) {
-                        float2* p = reinterpret_cast<float2*>(static_cast<float*>(out) + off);
-                        float2 r = *p;
-                        r.x += v0;
-                        r.y += v1;
-                        *p = r;
-                    } else {
-                        if constexpr (EPI == EPI_BIAS_GELU) {
-                            v0 = gelu_as(v0);
-                            v1 = gelu_as(v1);
-                        }
-                        *reinterpret_cast<uint32_t*>(static_cast<__half*>(out) + off) =
-                            samrt::pack_half2(v0 * out_scale, v1 * out_scale);
-                    }
-                }
-            }
-        }
-    };
-    if (m0 + T::BM <= M && n0 + T::BN <= N)
-        store(samrt::Int<0>{});
-    else
-        store(samrt::Int<1>{});
+    store_acc<EPI>(acc, lane, m0 + wm * MI * 16, n0 + wn * NI * 8,
+                   m0 + T::BM <= M && n0 + T::BN <= N, bias, row_scale, in_scale, out_scale,
+                   out, M, N);
 }
 
 // The variants (src/graph/gemm_tile.rs `GemmTile` picks one per layer shape): 64x64 warp tiles

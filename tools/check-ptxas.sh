@@ -19,14 +19,16 @@ ptxas="$(dirname "$nvcc")/ptxas"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Dynamic shared memory the launchers request (src/cuda/*.rs); ptxas only sees static.
+# Dynamic shared memory the launchers request (src/cuda/*.rs) for entry $1 of module $2;
+# ptxas only sees static.
 dyn_smem() {
     case "$1" in
         gemm_* | conv3x3_*)
-            # 3 stages of a [BM][64] and a [BN][64] fp16 tile (GemmTile::smem_bytes); the
-            # entry point ends in _BMxBN.
-            local t="${1##*_}"
-            echo $(( 3 * (${t%x*} + ${t#*x}) * 64 * 2 )) ;;
+            # 3 stages (4 in gemm_sm90a) of a [BM][64] and a [BN][64] fp16 tile
+            # (GemmTile::smem_bytes); the entry point ends in _BMxBN.
+            local t="${1##*_}" stages=3
+            if [ "$2" = gemm_sm90a ]; then stages=4; fi
+            echo $(( stages * (${t%x*} + ${t#*x}) * 64 * 2 )) ;;
         attn_relpos_s14_d*_f16)
             # attention.rs `win14_smem_bytes`: K, V (224 rows) and 2 tables (32 rows) of
             # hd + 8 halves, the k/v bias row, 7 warps x 16 x 40 fp32.
@@ -56,12 +58,14 @@ status=0
 printf '%-31s %-7s %5s %6s %7s %7s %8s %8s\n' kernel arch regs stack spill-st spill-ld smem-st smem-dyn
 for src in "$root"/kernels/*.cu; do
     stem="$(basename "$src" .cu)"
-    if [[ "$stem" == *_sm90a ]]; then virt="-arch=sm_90a"; archs="sm_90a"; else virt="-arch=compute_80"; archs="sm_80 sm_90a"; fi
+    # An *_sm90a.cu build is listed as arch "sm_90a*": its entries share the portable names.
+    mark=""
+    if [[ "$stem" == *_sm90a ]]; then virt="-arch=sm_90a"; archs="sm_90a"; mark="*"; else virt="-arch=compute_80"; archs="sm_80 sm_90a"; fi
     "$nvcc" -ptx "$virt" -std=c++17 -O3 -I "$root/kernels" "$src" -o "$work/$stem.ptx"
     for arch in $archs; do
         "$ptxas" -v -arch="$arch" "$work/$stem.ptx" -o "$work/$stem.$arch.cubin" 2> "$work/$stem.$arch.log"
         while IFS=$'\t' read -r name regs stack sst sld smem; do
-            printf '%-31s %-7s %5s %6s %7s %7s %8s %8s\n' "$name" "$arch" "$regs" "$stack" "$sst" "$sld" "$smem" "$(dyn_smem "$name")"
+            printf '%-31s %-7s %5s %6s %7s %7s %8s %8s\n' "$name" "$arch$mark" "$regs" "$stack" "$sst" "$sld" "$smem" "$(dyn_smem "$name" "$stem")"
             if [ "$sst" != 0 ] || [ "$sld" != 0 ]; then status=1; fi
         done < <(awk '
             /Compiling entry function/ { if (name != "") print name "\t" regs "\t" stack "\t" sst "\t" sld "\t" smem;

@@ -13,7 +13,9 @@ pub mod profile;
 pub mod runtime;
 
 #[cfg(feature = "cuda")]
-pub use runtime::context::{cuda_available, embedded_kernels, DeviceInfo, GpuContext};
+pub use runtime::context::{
+    cuda_available, embedded_kernels, DeviceInfo, GpuContext, CUDA_ARCH_VAR,
+};
 
 /// `samrt::cuda::<op>`, `encoder`, `encoder_exec`, `view` and `weights` paths of earlier
 /// releases.

@@ -15,8 +15,21 @@ pub const SELECT_ROWS: usize = 4096;
 pub const SELECT_SMS: usize = 132;
 /// BK of every variant (fp16 per shared tile row).
 pub const GEMM_BLOCK_K: usize = 64;
-/// cp.async stages of every variant.
+/// cp.async stages of every portable (`kernels/gemm.cu`) variant.
 pub const GEMM_STAGES: usize = 3;
+/// Stages of the Hopper variants (`kernels/gemm_sm90a.cu`): one more, because a wgmma
+/// group stays in flight while the next tiles load.
+pub const GEMM_STAGES_SM90A: usize = 4;
+
+/// Which build of a tile's kernel a launch runs: the portable mma.sync one
+/// (`kernels/gemm.cu`, any sm_80+) or the wgmma one (`kernels/gemm_sm90a.cu`, which replaces
+/// it on compute capability 9.0). Same entry points and results; the launch geometry
+/// differs ([`GemmTile::threads`], [`GemmTile::smem_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmBuild {
+    Portable,
+    Sm90a,
+}
 
 /// One block tile (`BMxBN`), the suffix of its entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +45,7 @@ pub enum GemmTile {
 impl GemmTile {
     pub const ALL: [GemmTile; 3] = [GemmTile::T128x256, GemmTile::T128x192, GemmTile::T64x128];
 
-    /// (BM, BN, warps).
+    /// (BM, BN, portable warps).
     fn dims(self) -> (usize, usize, usize) {
         match self {
             GemmTile::T128x256 => (128, 256, 8),
@@ -49,13 +62,24 @@ impl GemmTile {
         self.dims().1
     }
 
-    pub fn threads(self) -> usize {
-        self.dims().2 * 32
+    /// Threads per block. Portable: the warp grid of `kernels/gemm.cu`. Sm90a: one
+    /// warpgroup (4 warps) per 64 rows, since wgmma needs whole warpgroups (128x192's 6
+    /// warps become 8).
+    pub fn threads(self, build: GemmBuild) -> usize {
+        match build {
+            GemmBuild::Portable => self.dims().2 * 32,
+            GemmBuild::Sm90a => self.block_m() / 64 * 128,
+        }
     }
 
-    /// Dynamic shared memory: `GEMM_STAGES` stages of one A and one W tile of fp16.
-    pub fn smem_bytes(self) -> usize {
-        GEMM_STAGES * (self.block_m() + self.block_n()) * GEMM_BLOCK_K * 2
+    /// Dynamic shared memory: [`GEMM_STAGES`] (portable) or [`GEMM_STAGES_SM90A`] stages of
+    /// one A and one W tile of fp16.
+    pub fn smem_bytes(self, build: GemmBuild) -> usize {
+        let stages = match build {
+            GemmBuild::Portable => GEMM_STAGES,
+            GemmBuild::Sm90a => GEMM_STAGES_SM90A,
+        };
+        stages * (self.block_m() + self.block_n()) * GEMM_BLOCK_K * 2
     }
 
     /// The entry-point suffix, `BMxBN`.
@@ -124,6 +148,29 @@ mod tests {
         assert_eq!(GemmTile::select(768), GemmTile::T128x192);
         assert_eq!(GemmTile::select(3072), GemmTile::T128x256);
         assert_eq!(GemmTile::select(256), GemmTile::T64x128);
+    }
+
+    /// The geometry `kernels/gemm.cu` and `kernels/gemm_sm90a.cu` are written for (their
+    /// `Tile` / `WgTile` parameters), and both builds within H100's 227 KiB per block.
+    #[test]
+    fn launch_geometry_per_build() {
+        let p = GemmBuild::Portable;
+        let h = GemmBuild::Sm90a;
+        let got: Vec<_> = GemmTile::ALL
+            .iter()
+            .map(|&t| (t.threads(p), t.smem_bytes(p), t.threads(h), t.smem_bytes(h)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (256, 147_456, 256, 196_608),
+                (192, 122_880, 256, 163_840),
+                (128, 73_728, 128, 98_304)
+            ]
+        );
+        for t in GemmTile::ALL {
+            assert!(t.smem_bytes(h) <= 227 * 1024, "{t:?}");
+        }
     }
 
     #[test]

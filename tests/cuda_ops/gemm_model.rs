@@ -2,7 +2,8 @@
 //! shape's selected tile runs one block (M = BM, N = BN, the real K) on vgpu, its counters
 //! are scaled to the real grid (every interior block executes the same instructions) and
 //! `samrt::cuda::profile::h100::model` times the launch. Prints per shape the tile, blocks,
-//! fill, warp instructions per mma and the modelled time; asserts the counter targets:
+//! fill, warp instructions per mma (per m16n8k16 of work, so that the wgmma build on
+//! Hopper compares) and the modelled time; asserts the counter targets:
 //! <= 6 warp instructions per mma over the whole kernel (main loop and epilogue), no bank
 //! conflicts, and a grid that fills the 132 SMs (fill >= 0.9 or >= 1.5 waves). Runs on
 //! vgpu only (a GPU records no counters); elsewhere it prints why it skips.
@@ -17,6 +18,8 @@ use samrt::cuda::GpuContext;
 
 /// The 4096 tokens of a 1024-px image.
 const ROWS: usize = 4096;
+/// FLOPs of one mma.sync.m16n8k16, the unit "per mma" counts in (whichever instruction ran).
+const MMA_16816_FLOPS: f64 = 2.0 * 16.0 * 8.0 * 16.0;
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -146,7 +149,10 @@ fn gemm_model_vit_b() {
             },
         };
         let m = model(&scaled, compulsory);
-        let per_mma = one.warp_instructions as f64 / one.mma as f64;
+        // Per m16n8k16 of tensor work (4096 FLOPs): one mma.sync on the portable build, 1/64
+        // to 1/128 of a wgmma (one `mma` in vgpu's count) on the sm_90a one.
+        let mma_units = one.mma_flops as f64 / MMA_16816_FLOPS;
+        let per_mma = one.warp_instructions as f64 / mma_units;
         let fill = tile.fill(ROWS, n);
         let waves = blocks as f64 / SMS;
         let t = &m.terms;
@@ -156,7 +162,7 @@ fn gemm_model_vit_b() {
              wavefronts/mma {:.3} conflicts {} | model {:.1} us ({}; tensor {:.1} issue \
              {:.1} smem {:.1} dram {:.1}) floor {:.1} us",
             tile.suffix(),
-            one.shared_wavefronts as f64 / one.mma as f64,
+            one.shared_wavefronts as f64 / mma_units,
             one.bank_conflicts,
             m.time_s * 1e6,
             m.bound.name(),

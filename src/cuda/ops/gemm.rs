@@ -16,7 +16,9 @@ use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, Gpu
 use crate::graph::ops::{conv3x3_entry, GemmEpilogue};
 use crate::{Error, Result};
 
-pub use crate::graph::gemm_tile::{GemmTile, GEMM_BLOCK_K, GEMM_STAGES};
+pub use crate::graph::gemm_tile::{
+    GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_STAGES, GEMM_STAGES_SM90A,
+};
 /// The smallest BM of any tile: the grid's y limit is checked against it.
 const GEMM_MIN_BLOCK_M: usize = 64;
 /// K is loaded in 16-byte chunks that must lie wholly inside or outside the matrix.
@@ -146,16 +148,16 @@ impl GemmShape {
         Ok(())
     }
 
-    /// The launch of block tile `tile`: one block per (BN columns, BM rows).
-    pub fn config(&self, tile: GemmTile) -> LaunchConfig {
+    /// The launch of block tile `tile` in `build`: one block per (BN columns, BM rows).
+    pub fn config(&self, tile: GemmTile, build: GemmBuild) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (
                 self.n.div_ceil(tile.block_n()) as u32,
                 self.m.div_ceil(tile.block_m()) as u32,
                 1,
             ),
-            block_dim: (tile.threads() as u32, 1, 1),
-            shared_mem_bytes: tile.smem_bytes() as u32,
+            block_dim: (tile.threads(build) as u32, 1, 1),
+            shared_mem_bytes: tile.smem_bytes(build) as u32,
         }
     }
 
@@ -231,7 +233,7 @@ pub fn gemm_tiled(
         (m, n),
         op,
         &dims,
-        (shape.config(tile), tile),
+        (shape, tile),
     )
 }
 
@@ -358,12 +360,13 @@ pub fn conv3x3_tiled(
         (g.m, g.n),
         op,
         &dims,
-        (g.config(tile), tile),
+        (g, tile),
     )
 }
 
 /// Checks the epilogue inputs and launches `name(a, w, bias, row_scale, in_scale,
-/// out_scale, out, dims...)`, the signature of every kernel in `kernels/gemm.cu`. The
+/// out_scale, out, dims...)`, the signature of every kernel in `kernels/gemm.cu` (and of
+/// their wgmma builds in `kernels/gemm_sm90a.cu`), over the GEMM `shape` in `tile`. The
 /// caller has validated the shape (which bounds `dims` to i32) and the operand buffers.
 #[allow(clippy::too_many_arguments)]
 fn launch(
@@ -376,10 +379,17 @@ fn launch(
     (m, n): (usize, usize),
     op: CUdeviceptr,
     dims: &[i32],
-    (config, tile): (LaunchConfig, GemmTile),
+    (shape, tile): (GemmShape, GemmTile),
 ) -> Result<()> {
     gpu.check_stream(stream)?;
-    let smem = tile.smem_bytes();
+    // The one place the build is chosen: whichever module the loaded entry came from.
+    let build = if gpu.is_sm90a_entry(name) {
+        GemmBuild::Sm90a
+    } else {
+        GemmBuild::Portable
+    };
+    let config = shape.config(tile, build);
+    let smem = tile.smem_bytes(build);
     if smem > gpu.info().max_shared_per_block {
         return Err(Error::Unsupported(format!(
             "{name} needs {smem} B of shared memory per block, the device allows {}",

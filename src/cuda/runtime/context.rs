@@ -7,7 +7,7 @@
 //! checks [`cudarc::driver::sys::is_culib_present`] and runs the driver calls under
 //! `catch_unwind`: without a GPU the backend returns [`Error::Cuda`] and never aborts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,29 @@ mod embedded {
 
 /// Suffix of modules compiled for `sm_90a` (wgmma/TMA); loaded only on compute capability 9.0.
 const SM90A_SUFFIX: &str = "_sm90a";
+
+/// The environment variable that picks the kernel builds: `sm_80` loads only the portable
+/// modules, even on Hopper (to compare the two builds, or to step around a Hopper kernel);
+/// `sm_90a`, or unset, adds the `*_sm90a` modules on compute capability 9.0.
+pub const CUDA_ARCH_VAR: &str = "SAMRT_CUDA_ARCH";
+
+/// Whether the `*_sm90a` modules are to be loaded on `info`'s device, as
+/// [`CUDA_ARCH_VAR`] (`arch`, its value) asks: an unknown value, or `sm_90a` on a device
+/// that is not compute capability 9.0, is an error rather than a silent fallback.
+pub fn use_sm90a(arch: Option<&str>, info: &DeviceInfo) -> Result<bool> {
+    match arch {
+        None | Some("") => Ok(info.is_sm90()),
+        Some("sm_80") => Ok(false),
+        Some("sm_90a") if info.is_sm90() => Ok(true),
+        Some("sm_90a") => Err(Error::Unsupported(format!(
+            "{CUDA_ARCH_VAR}=sm_90a needs a compute capability 9.0 device; {} is {}.{}",
+            info.name, info.compute_capability.0, info.compute_capability.1
+        ))),
+        Some(other) => Err(Error::Unsupported(format!(
+            "{CUDA_ARCH_VAR}={other:?}: expected sm_80 (portable kernels only) or sm_90a"
+        ))),
+    }
+}
 
 /// What the backend found on the device it opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +100,8 @@ pub struct GpuContext {
     stream: Arc<CudaStream>,
     info: DeviceInfo,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Entry points whose loaded function is the `*_sm90a` module's.
+    sm90a_entries: HashSet<&'static str>,
 }
 
 impl GpuContext {
@@ -96,14 +121,18 @@ impl GpuContext {
                 info.name, info.compute_capability.0, info.compute_capability.1
             )));
         }
+        let arch = std::env::var(CUDA_ARCH_VAR).ok();
+        let sm90a = use_sm90a(arch.as_deref(), &info)?;
         let stream = guarded("creating a stream", || ctx.new_stream())?;
         let mut functions = HashMap::new();
+        let mut sm90a_entries = HashSet::new();
         // Portable modules first, so that an sm_90a entry point of the same name replaces the
         // portable one on Hopper.
         let mut modules: Vec<_> = embedded::KERNELS.iter().collect();
         modules.sort_by_key(|(name, _, _)| name.ends_with(SM90A_SUFFIX));
         for (module, ptx, entries) in modules {
-            if module.ends_with(SM90A_SUFFIX) && !info.is_sm90() {
+            let hopper = module.ends_with(SM90A_SUFFIX);
+            if hopper && !sm90a {
                 continue;
             }
             let m = guarded(&format!("loading PTX module `{module}`"), || {
@@ -116,6 +145,9 @@ impl GpuContext {
                 })?;
                 allow_max_dynamic_smem(&f, entry, &info)?;
                 functions.insert(entry, f);
+                if hopper {
+                    sm90a_entries.insert(entry);
+                }
             }
         }
         Ok(GpuContext {
@@ -123,7 +155,21 @@ impl GpuContext {
             stream,
             info,
             functions,
+            sm90a_entries,
         })
+    }
+
+    /// Whether any `*_sm90a` module was loaded: compute capability 9.0, and
+    /// [`CUDA_ARCH_VAR`] not `sm_80`.
+    pub fn sm90a_loaded(&self) -> bool {
+        !self.sm90a_entries.is_empty()
+    }
+
+    /// Whether entry point `name` runs the `*_sm90a` build (which then replaced the
+    /// portable entry of the same name): launchers whose two builds differ in launch
+    /// geometry pick it by this.
+    pub fn is_sm90a_entry(&self, name: &str) -> bool {
+        self.sm90a_entries.contains(name)
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -351,4 +397,44 @@ pub(crate) fn check_align(what: &str, ptr: sys::CUdeviceptr, align: u64) -> Resu
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(cc: (i32, i32)) -> DeviceInfo {
+        DeviceInfo {
+            ordinal: 0,
+            name: "test".into(),
+            compute_capability: cc,
+            multiprocessors: 132,
+            total_memory: 1 << 30,
+            max_shared_per_block: 227 * 1024,
+            driver_version: 13000,
+        }
+    }
+
+    #[test]
+    fn cuda_arch_selects_the_sm90a_modules() {
+        let (hopper, ampere) = (device((9, 0)), device((8, 0)));
+        assert!(use_sm90a(None, &hopper).unwrap());
+        assert!(use_sm90a(Some(""), &hopper).unwrap());
+        assert!(!use_sm90a(None, &ampere).unwrap());
+        assert!(!use_sm90a(Some("sm_80"), &hopper).unwrap());
+        assert!(!use_sm90a(Some("sm_80"), &ampere).unwrap());
+        assert!(use_sm90a(Some("sm_90a"), &hopper).unwrap());
+        // Blackwell (10.0) cannot run sm_90a code either.
+        for (arch, dev) in [
+            ("sm_90a", &ampere),
+            ("sm_90a", &device((10, 0))),
+            ("sm_90", &hopper),
+        ] {
+            assert!(
+                matches!(use_sm90a(Some(arch), dev), Err(Error::Unsupported(_))),
+                "{arch} on {:?}",
+                dev.compute_capability
+            );
+        }
+    }
 }
