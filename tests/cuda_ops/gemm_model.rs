@@ -126,6 +126,7 @@ fn gemm_model_vit_b() {
             sfu_instructions: one.sfu_instructions * blocks,
             mma: one.mma * blocks,
             mma_flops: one.mma_flops * blocks,
+            wgmma_flops: one.wgmma_flops * blocks,
             global_bytes_read: one.global_bytes_read * blocks,
             global_bytes_written: one.global_bytes_written * blocks,
             shared_requests: one.shared_requests * blocks,

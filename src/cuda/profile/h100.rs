@@ -5,7 +5,8 @@
 //!
 //! time = max(floor, LAUNCH_S + max(tensor, issue, smem, dram)) where, on the busiest SM
 //! (it holds `ceil(blocks / 132)` blocks: wave quantisation),
-//! - tensor = its mma FLOPs at the mma.sync rate (63 % of the wgmma peak);
+//! - tensor = its mma.sync FLOPs at the mma.sync rate (63 % of the wgmma peak), plus its
+//!   wgmma FLOPs at the wgmma peak;
 //! - issue  = its warp instructions at 4 per clock, scaled down when fewer than 16 warps
 //!   are resident (a warp issues a dependent instruction about every 4 clocks), or its
 //!   special-function instructions (exp, rsqrt, ...) at 16 lanes per clock, if slower;
@@ -22,8 +23,8 @@ pub const SMS: f64 = 132.0;
 pub const CLOCK_HZ: f64 = 1.83e9;
 /// Dense fp16 tensor FLOP/s with fp32 accumulation through wgmma (NVIDIA's H100 SXM figure).
 pub const WGMMA_FLOPS: f64 = 989e12;
-/// What mma.sync (our kernels' tensor instruction) reaches of the wgmma peak: ~63 %, as
-/// measured by Spector et al., "ThunderKittens" (2024).
+/// What mma.sync (the portable kernels' tensor instruction) reaches of the wgmma peak:
+/// ~63 %, as measured by Spector et al., "ThunderKittens" (2024).
 pub const MMA_SYNC_FRACTION: f64 = 0.63;
 /// HBM3 bandwidth.
 pub const DRAM_BYTES_PER_S: f64 = 3.35e12;
@@ -65,7 +66,10 @@ pub struct Launch {
     /// Warp instructions of the special-function unit (vgpu's `sfu` class).
     pub sfu_instructions: u64,
     pub mma: u64,
+    /// Tensor FLOPs, wgmma's included.
     pub mma_flops: u64,
+    /// The part of `mma_flops` done by wgmma, which runs at the full tensor rate.
+    pub wgmma_flops: u64,
     pub global_bytes_read: u64,
     pub global_bytes_written: u64,
     pub shared_requests: u64,
@@ -206,10 +210,13 @@ pub fn model(l: &Launch, c: Compulsory) -> Modelled {
     let resident_warps = on_busiest.min(per_sm) * l.threads_per_block.div_ceil(32).max(1);
     let issue_per_clk =
         SCHEDULERS * (resident_warps as f64 / (SCHEDULERS * DEPENDENT_ISSUE_CLK)).min(1.0);
-    let mma_per_sm = WGMMA_FLOPS * MMA_SYNC_FRACTION / SMS;
+    let mma_sync_per_sm = WGMMA_FLOPS * MMA_SYNC_FRACTION / SMS;
+    let wgmma_per_sm = WGMMA_FLOPS / SMS;
+    let wgmma = l.wgmma_flops.min(l.mma_flops);
     let dram = dram_bytes(l, c);
     let terms = Terms {
-        tensor: l.mma_flops as f64 * share / mma_per_sm,
+        tensor: ((l.mma_flops - wgmma) as f64 / mma_sync_per_sm + wgmma as f64 / wgmma_per_sm)
+            * share,
         issue: (l.warp_instructions as f64 / issue_per_clk)
             .max(l.sfu_instructions as f64 / SFU_WARP_INSTRUCTIONS_PER_CLK)
             * share
@@ -289,6 +296,45 @@ mod tests {
             more.terms.tensor,
             5.0 * 4.0 * 1024.0 * 4096.0 / (989e12 * 0.63 / 132.0)
         ));
+    }
+
+    /// The same work through wgmma runs at the full peak (0.63 of the mma.sync time); a mix
+    /// adds the two parts at their own rates.
+    #[test]
+    fn wgmma_flops_run_at_the_full_tensor_rate() {
+        let flops = 528 * 4 * 1024 * 4096u64;
+        let sync = Launch {
+            blocks: 528,
+            threads_per_block: 128,
+            warp_instructions: 528 * 4 * 1024,
+            mma: 528 * 4 * 1024,
+            mma_flops: flops,
+            ..Default::default()
+        };
+        let wg = Launch {
+            mma: 528 * 16,
+            wgmma_flops: flops,
+            ..sync
+        };
+        let (ts, tw) = (
+            model(&sync, Compulsory::default()).terms.tensor,
+            model(&wg, Compulsory::default()).terms.tensor,
+        );
+        let busiest = 16.0 * 1024.0 * 4096.0;
+        assert!(close(ts, busiest / (989e12 * 0.63 / 132.0)), "{ts}");
+        assert!(close(tw, busiest / (989e12 / 132.0)), "{tw}");
+        let half = Launch {
+            wgmma_flops: flops / 2,
+            ..sync
+        };
+        let th = model(&half, Compulsory::default()).terms.tensor;
+        assert!(close(th, (ts + tw) / 2.0), "{th}");
+        // A record claiming more wgmma than tensor FLOPs is held to mma_flops.
+        let over = Launch {
+            wgmma_flops: 2 * flops,
+            ..sync
+        };
+        assert!(close(model(&over, Compulsory::default()).terms.tensor, tw));
     }
 
     /// Pure copy of 256 MiB: compulsory bytes at 3.35 TB/s; the counted re-reads are free
@@ -421,7 +467,7 @@ mod tests {
         fn time_is_never_below_the_floor(
             blocks in 1u64..100_000, threads in 1u64..1025, smem in 0u64..200_000,
             w in 0u64..1 << 40, fp in 0u64..1 << 40, sfu in 0u64..1 << 36,
-            mma in 0u64..1 << 30,
+            mma in 0u64..1 << 30, wgmma in 0u64..1 << 40,
             rd in 0u64..1 << 36, wr in 0u64..1 << 36, req in 0u64..1 << 30,
             conf in 0u64..1 << 30, cr in 0u64..1 << 36, cw in 0u64..1 << 36,
         ) {
@@ -434,6 +480,7 @@ mod tests {
                 sfu_instructions: sfu,
                 mma,
                 mma_flops: mma * 4096,
+                wgmma_flops: wgmma,
                 global_bytes_read: rd,
                 global_bytes_written: wr,
                 shared_requests: req,

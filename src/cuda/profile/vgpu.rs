@@ -79,6 +79,11 @@ pub fn parse_line(line: &str) -> Result<LaunchRecord> {
             sfu_instructions,
             mma: num("mma")?,
             mma_flops: num("mma_flops")?,
+            // Absent from files written before vgpu counted it apart: no wgmma then.
+            wgmma_flops: match v.get("wgmma_flops") {
+                None => 0,
+                Some(_) => num("wgmma_flops")?,
+            },
             global_bytes_read: num("global_bytes_read")?,
             global_bytes_written: num("global_bytes_written")?,
             shared_requests: num("shared_requests")?,
@@ -173,6 +178,13 @@ mod tests {
         assert_eq!((l.warp_instructions, l.fp_instructions), (221_306, 105));
         assert_eq!(l.sfu_instructions, 7);
         assert_eq!((l.mma, l.mma_flops), (221_184, 905_969_664));
+        assert_eq!(l.wgmma_flops, 0, "a line without the field did no wgmma");
+        let wg = LINE.replace(
+            "\"mma_flops\":905969664",
+            "\"mma_flops\":905969664,\"wgmma_flops\":8192",
+        );
+        assert_eq!(parse_line(&wg).unwrap().launch.wgmma_flops, 8192);
+        assert!(parse_line(&wg.replace("8192", "\"x\"")).is_err());
         assert_eq!(l.flops(), 905_969_664 + 32 * 105);
         assert_eq!((l.shared_wavefronts, l.bank_conflicts), (442_368, 0));
     }

@@ -683,7 +683,7 @@ fn the_profile_file_gets_one_json_line_per_launch() {
     );
     assert!(
         lines[0].ends_with(
-            r#""mma":0,"mma_flops":0,"global_bytes_read":0,"global_bytes_written":1152,"shared_requests":0,"shared_wavefronts":0,"bank_conflicts":0}"#
+            r#""mma":0,"mma_flops":0,"wgmma_flops":0,"global_bytes_read":0,"global_bytes_written":1152,"shared_requests":0,"shared_wavefronts":0,"bank_conflicts":0}"#
         ),
         "{}",
         lines[0]
@@ -699,7 +699,7 @@ fn the_profile_file_gets_one_json_line_per_launch() {
     );
     assert!(
         lines[1].ends_with(
-            r#""mma":0,"mma_flops":0,"global_bytes_read":1024,"global_bytes_written":1024,"shared_requests":16,"shared_wavefronts":16,"bank_conflicts":0}"#
+            r#""mma":0,"mma_flops":0,"wgmma_flops":0,"global_bytes_read":1024,"global_bytes_written":1024,"shared_requests":16,"shared_wavefronts":16,"bank_conflicts":0}"#
         ),
         "{}",
         lines[1]

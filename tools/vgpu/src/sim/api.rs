@@ -107,8 +107,12 @@ pub struct Profile {
     /// Warp instructions executed, by class name (e.g. "fp32", "int", "mma", "ld.global").
     pub warp_instructions: Vec<(&'static str, u64)>,
     pub mma: u64,
-    /// Floating-point operations of mma.sync (2*m*n*k per warp mma).
+    /// Floating-point operations of the tensor instructions (2*m*n*k per warp mma.sync,
+    /// per warpgroup wgmma).
     pub mma_flops: u64,
+    /// The part of `mma_flops` done by wgmma: a timing model rates it apart from
+    /// mma.sync, which reaches less of the chip's tensor peak.
+    pub wgmma_flops: u64,
     pub global_bytes_read: u64,
     pub global_bytes_written: u64,
     /// Shared-memory requests: one per warp-level shared access (ld/st/atom.shared,
@@ -238,7 +242,7 @@ impl Profile {
             .collect();
         format!(
             "vgpu profile: {kernel} grid={:?} block={:?} smem={} | warp instr: {} | mma={} \
-             ({} flop) | global read={} B written={} B | shared accesses={} wavefronts={} \
+             ({} flop, {} by wgmma) | global read={} B written={} B | shared accesses={} wavefronts={} \
              bank conflicts={}",
             cfg.grid,
             cfg.block,
@@ -246,6 +250,7 @@ impl Profile {
             classes.join(" "),
             self.mma,
             self.mma_flops,
+            self.wgmma_flops,
             self.global_bytes_read,
             self.global_bytes_written,
             self.shared_accesses,
@@ -267,7 +272,7 @@ impl Profile {
         format!(
             "{{\"kernel\":\"{}\",\"grid\":{},\"block\":{},\"static_shared_bytes\":{},\
              \"dynamic_shared_bytes\":{},\"registers\":{},\"warp_instructions\":{{{}}},\
-             \"mma\":{},\"mma_flops\":{},\"global_bytes_read\":{},\"global_bytes_written\":{},\
+             \"mma\":{},\"mma_flops\":{},\"wgmma_flops\":{},\"global_bytes_read\":{},\"global_bytes_written\":{},\
              \"shared_requests\":{},\"shared_wavefronts\":{},\"bank_conflicts\":{}}}",
             json_escape(kernel.name()),
             dims(cfg.grid),
@@ -278,6 +283,7 @@ impl Profile {
             classes.join(","),
             self.mma,
             self.mma_flops,
+            self.wgmma_flops,
             self.global_bytes_read,
             self.global_bytes_written,
             self.shared_accesses,

@@ -41,6 +41,7 @@ pub struct Counters {
     pub by_class: Vec<u64>,
     pub mma: u64,
     pub mma_flops: u64,
+    pub wgmma_flops: u64,
     pub global_read: u64,
     pub global_written: u64,
     pub shared_accesses: u64,
@@ -59,6 +60,7 @@ impl Counters {
         }
         self.mma += o.mma;
         self.mma_flops += o.mma_flops;
+        self.wgmma_flops += o.wgmma_flops;
         self.global_read += o.global_read;
         self.global_written += o.global_written;
         self.shared_accesses += o.shared_accesses;
@@ -257,6 +259,7 @@ pub fn run(
         warp_instructions,
         mma: t.mma,
         mma_flops: t.mma_flops,
+        wgmma_flops: t.wgmma_flops,
         global_bytes_read: t.global_read,
         global_bytes_written: t.global_written,
         shared_accesses: t.shared_accesses,

@@ -283,5 +283,6 @@ pub fn issue(env: &Env, b: &mut BlockState, g: &mut [Warp], pc: u32) -> Result<(
     }
     b.counters.mma += 1;
     b.counters.mma_flops += 2 * 64 * n as u64 * 16;
+    b.counters.wgmma_flops += 2 * 64 * n as u64 * 16;
     Ok(())
 }

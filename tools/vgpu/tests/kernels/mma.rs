@@ -117,6 +117,7 @@ fn profile_counts_one_mma_per_warp() {
     let p = run_mma_single(&[], 3);
     assert_eq!(p.mma, 3, "{p:?}");
     assert_eq!(p.mma_flops, 3 * 2 * 16 * 8 * 16, "{p:?}");
+    assert_eq!(p.wgmma_flops, 0, "none by wgmma: {p:?}");
 }
 
 #[test]

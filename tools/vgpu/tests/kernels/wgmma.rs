@@ -557,6 +557,7 @@ fn profile_counts_wgmma_as_mma() {
     // counted per instruction; the four warps' wgmma.* instructions are their own class.
     assert_eq!(p.mma, 1, "{p:?}");
     assert_eq!(p.mma_flops, 2 * 64 * 128 * 16, "{p:?}");
+    assert_eq!(p.wgmma_flops, p.mma_flops, "all of it by wgmma: {p:?}");
     let wg = p.warp_instructions.iter().find(|(c, _)| *c == "wgmma");
     assert_eq!(
         wg.map(|x| x.1),
