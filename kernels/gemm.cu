@@ -1,6 +1,8 @@
 // Tensor-core GEMM for nn.Linear: C[M, N] = A[M, K] @ W[N, K]^T (+ epilogue), fp16 operands,
-// fp32 accumulation, mma.sync.m16n8k16 (sm_80+, runs unchanged on sm_90). The same main loop
-// also runs a 3x3 convolution as an implicit GEMM (conv3x3_f16_*, below).
+// fp32 accumulation, mma.sync.m16n8k16 (any sm_80+). The same main loop
+// also runs a 3x3 convolution as an implicit GEMM (conv3x3_f16_*, below). On compute
+// capability 9.0 the gemm_* entries are replaced by their wgmma build (gemm_sm90a.cu); the
+// tile loader, GELU and epilogue both use are in gemm_tile.cuh.
 //
 // Tiling (docs/kernels.md, "GEMM", says why): BK = 64, a 3-stage cp.async ring in shared
 // memory, one barrier per stage (four k16 steps), fragments from ldmatrix. Three block
