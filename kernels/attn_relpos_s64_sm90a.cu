@@ -25,7 +25,7 @@
 //   and both query rows are 16 consecutive rows of Rh (descending in ky), so one m64n16
 //   wgmma per query row and k16 step every 8 key tiles gives them; the 16 rows ride in the
 //   K/V ring with the tile that starts the batch. The values go through shared memory
-//   ([128][8] fp32) and enter the softmax as max(s) + h and inside the exponent's fma, as in
+//   ([8][132] fp32) and enter the softmax as max(s) + h and inside the exponent's fma, as in
 //   the portable kernel.
 // * The row sums l come from the tensor cores (P times a ones matrix, m64n8), the sums of the
 //   fp16 P that the numerator uses.
@@ -43,6 +43,8 @@ constexpr int GS = 64;         // the side S
 constexpr int GTHREADS = 128;  // one warpgroup
 constexpr int TILE_B = GK * HD * 2;  // bytes of a K or V tile (and of a Q query row)
 constexpr int RH_BATCH = 8;    // key rows per rel_h batch
+constexpr int RH_LD = GQ + 4;   // floats per key row of the rel_h batch (4 mod 32: the
+                               // scatter's 4 key rows per query hit distinct banks)
 constexpr int RH_ROWS = 16;    // table rows per batch: 8 key rows for each of 2 query rows
 constexpr int GRLD = 72;       // floats per row of the rel_w tables (8 mod 32: each
                                // half-warp's float2 reads hit 32 distinct banks)
@@ -50,14 +52,15 @@ constexpr int GRLD = 72;       // floats per row of the rel_w tables (8 mod 32: 
 // Shared memory, from a 1024-aligned base (the 128-byte swizzle repeats every 1024 bytes and
 // the descriptors address whole atoms): Q (2 x 8 KiB), two stages of K and V (4 x 8 KiB), the
 // rel_h batch's 16 table rows (2 KiB), then the kept rel_w of query row 1 ([64][GRLD] fp32),
-// the current rel_h batch ([128][8] fp32) and a 256-byte ones matrix. Before the first K/V
-// tile, stage 0 holds the Rw table and stage 1 + the Rh rows the rel_w scratch of row 0.
+// the current rel_h batch ([8 key rows][128 + 4 queries] fp32) and a 256-byte ones matrix.
+// Before the first K/V tile, stage 0 holds the Rw table and stage 1 + the Rh rows the rel_w
+// scratch of row 0.
 constexpr int OFF_Q = 0;
 constexpr int OFF_KV = OFF_Q + 2 * TILE_B;
 constexpr int OFF_RH = OFF_KV + 4 * TILE_B;
 constexpr int OFF_RELW1 = OFF_RH + RH_ROWS * HD * 2;
 constexpr int OFF_RELH = OFF_RELW1 + GS * GRLD * 4;
-constexpr int OFF_ONES = OFF_RELH + GQ * RH_BATCH * 4;
+constexpr int OFF_ONES = OFF_RELH + RH_BATCH * RH_LD * 4;
 constexpr int SMEM_USED = OFF_ONES + 256;
 // attention.rs `s64_smem_bytes`, which the launcher requests for either module.
 constexpr int SMEM_LAUNCH = (4 * 64 + 128) * 72 * 2 + 64 * 72 * 4 + 128 * 4 * 4;
@@ -65,12 +68,12 @@ static_assert(SMEM_USED + 1024 - 16 <= SMEM_LAUNCH, "fits the portable kernel's 
 static_assert(OFF_KV + TILE_B * 2 + GS * GRLD * 4 <= OFF_RELW1, "row 0's scratch fits");
 
 // Matrix descriptor of a K-major or MN-major operand in 128-byte-swizzled rows: 8-row groups
-// 1024 bytes apart (SBO); LBO (next atom along MN) is never used at N = 64. Built from the
-// low word (start address >> 4 and LBO) so that stepping along K is one 32-bit add.
-constexpr uint32_t SW128_HI = 64u | (1u << 30);  // SBO 1024 bytes, 128-byte swizzle
-SAMRT_DEVICE uint32_t desc_lo(uint32_t addr) { return ((addr & 0x3ffff) >> 4) | (1u << 16); }
-SAMRT_DEVICE uint64_t desc_sw128(uint32_t lo) {
-    return (static_cast<uint64_t>(SW128_HI) << 32) | lo;
+// 1024 bytes apart (SBO); LBO (next atom along MN) is never used at N = 64. The start
+// address (>> 4) is the low field, so a descriptor plus n / 16 addresses n bytes further
+// (shared addresses stay below 2^18: no carry out of the field).
+SAMRT_DEVICE uint64_t desc_sw128(uint32_t addr) {
+    return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (64ull << 32) |
+           (1ull << 62);
 }
 // The ones matrix: no swizzle, core matrices of 8 rows x 16 bytes, K halves 128 bytes apart.
 SAMRT_DEVICE uint64_t desc_plain(uint32_t addr) {
@@ -99,38 +102,52 @@ SAMRT_DEVICE void fence_proxy_async() {
 #define SAMRT_L32 \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, " \
     "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+// Each chain of k16 steps is one asm statement: one scale-d predicate (always 1: every
+// accumulator starts initialised) for the chain.
+#define SAMRT_WG_PRED(n) "{\n.reg .pred p;\nsetp.ne.b32 p, %" #n ", 0;\n"
+#define SAMRT_WG_SS64(da, db) \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", %" #da ", %" #db \
+    ", p, 1, 1, 0, 0;\n"
 
-// D[64x64] += A * B, A and B (K-major) from shared memory.
-SAMRT_DEVICE void wgmma_n64_ss(float (&d)[32], uint64_t da, uint64_t db) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32
-                 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+// D[64x64] += A[64x64] * B over 4 k16 steps, A and B (K-major) from shared memory:
+// descriptors da and db advance 32 bytes per step.
+SAMRT_DEVICE void wgmma_n64_ss_k64(float (&d)[32], uint64_t da, uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(40) SAMRT_WG_SS64(32, 36) SAMRT_WG_SS64(33, 37)
+                     SAMRT_WG_SS64(34, 38) SAMRT_WG_SS64(35, 39) "}\n"
                  : SAMRT_D32(d)
-                 : "l"(da), "l"(db), "r"(1));
+                 : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
+                   "l"(db + 4), "l"(db + 6), "r"(1));
 }
-// D[64x64] += A * B, A from registers, B MN-major (transposed) from shared memory.
-SAMRT_DEVICE void wgmma_n64_rs_t(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                 : SAMRT_D32(d)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-// D[64x16] += A * B, both from shared memory (rel_h).
-SAMRT_DEVICE void wgmma_n16_ss(float (&d)[8], uint64_t da, uint64_t db) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+// D[64x16] += A[64x64] * B, both from shared memory (rel_h), 4 k16 steps.
+#define SAMRT_WG_SS16(da, db)                                                    \
+    "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "                       \
+    "{%0, %1, %2, %3, %4, %5, %6, %7}, %" #da ", %" #db ", p, 1, 1, 0, 0;\n"
+SAMRT_DEVICE void wgmma_n16_ss_k64(float (&d)[8], uint64_t da, uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(16) SAMRT_WG_SS16(8, 12) SAMRT_WG_SS16(9, 13)
+                     SAMRT_WG_SS16(10, 14) SAMRT_WG_SS16(11, 15) "}\n"
                  : SAMRT_D8(d)
-                 : "l"(da), "l"(db), "r"(1));
+                 : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
+                   "l"(db + 4), "l"(db + 6), "r"(1));
 }
-// D[64x8] += A * B, A from registers (the row sums, B = ones).
-SAMRT_DEVICE void wgmma_n8_rs(float (&d)[4], const uint32_t (&a)[4], uint64_t db) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+// O[64x64] += P[64x64] V and l[64x8] += P 1 over 4 k16 steps: P from registers (a, 4 per
+// step), V MN-major (transposed) from shared memory (descriptor dv, 16 rows = 2048 bytes
+// per step), the ones matrix (dl) the same for every step.
+#define SAMRT_WG_PV(a0, a1, a2, a3, dv)                                                   \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", {%" #a0 ", %" #a1 \
+    ", %" #a2 ", %" #a3 "}, %" #dv ", p, 1, 1, 1;\n"                                       \
+    "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%32, %33, %34, %35}, {%" #a0     \
+    ", %" #a1 ", %" #a2 ", %" #a3 "}, %56, p, 1, 1, 0;\n"
+SAMRT_DEVICE void wgmma_pv_k64(float (&o)[32], float (&l)[4], const uint32_t (&a)[4][4],
+                               uint64_t dv, uint64_t dl) {
+    asm volatile(SAMRT_WG_PRED(57) SAMRT_WG_PV(36, 37, 38, 39, 52)
+                     SAMRT_WG_PV(40, 41, 42, 43, 53) SAMRT_WG_PV(44, 45, 46, 47, 54)
+                         SAMRT_WG_PV(48, 49, 50, 51, 55) "}\n"
+                 : SAMRT_D32(o), "+f"(l[0]), "+f"(l[1]), "+f"(l[2]), "+f"(l[3])
+                 : "r"(a[0][0]), "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(a[1][0]),
+                   "r"(a[1][1]), "r"(a[1][2]), "r"(a[1][3]), "r"(a[2][0]), "r"(a[2][1]),
+                   "r"(a[2][2]), "r"(a[2][3]), "r"(a[3][0]), "r"(a[3][1]), "r"(a[3][2]),
+                   "r"(a[3][3]), "l"(dv), "l"(dv + 128), "l"(dv + 256), "l"(dv + 384), "l"(dl),
+                   "r"(1));
 }
 
 // Byte offset of (row, 16-byte chunk) in 128-byte-swizzled rows (the pattern of 1024-aligned
@@ -147,7 +164,7 @@ SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], fl
     bool grew = false;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const float hb = relh[8 * i * RH_BATCH];
+        const float hb = relh[8 * i];
         float mx = s[2 * i];
 #pragma unroll
         for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
@@ -177,7 +194,7 @@ SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], fl
 
 // O += P V and l += P 1 for one m64 tile (P in s, fp32), issued and committed as one group.
 SAMRT_DEVICE void issue_pv(float (&o)[32], float (&l)[4], uint32_t (&a)[4][4], const float (&s)[32],
-                           uint32_t v_lo, uint64_t ones) {
+                           uint64_t v_desc, uint64_t ones) {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
         a[kk][0] = samrt::pack_half2(s[8 * kk + 0], s[8 * kk + 1]);
@@ -188,11 +205,7 @@ SAMRT_DEVICE void issue_pv(float (&o)[32], float (&l)[4], uint32_t (&a)[4][4], c
     pin(o);
     pin(l);
     wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-        wgmma_n64_rs_t(o, a[kk], desc_sw128(v_lo + kk * 16 * 128 / 16));
-        wgmma_n8_rs(l, a[kk], ones);
-    }
+    wgmma_pv_k64(o, l, a, v_desc, ones);
     wg_commit();
 }
 
@@ -203,7 +216,7 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
     unsigned char* smem = smem_raw + pad;
     const uint32_t base = raw + pad;
     float* s_relw1 = reinterpret_cast<float*>(smem + OFF_RELW1);  // [GS][GRLD]
-    float* s_relh = reinterpret_cast<float*>(smem + OFF_RELH);    // [GQ][RH_BATCH]
+    float* s_relh = reinterpret_cast<float*>(smem + OFF_RELH);    // [RH_BATCH][RH_LD]
     float* s_relw0 = reinterpret_cast<float*>(smem + OFF_KV + 2 * TILE_B);  // scratch
 
     const AttnSquare square(p, GS);  // no token is padding (the grid is a multiple of 64)
@@ -218,8 +231,8 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
     const __half* kb = p.k + head * HD;
     const __half* vb = p.v + head * HD;
     const float inv_scale = 1.0f / p.scale;
-    // Descriptor low word of the Q tile; every other operand is a fixed offset from it.
-    const uint32_t q_lo = desc_lo(base + OFF_Q);
+    // The Q tile's descriptor; every other swizzled operand is a fixed offset from it.
+    const uint64_t q_desc = desc_sw128(base + OFF_Q);
 
     // ---- Q (both query rows), the Rw table (row 127 zero) and the ones matrix ----
 #pragma unroll
@@ -280,10 +293,8 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
                 for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
                 pin(acc);
                 wg_fence();
-#pragma unroll
-                for (int ks = 0; ks < 4; ++ks)
-                    wgmma_n64_ss(acc, desc_sw128(q_lo + (t * TILE_B + 32 * ks) / 16),
-                                 desc_sw128(q_lo + (OFF_KV + h * TILE_B + 32 * ks) / 16));
+                wgmma_n64_ss_k64(acc, q_desc + t * TILE_B / 16,
+                                 q_desc + (OFF_KV + h * TILE_B) / 16);
                 wg_commit();
                 wg_wait<0>();
                 pin(acc);
@@ -316,7 +327,7 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
     const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
     const uint64_t ones = desc_plain(base + OFF_ONES);
     const float* relw1 = s_relw1 + r0 * GRLD + 2 * t4;
-    const float* relh_r = s_relh + r0 * RH_BATCH;  // row r0 of query row 0; + 64 rows: row 1
+    const float* relh_r = s_relh + r0;  // query r0 of query row 0; + 64: of query row 1
 
 #pragma unroll 1
     for (int kt = 0; kt < GS; ++kt) {
@@ -325,8 +336,8 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
         __syncthreads();      // tile kt visible; every wgmma on stage (kt + 1) & 1 is done
         if (kt + 1 < GS) load_kv(kt + 1);
         samrt::cp_async_commit();
-        const uint32_t k_lo = q_lo + (OFF_KV + 2 * (kt & 1) * TILE_B) / 16;
-        const uint32_t v_lo = k_lo + TILE_B / 16;
+        const uint64_t k_desc = q_desc + (OFF_KV + 2 * (kt & 1) * TILE_B) / 16;
+        const uint64_t v_desc = k_desc + TILE_B / 16;
 
         if (kt % RH_BATCH == 0) {
             float rh0[8], rh1[8];
@@ -335,12 +346,8 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
             pin(rh0);
             pin(rh1);
             wg_fence();
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks) {
-                const uint64_t db = desc_sw128(q_lo + (OFF_RH + 32 * ks) / 16);
-                wgmma_n16_ss(rh0, desc_sw128(q_lo + 32 * ks / 16), db);
-                wgmma_n16_ss(rh1, desc_sw128(q_lo + (TILE_B + 32 * ks) / 16), db);
-            }
+            wgmma_n16_ss_k64(rh0, q_desc, q_desc + OFF_RH / 16);
+            wgmma_n16_ss_k64(rh1, q_desc + TILE_B / 16, q_desc + OFF_RH / 16);
             wg_commit();
             wg_wait<0>();
             pin(rh0);
@@ -350,9 +357,9 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
             for (int i = 0; i < 8; ++i) {
                 const int row = r0 + 8 * ((i >> 1) & 1);
                 const int n = 8 * (i >> 2) + 2 * t4 + (i & 1);
-                if (n < RH_BATCH) s_relh[row * RH_BATCH + RH_BATCH - 1 - n] = rh0[i] * inv_scale;
+                if (n < RH_BATCH) s_relh[(RH_BATCH - 1 - n) * RH_LD + row] = rh0[i] * inv_scale;
                 if (n >= 1 && n <= RH_BATCH)
-                    s_relh[(GS + row) * RH_BATCH + RH_BATCH - n] = rh1[i] * inv_scale;
+                    s_relh[(RH_BATCH - n) * RH_LD + GS + row] = rh1[i] * inv_scale;
             }
             __syncwarp();  // each warp reads back only its own rows
         }
@@ -373,29 +380,24 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
         pin(s0);
         pin(s1);
         wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks)
-            wgmma_n64_ss(s0, desc_sw128(q_lo + 32 * ks / 16), desc_sw128(k_lo + 32 * ks / 16));
+        wgmma_n64_ss_k64(s0, q_desc, k_desc);
         wg_commit();
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks)
-            wgmma_n64_ss(s1, desc_sw128(q_lo + (TILE_B + 32 * ks) / 16),
-                         desc_sw128(k_lo + 32 * ks / 16));
+        wgmma_n64_ss_k64(s1, q_desc + TILE_B / 16, k_desc);
         wg_commit();
 
         // ---- query row 0: softmax while row 1's QK^T runs, then its PV ----
-        const float* relh_t = relh_r + (kt % RH_BATCH);
+        const float* relh_t = relh_r + (kt % RH_BATCH) * RH_LD;
         uint32_t a0[4][4], a1[4][4];
         wg_wait<1>();
         pin(s0);
         softmax_tile(s0, o0, l0, m0, relh_t, sl2);
-        issue_pv(o0, l0, a0, s0, v_lo, ones);
+        issue_pv(o0, l0, a0, s0, v_desc, ones);
 
         // ---- query row 1, while row 0's PV runs ----
         wg_wait<1>();
         pin(s1);
-        softmax_tile(s1, o1, l1, m1, relh_t + GS * RH_BATCH, sl2);
-        issue_pv(o1, l1, a1, s1, v_lo, ones);
+        softmax_tile(s1, o1, l1, m1, relh_t + GS, sl2);
+        issue_pv(o1, l1, a1, s1, v_desc, ones);
         wg_wait<0>();
         pin(o0);
         pin(o1);
