@@ -6,9 +6,11 @@
 // two query rows, 75776 bytes), so the launcher is the same on every device.
 //
 // Why wgmma: the portable kernel is bound by shared-memory wavefronts (every mma.sync
-// operand goes through ldmatrix into registers). wgmma reads Q, K and V straight from
-// shared memory through descriptors, each 128-byte row once per warpgroup, so the per-tile
-// shared traffic is the operands' size instead of a per-warp copy of them.
+// operand goes through ldmatrix into registers, per warp). wgmma reads K and V straight
+// from shared memory through descriptors, each 128-byte row once per warpgroup, so the
+// per-tile shared traffic is the tiles' size. Q is the A operand from registers (its
+// fragments loaded once, 32 registers that fit next to O and S): re-reading it from shared
+// memory for every key tile would cost as many wavefronts as K.
 // * Q, K and V tiles use the 128-byte swizzle (a 64-half row is exactly one swizzle row):
 //   cp.async writes and the tensor-core reads are both conflict-free, and the same layout
 //   serves K as a K-major B (QK^T) and V as an MN-major B (transposed, PV).
@@ -117,6 +119,21 @@ SAMRT_DEVICE void wgmma_n64_ss_k64(float (&d)[32], uint64_t da, uint64_t db) {
                  : SAMRT_D32(d)
                  : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
                    "l"(db + 4), "l"(db + 6), "r"(1));
+}
+// D[64x64] += A[64x64] * B over 4 k16 steps, A from registers (q, 4 per step), B K-major
+// from shared memory (descriptor db, 32 bytes per step).
+#define SAMRT_WG_RS64(a0, a1, a2, a3, db)                                                 \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", {%" #a0 ", %" #a1 \
+    ", %" #a2 ", %" #a3 "}, %" #db ", p, 1, 1, 0;\n"
+SAMRT_DEVICE void wgmma_n64_rs_k64(float (&d)[32], const uint32_t (&q)[4][4], uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(52) SAMRT_WG_RS64(32, 33, 34, 35, 48)
+                     SAMRT_WG_RS64(36, 37, 38, 39, 49) SAMRT_WG_RS64(40, 41, 42, 43, 50)
+                         SAMRT_WG_RS64(44, 45, 46, 47, 51) "}\n"
+                 : SAMRT_D32(d)
+                 : "r"(q[0][0]), "r"(q[0][1]), "r"(q[0][2]), "r"(q[0][3]), "r"(q[1][0]),
+                   "r"(q[1][1]), "r"(q[1][2]), "r"(q[1][3]), "r"(q[2][0]), "r"(q[2][1]),
+                   "r"(q[2][2]), "r"(q[2][3]), "r"(q[3][0]), "r"(q[3][1]), "r"(q[3][2]),
+                   "r"(q[3][3]), "l"(db), "l"(db + 2), "l"(db + 4), "l"(db + 6), "r"(1));
 }
 // D[64x16] += A[64x64] * B, both from shared memory (rel_h), 4 k16 steps.
 #define SAMRT_WG_SS16(da, db)                                                    \
@@ -282,6 +299,19 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
     // Accumulator i of this thread is row 16 warp + g + 8 ((i / 2) % 2), column
     // 8 (i / 4) + 2 t4 + i % 2 (the m16n8 C layout per 8 columns).
     const int r0 = warp * 16 + g;  // this thread's row g of each m64 tile (qx)
+    // Q as register A fragments of both m64 tiles (read once: the QK^T chains then read only
+    // K from shared memory). Register e of step ks: row g + 8 (e & 1), k 16 ks + 8 (e >> 1)
+    // + 2 t4.
+    uint32_t qf0[4][4], qf1[4][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const uint32_t off =
+                (r0 + 8 * (e & 1)) * 128 + (((2 * ks + (e >> 1)) ^ g) << 4) + 4 * t4;
+            qf0[ks][e] = *reinterpret_cast<const uint32_t*>(smem + OFF_Q + off);
+            qf1[ks][e] = *reinterpret_cast<const uint32_t*>(smem + OFF_Q + TILE_B + off);
+        }
     float relw0[32];
     {
 #pragma unroll 1
@@ -380,9 +410,9 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
         pin(s0);
         pin(s1);
         wg_fence();
-        wgmma_n64_ss_k64(s0, q_desc, k_desc);
+        wgmma_n64_rs_k64(s0, qf0, k_desc);
         wg_commit();
-        wgmma_n64_ss_k64(s1, q_desc + TILE_B / 16, k_desc);
+        wgmma_n64_rs_k64(s1, qf1, k_desc);
         wg_commit();
 
         // ---- query row 0: softmax while row 1's QK^T runs, then its PV ----
