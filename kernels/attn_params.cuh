@@ -42,3 +42,18 @@ struct AttnWindow {
         wx = win % wps;
     }
 };
+
+// Token rows of an S x S square that lies wholly inside the grid (the S = 64 kernels: the
+// grid is a multiple of 64, so no token of a square is padding).
+struct AttnSquare {
+    long long first;  // token row of square position (0, 0)
+    int grid;
+    __device__ __forceinline__ AttnSquare(const AttnParams& p, int side) : grid(p.grid) {
+        const AttnWindow w(p);
+        first = (static_cast<long long>(w.b) * grid + w.wy * side) * grid + w.wx * side;
+    }
+    // The token row of square position (ly, lx).
+    __device__ __forceinline__ long long row_of(int ly, int lx) const {
+        return first + static_cast<long long>(ly) * grid + lx;
+    }
+};

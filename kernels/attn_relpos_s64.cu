@@ -92,15 +92,11 @@ SAMRT_DEVICE void attention_s64(const AttnParams& p) {
     const int g = lane >> 2;
     const int t4 = lane & 3;
     const int head = blockIdx.y;
-    const AttnWindow window(p);
-    const int b = window.b, wy = window.wy, wx = window.wx;
+    // The grid is a multiple of 64 (the launcher's selection): no token is padding.
+    const AttnSquare square(p, GS);
     const int grid = p.grid;
     const int qy0 = blockIdx.x * (GQ / GS);  // the block's first query row of the square
-    // The token row of square position (ly, lx): the grid is a multiple of 64 (the
-    // launcher's selection), so every square lies inside it and no token is padding.
-    auto row_of = [&](int ly, int lx) -> long long {
-        return (static_cast<long long>(b) * grid + wy * GS + ly) * grid + wx * GS + lx;
-    };
+    auto row_of = [&](int ly, int lx) { return square.row_of(ly, lx); };
     const __half* qb = p.q + head * HD;
     const __half* kb = p.k + head * HD;
     const __half* vb = p.v + head * HD;
@@ -132,8 +128,7 @@ SAMRT_DEVICE void attention_s64(const AttnParams& p) {
         const int rem = ph % CH;
         const int r = (ph / CH) * 8 + 2 * (q >> 1) + rem / (CH / 2);
         const int ch = 2 * (rem % (CH / 2)) + (q & 1);
-        kv_src = kb + (static_cast<long long>(b * grid + wy * GS) * grid + wx * GS) * p.k_ld +
-                 r * p.k_ld + ch * 8;
+        kv_src = kb + square.first * p.k_ld + r * p.k_ld + ch * 8;
         kv_soff = static_cast<uint32_t>((r * LDS + ch * 8) * 2);
     }
     auto load_kv = [&](int stage) {

@@ -1,0 +1,463 @@
+// attn_relpos_s64_d64_f16 for sm_90a: the same op as attn_relpos_s64.cu (SAM's global
+// attention at S = 64, head dim 64, grids a multiple of 64; logit formula at the top of
+// attention.cu) with the products on Hopper's warpgroup MMA. The runtime loads this module
+// after the portable one on compute capability 9.0, so this entry point replaces it there;
+// launch geometry and shared memory are the portable kernel's (one warpgroup, 128 queries =
+// two query rows, 75776 bytes), so the launcher is the same on every device.
+//
+// Why wgmma: the portable kernel is bound by shared-memory wavefronts (every mma.sync
+// operand goes through ldmatrix into registers, per warp). wgmma reads K and V straight
+// from shared memory through descriptors, each 128-byte row once per warpgroup, so the
+// per-tile shared traffic is the tiles' size. Q is the A operand from registers (its
+// fragments loaded once, 32 registers that fit next to O and S): re-reading it from shared
+// memory for every key tile would cost as many wavefronts as K.
+// * Q, K and V tiles use the 128-byte swizzle (a 64-half row is exactly one swizzle row):
+//   cp.async writes and the tensor-core reads are both conflict-free, and the same layout
+//   serves K as a K-major B (QK^T) and V as an MN-major B (transposed, PV).
+// * Each query row of the block is one m64 tile (each warp owns 16 queries of both). Per key
+//   tile, S of both m64 tiles is issued as two commit groups; the softmax of tile 0 runs
+//   while tile 1's QK^T is in flight, and tile 1's while tile 0's PV is (FA3's
+//   intra-warpgroup overlap, here between the two query rows instead of two key tiles, which
+//   would need a second 32-register S).
+// * rel_w[q][kx] = <q, Rw[qx - kx + 63]> / scale does not depend on ky: computed once (Q Rw^T
+//   on the tensor cores, scattered through shared memory into the accumulator layout) and
+//   used as the initial accumulator of each tile's QK^T: tile 0's from registers, tile 1's
+//   from shared memory (both in registers next to O and S would not fit 255 registers).
+// * rel_h[q][ky] = <q, Rh[qy - ky + 63]> / scale: the table rows of 8 consecutive key rows
+//   and both query rows are 16 consecutive rows of Rh (descending in ky), so one m64n16
+//   wgmma per query row and k16 step every 8 key tiles gives them; the 16 rows ride in the
+//   K/V ring with the tile that starts the batch. The values go through shared memory
+//   ([8][132] fp32) and enter the softmax as max(s) + h and inside the exponent's fma, as in
+//   the portable kernel.
+// * The row sums l come from the tensor cores (P times a ones matrix, m64n8), the sums of the
+//   fp16 P that the numerator uses.
+// Each value is meant to be the portable kernel's float operation sequence (the k16 steps of
+// a wgmma chain accumulate in the order of its mma.sync chain); the tests compare both with
+// the CPU reference, not with each other.
+#include "attn_params.cuh"
+#include "common.cuh"
+
+namespace {
+
+constexpr int HD = 64;         // head dim: a row of Q, K or V is 128 bytes, one swizzle row
+constexpr int GQ = 128;        // queries per block: two query rows, one m64 tile each
+constexpr int GK = 64;         // keys per tile: one key row
+constexpr int GS = 64;         // the side S
+constexpr int GTHREADS = 128;  // one warpgroup
+constexpr int TILE_B = GK * HD * 2;  // bytes of a K or V tile (and of a Q query row)
+constexpr int RH_BATCH = 8;    // key rows per rel_h batch
+constexpr int RH_LD = GQ + 4;   // floats per key row of the rel_h batch (4 mod 32: the
+                               // scatter's 4 key rows per query hit distinct banks)
+constexpr int RH_ROWS = 16;    // table rows per batch: 8 key rows for each of 2 query rows
+constexpr int GRLD = 72;       // floats per row of the rel_w tables (8 mod 32: each
+                               // half-warp's float2 reads hit 32 distinct banks)
+
+// Shared memory, from a 1024-aligned base (the 128-byte swizzle repeats every 1024 bytes and
+// the descriptors address whole atoms): Q (2 x 8 KiB), two stages of K and V (4 x 8 KiB), the
+// rel_h batch's 16 table rows (2 KiB), then the kept rel_w of query row 1 ([64][GRLD] fp32),
+// the current rel_h batch ([8 key rows][128 + 4 queries] fp32) and a 256-byte ones matrix.
+// Before the first K/V tile, stage 0 holds the Rw table and stage 1 + the Rh rows the rel_w
+// scratch of row 0.
+constexpr int OFF_Q = 0;
+constexpr int OFF_KV = OFF_Q + 2 * TILE_B;
+constexpr int OFF_RH = OFF_KV + 4 * TILE_B;
+constexpr int OFF_RELW1 = OFF_RH + RH_ROWS * HD * 2;
+constexpr int OFF_RELH = OFF_RELW1 + GS * GRLD * 4;
+constexpr int OFF_ONES = OFF_RELH + RH_BATCH * RH_LD * 4;
+constexpr int SMEM_USED = OFF_ONES + 256;
+// attention.rs `s64_smem_bytes`, which the launcher requests for either module.
+constexpr int SMEM_LAUNCH = (4 * 64 + 128) * 72 * 2 + 64 * 72 * 4 + 128 * 4 * 4;
+static_assert(SMEM_USED + 1024 - 16 <= SMEM_LAUNCH, "fits the portable kernel's request");
+static_assert(OFF_KV + TILE_B * 2 + GS * GRLD * 4 <= OFF_RELW1, "row 0's scratch fits");
+
+// Matrix descriptor of a K-major or MN-major operand in 128-byte-swizzled rows: 8-row groups
+// 1024 bytes apart (SBO); LBO (next atom along MN) is never used at N = 64. The start
+// address (>> 4) is the low field, so a descriptor plus n / 16 addresses n bytes further
+// (shared addresses stay below 2^18: no carry out of the field).
+SAMRT_DEVICE uint64_t desc_sw128(uint32_t addr) {
+    return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (64ull << 32) |
+           (1ull << 62);
+}
+// The ones matrix: no swizzle, core matrices of 8 rows x 16 bytes, K halves 128 bytes apart.
+SAMRT_DEVICE uint64_t desc_plain(uint32_t addr) {
+    return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (8ull << 16) | (16ull << 32);
+}
+
+SAMRT_DEVICE void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+SAMRT_DEVICE void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+SAMRT_DEVICE void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accesses of wgmma registers across the fence/wait asm.
+template <int N>
+SAMRT_DEVICE void pin(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+SAMRT_DEVICE void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+#define SAMRT_D8(d) "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), \
+    "+f"(d[6]), "+f"(d[7])
+#define SAMRT_D32(d) SAMRT_D8(d), SAMRT_D8((d + 8)), SAMRT_D8((d + 16)), SAMRT_D8((d + 24))
+#define SAMRT_L32 \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, " \
+    "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+// Each chain of k16 steps is one asm statement: one scale-d predicate (always 1: every
+// accumulator starts initialised) for the chain.
+#define SAMRT_WG_PRED(n) "{\n.reg .pred p;\nsetp.ne.b32 p, %" #n ", 0;\n"
+#define SAMRT_WG_SS64(da, db) \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", %" #da ", %" #db \
+    ", p, 1, 1, 0, 0;\n"
+
+// D[64x64] += A[64x64] * B over 4 k16 steps, A and B (K-major) from shared memory:
+// descriptors da and db advance 32 bytes per step.
+SAMRT_DEVICE void wgmma_n64_ss_k64(float (&d)[32], uint64_t da, uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(40) SAMRT_WG_SS64(32, 36) SAMRT_WG_SS64(33, 37)
+                     SAMRT_WG_SS64(34, 38) SAMRT_WG_SS64(35, 39) "}\n"
+                 : SAMRT_D32(d)
+                 : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
+                   "l"(db + 4), "l"(db + 6), "r"(1));
+}
+// D[64x64] += A[64x64] * B over 4 k16 steps, A from registers (q, 4 per step), B K-major
+// from shared memory (descriptor db, 32 bytes per step).
+#define SAMRT_WG_RS64(a0, a1, a2, a3, db)                                                 \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", {%" #a0 ", %" #a1 \
+    ", %" #a2 ", %" #a3 "}, %" #db ", p, 1, 1, 0;\n"
+SAMRT_DEVICE void wgmma_n64_rs_k64(float (&d)[32], const uint32_t (&q)[4][4], uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(52) SAMRT_WG_RS64(32, 33, 34, 35, 48)
+                     SAMRT_WG_RS64(36, 37, 38, 39, 49) SAMRT_WG_RS64(40, 41, 42, 43, 50)
+                         SAMRT_WG_RS64(44, 45, 46, 47, 51) "}\n"
+                 : SAMRT_D32(d)
+                 : "r"(q[0][0]), "r"(q[0][1]), "r"(q[0][2]), "r"(q[0][3]), "r"(q[1][0]),
+                   "r"(q[1][1]), "r"(q[1][2]), "r"(q[1][3]), "r"(q[2][0]), "r"(q[2][1]),
+                   "r"(q[2][2]), "r"(q[2][3]), "r"(q[3][0]), "r"(q[3][1]), "r"(q[3][2]),
+                   "r"(q[3][3]), "l"(db), "l"(db + 2), "l"(db + 4), "l"(db + 6), "r"(1));
+}
+// D[64x16] += A[64x64] * B, both from shared memory (rel_h), 4 k16 steps.
+#define SAMRT_WG_SS16(da, db)                                                    \
+    "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "                       \
+    "{%0, %1, %2, %3, %4, %5, %6, %7}, %" #da ", %" #db ", p, 1, 1, 0, 0;\n"
+SAMRT_DEVICE void wgmma_n16_ss_k64(float (&d)[8], uint64_t da, uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(16) SAMRT_WG_SS16(8, 12) SAMRT_WG_SS16(9, 13)
+                     SAMRT_WG_SS16(10, 14) SAMRT_WG_SS16(11, 15) "}\n"
+                 : SAMRT_D8(d)
+                 : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
+                   "l"(db + 4), "l"(db + 6), "r"(1));
+}
+// O[64x64] += P[64x64] V and l[64x8] += P 1 over 4 k16 steps: P from registers (a, 4 per
+// step), V MN-major (transposed) from shared memory (descriptor dv, 16 rows = 2048 bytes
+// per step), the ones matrix (dl) the same for every step.
+#define SAMRT_WG_PV(a0, a1, a2, a3, dv)                                                   \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", {%" #a0 ", %" #a1 \
+    ", %" #a2 ", %" #a3 "}, %" #dv ", p, 1, 1, 1;\n"                                       \
+    "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%32, %33, %34, %35}, {%" #a0     \
+    ", %" #a1 ", %" #a2 ", %" #a3 "}, %56, p, 1, 1, 0;\n"
+SAMRT_DEVICE void wgmma_pv_k64(float (&o)[32], float (&l)[4], const uint32_t (&a)[4][4],
+                               uint64_t dv, uint64_t dl) {
+    asm volatile(SAMRT_WG_PRED(57) SAMRT_WG_PV(36, 37, 38, 39, 52)
+                     SAMRT_WG_PV(40, 41, 42, 43, 53) SAMRT_WG_PV(44, 45, 46, 47, 54)
+                         SAMRT_WG_PV(48, 49, 50, 51, 55) "}\n"
+                 : SAMRT_D32(o), "+f"(l[0]), "+f"(l[1]), "+f"(l[2]), "+f"(l[3])
+                 : "r"(a[0][0]), "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(a[1][0]),
+                   "r"(a[1][1]), "r"(a[1][2]), "r"(a[1][3]), "r"(a[2][0]), "r"(a[2][1]),
+                   "r"(a[2][2]), "r"(a[2][3]), "r"(a[3][0]), "r"(a[3][1]), "r"(a[3][2]),
+                   "r"(a[3][3]), "l"(dv), "l"(dv + 128), "l"(dv + 256), "l"(dv + 384), "l"(dl),
+                   "r"(1));
+}
+
+// Byte offset of (row, 16-byte chunk) in 128-byte-swizzled rows (the pattern of 1024-aligned
+// atoms: chunk c of row r lands at chunk c ^ (r mod 8)).
+SAMRT_DEVICE uint32_t sw128(int row, int chunk) {
+    return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+// Softmax of one m64 tile's S (this thread's rows g and g + 8 of its warp's 16), rescaling
+// O and l when a row's max grew; P left in s.
+SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], float (&m)[2],
+                               const float* relh, float sl2) {
+    float corr[2];
+    bool grew = false;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const float hb = relh[8 * i];
+        float mx = s[2 * i];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
+        mx = samrt::quad_max(mx);
+        // Rounding is monotone, so max(s) + h is exactly max(s + h).
+        const float m_new = fmaxf(m[i], mx + hb);
+        grew |= m_new != m[i];
+        corr[i] = exp2f((m[i] - m_new) * sl2);
+        m[i] = m_new;
+        const float nb = (hb - m_new) * sl2;  // every key is real: m_new is finite
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+                s[4 * j + 2 * i + e] = exp2f(fmaf(s[4 * j + 2 * i + e], sl2, nb));
+    }
+    // An unchanged max has corr = 1: O and l are rescaled only when a row's max grew.
+    if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[4 * j + e] *= corr[e >> 1];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) l[e] *= corr[e >> 1];
+    }
+}
+
+// O += P V and l += P 1 for one m64 tile (P in s, fp32), issued and committed as one group.
+SAMRT_DEVICE void issue_pv(float (&o)[32], float (&l)[4], uint32_t (&a)[4][4], const float (&s)[32],
+                           uint64_t v_desc, uint64_t ones) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+        a[kk][0] = samrt::pack_half2(s[8 * kk + 0], s[8 * kk + 1]);
+        a[kk][1] = samrt::pack_half2(s[8 * kk + 2], s[8 * kk + 3]);
+        a[kk][2] = samrt::pack_half2(s[8 * kk + 4], s[8 * kk + 5]);
+        a[kk][3] = samrt::pack_half2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    pin(o);
+    pin(l);
+    wg_fence();
+    wgmma_pv_k64(o, l, a, v_desc, ones);
+    wg_commit();
+}
+
+SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = samrt::smem_addr(smem_raw);
+    const uint32_t pad = (1024u - (raw & 1023u)) & 1023u;
+    unsigned char* smem = smem_raw + pad;
+    const uint32_t base = raw + pad;
+    float* s_relw1 = reinterpret_cast<float*>(smem + OFF_RELW1);  // [GS][GRLD]
+    float* s_relh = reinterpret_cast<float*>(smem + OFF_RELH);    // [RH_BATCH][RH_LD]
+    float* s_relw0 = reinterpret_cast<float*>(smem + OFF_KV + 2 * TILE_B);  // scratch
+
+    const AttnSquare square(p, GS);  // no token is padding (the grid is a multiple of 64)
+    auto row_of = [&](int ly, int lx) { return square.row_of(ly, lx); };
+    const int qy0 = blockIdx.x * (GQ / GS);  // the block's first query row of the square
+    const int head = blockIdx.y;
+    const int tid = threadIdx.x;
+    const int warp = tid >> 5;
+    const int g = (tid & 31) >> 2;
+    const int t4 = tid & 3;
+    const __half* qb = p.q + head * HD;
+    const __half* kb = p.k + head * HD;
+    const __half* vb = p.v + head * HD;
+    const float inv_scale = 1.0f / p.scale;
+    // The Q tile's descriptor; every other swizzled operand is a fixed offset from it.
+    const uint64_t q_desc = desc_sw128(base + OFF_Q);
+
+    // ---- Q (both query rows), the Rw table (row 127 zero) and the ones matrix ----
+#pragma unroll
+    for (int i = 0; i < GQ * 8 / GTHREADS; ++i) {
+        const int c = tid + i * GTHREADS, r = c >> 3, ch = c & 7;
+        const long long row = row_of(qy0 + (r >> 6), r & 63);
+        samrt::cp_async_16(base + OFF_Q + sw128(r, ch), qb + row * p.q_ld + ch * 8, true);
+        const bool in_table = r < 2 * GS - 1;
+        samrt::cp_async_16(base + OFF_KV + sw128(r, ch), p.rel_w + (in_table ? r : 0) * HD + ch * 8,
+                           in_table);
+    }
+    samrt::cp_async_commit();
+    if (tid < 64) reinterpret_cast<uint32_t*>(smem + OFF_ONES)[tid] = 0x3c003c00u;  // half2(1, 1)
+
+    // K/V copies: chunk tid + 128 i of a tile is row (tid >> 3) + 16 i, chunk tid & 7; a key
+    // row is 64 consecutive tokens.
+    const long long kv_step = static_cast<long long>(p.grid) * p.k_ld;  // halves per key row
+    const long long kv_row = static_cast<long long>(p.k_ld) * 16;
+    const __half* kv_src = kb + row_of(0, tid >> 3) * p.k_ld + (tid & 7) * 8;
+    const int kv_v = static_cast<int>(vb - kb);  // v follows k in a qkv row (k_ld == v_ld)
+    // Rows 16 apart share their swizzle phase: slot i is 16 rows (2048 bytes) after slot 0.
+    const uint32_t kv_dst = base + OFF_KV + sw128(tid >> 3, tid & 7);
+    auto load_kv = [&](int kt) {
+        const uint32_t dk = kv_dst + 2 * (kt & 1) * TILE_B;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            samrt::cp_async_16(dk + 2048 * i, kv_src + i * kv_row, true);
+            samrt::cp_async_16(dk + TILE_B + 2048 * i, kv_src + i * kv_row + kv_v, true);
+        }
+        kv_src += kv_step;
+        if (kt % RH_BATCH == 0) {
+            // Rh rows qy0 + 56 - kt .. + 15: column n of the batch's product is key row
+            // kt + 7 - n of query row 0 and kt + 8 - n of query row 1. Rows past the table
+            // (never used) are zero.
+            const int r = tid >> 3, ch = tid & 7, trow = qy0 + GS - RH_BATCH - kt + r;
+            samrt::cp_async_16(base + OFF_RH + sw128(r, ch),
+                               p.rel_h + (trow < 2 * GS - 1 ? trow : 0) * HD + ch * 8,
+                               trow < 2 * GS - 1);
+        }
+    };
+
+    samrt::cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+
+    // ---- rel_w: Q Rw^T for both query rows, scattered as [qx][kx] / scale ----
+    // Accumulator i of this thread is row 16 warp + g + 8 ((i / 2) % 2), column
+    // 8 (i / 4) + 2 t4 + i % 2 (the m16n8 C layout per 8 columns).
+    const int r0 = warp * 16 + g;  // this thread's row g of each m64 tile (qx)
+    // Q as register A fragments of both m64 tiles (read once: the QK^T chains then read only
+    // K from shared memory). Register e of step ks: row g + 8 (e & 1), k 16 ks + 8 (e >> 1)
+    // + 2 t4.
+    uint32_t qf0[4][4], qf1[4][4];
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const uint32_t off =
+                (r0 + 8 * (e & 1)) * 128 + (((2 * ks + (e >> 1)) ^ g) << 4) + 4 * t4;
+            qf0[ks][e] = *reinterpret_cast<const uint32_t*>(smem + OFF_Q + off);
+            qf1[ks][e] = *reinterpret_cast<const uint32_t*>(smem + OFF_Q + TILE_B + off);
+        }
+    float relw0[32];
+    {
+#pragma unroll 1
+        for (int t = 0; t < 2; ++t) {
+#pragma unroll 1
+            for (int h = 0; h < 2; ++h) {
+                float acc[32];
+#pragma unroll
+                for (int i = 0; i < 32; ++i) acc[i] = 0.0f;
+                pin(acc);
+                wg_fence();
+                wgmma_n64_ss_k64(acc, q_desc + t * TILE_B / 16,
+                                 q_desc + (OFF_KV + h * TILE_B) / 16);
+                wg_commit();
+                wg_wait<0>();
+                pin(acc);
+                float* dst = t == 0 ? s_relw0 : s_relw1;
+#pragma unroll
+                for (int i = 0; i < 32; ++i) {
+                    const int qx = r0 + 8 * ((i >> 1) & 1);
+                    const int j = 64 * h + 8 * (i >> 2) + 2 * t4 + (i & 1);
+                    const int kx = qx + GS - 1 - j;
+                    if (kx >= 0 && kx < GS) dst[qx * GRLD + kx] = acc[i] * inv_scale;
+                }
+            }
+        }
+        __syncwarp();  // each warp reads back only its own rows
+#pragma unroll
+        for (int i = 0; i < 32; ++i)
+            relw0[i] = s_relw0[(r0 + 8 * ((i >> 1) & 1)) * GRLD + 8 * (i >> 2) + 2 * t4 + (i & 1)];
+    }
+    __syncthreads();  // every warp is done with the scratch: the stages are free
+    load_kv(0);
+    samrt::cp_async_commit();
+
+    float o0[32], o1[32], l0[4], l1[4], m0[2], m1[2];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) o0[i] = o1[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) l0[i] = l1[i] = 0.0f;
+    m0[0] = m0[1] = m1[0] = m1[1] = -INFINITY;
+    // logit = scale * q_scale * s, in log2 units for exp2 (k and v are used as stored).
+    const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
+    const uint64_t ones = desc_plain(base + OFF_ONES);
+    const float* relw1 = s_relw1 + r0 * GRLD + 2 * t4;
+    const float* relh_r = s_relh + r0;  // query r0 of query row 0; + 64: of query row 1
+
+#pragma unroll 1
+    for (int kt = 0; kt < GS; ++kt) {
+        samrt::cp_async_wait<0>();
+        fence_proxy_async();  // this thread's copies, before the async proxy reads them
+        __syncthreads();      // tile kt visible; every wgmma on stage (kt + 1) & 1 is done
+        if (kt + 1 < GS) load_kv(kt + 1);
+        samrt::cp_async_commit();
+        const uint64_t k_desc = q_desc + (OFF_KV + 2 * (kt & 1) * TILE_B) / 16;
+        const uint64_t v_desc = k_desc + TILE_B / 16;
+
+        if (kt % RH_BATCH == 0) {
+            float rh0[8], rh1[8];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) rh0[i] = rh1[i] = 0.0f;
+            pin(rh0);
+            pin(rh1);
+            wg_fence();
+            wgmma_n16_ss_k64(rh0, q_desc, q_desc + OFF_RH / 16);
+            wgmma_n16_ss_k64(rh1, q_desc + TILE_B / 16, q_desc + OFF_RH / 16);
+            wg_commit();
+            wg_wait<0>();
+            pin(rh0);
+            pin(rh1);
+            // Column n: key row kt + 7 - n of query row 0, kt + 8 - n of query row 1.
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int row = r0 + 8 * ((i >> 1) & 1);
+                const int n = 8 * (i >> 2) + 2 * t4 + (i & 1);
+                if (n < RH_BATCH) s_relh[(RH_BATCH - 1 - n) * RH_LD + row] = rh0[i] * inv_scale;
+                if (n >= 1 && n <= RH_BATCH)
+                    s_relh[(RH_BATCH - n) * RH_LD + GS + row] = rh1[i] * inv_scale;
+            }
+            __syncwarp();  // each warp reads back only its own rows
+        }
+
+        // ---- S = rel_w + Q K^T for both query rows, one commit group each ----
+        float s0[32], s1[32];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) s0[i] = relw0[i];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const float2 lo = *reinterpret_cast<const float2*>(relw1 + 8 * j);
+            const float2 hi = *reinterpret_cast<const float2*>(relw1 + 8 * GRLD + 8 * j);
+            s1[4 * j + 0] = lo.x;
+            s1[4 * j + 1] = lo.y;
+            s1[4 * j + 2] = hi.x;
+            s1[4 * j + 3] = hi.y;
+        }
+        pin(s0);
+        pin(s1);
+        wg_fence();
+        wgmma_n64_rs_k64(s0, qf0, k_desc);
+        wg_commit();
+        wgmma_n64_rs_k64(s1, qf1, k_desc);
+        wg_commit();
+
+        // ---- query row 0: softmax while row 1's QK^T runs, then its PV ----
+        const float* relh_t = relh_r + (kt % RH_BATCH) * RH_LD;
+        uint32_t a0[4][4], a1[4][4];
+        wg_wait<1>();
+        pin(s0);
+        softmax_tile(s0, o0, l0, m0, relh_t, sl2);
+        issue_pv(o0, l0, a0, s0, v_desc, ones);
+
+        // ---- query row 1, while row 0's PV runs ----
+        wg_wait<1>();
+        pin(s1);
+        softmax_tile(s1, o1, l1, m1, relh_t + GS, sl2);
+        issue_pv(o1, l1, a1, s1, v_desc, ones);
+        wg_wait<0>();
+        pin(o0);
+        pin(o1);
+        pin(l0);
+        pin(l1);
+    }
+    samrt::cp_async_wait<0>();
+
+    // ---- normalise and store ----
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const float* o = t == 0 ? o0 : o1;
+            const long long row = row_of(qy0 + t, r0 + 8 * i);
+            const float inv = 1.0f / (t == 0 ? l0 : l1)[2 * i];  // >= 1: the max's term is 1
+            __half* dst = p.o + head * HD + row * p.o_ld;
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                *reinterpret_cast<uint32_t*>(dst + j * 8 + 2 * t4) =
+                    samrt::pack_half2(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+        }
+}
+
+}  // namespace
+
+// One block per SM, as the portable kernel (up to 255 registers: O and S of both query rows
+// and row 0's rel_w).
+extern "C" __global__ void __launch_bounds__(GTHREADS, 1)
+    attn_relpos_s64_d64_f16(const AttnParams p) {
+    attention_s64_sm90(p);
+}
