@@ -27,6 +27,16 @@ for t in gpu-carry/bin/*-*; do
   "$t" --nocapture $extra > "$OUT/test-$name.log" 2>&1 || { echo "FAILED: $name"; status=1; }
   tail -n 3 "$OUT/test-$name.log"
 done
+# On Hopper the pass above ran the *_sm90a (wgmma) kernels; the portable mma.sync build's op
+# rows run here too (SAMRT_CUDA_ARCH=sm_80: the GEMMs, the conv and the encoder attention).
+if nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -q '^9\.0'; then
+  for kt in gpu-carry/bin/cuda_ops-*; do
+    [ -x "$kt" ] || continue
+    SAMRT_CUDA_ARCH=sm_80 "$kt" --nocapture gemm conv3x3 attn_relpos \
+      > "$OUT/test-sm80-$(basename "$kt").log" 2>&1 || { echo "FAILED: sm_80 rows"; status=1; }
+    tail -n 3 "$OUT/test-sm80-$(basename "$kt").log"
+  done
+fi
 # compute-sanitizer on the kernel test binary, every op's table rows and launch checks
 # (memcheck and racecheck).
 if command -v compute-sanitizer >/dev/null; then
@@ -75,6 +85,14 @@ PY
 gpu-carry/bin/samrt profile --device cuda --model vit_b --component encoder --json \
   > "$OUT/samrt-profile-vit_b.json" 2> "$OUT/samrt-profile-vit_b.log" \
   || { echo "samrt profile vit_b: FAILED"; status=1; }
+# The portable build's kernels too (on Hopper the run above timed the wgmma ones), against
+# bench/results/*-profile-model-vit_b-sm80.json, and its encoder through samrt bench.
+SAMRT_CUDA_ARCH=sm_80 gpu-carry/bin/samrt profile --device cuda --model vit_b --component encoder \
+  --json > "$OUT/samrt-profile-vit_b-sm80.json" 2> "$OUT/samrt-profile-vit_b-sm80.log" \
+  || { echo "samrt profile vit_b sm_80: FAILED"; status=1; }
+SAMRT_CUDA_ARCH=sm_80 gpu-carry/bin/samrt bench --device cuda --model vit_b --batch 1 --iters 20 \
+  --prompts 64 --json > "$OUT/bench-sm80-vit_b-b1.json" 2> "$OUT/bench-sm80-vit_b-b1.log" \
+  || { echo "samrt bench vit_b sm_80: FAILED"; status=1; }
 # The decoder's kernels, measured: one point (bucket 1) and the 64 bucket that 1,024
 # prompts replay 16 times.
 for n in 1 64; do
@@ -90,6 +108,13 @@ if [ -s "$OUT/samrt-profile-vit_b.json" ] && [ -n "$modelled" ]; then
     > "$OUT/$(date -u +%F)-$gpu-profile-vs-model.json" || status=1
   python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["total"]; print("profile vit_b: measured", t["measured_us"], "us, modelled", t["modelled_us"], "us")' \
     "$OUT/$(date -u +%F)-$gpu-profile-vs-model.json" || status=1
+fi
+modelled80="$(ls bench/results/*-profile-model-vit_b-sm80.json 2>/dev/null | sort | tail -n 1)"
+if [ -s "$OUT/samrt-profile-vit_b-sm80.json" ] && [ -n "$modelled80" ]; then
+  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr '[:upper:]' '[:lower:]' \
+    | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')"
+  python3 tools/profile_compare.py "$OUT/samrt-profile-vit_b-sm80.json" "$modelled80" \
+    > "$OUT/$(date -u +%F)-$gpu-profile-vs-model-sm80.json" || status=1
 fi
 if [ "${SKIP_TORCH:-0}" != 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
