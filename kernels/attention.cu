@@ -144,12 +144,13 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     const Side<SC> side(RELPOS ? p.side : 1);
     const int S = side.s();
     const int LDR = side.ld();
-    // S == 64 keeps rel_w in registers: its table is scratch in stage 1 (after Q is read).
-    constexpr bool RELW_SCRATCH = RELPOS && SC == ABN;
-    static_assert(!RELW_SCRATCH || ABM * (((SC + 3) & ~7) + 4) * 4 <= 2 * T::TILE * 2,
+    // S == 64 (a key tile is one key row, ROWS below) keeps rel_w in registers: its table is
+    // scratch in stage 1 (after Q is read).
+    constexpr bool ROWS = RELPOS && SC == ABN;
+    static_assert(!ROWS || ABM * (((SC + 3) & ~7) + 4) * 4 <= 2 * T::TILE * 2,
                   "the rel_w scratch table fits in stage 1");
     float* s_relh = reinterpret_cast<float*>(s_k + 4 * T::TILE);  // [ABM][LDR]
-    float* s_relw = RELW_SCRATCH ? reinterpret_cast<float*>(s_q) : s_relh + ABM * LDR;
+    float* s_relw = ROWS ? reinterpret_cast<float*>(s_q) : s_relh + ABM * LDR;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -202,7 +203,6 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     // every tile and only the row base moves. Offsets are computed once here; a tile then
     // costs one address add per chunk instead of the per-chunk token map. k_ld == v_ld (the
     // launcher passes the qkv row stride for both).
-    constexpr bool ROWS = RELPOS && SC == ABN;
     constexpr int NKV = ROWS ? ABN * CH / ATHREADS : 1;  // chunks per thread: 4 (hd 64), 5 (hd 80)
     static_assert(!ROWS || (ABN * CH) % ATHREADS == 0, "whole chunks per thread");
     bool rows_whole = false;
@@ -294,7 +294,7 @@ SAMRT_DEVICE void attention(const AttnParams& p) {
     }
     // Every warp has its Q fragments: stage 1 is free for the rel_w scratch table (S == 64)
     // and, after the main loop's first barrier, for K/V tile 1.
-    if constexpr (RELW_SCRATCH) __syncthreads();
+    if constexpr (ROWS) __syncthreads();
 
     // Rows of this thread's accumulator fragments (block-local).
     const int r_lo = warp * 16 + g;

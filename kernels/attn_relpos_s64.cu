@@ -75,6 +75,13 @@ SAMRT_DEVICE void relw1_at(float (&c)[4], const float* row_g) {
     c[3] = hi.y;
 }
 
+// Q's A fragment of m16 tile MT, k16 step KS, from the Q tile at this lane's ldmatrix row
+// (Q is re-read from shared memory wherever it is used: held in registers it would spill).
+template <int HD, int MT, int KS>
+SAMRT_DEVICE void q_frag(uint32_t (&f)[4], uint32_t q_lane) {
+    samrt::ldmatrix_x4_at<(MT * 16 * G<HD>::LDS + KS * 16) * 2>(f[0], f[1], f[2], f[3], q_lane);
+}
+
 template <int HD>
 SAMRT_DEVICE void attention_s64(const AttnParams& p) {
     using T = G<HD>;
@@ -174,8 +181,7 @@ SAMRT_DEVICE void attention_s64(const AttnParams& p) {
             uint32_t qf[KS][4];
             samrt::static_for<0, KS>([&](auto ks_) {
                 constexpr int ks = decltype(ks_)::value;
-                samrt::ldmatrix_x4_at<(mt * 16 * LDS + ks * 16) * 2>(qf[ks][0], qf[ks][1],
-                                                                     qf[ks][2], qf[ks][3], q_lane);
+                q_frag<HD, mt, ks>(qf[ks], q_lane);
             });
             // Rows qx0 + 16 mt + 0..15 meet table rows lo .. lo + 15 + 63.
             const int lo = qx0 + 16 * mt;
@@ -259,8 +265,7 @@ SAMRT_DEVICE void attention_s64(const AttnParams& p) {
                 samrt::static_for<0, GMT>([&](auto mt_) {
                     constexpr int mt = decltype(mt_)::value;
                     uint32_t a[4];
-                    samrt::ldmatrix_x4_at<(mt * 16 * LDS + ks * 16) * 2>(a[0], a[1], a[2], a[3],
-                                                                         q_lane);
+                    q_frag<HD, mt, ks>(a, q_lane);
                     samrt::mma_16816(relh[mt], a, b0, b1);
                 });
             });
@@ -281,8 +286,7 @@ SAMRT_DEVICE void attention_s64(const AttnParams& p) {
             uint32_t qf[GMT][4];
             samrt::static_for<0, GMT>([&](auto mt_) {
                 constexpr int mt = decltype(mt_)::value;
-                samrt::ldmatrix_x4_at<(mt * 16 * LDS + ks * 16) * 2>(qf[mt][0], qf[mt][1],
-                                                                     qf[mt][2], qf[mt][3], q_lane);
+                q_frag<HD, mt, ks>(qf[mt], q_lane);
             });
             samrt::static_for<0, 4>([&](auto np_) {
                 constexpr int np = decltype(np_)::value;

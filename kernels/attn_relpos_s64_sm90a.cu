@@ -108,9 +108,11 @@ SAMRT_DEVICE void fence_proxy_async() {
 // Each chain of k16 steps is one asm statement: one scale-d predicate (always 1: every
 // accumulator starts initialised) for the chain.
 #define SAMRT_WG_PRED(n) "{\n.reg .pred p;\nsetp.ne.b32 p, %" #n ", 0;\n"
-#define SAMRT_WG_SS64(da, db) \
-    "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", %" #da ", %" #db \
+// One k16 step of shape SHAPE, accumulators D, both operands from descriptors %da, %db.
+#define SAMRT_WG_SS(SHAPE, D, da, db)                                                  \
+    "wgmma.mma_async.sync.aligned." SHAPE ".f32.f16.f16 " D ", %" #da ", %" #db \
     ", p, 1, 1, 0, 0;\n"
+#define SAMRT_WG_SS64(da, db) SAMRT_WG_SS("m64n64k16", SAMRT_L32, da, db)
 
 // D[64x64] += A[64x64] * B over 4 k16 steps, A and B (K-major) from shared memory:
 // descriptors da and db advance 32 bytes per step.
@@ -137,9 +139,8 @@ SAMRT_DEVICE void wgmma_n64_rs_k64(float (&d)[32], const uint32_t (&q)[4][4], ui
                    "r"(q[3][3]), "l"(db), "l"(db + 2), "l"(db + 4), "l"(db + 6), "r"(1));
 }
 // D[64x16] += A[64x64] * B, both from shared memory (rel_h), 4 k16 steps.
-#define SAMRT_WG_SS16(da, db)                                                    \
-    "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "                       \
-    "{%0, %1, %2, %3, %4, %5, %6, %7}, %" #da ", %" #db ", p, 1, 1, 0, 0;\n"
+#define SAMRT_WG_SS16(da, db) \
+    SAMRT_WG_SS("m64n16k16", "{%0, %1, %2, %3, %4, %5, %6, %7}", da, db)
 SAMRT_DEVICE void wgmma_n16_ss_k64(float (&d)[8], uint64_t da, uint64_t db) {
     asm volatile(SAMRT_WG_PRED(16) SAMRT_WG_SS16(8, 12) SAMRT_WG_SS16(9, 13)
                      SAMRT_WG_SS16(10, 14) SAMRT_WG_SS16(11, 15) "}\n"

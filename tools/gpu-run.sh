@@ -100,10 +100,11 @@ for n in 1 64; do
     --json > "$OUT/samrt-profile-decoder-vit_b-p$n.json" 2> "$OUT/samrt-profile-decoder-p$n.log" \
     || { echo "samrt profile decoder $n prompts: FAILED"; status=1; }
 done
+# The GPU's name as a file-name part ("NVIDIA H100 80GB HBM3" -> nvidia-h100-80gb-hbm3).
+gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr '[:upper:]' '[:lower:]' \
+  | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')"
 modelled="$(ls bench/results/*-profile-model-vit_b.json 2>/dev/null | sort | tail -n 1)"
 if [ -s "$OUT/samrt-profile-vit_b.json" ] && [ -n "$modelled" ]; then
-  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr '[:upper:]' '[:lower:]' \
-    | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')"
   python3 tools/profile_compare.py "$OUT/samrt-profile-vit_b.json" "$modelled" \
     > "$OUT/$(date -u +%F)-$gpu-profile-vs-model.json" || status=1
   python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["total"]; print("profile vit_b: measured", t["measured_us"], "us, modelled", t["modelled_us"], "us")' \
@@ -111,8 +112,6 @@ if [ -s "$OUT/samrt-profile-vit_b.json" ] && [ -n "$modelled" ]; then
 fi
 modelled80="$(ls bench/results/*-profile-model-vit_b-sm80.json 2>/dev/null | sort | tail -n 1)"
 if [ -s "$OUT/samrt-profile-vit_b-sm80.json" ] && [ -n "$modelled80" ]; then
-  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | tr '[:upper:]' '[:lower:]' \
-    | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')"
   python3 tools/profile_compare.py "$OUT/samrt-profile-vit_b-sm80.json" "$modelled80" \
     > "$OUT/$(date -u +%F)-$gpu-profile-vs-model-sm80.json" || status=1
 fi

@@ -116,10 +116,13 @@ fn s64_smem_bytes() -> usize {
 /// `[64][rel_ld(S)]`: `rel_h` and `rel_w`, or in the S = 64 instantiation `rel_h` alone
 /// (`rel_w` then lives in registers and its table is scratch in stage 1). Mirrors `Tile` in
 /// kernels/attention.cu.
-fn smem_bytes(head_dim: usize, rel_side: Option<usize>, side64: bool) -> usize {
+fn smem_bytes(head_dim: usize, rel: Option<(usize, AttnRelposVariant)>) -> usize {
     let tile = ATTN_BLOCK_K * (head_dim + 8);
-    let tables = if side64 { 1 } else { 2 };
-    4 * tile * 2 + rel_side.map_or(0, |s| tables * ATTN_BLOCK_Q * rel_ld(s) * 4)
+    4 * tile * 2
+        + rel.map_or(0, |(side, v)| {
+            let tables = if v == AttnRelposVariant::Side64 { 1 } else { 2 };
+            tables * ATTN_BLOCK_Q * rel_ld(side) * 4
+        })
 }
 
 fn check_smem(gpu: &GpuContext, need: usize, what: &str) -> Result<()> {
@@ -206,45 +209,38 @@ impl AttnRelposShape {
         self.variant().entry_point(self.head_dim())
     }
 
-    pub fn smem_bytes(&self) -> usize {
+    /// Queries per block (`None` for the window-14 kernel, which splits a window's queries
+    /// over `WIN14_SPLIT` blocks), threads and shared bytes: the one place that pairs a
+    /// variant with its kernel's constants.
+    fn block(&self) -> (Option<usize>, usize, usize) {
+        let hd = self.head_dim();
         match self.variant() {
-            AttnRelposVariant::Side14 => win14_smem_bytes(self.head_dim()),
-            AttnRelposVariant::Side64 if self.head_dim() == S64_HEAD_DIM => s64_smem_bytes(),
-            v => smem_bytes(
-                self.head_dim(),
-                Some(self.window),
-                v == AttnRelposVariant::Side64,
+            AttnRelposVariant::Side14 => (None, WIN14_THREADS, win14_smem_bytes(hd)),
+            AttnRelposVariant::Side64 if hd == S64_HEAD_DIM => {
+                (Some(S64_BLOCK_Q), S64_THREADS, s64_smem_bytes())
+            }
+            v => (
+                Some(ATTN_BLOCK_Q),
+                ATTN_THREADS,
+                smem_bytes(hd, Some((self.window, v))),
             ),
         }
     }
 
+    pub fn smem_bytes(&self) -> usize {
+        self.block().2
+    }
+
     pub fn config(&self) -> LaunchConfig {
         let wps = self.windows_per_side();
-        if self.variant() == AttnRelposVariant::Side14 {
-            return LaunchConfig {
-                grid_dim: (
-                    WIN14_SPLIT,
-                    self.heads as u32,
-                    (self.batch * wps * wps) as u32,
-                ),
-                block_dim: (WIN14_THREADS as u32, 1, 1),
-                shared_mem_bytes: self.smem_bytes() as u32,
-            };
-        }
-        let (block_q, threads) = match self.variant() {
-            AttnRelposVariant::Side64 if self.head_dim() == S64_HEAD_DIM => {
-                (S64_BLOCK_Q, S64_THREADS)
-            }
-            _ => (ATTN_BLOCK_Q, ATTN_THREADS),
-        };
+        let (block_q, threads, smem) = self.block();
+        let x = block_q.map_or(WIN14_SPLIT, |b| {
+            (self.window * self.window).div_ceil(b) as u32
+        });
         LaunchConfig {
-            grid_dim: (
-                (self.window * self.window).div_ceil(block_q) as u32,
-                self.heads as u32,
-                (self.batch * wps * wps) as u32,
-            ),
+            grid_dim: (x, self.heads as u32, (self.batch * wps * wps) as u32),
             block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: self.smem_bytes() as u32,
+            shared_mem_bytes: smem as u32,
         }
     }
 }
@@ -405,7 +401,7 @@ impl AttnPlainShape {
     }
 
     pub fn smem_bytes(&self) -> usize {
-        smem_bytes(self.head_dim, None, false)
+        smem_bytes(self.head_dim, None)
     }
 
     pub fn config(&self) -> LaunchConfig {
