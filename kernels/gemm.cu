@@ -169,13 +169,9 @@ SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
     const int n0 = blockIdx.x * T::BN;
     const int ktiles = (K + BK - 1) / BK;
 
+    const bool plain = plain_scales(row_scale, in_scale, out_scale);
     float acc[MI][NI][4];
-#pragma unroll
-    for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    init_acc(acc, lane, n0 + wn * NI * 8, plain, bias, N);
 
     DenseRows<T, T::BN> wl{w, N, K, nullptr, 0, false};
     al.init(m0);
@@ -253,8 +249,8 @@ SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
     samrt::cp_async_wait<0>();
 
     store_acc<EPI>(acc, lane, m0 + wm * MI * 16, n0 + wn * NI * 8,
-                   m0 + T::BM <= M && n0 + T::BN <= N, bias, row_scale, in_scale, out_scale,
-                   out, M, N);
+                   m0 + T::BM <= M && n0 + T::BN <= N, plain, bias, row_scale, in_scale,
+                   out_scale, out, M, N);
 }
 
 // The variants (src/graph/gemm_tile.rs `GemmTile` picks one per layer shape): 64x64 warp tiles

@@ -145,11 +145,9 @@ SAMRT_DEVICE void gemm_wgmma(const __half* __restrict__ a, const __half* __restr
     const int n0 = blockIdx.x * T::BN;
     const int ktiles = (K + BK - 1) / BK;
 
+    const bool plain = plain_scales(row_scale, in_scale, out_scale);
     float acc[1][NI][4];
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[0][j][e] = 0.0f;
+    init_acc(acc, lane, n0, plain, bias, N);
 
     DenseRows<T, T::BM> al{a, M, K, nullptr, 0, false};
     DenseRows<T, T::BN> wl{w, N, K, nullptr, 0, false};
@@ -205,8 +203,8 @@ SAMRT_DEVICE void gemm_wgmma(const __half* __restrict__ a, const __half* __restr
     samrt::cp_async_wait<0>();
 
     // Warp w of warpgroup g holds rows 64 g + 16 (w % 4) .. + 15 = 16 warp ..: one m16 block.
-    store_acc<EPI>(acc, lane, m0 + warp * 16, n0, m0 + T::BM <= M && n0 + T::BN <= N, bias,
-                   row_scale, in_scale, out_scale, out, M, N);
+    store_acc<EPI>(acc, lane, m0 + warp * 16, n0, m0 + T::BM <= M && n0 + T::BN <= N, plain,
+                   bias, row_scale, in_scale, out_scale, out, M, N);
 }
 
 using Tile128x256 = WgTile<2, 256>;
