@@ -195,15 +195,41 @@ fn assert_close_rows(
     }
 }
 
+/// Every tile sums each output's k16 steps in the same order (and the plain epilogue starts
+/// from the bias in all of them), so all tiles give the same bits: that is what lets
+/// `GemmTile::select` look at the layer alone. A row that names its tile (`named`) re-runs
+/// on every other tile of the same build and compares bits.
+fn assert_same_bits_on_every_tile(
+    test: &str,
+    named: Option<GemmTile>,
+    got: &[f32],
+    run: impl Fn(GemmTile) -> Vec<f32>,
+) {
+    let Some(tile) = named else { return };
+    for other in GemmTile::ALL.into_iter().filter(|&t| t != tile) {
+        let again = run(other);
+        let differ = got
+            .iter()
+            .zip(&again)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            (again.len(), differ),
+            (got.len(), 0),
+            "{test}: tile {other:?} differs from {tile:?} in {differ} outputs"
+        );
+    }
+}
+
 pub fn run_gemm(
     gpu: &GpuContext,
     rng: &mut Rng,
     test: &str,
-    (shape, tile): (GemmShape, Option<GemmTile>),
+    (shape, named): (GemmShape, Option<GemmTile>),
     c: ScaleCase,
 ) {
     let GemmShape { m, n, k } = shape;
-    let tile = tile.unwrap_or(GemmTile::select(n));
+    let tile = named.unwrap_or(GemmTile::select(n));
     let s = gpu.stream();
     let ins = scale_inputs(rng, c, m, n, m * k, n * k);
     let (a, w) = (&ins[0], &ins[1]);
@@ -211,20 +237,24 @@ pub fn run_gemm(
     let (want, factor) = ref_scaled(c, &acc, n, &ins);
     let ad = gpu.upload_f16(s, a).unwrap();
     let wd = gpu.upload_f16(s, w).unwrap();
-    let got = run_epilogue(gpu, c, &ins, |b, sc, e| {
-        gemm_tiled(gpu, s, (&ad, &wd), b, shape, sc, e, tile).unwrap()
-    });
+    let run = |t| {
+        run_epilogue(gpu, c, &ins, |b, sc, e| {
+            gemm_tiled(gpu, s, (&ad, &wd), b, shape, sc, e, t).unwrap()
+        })
+    };
+    let got = run(tile);
     assert_close_rows(test, &got, &want, n, &factor, c);
+    assert_same_bits_on_every_tile(test, named, &got, run);
 }
 
 pub fn run_conv3x3(
     gpu: &GpuContext,
     rng: &mut Rng,
     test: &str,
-    (sh, tile): (Conv3x3Shape, Option<GemmTile>),
+    (sh, named): (Conv3x3Shape, Option<GemmTile>),
     c: ScaleCase,
 ) {
-    let tile = tile.unwrap_or(GemmTile::select(sh.cout));
+    let tile = named.unwrap_or(GemmTile::select(sh.cout));
     let s = gpu.stream();
     let m = sh.batch * sh.h * sh.w;
     let ins = scale_inputs(rng, c, m, sh.cout, m * sh.cin, sh.cout * sh.cin * 9);
@@ -235,9 +265,13 @@ pub fn run_conv3x3(
     let wd = gpu
         .upload_f16(s, &conv3x3_weight_layout(w_official, sh.cout, sh.cin))
         .unwrap();
-    let got = run_epilogue(gpu, c, &ins, |b, sc, e| match e {
-        Epilogue::Bias(out) => conv3x3_tiled(gpu, s, (&xd, &wd), b, sh, sc, out, tile).unwrap(),
-        _ => unreachable!("conv3x3 has the fp16 bias epilogue only"),
-    });
+    let run = |t| {
+        run_epilogue(gpu, c, &ins, |b, sc, e| match e {
+            Epilogue::Bias(out) => conv3x3_tiled(gpu, s, (&xd, &wd), b, sh, sc, out, t).unwrap(),
+            _ => unreachable!("conv3x3 has the fp16 bias epilogue only"),
+        })
+    };
+    let got = run(tile);
     assert_close_rows(test, &got, &want, sh.cout, &factor, c);
+    assert_same_bits_on_every_tile(test, named, &got, run);
 }
