@@ -175,8 +175,16 @@ SAMRT_DEVICE uint32_t sw128(int row, int chunk) {
     return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
 }
 
+// A row's running max is moved only when the tile's max exceeds it by more than this (log2
+// units), as FlashAttention-4 does: P = exp2(s - max) is then at most 2^8, well inside fp16
+// (P feeds the PV wgmma) and fp32 (l, O), and the rescale of O and l, 36 multiplies per row
+// pair, runs on a few tiles instead of most (a warp rescales when any of its 16 rows grew,
+// ~60 % of tiles with the exact max). O / l is invariant under the choice of max, so only
+// roundings change, at the same relative size.
+constexpr float RESCALE_LOG2 = 8.0f;
+
 // Softmax of one m64 tile's S (this thread's rows g and g + 8 of its warp's 16), rescaling
-// O and l when a row's max grew; P left in s.
+// O and l when a row's kept max moved; P left in s.
 SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], float (&m)[2],
                                const float* relh, float sl2) {
     float corr[2];
@@ -190,17 +198,19 @@ SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], fl
         mx = samrt::quad_max(mx);
         // Rounding is monotone, so max(s) + h is exactly max(s + h).
         const float m_new = fmaxf(m[i], mx + hb);
-        grew |= m_new != m[i];
-        corr[i] = exp2f((m[i] - m_new) * sl2);
-        m[i] = m_new;
-        const float nb = (hb - m_new) * sl2;  // every key is real: m_new is finite
+        // The first tile always moves it (from -inf: the difference is +inf).
+        const float m_keep = (m_new - m[i]) * sl2 > RESCALE_LOG2 ? m_new : m[i];
+        grew |= m_keep != m[i];
+        corr[i] = exp2f((m[i] - m_keep) * sl2);  // 1 when kept
+        m[i] = m_keep;
+        const float nb = (hb - m_keep) * sl2;  // every key is real: m_keep is finite
 #pragma unroll
         for (int j = 0; j < 8; ++j)
 #pragma unroll
             for (int e = 0; e < 2; ++e)
                 s[4 * j + 2 * i + e] = exp2f(fmaf(s[4 * j + 2 * i + e], sl2, nb));
     }
-    // An unchanged max has corr = 1: O and l are rescaled only when a row's max grew.
+    // A kept max has corr = 1: O and l are rescaled only when a row's max moved.
     if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
         for (int j = 0; j < 8; ++j)
@@ -445,7 +455,7 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
         for (int i = 0; i < 2; ++i) {
             const float* o = t == 0 ? o0 : o1;
             const long long row = row_of(qy0 + t, r0 + 8 * i);
-            const float inv = 1.0f / (t == 0 ? l0 : l1)[2 * i];  // >= 1: the max's term is 1
+            const float inv = 1.0f / (t == 0 ? l0 : l1)[2 * i];  // >= 1: the max term is >= 1
             __half* dst = p.o + head * HD + row * p.o_ld;
 #pragma unroll
             for (int j = 0; j < 8; ++j)
