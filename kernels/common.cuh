@@ -25,6 +25,15 @@ SAMRT_DEVICE void cp_async_16(uint32_t dst, const void* src, bool valid) {
                  : "memory");
 }
 
+// cp_async_16 to dst + OFF bytes (the offset an immediate of the instruction).
+template <int OFF>
+SAMRT_DEVICE void cp_async_16_to(uint32_t dst, const void* src, bool valid) {
+    const int src_bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0+%3], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes), "n"(OFF)
+                 : "memory");
+}
+
 SAMRT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int N>

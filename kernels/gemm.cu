@@ -122,12 +122,14 @@ struct Conv3x3A {
         off = ((tap / 3 - 1) * W + (tap % 3 - 1)) * Cin + c;
     }
 
-    SAMRT_DEVICE void load(uint32_t sa, int) {
-        const int chunk = threadIdx.x % CHUNKS;
-#pragma unroll
-        for (int i = 0; i < T::A_SLOTS; ++i) {
+    // Stage tile at dst0 + OFF (dst0: this thread's first slot, swz(r, chunk), in stage 0);
+    // slot i is i * ROW_STEP rows further, which keeps the swizzle phase: an immediate.
+    template <int OFF>
+    SAMRT_DEVICE void load_at(uint32_t dst0, int) {
+        samrt::static_for<0, T::A_SLOTS>([&](auto ii) {
+            constexpr int i = decltype(ii)::value;
             const int row = threadIdx.x / CHUNKS + i * T::ROW_STEP;
-            if (i == T::A_SLOTS - 1 && T::BM % T::ROW_STEP != 0 && row >= T::BM) break;
+            if (i == T::A_SLOTS - 1 && T::BM % T::ROW_STEP != 0 && row >= T::BM) return;
             // tap < 9 + BK / Cin <= 17 here, and bits 9.. are clear, so taps past K read
             // nothing.
             const bool v = (inside[i] >> tap) & 1u;
@@ -137,8 +139,8 @@ struct Conv3x3A {
             const unsigned e = static_cast<unsigned>(m0 + row) * static_cast<unsigned>(Cin) +
                                static_cast<unsigned>(off);
             const __half* p = v ? x + e : x;
-            samrt::cp_async_16(sa + swz(row, chunk), p, v);
-        }
+            samrt::cp_async_16_to<OFF + i * T::ROW_STEP * BK * 2>(dst0, p, v);
+        });
         // Next stage: k += BK. Moving to the next tap in the same kernel row leaves `off`
         // unchanged (the pixel to the right is the next Cin elements); moving down a kernel
         // row (tap 2 -> 3, 5 -> 6) skips the W - 3 pixels in between.
@@ -169,81 +171,100 @@ SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
     const int n0 = blockIdx.x * T::BN;
     const int ktiles = (K + BK - 1) / BK;
 
+    // The accumulators are first written by tile 0's first k16 step, whose mma takes their
+    // start values (acc_start, read there so that they hold no registers through the loop)
+    // as its C operand: no separate initialisation (K > 0).
     const bool plain = plain_scales(row_scale, in_scale, out_scale);
     float acc[MI][NI][4];
-    init_acc(acc, lane, n0 + wn * NI * 8, plain, bias, N);
 
     DenseRows<T, T::BN> wl{w, N, K, nullptr, 0, false};
     al.init(m0);
     wl.init(n0);
+    // This thread's first copy slot in stage 0, per operand; a stage is an immediate offset.
+    const uint32_t a_dst = smem + swz(threadIdx.x / CHUNKS, threadIdx.x % CHUNKS);
+    const uint32_t w_dst = a_dst + T::A_BYTES;
     // Prologue: STAGES - 1 tiles in flight. A group is committed even when empty so that
     // "group i holds tile i" stays true and the wait count below is a constant.
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < ktiles) {
-            al.load(smem + s * T::STAGE_BYTES, s * BK);
-            wl.load(smem + s * T::STAGE_BYTES + T::A_BYTES, s * BK);
+    samrt::static_for<0, STAGES - 1>([&](auto s_) {
+        constexpr int S = decltype(s_)::value;
+        if (S < ktiles) {
+            al.template load_at<S * T::STAGE_BYTES>(a_dst, S * BK);
+            wl.template load_at<S * T::STAGE_BYTES>(w_dst, S * BK);
         }
         samrt::cp_async_commit();
-    }
+    });
 
-    // ldmatrix row addresses. A: matrices 0..3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7),
-    // (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3, so lane l reads row l % 16 at chunk
-    // 2 kk + l / 16. W: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
-    // (n 8-15, k 8-15) = b0, b1 of an n8 tile, then of the next. Every warp row base is a
-    // multiple of 8, so the swizzle term row & 7 is lane & 7; the per-kk chunk offsets are
-    // fixed per lane and the per-mi / per-nj steps are immediates of the ldmatrix.
-    const uint32_t a_lane = static_cast<uint32_t>((wm * MI * 16 + (lane & 15)) * (BK * 2));
-    const uint32_t w_lane = static_cast<uint32_t>(
+    // ldmatrix row addresses in stage 0, one per k16 step. A: matrices 0..3 = (rows 0-7,
+    // k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3, so lane l
+    // reads row l % 16 at chunk 2 kk + l / 16. W: matrices (n 0-7, k 0-7), (n 0-7, k 8-15),
+    // (n 8-15, k 0-7), (n 8-15, k 8-15) = b0, b1 of an n8 tile, then of the next. Every warp
+    // row base is a multiple of 8, so the swizzle term row & 7 is lane & 7: the per-kk chunk
+    // offsets are fixed per lane, and the stage, per-mi and per-nj steps are immediates of
+    // the ldmatrix.
+    const uint32_t a_lane = smem + static_cast<uint32_t>((wm * MI * 16 + (lane & 15)) * (BK * 2));
+    const uint32_t w_lane = smem + static_cast<uint32_t>(
         T::A_BYTES + (wn * NI * 8 + (lane & 7) + ((lane >> 4) << 3)) * (BK * 2));
     uint32_t a_kk[BK / 16], w_kk[BK / 16];
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk) {
-        a_kk[kk] = static_cast<uint32_t>(((kk * 2 + (lane >> 4)) ^ (lane & 7)) << 4);
-        w_kk[kk] = static_cast<uint32_t>(((kk * 2 + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
+        a_kk[kk] = a_lane + static_cast<uint32_t>(((kk * 2 + (lane >> 4)) ^ (lane & 7)) << 4);
+        w_kk[kk] = w_lane + static_cast<uint32_t>(((kk * 2 + ((lane >> 3) & 1)) ^ (lane & 7)) << 4);
     }
 
-    int stage = 0;
-    int pf_stage = STAGES - 1;
-    for (int kt = 0; kt < ktiles; ++kt) {
+    // Tile kt (in stage ST = kt % STAGES, a constant: the loop below is unrolled over the
+    // stages, so no stage address is computed at run time).
+    auto step = [&](auto st_, int kt) {
+        constexpr int ST = decltype(st_)::value;
+        constexpr int PF = (ST + STAGES - 1) % STAGES;  // the stage tile kt + STAGES - 1 takes
         // Tile kt has landed for this thread; the one barrier per stage makes it visible to
-        // all and also guarantees every warp has finished reading stage (kt - 1) % STAGES,
+        // all and also guarantees every warp has finished reading stage PF (tile kt - 1),
         // which the prefetch below overwrites.
         samrt::cp_async_wait<STAGES - 2>();
         __syncthreads();
         const int pf = kt + STAGES - 1;
         if (pf < ktiles) {
-            const uint32_t ps = smem + pf_stage * T::STAGE_BYTES;
-            al.load(ps, pf * BK);
-            wl.load(ps + T::A_BYTES, pf * BK);
+            al.template load_at<PF * T::STAGE_BYTES>(a_dst, pf * BK);
+            wl.template load_at<PF * T::STAGE_BYTES>(w_dst, pf * BK);
         }
         samrt::cp_async_commit();
 
-        const uint32_t sbase = smem + stage * T::STAGE_BYTES;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
             uint32_t af[MI][4];
             uint32_t bf[NI][2];
-            const uint32_t pa = sbase + a_lane + a_kk[kk];
-            const uint32_t pw = sbase + w_lane + w_kk[kk];
             samrt::static_for<0, MI>([&](auto mi) {
                 constexpr int i = decltype(mi)::value;
-                samrt::ldmatrix_x4_at<i * 16 * BK * 2>(af[i][0], af[i][1], af[i][2], af[i][3],
-                                                        pa);
+                samrt::ldmatrix_x4_at<ST * T::STAGE_BYTES + i * 16 * BK * 2>(
+                    af[i][0], af[i][1], af[i][2], af[i][3], a_kk[kk]);
             });
             samrt::static_for<0, NI / 2>([&](auto nj) {
                 constexpr int j = decltype(nj)::value;
-                samrt::ldmatrix_x4_at<j * 16 * BK * 2>(bf[2 * j][0], bf[2 * j][1],
-                                                        bf[2 * j + 1][0], bf[2 * j + 1][1], pw);
+                samrt::ldmatrix_x4_at<ST * T::STAGE_BYTES + j * 16 * BK * 2>(
+                    bf[2 * j][0], bf[2 * j][1], bf[2 * j + 1][0], bf[2 * j + 1][1], w_kk[kk]);
             });
+            if (kk == 0 && kt == 0) {
+                float2 start[NI];
+                acc_start(start, lane, n0 + wn * NI * 8, plain, bias, N);
 #pragma unroll
-            for (int mi = 0; mi < MI; ++mi)
+                for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-                for (int ni = 0; ni < NI; ++ni)
-                    samrt::mma_16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                    for (int ni = 0; ni < NI; ++ni) {
+                        const float c[4] = {start[ni].x, start[ni].y, start[ni].x, start[ni].y};
+                        samrt::mma_16816_c(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1], c);
+                    }
+            } else {
+#pragma unroll
+                for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                    for (int ni = 0; ni < NI; ++ni)
+                        samrt::mma_16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+            }
         }
-        stage = stage == STAGES - 1 ? 0 : stage + 1;
-        pf_stage = pf_stage == STAGES - 1 ? 0 : pf_stage + 1;
+    };
+    for (int kt = 0; kt < ktiles; kt += STAGES) {
+        samrt::static_for<0, STAGES>([&](auto st) {
+            if (kt + decltype(st)::value < ktiles) step(st, kt + decltype(st)::value);
+        });
     }
     // Drain the (empty) trailing groups so no cp.async is outstanding at exit.
     samrt::cp_async_wait<0>();

@@ -48,18 +48,18 @@ SAMRT_DEVICE void cp_async_16_full(uint32_t dst, const void* src) {
 }
 
 // Copies `ROWS` rows of the [rows][K] matrix at row0 (this thread's chunk of its first row,
-// k = 0) to the swizzled tile at `tile`, for stage k0. Thread t copies chunk t % 8 of rows
-// t / 8 + i * ROW_STEP; ROW_STEP is a multiple of 8, so the swizzle term row & 7 is the
-// thread's own and slot i's destination is an immediate past the thread's first. When every
-// row and k is inside (`inside`, block-uniform) that is an add and a cp.async per slot;
-// otherwise each slot tests its row bit in `ok` and k, and zero-fills what is outside.
-template <int ROWS, int ROW_STEP>
-SAMRT_DEVICE void load_rows(uint32_t tile, const __half* base, const __half* row0, unsigned ok,
-                            int K, int k0, bool inside) {
+// k = 0) for stage k0 to the swizzled tile whose first slot, for this thread, is at dst + OFF
+// (dst = tile + swz(r, chunk)). Thread t copies chunk t % 8 of rows t / 8 + i * ROW_STEP;
+// ROW_STEP is a multiple of 8, so the swizzle term row & 7 is the thread's own and slot i's
+// destination is an immediate past the first. When every row and k is inside (`inside`,
+// block-uniform) that is an add and a cp.async per slot; otherwise each slot tests its row
+// bit in `ok` and k, and zero-fills what is outside.
+template <int ROWS, int ROW_STEP, int OFF>
+SAMRT_DEVICE void load_rows_at(uint32_t dst, const __half* base, const __half* row0, unsigned ok,
+                               int K, int k0, bool inside) {
     constexpr int SLOTS = (ROWS + ROW_STEP - 1) / ROW_STEP;
     const int chunk = threadIdx.x % CHUNKS;
     const int r = threadIdx.x / CHUNKS;
-    const uint32_t dst = tile + swz(r, chunk);
     const size_t step = static_cast<size_t>(ROW_STEP) * K;
     const __half* p = row0 + k0;
     // Only the last slot can hold rows past the tile (ROWS % ROW_STEP != 0).
@@ -67,7 +67,7 @@ SAMRT_DEVICE void load_rows(uint32_t tile, const __half* base, const __half* row
     if (inside) {
         samrt::static_for<0, SLOTS>([&](auto ii) {
             constexpr int i = decltype(ii)::value;
-            if (i < SLOTS - 1 || last) cp_async_16_full<i * ROW_STEP * BK * 2>(dst, p);
+            if (i < SLOTS - 1 || last) cp_async_16_full<OFF + i * ROW_STEP * BK * 2>(dst, p);
             p += step;
         });
         return;
@@ -77,10 +77,18 @@ SAMRT_DEVICE void load_rows(uint32_t tile, const __half* base, const __half* row
         constexpr int i = decltype(ii)::value;
         if (i < SLOTS - 1 || last) {
             const bool v = kin && ((ok >> i) & 1u);
-            samrt::cp_async_16(dst + i * ROW_STEP * BK * 2, v ? p : base, v);
+            samrt::cp_async_16_to<OFF + i * ROW_STEP * BK * 2>(dst, v ? p : base, v);
         }
         p += step;
     });
+}
+
+// load_rows_at for a tile address known only at run time.
+template <int ROWS, int ROW_STEP>
+SAMRT_DEVICE void load_rows(uint32_t tile, const __half* base, const __half* row0, unsigned ok,
+                            int K, int k0, bool inside) {
+    const uint32_t dst = tile + swz(threadIdx.x / CHUNKS, threadIdx.x % CHUNKS);
+    load_rows_at<ROWS, ROW_STEP, 0>(dst, base, row0, ok, K, k0, inside);
 }
 
 // A loader of ROWS rows of a dense row-major [rows][K] matrix (A with ROWS = BM, or the
@@ -111,6 +119,14 @@ struct DenseRows {
     SAMRT_DEVICE void load(uint32_t s, int k0) {
         load_rows<ROWS, T::ROW_STEP>(s, a, row0, ok, K, k0, all && k0 + BK <= K);
     }
+
+    // The tile at dst0 + OFF, dst0 = this thread's first slot in stage 0 (swz(r, chunk) past
+    // the operand's stage-0 tile): a main loop unrolled over the stages passes each stage's
+    // offset as an immediate.
+    template <int OFF>
+    SAMRT_DEVICE void load_at(uint32_t dst0, int k0) {
+        load_rows_at<ROWS, T::ROW_STEP, OFF>(dst0, a, row0, ok, K, k0, all && k0 + BK <= K);
+    }
 };
 
 // The plain case, which every layer of a real checkpoint takes (no row scale, in_scale ==
@@ -122,23 +138,32 @@ SAMRT_DEVICE bool plain_scales(const float* row_scale, float in_scale, float out
     return row_scale == nullptr && in_scale == 1.0f && out_scale == 1.0f;
 }
 
-// Zeroes a warp's accumulators (the layout of store_acc below), or sets them to the bias
-// of their columns when `plain` (columns at or past N, which are never stored, get 0).
-template <int MI, int NI>
-SAMRT_DEVICE void init_acc(float (&acc)[MI][NI][4], int lane, int wcol, bool plain,
-                           const float* __restrict__ bias, int N) {
+// What the accumulators of n8 block ni start from, per column pair (the layout of store_acc
+// below): 0, or their columns' bias when `plain` (columns at or past N, never stored, get 0).
+template <int NI>
+SAMRT_DEVICE void acc_start(float2 (&c)[NI], int lane, int wcol, bool plain,
+                            const float* __restrict__ bias, int N) {
     const float* bias_t = bias + wcol + 2 * (lane & 3);
 #pragma unroll
     for (int ni = 0; ni < NI; ++ni) {
         const bool load = plain && bias != nullptr && wcol + ni * 8 + 2 * (lane & 3) < N;
-        const float2 b =
-            load ? *reinterpret_cast<const float2*>(bias_t + ni * 8) : make_float2(0.0f, 0.0f);
+        c[ni] = load ? *reinterpret_cast<const float2*>(bias_t + ni * 8) : make_float2(0.0f, 0.0f);
+    }
+}
+
+// Sets a warp's accumulators to acc_start's values.
+template <int MI, int NI>
+SAMRT_DEVICE void init_acc(float (&acc)[MI][NI][4], int lane, int wcol, bool plain,
+                           const float* __restrict__ bias, int N) {
+    float2 c[NI];
+    acc_start(c, lane, wcol, plain, bias, N);
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni)
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi) {
-            acc[mi][ni][0] = acc[mi][ni][2] = b.x;
-            acc[mi][ni][1] = acc[mi][ni][3] = b.y;
+            acc[mi][ni][0] = acc[mi][ni][2] = c[ni].x;
+            acc[mi][ni][1] = acc[mi][ni][3] = c[ni].y;
         }
-    }
 }
 
 // Applies the epilogue to, and stores, one warp's accumulators in the mma.sync C-fragment

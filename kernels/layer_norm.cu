@@ -31,6 +31,8 @@ constexpr int LN_WARPS = 4;          // warps per block
 constexpr int LN_ROWS_PER_WARP = 4;  // token-major variants: 16 rows per block
 constexpr int LN_MAX_CHUNKS = 8;  // 8 chunks * 8 elements * 32 lanes = 2048 columns
 constexpr int CF_TOKENS = 32;     // tokens per block of the channel-first variant
+constexpr int CF_WARPS = 16;      // its warps: two rows each, so that its 128 blocks (one
+                                  // 4096-token image) keep 16 warps per SM issuing
 constexpr int CF_COLS = 256;      // columns staged per pass of the channel-first variant
 
 SAMRT_DEVICE void load8(const __half* p, float (&v)[8]) {
@@ -179,14 +181,14 @@ extern "C" __global__ void __launch_bounds__(LN_WARPS * 32)
 }
 
 // fp16 token-major [batch * tokens, dim] in, fp32 channel-first [batch, dim, tokens] out.
-// A block owns CF_TOKENS consecutive tokens of one image (grid (ceil(T / 32), batch)). Phase 1:
-// each warp computes the statistics of 8 of those rows exactly as the token-major kernels do
-// and parks them in shared memory. Phase 2, per 256-column slice: each warp normalises its
+// A block owns CF_TOKENS consecutive tokens of one image (grid (ceil(T / 32), batch)).
+// Phase 1: each of the CF_WARPS warps computes the statistics of 2 of those rows exactly as
+// the token-major kernels do and parks them in shared memory. Phase 2, per 256-column slice: each warp normalises its
 // rows' slice (lane owns columns slice + i * 32 + lane, so the shared-memory tile
 // [256][33] is written without bank conflicts) and, after a barrier, the block writes the
 // tile out one channel at a time, 32 consecutive tokens (128 bytes) per warp store. The
 // second read of x hits L1/L2 (the block's 32 rows are 16 KB at dim 256).
-extern "C" __global__ void __launch_bounds__(LN_WARPS * 32)
+extern "C" __global__ void __launch_bounds__(CF_WARPS * 32)
     layer_norm_f16_f32_cf(const __half* __restrict__ x, const float* __restrict__ gamma,
                           const float* __restrict__ beta, float* __restrict__ y, int tokens,
                           int dim, float eps, const float* __restrict__ row_scale,
@@ -201,7 +203,7 @@ extern "C" __global__ void __launch_bounds__(LN_WARPS * 32)
     const int ntok = min(CF_TOKENS, tokens - t0);
     const size_t row0 = static_cast<size_t>(img) * tokens + t0;
 
-    for (int r = warp; r < ntok; r += LN_WARPS) {
+    for (int r = warp; r < ntok; r += CF_WARPS) {
         float v[LN_MAX_CHUNKS][8];
         float mean, rstd;
         const size_t row = row0 + r;
@@ -223,7 +225,7 @@ extern "C" __global__ void __launch_bounds__(LN_WARPS * 32)
             g[i] = col < dim ? gamma[col] : 0.0f;
             b[i] = col < dim ? beta[col] : 0.0f;
         }
-        for (int r = warp; r < ntok; r += LN_WARPS) {
+        for (int r = warp; r < ntok; r += CF_WARPS) {
             const __half* xr = x + (row0 + r) * dim;
             const float mean = s_mean[r], rstd = s_rstd[r];
 #pragma unroll
@@ -237,7 +239,7 @@ extern "C" __global__ void __launch_bounds__(LN_WARPS * 32)
         }
         __syncthreads();
         const int ncols = min(CF_COLS, dim - c0);
-        for (int cc = warp; cc < ncols; cc += LN_WARPS) {
+        for (int cc = warp; cc < ncols; cc += CF_WARPS) {
             if (lane < ntok) yimg[static_cast<size_t>(c0 + cc) * tokens + lane] = tile[cc][lane];
         }
         __syncthreads();

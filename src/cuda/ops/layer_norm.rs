@@ -21,6 +21,8 @@ pub const LN_DIM_MULTIPLE: usize = 8;
 
 /// Tokens per block of the channel-first variant (`CF_TOKENS` in the kernel).
 pub const LN_CF_TOKENS: usize = 32;
+/// Threads per block of the channel-first variant (`CF_WARPS` warps in the kernel).
+pub const LN_CF_THREADS: usize = 512;
 
 /// The input of the normalisation: fp16 activations or the fp32 residual stream.
 pub enum LnInput<'a> {
@@ -242,7 +244,7 @@ pub fn layer_norm_ex(
             let t = as_i32("tokens", tokens)?;
             let cfg = LaunchConfig {
                 grid_dim: (tokens.div_ceil(LN_CF_TOKENS) as u32, batch as u32, 1),
-                block_dim: (LN_THREADS as u32, 1, 1),
+                block_dim: (LN_CF_THREADS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut b = stream.launch_builder(f);
