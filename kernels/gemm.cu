@@ -11,7 +11,8 @@
 //   _128x256: 8 warps as 2 (M) x 4 (N), 64x64 per warp (4 m16 x 8 n8 mma tiles, 128 fp32
 //             accumulators per thread), 144 KiB shared;
 //   _128x192: 6 warps as 2 x 3, 64x64 per warp, 120 KiB shared;
-//   _64x128:  4 warps as 2 x 2, 32x64 per warp, 72 KiB shared (narrow N, the neck).
+//   _64x128:  8 warps as 2 x 4, 32x32 per warp, 72 KiB shared (narrow N, the neck: 8 warps
+//             so that its 128 blocks issue at twice the rate of 4).
 // A 64x64 warp tile reads 8 ldmatrix.x4 (32 wavefronts) per 32 mma, 1.0 per mma where a 64x32
 // tile read 1.5 (6 per 16): a third less shared traffic per FLOP. Both A and W are K-contiguous, which is exactly the row.col
 // operand order of mma.sync, so no transposition is needed anywhere. The tile does not
@@ -275,10 +276,10 @@ SAMRT_DEVICE void gemm_tile(ALoader al, const __half* __restrict__ w,
 }
 
 // The variants (src/graph/gemm_tile.rs `GemmTile` picks one per layer shape): 64x64 warp tiles
-// where the grid allows, 32x64 for the narrow 64x128 tile.
+// where the grid allows, 32x32 for the narrow 64x128 tile.
 using Tile128x256 = Tile<2, 4, 4, 8>;
 using Tile128x192 = Tile<2, 3, 4, 8>;
-using Tile64x128 = Tile<2, 2, 2, 8>;
+using Tile64x128 = Tile<2, 4, 2, 4>;
 
 }  // namespace
 
