@@ -1,9 +1,10 @@
-// The Hopper (sm_90a) build of the nn.Linear GEMMs of gemm.cu: the same entry points
-// (gemm_{bias,bias_gelu,bias_residual}_f16_{128x256,128x192,64x128}), parameters, epilogues,
-// scales and bounds (gemm.cu's top comment), with the tensor work on wgmma.mma_async instead
-// of mma.sync. The runtime loads this module after the portable ones on compute capability
-// 9.0 only, so these definitions replace gemm.cu's there (SAMRT_CUDA_ARCH=sm_80 keeps the
-// portable ones); conv3x3_f16_* stays portable.
+// The cp.async-fed Hopper (sm_90a) build of the nn.Linear GEMMs of gemm.cu: entry points
+// gemm_{bias,bias_gelu,bias_residual}_f16_{128x256,128x192,64x128}_cp with gemm.cu's
+// parameters, epilogues, scales and bounds (gemm.cu's top comment), the tensor work on
+// wgmma.mma_async instead of mma.sync. The runtime loads it on compute capability 9.0 only
+// (SAMRT_CUDA_ARCH=sm_80 keeps the portable kernels); there the TMA-fed, warp-specialised
+// gemm_ws_sm90a.cu replaces gemm.cu's entries, and the launcher runs these (same bits) only
+// where a tensor map cannot describe the operands. conv3x3_f16_* stays portable.
 //
 // Why wgmma: mma.sync reaches about 63 % of H100's tensor peak (docs/kernels.md); wgmma is
 // the instruction that reaches the rest, and it reads both operands straight from shared
@@ -142,4 +143,4 @@ using Tile64x128 = WgTile<1, 128>;
              SAMRT_GEMM_EPI_PARAMS(OUT)) {                                            \
         gemm_wgmma<T, EPI>(a, w, bias, row_scale, in_scale, out_scale, out, M, N, K); \
     }
-SAMRT_GEMM_ENTRIES(SAMRT_WGMMA_ENTRY, )
+SAMRT_GEMM_ENTRIES(SAMRT_WGMMA_ENTRY, _cp)

@@ -1,8 +1,10 @@
-// The warp-specialised, persistent Hopper build of the nn.Linear GEMMs:
-// gemm_{bias,bias_gelu,bias_residual}_f16_{128x256,128x192,64x128}_ws, with gemm.cu's
-// epilogues, scales and results (bit-identical to gemm_sm90a.cu's, which stays as the
-// fallback where a tensor map cannot describe the operands; src/cuda/ops/gemm.rs's
-// GemmBuild::select decides). Parameters: two tensor maps (A [M][K] and W [N][K], fp16,
+// The warp-specialised, persistent Hopper build of the nn.Linear GEMMs: on compute
+// capability 9.0 these gemm_{bias,bias_gelu,bias_residual}_f16_{128x256,128x192,64x128}
+// replace gemm.cu's entries of the same names (as gemm_sm90a.cu's did before; the runtime
+// loads sm_90a modules last), with gemm.cu's epilogues, scales and results. gemm_sm90a.cu's
+// cp.async build, bit-identical, stays as the fallback (its entries suffixed _cp) where a
+// tensor map cannot describe the operands; GemmBuild::select (src/graph/gemm_tile.rs)
+// decides. Parameters: two tensor maps (A [M][K] and W [N][K], fp16,
 // 128-byte swizzle, boxes of [64 k][BM rows] and [64 k][BN rows], encoded by the host per
 // launch) in place of the a and w pointers, then gemm.cu's (bias, row_scale, in_scale,
 // out_scale, out, M, N, K).
@@ -19,9 +21,9 @@
 // registers to the consumers), warpgroups 1..WG the consumers, laid out as gemm_sm90a.cu's
 // warpgroups (consumer warpgroup c computes rows 64 c .. 64 c + 63 of the tile over all BN
 // columns, one m64nBNk16 wgmma per k16 step):
-//   _128x256_ws: 2 consumer warpgroups (384 threads), 128 accumulators per thread;
-//   _128x192_ws: 2 consumer warpgroups (384 threads), 96;
-//   _64x128_ws:  1 consumer warpgroup (256 threads), 64 (255 registers are available to
+//   _128x256: 2 consumer warpgroups (384 threads), 128 accumulators per thread;
+//   _128x192: 2 consumer warpgroups (384 threads), 96;
+//   _64x128:  1 consumer warpgroup (256 threads), 64 (255 registers are available to
 //                every thread at 256 threads, so no setmaxnreg there).
 //
 // Shared memory: STAGES stages laid out exactly as gemm_sm90a.cu's ([BM][64] of A, then
@@ -224,4 +226,4 @@ using Tile64x128 = WsTile<1, 128>;
              SAMRT_GEMM_EPI_PARAMS(OUT)) {                                                  \
         gemm_ws<T, EPI>(&ma, &mw, bias, row_scale, in_scale, out_scale, out, M, N, K);      \
     }
-SAMRT_GEMM_ENTRIES(SAMRT_WS_ENTRY, _ws)
+SAMRT_GEMM_ENTRIES(SAMRT_WS_ENTRY, )

@@ -26,8 +26,8 @@ dyn_smem() {
         gemm_* | conv3x3_*)
             # 3 stages (4 in gemm_sm90a and gemm_ws_sm90a) of a [BM][64] and a [BN][64] fp16
             # tile (GemmTile::smem_bytes), plus gemm_ws_sm90a's 2 x 4 mbarriers; the entry
-            # point ends in _BMxBN (then _ws in gemm_ws_sm90a).
-            local e="${1%_ws}" stages=3 bars=0
+            # point ends in _BMxBN (then _cp in gemm_sm90a).
+            local e="${1%_cp}" stages=3 bars=0
             local t="${e##*_}"
             if [ "$2" = gemm_sm90a ]; then stages=4; fi
             if [ "$2" = gemm_ws_sm90a ]; then stages=4; bars=64; fi

@@ -22,10 +22,11 @@ pub const GEMM_STAGES: usize = 3;
 pub const GEMM_STAGES_SM90A: usize = 4;
 
 /// Which build of a tile's kernel a launch runs: the portable mma.sync one
-/// (`kernels/gemm.cu`, any sm_80+), the cp.async-fed wgmma one (`kernels/gemm_sm90a.cu`,
-/// which replaces it on compute capability 9.0), or the TMA-fed, warp-specialised,
-/// persistent wgmma one (`kernels/gemm_ws_sm90a.cu`, entry points suffixed
-/// [`GEMM_WS_SUFFIX`]). Same results, bit for bit; the launch geometry differs
+/// (`kernels/gemm.cu`, any sm_80+), the TMA-fed, warp-specialised, persistent wgmma one
+/// (`kernels/gemm_ws_sm90a.cu`, which replaces its entry points on compute capability 9.0,
+/// so the graph's kernel names hold on every device), or the cp.async-fed wgmma one
+/// (`kernels/gemm_sm90a.cu`, entry points suffixed [`GEMM_CP_SUFFIX`]), Hopper's fallback.
+/// Same results (bit for bit between the two Hopper builds); the launch geometry differs
 /// ([`GemmTile::threads`], [`GemmTile::smem_bytes`], [`GemmTile::persistent_blocks`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmBuild {
@@ -34,20 +35,20 @@ pub enum GemmBuild {
     Sm90aWs,
 }
 
-/// Suffix of the warp-specialised entry points (`gemm_bias_f16_128x192_ws`, ...).
-pub const GEMM_WS_SUFFIX: &str = "_ws";
+/// Suffix of the cp.async wgmma entry points (`gemm_bias_f16_128x192_cp`, ...).
+pub const GEMM_CP_SUFFIX: &str = "_cp";
 /// Bytes of the full and empty mbarriers after the stages of a [`GemmBuild::Sm90aWs`]
 /// block: 2 x [`GEMM_STAGES_SM90A`] x 8.
 pub const GEMM_WS_BARRIER_BYTES: usize = 2 * GEMM_STAGES_SM90A * 8;
 
 impl GemmBuild {
     /// The one choice of build for a GEMM launch. `sm90a`: the tile's entry point was
-    /// loaded from the `*_sm90a` module (compute capability 9.0, not `SAMRT_CUDA_ARCH=sm_80`);
-    /// `ws_loaded`: so was its `_ws` twin; `tma_ok`: both operands pass
+    /// loaded from an `*_sm90a` module (compute capability 9.0, not `SAMRT_CUDA_ARCH=sm_80`),
+    /// which makes it the warp-specialised one; `tma_ok`: both operands pass
     /// [`tma_operand_ok`]. Reads nothing that depends on M, so a batch of images runs the
     /// same build as each image alone (and every build gives the same bits anyway).
-    pub fn select(sm90a: bool, ws_loaded: bool, tma_ok: bool) -> GemmBuild {
-        match (sm90a, ws_loaded && tma_ok) {
+    pub fn select(sm90a: bool, tma_ok: bool) -> GemmBuild {
+        match (sm90a, tma_ok) {
             (false, _) => GemmBuild::Portable,
             (true, true) => GemmBuild::Sm90aWs,
             (true, false) => GemmBuild::Sm90a,
@@ -56,7 +57,7 @@ impl GemmBuild {
 }
 
 /// Whether a tensor map can describe a row-major fp16 `[rows][k]` operand at device
-/// address `addr` for the `_ws` kernels: the global address 16-byte aligned, the row
+/// address `addr` for the warp-specialised kernels: the global address 16-byte aligned, the row
 /// stride (`k * 2` bytes) a multiple of 16 and below 2^40, and every dimension below 2^32.
 /// The boxes ([64 k][BM or BN rows], 128 B inner extent under the 128-byte swizzle, at
 /// most 256 rows) hold by construction for every [`GemmTile`]. Where this fails the
@@ -266,10 +267,10 @@ mod tests {
     #[test]
     fn build_selection_and_tma_preconditions() {
         use GemmBuild::*;
-        assert_eq!(GemmBuild::select(false, true, true), Portable);
-        assert_eq!(GemmBuild::select(true, true, true), Sm90aWs);
-        assert_eq!(GemmBuild::select(true, false, true), Sm90a);
-        assert_eq!(GemmBuild::select(true, true, false), Sm90a);
+        assert_eq!(GemmBuild::select(false, true), Portable);
+        assert_eq!(GemmBuild::select(false, false), Portable);
+        assert_eq!(GemmBuild::select(true, true), Sm90aWs);
+        assert_eq!(GemmBuild::select(true, false), Sm90a);
         assert!(tma_operand_ok(0x7f00_0000_0000, 4096, 768));
         assert!(tma_operand_ok(256, 1, 8));
         // A 16-byte misaligned base, or rows of K * 2 bytes not a multiple of 16.

@@ -240,7 +240,7 @@ pub fn run_gemm(
     assert_eq!(
         same,
         got.len(),
-        "{test}: the _ws and cp.async builds differ"
+        "{test}: the TMA and cp.async builds differ"
     );
 }
 

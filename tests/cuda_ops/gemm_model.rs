@@ -1,7 +1,7 @@
 //! vit_b's encoder GEMMs on the H100 model, from vgpu's counters (issue 23, item 2): each
 //! shape's selected tile runs one block (M = BM, N = BN, the real K) on vgpu, its counters
 //! are scaled to the real grid (every interior block executes the same instructions; on
-//! Hopper's persistent `_ws` build, one block per tile gives the busiest SM the same share
+//! Hopper's persistent warp-specialised build, one block per tile gives the busiest SM the same share
 //! of the work as the persistent grid, whose blocks hold ceil(tiles / 132) tiles) and
 //! `samrt::cuda::profile::h100::model` times the launch. Prints per shape the tile, blocks,
 //! fill, warp instructions per mma (per m16n8k16 of work, so that the wgmma build on
@@ -13,7 +13,6 @@
 use crate::common::gpu::{gpu_or_skip, Rng};
 use samrt::cuda::ops::gemm::{
     conv3x3_tiled, gemm_tiled, Conv3x3Shape, Epilogue, GemmScales, GemmShape, GemmTile,
-    GEMM_WS_SUFFIX,
 };
 use samrt::cuda::profile::h100::{model, Compulsory, Launch, SMS};
 use samrt::cuda::profile::vgpu::{is_vgpu, Recording};
@@ -87,10 +86,7 @@ fn one_block(gpu: &GpuContext, rng: &mut Rng, kind: Kind, k: usize, tile: GemmTi
         .take()
         .unwrap()
         .into_iter()
-        .filter(|r| {
-            let entry = r.kernel.trim_end_matches(GEMM_WS_SUFFIX);
-            entry.ends_with(tile.suffix()) && r.launch.mma_flops == flops
-        })
+        .filter(|r| r.kernel.ends_with(tile.suffix()) && r.launch.mma_flops == flops)
         .map(|r| r.launch)
         .collect();
     assert_eq!(ours.len(), 1, "{ours:?}");

@@ -18,8 +18,8 @@ use crate::graph::ops::{conv3x3_entry, GemmEpilogue};
 use crate::{Error, Result};
 
 pub use crate::graph::gemm_tile::{
-    tma_operand_ok, GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_STAGES, GEMM_STAGES_SM90A,
-    GEMM_WS_SUFFIX,
+    tma_operand_ok, GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_CP_SUFFIX, GEMM_STAGES,
+    GEMM_STAGES_SM90A,
 };
 /// The smallest BM of any tile: the grid's y limit is checked against it.
 const GEMM_MIN_BLOCK_M: usize = 64;
@@ -250,10 +250,8 @@ pub fn gemm_tiled_build(
         }
     };
     let dims = [m as i32, n as i32, k as i32];
-    let ws_name = format!("{name}{GEMM_WS_SUFFIX}");
     let chosen = GemmBuild::select(
         gpu.is_sm90a_entry(&name),
-        gpu.is_sm90a_entry(&ws_name),
         tma_operand_ok(ap, m, k) && tma_operand_ok(wp, n, k),
     );
     let build = match force {
@@ -271,9 +269,10 @@ pub fn gemm_tiled_build(
                 TensorMap::rows_f16(ap, m, k, tile.block_m())?,
                 TensorMap::rows_f16(wp, n, k, tile.block_n())?,
             ];
-            (ws_name, Operands::Maps(Box::new(maps)))
+            (name, Operands::Maps(Box::new(maps)))
         }
-        GemmBuild::Portable | GemmBuild::Sm90a => (name, Operands::Ptrs([ap, wp])),
+        GemmBuild::Sm90a => (name + GEMM_CP_SUFFIX, Operands::Ptrs([ap, wp])),
+        GemmBuild::Portable => (name, Operands::Ptrs([ap, wp])),
     };
     launch(
         gpu,
@@ -301,7 +300,7 @@ unsafe impl DeviceRepr for TensorMap {}
 
 impl TensorMap {
     /// The map of a row-major fp16 `[rows][k]` matrix at `addr` (which must pass
-    /// [`tma_operand_ok`]) for the `_ws` GEMMs: boxes of 64 k by `box_rows` rows in the
+    /// [`tma_operand_ok`]) for the warp-specialised GEMMs: boxes of 64 k by `box_rows` rows in the
     /// 128-byte swizzle (gemm_tile.cuh's shared layout), out-of-bounds elements read as
     /// zero, L2 promotion in 128-byte lines.
     pub fn rows_f16(addr: CUdeviceptr, rows: usize, k: usize, box_rows: usize) -> Result<Self> {
@@ -345,8 +344,8 @@ impl TensorMap {
     }
 }
 
-/// The first two kernel parameters: the operand pointers (gemm.cu, gemm_sm90a.cu,
-/// conv3x3) or their tensor maps (gemm_ws_sm90a.cu).
+/// The first two kernel parameters: the operand pointers (gemm.cu, gemm_sm90a.cu's `_cp`
+/// entries, conv3x3) or their tensor maps (gemm_ws_sm90a.cu).
 enum Operands {
     Ptrs([CUdeviceptr; 2]),
     Maps(Box<[TensorMap; 2]>),
@@ -482,8 +481,8 @@ pub fn conv3x3_tiled(
 
 /// Checks the epilogue inputs and launches `name(a, w, bias, row_scale, in_scale,
 /// out_scale, out, dims...)`, the signature of every kernel in `kernels/gemm.cu` (and of
-/// their wgmma builds in `kernels/gemm_sm90a.cu`; `kernels/gemm_ws_sm90a.cu`'s take the
-/// tensor maps of a and w instead), over the GEMM `shape` in `tile` built as `build`. The
+/// their `_cp` wgmma builds in `kernels/gemm_sm90a.cu`; `kernels/gemm_ws_sm90a.cu`'s take
+/// the tensor maps of a and w instead), over the GEMM `shape` in `tile` built as `build`. The
 /// caller has validated the shape (which bounds `dims` to i32) and the operand buffers.
 #[allow(clippy::too_many_arguments)]
 fn launch(
@@ -525,7 +524,8 @@ fn launch(
     }
     // SAFETY: (a, w, bias, row_scale, in_scale, out_scale, out, ints...) is the signature of
     // every gemm.cu kernel, with 3 ints (M, N, K) for the gemm_* kernels and 5 (batch, H, W,
-    // Cin, Cout) for conv3x3_f16_*, as the callers pass; the `_ws` kernels take a and w as
+    // Cin, Cout) for conv3x3_f16_*, as the callers pass; on Hopper the gemm_* kernels
+    // (gemm_ws_sm90a.cu; GemmBuild::Sm90aWs) take a and w as
     // tensor maps encoded for exactly those buffers and shapes. Shapes were validated
     // (multiples, i32 range) and every buffer checked to hold the elements and alignment
     // the kernel reads and writes; bias and row_scale are null or hold n and m elements.
