@@ -181,6 +181,7 @@ mod device {
                     "warp_instructions",
                     "mma",
                     "shared_requests",
+                    "shared_wavefronts",
                     "bank_conflicts",
                     "global_bytes_read",
                     "global_bytes_written"

@@ -24,11 +24,14 @@ trap 'rm -rf "$work"' EXIT
 dyn_smem() {
     case "$1" in
         gemm_* | conv3x3_*)
-            # 3 stages (4 in gemm_sm90a) of a [BM][64] and a [BN][64] fp16 tile
-            # (GemmTile::smem_bytes); the entry point ends in _BMxBN.
-            local t="${1##*_}" stages=3
+            # 3 stages (4 in gemm_sm90a and gemm_ws_sm90a) of a [BM][64] and a [BN][64] fp16
+            # tile (GemmTile::smem_bytes), plus gemm_ws_sm90a's 2 x 4 mbarriers; the entry
+            # point ends in _BMxBN (then _cp in gemm_sm90a).
+            local e="${1%_cp}" stages=3 bars=0
+            local t="${e##*_}"
             if [ "$2" = gemm_sm90a ]; then stages=4; fi
-            echo $(( stages * (${t%x*} + ${t#*x}) * 64 * 2 )) ;;
+            if [ "$2" = gemm_ws_sm90a ]; then stages=4; bars=64; fi
+            echo $(( stages * (${t%x*} + ${t#*x}) * 64 * 2 + bars )) ;;
         attn_relpos_s14_d*_f16)
             # attention.rs `win14_smem_bytes`: K, V (224 rows) and 2 tables (32 rows) of
             # hd + 8 halves, the k/v bias row, 7 warps x 16 x 40 fp32.
@@ -55,7 +58,7 @@ dyn_smem() {
 }
 
 status=0
-printf '%-31s %-7s %5s %6s %7s %7s %8s %8s\n' kernel arch regs stack spill-st spill-ld smem-st smem-dyn
+printf '%-34s %-7s %5s %6s %7s %7s %8s %8s\n' kernel arch regs stack spill-st spill-ld smem-st smem-dyn
 for src in "$root"/kernels/*.cu; do
     stem="$(basename "$src" .cu)"
     # An *_sm90a.cu build is listed as arch "sm_90a*": its entries share the portable names.
@@ -65,7 +68,7 @@ for src in "$root"/kernels/*.cu; do
     for arch in $archs; do
         "$ptxas" -v -arch="$arch" "$work/$stem.ptx" -o "$work/$stem.$arch.cubin" 2> "$work/$stem.$arch.log"
         while IFS=$'\t' read -r name regs stack sst sld smem; do
-            printf '%-31s %-7s %5s %6s %7s %7s %8s %8s\n' "$name" "$arch$mark" "$regs" "$stack" "$sst" "$sld" "$smem" "$(dyn_smem "$name" "$stem")"
+            printf '%-34s %-7s %5s %6s %7s %7s %8s %8s\n' "$name" "$arch$mark" "$regs" "$stack" "$sst" "$sld" "$smem" "$(dyn_smem "$name" "$stem")"
             if [ "$sst" != 0 ] || [ "$sld" != 0 ]; then status=1; fi
         done < <(awk '
             /Compiling entry function/ { if (name != "") print name "\t" regs "\t" stack "\t" sst "\t" sld "\t" smem;

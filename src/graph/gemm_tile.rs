@@ -22,13 +22,53 @@ pub const GEMM_STAGES: usize = 3;
 pub const GEMM_STAGES_SM90A: usize = 4;
 
 /// Which build of a tile's kernel a launch runs: the portable mma.sync one
-/// (`kernels/gemm.cu`, any sm_80+) or the wgmma one (`kernels/gemm_sm90a.cu`, which replaces
-/// it on compute capability 9.0). Same entry points and results; the launch geometry
-/// differs ([`GemmTile::threads`], [`GemmTile::smem_bytes`]).
+/// (`kernels/gemm.cu`, any sm_80+), the TMA-fed, warp-specialised, persistent wgmma one
+/// (`kernels/gemm_ws_sm90a.cu`, which replaces its entry points on compute capability 9.0,
+/// so the graph's kernel names hold on every device), or the cp.async-fed wgmma one
+/// (`kernels/gemm_sm90a.cu`, entry points suffixed [`GEMM_CP_SUFFIX`]), Hopper's fallback.
+/// Same results (bit for bit between the two Hopper builds); the launch geometry differs
+/// ([`GemmTile::threads`], [`GemmTile::smem_bytes`], [`GemmTile::persistent_blocks`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmBuild {
     Portable,
     Sm90a,
+    Sm90aWs,
+}
+
+/// Suffix of the cp.async wgmma entry points (`gemm_bias_f16_128x192_cp`, ...).
+pub const GEMM_CP_SUFFIX: &str = "_cp";
+/// Bytes of the full and empty mbarriers after the stages of a [`GemmBuild::Sm90aWs`]
+/// block: 2 x [`GEMM_STAGES_SM90A`] x 8.
+pub const GEMM_WS_BARRIER_BYTES: usize = 2 * GEMM_STAGES_SM90A * 8;
+
+impl GemmBuild {
+    /// The one choice of build for a GEMM launch. `sm90a`: the tile's entry point was
+    /// loaded from an `*_sm90a` module (compute capability 9.0, not `SAMRT_CUDA_ARCH=sm_80`),
+    /// which makes it the warp-specialised one; `tma_ok`: both operands pass
+    /// [`tma_operand_ok`]. Reads nothing that depends on M, so a batch of images runs the
+    /// same build as each image alone (and every build gives the same bits anyway).
+    pub fn select(sm90a: bool, tma_ok: bool) -> GemmBuild {
+        match (sm90a, tma_ok) {
+            (false, _) => GemmBuild::Portable,
+            (true, true) => GemmBuild::Sm90aWs,
+            (true, false) => GemmBuild::Sm90a,
+        }
+    }
+}
+
+/// Whether a tensor map can describe a row-major fp16 `[rows][k]` operand at device
+/// address `addr` for the warp-specialised kernels: the global address 16-byte aligned, the row
+/// stride (`k * 2` bytes) a multiple of 16 and below 2^40, and every dimension below 2^32.
+/// The boxes ([64 k][BM or BN rows], 128 B inner extent under the 128-byte swizzle, at
+/// most 256 rows) hold by construction for every [`GemmTile`]. Where this fails the
+/// cp.async wgmma build runs instead.
+pub fn tma_operand_ok(addr: u64, rows: usize, k: usize) -> bool {
+    let stride = k as u64 * 2;
+    addr.is_multiple_of(16)
+        && stride.is_multiple_of(16)
+        && stride < 1 << 40
+        && (rows as u64) < 1 << 32
+        && (k as u64) < 1 << 32
 }
 
 /// One block tile (`BMxBN`), the suffix of its entry points.
@@ -64,22 +104,36 @@ impl GemmTile {
 
     /// Threads per block. Portable: the warp grid of `kernels/gemm.cu`. Sm90a: one
     /// warpgroup (4 warps) per 64 rows, since wgmma needs whole warpgroups (128x192's 6
-    /// warps become 8).
+    /// warps become 8). Sm90aWs: those consumer warpgroups plus one producer warpgroup.
     pub fn threads(self, build: GemmBuild) -> usize {
         match build {
             GemmBuild::Portable => self.dims().2 * 32,
             GemmBuild::Sm90a => self.block_m() / 64 * 128,
+            GemmBuild::Sm90aWs => (self.block_m() / 64 + 1) * 128,
         }
     }
 
     /// Dynamic shared memory: [`GEMM_STAGES`] (portable) or [`GEMM_STAGES_SM90A`] stages of
-    /// one A and one W tile of fp16.
+    /// one A and one W tile of fp16, and for Sm90aWs its mbarriers after them.
     pub fn smem_bytes(self, build: GemmBuild) -> usize {
-        let stages = match build {
-            GemmBuild::Portable => GEMM_STAGES,
-            GemmBuild::Sm90a => GEMM_STAGES_SM90A,
+        let (stages, extra) = match build {
+            GemmBuild::Portable => (GEMM_STAGES, 0),
+            GemmBuild::Sm90a => (GEMM_STAGES_SM90A, 0),
+            GemmBuild::Sm90aWs => (GEMM_STAGES_SM90A, GEMM_WS_BARRIER_BYTES),
         };
-        stages * (self.block_m() + self.block_n()) * GEMM_BLOCK_K * 2
+        stages * (self.block_m() + self.block_n()) * GEMM_BLOCK_K * 2 + extra
+    }
+
+    /// Blocks of a persistent (Sm90aWs) launch over `m x n` on `sms` SMs: each block
+    /// walks tiles b, b + blocks, ..., so with tiles_per_block = ceil(tiles / sms) and
+    /// blocks = ceil(tiles / tiles_per_block) every block gets tiles_per_block tiles or one
+    /// fewer, and no SM holds two blocks. Fewer blocks than SMs where that evens the load
+    /// (288 tiles on 132 SMs: 96 blocks of 3, not 132 blocks of 2 or 3), so the wave
+    /// model, which spreads work evenly over blocks, sees the imbalance a real run has.
+    pub fn persistent_blocks(self, m: usize, n: usize, sms: usize) -> usize {
+        let tiles = m.div_ceil(self.block_m()) * n.div_ceil(self.block_n());
+        let per_block = tiles.div_ceil(sms.max(1));
+        tiles.div_ceil(per_block.max(1))
     }
 
     /// The entry-point suffix, `BMxBN`.
@@ -169,9 +223,62 @@ mod tests {
                 (256, 73_728, 128, 98_304)
             ]
         );
+        // `kernels/gemm_ws_sm90a.cu`'s `WsTile`: a producer warpgroup more, the barriers
+        // after the same stages; TMA boxes of at most 256 rows.
+        let ws = GemmBuild::Sm90aWs;
+        let got: Vec<_> = GemmTile::ALL
+            .iter()
+            .map(|&t| (t.threads(ws), t.smem_bytes(ws)))
+            .collect();
+        assert_eq!(got, [(384, 196_672), (384, 163_904), (256, 98_368)]);
         for t in GemmTile::ALL {
             assert!(t.smem_bytes(h) <= 227 * 1024, "{t:?}");
+            assert!(t.smem_bytes(ws) <= 227 * 1024, "{t:?}");
+            assert!(t.block_m() <= 256 && t.block_n() <= 256, "{t:?}");
         }
+    }
+
+    /// Persistent grids: even tiles per block, never more blocks than SMs.
+    #[test]
+    fn persistent_blocks_even_out_the_tiles() {
+        let t = GemmTile::T128x256;
+        // vit_b qkv (4096 x 2304): 32 x 9 = 288 tiles, 3 per block.
+        assert_eq!(t.persistent_blocks(4096, 2304, 132), 96);
+        // MLP lin1 (4096 x 3072): 384 tiles, 3 per block on 128 blocks.
+        assert_eq!(t.persistent_blocks(4096, 3072, 132), 128);
+        // vit_b proj (4096 x 768 on 128x192): 128 tiles, one each.
+        assert_eq!(GemmTile::T128x192.persistent_blocks(4096, 768, 132), 128);
+        assert_eq!(GemmTile::T64x128.persistent_blocks(1, 2, 132), 1);
+        for (m, n) in [(1, 2), (4097, 3080), (300, 520), (65536, 4096)] {
+            for sms in [1, 7, 132] {
+                let b = t.persistent_blocks(m, n, sms);
+                let tiles = m.div_ceil(128) * n.div_ceil(256);
+                let per = tiles.div_ceil(b);
+                assert!(b <= sms && b <= tiles, "{m}x{n} on {sms}: {b}");
+                // The last round is short by fewer than `b` tiles: counts differ by <= 1.
+                assert!(
+                    per * b >= tiles && (per - 1) * b < tiles,
+                    "{m}x{n} on {sms}"
+                );
+                assert_eq!(per, tiles.div_ceil(sms), "{m}x{n} on {sms}");
+            }
+        }
+    }
+
+    #[test]
+    fn build_selection_and_tma_preconditions() {
+        use GemmBuild::*;
+        assert_eq!(GemmBuild::select(false, true), Portable);
+        assert_eq!(GemmBuild::select(false, false), Portable);
+        assert_eq!(GemmBuild::select(true, true), Sm90aWs);
+        assert_eq!(GemmBuild::select(true, false), Sm90a);
+        assert!(tma_operand_ok(0x7f00_0000_0000, 4096, 768));
+        assert!(tma_operand_ok(256, 1, 8));
+        // A 16-byte misaligned base, or rows of K * 2 bytes not a multiple of 16.
+        assert!(!tma_operand_ok(0x7f00_0000_0008, 4096, 768));
+        assert!(!tma_operand_ok(256, 4096, 12));
+        assert!(!tma_operand_ok(256, 4096, 1 << 39));
+        assert!(!tma_operand_ok(256, 1 << 32, 64));
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::common::gpu::{assert_close, round_f16, Rng};
 use crate::refs::{ref_conv3x3, ref_epilogue, Epi, Epi::*};
 use samrt::cpu::ops::gemm::{conv3x3_weight_layout, linear, Par};
 use samrt::cuda::ops::gemm::{
-    conv3x3_tiled, gemm_tiled, Conv3x3Shape, Epilogue, GemmScales, GemmShape, GemmTile,
+    conv3x3_tiled, gemm_tiled_build, Conv3x3Shape, Epilogue, GemmBuild, GemmScales, GemmShape,
+    GemmTile,
 };
 use samrt::cuda::GpuContext;
 
@@ -221,11 +222,17 @@ fn assert_same_bits_on_every_tile(
     }
 }
 
+/// The GEMM on `GemmBuild::select`'s build (on Hopper and vgpu, which reports compute
+/// capability 9.0: the TMA-fed warp-specialised one) against the reference. With
+/// `fallback`, also on the cp.async wgmma build (`GemmBuild::Sm90a`) with the same inputs,
+/// which must give the same bits: both sum the same k16 wgmma steps in the same order from
+/// the same start values and share the epilogue. Off Hopper there is no second build and the
+/// row says so. A row that names its tile also runs on the other tiles (same bits).
 pub fn run_gemm(
     gpu: &GpuContext,
     rng: &mut Rng,
     test: &str,
-    (shape, named): (GemmShape, Option<GemmTile>),
+    (shape, named, fallback): (GemmShape, Option<GemmTile>, bool),
     c: ScaleCase,
 ) {
     let GemmShape { m, n, k } = shape;
@@ -237,14 +244,32 @@ pub fn run_gemm(
     let (want, factor) = ref_scaled(c, &acc, n, &ins);
     let ad = gpu.upload_f16(s, a).unwrap();
     let wd = gpu.upload_f16(s, w).unwrap();
-    let run = |t| {
+    let run = |t, build| {
         run_epilogue(gpu, c, &ins, |b, sc, e| {
-            gemm_tiled(gpu, s, (&ad, &wd), b, shape, sc, e, t).unwrap()
+            gemm_tiled_build(gpu, s, (&ad, &wd), b, shape, sc, e, (t, build)).unwrap()
         })
     };
-    let got = run(tile);
+    let got = run(tile, None);
     assert_close_rows(test, &got, &want, n, &factor, c);
-    assert_same_bits_on_every_tile(test, named, &got, run);
+    assert_same_bits_on_every_tile(test, named, &got, |t| run(t, None));
+    if !fallback {
+        return;
+    }
+    if !gpu.sm90a_loaded() {
+        println!("{test}: no sm_90a build on this device; the fallback comparison is moot");
+        return;
+    }
+    let fb = run(tile, Some(GemmBuild::Sm90a));
+    let same = got
+        .iter()
+        .zip(&fb)
+        .filter(|(x, y)| x.to_bits() == y.to_bits())
+        .count();
+    assert_eq!(
+        same,
+        got.len(),
+        "{test}: the TMA and cp.async builds differ"
+    );
 }
 
 pub fn run_conv3x3(

@@ -1,6 +1,8 @@
 //! vit_b's encoder GEMMs on the H100 model, from vgpu's counters (issue 23, item 2): each
 //! shape's selected tile runs one block (M = BM, N = BN, the real K) on vgpu, its counters
-//! are scaled to the real grid (every interior block executes the same instructions) and
+//! are scaled to the real grid (every interior block executes the same instructions; on
+//! Hopper's persistent warp-specialised build, one block per tile gives the busiest SM the same share
+//! of the work as the persistent grid, whose blocks hold ceil(tiles / 132) tiles) and
 //! `samrt::cuda::profile::h100::model` times the launch. Prints per shape the tile, blocks,
 //! fill, warp instructions per mma (per m16n8k16 of work, so that the wgmma build on
 //! Hopper compares) and the modelled time; asserts the counter targets:

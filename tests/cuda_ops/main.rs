@@ -90,6 +90,18 @@ op_cases! {
         gemm_on(GemmTile::T128x192, 300, 394, 136, rows(Residual, 0.5, 1.0)),
     gemm_tile_64x128_bias_150x266x200:
         gemm_on(GemmTile::T64x128, 150, 266, 200, rows(Bias, 0.5, 2.0)),
+    // The Hopper builds (vgpu reports compute capability 9.0): the TMA-fed warp-specialised
+    // persistent kernel (the default there) against the reference and bit for bit against
+    // the cp.async wgmma fallback, each epilogue and tile. M, N and K ragged (K = 72, 136:
+    // a whole BK stage plus an 8-wide tail the tensor map zero-fills). 1093 x 1018 on
+    // 64x128 is 18 x 8 = 144 tiles on vgpu's 132 SMs: 72 blocks of 2 tiles each; 4097 x
+    // 3080 on 128x256 (the MLP row above) runs 429 tiles as 108 blocks of 3 or 4.
+    gemm_ws_64x128_gelu_1093x1018x72:
+        gemm_builds(GemmTile::T64x128, 1093, 1018, 72, rows(Gelu, 0.5, 0.5)),
+    gemm_ws_128x192_residual_300x394x136:
+        gemm_builds(GemmTile::T128x192, 300, 394, 136, rows(Residual, 0.5, 1.0)),
+    gemm_ws_128x256_bias_1x520x136:
+        gemm_builds(GemmTile::T128x256, 1, 520, 136, norows(Bias, 2.0, 0.5)),
 
     // ---- conv3x3(batch, h, w, cin, cout, epilogue): implicit GEMM, K = 9 cin
     // `plain`: bias, no scales; `halved`: no bias, row scales, in_scale 1/2, out_scale 1/4.
@@ -398,6 +410,9 @@ fn attn(
 enum Case {
     /// The tile is `GemmTile::select`'s when `None`.
     Gemm(GemmShape, Option<GemmTile>, ScaleCase),
+    /// The GEMM on the default build and, on Hopper, the cp.async wgmma fallback too: same
+    /// bits.
+    GemmBuilds(GemmShape, GemmTile, ScaleCase),
     Conv3x3(Conv3x3Shape, Option<GemmTile>, ScaleCase),
     AttnRelpos(AttnRelposShape, QkvStorage),
     AttnPlain(AttnPlainShape),
@@ -487,6 +502,11 @@ fn gemm_on(t: GemmTile, m: usize, n: usize, k: usize, c: ScaleCase) -> Case {
     Gemm(GemmShape { m, n, k }, Some(t), c)
 }
 
+/// `gemm_on`, and on Hopper also on the fallback build, bit for bit.
+fn gemm_builds(t: GemmTile, m: usize, n: usize, k: usize, c: ScaleCase) -> Case {
+    GemmBuilds(GemmShape { m, n, k }, t, c)
+}
+
 fn conv3x3(batch: usize, h: usize, w: usize, cin: usize, cout: usize, c: ScaleCase) -> Case {
     conv3x3_tile(None, [batch, h, w, cin, cout], c)
 }
@@ -562,7 +582,8 @@ fn run(test: &str, case: Case) {
     println!("{test}: {case:?}");
     let (g, r) = (&gpu, &mut rng);
     match case {
-        Gemm(shape, tile, c) => gemm::run_gemm(g, r, test, (shape, tile), c),
+        Gemm(shape, tile, c) => gemm::run_gemm(g, r, test, (shape, tile, false), c),
+        GemmBuilds(shape, tile, c) => gemm::run_gemm(g, r, test, (shape, Some(tile), true), c),
         Conv3x3(shape, tile, c) => gemm::run_conv3x3(g, r, test, (shape, tile), c),
         AttnRelpos(shape, storage) => attention::run_attn_relpos(g, r, test, shape, storage),
         AttnPlain(shape) => attention::run_attn_plain(g, r, test, shape),

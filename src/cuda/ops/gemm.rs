@@ -9,7 +9,8 @@
 //! `f16(out_scale * gelu(y))` or `residual_f32 += y`.
 
 use cudarc::driver::{
-    sys::CUdeviceptr, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop,
+    sys::{self, CUdeviceptr},
+    CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, SyncOnDrop,
 };
 
 use crate::cuda::runtime::context::{as_i32, check_align, check_len, guarded, GpuContext};
@@ -17,7 +18,8 @@ use crate::graph::ops::{conv3x3_entry, GemmEpilogue};
 use crate::{Error, Result};
 
 pub use crate::graph::gemm_tile::{
-    GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_STAGES, GEMM_STAGES_SM90A,
+    tma_operand_ok, GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_CP_SUFFIX, GEMM_STAGES,
+    GEMM_STAGES_SM90A,
 };
 /// The smallest BM of any tile: the grid's y limit is checked against it.
 const GEMM_MIN_BLOCK_M: usize = 64;
@@ -148,14 +150,20 @@ impl GemmShape {
         Ok(())
     }
 
-    /// The launch of block tile `tile` in `build`: one block per (BN columns, BM rows).
-    pub fn config(&self, tile: GemmTile, build: GemmBuild) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (
+    /// The launch of block tile `tile` in `build` on a device of `sms` SMs: one block per
+    /// (BN columns, BM rows), or for [`GemmBuild::Sm90aWs`] the persistent grid of
+    /// [`GemmTile::persistent_blocks`].
+    pub fn config(&self, tile: GemmTile, build: GemmBuild, sms: usize) -> LaunchConfig {
+        let grid_dim = match build {
+            GemmBuild::Sm90aWs => (tile.persistent_blocks(self.m, self.n, sms) as u32, 1, 1),
+            GemmBuild::Portable | GemmBuild::Sm90a => (
                 self.n.div_ceil(tile.block_n()) as u32,
                 self.m.div_ceil(tile.block_m()) as u32,
                 1,
             ),
+        };
+        LaunchConfig {
+            grid_dim,
             block_dim: (tile.threads(build) as u32, 1, 1),
             shared_mem_bytes: tile.smem_bytes(build) as u32,
         }
@@ -191,12 +199,31 @@ pub fn gemm(
 pub fn gemm_tiled(
     gpu: &GpuContext,
     stream: &CudaStream,
-    (a, w): (&dyn DevicePtr<u16>, &dyn DevicePtr<u16>),
+    operands: (&dyn DevicePtr<u16>, &dyn DevicePtr<u16>),
     bias: Option<&dyn DevicePtr<f32>>,
     shape: GemmShape,
     scales: GemmScales<'_>,
     epilogue: Epilogue<'_>,
     tile: GemmTile,
+) -> Result<()> {
+    let t = (tile, None);
+    gemm_tiled_build(gpu, stream, operands, bias, shape, scales, epilogue, t)
+}
+
+/// [`gemm_tiled`], optionally on a given build instead of [`GemmBuild::select`]'s (the op
+/// rows compare the builds bit for bit): `Some(GemmBuild::Sm90a)` where select gives
+/// `Sm90aWs` runs the cp.async fallback; any other build than select's is an error (on
+/// Hopper the portable entry points are replaced, elsewhere there are no wgmma ones).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tiled_build(
+    gpu: &GpuContext,
+    stream: &CudaStream,
+    (a, w): (&dyn DevicePtr<u16>, &dyn DevicePtr<u16>),
+    bias: Option<&dyn DevicePtr<f32>>,
+    shape: GemmShape,
+    scales: GemmScales<'_>,
+    epilogue: Epilogue<'_>,
+    (tile, force): (GemmTile, Option<GemmBuild>),
 ) -> Result<()> {
     shape.validate()?;
     scales.validate(!matches!(epilogue, Epilogue::BiasResidual(_)))?;
@@ -223,11 +250,35 @@ pub fn gemm_tiled(
         }
     };
     let dims = [m as i32, n as i32, k as i32];
+    let chosen = GemmBuild::select(
+        gpu.is_sm90a_entry(&name),
+        tma_operand_ok(ap, m, k) && tma_operand_ok(wp, n, k),
+    );
+    let build = match force {
+        None => chosen,
+        Some(b) if b == chosen || (b, chosen) == (GemmBuild::Sm90a, GemmBuild::Sm90aWs) => b,
+        Some(b) => {
+            return Err(Error::Unsupported(format!(
+                "{name}: the {b:?} build cannot run here ({chosen:?} is the one available)"
+            )))
+        }
+    };
+    let (name, operands) = match build {
+        GemmBuild::Sm90aWs => {
+            let maps = [
+                TensorMap::rows_f16(ap, m, k, tile.block_m())?,
+                TensorMap::rows_f16(wp, n, k, tile.block_n())?,
+            ];
+            (name, Operands::Maps(Box::new(maps)))
+        }
+        GemmBuild::Sm90a => (name + GEMM_CP_SUFFIX, Operands::Ptrs([ap, wp])),
+        GemmBuild::Portable => (name, Operands::Ptrs([ap, wp])),
+    };
     launch(
         gpu,
         stream,
-        &name,
-        [ap, wp],
+        (&name, build),
+        &operands,
         bias,
         &scales,
         (m, n),
@@ -235,6 +286,69 @@ pub fn gemm_tiled(
         &dims,
         (shape, tile),
     )
+}
+
+/// A `CUtensorMap` passed by value as a kernel's `const __grid_constant__ CUtensorMap`
+/// parameter (128 bytes, the driver's alignment).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct TensorMap(sys::CUtensorMap);
+
+// SAFETY: a plain 128-byte value the driver copies into the parameter space; its bits are
+// what cuTensorMapEncodeTiled wrote, which the kernel only hands to the TMA unit.
+unsafe impl DeviceRepr for TensorMap {}
+
+impl TensorMap {
+    /// The map of a row-major fp16 `[rows][k]` matrix at `addr` (which must pass
+    /// [`tma_operand_ok`]) for the warp-specialised GEMMs: boxes of 64 k by `box_rows` rows in the
+    /// 128-byte swizzle (gemm_tile.cuh's shared layout), out-of-bounds elements read as
+    /// zero, L2 promotion in 128-byte lines.
+    pub fn rows_f16(addr: CUdeviceptr, rows: usize, k: usize, box_rows: usize) -> Result<Self> {
+        if !tma_operand_ok(addr, rows, k) || box_rows > 256 {
+            return Err(Error::Unsupported(format!(
+                "no tensor map for a [{rows}][{k}] fp16 operand at {addr:#x} in boxes of \
+                 {box_rows} rows"
+            )));
+        }
+        let dims = [k as u64, rows as u64];
+        let strides = [k as u64 * 2];
+        let boxes = [GEMM_BLOCK_K as u32, box_rows as u32];
+        let elem = [1u32, 1];
+        let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+        let what = format!("cuTensorMapEncodeTiled([{rows}][{k}] fp16, box {box_rows})");
+        guarded(&what, || {
+            // SAFETY: every pointer is to a live local array of the rank (2) the call reads, and
+            // `map` has room for the map; the arguments were checked against the driver's
+            // preconditions above (dims, 16-byte aligned address and stride, box <= 256 and its
+            // 128 B inner extent equal to the swizzle span).
+            unsafe {
+                sys::cuTensorMapEncodeTiled(
+                    map.as_mut_ptr(),
+                    sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                    2,
+                    addr as *mut std::ffi::c_void,
+                    dims.as_ptr(),
+                    strides.as_ptr(),
+                    boxes.as_ptr(),
+                    elem.as_ptr(),
+                    sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                    sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                    sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                    sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+                )
+            }
+            .result()
+        })?;
+        // SAFETY: the driver wrote the whole map (it returned success).
+        Ok(TensorMap(unsafe { map.assume_init() }))
+    }
+}
+
+/// The first two kernel parameters: the operand pointers (gemm.cu, gemm_sm90a.cu's `_cp`
+/// entries, conv3x3) or their tensor maps (gemm_ws_sm90a.cu).
+enum Operands {
+    Ptrs([CUdeviceptr; 2]),
+    Maps(Box<[TensorMap; 2]>),
 }
 
 /// Shape of a 3x3, padding 1, stride 1 convolution on an NHWC map: input
@@ -350,11 +464,12 @@ pub fn conv3x3_tiled(
     let (op, _o) = out.device_ptr_mut(stream);
     check_align("conv3x3 output", op, 4)?;
     let dims = [shape.batch, shape.h, shape.w, shape.cin, shape.cout].map(|v| v as i32);
+    // conv3x3 has no Hopper build.
     launch(
         gpu,
         stream,
-        &conv3x3_entry(tile),
-        [ip, wp],
+        (&conv3x3_entry(tile), GemmBuild::Portable),
+        &Operands::Ptrs([ip, wp]),
         bias,
         &scales,
         (g.m, g.n),
@@ -366,14 +481,15 @@ pub fn conv3x3_tiled(
 
 /// Checks the epilogue inputs and launches `name(a, w, bias, row_scale, in_scale,
 /// out_scale, out, dims...)`, the signature of every kernel in `kernels/gemm.cu` (and of
-/// their wgmma builds in `kernels/gemm_sm90a.cu`), over the GEMM `shape` in `tile`. The
+/// their `_cp` wgmma builds in `kernels/gemm_sm90a.cu`; `kernels/gemm_ws_sm90a.cu`'s take
+/// the tensor maps of a and w instead), over the GEMM `shape` in `tile` built as `build`. The
 /// caller has validated the shape (which bounds `dims` to i32) and the operand buffers.
 #[allow(clippy::too_many_arguments)]
 fn launch(
     gpu: &GpuContext,
     stream: &CudaStream,
-    name: &str,
-    [ap, wp]: [CUdeviceptr; 2],
+    (name, build): (&str, GemmBuild),
+    operands: &Operands,
     bias: Option<&dyn DevicePtr<f32>>,
     scales: &GemmScales<'_>,
     (m, n): (usize, usize),
@@ -382,13 +498,7 @@ fn launch(
     (shape, tile): (GemmShape, GemmTile),
 ) -> Result<()> {
     gpu.check_stream(stream)?;
-    // The one place the build is chosen: whichever module the loaded entry came from.
-    let build = if gpu.is_sm90a_entry(name) {
-        GemmBuild::Sm90a
-    } else {
-        GemmBuild::Portable
-    };
-    let config = shape.config(tile, build);
+    let config = shape.config(tile, build, gpu.info().multiprocessors as usize);
     let smem = tile.smem_bytes(build);
     if smem > gpu.info().max_shared_per_block {
         return Err(Error::Unsupported(format!(
@@ -400,9 +510,11 @@ fn launch(
     let (bp, _b) = nullable(stream, bias, "gemm bias", n, 8)?;
     let (rp, _r) = nullable(stream, scales.row_scale, "gemm row_scale", m, 4)?;
     let mut b = stream.launch_builder(f);
-    b.arg(&ap)
-        .arg(&wp)
-        .arg(&bp)
+    match operands {
+        Operands::Ptrs([ap, wp]) => b.arg(ap).arg(wp),
+        Operands::Maps(maps) => b.arg(&maps[0]).arg(&maps[1]),
+    };
+    b.arg(&bp)
         .arg(&rp)
         .arg(&scales.in_scale)
         .arg(&scales.out_scale)
@@ -412,9 +524,11 @@ fn launch(
     }
     // SAFETY: (a, w, bias, row_scale, in_scale, out_scale, out, ints...) is the signature of
     // every gemm.cu kernel, with 3 ints (M, N, K) for the gemm_* kernels and 5 (batch, H, W,
-    // Cin, Cout) for conv3x3_f16_*, as the callers pass. Shapes were validated (multiples,
-    // i32 range) and every buffer checked to hold the elements and alignment the kernel
-    // reads and writes; bias and row_scale are null or hold n and m elements.
+    // Cin, Cout) for conv3x3_f16_*, as the callers pass; on Hopper the gemm_* kernels
+    // (gemm_ws_sm90a.cu; GemmBuild::Sm90aWs) take a and w as
+    // tensor maps encoded for exactly those buffers and shapes. Shapes were validated
+    // (multiples, i32 range) and every buffer checked to hold the elements and alignment
+    // the kernel reads and writes; bias and row_scale are null or hold n and m elements.
     guarded(name, || unsafe { b.launch(config) }.map(|_| ()))
 }
 

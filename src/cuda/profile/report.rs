@@ -41,6 +41,8 @@ pub struct KernelRow {
     pub warp_instructions: u64,
     pub mma: u64,
     pub shared_requests: u64,
+    /// 128-byte shared-memory wavefronts of those requests (bank conflicts apart).
+    pub shared_wavefronts: u64,
     pub bank_conflicts: u64,
     pub global_bytes_read: u64,
     pub global_bytes_written: u64,
@@ -85,6 +87,7 @@ impl KernelProfile {
                     warp_instructions: 0,
                     mma: 0,
                     shared_requests: 0,
+                    shared_wavefronts: 0,
                     bank_conflicts: 0,
                     global_bytes_read: 0,
                     global_bytes_written: 0,
@@ -113,6 +116,7 @@ impl KernelProfile {
         r.warp_instructions += l.warp_instructions;
         r.mma += l.mma;
         r.shared_requests += l.shared_requests;
+        r.shared_wavefronts += l.shared_wavefronts;
         r.bank_conflicts += l.bank_conflicts;
         r.global_bytes_read += l.global_bytes_read;
         r.global_bytes_written += l.global_bytes_written;
@@ -162,7 +166,9 @@ impl KernelProfile {
                     "time_us": us(r.time_s), "floor_us": us(r.floor_s),
                     "flops": r.flops, "bytes": r.bytes, "bound": r.bound.name(),
                     "warp_instructions": r.warp_instructions, "mma": r.mma,
-                    "shared_requests": r.shared_requests, "bank_conflicts": r.bank_conflicts,
+                    "shared_requests": r.shared_requests,
+                    "shared_wavefronts": r.shared_wavefronts,
+                    "bank_conflicts": r.bank_conflicts,
                     "global_bytes_read": r.global_bytes_read,
                     "global_bytes_written": r.global_bytes_written,
                 })
