@@ -18,7 +18,7 @@
 //! here). The fp16 outputs add 2^-11 relative rounding.
 
 use crate::common::gpu::{assert_close, round_f16, Rng};
-use crate::refs::{ref_conv3x3, ref_epilogue, Epi, Epi::*};
+use crate::refs::{ref_conv3x3, ref_epilogue, same_bits, Epi, Epi::*};
 use samrt::cpu::ops::gemm::{conv3x3_weight_layout, linear, Par};
 use samrt::cuda::ops::gemm::{
     conv3x3_tiled, gemm_tiled_build, Conv3x3Shape, Epilogue, GemmBuild, GemmScales, GemmShape,
@@ -208,16 +208,9 @@ fn assert_same_bits_on_every_tile(
 ) {
     let Some(tile) = named else { return };
     for other in GemmTile::ALL.into_iter().filter(|&t| t != tile) {
-        let again = run(other);
-        let differ = got
-            .iter()
-            .zip(&again)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(
-            (again.len(), differ),
-            (got.len(), 0),
-            "{test}: tile {other:?} differs from {tile:?} in {differ} outputs"
+        assert!(
+            same_bits(got, &run(other)),
+            "{test}: tile {other:?} differs from {tile:?}"
         );
     }
 }
@@ -259,15 +252,8 @@ pub fn run_gemm(
         println!("{test}: no sm_90a build on this device; the fallback comparison is moot");
         return;
     }
-    let fb = run(tile, Some(GemmBuild::Sm90a));
-    let same = got
-        .iter()
-        .zip(&fb)
-        .filter(|(x, y)| x.to_bits() == y.to_bits())
-        .count();
-    assert_eq!(
-        same,
-        got.len(),
+    assert!(
+        same_bits(&got, &run(tile, Some(GemmBuild::Sm90a))),
         "{test}: the TMA and cp.async builds differ"
     );
 }
