@@ -121,14 +121,15 @@ SAMRT_DEVICE void wgmma_n64_ss_k64(float (&d)[32], uint64_t da, uint64_t db) {
                      SAMRT_WG_SS64(34, 38) SAMRT_WG_SS64(35, 39) "}\n"
                  : SAMRT_D32(d)
                  : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
-                   "l"(db + 4), "l"(db + 6), "r"(1));
+                   "l"(db + 4), "l"(db + 6), "n"(1));
 }
 // D[64x64] += A[64x64] * B over 4 k16 steps, A from registers (q, 4 per step), B K-major
-// from shared memory (descriptor db, 32 bytes per step).
+// from shared memory (descriptors db, one per step: 32 bytes apart).
 #define SAMRT_WG_RS64(a0, a1, a2, a3, db)                                                 \
     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", {%" #a0 ", %" #a1 \
     ", %" #a2 ", %" #a3 "}, %" #db ", p, 1, 1, 0;\n"
-SAMRT_DEVICE void wgmma_n64_rs_k64(float (&d)[32], const uint32_t (&q)[4][4], uint64_t db) {
+SAMRT_DEVICE void wgmma_n64_rs_k64(float (&d)[32], const uint32_t (&q)[4][4],
+                                   const uint64_t (&db)[4]) {
     asm volatile(SAMRT_WG_PRED(52) SAMRT_WG_RS64(32, 33, 34, 35, 48)
                      SAMRT_WG_RS64(36, 37, 38, 39, 49) SAMRT_WG_RS64(40, 41, 42, 43, 50)
                          SAMRT_WG_RS64(44, 45, 46, 47, 51) "}\n"
@@ -136,28 +137,33 @@ SAMRT_DEVICE void wgmma_n64_rs_k64(float (&d)[32], const uint32_t (&q)[4][4], ui
                  : "r"(q[0][0]), "r"(q[0][1]), "r"(q[0][2]), "r"(q[0][3]), "r"(q[1][0]),
                    "r"(q[1][1]), "r"(q[1][2]), "r"(q[1][3]), "r"(q[2][0]), "r"(q[2][1]),
                    "r"(q[2][2]), "r"(q[2][3]), "r"(q[3][0]), "r"(q[3][1]), "r"(q[3][2]),
-                   "r"(q[3][3]), "l"(db), "l"(db + 2), "l"(db + 4), "l"(db + 6), "r"(1));
+                   "r"(q[3][3]), "l"(db[0]), "l"(db[1]), "l"(db[2]), "l"(db[3]), "n"(1));
 }
-// D[64x16] += A[64x64] * B, both from shared memory (rel_h), 4 k16 steps.
-#define SAMRT_WG_SS16(da, db) \
-    SAMRT_WG_SS("m64n16k16", "{%0, %1, %2, %3, %4, %5, %6, %7}", da, db)
-SAMRT_DEVICE void wgmma_n16_ss_k64(float (&d)[8], uint64_t da, uint64_t db) {
-    asm volatile(SAMRT_WG_PRED(16) SAMRT_WG_SS16(8, 12) SAMRT_WG_SS16(9, 13)
-                     SAMRT_WG_SS16(10, 14) SAMRT_WG_SS16(11, 15) "}\n"
+// D[64x16] += A[64x64] * B over 4 k16 steps (rel_h): A from registers (q, the Q fragments
+// the QK^T chains use), B K-major from shared memory (descriptor db, 32 bytes per step).
+#define SAMRT_WG_RS16(a0, a1, a2, a3, db)                                              \
+    "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, " \
+    "{%" #a0 ", %" #a1 ", %" #a2 ", %" #a3 "}, %" #db ", p, 1, 1, 0;\n"
+SAMRT_DEVICE void wgmma_n16_rs_k64(float (&d)[8], const uint32_t (&q)[4][4], uint64_t db) {
+    asm volatile(SAMRT_WG_PRED(28) SAMRT_WG_RS16(8, 9, 10, 11, 24)
+                     SAMRT_WG_RS16(12, 13, 14, 15, 25) SAMRT_WG_RS16(16, 17, 18, 19, 26)
+                         SAMRT_WG_RS16(20, 21, 22, 23, 27) "}\n"
                  : SAMRT_D8(d)
-                 : "l"(da), "l"(da + 2), "l"(da + 4), "l"(da + 6), "l"(db), "l"(db + 2),
-                   "l"(db + 4), "l"(db + 6), "r"(1));
+                 : "r"(q[0][0]), "r"(q[0][1]), "r"(q[0][2]), "r"(q[0][3]), "r"(q[1][0]),
+                   "r"(q[1][1]), "r"(q[1][2]), "r"(q[1][3]), "r"(q[2][0]), "r"(q[2][1]),
+                   "r"(q[2][2]), "r"(q[2][3]), "r"(q[3][0]), "r"(q[3][1]), "r"(q[3][2]),
+                   "r"(q[3][3]), "l"(db), "l"(db + 2), "l"(db + 4), "l"(db + 6), "n"(1));
 }
 // O[64x64] += P[64x64] V and l[64x8] += P 1 over 4 k16 steps: P from registers (a, 4 per
-// step), V MN-major (transposed) from shared memory (descriptor dv, 16 rows = 2048 bytes
-// per step), the ones matrix (dl) the same for every step.
+// step), V MN-major (transposed) from shared memory (descriptors dv, one per step: 16 rows =
+// 2048 bytes apart), the ones matrix (dl) the same for every step.
 #define SAMRT_WG_PV(a0, a1, a2, a3, dv)                                                   \
     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " SAMRT_L32 ", {%" #a0 ", %" #a1 \
     ", %" #a2 ", %" #a3 "}, %" #dv ", p, 1, 1, 1;\n"                                       \
     "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%32, %33, %34, %35}, {%" #a0     \
     ", %" #a1 ", %" #a2 ", %" #a3 "}, %56, p, 1, 1, 0;\n"
 SAMRT_DEVICE void wgmma_pv_k64(float (&o)[32], float (&l)[4], const uint32_t (&a)[4][4],
-                               uint64_t dv, uint64_t dl) {
+                               const uint64_t (&dv)[4], uint64_t dl) {
     asm volatile(SAMRT_WG_PRED(57) SAMRT_WG_PV(36, 37, 38, 39, 52)
                      SAMRT_WG_PV(40, 41, 42, 43, 53) SAMRT_WG_PV(44, 45, 46, 47, 54)
                          SAMRT_WG_PV(48, 49, 50, 51, 55) "}\n"
@@ -165,8 +171,8 @@ SAMRT_DEVICE void wgmma_pv_k64(float (&o)[32], float (&l)[4], const uint32_t (&a
                  : "r"(a[0][0]), "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(a[1][0]),
                    "r"(a[1][1]), "r"(a[1][2]), "r"(a[1][3]), "r"(a[2][0]), "r"(a[2][1]),
                    "r"(a[2][2]), "r"(a[2][3]), "r"(a[3][0]), "r"(a[3][1]), "r"(a[3][2]),
-                   "r"(a[3][3]), "l"(dv), "l"(dv + 128), "l"(dv + 256), "l"(dv + 384), "l"(dl),
-                   "r"(1));
+                   "r"(a[3][3]), "l"(dv[0]), "l"(dv[1]), "l"(dv[2]), "l"(dv[3]), "l"(dl),
+                   "n"(1));
 }
 
 // Byte offset of (row, 16-byte chunk) in 128-byte-swizzled rows (the pattern of 1024-aligned
@@ -183,19 +189,68 @@ SAMRT_DEVICE uint32_t sw128(int row, int chunk) {
 // roundings change, at the same relative size.
 constexpr float RESCALE_LOG2 = 8.0f;
 
+// An int as a type (a K/V stage, a chunk index), so that code specialised on it sees its
+// offsets as constants.
+template <int N>
+struct Index {
+    static constexpr int value = N;
+};
+
+// A butterfly shuffle of an f32 register with the lane mask an immediate (the intrinsic
+// moves the value through a b32 register and the mask through another, each a counted
+// instruction).
+template <int LANE_MASK>
+SAMRT_DEVICE float shfl_bfly(float v) {
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;\n"
+                 : "=f"(r)
+                 : "f"(v), "n"(LANE_MASK));
+    return r;
+}
+
+// v through an asm mov, which the compiler cannot recompute: a loop-invariant address made
+// from the thread index then stays in its register instead of being rebuilt in every tile.
+SAMRT_DEVICE uint32_t opaque(uint32_t v) {
+    uint32_t r;
+    asm volatile("mov.b32 %0, %1;\n" : "=r"(r) : "r"(v));
+    return r;
+}
+
+// One float from shared address addr + OFF bytes (see lds_f2).
+template <int OFF>
+SAMRT_DEVICE float lds_f1(uint32_t addr) {
+    float v;
+    asm volatile("ld.shared.f32 %0, [%1+%2];\n" : "=f"(v) : "r"(addr), "n"(OFF) : "memory");
+    return v;
+}
+
+// Two floats from shared address addr + OFF bytes (an immediate of the instruction: the
+// base register stays live across the loop instead of being recomputed per tile).
+template <int OFF>
+SAMRT_DEVICE float2 lds_f2(uint32_t addr) {
+    float2 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2+%3];\n"
+                 : "=f"(v.x), "=f"(v.y)
+                 : "r"(addr), "n"(OFF)
+                 : "memory");
+    return v;
+}
+
 // Softmax of one m64 tile's S (this thread's rows g and g + 8 of its warp's 16), rescaling
 // O and l when a row's kept max moved; P left in s.
 SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], float (&m)[2],
-                               const float* relh, float sl2) {
+                               const float (&relh)[2], float sl2) {
     float corr[2];
     bool grew = false;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        const float hb = relh[8 * i];
+        const float hb = relh[i];
         float mx = s[2 * i];
 #pragma unroll
         for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
-        mx = samrt::quad_max(mx);
+        // The quad's max through f32 shuffles (the intrinsic's b32 round trip adds movs).
+        mx = fmaxf(mx, shfl_bfly<1>(mx));
+        mx = fmaxf(mx, shfl_bfly<2>(mx));
         // Rounding is monotone, so max(s) + h is exactly max(s + h).
         const float m_new = fmaxf(m[i], mx + hb);
         // The first tile always moves it (from -inf: the difference is +inf).
@@ -223,7 +278,7 @@ SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], fl
 
 // O += P V and l += P 1 for one m64 tile (P in s, fp32), issued and committed as one group.
 SAMRT_DEVICE void issue_pv(float (&o)[32], float (&l)[4], uint32_t (&a)[4][4], const float (&s)[32],
-                           uint64_t v_desc, uint64_t ones) {
+                           const uint64_t (&v_desc)[4], uint64_t ones) {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
         a[kk][0] = samrt::pack_half2(s[8 * kk + 0], s[8 * kk + 1]);
@@ -276,29 +331,43 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
     samrt::cp_async_commit();
     if (tid < 64) reinterpret_cast<uint32_t*>(smem + OFF_ONES)[tid] = 0x3c003c00u;  // half2(1, 1)
 
-    // K/V copies: chunk tid + 128 i of a tile is row (tid >> 3) + 16 i, chunk tid & 7; a key
-    // row is 64 consecutive tokens.
+    // K/V copies: each thread copies chunks (t & 1) + 2 i (i < 4) of one key (a key row is
+    // 64 consecutive tokens), so the two threads of a key fill one 32-byte sector per copy
+    // and the source offsets are immediates. In the 128-byte swizzle chunk c of row r lands
+    // at chunk c ^ (r mod 8), so chunk (t & 1) + 2 i lands at the address of chunk t & 1 with
+    // bits 5-6 xor-ed by i: one xor per copy. A quarter warp's 8 copies (one shared
+    // wavefront) cover keys 2j + b (j < 4) of 8, whose chunk pairs land in 4 distinct slots.
+    const int kv_key = 16 * warp + 2 * ((tid >> 1) & 3) + ((tid >> 3) & 1) + 8 * ((tid >> 4) & 1);
     const long long kv_step = static_cast<long long>(p.grid) * p.k_ld;  // halves per key row
-    const long long kv_row = static_cast<long long>(p.k_ld) * 16;
-    const __half* kv_src = kb + row_of(0, tid >> 3) * p.k_ld + (tid & 7) * 8;
+    const __half* kv_src = kb + row_of(0, kv_key) * p.k_ld + (tid & 1) * 8;
     const int kv_v = static_cast<int>(vb - kb);  // v follows k in a qkv row (k_ld == v_ld)
-    // Rows 16 apart share their swizzle phase: slot i is 16 rows (2048 bytes) after slot 0.
-    const uint32_t kv_dst = base + OFF_KV + sw128(tid >> 3, tid & 7);
-    auto load_kv = [&](int kt) {
-        const uint32_t dk = kv_dst + 2 * (kt & 1) * TILE_B;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            samrt::cp_async_16(dk + 2048 * i, kv_src + i * kv_row, true);
-            samrt::cp_async_16(dk + TILE_B + 2048 * i, kv_src + i * kv_row + kv_v, true);
-        }
+    const uint32_t kv_dst = base + OFF_KV + sw128(kv_key, tid & 1);
+    // The Rh rows of a batch: one chunk per thread.
+    const uint32_t rh_dst = base + OFF_RH + sw128(tid >> 3, tid & 7);
+    const int rh_row0 = qy0 + GS - RH_BATCH + (tid >> 3);
+    const __half* rh_src = p.rel_h + (tid & 7) * 8;
+    // Loads key row kt into stage S (a compile-time constant: the loop below runs two tiles
+    // per iteration, so stage offsets are immediates).
+    auto load_kv = [&](auto stage, int kt) {
+        constexpr int S = decltype(stage)::value;
+        const __half* v_src = kv_src + kv_v;
+        auto copy = [&](auto chunk) {
+            constexpr int I = decltype(chunk)::value;
+            const uint32_t d = kv_dst ^ (I << 5);
+            samrt::cp_async_16_at<2 * S * TILE_B, 32 * I>(d, kv_src);
+            samrt::cp_async_16_at<(2 * S + 1) * TILE_B, 32 * I>(d, v_src);
+        };
+        copy(Index<0>{});
+        copy(Index<1>{});
+        copy(Index<2>{});
+        copy(Index<3>{});
         kv_src += kv_step;
-        if (kt % RH_BATCH == 0) {
+        if (S == 0 && kt % RH_BATCH == 0) {
             // Rh rows qy0 + 56 - kt .. + 15: column n of the batch's product is key row
             // kt + 7 - n of query row 0 and kt + 8 - n of query row 1. Rows past the table
             // (never used) are zero.
-            const int r = tid >> 3, ch = tid & 7, trow = qy0 + GS - RH_BATCH - kt + r;
-            samrt::cp_async_16(base + OFF_RH + sw128(r, ch),
-                               p.rel_h + (trow < 2 * GS - 1 ? trow : 0) * HD + ch * 8,
+            const int trow = rh_row0 - kt;
+            samrt::cp_async_16(rh_dst, rh_src + (trow < 2 * GS - 1 ? trow : 0) * HD,
                                trow < 2 * GS - 1);
         }
     };
@@ -356,7 +425,7 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
             relw0[i] = s_relw0[(r0 + 8 * ((i >> 1) & 1)) * GRLD + 8 * (i >> 2) + 2 * t4 + (i & 1)];
     }
     __syncthreads();  // every warp is done with the scratch: the stages are free
-    load_kv(0);
+    load_kv(Index<0>{}, 0);
     samrt::cp_async_commit();
 
     float o0[32], o1[32], l0[4], l1[4], m0[2], m1[2];
@@ -368,40 +437,58 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
     // logit = scale * q_scale * s, in log2 units for exp2 (k and v are used as stored).
     const float sl2 = p.scale * p.q_scale * 1.4426950408889634f;
     const uint64_t ones = desc_plain(base + OFF_ONES);
-    const float* relw1 = s_relw1 + r0 * GRLD + 2 * t4;
-    const float* relh_r = s_relh + r0;  // query r0 of query row 0; + 64: of query row 1
+    // This thread's first rel_w value of query row 1 (a shared address: see lds_f2).
+    const uint32_t relw1 = opaque(base + OFF_RELW1 + 4 * (r0 * GRLD + 2 * t4));
+    // Query r0's rel_h of key row 0 in the batch (query row 0; + 64 floats: query row 1).
+    const uint32_t relh_r = opaque(base + OFF_RELH + 4 * r0);
 
-#pragma unroll 1
-    for (int kt = 0; kt < GS; ++kt) {
+    // rel_h scatter: accumulator i of this thread is column n = 8 (i / 4) + 2 t4 + i % 2 of
+    // row r0 + 8 ((i / 2) % 2); from one base per thread every target is an immediate offset.
+    float* const relh_w = s_relh + (RH_BATCH - 1 - 2 * t4) * RH_LD + r0;
+    const bool t4_zero = t4 == 0;
+
+    // One key tile in stage S (tiles alternate stages, so the loop runs two per iteration).
+    auto tile = [&](auto stage, int kt) {
+        constexpr int S = decltype(stage)::value;
         samrt::cp_async_wait<0>();
         fence_proxy_async();  // this thread's copies, before the async proxy reads them
-        __syncthreads();      // tile kt visible; every wgmma on stage (kt + 1) & 1 is done
-        if (kt + 1 < GS) load_kv(kt + 1);
+        __syncthreads();      // tile kt visible; every wgmma on the other stage is done
+        if (S == 0 || kt + 1 < GS) load_kv(Index<1 - S>{}, kt + 1);
         samrt::cp_async_commit();
-        const uint64_t k_desc = q_desc + (OFF_KV + 2 * (kt & 1) * TILE_B) / 16;
-        const uint64_t v_desc = k_desc + TILE_B / 16;
+        // The k16 steps' descriptors, each once per tile for both query rows: K advances 32
+        // bytes per step (K-major), V 16 rows (2048 bytes, MN-major).
+        uint64_t k_desc[4], v_desc[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            k_desc[i] = q_desc + (OFF_KV + 2 * S * TILE_B) / 16 + 2 * i;
+            v_desc[i] = q_desc + (OFF_KV + (2 * S + 1) * TILE_B) / 16 + 128 * i;
+        }
 
-        if (kt % RH_BATCH == 0) {
+        if (S == 0 && kt % RH_BATCH == 0) {
             float rh0[8], rh1[8];
 #pragma unroll
             for (int i = 0; i < 8; ++i) rh0[i] = rh1[i] = 0.0f;
             pin(rh0);
             pin(rh1);
             wg_fence();
-            wgmma_n16_ss_k64(rh0, q_desc, q_desc + OFF_RH / 16);
-            wgmma_n16_ss_k64(rh1, q_desc + TILE_B / 16, q_desc + OFF_RH / 16);
+            wgmma_n16_rs_k64(rh0, qf0, q_desc + OFF_RH / 16);
+            wgmma_n16_rs_k64(rh1, qf1, q_desc + OFF_RH / 16);
             wg_commit();
             wg_wait<0>();
             pin(rh0);
             pin(rh1);
-            // Column n: key row kt + 7 - n of query row 0, kt + 8 - n of query row 1.
+            // Column n: key row kt + 7 - n of query row 0 (n < 8: i < 4), kt + 8 - n of
+            // query row 1 (1 <= n <= 8: i < 4 except n = 0, or n = 8 at t4 = 0).
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                const int row = r0 + 8 * ((i >> 1) & 1);
-                const int n = 8 * (i >> 2) + 2 * t4 + (i & 1);
-                if (n < RH_BATCH) s_relh[(RH_BATCH - 1 - n) * RH_LD + row] = rh0[i] * inv_scale;
-                if (n >= 1 && n <= RH_BATCH)
-                    s_relh[(RH_BATCH - n) * RH_LD + GS + row] = rh1[i] * inv_scale;
+                const int row = 8 * ((i >> 1) & 1);
+                if (i < 4) {
+                    relh_w[row - (i & 1) * RH_LD] = rh0[i] * inv_scale;
+                    if (!t4_zero || (i & 1))
+                        relh_w[row + (1 - (i & 1)) * RH_LD + GS] = rh1[i] * inv_scale;
+                } else if ((i & 1) == 0) {
+                    if (t4_zero) relh_w[row - (RH_BATCH - 1) * RH_LD + GS] = rh1[i] * inv_scale;
+                }
             }
             __syncwarp();  // each warp reads back only its own rows
         }
@@ -410,15 +497,23 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
         float s0[32], s1[32];
 #pragma unroll
         for (int i = 0; i < 32; ++i) s0[i] = relw0[i];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const float2 lo = *reinterpret_cast<const float2*>(relw1 + 8 * j);
-            const float2 hi = *reinterpret_cast<const float2*>(relw1 + 8 * GRLD + 8 * j);
-            s1[4 * j + 0] = lo.x;
-            s1[4 * j + 1] = lo.y;
-            s1[4 * j + 2] = hi.x;
-            s1[4 * j + 3] = hi.y;
-        }
+        auto relw1_cols = [&](auto col8) {
+            constexpr int J = decltype(col8)::value;
+            const float2 lo = lds_f2<32 * J>(relw1);
+            const float2 hi = lds_f2<32 * J + 32 * GRLD>(relw1);
+            s1[4 * J + 0] = lo.x;
+            s1[4 * J + 1] = lo.y;
+            s1[4 * J + 2] = hi.x;
+            s1[4 * J + 3] = hi.y;
+        };
+        relw1_cols(Index<0>{});
+        relw1_cols(Index<1>{});
+        relw1_cols(Index<2>{});
+        relw1_cols(Index<3>{});
+        relw1_cols(Index<4>{});
+        relw1_cols(Index<5>{});
+        relw1_cols(Index<6>{});
+        relw1_cols(Index<7>{});
         pin(s0);
         pin(s1);
         wg_fence();
@@ -428,23 +523,32 @@ SAMRT_DEVICE void attention_s64_sm90(const AttnParams& p) {
         wg_commit();
 
         // ---- query row 0: softmax while row 1's QK^T runs, then its PV ----
-        const float* relh_t = relh_r + (kt % RH_BATCH) * RH_LD;
+        // rel_h of this tile's key row for rows g and g + 8 of both query rows.
+        const uint32_t relh_t = relh_r + (kt - S) % RH_BATCH * RH_LD * 4;
+        const float h0[2] = {lds_f1<S * RH_LD * 4>(relh_t), lds_f1<(S * RH_LD + 8) * 4>(relh_t)};
+        const float h1[2] = {lds_f1<(S * RH_LD + GS) * 4>(relh_t),
+                             lds_f1<(S * RH_LD + GS + 8) * 4>(relh_t)};
         uint32_t a0[4][4], a1[4][4];
         wg_wait<1>();
         pin(s0);
-        softmax_tile(s0, o0, l0, m0, relh_t, sl2);
+        softmax_tile(s0, o0, l0, m0, h0, sl2);
         issue_pv(o0, l0, a0, s0, v_desc, ones);
 
         // ---- query row 1, while row 0's PV runs ----
         wg_wait<1>();
         pin(s1);
-        softmax_tile(s1, o1, l1, m1, relh_t + GS, sl2);
+        softmax_tile(s1, o1, l1, m1, h1, sl2);
         issue_pv(o1, l1, a1, s1, v_desc, ones);
         wg_wait<0>();
         pin(o0);
         pin(o1);
         pin(l0);
         pin(l1);
+    };
+#pragma unroll 1
+    for (int kt = 0; kt < GS; kt += 2) {
+        tile(Index<0>{}, kt);
+        tile(Index<1>{}, kt + 1);
     }
     samrt::cp_async_wait<0>();
 

@@ -34,6 +34,15 @@ SAMRT_DEVICE void cp_async_16_to(uint32_t dst, const void* src, bool valid) {
                  : "memory");
 }
 
+// A whole 16-byte cp.async with both offsets immediates of the instruction, so that a loop
+// over a tile's chunks needs no address arithmetic per copy.
+template <int DST_OFF, int SRC_OFF>
+SAMRT_DEVICE void cp_async_16_at(uint32_t dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%3], 16;\n" ::"r"(dst), "l"(src),
+                 "n"(DST_OFF), "n"(SRC_OFF)
+                 : "memory");
+}
+
 SAMRT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int N>
