@@ -3,7 +3,7 @@
 //! scale) and the decoder's plain attention.
 
 use crate::common::gpu::{assert_close, f16r, round_f16, Rng};
-use crate::refs::{ref_attn_plain, ref_attn_relpos};
+use crate::refs::{bits_differ, ref_attn_plain, ref_attn_relpos};
 use samrt::cuda::ops::attention::{
     attn_plain, attn_relpos, AttnPlainShape, AttnRelposInputs, AttnRelposShape,
 };
@@ -96,11 +96,12 @@ pub fn run_attn_relpos(
                 .collect();
             let got = run(&stored, &bias, q_scale, None);
             assert_close(&format!("{test} (q / {q_scale})"), &got, &want, 2e-3, 2e-3);
-            let differ = got
-                .iter()
-                .zip(&plain)
-                .filter(|(a, b)| a.to_bits() != b.to_bits());
-            assert_eq!(differ.count(), 0, "{test}: scaled q is not bit-identical");
+            assert_eq!(got.len(), plain.len());
+            let differ = bits_differ(&got, &plain);
+            assert_eq!(
+                differ, 0,
+                "{test}: scaled q is not bit-identical ({differ} values)"
+            );
         }
         ScaledQkv(a) => {
             let stored: Vec<f32> = qkv.iter().map(|x| x * a).collect();

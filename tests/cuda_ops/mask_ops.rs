@@ -38,11 +38,7 @@ pub fn run_postprocess(
         .unwrap();
     let got = gpu.download_f32(s, &out).unwrap();
     assert_eq!(got.len(), want.len());
-    let ndiff = got
-        .iter()
-        .zip(&want)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count();
+    let ndiff = crate::refs::bits_differ(&got, &want);
     // Every rounding is explicit on both sides: bit-identical, not merely close.
     assert_eq!(
         ndiff, 0,

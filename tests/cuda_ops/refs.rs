@@ -384,7 +384,16 @@ pub fn normal(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
 
 /// Whether `a` and `b` hold the same bits.
 pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    a.len() == b.len() && bits_differ(a, b) == 0
+}
+
+/// How many positions of `a` and `b` hold different bits (for a failure message that says
+/// how far from bit-identical a result is; lengths are compared separately).
+pub fn bits_differ(a: &[f32], b: &[f32]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
 }
 
 /// Each of `batch` prompts run alone (`alone(i)`: its `per` outputs) gives the bits it got
