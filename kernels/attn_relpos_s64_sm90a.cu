@@ -196,18 +196,6 @@ struct Index {
     static constexpr int value = N;
 };
 
-// A butterfly shuffle of an f32 register with the lane mask an immediate (the intrinsic
-// moves the value through a b32 register and the mask through another, each a counted
-// instruction).
-template <int LANE_MASK>
-SAMRT_DEVICE float shfl_bfly(float v) {
-    float r;
-    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;\n"
-                 : "=f"(r)
-                 : "f"(v), "n"(LANE_MASK));
-    return r;
-}
-
 // v through an asm mov, which the compiler cannot recompute: a loop-invariant address made
 // from the thread index then stays in its register instead of being rebuilt in every tile.
 SAMRT_DEVICE uint32_t opaque(uint32_t v) {
@@ -248,9 +236,10 @@ SAMRT_DEVICE void softmax_tile(float (&s)[32], float (&o)[32], float (&l)[4], fl
         float mx = s[2 * i];
 #pragma unroll
         for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
-        // The quad's max through f32 shuffles (the intrinsic's b32 round trip adds movs).
-        mx = fmaxf(mx, shfl_bfly<1>(mx));
-        mx = fmaxf(mx, shfl_bfly<2>(mx));
+        // The quad's max through f32 shuffles with immediate masks (samrt::quad_max's
+        // intrinsic adds a b32 round trip and a mask register).
+        mx = fmaxf(mx, samrt::shfl_xor_f32<1>(mx));
+        mx = fmaxf(mx, samrt::shfl_xor_f32<2>(mx));
         // Rounding is monotone, so max(s) + h is exactly max(s + h).
         const float m_new = fmaxf(m[i], mx + hb);
         // The first tile always moves it (from -inf: the difference is +inf).

@@ -243,6 +243,16 @@ SAMRT_DEVICE float shfl_xor_f32(float v, int lane_mask) {
     return r;
 }
 
+// The same with the lane mask an immediate (a register mask costs a mov, counted by vgpu).
+template <int LANE_MASK>
+SAMRT_DEVICE float shfl_xor_f32(float v) {
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;\n"
+                 : "=f"(r)
+                 : "f"(v), "n"(LANE_MASK));
+    return r;
+}
+
 SAMRT_DEVICE float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
