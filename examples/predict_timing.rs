@@ -60,6 +60,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.insert(key, serde_json::json!({"p50_ms": p50, "p90_ms": p90}));
         }
     }
+    // The server's best case for dynamic batching, without HTTP: one `predict_independent`
+    // call holding `BATCH` copies of the prompt, per prompt, next to the lone call.
+    let batch: usize = match std::env::var("PREDICT_TIMING_BATCH") {
+        Ok(v) => v.parse()?,
+        Err(_) => 16,
+    };
+    let many = vec![prompt.clone(); batch];
+    let mut t = Vec::new();
+    for k in 0..=iters.div_ceil(4) {
+        let s = Instant::now();
+        std::hint::black_box(sam.predict_independent(&emb, &many)?);
+        if k > 0 {
+            t.push(s.elapsed().as_secs_f64() * 1e3 / batch as f64);
+        }
+    }
+    let (p50, p90) = stats(t);
+    out.insert(
+        format!("predict_independent_batch{batch}_per_prompt"),
+        serde_json::json!({"p50_ms": p50, "p90_ms": p90}),
+    );
     println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

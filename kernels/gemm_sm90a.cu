@@ -94,7 +94,7 @@ SAMRT_DEVICE void gemm_wgmma(const __half* __restrict__ a, const __half* __restr
 
     // Stage 0's descriptors: this warpgroup's 64 rows of A, all BN rows of W (wgmma_stage
     // adds the stage's offset).
-    const uint64_t da0 = desc128(smem + (warp >> 2) * 64 * BK * 2);
+    const uint64_t da0[1] = {desc128(smem + (warp >> 2) * 64 * BK * 2)};
     const uint64_t db0 = desc128(smem + T::A_BYTES);
 
     int stage = 0;
@@ -111,14 +111,14 @@ SAMRT_DEVICE void gemm_wgmma(const __half* __restrict__ a, const __half* __restr
         }
         samrt::cp_async_commit();
 
-        wgmma_stage(acc[0], da0, db0, stage * T::STAGE_BYTES);
+        wgmma_stage(acc, da0, db0, stage * T::STAGE_BYTES);
         wgmma_wait<1>();
-        acc_fence(acc[0]);
+        acc_fence(acc);
         stage = stage == STAGES - 1 ? 0 : stage + 1;
         pf_stage = pf_stage == STAGES - 1 ? 0 : pf_stage + 1;
     }
     wgmma_wait<0>();
-    acc_fence(acc[0]);
+    acc_fence(acc);
     // Drain the (empty) trailing groups so no cp.async is outstanding at exit.
     samrt::cp_async_wait<0>();
 

@@ -25,6 +25,13 @@
 //   _128x192: 2 consumer warpgroups (384 threads), 96;
 //   _64x128:  1 consumer warpgroup (256 threads), 64 (255 registers are available to
 //                every thread at 256 threads, so no setmaxnreg there).
+// The M pair, _128x192_m2 (GemmBuild::Sm90aWsPair): a block step covers two vertically
+// adjacent 128x192 tiles, consumer warpgroup c computing all 128 rows of tile c (two m64
+// blocks, two wgmmas per k16 step on the same W descriptor, 192 accumulators per thread).
+// The A box is 256 rows and the W box is loaded once for both tiles: W's re-reads from
+// global memory halve, which is what a GEMM whose operands overflow the L2 is bound by
+// (vit_h's MLP lin2; GemmTile::pair_wins decides). Each accumulator still takes its k16
+// steps in k order, so the bits are those of the single-tile steps.
 //
 // Shared memory: STAGES stages laid out exactly as gemm_sm90a.cu's ([BM][64] of A, then
 // [BN][64] of W, each row 128 B with 16 B chunk c at c ^ (row & 7)): the TMA copy's
@@ -52,7 +59,8 @@
 // per SM; block b takes tiles b, b + grid, b + 2 grid, ..., tile t being (M tile t / tiles_n,
 // N tile t % tiles_n): the order in which the non-persistent grid's blocks start. Each tile's
 // accumulators start from zero and sum its k16 steps in k order, exactly as gemm_sm90a.cu,
-// so neither the schedule nor the batch size changes any output bit.
+// so neither the schedule nor the batch size changes any output bit. (In the code below a
+// tile is a block step of T::BM rows: the 256-row pair for _m2.)
 #include <cuda.h>
 
 #include "wgmma.cuh"
@@ -68,12 +76,13 @@ constexpr int STAGES = 4;
 constexpr int PRODUCER_REGS = 40;
 constexpr int CONSUMER_REGS = 232;
 
-// WG consumer warpgroups, each m64 x BN, and one producer warpgroup.
-template <int WG_, int BN_>
+// WG consumer warpgroups, each MB x m64 rows by BN, and one producer warpgroup.
+template <int WG_, int BN_, int MB_ = 1>
 struct WsTile {
     static constexpr int WG = WG_;
+    static constexpr int MB = MB_;
     static constexpr int THREADS = (WG + 1) * 128;
-    static constexpr int BM = WG * 64;
+    static constexpr int BM = WG * MB * 64;
     static constexpr int BN = BN_;
     static constexpr int NI = BN / 8;  // n8 blocks of the accumulator layout
     static constexpr int A_BYTES = BM * BK * 2;
@@ -82,6 +91,7 @@ struct WsTile {
     static_assert(A_BYTES % 1024 == 0 && STAGE_BYTES % 1024 == 0,
                   "128-byte swizzle atoms must start 1024 B aligned");
     static_assert(BM <= 256 && BN <= 256, "a TMA box has at most 256 rows");
+    static_assert(BARRIERS + 2 * STAGES * 8 <= 227 * 1024, "H100's shared memory per block");
 };
 
 SAMRT_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
@@ -182,38 +192,52 @@ SAMRT_DEVICE void gemm_ws(const CUtensorMap* ma, const CUtensorMap* mw,
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
     }
     const int lane = threadIdx.x & 31;
-    const int cw = (threadIdx.x >> 5) - 4;  // consumer warp: rows 16 cw .. 16 cw + 15
-    // Stage 0's descriptors: this warpgroup's 64 rows of A, all BN rows of W.
-    const uint64_t da0 = desc128(smem + (cw >> 2) * 64 * BK * 2);
+    const int cw = (threadIdx.x >> 5) - 4;  // consumer warp
+    // Consumer warpgroup cw / 4 owns rows 64 (MB (cw / 4) + mb) .. + 63 for each m64 block
+    // mb, and warp cw % 4 rows 16 (cw % 4) .. + 15 of each. Stage 0's descriptors: those
+    // blocks of A, all BN rows of W.
+    uint64_t da0[T::MB];
+#pragma unroll
+    for (int mb = 0; mb < T::MB; ++mb) {
+        da0[mb] = desc128(smem + ((cw >> 2) * T::MB + mb) * 64 * BK * 2);
+    }
     const uint64_t db0 = desc128(smem + T::A_BYTES);
     const bool plain = plain_scales(row_scale, in_scale, out_scale);
     Ring r;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
         const int m0 = tile / tiles_n * T::BM;
         const int n0 = tile % tiles_n * T::BN;
-        float acc[1][NI][4];
+        float acc[T::MB][NI][4];
         init_acc(acc, lane, n0, plain, bias, N);
         int held = -1;  // the stage whose wgmmas may still be reading it
         for (int kt = 0; kt < ktiles; ++kt) {
             mbar_wait(full0 + 8 * r.stage, r.phase);
-            wgmma_stage(acc[0], da0, db0, r.stage * T::STAGE_BYTES);
+            wgmma_stage(acc, da0, db0, r.stage * T::STAGE_BYTES);
             wgmma_wait<1>();
-            acc_fence(acc[0]);
+            acc_fence(acc);
             if (held >= 0 && lane == 0) mbar_arrive(empty0 + 8 * held);
             held = r.stage;
             r.next();
         }
         wgmma_wait<0>();
-        acc_fence(acc[0]);
+        acc_fence(acc);
         if (lane == 0) mbar_arrive(empty0 + 8 * held);
-        store_acc<EPI>(acc, lane, m0 + cw * 16, n0, m0 + T::BM <= M && n0 + T::BN <= N, plain,
-                       bias, row_scale, in_scale, out_scale, out, M, N);
+        const bool inside = m0 + T::BM <= M && n0 + T::BN <= N;
+#pragma unroll
+        for (int mb = 0; mb < T::MB; ++mb) {
+            const int wrow = m0 + ((cw >> 2) * T::MB + mb) * 64 + (cw & 3) * 16;
+            store_acc<EPI>(reinterpret_cast<const float(&)[1][NI][4]>(acc[mb]), lane, wrow, n0,
+                           inside, plain, bias, row_scale, in_scale, out_scale, out, M, N);
+        }
     }
 }
 
 using Tile128x256 = WsTile<2, 256>;
 using Tile128x192 = WsTile<2, 192>;
 using Tile64x128 = WsTile<1, 128>;
+// 128x192's M pair: each consumer warpgroup computes a whole 128x192 tile (192 accumulators
+// per thread), the two sharing every stage's W box.
+using Tile128x192M2 = WsTile<2, 192, 2>;
 
 }  // namespace
 
@@ -225,3 +249,4 @@ using Tile64x128 = WsTile<1, 128>;
         gemm_ws<T, EPI>(&ma, &mw, bias, row_scale, in_scale, out_scale, out, M, N, K);      \
     }
 SAMRT_GEMM_ENTRIES(SAMRT_WS_ENTRY, )
+SAMRT_GEMM_TILE_ENTRIES(SAMRT_WS_ENTRY, Tile128x192M2, 128x192, _m2)

@@ -64,12 +64,14 @@ SAMRT_DEVICE void wgmma_k16(float (&d)[NI][4], uint64_t da, uint64_t db) {
 // Pins the accumulators at this point of the program (no instruction): nvcc must not move
 // their initialisation or any copy of them across the wgmma fence, issue or wait, where the
 // tensor cores own them.
-template <int NI>
-SAMRT_DEVICE void acc_fence(float (&d)[NI][4]) {
+template <int MB, int NI>
+SAMRT_DEVICE void acc_fence(float (&d)[MB][NI][4]) {
 #pragma unroll
-    for (int j = 0; j < NI; ++j)
+    for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[j][e])::"memory");
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[mb][j][e])::"memory");
 }
 
 SAMRT_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -81,21 +83,23 @@ SAMRT_DEVICE void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
-// The four k16 steps of one BK = 64 stage into `acc`: the descriptors da0 (this warpgroup's
-// 64 rows of A) and db0 (the BN rows of W) of stage 0, advanced by the stage's byte offset
-// `stage_bytes` and 32 B per k16 step. A stage or step offset is added to the start address
-// (bits 0-13, in 16 B units), which stays below 2^14 (shared addresses are below 256 KiB),
-// so the addition never carries into the other fields. Issues a fence first and commits
-// the four as one group; the caller waits for it.
-template <int NI>
-SAMRT_DEVICE void wgmma_stage(float (&acc)[NI][4], uint64_t da0, uint64_t db0,
-                              uint32_t stage_bytes) {
+// The four k16 steps of one BK = 64 stage into `acc`, MB m64 row blocks of it: the
+// descriptors da0[mb] (this warpgroup's 64-row blocks of A) and db0 (the BN rows of W) of
+// stage 0, advanced by the stage's byte offset `stage_bytes` and 32 B per k16 step. A stage
+// or step offset is added to the start address (bits 0-13, in 16 B units), which stays
+// below 2^14 (shared addresses are below 256 KiB), so the addition never carries into the
+// other fields. Issues a fence first and commits the stage's MB x 4 wgmmas as one group;
+// the caller waits for it. Each block's accumulators take their k16 steps in k order.
+template <int MB, int NI>
+SAMRT_DEVICE void wgmma_stage(float (&acc)[MB][NI][4], const uint64_t (&da0)[MB],
+                              uint64_t db0, uint32_t stage_bytes) {
     const uint64_t off = static_cast<uint64_t>(stage_bytes) >> 4;
     acc_fence(acc);
     wgmma_fence();
     samrt::static_for<0, BK / 16>([&](auto kk) {
         constexpr uint64_t step = decltype(kk)::value * 32 / 16;
-        wgmma_k16(acc, da0 + off + step, db0 + off + step);
+#pragma unroll
+        for (int mb = 0; mb < MB; ++mb) wgmma_k16(acc[mb], da0[mb] + off + step, db0 + off + step);
     });
     wgmma_commit();
 }

@@ -24,14 +24,16 @@ trap 'rm -rf "$work"' EXIT
 dyn_smem() {
     case "$1" in
         gemm_* | conv3x3_*)
-            # 3 stages (4 in gemm_sm90a and gemm_ws_sm90a) of a [BM][64] and a [BN][64] fp16
-            # tile (GemmTile::smem_bytes), plus gemm_ws_sm90a's 2 x 4 mbarriers; the entry
-            # point ends in _BMxBN (then _cp in gemm_sm90a).
-            local e="${1%_cp}" stages=3 bars=0
+            # 3 stages (4 in gemm_sm90a and gemm_ws_sm90a) of a [BM][64] (2 BM for the M
+            # pairs, _m2) and a [BN][64] fp16 tile (GemmTile::smem_bytes), plus
+            # gemm_ws_sm90a's 2 x 4 mbarriers; the entry point ends in _BMxBN (then _cp in
+            # gemm_sm90a, _m2 in gemm_ws_sm90a).
+            local e="${1%_cp}" stages=3 bars=0 pair=1
+            case "$e" in *_m2) e="${e%_m2}"; pair=2 ;; esac
             local t="${e##*_}"
             if [ "$2" = gemm_sm90a ]; then stages=4; fi
             if [ "$2" = gemm_ws_sm90a ]; then stages=4; bars=64; fi
-            echo $(( stages * (${t%x*} + ${t#*x}) * 64 * 2 + bars )) ;;
+            echo $(( stages * (pair * ${t%x*} + ${t#*x}) * 64 * 2 + bars )) ;;
         attn_relpos_s14_d*_f16)
             # attention.rs `win14_smem_bytes`: K, V (224 rows) and 2 tables (32 rows) of
             # hd + 8 halves, the k/v bias row, 7 warps x 16 x 40 fp32.

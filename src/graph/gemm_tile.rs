@@ -24,34 +24,58 @@ pub const GEMM_STAGES_SM90A: usize = 4;
 /// Which build of a tile's kernel a launch runs: the portable mma.sync one
 /// (`kernels/gemm.cu`, any sm_80+), the TMA-fed, warp-specialised, persistent wgmma one
 /// (`kernels/gemm_ws_sm90a.cu`, which replaces its entry points on compute capability 9.0,
-/// so the graph's kernel names hold on every device), or the cp.async-fed wgmma one
-/// (`kernels/gemm_sm90a.cu`, entry points suffixed [`GEMM_CP_SUFFIX`]), Hopper's fallback.
-/// Same results (bit for bit between the two Hopper builds); the launch geometry differs
-/// ([`GemmTile::threads`], [`GemmTile::smem_bytes`], [`GemmTile::persistent_blocks`]).
+/// so the graph's kernel names hold on every device), its M-pair form (entry points
+/// suffixed [`GEMM_PAIR_SUFFIX`]: each block step computes two vertically adjacent tiles,
+/// one per consumer warpgroup, which share every stage's W box), or the cp.async-fed wgmma
+/// one (`kernels/gemm_sm90a.cu`, entry points suffixed [`GEMM_CP_SUFFIX`]), Hopper's
+/// fallback. Same results (bit for bit between the Hopper builds); the launch geometry
+/// differs ([`GemmTile::threads`], [`GemmTile::smem_bytes`], [`GemmTile::persistent_blocks`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmBuild {
     Portable,
     Sm90a,
     Sm90aWs,
+    Sm90aWsPair,
 }
 
 /// Suffix of the cp.async wgmma entry points (`gemm_bias_f16_128x192_cp`, ...).
 pub const GEMM_CP_SUFFIX: &str = "_cp";
+/// Suffix of the M-pair warp-specialised entry points (`gemm_bias_f16_128x192_m2`, ...).
+pub const GEMM_PAIR_SUFFIX: &str = "_m2";
 /// Bytes of the full and empty mbarriers after the stages of a [`GemmBuild::Sm90aWs`]
 /// block: 2 x [`GEMM_STAGES_SM90A`] x 8.
 pub const GEMM_WS_BARRIER_BYTES: usize = 2 * GEMM_STAGES_SM90A * 8;
+/// The H100's L2 (50 MiB) and its DRAM rate over its tensor rate (3.35 TB/s over 989
+/// TFLOP/s), as `cuda::profile::h100` models them: what [`GemmTile::pair_wins`] weighs.
+const SELECT_L2_BYTES: f64 = 50.0 * 1024.0 * 1024.0;
+const SELECT_FLOPS_PER_DRAM_BYTE: f64 = 989e12 / 3.35e12;
 
 impl GemmBuild {
     /// The one choice of build for a GEMM launch. `sm90a`: the tile's entry point was
     /// loaded from an `*_sm90a` module (compute capability 9.0, not `SAMRT_CUDA_ARCH=sm_80`),
     /// which makes it the warp-specialised one; `tma_ok`: both operands pass
-    /// [`tma_operand_ok`]. Reads nothing that depends on M, so a batch of images runs the
-    /// same build as each image alone (and every build gives the same bits anyway).
-    pub fn select(sm90a: bool, tma_ok: bool) -> GemmBuild {
-        match (sm90a, tma_ok) {
-            (false, _) => GemmBuild::Portable,
-            (true, true) => GemmBuild::Sm90aWs,
-            (true, false) => GemmBuild::Sm90a,
+    /// [`tma_operand_ok`]; `pair`: [`GemmTile::pair_wins`] for the layer. Reads nothing that
+    /// depends on M, so a batch of images runs the same build as each image alone (and
+    /// every build gives the same bits anyway).
+    pub fn select(sm90a: bool, tma_ok: bool, pair: bool) -> GemmBuild {
+        match (sm90a, tma_ok, pair) {
+            (false, _, _) => GemmBuild::Portable,
+            (true, true, true) => GemmBuild::Sm90aWsPair,
+            (true, true, false) => GemmBuild::Sm90aWs,
+            (true, false, _) => GemmBuild::Sm90a,
+        }
+    }
+
+    /// The builds that can run where `select` chose `self` (the op rows compare them bit
+    /// for bit): on Hopper with tensor maps both warp-specialised forms (the pair where
+    /// `tile` has one) and the cp.async fallback.
+    pub fn can_replace(self, chosen: GemmBuild, tile: GemmTile) -> bool {
+        use GemmBuild::*;
+        match (self, chosen) {
+            (b, c) if b == c => true,
+            (Sm90a, Sm90aWs | Sm90aWsPair) | (Sm90aWs, Sm90aWsPair) => true,
+            (Sm90aWsPair, Sm90aWs) => tile.has_pair(),
+            _ => false,
         }
     }
 }
@@ -104,36 +128,85 @@ impl GemmTile {
 
     /// Threads per block. Portable: the warp grid of `kernels/gemm.cu`. Sm90a: one
     /// warpgroup (4 warps) per 64 rows, since wgmma needs whole warpgroups (128x192's 6
-    /// warps become 8). Sm90aWs: those consumer warpgroups plus one producer warpgroup.
+    /// warps become 8). Sm90aWs: those consumer warpgroups plus one producer warpgroup;
+    /// Sm90aWsPair the same (each consumer warpgroup takes a whole tile).
     pub fn threads(self, build: GemmBuild) -> usize {
         match build {
             GemmBuild::Portable => self.dims().2 * 32,
             GemmBuild::Sm90a => self.block_m() / 64 * 128,
-            GemmBuild::Sm90aWs => (self.block_m() / 64 + 1) * 128,
+            GemmBuild::Sm90aWs | GemmBuild::Sm90aWsPair => (self.block_m() / 64 + 1) * 128,
+        }
+    }
+
+    /// Rows of A one block step covers: BM, or two tiles' worth for Sm90aWsPair.
+    pub fn step_rows(self, build: GemmBuild) -> usize {
+        match build {
+            GemmBuild::Sm90aWsPair => 2 * self.block_m(),
+            _ => self.block_m(),
         }
     }
 
     /// Dynamic shared memory: [`GEMM_STAGES`] (portable) or [`GEMM_STAGES_SM90A`] stages of
-    /// one A and one W tile of fp16, and for Sm90aWs its mbarriers after them.
+    /// one A (of [`Self::step_rows`]) and one W tile of fp16, and for the warp-specialised
+    /// builds their mbarriers after them.
     pub fn smem_bytes(self, build: GemmBuild) -> usize {
         let (stages, extra) = match build {
             GemmBuild::Portable => (GEMM_STAGES, 0),
             GemmBuild::Sm90a => (GEMM_STAGES_SM90A, 0),
-            GemmBuild::Sm90aWs => (GEMM_STAGES_SM90A, GEMM_WS_BARRIER_BYTES),
+            GemmBuild::Sm90aWs | GemmBuild::Sm90aWsPair => {
+                (GEMM_STAGES_SM90A, GEMM_WS_BARRIER_BYTES)
+            }
         };
-        stages * (self.block_m() + self.block_n()) * GEMM_BLOCK_K * 2 + extra
+        stages * (self.step_rows(build) + self.block_n()) * GEMM_BLOCK_K * 2 + extra
     }
 
-    /// Blocks of a persistent (Sm90aWs) launch over `m x n` on `sms` SMs: each block
-    /// walks tiles b, b + blocks, ..., so with tiles_per_block = ceil(tiles / sms) and
-    /// blocks = ceil(tiles / tiles_per_block) every block gets tiles_per_block tiles or one
-    /// fewer, and no SM holds two blocks. Fewer blocks than SMs where that evens the load
-    /// (288 tiles on 132 SMs: 96 blocks of 3, not 132 blocks of 2 or 3), so the wave
-    /// model, which spreads work evenly over blocks, sees the imbalance a real run has.
-    pub fn persistent_blocks(self, m: usize, n: usize, sms: usize) -> usize {
-        let tiles = m.div_ceil(self.block_m()) * n.div_ceil(self.block_n());
-        let per_block = tiles.div_ceil(sms.max(1));
-        tiles.div_ceil(per_block.max(1))
+    /// Blocks of a persistent (Sm90aWs, Sm90aWsPair) launch over `m x n` on `sms` SMs,
+    /// whose block steps cover `step_rows` rows: each block walks steps b, b + blocks, ...,
+    /// so with per_block = ceil(steps / sms) and blocks = ceil(steps / per_block) every
+    /// block gets per_block steps or one fewer, and no SM holds two blocks. Fewer blocks
+    /// than SMs where that evens the load (288 tiles on 132 SMs: 96 blocks of 3, not 132
+    /// blocks of 2 or 3), so the wave model, which spreads work evenly over blocks, sees
+    /// the imbalance a real run has.
+    pub fn persistent_blocks(self, step_rows: usize, m: usize, n: usize, sms: usize) -> usize {
+        let steps = m.div_ceil(step_rows) * n.div_ceil(self.block_n());
+        let per_block = steps.div_ceil(sms.max(1));
+        steps.div_ceil(per_block.max(1))
+    }
+
+    /// Whether this tile has M-pair entry points: 128x192, whose pair holds 192
+    /// accumulators per consumer thread (128x256's would need 256).
+    pub fn has_pair(self) -> bool {
+        self == GemmTile::T128x192
+    }
+
+    /// Whether the M-pair build is faster than the plain warp-specialised one for a layer
+    /// of `n` outputs, depth `k` and `out_bytes` of output traffic per element (2 for fp16,
+    /// 8 for the fp32 residual read and written), at [`SELECT_ROWS`] rows on
+    /// [`SELECT_SMS`] SMs, on the terms `cuda::profile::h100` models: the tensor time of
+    /// the busiest block, against DRAM traffic of the compulsory bytes plus the share of
+    /// the tile re-reads (A once per N tile, W once per M step) that the L2 cannot hold.
+    /// Pairing halves W's re-reads and halves the block steps: it wins where the operands
+    /// overflow the L2 and there are enough steps to keep the SMs busy (vit_h's MLP lin2,
+    /// K = 5120: 97 MB), and loses on vit_b's 128 steps of N = 768, which pairing would
+    /// leave on 64 SMs.
+    pub fn pair_wins(self, n: usize, k: usize, out_bytes: usize) -> bool {
+        if !self.has_pair() {
+            return false;
+        }
+        let cost = |step_rows: usize| {
+            let (rows, bn) = (SELECT_ROWS, self.block_n());
+            let (tm, tn) = (rows.div_ceil(step_rows), n.div_ceil(bn));
+            let blocks = self.persistent_blocks(step_rows, rows, n, SELECT_SMS);
+            let flops = 2.0 * (tm * step_rows * tn * bn * k) as f64 / blocks as f64;
+            let tensor = flops * SELECT_SMS as f64;
+            let (a, w) = ((rows * k * 2) as f64, (n * k * 2) as f64);
+            let footprint = a + w + (rows * n * out_bytes) as f64;
+            let again = a * (tn - 1) as f64 + w * (tm - 1) as f64;
+            let miss = (1.0 - SELECT_L2_BYTES / footprint).max(0.0);
+            let dram = (footprint + miss * again) * SELECT_FLOPS_PER_DRAM_BYTE;
+            tensor.max(dram)
+        };
+        cost(2 * self.block_m()) < cost(self.block_m())
     }
 
     /// The entry-point suffix, `BMxBN`.
@@ -231,6 +304,12 @@ mod tests {
             .map(|&t| (t.threads(ws), t.smem_bytes(ws)))
             .collect();
         assert_eq!(got, [(384, 196_672), (384, 163_904), (256, 98_368)]);
+        // The M pair of 128x192 (`Tile128x192M2`): 4 stages of 256 + 192 rows, 224 KiB +
+        // barriers, under the 227 KiB a block may have.
+        let pair = GemmBuild::Sm90aWsPair;
+        let t = GemmTile::T128x192;
+        assert_eq!((t.threads(pair), t.smem_bytes(pair)), (384, 229_440));
+        assert!(t.smem_bytes(pair) <= 227 * 1024 && t.step_rows(pair) <= 256);
         for t in GemmTile::ALL {
             assert!(t.smem_bytes(h) <= 227 * 1024, "{t:?}");
             assert!(t.smem_bytes(ws) <= 227 * 1024, "{t:?}");
@@ -243,15 +322,23 @@ mod tests {
     fn persistent_blocks_even_out_the_tiles() {
         let t = GemmTile::T128x256;
         // vit_b qkv (4096 x 2304): 32 x 9 = 288 tiles, 3 per block.
-        assert_eq!(t.persistent_blocks(4096, 2304, 132), 96);
+        assert_eq!(t.persistent_blocks(128, 4096, 2304, 132), 96);
         // MLP lin1 (4096 x 3072): 384 tiles, 3 per block on 128 blocks.
-        assert_eq!(t.persistent_blocks(4096, 3072, 132), 128);
+        assert_eq!(t.persistent_blocks(128, 4096, 3072, 132), 128);
         // vit_b proj (4096 x 768 on 128x192): 128 tiles, one each.
-        assert_eq!(GemmTile::T128x192.persistent_blocks(4096, 768, 132), 128);
-        assert_eq!(GemmTile::T64x128.persistent_blocks(1, 2, 132), 1);
+        assert_eq!(
+            GemmTile::T128x192.persistent_blocks(128, 4096, 768, 132),
+            128
+        );
+        // vit_h lin2 (4096 x 1280) in M pairs: 16 x 7 = 112 steps, one each.
+        assert_eq!(
+            GemmTile::T128x192.persistent_blocks(256, 4096, 1280, 132),
+            112
+        );
+        assert_eq!(GemmTile::T64x128.persistent_blocks(64, 1, 2, 132), 1);
         for (m, n) in [(1, 2), (4097, 3080), (300, 520), (65536, 4096)] {
             for sms in [1, 7, 132] {
-                let b = t.persistent_blocks(m, n, sms);
+                let b = t.persistent_blocks(128, m, n, sms);
                 let tiles = m.div_ceil(128) * n.div_ceil(256);
                 let per = tiles.div_ceil(b);
                 assert!(b <= sms && b <= tiles, "{m}x{n} on {sms}: {b}");
@@ -268,10 +355,22 @@ mod tests {
     #[test]
     fn build_selection_and_tma_preconditions() {
         use GemmBuild::*;
-        assert_eq!(GemmBuild::select(false, true), Portable);
-        assert_eq!(GemmBuild::select(false, false), Portable);
-        assert_eq!(GemmBuild::select(true, true), Sm90aWs);
-        assert_eq!(GemmBuild::select(true, false), Sm90a);
+        for pair in [false, true] {
+            assert_eq!(GemmBuild::select(false, true, pair), Portable);
+            assert_eq!(GemmBuild::select(false, false, pair), Portable);
+            assert_eq!(GemmBuild::select(true, false, pair), Sm90a);
+        }
+        assert_eq!(GemmBuild::select(true, true, false), Sm90aWs);
+        assert_eq!(GemmBuild::select(true, true, true), Sm90aWsPair);
+        let (pairable, other) = (GemmTile::T128x192, GemmTile::T128x256);
+        for t in [pairable, other] {
+            assert!(Sm90a.can_replace(Sm90aWs, t) && Sm90a.can_replace(Sm90aWsPair, t));
+            assert!(Sm90aWs.can_replace(Sm90aWsPair, t));
+            assert!(!Portable.can_replace(Sm90aWs, t) && !Sm90aWs.can_replace(Portable, t));
+            assert!(!Sm90aWs.can_replace(Sm90a, t) && !Sm90aWsPair.can_replace(Sm90a, t));
+        }
+        assert!(Sm90aWsPair.can_replace(Sm90aWs, pairable));
+        assert!(!Sm90aWsPair.can_replace(Sm90aWs, other));
         assert!(tma_operand_ok(0x7f00_0000_0000, 4096, 768));
         assert!(tma_operand_ok(256, 1, 8));
         // A 16-byte misaligned base, or rows of K * 2 bytes not a multiple of 16.
@@ -279,6 +378,25 @@ mod tests {
         assert!(!tma_operand_ok(256, 4096, 12));
         assert!(!tma_operand_ok(256, 4096, 1 << 39));
         assert!(!tma_operand_ok(256, 1 << 32, 64));
+    }
+
+    /// The M pair where the H100 model says it pays: vit_h's MLP lin2 (K = 5120, fp32
+    /// residual, 97 MB of operands against 50 MB of L2) and proj (56 MB); not where it
+    /// would idle SMs (vit_b's N = 768 layers: 64 steps for 132 SMs) or
+    /// where the operands fit in the L2 and the steps would drop below the SMs (vit_h's
+    /// qkv), nor on a tile without pair entry points.
+    #[test]
+    fn pairs_where_the_l2_overflows() {
+        let t = GemmTile::T128x192;
+        assert!(t.pair_wins(1280, 5120, 8));
+        assert!(t.pair_wins(1280, 1280, 8));
+        assert!(!t.pair_wins(3840, 1280, 2));
+        for (n, k) in [(768, 3072), (768, 768)] {
+            assert!(!t.pair_wins(n, k, 8) && !t.pair_wins(n, k, 2), "{n}x{k}");
+        }
+        assert!(!t.pair_wins(2304, 768, 2));
+        assert!(!GemmTile::T128x256.pair_wins(1280, 5120, 8));
+        assert!(!GemmTile::T64x128.pair_wins(1280, 5120, 8));
     }
 
     #[test]

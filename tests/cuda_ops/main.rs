@@ -102,6 +102,15 @@ op_cases! {
         gemm_builds(GemmTile::T128x192, 300, 394, 136, rows(Residual, 0.5, 1.0)),
     gemm_ws_128x256_bias_1x520x136:
         gemm_builds(GemmTile::T128x256, 1, 520, 136, norows(Bias, 2.0, 0.5)),
+    // 128x192's M pair (`_m2`: two tiles per block step, one per consumer warpgroup) also
+    // runs in the rows above and here, bit for bit against the single-tile steps and the
+    // fallback: 300 rows leave the second tile of the last step wholly outside M, 700 rows
+    // cut both tiles of the last step. N = 1280, K = 1280 with the fp32 residual is where
+    // select pairs (GemmTile::pair_wins: vit_h's proj), on 3 steps of 2 M tiles.
+    gemm_ws_128x192_bias_700x394x200:
+        gemm_builds(GemmTile::T128x192, 700, 394, 200, rows(Bias, 0.5, 2.0)),
+    gemm_ws_pair_residual_520x1280x1280:
+        gemm_builds(GemmTile::T128x192, 520, 1280, 1280, rows(Residual, 0.5, 1.0)),
 
     // ---- conv3x3(batch, h, w, cin, cout, epilogue): implicit GEMM, K = 9 cin
     // `plain`: bias, no scales; `halved`: no bias, row scales, in_scale 1/2, out_scale 1/4.

@@ -18,8 +18,8 @@ use crate::graph::ops::{conv3x3_entry, GemmEpilogue};
 use crate::{Error, Result};
 
 pub use crate::graph::gemm_tile::{
-    tma_operand_ok, GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_CP_SUFFIX, GEMM_STAGES,
-    GEMM_STAGES_SM90A,
+    tma_operand_ok, GemmBuild, GemmTile, GEMM_BLOCK_K, GEMM_CP_SUFFIX, GEMM_PAIR_SUFFIX,
+    GEMM_STAGES, GEMM_STAGES_SM90A,
 };
 /// The smallest BM of any tile: the grid's y limit is checked against it.
 const GEMM_MIN_BLOCK_M: usize = 64;
@@ -151,11 +151,18 @@ impl GemmShape {
     }
 
     /// The launch of block tile `tile` in `build` on a device of `sms` SMs: one block per
-    /// (BN columns, BM rows), or for [`GemmBuild::Sm90aWs`] the persistent grid of
+    /// (BN columns, BM rows), or for the warp-specialised builds the persistent grid of
     /// [`GemmTile::persistent_blocks`].
     pub fn config(&self, tile: GemmTile, build: GemmBuild, sms: usize) -> LaunchConfig {
         let grid_dim = match build {
-            GemmBuild::Sm90aWs => (tile.persistent_blocks(self.m, self.n, sms) as u32, 1, 1),
+            GemmBuild::Sm90aWs | GemmBuild::Sm90aWsPair => {
+                let rows = tile.step_rows(build);
+                (
+                    tile.persistent_blocks(rows, self.m, self.n, sms) as u32,
+                    1,
+                    1,
+                )
+            }
             GemmBuild::Portable | GemmBuild::Sm90a => (
                 self.n.div_ceil(tile.block_n()) as u32,
                 self.m.div_ceil(tile.block_m()) as u32,
@@ -211,9 +218,11 @@ pub fn gemm_tiled(
 }
 
 /// [`gemm_tiled`], optionally on a given build instead of [`GemmBuild::select`]'s (the op
-/// rows compare the builds bit for bit): `Some(GemmBuild::Sm90a)` where select gives
-/// `Sm90aWs` runs the cp.async fallback; any other build than select's is an error (on
-/// Hopper the portable entry points are replaced, elsewhere there are no wgmma ones).
+/// rows compare the builds bit for bit): where select gives a warp-specialised build,
+/// `Some(GemmBuild::Sm90a)` runs the cp.async fallback and `Some(Sm90aWs)` /
+/// `Some(Sm90aWsPair)` the other form (the pair only on a tile that has one); any other
+/// build than select's is an error (on Hopper the portable entry points are replaced,
+/// elsewhere there are no wgmma ones).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_tiled_build(
     gpu: &GpuContext,
@@ -231,6 +240,12 @@ pub fn gemm_tiled_build(
     check_len("gemm a", a.len(), m * k)?;
     check_len("gemm w", w.len(), n * k)?;
     let name = epilogue.kernel_name(tile);
+    // Output bytes per element: the fp32 residual is read and written.
+    let out_bytes = if matches!(epilogue, Epilogue::BiasResidual(_)) {
+        8
+    } else {
+        2
+    };
     let (ap, _a) = a.device_ptr(stream);
     let (wp, _w) = w.device_ptr(stream);
     check_align("gemm a", ap, 16)?;
@@ -253,10 +268,11 @@ pub fn gemm_tiled_build(
     let chosen = GemmBuild::select(
         gpu.is_sm90a_entry(&name),
         tma_operand_ok(ap, m, k) && tma_operand_ok(wp, n, k),
+        tile.pair_wins(n, k, out_bytes),
     );
     let build = match force {
         None => chosen,
-        Some(b) if b == chosen || (b, chosen) == (GemmBuild::Sm90a, GemmBuild::Sm90aWs) => b,
+        Some(b) if b.can_replace(chosen, tile) => b,
         Some(b) => {
             return Err(Error::Unsupported(format!(
                 "{name}: the {b:?} build cannot run here ({chosen:?} is the one available)"
@@ -264,11 +280,16 @@ pub fn gemm_tiled_build(
         }
     };
     let (name, operands) = match build {
-        GemmBuild::Sm90aWs => {
+        GemmBuild::Sm90aWs | GemmBuild::Sm90aWsPair => {
             let maps = [
-                TensorMap::rows_f16(ap, m, k, tile.block_m())?,
+                TensorMap::rows_f16(ap, m, k, tile.step_rows(build))?,
                 TensorMap::rows_f16(wp, n, k, tile.block_n())?,
             ];
+            let name = if build == GemmBuild::Sm90aWsPair {
+                name + GEMM_PAIR_SUFFIX
+            } else {
+                name
+            };
             (name, Operands::Maps(Box::new(maps)))
         }
         GemmBuild::Sm90a => (name + GEMM_CP_SUFFIX, Operands::Ptrs([ap, wp])),
