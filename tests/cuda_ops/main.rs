@@ -105,8 +105,9 @@ op_cases! {
     // 128x192's M pair (`_m2`: two tiles per block step, one per consumer warpgroup) also
     // runs in the rows above and here, bit for bit against the single-tile steps and the
     // fallback: 300 rows leave the second tile of the last step wholly outside M, 700 rows
-    // cut both tiles of the last step. N = 1280, K = 1280 with the fp32 residual is where
-    // select pairs (GemmTile::pair_wins: vit_h's proj), on 3 steps of 2 M tiles.
+    // keep its first tile whole and cut its second. N = 1280, K = 1280 with the fp32
+    // residual is where select pairs (GemmTile::pair_wins: vit_h's proj), on 3 steps of 2
+    // M tiles, the last holding 8 rows.
     gemm_ws_128x192_bias_700x394x200:
         gemm_builds(GemmTile::T128x192, 700, 394, 200, rows(Bias, 0.5, 2.0)),
     gemm_ws_pair_residual_520x1280x1280:

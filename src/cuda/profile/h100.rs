@@ -256,6 +256,16 @@ mod tests {
         (a - b).abs() <= 1e-9 * b.abs().max(1e-12)
     }
 
+    /// `GemmTile::pair_wins` weighs the GEMM's forms with this model's L2 and rates; its
+    /// copies of them must be these.
+    #[test]
+    fn gemm_selection_uses_this_models_constants() {
+        use crate::graph::gemm_tile::{SELECT_FLOPS_PER_DRAM_BYTE, SELECT_L2_BYTES, SELECT_SMS};
+        assert_eq!(SELECT_L2_BYTES, L2_BYTES);
+        assert_eq!(SELECT_FLOPS_PER_DRAM_BYTE, WGMMA_FLOPS / DRAM_BYTES_PER_S);
+        assert_eq!(SELECT_SMS as f64, SMS);
+    }
+
     /// Pure mma: 528 blocks of 4 warps (4 per SM, 16 warps: full issue), 1024 m16n8k16 per
     /// warp and nothing else. Busiest SM: 16 warps x 1024 x 4096 FLOP = 67.1 MFLOP at
     /// 623.07e12 / 132 = 4.720e12 FLOP/s = 14.22 us; issue: 16,384 instructions at
