@@ -162,15 +162,16 @@ impl GemmTile {
         stages * (self.step_rows(build) + self.block_n()) * GEMM_BLOCK_K * 2 + extra
     }
 
-    /// Blocks of a persistent (Sm90aWs, Sm90aWsPair) launch over `m x n` on `sms` SMs,
-    /// whose block steps cover `step_rows` rows: each block walks steps b, b + blocks, ...,
+    /// Blocks of a persistent (Sm90aWs, Sm90aWsPair) launch of `build` over `m x n` on
+    /// `sms` SMs, a block step covering [`Self::step_rows`]: each block walks steps b,
+    /// b + blocks, ...,
     /// so with per_block = ceil(steps / sms) and blocks = ceil(steps / per_block) every
     /// block gets per_block steps or one fewer, and no SM holds two blocks. Fewer blocks
     /// than SMs where that evens the load (288 tiles on 132 SMs: 96 blocks of 3, not 132
     /// blocks of 2 or 3), so the wave model, which spreads work evenly over blocks, sees
     /// the imbalance a real run has.
-    pub fn persistent_blocks(self, step_rows: usize, m: usize, n: usize, sms: usize) -> usize {
-        let steps = m.div_ceil(step_rows) * n.div_ceil(self.block_n());
+    pub fn persistent_blocks(self, build: GemmBuild, m: usize, n: usize, sms: usize) -> usize {
+        let steps = m.div_ceil(self.step_rows(build)) * n.div_ceil(self.block_n());
         let per_block = steps.div_ceil(sms.max(1));
         steps.div_ceil(per_block.max(1))
     }
@@ -195,10 +196,10 @@ impl GemmTile {
         if !self.has_pair() {
             return false;
         }
-        let cost = |step_rows: usize| {
-            let (rows, bn) = (SELECT_ROWS, self.block_n());
+        let cost = |build: GemmBuild| {
+            let (rows, bn, step_rows) = (SELECT_ROWS, self.block_n(), self.step_rows(build));
             let (tm, tn) = (rows.div_ceil(step_rows), n.div_ceil(bn));
-            let blocks = self.persistent_blocks(step_rows, rows, n, SELECT_SMS);
+            let blocks = self.persistent_blocks(build, rows, n, SELECT_SMS);
             let flops = 2.0 * (tm * step_rows * tn * bn * k) as f64 / blocks as f64;
             let tensor = flops * SELECT_SMS as f64;
             let (a, w) = ((rows * k * 2) as f64, (n * k * 2) as f64);
@@ -208,7 +209,7 @@ impl GemmTile {
             let dram = (footprint + miss * again) * SELECT_FLOPS_PER_DRAM_BYTE;
             tensor.max(dram)
         };
-        cost(2 * self.block_m()) < cost(self.block_m())
+        cost(GemmBuild::Sm90aWsPair) < cost(GemmBuild::Sm90aWs)
     }
 
     /// The entry-point suffix, `BMxBN`.
@@ -322,25 +323,25 @@ mod tests {
     /// Persistent grids: even tiles per block, never more blocks than SMs.
     #[test]
     fn persistent_blocks_even_out_the_tiles() {
-        let t = GemmTile::T128x256;
+        let (t, ws) = (GemmTile::T128x256, GemmBuild::Sm90aWs);
         // vit_b qkv (4096 x 2304): 32 x 9 = 288 tiles, 3 per block.
-        assert_eq!(t.persistent_blocks(128, 4096, 2304, 132), 96);
+        assert_eq!(t.persistent_blocks(ws, 4096, 2304, 132), 96);
         // MLP lin1 (4096 x 3072): 384 tiles, 3 per block on 128 blocks.
-        assert_eq!(t.persistent_blocks(128, 4096, 3072, 132), 128);
+        assert_eq!(t.persistent_blocks(ws, 4096, 3072, 132), 128);
         // vit_b proj (4096 x 768 on 128x192): 128 tiles, one each.
         assert_eq!(
-            GemmTile::T128x192.persistent_blocks(128, 4096, 768, 132),
+            GemmTile::T128x192.persistent_blocks(ws, 4096, 768, 132),
             128
         );
         // vit_h lin2 (4096 x 1280) in M pairs: 16 x 7 = 112 steps, one each.
         assert_eq!(
-            GemmTile::T128x192.persistent_blocks(256, 4096, 1280, 132),
+            GemmTile::T128x192.persistent_blocks(GemmBuild::Sm90aWsPair, 4096, 1280, 132),
             112
         );
-        assert_eq!(GemmTile::T64x128.persistent_blocks(64, 1, 2, 132), 1);
+        assert_eq!(GemmTile::T64x128.persistent_blocks(ws, 1, 2, 132), 1);
         for (m, n) in [(1, 2), (4097, 3080), (300, 520), (65536, 4096)] {
             for sms in [1, 7, 132] {
-                let b = t.persistent_blocks(128, m, n, sms);
+                let b = t.persistent_blocks(ws, m, n, sms);
                 let tiles = m.div_ceil(128) * n.div_ceil(256);
                 let per = tiles.div_ceil(b);
                 assert!(b <= sms && b <= tiles, "{m}x{n} on {sms}: {b}");

@@ -53,6 +53,15 @@ impl GemmEpilogue {
         }
     }
 
+    /// Bytes of output traffic per element: fp16 written, or the fp32 residual read and
+    /// written.
+    pub fn out_bytes(self) -> usize {
+        match self {
+            GemmEpilogue::Bias | GemmEpilogue::BiasGelu => 2,
+            GemmEpilogue::BiasResidual => 8,
+        }
+    }
+
     /// The kernel entry point of this epilogue on block tile `tile`.
     pub fn entry_point(self, tile: GemmTile) -> String {
         format!("{}_f16_{}", self.name(), tile.suffix())

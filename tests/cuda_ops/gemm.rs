@@ -25,6 +25,7 @@ use samrt::cuda::ops::gemm::{
     GemmTile,
 };
 use samrt::cuda::GpuContext;
+use samrt::graph::ops::GemmEpilogue;
 
 /// Which epilogue, and the scales and optional inputs to exercise.
 #[derive(Clone, Copy, Debug)]
@@ -260,8 +261,12 @@ pub fn run_gemm(
     );
     // The warp-specialised form select did not take: the M pair where the tile has one
     // (or the single-tile steps where select paired).
-    let out_bytes = if matches!(c.epi, Residual) { 8 } else { 2 };
-    let pair = tile.pair_wins(n, k, out_bytes);
+    let epi = match c.epi {
+        Bias => GemmEpilogue::Bias,
+        Gelu => GemmEpilogue::BiasGelu,
+        Residual => GemmEpilogue::BiasResidual,
+    };
+    let pair = tile.pair_wins(n, k, epi.out_bytes());
     let other = if pair {
         GemmBuild::Sm90aWs
     } else {

@@ -155,14 +155,11 @@ impl GemmShape {
     /// [`GemmTile::persistent_blocks`].
     pub fn config(&self, tile: GemmTile, build: GemmBuild, sms: usize) -> LaunchConfig {
         let grid_dim = match build {
-            GemmBuild::Sm90aWs | GemmBuild::Sm90aWsPair => {
-                let rows = tile.step_rows(build);
-                (
-                    tile.persistent_blocks(rows, self.m, self.n, sms) as u32,
-                    1,
-                    1,
-                )
-            }
+            GemmBuild::Sm90aWs | GemmBuild::Sm90aWsPair => (
+                tile.persistent_blocks(build, self.m, self.n, sms) as u32,
+                1,
+                1,
+            ),
             GemmBuild::Portable | GemmBuild::Sm90a => (
                 self.n.div_ceil(tile.block_n()) as u32,
                 self.m.div_ceil(tile.block_m()) as u32,
@@ -240,12 +237,7 @@ pub fn gemm_tiled_build(
     check_len("gemm a", a.len(), m * k)?;
     check_len("gemm w", w.len(), n * k)?;
     let name = epilogue.kernel_name(tile);
-    // Output bytes per element: the fp32 residual is read and written.
-    let out_bytes = if matches!(epilogue, Epilogue::BiasResidual(_)) {
-        8
-    } else {
-        2
-    };
+    let out_bytes = epilogue.kind().out_bytes();
     let (ap, _a) = a.device_ptr(stream);
     let (wp, _w) = w.device_ptr(stream);
     check_align("gemm a", ap, 16)?;
