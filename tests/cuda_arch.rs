@@ -82,6 +82,8 @@ fn cuda_arch_selects_the_kernel_build() {
     let auto = open(None).unwrap();
     assert_eq!(auto.sm90a_loaded(), hopper);
     assert_eq!(auto.is_sm90a_entry("gemm_bias_f16_64x128"), hopper);
+    assert_eq!(auto.is_sm90a_entry("attn_relpos_s64_d64_f16"), hopper);
+    assert_eq!(auto.is_sm90a_entry("attn_relpos_s64_d80_f16"), hopper);
     // The 3x3 convolution has no Hopper build: always the portable entry.
     assert!(!auto.is_sm90a_entry("conv3x3_f16_64x128"));
     let (got_auto, per_auto) = run(&auto, &a, &w);

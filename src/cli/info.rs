@@ -59,8 +59,9 @@ pub fn info(
     Ok(())
 }
 
-/// The encoder's and the mask decoder's schedules as the CUDA backend would run them. Kernel entry points are those
-/// of the PTX every device loads (sm_80 and later; no `*_sm90a` kernels exist yet).
+/// The encoder's and the mask decoder's schedules as the CUDA backend would run them. Kernel
+/// entry points are named the same on every device (sm_80 and later); on compute capability
+/// 9.0 some of them run their `*_sm90a` build (the GEMMs, the S = 64 attentions).
 fn print_graph(
     ck: &dyn samrt::io::weights::WeightSource,
     cfg: &samrt::io::config::SamConfig,

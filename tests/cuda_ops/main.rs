@@ -147,6 +147,9 @@ op_cases! {
     // 128: squares off the origin).
     attn_relpos_global_b2_hd64: relpos(2, 64, 64, 1, 64, ScaledQ(0.5)),
     attn_relpos_grid128_window64_hd64: relpos(1, 128, 64, 1, 64, ScaledQkv(0.25)),
+    // The same for hd 80 (on sm_90a its own wgmma kernel, attn_relpos_s64_d80_sm90a.cu).
+    attn_relpos_global_b2_hd80: relpos(2, 64, 80, 1, 64, ScaledQ(0.5)),
+    attn_relpos_grid128_window64_hd80: relpos(1, 128, 80, 1, 64, ScaledQkv(0.25)),
     // Other image sizes: img_size 256 -> grid 16, 320 -> 20, 480 -> 30, and a tiny grid 7.
     attn_relpos_global_s16_hd64: relpos(2, 16, 128, 2, 16, ScaledQ(0.25)),
     attn_relpos_global_s20_hd80: relpos(1, 20, 160, 2, 20, ScaledQkv(0.25)),

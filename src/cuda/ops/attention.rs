@@ -97,8 +97,9 @@ fn win14_smem_bytes(head_dim: usize) -> usize {
 }
 
 /// The head dim whose S = 64 kernel is kernels/attn_relpos_s64.cu (4 warps of 32 queries, 128
-/// per block); hd 80 keeps attention.cu's 16-row schedule, as two m16 tiles of its 80-wide
-/// output do not fit in 255 registers without spilling.
+/// per block); hd 80 keeps attention.cu's 16-row schedule and geometry, as two m16 tiles of
+/// its 80-wide output do not fit in 255 registers without spilling (on sm_90a
+/// kernels/attn_relpos_s64_d80_sm90a.cu replaces that kernel within the same geometry).
 const S64_HEAD_DIM: usize = 64;
 const S64_BLOCK_Q: usize = 128;
 const S64_THREADS: usize = 128;
