@@ -130,6 +130,26 @@ fn encoder_vit_b_shaped_256_matches_cpu() {
     assert!(e <= 5e-3, "rel. L2 {e}");
 }
 
+/// vit_h's head dim (80) at 1024 px, so that its S = 64 global attention (on sm_90 the
+/// wgmma kernel `attn_relpos_s64_d80_sm90a.cu`) and S = 14 windows run inside an encoder:
+/// 2 heads of 80, one windowed and one global block.
+#[test]
+fn encoder_hd80_1024_matches_cpu() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu_or_skip("encoder_hd80_1024_matches_cpu") else {
+        return;
+    };
+    let cfg = EncoderConfig::standard(160, 2, 2, vec![1]);
+    let w = weights(&cfg, 11, 1.0);
+    let img = synthetic(700, 1024, 6);
+    let enc = CudaEncoder::new(gpu, &w, &cfg).unwrap();
+    let got = enc.embed_batch(&[&img]).unwrap();
+    let want = cpu_embedding(&w, &cfg, &img);
+    let e = rel_l2(&got[0].0, &want);
+    println!("random hd 80 encoder, 1024: embedding rel. L2 {e:.3e}");
+    assert!(e <= 5e-3, "rel. L2 {e}");
+}
+
 #[test]
 fn encoder_batch_of_two_equals_two_single_calls() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
