@@ -140,6 +140,10 @@ SAMRT_DEVICE bool plain_scales(const float* row_scale, float in_scale, float out
 
 // What the accumulators of n8 block ni start from, per column pair (the layout of store_acc
 // below): 0, or their columns' bias when `plain` (columns at or past N, never stored, get 0).
+// The load is one predicated instruction, not a branch: where the compiler branched, the
+// accumulators' first values came from several blocks, and ptxas then serialised every
+// wgmma of the Hopper GEMMs (its warning C7515, "non wgmma instructions defining
+// accumulator registers"), each waiting for the one before; tools/check-ptxas.sh fails on it.
 template <int NI>
 SAMRT_DEVICE void acc_start(float2 (&c)[NI], int lane, int wcol, bool plain,
                             const float* __restrict__ bias, int N) {
@@ -147,7 +151,12 @@ SAMRT_DEVICE void acc_start(float2 (&c)[NI], int lane, int wcol, bool plain,
 #pragma unroll
     for (int ni = 0; ni < NI; ++ni) {
         const bool load = plain && bias != nullptr && wcol + ni * 8 + 2 * (lane & 3) < N;
-        c[ni] = load ? *reinterpret_cast<const float2*>(bias_t + ni * 8) : make_float2(0.0f, 0.0f);
+        float2 v = make_float2(0.0f, 0.0f);
+        asm volatile(
+            "{\n.reg .pred q;\nsetp.ne.b32 q, %2, 0;\n@q ld.global.v2.f32 {%0, %1}, [%3];\n}\n"
+            : "+f"(v.x), "+f"(v.y)
+            : "r"(static_cast<int>(load)), "l"(bias_t + ni * 8));
+        c[ni] = v;
     }
 }
 

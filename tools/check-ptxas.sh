@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles every kernels/*.cu to PTX exactly as build.rs does, assembles it with `ptxas -v`
 # for sm_80 and sm_90a (an *_sm90a.cu file only for sm_90a), and prints registers, stack,
-# spills and shared memory per kernel. Exits non-zero if any kernel spills.
+# spills and shared memory per kernel. Exits non-zero if any kernel spills, or if ptxas
+# serialized a kernel's wgmma instructions (warning C7515).
 # Usage: tools/check-ptxas.sh          (nvcc from $NVCC, PATH, or .cache via install-nvcc.sh)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -72,6 +73,10 @@ for src in "$root"/kernels/*.cu; do
         while IFS=$'\t' read -r name regs stack sst sld smem; do
             printf '%-34s %-7s %5s %6s %7s %7s %8s %8s\n' "$name" "$arch$mark" "$regs" "$stack" "$sst" "$sld" "$smem" "$(dyn_smem "$name" "$stem")"
             if [ "$sst" != 0 ] || [ "$sld" != 0 ]; then status=1; fi
+            # ptxas's C7515: it made this kernel's wgmmas wait for each other.
+            if grep -q "serialized.*function '$name'" "$work/$stem.$arch.log"; then
+                echo "  $name ($arch): wgmma.mma_async serialized by ptxas (C7515)"; status=1
+            fi
         done < <(awk '
             /Compiling entry function/ { if (name != "") print name "\t" regs "\t" stack "\t" sst "\t" sld "\t" smem;
                                          match($0, /'\''[^'\'']+'\''/); name = substr($0, RSTART + 1, RLENGTH - 2);
@@ -82,5 +87,5 @@ for src in "$root"/kernels/*.cu; do
             END { if (name != "") print name "\t" regs "\t" stack "\t" sst "\t" sld "\t" smem }' "$work/$stem.$arch.log" | sort)
     done
 done
-if [ "$status" != 0 ]; then echo "check-ptxas: FAIL: spills found" >&2; else echo "check-ptxas: no spills"; fi
+if [ "$status" != 0 ]; then echo "check-ptxas: FAIL: spills or serialized wgmma found" >&2; else echo "check-ptxas: no spills, no serialized wgmma"; fi
 exit "$status"
