@@ -5,8 +5,8 @@
 // portable kernel's (one warpgroup, 64 queries = one query row, 62464 bytes), so the launcher
 // is the same on every device.
 //
-// Why a kernel of its own: the portable hd80 kernel is bound by shared-memory wavefronts
-// (every mma.sync operand through ldmatrix, per warp), and its head-dim-64 sm_90a sibling
+// Why a kernel of its own: the portable hd80 kernel is bound by shared-memory wavefronts in
+// the H100 model (every mma.sync operand through ldmatrix, per warp), and its head-dim-64 sm_90a sibling
 // (attn_relpos_s64_sm90a.cu) does not stretch to 80: its two query rows per warpgroup need
 // 16 more O and 8 more Q registers at 80, past 255. Here a block is one query row (the
 // portable hd80 geometry), so O, S, Q and rel_w of one m64 tile fit with room, and three
@@ -15,7 +15,7 @@
 //   Q, K, V and table tile is held as two panels: dims 0-63 in 128-byte-swizzled rows, dims
 //   64-79 in 32-byte-swizzled rows. QK^T is four k16 steps on panel 0 and one on panel 1
 //   (both K-major); PV is an n64 wgmma on panel 0 and an n16 one on panel 1 per k16 step
-//   (both MN-major, the same bytes). The cp.async writes of both panels are conflict-free.
+//   (V in K's two-panel layout, read MN-major). The cp.async writes of both panels are conflict-free.
 // * Q is the A operand from registers (5 k16 steps, 20 registers, loaded once).
 // * rel_w[q][kx] = <q, Rw[qx - kx + 63]> / scale does not depend on ky: computed once (Q Rw^T,
 //   scattered through shared memory into the accumulator layout) and kept in registers as
@@ -55,7 +55,7 @@ constexpr int STAGE_B = 2 * P0_B + 2 * P1_B;
 constexpr int TABLE_P1 = 2 * P0_B;  // panel 1 of a 128-row table within its stage
 constexpr int OFF_ONES = OFF_KV + 2 * STAGE_B;
 constexpr int SMEM_USED = OFF_ONES + 256;
-// attention.rs `smem_bytes(80, Side64)`, which the launcher requests for either module.
+// attention.rs `smem_bytes(80, Some((64, Side64)))`, which the launcher requests for either module.
 constexpr int SMEM_LAUNCH = 4 * 64 * (HD + 8) * 2 + 64 * 68 * 4;
 static_assert(SMEM_USED + 1024 - 16 <= SMEM_LAUNCH, "fits the portable kernel's request");
 static_assert(GS * RH_LD * 4 <= OFF_KV && OFF_Q1 + P1_B <= OFF_KV, "rel_h and Q fit");
@@ -200,7 +200,8 @@ SAMRT_DEVICE void attention_s64_d80_sm90(const AttnParams& p) {
         for (int i = 0; i < 32; ++i) {
             const int qx = r0 + 8 * ((i >> 1) & 1);
             const int j = 8 * (i >> 2) + 2 * t4 + (i & 1);
-            // Rw row j is kx = qx + 63 - j; Rh row qy + j is ky = 63 - j.
+            // Rw row j (w0) is kx = qx + 63 - j, row 64 + j (w1) kx = qx - 1 - j; Rh row
+            // qy + j is ky = 63 - j.
             if (j >= qx) s_relw[qx * GRLD + qx + GS - 1 - j] = w0[i] * inv_scale;
             if (64 + j <= qx + GS - 1) s_relw[qx * GRLD + qx - 1 - j] = w1[i] * inv_scale;
             s_relh[(GS - 1 - j) * RH_LD + qx] = h[i] * inv_scale;
@@ -226,8 +227,9 @@ SAMRT_DEVICE void attention_s64_d80_sm90(const AttnParams& p) {
     const int kv_v = static_cast<int>(opaque(static_cast<uint32_t>(vb - kb)));
     const uint32_t kv_dst = opaque(st0 + sw128(kv_key, tid & 1));
     const uint32_t kv1_dst = opaque(st0 + K1 + sw32(tid >> 1, tid & 1));
-    // Loads key row kt into stage S (a compile-time constant: the loop below runs two tiles
-    // per iteration, so stage offsets are immediates).
+    // Loads the next key row (the sources advance one row per call: row kt on the call for
+    // tile kt) into stage S (a compile-time constant: the loop below runs two tiles per
+    // iteration, so stage offsets are immediates).
     auto load_kv = [&](auto stage) {
         constexpr int S = decltype(stage)::value;
         const __half* v_src = kv_src + kv_v;

@@ -40,6 +40,14 @@ SAMRT_DEVICE void pin(float (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+// The same for the A fragments of a wgmma (packed P): their conversions must stay before the
+// wgmma.fence that precedes the wgmma reading them.
+SAMRT_DEVICE void pin_a(uint32_t (&a)[4][4]) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[k][e])::"memory");
+}
 SAMRT_DEVICE void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -78,8 +86,8 @@ SAMRT_DEVICE uint32_t sw32(int row, int chunk) {
 
 // A row's running max is moved only when the tile's max exceeds it by more than this (log2
 // units), as FlashAttention-4 does: P = exp2(s - max) is then at most 2^8, well inside fp16
-// (P feeds the PV wgmma) and fp32 (l, O), and the rescale of O and l, 36 multiplies per row
-// pair, runs on a few tiles instead of most (a warp rescales when any of its 16 rows grew,
+// (P feeds the PV wgmma) and fp32 (l, O), and the rescale of O and l (head dim / 2 + 4
+// multiplies per thread and m64 tile) runs on a few tiles instead of most (a warp rescales when any of its 16 rows grew,
 // ~60 % of tiles with the exact max). O / l is invariant under the choice of max, so only
 // roundings change, at the same relative size.
 constexpr float RESCALE_LOG2 = 8.0f;
@@ -171,6 +179,7 @@ SAMRT_DEVICE void pack_p(uint32_t (&a)[4][4], const float (&s)[32]) {
         a[kk][2] = samrt::pack_half2(s[8 * kk + 4], s[8 * kk + 5]);
         a[kk][3] = samrt::pack_half2(s[8 * kk + 6], s[8 * kk + 7]);
     }
+    pin_a(a);
 }
 
 // O / l of this thread's row g + 8 i of one m64 tile (NO = head dim / 2 accumulators) as fp16
