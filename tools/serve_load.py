@@ -3,14 +3,20 @@
 
 Starts `target/release/samrt serve` on 127.0.0.1 port 0 with MODEL, embeds IMAGE, then:
   * encode once: the second POST /v1/embed of the image (ms, best and median of 5);
-  * sequential: one client sends REQUESTS single-point /v1/segment requests one after
-    another (throughput, p50, p99);
-  * concurrent: CLIENTS clients send REQUESTS such requests in all (throughput, p50, p99);
+  * ROUNDS rounds, each of
+      - sequential: one client sends REQUESTS single-point /v1/segment requests one after
+        another (throughput, p50, p99);
+      - concurrent: CLIENTS clients send REQUESTS such requests in all (throughput, p50,
+        p99);
+    with the speedup (concurrent / sequential throughput) per round and its median. The
+    phases alternate so that a machine whose speed drifts (a shared VM) slows both alike;
+    the server's CPU time per phase says how busy its cores were;
   * overhead: the sequential p50 against the library's `predict` (+ the COCO RLE of its
     masks) for the same prompt, from examples/predict_timing.rs.
 Same image and prompt throughout. Prints one JSON object.
 
 Usage: tools/serve_load.py MODEL.safetensors [--image PNG] [--requests N] [--clients C]
+       [--rounds R]
 For vit_b random weights: cargo run --release --example random_checkpoint -- vit_b /tmp/vit_b.safetensors
 """
 import argparse
@@ -61,11 +67,12 @@ def main():
     ap.add_argument("--point", default="300,200")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samrt", default=os.path.join(ROOT, "target/release/samrt"))
     ap.add_argument("--serve-args", default="", help="extra flags for samrt serve")
     a = ap.parse_args()
-    if not 1 <= a.requests <= 100_000 or not 1 <= a.clients <= 256:
-        sys.exit("--requests must be in 1..100000 and --clients in 1..256")
+    if not 1 <= a.requests <= 100_000 or not 1 <= a.clients <= 256 or not 1 <= a.rounds <= 20:
+        sys.exit("--requests must be in 1..100000, --clients in 1..256, --rounds in 1..20")
     x, y = (float(v) for v in a.point.split(","))
     srv = subprocess.Popen(
         [a.samrt, "serve", "--model", a.model, "--device", "cpu", "--listen", "127.0.0.1:0"]
@@ -103,38 +110,64 @@ def main():
             if got != want:
                 raise RuntimeError("an answer differs from the lone answer")
 
-        seq = []
-        t = time.perf_counter()
-        for _ in range(a.requests):
-            one(seq)
-        seq_wall = time.perf_counter() - t
+        def server_cpu_s():
+            # utime + stime of the server process, from /proc (Linux).
+            f = open(f"/proc/{srv.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
-        conc, errors = [], []
-        counter = iter(range(a.requests))
-        lock = threading.Lock()
+        def sequential(lat):
+            for _ in range(a.requests):
+                one(lat)
 
-        def client():
-            while True:
-                with lock:
-                    if next(counter, None) is None:
+        def concurrent(lat):
+            errors = []
+            counter = iter(range(a.requests))
+            lock = threading.Lock()
+
+            def client():
+                while True:
+                    with lock:
+                        if next(counter, None) is None:
+                            return
+                    try:
+                        one(lat)
+                    except Exception as e:  # noqa: BLE001 - reported below
+                        errors.append(e)
                         return
-                try:
-                    one(conc)
-                except Exception as e:  # noqa: BLE001 - reported below
-                    errors.append(e)
-                    return
 
-        threads = [threading.Thread(target=client) for _ in range(a.clients)]
-        t = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(TIMEOUT_S * a.requests)
-        conc_wall = time.perf_counter() - t
-        if errors:
-            sys.exit(f"errors: {errors[:3]}")
-        metrics = request(addr, "GET", "/metrics").decode()
-        calls = re.search(r"^samrt_decoder_batch_size_count (\S+)", metrics, re.M).group(1)
+            threads = [threading.Thread(target=client) for _ in range(a.clients)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(TIMEOUT_S * a.requests)
+            if errors:
+                sys.exit(f"errors: {errors[:3]}")
+
+        def decoder_calls():
+            m = request(addr, "GET", "/metrics").decode()
+            return float(re.search(r"^samrt_decoder_batch_size_count (\S+)", m, re.M).group(1))
+
+        def phase(run):
+            lat = []
+            n0 = decoder_calls()
+            c, t = server_cpu_s(), time.perf_counter()
+            run(lat)
+            wall = time.perf_counter() - t
+            out = summary(lat, wall)
+            out["server_cores_busy"] = round((server_cpu_s() - c) / wall, 2)
+            out["decoder_calls"] = decoder_calls() - n0
+            return lat, wall, out
+
+        rounds, seq, conc, seq_wall, conc_wall = [], [], [], 0.0, 0.0
+        for _ in range(a.rounds):
+            sl, sw, so = phase(sequential)
+            cl, cw, co = phase(concurrent)
+            seq += sl
+            conc += cl
+            seq_wall += sw
+            conc_wall += cw
+            rounds.append({"sequential": so, "concurrent": co,
+                           "speedup": round(co["throughput_rps"] / so["throughput_rps"], 2)})
         lib = json.loads(subprocess.run(
             ["cargo", "run", "--quiet", "--release", "--example", "predict_timing", "--",
              a.model, a.image, str(x), str(y), "20"],
@@ -148,7 +181,8 @@ def main():
             "sequential": s,
             "concurrent": dict(c, clients=a.clients),
             "speedup": round(c["throughput_rps"] / s["throughput_rps"], 2),
-            "decoder_calls": float(calls),
+            "speedup_median_of_rounds": statistics.median(r["speedup"] for r in rounds),
+            "rounds": rounds,
             "library": lib,
             "overhead_vs_predict_rle": round(s["p50_ms"] / lib["predict_rle"]["p50_ms"] - 1, 3),
             "overhead_vs_predict": round(s["p50_ms"] / lib["predict"]["p50_ms"] - 1, 3),

@@ -24,9 +24,11 @@ impl Sam {
             // look across prompts, so its batch already has this property.
             return self.predict_batch(emb, prompts);
         }
+        // Every prompt (its mask input included) is checked here, before any decode; a
+        // prompt with a mask input is encoded whole by its own decode below.
         let encoded: Vec<_> = prompts
             .iter()
-            .map(|p| self.encode_prompt(emb, p))
+            .map(|p| self.encode_sparse_prompt(emb, p))
             .collect::<Result<_>>()?;
         let mut outs: Vec<Option<_>> = (0..prompts.len()).map(|_| None).collect();
         let shared: Vec<usize> = (0..prompts.len())

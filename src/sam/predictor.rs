@@ -5,6 +5,7 @@
 use crate::cpu::model::image_encoder::ImageEncoder;
 use crate::cpu::model::mask_decoder::{DecoderImage, DecoderOutput, MaskDecoder};
 use crate::cpu::model::prompt_encoder::PromptEncoder;
+use crate::cpu::ops::layer_norm::transpose;
 use crate::cpu::ops::postprocess::{mask_stats, MaskFrame, MaskStats};
 use crate::cpu::ops::preprocess_patchify::preprocess;
 use crate::cpu::ops::prompt_encoder::sparse_tokens;
@@ -19,6 +20,7 @@ use crate::sam::backend::{self, DecoderBackend, DecoderEmbedding, EncoderBackend
 pub use crate::sam::backend::{ComputeDevice, DeviceEmbedding};
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Side of the low-resolution mask logits of the official models (1024 input, 64x64
 /// embedding). A model built for another input size has low-res masks 4x its embedding side:
@@ -52,6 +54,9 @@ pub struct Sam {
     decoder: MaskDecoder,
     /// The dense positional encoding depends only on weights: computed once at load.
     dense_pe: Vec<f32>,
+    /// `dense_pe` token-major (`[hw, dim]`), as every CPU decode of a prompt without a mask
+    /// input takes it: transposed once here rather than per call.
+    dense_pe_t: Arc<[f32]>,
 }
 
 /// An image's embedding plus the sizes needed to map prompts and masks back to it.
@@ -384,6 +389,8 @@ impl Sam {
         let prompt_encoder = PromptEncoder::load(w, &config)?;
         let decoder = MaskDecoder::load(w, &config)?;
         let dense_pe = prompt_encoder.dense_pe();
+        let dim = config.prompt_embed_dim;
+        let dense_pe_t = transpose(&dense_pe, dim, dense_pe.len() / dim.max(1)).into();
         Ok(Sam {
             config,
             encoder,
@@ -392,6 +399,7 @@ impl Sam {
             prompt_encoder,
             decoder,
             dense_pe,
+            dense_pe_t,
         })
     }
 
@@ -419,10 +427,10 @@ impl Sam {
     /// The decoder's image side for prompts without a mask input, prepared once for any
     /// number of [`Sam::decode_points`] calls on this embedding.
     pub fn prepare_points(&self, features: &[f32]) -> Result<DecoderImage> {
-        self.decoder.prepare_image(
+        self.decoder.prepare_no_mask(
             features,
-            &self.dense_pe,
-            &self.prompt_encoder.no_mask_dense(),
+            self.dense_pe_t.clone(),
+            self.prompt_encoder.no_mask_embed(),
         )
     }
 
@@ -516,6 +524,17 @@ impl Sam {
         let (pts, bx) = self.input_frame(emb, p)?;
         self.prompt_encoder
             .encode(&pts, &p.labels, bx, p.mask_input.as_deref())
+    }
+
+    /// The sparse half of [`Sam::encode_prompt`] (`(sparse [N, dim], N)`), for prompts that
+    /// share the no-mask dense embedding: their 4 MB dense plane would be built and dropped.
+    pub(crate) fn encode_sparse_prompt(
+        &self,
+        emb: &ImageEmbedding,
+        p: &Prompt,
+    ) -> Result<(Vec<f32>, usize)> {
+        let (pts, bx) = self.input_frame(emb, p)?;
+        self.prompt_encoder.encode_sparse(&pts, &p.labels, bx)
     }
 
     /// A checked prompt's points and box in the input frame.

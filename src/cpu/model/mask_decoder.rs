@@ -15,6 +15,7 @@ use crate::cpu::model::two_way_transformer::{relu, PreparedImage, TwoWayTransfor
 use crate::cpu::ops::conv_transpose2d::ConvTranspose2d;
 use crate::cpu::ops::gemm::Par;
 use crate::cpu::ops::gemm::{Linear, WeightLayout};
+use crate::cpu::ops::image_tokens::image_tokens;
 use crate::cpu::ops::layer_norm::transpose;
 use crate::cpu::ops::output_upscaling::OutputUpscaling;
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ use crate::io::config::SamConfig;
 use crate::io::weights::WeightSource;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const P: &str = "mask_decoder";
 /// LayerNorm2d's eps (common.py).
@@ -214,9 +216,8 @@ impl MaskDecoder {
     }
 
     /// Image tokens `[hw, dim]` = image embedding + dense prompt, token-major.
-    fn image_tokens(&self, image_t: &[f32], dense: &[f32]) -> Vec<f32> {
-        let dense_t = transpose(dense, self.dim, self.hw());
-        image_t.iter().zip(&dense_t).map(|(a, b)| a + b).collect()
+    fn image_tokens(&self, image_embedding: &[f32], dense: &[f32]) -> Vec<f32> {
+        image_tokens(image_embedding, Some(dense), &[], (1, self.hw(), self.dim))
     }
 
     /// Everything after the image-side preparation, for one prompt; all mask tokens.
@@ -271,9 +272,8 @@ impl MaskDecoder {
     ) -> Result<DecoderOutput> {
         self.check_image(image_embedding, image_pe)?;
         let tokens = self.tokens(sparse, n_sparse, dense)?;
-        let image_t = transpose(image_embedding, self.dim, self.hw());
         let pe_t = transpose(image_pe, self.dim, self.hw());
-        let keys = self.image_tokens(&image_t, dense);
+        let keys = self.image_tokens(image_embedding, dense);
         let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
         self.decode(&prep, &pe_t, &tokens, Par::Threads, &|_| true)
     }
@@ -304,9 +304,40 @@ impl MaskDecoder {
     ) -> Result<DecoderImage> {
         self.check_image(image_embedding, image_pe)?;
         self.check_dense(dense)?;
-        let image_t = transpose(image_embedding, self.dim, self.hw());
         let pe_t = transpose(image_pe, self.dim, self.hw());
-        let keys = self.image_tokens(&image_t, dense);
+        let keys = self.image_tokens(image_embedding, dense);
+        let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
+        Ok(DecoderImage {
+            prep,
+            pe_t: pe_t.into(),
+        })
+    }
+
+    /// [`Self::prepare_image`] for prompts without a mask input, whose dense embedding is
+    /// `no_mask_embed` (`[dim]`) at every cell, with the PE already token-major (`pe_t`
+    /// `[hw, dim]`, a constant of the model, so a server does not transpose 4 MB per call).
+    /// The same values as `prepare_image` on the broadcast dense embedding, without
+    /// building and transposing that plane.
+    pub fn prepare_no_mask(
+        &self,
+        image_embedding: &[f32],
+        pe_t: Arc<[f32]>,
+        no_mask_embed: &[f32],
+    ) -> Result<DecoderImage> {
+        self.check_image(image_embedding, &pe_t)?;
+        if no_mask_embed.len() != self.dim {
+            return Err(Error::Shape {
+                name: "no-mask embedding".into(),
+                expected: vec![self.dim],
+                got: vec![no_mask_embed.len()],
+            });
+        }
+        let keys = image_tokens(
+            image_embedding,
+            None,
+            no_mask_embed,
+            (1, self.hw(), self.dim),
+        );
         let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
         Ok(DecoderImage { prep, pe_t })
     }
@@ -395,14 +426,13 @@ impl MaskDecoder {
             g.iter().zip(res).for_each(|(&i, o)| out[i] = Some(o));
         }
         // Prompts with a dense embedding of their own: one whole decode per task.
-        let image_t = transpose(image_embedding, self.dim, self.hw());
         let pe_t = transpose(image_pe, self.dim, self.hw());
         let res: Vec<(usize, DecoderOutput)> = single
             .par_iter()
             .map(|g| {
                 let i = g[0];
                 let tokens = self.tokens_only(views[i].0, views[i].1)?;
-                let keys = self.image_tokens(&image_t, views[i].2);
+                let keys = self.image_tokens(image_embedding, views[i].2);
                 let prep = self.transformer.prepare(keys, &pe_t, Par::Seq)?;
                 let o = self.decode(&prep, &pe_t, &tokens, Par::Seq, &|_| true)?;
                 Ok((i, o.slice(multimask_output)))
@@ -417,7 +447,7 @@ impl MaskDecoder {
 /// See [`MaskDecoder::prepare_image`].
 pub struct DecoderImage {
     prep: PreparedImage,
-    pe_t: Vec<f32>,
+    pe_t: Arc<[f32]>,
 }
 
 /// Groups prompt indices whose dense embeddings are bit-identical, in first-seen order.

@@ -257,6 +257,12 @@ impl PromptEncoder {
     }
 
     /// `no_mask_embed` broadcast over the grid, [256, 64, 64].
+    /// `no_mask_embed`, `[dim]`: the dense embedding's value at every cell when a prompt
+    /// has no mask input.
+    pub fn no_mask_embed(&self) -> &[f32] {
+        &self.no_mask
+    }
+
     pub fn no_mask_dense(&self) -> Vec<f32> {
         let hw = self.grid * self.grid;
         self.no_mask
