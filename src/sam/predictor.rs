@@ -681,6 +681,16 @@ impl Sam {
             let prompts = std::slice::from_ref(prompt);
             return Ok(self.decode_device(dec, emb, prompts)?.remove(0));
         }
+        if prompt.mask_input.is_none() {
+            // The no-mask dense embedding is one vector per channel: the prepared path adds it
+            // without building the 4 MB plane (the same values and bits as `forward`).
+            let (sparse, n) = self.encode_sparse_prompt(emb, prompt)?;
+            let image = self.prepare_points(&emb.features)?;
+            let mut out =
+                self.decoder
+                    .decode_prepared(&image, &[(&sparse, n)], prompt.multimask)?;
+            return Ok(out.remove(0));
+        }
         let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
         self.decoder.forward(
             &emb.features,
@@ -701,6 +711,11 @@ impl Sam {
     ) -> Result<Vec<Prediction>> {
         if let Some(dec) = self.device_decoder.as_deref() {
             return self.predict_device(dec, emb, prompts);
+        }
+        if prompts.iter().all(|p| p.mask_input.is_none()) {
+            // One prepared image for all (as `predict_independent`): no 4 MB dense plane per
+            // prompt to build and compare.
+            return self.predict_independent(emb, prompts);
         }
         let mut encoded: Vec<_> = prompts
             .iter()
