@@ -1,7 +1,9 @@
 //! The library's `predict` timed for one point prompt on one image: the reference that
 //! tools/serve_load.py holds `samrt serve`'s single-request latency to (HTTP + JSON + RLE
 //! overhead). Prints JSON: median and p90 in ms for `predict` and for `predict_independent`
-//! (the server's decoder call), plus both with the COCO RLE of every mask.
+//! (the server's decoder call), plus both with the COCO RLE of every mask, a 16-prompt
+//! batch per prompt, `prepare_points` (the per-call image side) and the thread count
+//! (`RAYON_NUM_THREADS`).
 //!
 //! `cargo run --release --example predict_timing -- MODEL.safetensors IMAGE X Y ITERS`
 
@@ -79,6 +81,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     out.insert(
         format!("predict_independent_batch{batch}_per_prompt"),
         serde_json::json!({"p50_ms": p50, "p90_ms": p90}),
+    );
+    // The per-call image side that a batch shares and a lone prompt pays alone.
+    let mut t = Vec::new();
+    for k in 0..=iters {
+        let s = Instant::now();
+        std::hint::black_box(sam.prepare_points(&emb.features)?);
+        if k > 0 {
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (p50, p90) = stats(t);
+    out.insert(
+        "prepare_points".into(),
+        serde_json::json!({"p50_ms": p50, "p90_ms": p90}),
+    );
+    out.insert(
+        "threads".into(),
+        serde_json::json!(rayon::current_num_threads()),
     );
     println!("{}", serde_json::Value::Object(out));
     Ok(())

@@ -16,7 +16,7 @@ Starts `target/release/samrt serve` on 127.0.0.1 port 0 with MODEL, embeds IMAGE
 Same image and prompt throughout. Prints one JSON object.
 
 Usage: tools/serve_load.py MODEL.safetensors [--image PNG] [--requests N] [--clients C]
-       [--rounds R]
+       [--rounds R] [--samrt BIN --predict-timing BIN (another build)]
 For vit_b random weights: cargo run --release --example random_checkpoint -- vit_b /tmp/vit_b.safetensors
 """
 import argparse
@@ -70,6 +70,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samrt", default=os.path.join(ROOT, "target/release/samrt"))
     ap.add_argument("--serve-args", default="", help="extra flags for samrt serve")
+    ap.add_argument("--predict-timing", default=None,
+                    help="a built examples/predict_timing to take the library figures from "
+                         "(default: cargo run it from this tree); pair it with --samrt when "
+                         "measuring another build")
     a = ap.parse_args()
     if not 1 <= a.requests <= 100_000 or not 1 <= a.clients <= 256 or not 1 <= a.rounds <= 20:
         sys.exit("--requests must be in 1..100000, --clients in 1..256, --rounds in 1..20")
@@ -168,9 +172,10 @@ def main():
             conc_wall += cw
             rounds.append({"sequential": so, "concurrent": co,
                            "speedup": round(co["throughput_rps"] / so["throughput_rps"], 2)})
+        timing = ([a.predict_timing] if a.predict_timing else
+                  ["cargo", "run", "--quiet", "--release", "--example", "predict_timing", "--"])
         lib = json.loads(subprocess.run(
-            ["cargo", "run", "--quiet", "--release", "--example", "predict_timing", "--",
-             a.model, a.image, str(x), str(y), "20"],
+            timing + [a.model, a.image, str(x), str(y), "20"],
             cwd=ROOT, check=True, capture_output=True, text=True, timeout=1800).stdout)
         s, c = summary(seq, seq_wall), summary(conc, conc_wall)
         out = {
@@ -181,7 +186,7 @@ def main():
             "sequential": s,
             "concurrent": dict(c, clients=a.clients),
             "speedup": round(c["throughput_rps"] / s["throughput_rps"], 2),
-            "speedup_median_of_rounds": statistics.median(r["speedup"] for r in rounds),
+            "speedup_median_of_rounds": round(statistics.median(r["speedup"] for r in rounds), 3),
             "rounds": rounds,
             "library": lib,
             "overhead_vs_predict_rle": round(s["p50_ms"] / lib["predict_rle"]["p50_ms"] - 1, 3),

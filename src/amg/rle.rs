@@ -48,9 +48,16 @@ impl RunBuilder {
         self.run += n as u64;
     }
 
-    /// Adds pixels given as bytes 0 or 1, skipping 8 at a time through a run: a mask is a
-    /// few long runs, so most of it is passed over word by word.
-    pub fn push_bytes(&mut self, px: &[u8]) {
+    /// Adds pixels, skipping 8 at a time through a run: a mask is a few long runs, so
+    /// most of it is passed over word by word.
+    pub fn push_pixels(&mut self, px: &[bool]) {
+        // A bool is one byte, 0 or 1, so runs of equal bytes are runs of equal pixels.
+        self.push_bytes(bytemuck::cast_slice(px));
+    }
+
+    /// [`Self::push_pixels`] on bytes that are each 0 or 1 (another value would never end
+    /// its run).
+    fn push_bytes(&mut self, px: &[u8]) {
         let mut i = 0;
         while i < px.len() {
             let end = first_not(px, i, self.current as u8);
@@ -91,8 +98,9 @@ fn first_not(px: &[u8], mut i: usize, v: u8) -> usize {
     i
 }
 
-/// Row-major `rows x cols` bytes -> column-major.
-fn column_major(m: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+/// Row-major `rows x cols` pixels -> column-major, as bytes 0 or 1.
+fn column_major(m: &[bool], rows: usize, cols: usize) -> Vec<u8> {
+    let m: &[u8] = bytemuck::cast_slice(m);
     let mut out = vec![0u8; rows * cols];
     let (r8, c8) = (rows - rows % 8, cols - cols % 8);
     let word = |i: usize| u64::from_le_bytes(m[i..i + 8].try_into().expect("8 bytes"));
@@ -174,7 +182,7 @@ impl Rle {
         // Runs go down columns, the mask is stored by rows, and a strided walk costs a cache
         // line per pixel: copy the mask column-major once (8 x 8 byte blocks transposed in
         // registers), then scan each column 8 pixels a word.
-        let cols = column_major(bytemuck::cast_slice(crop), ch, cw);
+        let cols = column_major(crop, ch, cw);
         let (x0, y0) = origin;
         let mut b = RunBuilder::new();
         b.push(false, x0 * h);

@@ -1,8 +1,9 @@
 //! Decoding prompts from many callers together without changing any caller's answer: the
-//! server's dynamic batching. [`Sam::predict_batch`] picks its arithmetic by what else is in
-//! the call (a prompt alone gets a whole decode, one among others shares the image-side
-//! preparation), so its result for one prompt can move by f32 rounding with its company.
-//! Here the path depends on the prompt alone, so a batched answer is bit for bit the lone one.
+//! server's dynamic batching. Here the path a prompt takes depends on the prompt alone (no
+//! mask input: the shared prepared image; a mask input: its own whole decode), so a batched
+//! answer is bit for bit the lone one, as `Sam::predict` gives it. [`Sam::predict_batch`]
+//! comes here when no prompt has a mask input; with mask inputs it groups prompts by their
+//! dense embedding, so which preparation a prompt shares depends on its company.
 //! (The device decoder's batches have that property already; they go through it.)
 
 use crate::error::Result;

@@ -216,8 +216,9 @@ impl PromptEncoder {
         Ok((sparse, n, dense))
     }
 
-    /// The sparse half of [`Self::encode`]: `(sparse [N, 256], N)`. Callers that decode many
-    /// mask-less prompts share one [`Self::no_mask_dense`] instead of 4 MB per prompt.
+    /// The sparse half of [`Self::encode`]: `(sparse [N, 256], N)`. Callers that decode
+    /// mask-less prompts add [`Self::no_mask_embed`] per channel instead of building a 4 MB
+    /// dense plane per prompt.
     pub fn encode_sparse(
         &self,
         points: &[[f32; 2]],
@@ -256,13 +257,13 @@ impl PromptEncoder {
         Ok((sparse, n))
     }
 
-    /// `no_mask_embed` broadcast over the grid, [256, 64, 64].
     /// `no_mask_embed`, `[dim]`: the dense embedding's value at every cell when a prompt
     /// has no mask input.
     pub fn no_mask_embed(&self) -> &[f32] {
         &self.no_mask
     }
 
+    /// `no_mask_embed` broadcast over the grid, [256, 64, 64].
     pub fn no_mask_dense(&self) -> Vec<f32> {
         let hw = self.grid * self.grid;
         self.no_mask

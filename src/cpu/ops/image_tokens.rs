@@ -10,8 +10,8 @@ use rayon::prelude::*;
 /// Tokens per parallel block: 32 rows of 256 channels are 32 KB of output.
 const TOKENS_PER_BLOCK: usize = 32;
 
-/// `emb` `[dim, hw]` plus `dense` `[sides, dim, hw]` (or `no_mask` `[dim]` broadcast, one
-/// side) -> `[sides, hw, dim]`. Each value is the one f32 add `emb + dense`.
+/// `emb` `[dim, hw]` plus `dense` `[sides, dim, hw]` (or `no_mask` `[dim]` broadcast to
+/// every side) -> `[sides, hw, dim]`. Each value is the one f32 add `emb + dense`.
 pub fn image_tokens(
     emb: &[f32],
     dense: Option<&[f32]>,
@@ -21,7 +21,7 @@ pub fn image_tokens(
     assert_eq!(emb.len(), dim * hw, "image embedding size");
     match dense {
         Some(d) => assert_eq!(d.len(), sides * dim * hw, "dense embedding size"),
-        None => assert!(sides == 1 && no_mask.len() == dim, "no-mask embedding size"),
+        None => assert_eq!(no_mask.len(), dim, "no-mask embedding size"),
     }
     let mut out = vec![0.0f32; sides * hw * dim];
     if out.is_empty() {
@@ -85,11 +85,13 @@ mod tests {
                 }
             }
             let no_mask = values(dim, 3);
-            let got = image_tokens(&emb, None, &no_mask, (1, hw, dim));
-            for j in 0..hw {
-                for c in 0..dim {
-                    let want = emb[c * hw + j] + no_mask[c];
-                    assert_eq!(got[j * dim + c].to_bits(), want.to_bits());
+            let got = image_tokens(&emb, None, &no_mask, (sides, hw, dim));
+            for s in 0..sides {
+                for j in 0..hw {
+                    for c in 0..dim {
+                        let want = emb[c * hw + j] + no_mask[c];
+                        assert_eq!(got[(s * hw + j) * dim + c].to_bits(), want.to_bits());
+                    }
                 }
             }
         }
