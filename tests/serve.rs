@@ -570,3 +570,173 @@ fn concurrent_posts_of_one_image_encode_it_once() {
         .all(|a| a["image_id"] == answers[0]["image_id"]));
     metrics_contain(&s, &["samrt_encodes_total 1\n"]);
 }
+
+/// The count in `samrt_decoder_batch_size`'s bucket `le` (cumulative).
+fn batch_bucket(s: &Server, le: &str) -> u64 {
+    let m = s.get("/metrics").text();
+    let key = format!("samrt_decoder_batch_size_bucket{{le=\"{le}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or_else(|| panic!("{key} missing:\n{m}"))
+}
+
+/// What careful clients send beyond the basics: more prompts than `--max-batch` in one
+/// request (decoded in calls of at most that many, each answer the lone one); HEAD where
+/// GET is; base64 wrapped in lines or as a `data:` URL, beside `"image_id": null`;
+/// percent-encoded `/v1/auto` options; a 413 before the body when the client waits for
+/// `100 Continue`; and a prompt that only fails in the image's frame (a coordinate that
+/// overflows f32 there) sent beside good ones: it alone gets the 400.
+#[test]
+fn careful_clients_edges_are_answered() {
+    let s = Server::start(&[
+        "--max-batch",
+        "4",
+        "--max-body-mb",
+        "1",
+        "--batch-wait-ms",
+        "50",
+    ]);
+    let data = image_bytes("chelsea");
+    let id = embed(&s, &data)["image_id"].as_str().unwrap().to_string();
+    let seg = |v: Value| s.post_json("/v1/segment", &v);
+    let point = |k: usize| json!({"points": [[10 + 23 * k, 15 + 11 * k]]});
+
+    // 10 prompts with --max-batch 4: three decoder calls, none above 4 prompts.
+    let (calls0, n0) = batches(&s);
+    let over4 = batch_bucket(&s, "+Inf") - batch_bucket(&s, "4");
+    let prompts: Vec<Value> = (0..10).map(point).collect();
+    let r = seg(json!({"image_id": id, "prompts": prompts}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let all = r.json();
+    assert_eq!(all["prompts"].as_array().unwrap().len(), 10);
+    let (calls, n) = batches(&s);
+    assert_eq!(n - n0, 10);
+    assert!(
+        calls - calls0 >= 3,
+        "{} calls for 10 prompts",
+        calls - calls0
+    );
+    assert_eq!(
+        batch_bucket(&s, "+Inf") - batch_bucket(&s, "4"),
+        over4,
+        "a decoder call above --max-batch 4"
+    );
+    for k in [0, 5, 9] {
+        let r = seg(json!({"image_id": id, "prompts": [point(k)]}));
+        assert_eq!(r.json()["prompts"][0], all["prompts"][k], "prompt {k}");
+    }
+
+    // HEAD answers as GET, without a body.
+    for path in ["/health", "/"] {
+        let mut c = s.connect();
+        c.write_all(&head("HEAD", path, 0)).unwrap();
+        let r = read_response(&mut c);
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert!(r.body.is_empty(), "HEAD {path} sent a body");
+    }
+
+    // Base64 as `base64` (76-column lines) and as a data: URL; a null image_id is absent.
+    let want = seg(json!({"image_id": id, "prompts": [point(3)]})).json();
+    let text = b64(&data);
+    let wrapped = text
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for image in [wrapped, format!("data:image/png;base64,{text}")] {
+        let r = seg(json!({"image": image, "image_id": null, "prompts": [point(3)]}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), want);
+    }
+
+    // Percent-encoded option names and values mean what they spell.
+    let plain = s.request(
+        "POST",
+        "/v1/auto?points_per_side=4&pred_iou_thresh=0.5",
+        &data,
+    );
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let encoded = s.request(
+        "POST",
+        "/v1/auto?points%5Fper%5Fside=%34&pred_iou_thresh=0%2E5",
+        &data,
+    );
+    assert_eq!(encoded.status, 200, "{}", encoded.text());
+    assert_eq!(encoded.json(), plain.json());
+    assert_error(
+        &s.request("POST", "/v1/auto?points_per_side=%zz", &data),
+        400,
+        "%-escape",
+    );
+
+    // Expect: 100-continue over the limit: the 413 comes before any body byte is sent.
+    let mut c = s.connect();
+    c.write_all(
+        b"POST /v1/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000000\r\n\
+          Expect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_response(&mut c);
+    assert_error(&r, 413, "over the limit");
+
+    // A coordinate that is finite as given but not in the image's input frame, sent with
+    // good prompts at once: it is refused alone, and every good one gets its lone answer.
+    let good = seg(json!({"image_id": id, "prompts": [point(2)]})).body;
+    for _ in 0..3 {
+        std::thread::scope(|sc| {
+            let bad =
+                sc.spawn(|| seg(json!({"image_id": id, "prompts": [{"points": [[1e300, 1]]}]})));
+            let goods: Vec<_> = (0..4)
+                .map(|_| sc.spawn(|| seg(json!({"image_id": id, "prompts": [point(2)]}))))
+                .collect();
+            assert_error(&bad.join().unwrap(), 400, "not finite");
+            for g in goods {
+                let r = g.join().unwrap();
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert!(
+                    r.body == good,
+                    "a good request's answer changed beside a bad one"
+                );
+            }
+        });
+    }
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+/// `--listen` takes a host name: `localhost:0` binds and the ready line names the port.
+#[test]
+fn listen_takes_a_host_name() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_samrt"))
+        .args(["serve", "--model", tiny_safetensors().to_str().unwrap()])
+        .args(["--device", "cpu", "--listen", "localhost:0"])
+        .env("SAMRT_CACHE_DIR", scratch("serve-cache"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut ready = None;
+    let mut log = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        log += &line;
+        if let Some(a) = line.strip_prefix("samrt: listening on http://") {
+            ready = Some(a.to_string());
+            break;
+        }
+    }
+    common::server::signal(child.id(), "TERM");
+    // Read to the end: the server reports its shutdown on stderr.
+    lines.map_while(Result::ok).for_each(|l| log += &l);
+    let status = child.wait().unwrap();
+    let addr: std::net::SocketAddr = ready
+        .unwrap_or_else(|| panic!("no ready line: {log}"))
+        .parse()
+        .unwrap();
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    assert!(status.success(), "{status:?}");
+}

@@ -308,6 +308,15 @@ impl Sam {
         }
     }
 
+    /// [`Sam::check_prompt`] plus what depends on the image: the points and box mapped to
+    /// the input frame must stay finite in f32 (a coordinate near f64's range overflows
+    /// there). A prompt that passes decodes on `emb` without a prompt error, so a server can
+    /// refuse a bad prompt alone before it joins a batch.
+    pub fn check_prompt_on(&self, emb: &ImageEmbedding, p: &Prompt) -> Result<()> {
+        let (pts, bx) = self.input_frame(emb, p)?;
+        crate::cpu::ops::prompt_encoder::check_sparse(&pts, &p.labels, bx)
+    }
+
     fn encoder(&self) -> Result<&dyn EncoderBackend> {
         self.encoder.as_deref().ok_or_else(|| {
             Error::Unsupported(
@@ -691,15 +700,16 @@ impl Sam {
                     .decode_prepared(&image, &[(&sparse, n)], prompt.multimask)?;
             return Ok(out.remove(0));
         }
+        // `forward`'s computation with the PE transposed once at load (same bits).
         let (sparse, n, dense) = self.encode_prompt(emb, prompt)?;
-        self.decoder.forward(
-            &emb.features,
-            &self.dense_pe,
-            &sparse,
-            n,
-            &dense,
-            prompt.multimask,
-        )
+        let image = self
+            .decoder
+            .prepare_dense(&emb.features, self.dense_pe_t.clone(), &dense)?;
+        drop(dense);
+        let mut out = self
+            .decoder
+            .decode_prepared(&image, &[(&sparse, n)], prompt.multimask)?;
+        Ok(out.remove(0))
     }
 
     /// Decodes many prompts against one embedding in one call. The multimask flag is taken

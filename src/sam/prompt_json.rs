@@ -114,8 +114,8 @@ pub fn parse_prompt(item: &Value, k: usize, default_multimask: bool) -> Result<P
         )),
         Some(_) => {
             return Err(bad(
-                "`mask_input` must be a .npy path or an SxS array of numbers (256x256 for the \
-                 official models)"
+                "`mask_input` must be a string (for the CLI a .npy path, for the server the \
+                 base64 of a .npy) or an SxS array of numbers (256x256 for the official models)"
                     .into(),
             ))
         }

@@ -2,7 +2,7 @@
 //! records `samrt auto` writes for it in an RLE mode (COCO RLE unless `output_mode` says
 //! `uncompressed_rle`). The options are `samrt auto`'s AMG options in snake_case.
 
-use super::http::{json, read_body, ApiError};
+use super::http::{json, query_pairs, read_body, ApiError};
 use super::state::App;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -30,8 +30,8 @@ const SERVER_WIDE: [&str; 9] = [
 fn options(query: &str) -> Result<(AmgConfig, bool), ApiError> {
     let mut c = AmgConfig::default();
     let mut coco = true;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in query_pairs(query)? {
+        let (k, v) = (k.as_str(), v.as_str());
         let int = |v: &str| {
             v.parse::<usize>()
                 .map_err(|_| ApiError::bad(format!("`{k}={v}`: expected a whole number")))
@@ -81,7 +81,12 @@ fn options(query: &str) -> Result<(AmgConfig, bool), ApiError> {
             _ => return Err(ApiError::bad(format!("unknown option `{k}`"))),
         }
     }
-    c.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+    c.validate().map_err(|e| match e {
+        // AmgConfig's own wording, without the "model configuration" prefix: these are
+        // the request's options.
+        samrt::Error::Config(m) => ApiError::bad(format!("invalid option: {m}")),
+        e => ApiError::bad(e.to_string()),
+    })?;
     Ok((c, coco))
 }
 

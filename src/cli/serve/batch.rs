@@ -34,6 +34,7 @@ struct Job {
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Job>,
     coming: Arc<AtomicUsize>,
+    max_batch: usize,
 }
 
 /// A segment request on its way to the batcher; counted until it is queued or dropped.
@@ -53,7 +54,11 @@ impl Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let coming = Arc::new(AtomicUsize::new(0));
         tokio::spawn(run(sam, metrics, cfg, rx, coming.clone()));
-        Batcher { tx, coming }
+        Batcher {
+            tx,
+            coming,
+            max_batch: cfg.max_batch,
+        }
     }
 
     /// Announces a segment request that will reach [`Batcher::decode`] soon.
@@ -63,26 +68,40 @@ impl Batcher {
     }
 
     /// Decodes `prompts` (already checked against the model) on `entry`, in some batch.
+    /// A request with more than `--max-batch` prompts goes as several jobs of at most that
+    /// many, so no decoder call exceeds the cap.
     pub async fn decode(
         &self,
         coming: Coming,
         id: String,
         entry: Arc<Entry>,
-        prompts: Vec<Prompt>,
+        mut prompts: Vec<Prompt>,
     ) -> Result<Vec<Prediction>, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            id,
-            entry,
-            prompts,
-            reply,
-        };
-        self.tx
-            .send(job)
-            .map_err(|_| ApiError::internal("the decoder has stopped"))?;
+        let mut waits = Vec::new();
+        while !prompts.is_empty() {
+            let rest = prompts.split_off(prompts.len().min(self.max_batch));
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                id: id.clone(),
+                entry: entry.clone(),
+                prompts,
+                reply,
+            };
+            self.tx
+                .send(job)
+                .map_err(|_| ApiError::internal("the decoder has stopped"))?;
+            waits.push(rx);
+            prompts = rest;
+        }
         drop(coming);
-        rx.await
-            .map_err(|_| ApiError::internal("the decoder dropped the request"))?
+        let mut out = Vec::new();
+        for rx in waits {
+            let part = rx
+                .await
+                .map_err(|_| ApiError::internal("the decoder dropped the request"))??;
+            out.extend(part);
+        }
+        Ok(out)
     }
 }
 
@@ -142,38 +161,51 @@ async fn run(
 }
 
 async fn decode_group(sam: &Arc<Sam>, metrics: &Metrics, group: Vec<Job>) {
-    let entry = group[0].entry.clone();
-    let mut prompts = Vec::new();
-    let mut replies = Vec::new();
-    for j in group {
-        replies.push((j.prompts.len(), j.reply));
-        prompts.extend(j.prompts);
+    if group.len() == 1 {
+        let Job {
+            entry,
+            prompts,
+            reply,
+            ..
+        } = group.into_iter().next().expect("one job");
+        let _ = reply.send(decode_call(sam, metrics, &entry, prompts).await);
+        return;
     }
+    let entry = group[0].entry.clone();
+    let prompts: Vec<Prompt> = group.iter().flat_map(|j| j.prompts.clone()).collect();
+    match decode_call(sam, metrics, &entry, prompts).await {
+        Ok(preds) => {
+            // Hand each request its own slice of the results, in its order.
+            let mut rest = preds;
+            for j in group {
+                let tail = rest.split_off(j.prompts.len());
+                let _ = j.reply.send(Ok(rest));
+                rest = tail;
+            }
+        }
+        // Prompts are checked before they queue, so this is rare (a numerical failure, a
+        // panic); one request's failure must not become its neighbours' answer, so each
+        // request is decoded again alone and gets what it would have got alone.
+        Err(_) => {
+            for j in group {
+                let res = decode_call(sam, metrics, &j.entry, j.prompts).await;
+                let _ = j.reply.send(res);
+            }
+        }
+    }
+}
+
+/// One decoder call on the blocking pool; a panic in it becomes a 500 for its requests.
+async fn decode_call(
+    sam: &Arc<Sam>,
+    metrics: &Metrics,
+    entry: &Arc<Entry>,
+    prompts: Vec<Prompt>,
+) -> Result<Vec<Prediction>, ApiError> {
     metrics.batch(prompts.len());
-    let sam = sam.clone();
-    let res =
-        tokio::task::spawn_blocking(move || sam.predict_independent(&entry.emb, &prompts)).await;
-    let preds = match res {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            let err = ApiError::from_lib(e);
-            for (_, r) in replies {
-                let _ = r.send(Err(err.clone()));
-            }
-            return;
-        }
-        Err(e) => {
-            for (_, r) in replies {
-                let _ = r.send(Err(ApiError::internal(format!("the decoder failed: {e}"))));
-            }
-            return;
-        }
-    };
-    // Hand each request its own slice of the results, in its order.
-    let mut rest = preds;
-    for (k, r) in replies {
-        let tail = rest.split_off(k);
-        let _ = r.send(Ok(rest));
-        rest = tail;
+    let (sam, entry) = (sam.clone(), entry.clone());
+    match tokio::task::spawn_blocking(move || sam.predict_independent(&entry.emb, &prompts)).await {
+        Ok(res) => res.map_err(ApiError::from_lib),
+        Err(e) => Err(ApiError::internal(format!("the decoder failed: {e}"))),
     }
 }

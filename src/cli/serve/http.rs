@@ -104,7 +104,14 @@ pub async fn read_body(req: Request<Body>, limit: usize) -> Result<Vec<u8>, ApiE
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit + DRAIN_LIMIT) {
+    // A client waiting for `100 Continue` has sent no body yet: refuse at once, without
+    // asking it to upload what would be dropped.
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if declared.is_some_and(|n| n > limit + DRAIN_LIMIT || (n > limit && expects_continue)) {
         return Err(too_large(true));
     }
     let mut body = req.into_body();
@@ -147,10 +154,20 @@ pub async fn read_body(req: Request<Body>, limit: usize) -> Result<Vec<u8>, ApiE
     Ok(buf)
 }
 
-/// Standard base64 with or without padding (and the URL-safe alphabet), as clients write it.
+/// Standard base64 with or without padding (and the URL-safe alphabet), as clients write it:
+/// line-wrapped (`base64` without `-w0`, MIME) or as a `data:...;base64,` URL (a browser's
+/// `FileReader.readAsDataURL`).
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let s = s.trim();
+    let mut s = s.trim();
+    if let Some(rest) = s.strip_prefix("data:") {
+        s = rest.split_once(";base64,")?.1;
+    }
+    let joined: String;
+    if s.bytes().any(|b| b.is_ascii_whitespace()) {
+        joined = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        s = &joined;
+    }
     [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
         .iter()
         .find_map(|e| e.decode(s).ok())
@@ -164,4 +181,42 @@ pub fn base64_encode(data: &[u8]) -> String {
 pub fn parse_json(data: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(data)
         .map_err(|e| ApiError::bad(format!("the body is not valid JSON: {e}")))
+}
+
+/// A query string's `key=value` pairs, percent-decoded (`+` is a space), as browsers and
+/// `curl --data-urlencode -G` send them; a bad escape or non-UTF-8 result is a 400.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |t: &str| -> Result<String, ApiError> {
+        let b = t.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = b
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| {
+                            ApiError::bad(format!("the query has a bad %-escape in `{t}`"))
+                        })?;
+                    out.push(hex);
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out)
+            .map_err(|_| ApiError::bad(format!("the query's `{t}` is not UTF-8 once decoded")))
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }

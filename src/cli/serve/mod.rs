@@ -63,12 +63,7 @@ pub fn run(a: ServeArgs) -> Result<(), CliError> {
     if a.threads == Some(0) {
         return Err(CliError::msg("--threads must be at least 1"));
     }
-    let addr: std::net::SocketAddr = a.listen.parse().map_err(|e| {
-        CliError::msg(format!(
-            "--listen `{}`: {e}; expected HOST:PORT such as 127.0.0.1:8080",
-            a.listen
-        ))
-    })?;
+    let addr = listen_addr(&a.listen)?;
     if let Some(n) = a.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -126,6 +121,25 @@ pub fn run(a: ServeArgs) -> Result<(), CliError> {
         eprintln!("samrt: stopped (requests in flight were answered)");
         Ok(())
     })
+}
+
+/// `--listen`: an address, or a host name and port (`localhost:0`), bound to the first
+/// address the name resolves to.
+fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, CliError> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| {
+        CliError::msg(format!(
+            "--listen `{listen}`: {why}; expected HOST:PORT such as 127.0.0.1:8080"
+        ))
+    };
+    if let Ok(a) = listen.parse() {
+        return Ok(a);
+    }
+    listen
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("the host name has no address".into()))
 }
 
 /// SIGINT or SIGTERM: stop accepting, answer what is in flight, exit 0.

@@ -46,7 +46,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
         let res = match route {
             Some(("/__test/panic", _)) if !app2.test_hooks => Err(not_found_route()),
             None => Err(not_found_route()),
-            Some((_, methods)) if !methods.contains(req.method()) => {
+            Some((_, methods)) if !allows(methods, req.method()) => {
                 Err(method_not_allowed(methods))
             }
             Some((name, _)) => handle(&app2, name, req).await,
@@ -67,16 +67,21 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Respon
     resp
 }
 
+/// HEAD is answered wherever GET is (health probes use it); hyper sends the headers only.
+fn allows(methods: &[Method], m: &Method) -> bool {
+    methods.contains(m) || (m == Method::HEAD && methods.contains(&Method::GET))
+}
+
 fn not_found_route() -> Response {
     ApiError::not_found("no such route; see GET / and the README's Serve section").into_response()
 }
 
 fn method_not_allowed(methods: &[Method]) -> Response {
-    let allow = methods
-        .iter()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    if methods.contains(&Method::GET) {
+        allow.push("HEAD");
+    }
+    let allow = allow.join(", ");
     let mut r = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method not allowed here; use {allow}"),

@@ -57,15 +57,14 @@ pub async fn segment(app: &Arc<App>, req: Request<Body>) -> Result<Response, Api
             None => None,
             Some(MaskField::Inline(v)) => Some(v),
             Some(MaskField::Text(s)) => {
-                Some(npy_mask(&s, side).map_err(|m| ApiError::bad(format!("prompt {k}: {m}")))?)
+                Some(npy_mask(&s, side).map_err(|m| prompt_error(k, samrt::Error::Prompt(m)))?)
             }
         };
-        app.sam
-            .check_prompt(&p)
-            .map_err(|e| ApiError::bad(format!("prompt {k}: {e}")))?;
+        app.sam.check_prompt(&p).map_err(|e| prompt_error(k, e))?;
         list.push(p);
     }
-    let (id, entry) = match (obj.get("image_id"), obj.get("image")) {
+    let given = |key: &str| obj.get(key).filter(|v| !v.is_null());
+    let (id, entry) = match (given("image_id"), given("image")) {
         (Some(Value::String(id)), None) => (id.clone(), app.lookup(id)?),
         (None, Some(Value::String(b64))) => {
             let bytes = base64_decode(b64)
@@ -81,11 +80,29 @@ pub async fn segment(app: &Arc<App>, req: Request<Body>) -> Result<Response, Api
         }
         _ => return Err(ApiError::bad("`image_id` and `image` must be strings")),
     };
+    // What depends on the image (the prompt in its input frame) is checked here too, so a
+    // bad prompt is refused alone and never fails a batch it would share with others.
+    for (k, p) in list.iter().enumerate() {
+        app.sam
+            .check_prompt_on(&entry.emb, p)
+            .map_err(|e| prompt_error(k, e))?;
+    }
     let preds = app.batcher.decode(coming, id.clone(), entry, list).await?;
     let body = tokio::task::spawn_blocking(move || response(&id, &preds, side, logits))
         .await
         .map_err(|e| ApiError::internal(format!("encoding masks: {e}")))??;
     Ok(json(StatusCode::OK, &body))
+}
+
+/// A refused prompt as a 400 naming it, worded as the prompt list's own errors
+/// ("invalid prompt: prompt K: ...").
+fn prompt_error(k: usize, e: samrt::Error) -> ApiError {
+    match e {
+        samrt::Error::Prompt(m) => {
+            ApiError::bad(samrt::Error::Prompt(format!("prompt {k}: {m}")).to_string())
+        }
+        e => ApiError::bad(format!("prompt {k}: {e}")),
+    }
 }
 
 /// A `mask_input` string: always the base64 of a float .npy holding one plane, `[S, S]` or

@@ -137,7 +137,17 @@ impl App {
         if let Some(e) = self.cached(&id) {
             return Ok((id, e, true));
         }
-        let cell: Pending = lock(&self.pending).entry(id.clone()).or_default().clone();
+        let cell: Pending = {
+            let mut pending = lock(&self.pending);
+            // Looked at again under the pending lock: an encode of these bytes that finished
+            // since the miss above put its entry in the cache before it left `pending`, so
+            // one of the two has it and the image is not encoded twice.
+            if let Some(e) = lock(&self.cache).get(&id) {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((id, e, true));
+            }
+            pending.entry(id.clone()).or_default().clone()
+        };
         let ran = std::sync::atomic::AtomicBool::new(false);
         let res = cell
             .get_or_init(|| async {

@@ -303,14 +303,8 @@ impl MaskDecoder {
         dense: &[f32],
     ) -> Result<DecoderImage> {
         self.check_image(image_embedding, image_pe)?;
-        self.check_dense(dense)?;
         let pe_t = transpose(image_pe, self.dim, self.hw());
-        let keys = self.image_tokens(image_embedding, dense);
-        let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
-        Ok(DecoderImage {
-            prep,
-            pe_t: pe_t.into(),
-        })
+        self.prepare_dense(image_embedding, pe_t.into(), dense)
     }
 
     /// [`Self::prepare_image`] for prompts without a mask input, whose dense embedding is
@@ -338,6 +332,26 @@ impl MaskDecoder {
             no_mask_embed,
             (1, self.hw(), self.dim),
         );
+        self.prepared(keys, pe_t)
+    }
+
+    /// [`Self::prepare_image`] with the PE already token-major (`pe_t` `[hw, dim]`, which
+    /// [`crate::Sam`] transposes once at load): a prompt with a mask input then pays no 4 MB
+    /// transpose per call.
+    pub fn prepare_dense(
+        &self,
+        image_embedding: &[f32],
+        pe_t: Arc<[f32]>,
+        dense: &[f32],
+    ) -> Result<DecoderImage> {
+        self.check_image(image_embedding, &pe_t)?;
+        self.check_dense(dense)?;
+        let keys = self.image_tokens(image_embedding, dense);
+        self.prepared(keys, pe_t)
+    }
+
+    /// Layer 0's image-side projections of `keys` (image tokens `[hw, dim]`).
+    fn prepared(&self, keys: Vec<f32>, pe_t: Arc<[f32]>) -> Result<DecoderImage> {
         let prep = self.transformer.prepare(keys, &pe_t, Par::Threads)?;
         Ok(DecoderImage { prep, pe_t })
     }
