@@ -665,11 +665,13 @@ fn careful_clients_edges_are_answered() {
     );
     assert_eq!(encoded.status, 200, "{}", encoded.text());
     assert_eq!(encoded.json(), plain.json());
-    assert_error(
-        &s.request("POST", "/v1/auto?points_per_side=%zz", &data),
-        400,
-        "%-escape",
-    );
+    for q in ["points_per_side=%zz", "points_per_side=%+4"] {
+        assert_error(
+            &s.request("POST", &format!("/v1/auto?{q}"), &data),
+            400,
+            "%-escape",
+        );
+    }
 
     // Expect: 100-continue over the limit: the 413 comes before any body byte is sent.
     let mut c = s.connect();
@@ -729,14 +731,20 @@ fn listen_takes_a_host_name() {
             break;
         }
     }
+    // The name's address answers.
+    let addr: std::net::SocketAddr = ready
+        .as_deref()
+        .unwrap_or_else(|| panic!("no ready line: {log}"))
+        .parse()
+        .unwrap();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(&head("GET", "/health", 0)).unwrap();
+    assert_eq!(read_response(&mut c).status, 200);
     common::server::signal(child.id(), "TERM");
     // Read to the end: the server reports its shutdown on stderr.
     lines.map_while(Result::ok).for_each(|l| log += &l);
     let status = child.wait().unwrap();
-    let addr: std::net::SocketAddr = ready
-        .unwrap_or_else(|| panic!("no ready line: {log}"))
-        .parse()
-        .unwrap();
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
     assert!(status.success(), "{status:?}");
 }

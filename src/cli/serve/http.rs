@@ -183,8 +183,9 @@ pub fn parse_json(data: &[u8]) -> Result<serde_json::Value, ApiError> {
         .map_err(|e| ApiError::bad(format!("the body is not valid JSON: {e}")))
 }
 
-/// A query string's `key=value` pairs, percent-decoded (`+` is a space), as browsers and
-/// `curl --data-urlencode -G` send them; a bad escape or non-UTF-8 result is a 400.
+/// A query string's `key=value` pairs, percent-decoded as `curl --data-urlencode -G` and
+/// `encodeURIComponent` write them; a `+` stays a plus (no option takes a space, and
+/// `1e+0` or `+0.5` are numbers). A bad escape or a non-UTF-8 result is a 400.
 pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |t: &str| -> Result<String, ApiError> {
         let b = t.as_bytes();
@@ -192,10 +193,10 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
         let mut i = 0;
         while i < b.len() {
             match b[i] {
-                b'+' => out.push(b' '),
                 b'%' => {
                     let hex = b
                         .get(i + 1..i + 3)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                         .and_then(|h| std::str::from_utf8(h).ok())
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
                         .ok_or_else(|| {

@@ -134,7 +134,7 @@ impl Metrics {
             (
                 "cache_misses_total",
                 "counter",
-                "Embedding cache lookups that found nothing: a new image to encode, or an unknown or evicted image_id (404).",
+                "Embedding cache lookups that found nothing: an image to encode (or being encoded for another request), or an unknown or evicted image_id (404).",
                 get(&self.cache_misses),
             ),
             (

@@ -104,18 +104,21 @@ pub fn run(a: ServeArgs) -> Result<(), CliError> {
             batch,
             hooks,
         ));
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = tokio::net::TcpListener::bind(&addr[..])
             .await
-            .map_err(|e| CliError::msg(format!("--listen {addr}: {e}")))?;
+            .map_err(|e| CliError::msg(format!("--listen {}: {e}", a.listen)))?;
         let bound = listener
             .local_addr()
-            .map_err(|e| CliError::msg(format!("--listen {addr}: {e}")))?;
+            .map_err(|e| CliError::msg(format!("--listen {}: {e}", a.listen)))?;
+        // Listening for the signals before the ready line: a supervisor that stops the
+        // server right after it must get the graceful path, not the default action.
+        let stop = shutdown_signal()?;
         let router = axum::Router::new()
             .fallback(routes::dispatch)
             .with_state(app);
         eprintln!("samrt: listening on http://{bound}");
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stop)
             .await
             .map_err(|e| CliError::msg(format!("serving on {bound}: {e}")))?;
         eprintln!("samrt: stopped (requests in flight were answered)");
@@ -123,9 +126,10 @@ pub fn run(a: ServeArgs) -> Result<(), CliError> {
     })
 }
 
-/// `--listen`: an address, or a host name and port (`localhost:0`), bound to the first
-/// address the name resolves to.
-fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, CliError> {
+/// `--listen`: an address, or a host name and port (`localhost:0`); every address the
+/// name resolves to is tried in turn (a name listing `::1` first still binds on a host
+/// without IPv6).
+fn listen_addr(listen: &str) -> Result<Vec<std::net::SocketAddr>, CliError> {
     use std::net::ToSocketAddrs;
     let bad = |why: String| {
         CliError::msg(format!(
@@ -133,34 +137,44 @@ fn listen_addr(listen: &str) -> Result<std::net::SocketAddr, CliError> {
         ))
     };
     if let Ok(a) = listen.parse() {
-        return Ok(a);
+        return Ok(vec![a]);
     }
-    listen
+    let addrs: Vec<_> = listen
         .to_socket_addrs()
         .map_err(|e| bad(e.to_string()))?
-        .next()
-        .ok_or_else(|| bad("the host name has no address".into()))
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad("the host name has no address".into()));
+    }
+    Ok(addrs)
 }
 
-/// SIGINT or SIGTERM: stop accepting, answer what is in flight, exit 0.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT or SIGTERM: stop accepting, answer what is in flight, exit 0. The handlers are
+/// installed when this is called; the future waits for either signal.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |k: SignalKind| {
+            signal(k).map_err(|e| CliError::msg(format!("listening for signals: {e}")))
+        };
+        let (mut int, mut term) = (
+            listen(SignalKind::interrupt())?,
+            listen(SignalKind::terminate())?,
+        );
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+            eprintln!("samrt: shutting down: answering the requests in flight");
+        })
     }
-    eprintln!("samrt: shutting down: answering the requests in flight");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("samrt: shutting down: answering the requests in flight");
+        })
+    }
 }

@@ -134,16 +134,12 @@ impl App {
     /// being encoded for another request, whose result this one shares).
     pub async fn embedding(&self, data: Vec<u8>) -> Result<(String, Arc<Entry>, bool), ApiError> {
         let id = sha256_hex(&data);
-        if let Some(e) = self.cached(&id) {
-            return Ok((id, e, true));
-        }
         let cell: Pending = {
+            // The cache is looked at under the pending lock: an encode of these bytes puts
+            // its entry in the cache before it leaves `pending`, so one of the two has it
+            // and the image is never encoded twice.
             let mut pending = lock(&self.pending);
-            // Looked at again under the pending lock: an encode of these bytes that finished
-            // since the miss above put its entry in the cache before it left `pending`, so
-            // one of the two has it and the image is not encoded twice.
-            if let Some(e) = lock(&self.cache).get(&id) {
-                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = self.cached(&id) {
                 return Ok((id, e, true));
             }
             pending.entry(id.clone()).or_default().clone()
